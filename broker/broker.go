@@ -1,0 +1,493 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jonboulle/clockwork"
+	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+// Token lifecycle constants. They are deliberately conservative: a token
+// whose lifetime the identity provider does not state is assumed to be
+// short-lived, never eternal.
+const (
+	// DefaultLifetime is assumed when expires_in is missing, zero or
+	// negative.
+	DefaultLifetime = 5 * time.Minute
+	// MaxLifetime caps an absurdly large expires_in.
+	MaxLifetime = 24 * time.Hour
+	// DefaultMinValid is GetToken's min_valid when none is given.
+	DefaultMinValid = 60 * time.Second
+	// MaxMinValid bounds min_valid; larger requests are treated as this.
+	MaxMinValid = time.Hour
+	// refreshFloor: a token is refreshed no later than this before it
+	// expires (half the lifetime for tokens shorter than twice this).
+	refreshFloor = time.Minute
+	// permanentRetry is the retry interval after a permanent error such as
+	// invalid_client: slow, so a revoked client does not hammer the IdP.
+	permanentRetry = 5 * time.Minute
+	// maxRetryAfter bounds how long a Retry-After can silence a key.
+	maxRetryAfter = 10 * time.Minute
+)
+
+// Fetcher requests tokens for one tenant from its identity provider.
+// *upstream.Client implements it.
+type Fetcher interface {
+	Fetch(ctx context.Context, scopes []string) (upstream.Grant, error)
+}
+
+// Tenant configures one tenant.
+type Tenant struct {
+	// Name matches [a-z0-9][a-z0-9-]{0,62}.
+	Name string
+	// TokenURL is the identity provider's token endpoint.
+	TokenURL     string
+	ClientID     string
+	ClientSecret credentials.Secret
+	// Scopes are the default scopes, requested when a caller names none.
+	Scopes []string
+	// AuthStyle is oauth2.AuthStyleInParams (default) or AuthStyleInHeader.
+	AuthStyle oauth2.AuthStyle
+	// Fetcher, when set, replaces the upstream client built from the fields
+	// above (TokenURL is then informational).
+	Fetcher Fetcher
+}
+
+// same reports whether two tenant configurations would fetch the same way.
+func (t Tenant) same(o Tenant) bool {
+	return t.Name == o.Name && t.TokenURL == o.TokenURL && t.ClientID == o.ClientID &&
+		t.ClientSecret.Reveal() == o.ClientSecret.Reveal() && slices.Equal(t.Scopes, o.Scopes) &&
+		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher
+}
+
+// Config configures a Broker. Zero values mean defaults.
+type Config struct {
+	Tenants []Tenant
+	Logger  *slog.Logger
+	// Clock drives refresh timers and expiry; tests pass a fake clock.
+	Clock clockwork.Clock
+	// HTTPClient is used for identity-provider requests.
+	HTTPClient *http.Client
+	// UserAgent is sent to identity providers.
+	UserAgent string
+	// FetchTimeout bounds one identity-provider request (default 30s).
+	FetchTimeout time.Duration
+	// MaxKeysPerTenant bounds the scope sets per tenant (default 64) and
+	// MaxKeys those of the whole broker (default 4096).
+	MaxKeysPerTenant int
+	MaxKeys          int
+	// IdleTimeout drops a scope set nobody asked for or watched for this
+	// long, at its next refresh (default 1h). Default scopes are kept.
+	IdleTimeout time.Duration
+	// OnTenantHealth, when set, is called whenever a tenant's default-scope
+	// token becomes valid (true) or stops being valid (false), and with
+	// false when the tenant is removed. It must not block or call the Broker.
+	OnTenantHealth func(tenant string, serving bool)
+}
+
+// Broker caches and refreshes tokens for its tenants. It is safe for
+// concurrent use. It must be closed to stop its background refreshes.
+type Broker struct {
+	cfg   Config
+	log   *slog.Logger
+	clock clockwork.Clock
+
+	mu      sync.Mutex // guards tenants, nkeys and lock-orders before entry.mu
+	tenants map[string]*tenant
+	nkeys   int
+
+	// life guards closed against wg.Add racing Close's wg.Wait.
+	life    sync.RWMutex
+	closed  bool
+	base    context.Context // the broker's own context for upstream requests
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+}
+
+type tenant struct {
+	spec    Tenant
+	fetcher Fetcher
+	keys    map[string]*entry
+	def     *entry
+}
+
+// New returns a Broker serving cfg.Tenants and starts fetching every
+// tenant's default-scope token in the background.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = 30 * time.Second
+	}
+	if cfg.MaxKeysPerTenant <= 0 {
+		cfg.MaxKeysPerTenant = 64
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = 4096
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Hour
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}}
+	b.base, b.cancel = context.WithCancel(context.Background())
+	if err := b.SetTenants(cfg.Tenants); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// SetTenants replaces the broker's tenants. New tenants start fetching
+// their default token; removed tenants end their watches with
+// ErrTenantRemoved; reconfigured tenants drop their tokens and end their
+// watches with ErrTenantChanged. Unchanged tenants keep their tokens. On
+// error nothing changes.
+func (b *Broker) SetTenants(specs []Tenant) error {
+	next := map[string]Tenant{}
+	for _, s := range specs {
+		if err := names.ValidTenant(s.Name); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
+		if _, dup := next[s.Name]; dup {
+			return fmt.Errorf("broker: tenant %q configured twice", s.Name)
+		}
+		scopes, err := names.NormalizeScopes(s.Scopes)
+		if err != nil {
+			return fmt.Errorf("broker: tenant %q: default scopes: %w", s.Name, err)
+		}
+		s.Scopes = scopes
+		next[s.Name] = s
+	}
+	fetchers := map[string]Fetcher{}
+	for name, s := range next {
+		if s.Fetcher != nil {
+			fetchers[name] = s.Fetcher
+			continue
+		}
+		c, err := upstream.New(upstream.Config{
+			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
+			AuthStyle: s.AuthStyle, HTTPClient: b.cfg.HTTPClient, UserAgent: b.cfg.UserAgent,
+		})
+		if err != nil {
+			return fmt.Errorf("broker: tenant %q: %w", name, err)
+		}
+		fetchers[name] = c
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed() {
+		return ErrClosed
+	}
+	for name, t := range b.tenants {
+		s, keep := next[name]
+		switch {
+		case !keep:
+			b.dropTenantLocked(t, ErrTenantRemoved)
+			b.log.Info("tenant removed", "tenant", name)
+		case !t.spec.same(s):
+			b.dropTenantLocked(t, ErrTenantChanged)
+			b.log.Info("tenant reconfigured", "tenant", name)
+		}
+	}
+	for name, s := range next {
+		if _, ok := b.tenants[name]; ok {
+			continue
+		}
+		t := &tenant{spec: s, fetcher: fetchers[name], keys: map[string]*entry{}}
+		b.tenants[name] = t
+		t.def = b.newEntryLocked(t, nil)
+		if b.cfg.OnTenantHealth != nil {
+			b.cfg.OnTenantHealth(name, false)
+		}
+		t.def.mu.Lock()
+		t.def.startLocked()
+		t.def.mu.Unlock()
+		b.log.Info("tenant added", "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
+	}
+	return nil
+}
+
+func (b *Broker) dropTenantLocked(t *tenant, reason error) {
+	for _, e := range t.keys {
+		e.kill(reason)
+	}
+	b.nkeys -= len(t.keys)
+	delete(b.tenants, t.spec.Name)
+	if b.cfg.OnTenantHealth != nil {
+		b.cfg.OnTenantHealth(t.spec.Name, false)
+	}
+}
+
+func (b *Broker) isClosed() bool {
+	b.life.RLock()
+	defer b.life.RUnlock()
+	return b.closed
+}
+
+// Close ends every watch with ErrClosed, cancels in-flight identity-provider
+// requests and waits for the background goroutines. It is idempotent.
+func (b *Broker) Close() {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	b.life.Lock()
+	already := b.closed
+	b.closed = true
+	b.life.Unlock()
+	if already {
+		return
+	}
+	b.mu.Lock()
+	for _, t := range b.tenants {
+		for _, e := range t.keys {
+			e.kill(ErrClosed)
+		}
+	}
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
+}
+
+// key resolves a request to its entry, creating it if needed.
+func (b *Broker) key(tenantName string, scopes []string) (*entry, error) {
+	if err := names.ValidTenant(tenantName); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	scopes, err := names.NormalizeScopes(scopes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed() {
+		return nil, ErrClosed
+	}
+	t := b.tenants[tenantName]
+	if t == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownTenant, tenantName)
+	}
+	if len(scopes) == 0 || slices.Equal(scopes, t.spec.Scopes) {
+		return t.def.touch(), nil
+	}
+	k := strings.Join(scopes, " ")
+	if e := t.keys[k]; e != nil {
+		// Touched under b.mu so that idle eviction cannot take it now.
+		return e.touch(), nil
+	}
+	if len(t.keys) >= b.cfg.MaxKeysPerTenant && !b.evictLRULocked(t) {
+		return nil, fmt.Errorf("%w: tenant %q already has %d in use; request fewer distinct scope sets",
+			ErrTooManyKeys, tenantName, b.cfg.MaxKeysPerTenant)
+	}
+	if b.nkeys >= b.cfg.MaxKeys && !b.evictLRULocked(nil) {
+		return nil, fmt.Errorf("%w: the broker already holds %d", ErrTooManyKeys, b.cfg.MaxKeys)
+	}
+	return b.newEntryLocked(t, scopes), nil
+}
+
+func (b *Broker) newEntryLocked(t *tenant, scopes []string) *entry {
+	e := &entry{
+		b: b, t: t, scopes: scopes, isDefault: scopes == nil,
+		subs:     map[*Watch]struct{}{},
+		lastUsed: b.clock.Now(),
+		bo: &backoff.ExponentialBackOff{
+			InitialInterval: time.Second, RandomizationFactor: 0.2,
+			Multiplier: 2, MaxInterval: 2 * time.Minute,
+		},
+	}
+	e.bo.Reset()
+	t.keys[strings.Join(scopes, " ")] = e
+	b.nkeys++
+	return e
+}
+
+// evictLRULocked drops the least recently used unwatched, non-default key,
+// of tenant t or of any tenant when t is nil.
+func (b *Broker) evictLRULocked(t *tenant) bool {
+	var victim *entry
+	var victimUsed time.Time
+	consider := func(tt *tenant) {
+		for _, e := range tt.keys {
+			e.mu.Lock()
+			ok := !e.isDefault && len(e.subs) == 0 && (victim == nil || e.lastUsed.Before(victimUsed))
+			if ok {
+				victim, victimUsed = e, e.lastUsed
+			}
+			e.mu.Unlock()
+		}
+	}
+	if t != nil {
+		consider(t)
+	} else {
+		for _, tt := range b.tenants {
+			consider(tt)
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	b.removeEntryLocked(victim, ErrClosed)
+	return true
+}
+
+func (b *Broker) removeEntryLocked(e *entry, reason error) {
+	delete(e.t.keys, strings.Join(e.scopes, " "))
+	b.nkeys--
+	e.kill(reason)
+	b.log.Debug("scope set dropped", "tenant", e.t.spec.Name, "scopes", e.scopes)
+}
+
+// evictIfIdle drops e if nobody used or watched it for IdleTimeout.
+func (b *Broker) evictIfIdle(e *entry) bool {
+	if e.isDefault {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e.mu.Lock()
+	idle := e.dead == nil && len(e.subs) == 0 && b.clock.Since(e.lastUsed) >= b.cfg.IdleTimeout
+	e.mu.Unlock()
+	if idle && e.t.keys[strings.Join(e.scopes, " ")] == e {
+		b.removeEntryLocked(e, ErrClosed)
+		return true
+	}
+	return false
+}
+
+// Token returns a token for the tenant and scopes that stays valid for at
+// least minValid (zero: DefaultMinValid; capped at MaxMinValid). It never
+// waits for the identity provider while such a token is cached; otherwise
+// it waits for one coalesced request, bounded by ctx. Cancelling ctx does
+// not cancel the request for other callers.
+func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, minValid time.Duration) (*Token, error) {
+	switch {
+	case minValid < 0:
+		return nil, fmt.Errorf("%w: min_valid %s is negative; pass zero for the default %s", ErrInvalidArgument, minValid, DefaultMinValid)
+	case minValid == 0:
+		minValid = DefaultMinValid
+	case minValid > MaxMinValid:
+		minValid = MaxMinValid
+	}
+	e, err := b.key(tenantName, scopes)
+	if err != nil {
+		return nil, err
+	}
+	return e.get(ctx, minValid)
+}
+
+// Invalidate reports that a resource server rejected the token whose
+// Fingerprint is sha256Hex. If that token is still the key's current one,
+// the broker fetches a replacement, coalesced with every concurrent report,
+// and returns it; otherwise it returns the current token.
+func (b *Broker) Invalidate(ctx context.Context, tenantName string, scopes []string, sha256Hex string) (*Token, error) {
+	if !isSHA256Hex(sha256Hex) {
+		return nil, fmt.Errorf("%w: token_sha256 must be the 64 lower-case hex digits of the access token's SHA-256", ErrInvalidArgument)
+	}
+	e, err := b.key(tenantName, scopes)
+	if err != nil {
+		return nil, err
+	}
+	return e.invalidate(ctx, sha256Hex)
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Watch subscribes to a key. The first update, the current state, is
+// ready at once. The caller must Close the watch.
+func (b *Broker) Watch(tenantName string, scopes []string) (*Watch, error) {
+	e, err := b.key(tenantName, scopes)
+	if err != nil {
+		return nil, err
+	}
+	return e.watch()
+}
+
+// TenantInfo describes a tenant and its default-scope token. It holds no
+// secret.
+type TenantInfo struct {
+	Name     string
+	TokenURL string
+	Scopes   []string
+	Status   Status
+	// Expiry of the valid default-scope token; zero when none is cached.
+	Expiry time.Time
+}
+
+// Tenants lists the tenants sorted by name.
+func (b *Broker) Tenants() []TenantInfo {
+	b.mu.Lock()
+	ts := make([]*tenant, 0, len(b.tenants))
+	for _, t := range b.tenants {
+		ts = append(ts, t)
+	}
+	b.mu.Unlock()
+	sort.Slice(ts, func(i, j int) bool { return ts[i].spec.Name < ts[j].spec.Name })
+	out := make([]TenantInfo, 0, len(ts))
+	for _, t := range ts {
+		u := t.def.snapshot()
+		info := TenantInfo{Name: t.spec.Name, TokenURL: t.spec.TokenURL, Scopes: t.spec.Scopes, Status: u.Status}
+		if u.Token != nil {
+			info.Expiry = u.Token.Expiry
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+// jitter returns a random duration in [lo, hi).
+func jitter(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + rand.N(hi-lo)
+}
+
+// refreshAt picks when to refresh a token: at 50–80 % of its lifetime,
+// never later than the floor before expiry.
+func refreshAt(issued time.Time, lifetime time.Duration) time.Time {
+	at := issued.Add(jitter(lifetime/2, lifetime*4/5))
+	latest := issued.Add(lifetime - min(refreshFloor, lifetime/2))
+	if at.After(latest) {
+		return latest
+	}
+	return at
+}
+
+// errorsIsAny reports whether err matches any of targets.
+func errorsIsAny(err error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,407 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/names"
+)
+
+var (
+	topKeys    = []string{"listen", "tenants"}
+	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "client_id", "client_secret_file", "scopes", "auth_style"}
+)
+
+// Parse parses and validates a config file's contents. name is used in
+// errors. Relative credentials_file and client_secret_file paths resolve
+// against baseDir (normally the config file's directory). The credential
+// files are read, and credentials whose expiry is not after now rejected.
+//
+// The YAML is walked as a yaml.Node tree rather than decoded into structs:
+// that is what lets every error, unknown keys included, carry its line and
+// field path. (yaml.Decoder.KnownFields does not apply to Node decoding.)
+func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
+	p := &parser{name: name, baseDir: baseDir, now: now}
+	root, err := p.document(data)
+	if err != nil {
+		return nil, err
+	}
+	top, err := p.mapping(root, "", topKeys)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{Listen: DefaultListen}
+	if e, ok := top["listen"]; ok {
+		if cfg.Listen, err = p.listen(e); err != nil {
+			return nil, err
+		}
+	}
+	e, ok := top["tenants"]
+	if !ok || isNull(e.val) || e.val.Kind == yaml.SequenceNode && len(e.val.Content) == 0 {
+		return nil, p.errf(e.key, "tenants", "at least one tenant is required; add an entry with a name and a credentials_file")
+	}
+	if e.val.Kind != yaml.SequenceNode {
+		return nil, p.errf(e.val, "tenants", "must be a list of tenants, got %s", kindName(e.val))
+	}
+	firstLine := map[string]int{}
+	for i, n := range e.val.Content {
+		t, err := p.tenant(resolve(n), fmt.Sprintf("tenants[%d]", i), firstLine)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Tenants = append(cfg.Tenants, t)
+	}
+	return cfg, nil
+}
+
+type parser struct {
+	name    string
+	baseDir string
+	now     time.Time
+}
+
+// entry is a key and its value in a YAML mapping.
+type entry struct{ key, val *yaml.Node }
+
+func (p *parser) errf(n *yaml.Node, field, format string, args ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &Error{File: p.name, Line: line, Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// document decodes exactly one non-empty YAML document and returns its root.
+func (p *parser) document(data []byte) (*yaml.Node, error) {
+	empty := p.errf(nil, "", "file is empty; add a tenants list (see the package documentation for an example)")
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, empty
+		}
+		return nil, p.syntaxErr(err)
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		return nil, p.errf(&extra, "", "more than one YAML document; keep a single document (remove the \"---\" separator)")
+	case !errors.Is(err, io.EOF):
+		return nil, p.syntaxErr(err)
+	}
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return nil, empty
+	}
+	return resolve(doc.Content[0]), nil
+}
+
+func (p *parser) syntaxErr(err error) error {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{File: p.name, Line: line, Err: fmt.Errorf("invalid YAML: %s", m[2])}
+	}
+	return &Error{File: p.name, Err: fmt.Errorf("invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))}
+}
+
+// mapping checks that n is a mapping whose keys are all allowed and unique.
+func (p *parser) mapping(n *yaml.Node, field string, allowed []string) (map[string]entry, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, p.errf(n, field, "must be a mapping with keys %s, got %s", strings.Join(allowed, ", "), kindName(n))
+	}
+	m := make(map[string]entry, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		key := k.Value
+		switch {
+		case k.Kind != yaml.ScalarNode:
+			return nil, p.errf(k, field, "keys must be plain strings; allowed keys: %s", strings.Join(allowed, ", "))
+		case key == "client_secret":
+			return nil, p.errf(k, field, "unknown key %q; secrets do not belong in the config file: write the secret to a file and set client_secret_file", key)
+		case !slices.Contains(allowed, key):
+			return nil, p.errf(k, field, "unknown key %q; allowed keys: %s", key, strings.Join(allowed, ", "))
+		}
+		if prev, dup := m[key]; dup {
+			return nil, p.errf(k, join(field, key), "duplicate key (first on line %d); remove one", prev.key.Line)
+		}
+		m[key] = entry{k, v}
+	}
+	return m, nil
+}
+
+// str returns the value of e, which must be a non-empty scalar.
+func (p *parser) str(e entry, field string) (string, error) {
+	if e.val.Kind != yaml.ScalarNode || isNull(e.val) {
+		return "", p.errf(e.val, field, "must be a string, got %s", kindName(e.val))
+	}
+	if strings.TrimSpace(e.val.Value) == "" {
+		return "", p.errf(e.val, field, "must not be empty")
+	}
+	return e.val.Value, nil
+}
+
+func (p *parser) listen(e entry) (string, error) {
+	s, err := p.str(e, "listen")
+	if err != nil {
+		return "", err
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err == nil {
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			err = fmt.Errorf("port %q is not a number from 0 to 65535", port)
+		}
+	}
+	if err != nil {
+		msg := err.Error()
+		if ae, ok := errors.AsType[*net.AddrError](err); ok {
+			msg = ae.Err
+		}
+		return "", p.errf(e.val, "listen", "%q is not host:port (%s); use e.g. %s", s, msg, DefaultListen)
+	}
+	return s, nil
+}
+
+func (p *parser) tenant(n *yaml.Node, field string, firstLine map[string]int) (Tenant, error) {
+	m, err := p.mapping(n, field, tenantKeys)
+	if err != nil {
+		return Tenant{}, err
+	}
+	t := Tenant{AuthStyle: AuthStyleBody}
+
+	e, ok := m["name"]
+	if !ok {
+		return Tenant{}, p.errf(n, field, "missing required key \"name\"; add e.g. name: acme")
+	}
+	if t.Name, err = p.str(e, field+".name"); err != nil {
+		return Tenant{}, err
+	}
+	if err := names.ValidTenant(t.Name); err != nil {
+		return Tenant{}, p.errf(e.val, field+".name", "%w", err)
+	}
+	if line, dup := firstLine[t.Name]; dup {
+		return Tenant{}, p.errf(e.val, field+".name", "duplicate tenant name %q (first on line %d); tenant names must be unique", t.Name, line)
+	}
+	firstLine[t.Name] = e.val.Line
+
+	if t.TokenURL, err = p.tokenURL(m, field); err != nil {
+		return Tenant{}, err
+	}
+	if e, ok := m["auth_style"]; ok {
+		s, err := p.str(e, field+".auth_style")
+		if err != nil {
+			return Tenant{}, err
+		}
+		switch t.AuthStyle = AuthStyle(s); t.AuthStyle {
+		case AuthStyleBody, AuthStyleBasic:
+		default:
+			return Tenant{}, p.errf(e.val, field+".auth_style", "%q is not allowed; use %q (client_secret_post, the default) or %q (client_secret_basic)", s, AuthStyleBody, AuthStyleBasic)
+		}
+	}
+	var scopes []string
+	if e, ok := m["scopes"]; ok {
+		if scopes, err = p.scopes(e, field+".scopes"); err != nil {
+			return Tenant{}, err
+		}
+	}
+	if err := p.credentials(m, n, field, &t, len(scopes) > 0); err != nil {
+		return Tenant{}, err
+	}
+	if len(scopes) > 0 {
+		t.Scopes = scopes
+	}
+	return t, nil
+}
+
+func (p *parser) tokenURL(m map[string]entry, field string) (string, error) {
+	server, hasServer := m["auth_server"]
+	tokenURL, hasToken := m["token_url"]
+	switch {
+	case hasServer && hasToken:
+		return "", p.errf(tokenURL.key, field, "auth_server and token_url are mutually exclusive; set auth_server (%s is appended) or the full token_url, not both", TokenPath)
+	case hasToken:
+		s, err := p.str(tokenURL, field+".token_url")
+		if err != nil {
+			return "", err
+		}
+		if err := checkURL(s, false); err != nil {
+			return "", p.errf(tokenURL.val, field+".token_url", "%v; use the full token endpoint, e.g. https://idp.example.com/oauth2/token", err)
+		}
+		return s, nil
+	case hasServer:
+		s, err := p.str(server, field+".auth_server")
+		if err != nil {
+			return "", err
+		}
+		if err := checkURL(s, true); err != nil {
+			return "", p.errf(server.val, field+".auth_server", "%v; use e.g. %s", err, DefaultAuthServer)
+		}
+		return trimSlash(s) + TokenPath, nil
+	}
+	return DefaultAuthServer + TokenPath, nil
+}
+
+// checkURL reports why s is not an absolute http(s) URL. A base URL may not
+// have a query either. URLs with user info are rejected without quoting
+// them, as they may hold a password.
+func checkURL(s string, base bool) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return errors.New("is not a valid URL")
+	case u.User != nil:
+		return errors.New("must not contain a user or password (put credentials in credentials_file or client_secret_file)")
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
+		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+	case u.Fragment != "" || base && u.RawQuery != "":
+		return fmt.Errorf("%q must not have a query or fragment", s)
+	}
+	return nil
+}
+
+// scopes validates a scopes list, reporting the line of a bad element.
+func (p *parser) scopes(e entry, field string) ([]string, error) {
+	if isNull(e.val) {
+		return nil, nil
+	}
+	if e.val.Kind != yaml.SequenceNode {
+		return nil, p.errf(e.val, field, "must be a list of scopes, got %s; write e.g. [read:inputs, write:inputs]", kindName(e.val))
+	}
+	var scopes []string
+	for i, n := range e.val.Content {
+		n = resolve(n)
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if n.Kind != yaml.ScalarNode || isNull(n) {
+			return nil, p.errf(n, f, "must be a string, got %s", kindName(n))
+		}
+		if err := names.ValidScope(n.Value); err != nil {
+			return nil, p.errf(n, f, "%w", err)
+		}
+		scopes = append(scopes, n.Value)
+	}
+	scopes, err := names.NormalizeScopes(scopes)
+	if err != nil {
+		return nil, p.errf(e.val, field, "%w", err)
+	}
+	return scopes, nil
+}
+
+// credentials resolves the tenant's client credentials into t. The
+// credentials file's scopes are checked only when they will be used, that
+// is unless the tenant sets its own.
+func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *Tenant, ownScopes bool) error {
+	file, hasFile := m["credentials_file"]
+	id, hasID := m["client_id"]
+	secret, hasSecret := m["client_secret_file"]
+	switch {
+	case hasFile && hasID:
+		return p.errf(id.key, field, "credentials_file and client_id are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file")
+	case hasFile && hasSecret:
+		return p.errf(secret.key, field, "credentials_file and client_secret_file are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file")
+	case hasID && !hasSecret:
+		return p.errf(id.key, field, "client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret")
+	case hasSecret && !hasID:
+		return p.errf(secret.key, field, "client_secret_file is set but client_id is missing; add client_id")
+	case !hasFile && !hasID:
+		return p.errf(n, field, "no credentials; set credentials_file to a Kognic credentials file, or client_id and client_secret_file")
+	}
+
+	if hasFile {
+		f := field + ".credentials_file"
+		path, err := p.str(file, f)
+		if err != nil {
+			return err
+		}
+		path = p.resolvePath(path)
+		cf, err := credentials.LoadFile(path, p.now)
+		if err != nil {
+			return p.errf(file.val, f, "tenant %q: %w", t.Name, err)
+		}
+		c := cf.Client()
+		if ownScopes {
+			c.Scopes = nil
+		} else if c.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {
+			return p.errf(file.val, f, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, path, err)
+		}
+		t.ClientID, t.ClientSecret, t.Scopes, t.CredentialsSource = c.ID, c.Secret, c.Scopes, c.Source
+		return nil
+	}
+
+	var err error
+	if t.ClientID, err = p.str(id, field+".client_id"); err != nil {
+		return err
+	}
+	f := field + ".client_secret_file"
+	path, err := p.str(secret, f)
+	if err != nil {
+		return err
+	}
+	path = p.resolvePath(path)
+	if t.ClientSecret, err = credentials.LoadSecretFile(path); err != nil {
+		return p.errf(secret.val, f, "tenant %q: %w", t.Name, err)
+	}
+	t.CredentialsSource = "client_secret_file " + path
+	return nil
+}
+
+func (p *parser) resolvePath(path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(p.baseDir, path)
+}
+
+// resolve follows YAML aliases.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			return "nothing"
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		}
+		return "a string"
+	}
+	return "an unsupported YAML node"
+}
+
+func join(field, key string) string {
+	if field == "" {
+		return key
+	}
+	return field + "." + key
+}
+
+func trimSlash(s string) string { return strings.TrimRight(s, "/") }

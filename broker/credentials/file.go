@@ -1,0 +1,234 @@
+package credentials
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// maxFileSize bounds how much of a credentials or secret file is read.
+const maxFileSize = 1 << 20
+
+// File is a parsed Kognic credentials file, as produced by "Generate
+// Credentials" in the Kognic app.
+type File struct {
+	// Path is the name the file was loaded or parsed under.
+	Path         string
+	ClientID     string
+	ClientSecret Secret
+	Email        string
+	// UserID is the "userId" key, which real files hold as a number or a
+	// string; a number keeps its JSON spelling.
+	UserID string
+	Issuer string
+	// Name, Created, Expires and Scopes are optional; zero when absent.
+	// Times are in UTC.
+	Name             string
+	Created, Expires time.Time
+	Scopes           []string
+}
+
+// Required keys of a credentials file, in the order they are checked.
+var requiredKeys = []string{"clientId", "clientSecret", "email", "userId", "issuer"}
+
+// LoadFile reads the credentials file at path and parses it with ParseFile,
+// using path as its name.
+func LoadFile(path string, now time.Time) (*File, error) {
+	data, err := readLimited(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseFile(data, path, now)
+}
+
+// ParseFile parses the contents of a Kognic credentials file. name is used
+// in errors and as File.Path. Unknown keys are ignored. Credentials whose
+// "expires" is not after now are rejected with an error wrapping ErrExpired;
+// a zero now skips that check.
+//
+// Errors are *FileError values; they never quote the client secret or, for
+// invalid JSON, any byte of data.
+func ParseFile(data []byte, name string, now time.Time) (*File, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
+		return nil, fileErr(name, "", ErrMalformed, "not a JSON object: %s; use the JSON file from \"Generate Credentials\" in the Kognic app", describeJSONError(err))
+	}
+	for _, key := range requiredKeys {
+		if _, ok := obj[key]; !ok {
+			return nil, fileErr(name, key, ErrMissingKey, "missing required key %q; regenerate the file in the Kognic app or add the key", key)
+		}
+	}
+	f := &File{Path: name}
+	var err error
+	for _, field := range []struct {
+		key string
+		dst *string
+	}{
+		{"clientId", &f.ClientID},
+		{"clientSecret", (*string)(&f.ClientSecret)},
+		{"email", &f.Email},
+		{"issuer", &f.Issuer},
+	} {
+		if *field.dst, err = requiredString(obj, name, field.key); err != nil {
+			return nil, err
+		}
+	}
+	if f.UserID, err = userID(obj, name); err != nil {
+		return nil, err
+	}
+	if raw, ok := present(obj, "name"); ok {
+		if json.Unmarshal(raw, &f.Name) != nil {
+			return nil, fileErr(name, "name", ErrInvalidValue, "key %q must be a string", "name")
+		}
+	}
+	if f.Created, err = optionalTime(obj, name, "created"); err != nil {
+		return nil, err
+	}
+	if f.Expires, err = optionalTime(obj, name, "expires"); err != nil {
+		return nil, err
+	}
+	if raw, ok := present(obj, "scopes"); ok {
+		if json.Unmarshal(raw, &f.Scopes) != nil || slices.Contains(f.Scopes, "") {
+			return nil, fileErr(name, "scopes", ErrInvalidValue, "key %q must be a list of non-empty strings", "scopes")
+		}
+	}
+	if !now.IsZero() && !f.Expires.IsZero() && !now.Before(f.Expires) {
+		return nil, fileErr(name, "expires", ErrExpired, "credentials expired at %s (key %q); generate new credentials in the Kognic app",
+			f.Expires.Format(time.RFC3339Nano), "expires")
+	}
+	return f, nil
+}
+
+// Client returns the client credentials held by f.
+func (f *File) Client() Client {
+	return Client{
+		ID:     f.ClientID,
+		Secret: f.ClientSecret,
+		Scopes: slices.Clone(f.Scopes),
+		Source: "credentials file " + f.Path,
+	}
+}
+
+// String describes f without its secret.
+func (f *File) String() string {
+	return fmt.Sprintf("credentials file %s (client %s)", f.Path, f.ClientID)
+}
+
+// LogValue implements slog.LogValuer; the secret is redacted.
+func (f *File) LogValue() slog.Value {
+	attrs := []slog.Attr{
+		slog.String("path", f.Path),
+		slog.String("client_id", f.ClientID),
+		slog.Any("client_secret", f.ClientSecret),
+		slog.String("email", f.Email),
+		slog.String("user_id", f.UserID),
+		slog.String("issuer", f.Issuer),
+	}
+	if !f.Expires.IsZero() {
+		attrs = append(attrs, slog.Time("expires", f.Expires))
+	}
+	return slog.GroupValue(attrs...)
+}
+
+// describeJSONError explains why data is not a JSON object without quoting
+// any of it: encoding/json syntax errors quote the offending character.
+func describeJSONError(err error) string {
+	if err == nil {
+		return "found null"
+	}
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		if strings.Contains(se.Error(), "unexpected end") {
+			return fmt.Sprintf("invalid JSON: unexpected end of input at byte offset %d", se.Offset)
+		}
+		return fmt.Sprintf("invalid JSON syntax at byte offset %d", se.Offset)
+	}
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return "found a JSON " + te.Value
+	}
+	return "invalid JSON"
+}
+
+// present returns the raw value of key unless it is absent or null.
+func present(obj map[string]json.RawMessage, key string) (json.RawMessage, bool) {
+	raw, ok := obj[key]
+	if !ok || string(raw) == "null" {
+		return nil, false
+	}
+	return raw, true
+}
+
+func requiredString(obj map[string]json.RawMessage, name, key string) (string, error) {
+	var s string
+	if json.Unmarshal(obj[key], &s) != nil || strings.TrimSpace(s) == "" {
+		return "", fileErr(name, key, ErrInvalidValue, "key %q must be a non-empty string", key)
+	}
+	return s, nil
+}
+
+// userID accepts a non-empty string or a JSON integer.
+func userID(obj map[string]json.RawMessage, name string) (string, error) {
+	raw := obj["userId"]
+	var s string
+	if json.Unmarshal(raw, &s) == nil && strings.TrimSpace(s) != "" {
+		return s, nil
+	}
+	var n json.Number
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if d.Decode(&n) == nil {
+		if _, err := n.Int64(); err == nil {
+			return n.String(), nil
+		}
+	}
+	return "", fileErr(name, "userId", ErrInvalidValue, "key %q must be a non-empty string or an integer", "userId")
+}
+
+// timeLayouts are the ISO-8601 forms accepted for "created" and "expires".
+// time.Parse accepts fractional seconds after the seconds field even when
+// the layout has none.
+var timeLayouts = []string{
+	time.RFC3339,
+	"2006-01-02T15:04:05Z0700",
+	"2006-01-02T15:04:05", // no zone: UTC
+}
+
+func optionalTime(obj map[string]json.RawMessage, name, key string) (time.Time, error) {
+	raw, ok := present(obj, key)
+	if !ok {
+		return time.Time{}, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return time.Time{}, fileErr(name, key, ErrInvalidValue, "key %q must be a string holding an ISO-8601 time", key)
+	}
+	for _, layout := range timeLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fileErr(name, key, ErrInvalidValue, "key %q: cannot parse %q as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)", key, s)
+}
+
+// readLimited reads at most maxFileSize bytes of path.
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, readErr(path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, readErr(path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fileErr(path, "", ErrMalformed, "file is larger than %d bytes; point to the credentials file itself", maxFileSize)
+	}
+	return data, nil
+}

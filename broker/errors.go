@@ -1,0 +1,35 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrUnknownTenant: no tenant of that name is configured.
+	ErrUnknownTenant = errors.New("broker: unknown tenant")
+	// ErrTenantRemoved ends a watch whose tenant was removed.
+	ErrTenantRemoved = errors.New("broker: tenant removed")
+	// ErrTenantChanged ends a watch whose tenant was reconfigured; watching
+	// again serves the new configuration.
+	ErrTenantChanged = errors.New("broker: tenant reconfigured")
+	// ErrClosed: the broker is shutting down.
+	ErrClosed = errors.New("broker: shutting down")
+	// ErrTooManyKeys: the tenant or the broker holds as many scope sets as
+	// allowed and none is idle.
+	ErrTooManyKeys = errors.New("broker: too many scope sets")
+	// ErrInvalidArgument marks errors caused by the request itself.
+	ErrInvalidArgument = errors.New("broker: invalid argument")
+)
+
+// TooShortLivedError reports that even a freshly issued token would not
+// stay valid for the requested minimum.
+type TooShortLivedError struct {
+	Lifetime, MinValid time.Duration
+}
+
+func (e *TooShortLivedError) Error() string {
+	return fmt.Sprintf("broker: the identity provider issues tokens valid for %s, less than the requested minimum validity %s; request a shorter min_valid",
+		e.Lifetime.Round(time.Second), e.MinValid)
+}

@@ -1,0 +1,70 @@
+// Command broker runs the tokenbroker gRPC server and talks to it.
+//
+//	broker serve [--config broker.yaml | --dev] [--listen ADDR]
+//	broker token --addr ADDR --tenant NAME [--scopes a,b] [--decode]
+//	broker version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+const usage = `tokenbroker: holds OAuth 2.0 client credentials and serves fresh access tokens over gRPC.
+
+Usage:
+  broker serve [--config broker.yaml] [--dev] [--listen ADDR]   run the broker
+  broker token --addr ADDR --tenant NAME [--scopes a,b] [--decode]   print a token from a running broker
+  broker version
+
+Run "broker <command> --help" for the command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if err != nil && !errors.Is(err, errUsage) {
+		fmt.Fprintln(os.Stderr, "broker:", err)
+	}
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+// errUsage means the usage text was already printed.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], getenv, stdout, stderr)
+	case "token":
+		return token(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "tokenbroker", version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}

@@ -1,0 +1,141 @@
+package devidp
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/go-oauth2/oauth2/v4"
+	"github.com/go-oauth2/oauth2/v4/errors"
+)
+
+// Client is an OAuth2 confidential client registered with the IdP.
+// Its String and LogValue methods redact the secret.
+type Client struct {
+	ID     string
+	Secret string
+	// Scopes is the set of scopes the client may request; nil allows any scope.
+	Scopes []string
+}
+
+// NewClient returns a client with a random id ("dev-" and 8 hex digits) and a
+// random 32-byte hex-encoded secret, allowed any scope.
+func NewClient() Client {
+	return Client{ID: "dev-" + randomHex(4), Secret: randomHex(32)}
+}
+
+// String implements fmt.Stringer without revealing the secret.
+func (c Client) String() string {
+	return fmt.Sprintf("devidp.Client{ID: %q, Secret: REDACTED, Scopes: %q}", c.ID, c.Scopes)
+}
+
+// LogValue implements slog.LogValuer without revealing the secret.
+func (c Client) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", c.ID), slog.Any("scopes", c.Scopes))
+}
+
+func (c Client) validate() error {
+	if c.ID == "" || c.Secret == "" {
+		return fmt.Errorf("devidp: client %q: id and secret are required", c.ID)
+	}
+	return nil
+}
+
+// allows reports whether every requested scope is in the client's allowed set.
+func (c Client) allows(requested []string) bool {
+	if c.Scopes == nil {
+		return true
+	}
+	for _, s := range requested {
+		if !slices.Contains(c.Scopes, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// clientInfo adapts Client to go-oauth2's ClientInfo and ClientPasswordVerifier,
+// so the manager checks secrets in constant time and an empty secret never
+// matches a non-empty one.
+type clientInfo struct{ Client }
+
+var (
+	_ oauth2.ClientInfo             = clientInfo{}
+	_ oauth2.ClientPasswordVerifier = clientInfo{}
+)
+
+func (c clientInfo) GetID() string     { return c.ID }
+func (c clientInfo) GetSecret() string { return c.Secret }
+func (c clientInfo) GetDomain() string { return "" }
+func (c clientInfo) IsPublic() bool    { return false }
+func (c clientInfo) GetUserID() string { return "" }
+
+func (c clientInfo) VerifyPassword(secret string) bool {
+	return subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) == 1
+}
+
+// clientStore is an in-memory oauth2.ClientStore that supports removal.
+// go-oauth2's store.ClientStore cannot delete and reports unknown clients
+// with a plain error, which its server turns into a 500 server_error.
+type clientStore struct {
+	mu      sync.RWMutex
+	clients map[string]Client
+}
+
+func (s *clientStore) GetByID(_ context.Context, id string) (oauth2.ClientInfo, error) {
+	c, ok := s.get(id)
+	if !ok {
+		return nil, errors.ErrInvalidClient
+	}
+	return clientInfo{c}, nil
+}
+
+func (s *clientStore) get(id string) (Client, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c, ok := s.clients[id]
+	return c, ok
+}
+
+func (s *clientStore) set(c Client) {
+	c.Scopes = slices.Clone(c.Scopes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[c.ID] = c
+}
+
+func (s *clientStore) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.clients, id)
+}
+
+// discardTokens is an oauth2.TokenStore that keeps nothing: access tokens are
+// self-contained JWTs and the IdP serves no introspection endpoint.
+// (go-oauth2's memory token store starts a goroutine it never stops.)
+type discardTokens struct{}
+
+func (discardTokens) Create(context.Context, oauth2.TokenInfo) error { return nil }
+func (discardTokens) RemoveByCode(context.Context, string) error     { return nil }
+func (discardTokens) RemoveByAccess(context.Context, string) error   { return nil }
+func (discardTokens) RemoveByRefresh(context.Context, string) error  { return nil }
+func (discardTokens) GetByCode(context.Context, string) (oauth2.TokenInfo, error) {
+	return nil, nil
+}
+func (discardTokens) GetByAccess(context.Context, string) (oauth2.TokenInfo, error) {
+	return nil, nil
+}
+func (discardTokens) GetByRefresh(context.Context, string) (oauth2.TokenInfo, error) {
+	return nil, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails since Go 1.24
+	return hex.EncodeToString(b)
+}

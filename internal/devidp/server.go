@@ -1,0 +1,325 @@
+package devidp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-oauth2/oauth2/v4"
+	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
+	"github.com/go-oauth2/oauth2/v4/manage"
+	"github.com/go-oauth2/oauth2/v4/server"
+)
+
+// TokenPath is the path of the token endpoint, as on Kognic's auth server.
+const TokenPath = "/v1/auth/oauth/token"
+
+const (
+	defaultAddr     = "127.0.0.1:0"
+	defaultLifetime = time.Hour
+)
+
+// Config configures a Server. The zero value is usable: a server on a random
+// loopback port with no clients and one-hour tokens.
+type Config struct {
+	// Addr is the listen address; it must be a loopback address.
+	// Default "127.0.0.1:0".
+	Addr string
+	// TokenLifetime is the access token lifetime. Default one hour.
+	TokenLifetime time.Duration
+	// Clients are registered at start.
+	Clients []Client
+	// Logger receives request logs; it never sees secrets or tokens.
+	// Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is a running identity provider. It is safe for concurrent use and
+// must be closed.
+type Server struct {
+	url      string
+	key      []byte // HS256 signing key
+	log      *slog.Logger
+	clients  *clientStore
+	oauth    *server.Server
+	http     *http.Server
+	lifetime atomic.Int64 // time.Duration
+
+	mu     sync.Mutex
+	counts map[string]*counts // by client id; "" for requests without one
+	total  counts
+
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type counts struct{ requests, issued int64 }
+
+// Start starts a Server listening on cfg.Addr and serving in a goroutine.
+// ctx bounds only the start-up.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = defaultAddr
+	}
+	if cfg.TokenLifetime <= 0 {
+		cfg.TokenLifetime = defaultLifetime
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	clients := &clientStore{clients: make(map[string]Client)}
+	for _, c := range cfg.Clients {
+		if err := c.validate(); err != nil {
+			return nil, err
+		}
+		clients.set(c)
+	}
+
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("devidp: listen: %w", err)
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+		_ = ln.Close()
+		return nil, fmt.Errorf("devidp: listen address %s is not loopback", ln.Addr())
+	}
+
+	s := &Server{
+		url:     "http://" + ln.Addr().String(),
+		key:     []byte(randomHex(32)),
+		log:     cfg.Logger,
+		clients: clients,
+		counts:  make(map[string]*counts),
+		done:    make(chan struct{}),
+	}
+	s.lifetime.Store(int64(cfg.TokenLifetime))
+
+	mgr := manage.NewManager()
+	mgr.SetClientTokenCfg(&manage.Config{AccessTokenExp: cfg.TokenLifetime})
+	mgr.MapClientStorage(clients)
+	mgr.MapTokenStorage(discardTokens{})
+	mgr.MapAccessGenerate(&jwtAccess{issuer: s.url, key: s.key})
+
+	s.oauth = server.NewServer(&server.Config{
+		TokenType:         "Bearer",
+		AllowedGrantTypes: []oauth2.GrantType{oauth2.ClientCredentials},
+	}, mgr)
+	s.oauth.SetClientInfoHandler(clientInfoHandler)
+	s.oauth.SetClientScopeHandler(s.authorize)
+	s.oauth.SetResponseErrorHandler(rfc6749Status)
+	s.oauth.SetInternalErrorHandler(func(err error) *oautherrors.Response {
+		s.log.Error("devidp: internal error", "error", err)
+		return nil // server_error
+	})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+TokenPath, s.handleToken)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.done)
+		if err := s.http.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("devidp: serve", "error", err)
+		}
+	}()
+	s.log.Info("devidp: started", "url", s.url, "clients", len(cfg.Clients))
+	return s, nil
+}
+
+// URL returns the auth server base URL, e.g. "http://127.0.0.1:34567".
+func (s *Server) URL() string { return s.url }
+
+// TokenURL returns the token endpoint URL, URL()+TokenPath.
+func (s *Server) TokenURL() string { return s.url + TokenPath }
+
+// Close stops the server, closing open connections, and waits for its
+// goroutine. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.http.Close()
+		<-s.done
+	})
+	return s.closeErr
+}
+
+// AddClient registers c, replacing any client with the same id.
+// It fails if the id or secret is empty.
+func (s *Server) AddClient(c Client) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	s.clients.set(c)
+	return nil
+}
+
+// RemoveClient unregisters a client; its later token requests fail with
+// invalid_client. Tokens already issued stay valid.
+func (s *Server) RemoveClient(id string) { s.clients.remove(id) }
+
+// SetTokenLifetime sets the lifetime of tokens issued from now on.
+// A non-positive d restores the default of one hour.
+func (s *Server) SetTokenLifetime(d time.Duration) {
+	if d <= 0 {
+		d = defaultLifetime
+	}
+	s.lifetime.Store(int64(d))
+}
+
+// Requests returns the number of token requests received, successful or not.
+// A request is counted before its response is written, so a client that has
+// received a response always observes its request counted.
+func (s *Server) Requests() int64 { return s.countsFor(nil).requests }
+
+// RequestsFor returns the number of token requests naming clientID,
+// successful or not.
+func (s *Server) RequestsFor(clientID string) int64 { return s.countsFor(&clientID).requests }
+
+// Issued returns the number of tokens issued; Requests()-Issued() failed.
+func (s *Server) Issued() int64 { return s.countsFor(nil).issued }
+
+// IssuedFor returns the number of tokens issued to clientID.
+func (s *Server) IssuedFor(clientID string) int64 { return s.countsFor(&clientID).issued }
+
+// countsFor returns the counts of one client, or the totals if id is nil.
+func (s *Server) countsFor(id *string) counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if id == nil {
+		return s.total
+	}
+	if c := s.counts[*id]; c != nil {
+		return *c
+	}
+	return counts{}
+}
+
+// count adds one request, or one issued token, to the totals and to id's counts.
+func (s *Server) count(id string, issued bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.counts[id]
+	if c == nil {
+		c = new(counts)
+		s.counts[id] = c
+	}
+	for _, c := range []*counts{c, &s.total} {
+		if issued {
+			c.issued++
+		} else {
+			c.requests++
+		}
+	}
+}
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	_ = r.ParseForm() // errors surface as invalid_request from go-oauth2
+	id, _, _ := clientCredentials(r)
+	s.count(id, false)
+	rw := &recorder{ResponseWriter: w, onHeader: func(code int) {
+		if code == http.StatusOK {
+			s.count(id, true)
+		}
+	}}
+	if err := s.oauth.HandleTokenRequest(rw, r); err != nil {
+		s.log.Error("devidp: write token response", "client_id", id, "error", err)
+	}
+	level := slog.LevelDebug
+	if rw.code != http.StatusOK {
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "devidp: token request",
+		"client_id", id, "grant_type", r.PostForm.Get("grant_type"),
+		"scope", r.PostForm.Get("scope"), "status", rw.code)
+}
+
+// authorize is the ClientScopeHandler. go-oauth2 calls it before the manager
+// authenticates the client, so it authenticates first (an unauthenticated
+// caller learns nothing about scopes), then checks the requested scopes and
+// applies the current token lifetime.
+func (s *Server) authorize(tgr *oauth2.TokenGenerateRequest) (bool, error) {
+	c, ok := s.clients.get(tgr.ClientID)
+	if !ok || !(clientInfo{c}).VerifyPassword(tgr.ClientSecret) {
+		return false, oautherrors.ErrInvalidClient
+	}
+	scopes := strings.Fields(tgr.Scope)
+	if !c.allows(scopes) {
+		return false, nil // invalid_scope
+	}
+	tgr.Scope = strings.Join(scopes, " ")
+	tgr.AccessTokenExp = time.Duration(s.lifetime.Load())
+	return true, nil
+}
+
+// clientInfoHandler rejects grants other than client_credentials (go-oauth2
+// would answer unauthorized_client or invalid_request), then reads the
+// client credentials.
+func clientInfoHandler(r *http.Request) (id, secret string, err error) {
+	if oauth2.GrantType(r.PostForm.Get("grant_type")) != oauth2.ClientCredentials {
+		return "", "", oautherrors.ErrUnsupportedGrantType
+	}
+	return clientCredentials(r)
+}
+
+// clientCredentials reads client_secret_basic if an Authorization header is
+// present, else client_secret_post. Basic credentials are form-decoded as
+// RFC 6749 §2.3.1 requires (golang.org/x/oauth2 encodes them).
+func clientCredentials(r *http.Request) (id, secret string, err error) {
+	if r.Header.Get("Authorization") == "" {
+		return server.ClientFormHandler(r)
+	}
+	id, secret, err = server.ClientBasicHandler(r)
+	if err != nil {
+		return "", "", err
+	}
+	if id, err = url.QueryUnescape(id); err != nil {
+		return "", "", oautherrors.ErrInvalidClient
+	}
+	if secret, err = url.QueryUnescape(secret); err != nil {
+		return "", "", oautherrors.ErrInvalidClient
+	}
+	return id, secret, nil
+}
+
+// rfc6749Status maps errors to RFC 6749 §5.2 status codes; go-oauth2 answers
+// 401 for unsupported_grant_type, invalid_grant and unauthorized_client.
+func rfc6749Status(re *oautherrors.Response) {
+	switch re.Error {
+	case oautherrors.ErrInvalidClient:
+		re.StatusCode = http.StatusUnauthorized
+		re.SetHeader("WWW-Authenticate", `Basic realm="devidp"`)
+	case oautherrors.ErrServerError, oautherrors.ErrTemporarilyUnavailable:
+	default:
+		re.StatusCode = http.StatusBadRequest
+	}
+}
+
+// recorder notes the status code and calls onHeader before it is sent.
+type recorder struct {
+	http.ResponseWriter
+	code     int
+	onHeader func(code int)
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+		r.onHeader(code)
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.WriteHeader(http.StatusOK)
+	}
+	return r.ResponseWriter.Write(b)
+}

@@ -1,0 +1,45 @@
+package devidp
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/go-oauth2/oauth2/v4"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// claims are the claims of an access token issued by the IdP.
+type claims struct {
+	Scope string `json:"scope,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// jwtAccess is an oauth2.AccessGenerate issuing HS256 JWTs. It replaces
+// go-oauth2's generates.JWTAccessGenerate, which sets sub to the (empty for
+// client_credentials) user id and omits scope, iat and jti.
+type jwtAccess struct {
+	issuer string
+	key    []byte
+}
+
+var _ oauth2.AccessGenerate = (*jwtAccess)(nil)
+
+func (g *jwtAccess) Token(_ context.Context, data *oauth2.GenerateBasic, _ bool) (access, refresh string, err error) {
+	ti := data.TokenInfo
+	iat := ti.GetAccessCreateAt()
+	c := claims{
+		Scope: ti.GetScope(),
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    g.issuer,
+			Subject:   data.Client.GetID(),
+			IssuedAt:  jwt.NewNumericDate(iat),
+			ExpiresAt: jwt.NewNumericDate(iat.Add(ti.GetAccessExpiresIn())),
+			ID:        randomHex(16),
+		},
+	}
+	access, err = jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(g.key)
+	if err != nil {
+		return "", "", fmt.Errorf("devidp: sign access token: %w", err)
+	}
+	return access, "", nil
+}

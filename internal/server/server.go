@@ -1,0 +1,279 @@
+// Package server exposes a broker.Broker over gRPC: the TokenBrokerService
+// handlers, gRPC health and reflection. Handlers validate input, call the
+// broker and choose status codes; the token logic lives in package broker.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+)
+
+// Broker is what the handlers need of *broker.Broker.
+type Broker interface {
+	Token(ctx context.Context, tenant string, scopes []string, minValid time.Duration) (*broker.Token, error)
+	Invalidate(ctx context.Context, tenant string, scopes []string, sha256Hex string) (*broker.Token, error)
+	Watch(tenant string, scopes []string) (*broker.Watch, error)
+	Tenants() []broker.TenantInfo
+}
+
+// Config configures a Server. Zero values mean defaults.
+type Config struct {
+	Broker Broker
+	Logger *slog.Logger
+	// ServerOptions are appended to the server's own (interceptors, TLS…).
+	ServerOptions []grpc.ServerOption
+	// UnaryInterceptors and StreamInterceptors run after recovery and
+	// logging, before the handlers (authentication, policy, limits).
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+}
+
+// Server is a gRPC server for a broker with health and reflection.
+type Server struct {
+	tbv1.UnimplementedTokenBrokerServiceServer
+
+	GRPC   *grpc.Server
+	Health *health.Server
+
+	broker   Broker
+	log      *slog.Logger
+	drain    chan struct{}
+	drainOne sync.Once
+}
+
+// New builds the gRPC server and registers TokenBrokerService,
+// grpc.health.v1.Health and server reflection on it.
+func New(cfg Config) *Server {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{broker: cfg.Broker, log: log, Health: health.NewServer(), drain: make(chan struct{})}
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	// Only call outcomes are logged, never payloads: they carry tokens.
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
+		return status.Error(codes.Internal, "internal error")
+	})
+	unary := append([]grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(recoverOpt),
+		logging.UnaryServerInterceptor(logger, logOpts...),
+	}, cfg.UnaryInterceptors...)
+	stream := append([]grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(recoverOpt),
+		logging.StreamServerInterceptor(logger, logOpts...),
+	}, cfg.StreamInterceptors...)
+	opts := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
+	}, cfg.ServerOptions...)
+	s.GRPC = grpc.NewServer(opts...)
+	tbv1.RegisterTokenBrokerServiceServer(s.GRPC, s)
+	healthpb.RegisterHealthServer(s.GRPC, s.Health)
+	reflection.Register(s.GRPC)
+	return s
+}
+
+// TenantHealthService is the health service name of a tenant.
+func TenantHealthService(tenant string) string { return "tenant/" + tenant }
+
+// SetTenantHealth records whether a tenant has a valid token; pass it as
+// broker.Config.OnTenantHealth.
+func (s *Server) SetTenantHealth(tenant string, serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.Health.SetServingStatus(TenantHealthService(tenant), st)
+}
+
+// Drain marks every service NOT_SERVING and ends open WatchToken streams
+// with UNAVAILABLE, so that GracefulStop can finish. It is idempotent.
+func (s *Server) Drain() {
+	s.drainOne.Do(func() {
+		s.Health.Shutdown()
+		close(s.drain)
+	})
+}
+
+// Shutdown drains, then stops gracefully, and after timeout stops hard.
+func (s *Server) Shutdown(timeout time.Duration) {
+	s.Drain()
+	done := make(chan struct{})
+	go func() {
+		s.GRPC.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("in-flight calls did not finish in time; closing them", "timeout", timeout)
+		s.GRPC.Stop()
+		<-done
+	}
+}
+
+// GetToken implements TokenBrokerService.
+func (s *Server) GetToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1.GetTokenResponse, error) {
+	var minValid time.Duration
+	if d := req.GetMinValid(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "min_valid: %v", err)
+		}
+		if minValid = d.AsDuration(); minValid < 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "min_valid %s is negative; omit it for the default %s", minValid, broker.DefaultMinValid)
+		}
+	}
+	tok, err := s.broker.Token(ctx, req.GetTenant(), req.GetScopes(), minValid)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &tbv1.GetTokenResponse{Token: toProto(tok)}, nil
+}
+
+// InvalidateToken implements TokenBrokerService.
+func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenRequest) (*tbv1.InvalidateTokenResponse, error) {
+	tok, err := s.broker.Invalidate(ctx, req.GetTenant(), req.GetScopes(), strings.ToLower(req.GetTokenSha256()))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &tbv1.InvalidateTokenResponse{Token: toProto(tok)}, nil
+}
+
+// WatchToken implements TokenBrokerService.
+func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
+	w, err := s.broker.Watch(req.GetTenant(), req.GetScopes())
+	if err != nil {
+		return toStatus(err)
+	}
+	defer w.Close()
+	ctx := stream.Context()
+	for {
+		select {
+		case u := <-w.Updates():
+			if err := stream.Send(toWatchResponse(u)); err != nil {
+				return err
+			}
+		case <-w.Done():
+			return toStatus(w.Err())
+		case <-s.drain:
+			return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+// ListTenants implements TokenBrokerService.
+func (s *Server) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tbv1.ListTenantsResponse, error) {
+	infos := s.broker.Tenants()
+	resp := &tbv1.ListTenantsResponse{Tenants: make([]*tbv1.Tenant, 0, len(infos))}
+	for _, ti := range infos {
+		t := &tbv1.Tenant{
+			Name:          ti.Name,
+			TokenUrl:      ti.TokenURL,
+			DefaultScopes: ti.Scopes,
+			Status:        toStatusProto(ti.Status),
+		}
+		if !ti.Expiry.IsZero() {
+			t.ExpireTime = timestamppb.New(ti.Expiry)
+		}
+		resp.Tenants = append(resp.Tenants, t)
+	}
+	return resp, nil
+}
+
+// toStatus chooses the gRPC status for a broker error. Messages are the
+// broker's, which carry no secrets.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var tooShort *broker.TooShortLivedError
+	var ue *upstream.Error
+	switch {
+	case errors.Is(err, broker.ErrInvalidArgument):
+		return status.Error(codes.InvalidArgument, msg)
+	case errors.Is(err, broker.ErrUnknownTenant), errors.Is(err, broker.ErrTenantRemoved):
+		return status.Error(codes.NotFound, msg)
+	case errors.Is(err, broker.ErrTooManyKeys):
+		return status.Error(codes.ResourceExhausted, msg)
+	case errors.Is(err, broker.ErrClosed), errors.Is(err, broker.ErrTenantChanged):
+		return status.Error(codes.Unavailable, msg)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.FromContextError(err).Err()
+	case errors.As(err, &tooShort):
+		return status.Error(codes.FailedPrecondition, msg)
+	case errors.As(err, &ue) && ue.Permanent && ue.Code == "invalid_scope":
+		return status.Error(codes.InvalidArgument, msg)
+	case errors.As(err, &ue) && ue.Permanent:
+		return status.Error(codes.FailedPrecondition, msg+"; fix the tenant's credentials")
+	case errors.As(err, &ue):
+		return status.Error(codes.Unavailable, msg)
+	}
+	return status.Error(codes.Unavailable, msg)
+}
+
+func toProto(t *broker.Token) *tbv1.Token {
+	return &tbv1.Token{
+		AccessToken: t.AccessToken,
+		TokenType:   t.TokenType,
+		ExpireTime:  timestamppb.New(t.Expiry),
+		IssueTime:   timestamppb.New(t.IssuedAt),
+		Scopes:      t.Scopes,
+		Tenant:      t.Tenant,
+		Version:     t.Version,
+	}
+}
+
+func toStatusProto(st broker.Status) *tbv1.TokenStatus {
+	p := &tbv1.TokenStatus{State: stateProto[st.State]}
+	if st.LastError != nil {
+		p.LastError = st.LastError.Error()
+	}
+	if !st.NextRefresh.IsZero() {
+		p.NextRefreshTime = timestamppb.New(st.NextRefresh)
+	}
+	return p
+}
+
+var stateProto = map[broker.State]tbv1.TokenState{
+	broker.StatePending: tbv1.TokenState_TOKEN_STATE_PENDING,
+	broker.StateReady:   tbv1.TokenState_TOKEN_STATE_READY,
+	broker.StateStale:   tbv1.TokenState_TOKEN_STATE_STALE,
+	broker.StateFailing: tbv1.TokenState_TOKEN_STATE_FAILING,
+}
+
+func toWatchResponse(u broker.Update) *tbv1.WatchTokenResponse {
+	r := &tbv1.WatchTokenResponse{Status: toStatusProto(u.Status)}
+	if u.Token != nil {
+		r.Token = toProto(u.Token)
+	}
+	return r
+}
