@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+	"google.golang.org/grpc/health"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -77,24 +78,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("serve: listen on %s: %w", cfg.Listen, err)
 	}
-	var srv *server.Server
+	hs := health.NewServer()
 	b, err := broker.New(broker.Config{
-		Tenants:   brokerTenants(cfg.Tenants),
-		Logger:    log,
-		UserAgent: "tokenbroker/" + version(),
-		OnTenantHealth: func(tenant string, serving bool) {
-			srv.SetTenantHealth(tenant, serving)
-		},
+		Tenants:        brokerTenants(cfg.Tenants),
+		Logger:         log,
+		UserAgent:      "tokenbroker/" + version(),
+		OnTenantHealth: server.TenantHealth(hs),
 	})
 	if err != nil {
 		lis.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
-	srv = server.New(server.Config{Broker: b, Logger: log})
-	srv.Health.SetServingStatus("", 1) // SERVING
-	for _, t := range b.Tenants() {
-		srv.SetTenantHealth(t.Name, t.Status.State == broker.StateReady || t.Status.State == broker.StateStale)
-	}
+	srv := server.New(server.Config{Broker: b, Health: hs, Logger: log})
 
 	addr := lis.Addr().String()
 	log.Info("listening", "addr", addr, "tenants", len(cfg.Tenants))

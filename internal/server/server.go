@@ -38,6 +38,9 @@ type Broker interface {
 // Config configures a Server. Zero values mean defaults.
 type Config struct {
 	Broker Broker
+	// Health serves grpc.health.v1; nil means a new one. Create it before
+	// the broker to pass TenantHealth(h) as broker.Config.OnTenantHealth.
+	Health *health.Server
 	Logger *slog.Logger
 	// ServerOptions are appended to the server's own (interceptors, TLS…).
 	ServerOptions []grpc.ServerOption
@@ -67,7 +70,10 @@ func New(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{broker: cfg.Broker, log: log, Health: health.NewServer(), drain: make(chan struct{})}
+	if cfg.Health == nil {
+		cfg.Health = health.NewServer()
+	}
+	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{})}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -100,14 +106,16 @@ func New(cfg Config) *Server {
 // TenantHealthService is the health service name of a tenant.
 func TenantHealthService(tenant string) string { return "tenant/" + tenant }
 
-// SetTenantHealth records whether a tenant has a valid token; pass it as
-// broker.Config.OnTenantHealth.
-func (s *Server) SetTenantHealth(tenant string, serving bool) {
-	st := healthpb.HealthCheckResponse_NOT_SERVING
-	if serving {
-		st = healthpb.HealthCheckResponse_SERVING
+// TenantHealth returns a broker.Config.OnTenantHealth that records on h
+// whether each tenant has a valid token, as service "tenant/<name>".
+func TenantHealth(h *health.Server) func(tenant string, serving bool) {
+	return func(tenant string, serving bool) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if serving {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		h.SetServingStatus(TenantHealthService(tenant), st)
 	}
-	s.Health.SetServingStatus(TenantHealthService(tenant), st)
 }
 
 // Drain marks every service NOT_SERVING and ends open WatchToken streams
