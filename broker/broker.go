@@ -33,8 +33,9 @@ const (
 	MaxLifetime = 24 * time.Hour
 	// DefaultMinValid is GetToken's min_valid when none is given.
 	DefaultMinValid = 60 * time.Second
-	// MaxMinValid bounds min_valid; larger requests are treated as this.
-	MaxMinValid = time.Hour
+	// MaxMinValid bounds min_valid; larger requests are treated as this, so
+	// that a fresh one-hour token always satisfies it.
+	MaxMinValid = 30 * time.Minute
 	// refreshFloor: a token is refreshed no later than this before it
 	// expires (half the lifetime for tokens shorter than twice this).
 	refreshFloor = time.Minute
@@ -284,7 +285,7 @@ func (b *Broker) key(tenantName string, scopes []string) (*entry, error) {
 	}
 	t := b.tenants[tenantName]
 	if t == nil {
-		return nil, fmt.Errorf("%w %q", ErrUnknownTenant, tenantName)
+		return nil, fmt.Errorf("%w %q; ListTenants shows the configured tenants", ErrUnknownTenant, tenantName)
 	}
 	if len(scopes) == 0 || slices.Equal(scopes, t.spec.Scopes) {
 		return t.def.touch(), nil

@@ -270,22 +270,24 @@ func TestRefreshAheadOfExpiry(t *testing.T) {
 
 func TestMinValid(t *testing.T) {
 	e := newEnv(t, broker.Config{})
-	first := e.mustToken(nil, 0)
-	e.clock.Advance(20 * time.Minute) // 40 minutes left, before the refresh point
+	e.idp.SetTokenLifetime(40 * time.Minute)
+	scopes := []string{"x"}
+	first := e.mustToken(scopes, 0)
+	e.clock.Advance(15 * time.Minute) // 25 minutes left, before the refresh point
 
-	if tok := e.mustToken(nil, 30*time.Minute); tok.Version != first.Version {
-		t.Errorf("min_valid 30m with 40m left fetched version %d, want the cached %d", tok.Version, first.Version)
+	if tok := e.mustToken(scopes, 20*time.Minute); tok.Version != first.Version {
+		t.Errorf("min_valid 20m with 25m left fetched version %d, want the cached %d", tok.Version, first.Version)
 	}
-	tok := e.mustToken(nil, 50*time.Minute)
+	tok := e.mustToken(scopes, 30*time.Minute)
 	if tok.Version == first.Version {
-		t.Fatal("min_valid 50m with 40m left served the cached token")
+		t.Fatal("min_valid 30m with 25m left served the cached token")
 	}
-	if left := tok.Expiry.Sub(e.clock.Now()); left < 50*time.Minute {
-		t.Errorf("token has %s left, want at least the requested 50m", left)
+	if left := tok.Expiry.Sub(e.clock.Now()); left < 30*time.Minute {
+		t.Errorf("token has %s left, want at least the requested 30m", left)
 	}
-	// Above the cap: treated as 1h, which a fresh 1h token meets.
-	if _, err := e.token(t.Context(), nil, 5*time.Hour); err != nil {
-		t.Errorf("min_valid above the cap: %v", err)
+	// Above the cap: treated as MaxMinValid, which the fresh token meets.
+	if again := e.mustToken(scopes, 5*time.Hour); again.Version != tok.Version {
+		t.Errorf("min_valid above the cap fetched again (version %d)", again.Version)
 	}
 	if _, err := e.token(t.Context(), nil, -time.Second); !errors.Is(err, broker.ErrInvalidArgument) {
 		t.Errorf("negative min_valid: err = %v, want ErrInvalidArgument", err)

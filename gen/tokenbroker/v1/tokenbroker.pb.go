@@ -262,7 +262,7 @@ type GetTokenRequest struct {
 	// Order and duplicates do not matter. At most 32 scopes.
 	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Optional. The minimum remaining validity of the returned token; default
-	// 60s, values above 1h are treated as 1h; negative values are rejected.
+	// 60s, values above 30m are treated as 30m; negative values are rejected.
 	MinValid      *durationpb.Duration `protobuf:"bytes,3,opt,name=min_valid,json=minValid,proto3" json:"min_valid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,0 +1,144 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestFingerprint(t *testing.T) {
+	const tok = "eyJhbGciOi.secret.token"
+	sum := sha256.Sum256([]byte(tok))
+	want := hex.EncodeToString(sum[:])[:12]
+	if got := Fingerprint(tok); got != want || len(got) != FingerprintLen {
+		t.Fatalf("Fingerprint = %q, want %q", got, want)
+	}
+	if Fingerprint("") != "" {
+		t.Error("Fingerprint of empty token is not empty")
+	}
+}
+
+func TestLogLine(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf)
+	l.now = func() time.Time { return time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("CET", 3600)) }
+	err := l.Log(Record{
+		Event: EventIssue, Method: "/tokenbroker.v1.TokenBrokerService/GetToken",
+		Caller: "billing", Identity: "spiffe_id=spiffe://prod/ns/billing/sa/api", Tenant: "acme",
+		Scopes: []string{"read:inputs"}, TokenFingerprint: Fingerprint("tok"), Version: 7, Result: ResultOK,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := buf.String()
+	if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") {
+		t.Fatalf("not one line: %q", line)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(line), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"time": "2026-03-01T11:00:00Z", "event": "issue", "method": "/tokenbroker.v1.TokenBrokerService/GetToken",
+		"caller": "billing", "identity": "spiffe_id=spiffe://prod/ns/billing/sa/api", "tenant": "acme",
+		"scopes": []any{"read:inputs"}, "token_fingerprint": Fingerprint("tok"), "version": float64(7), "result": "ok",
+	}
+	if len(got) != len(want) {
+		t.Errorf("fields %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if gv, _ := json.Marshal(got[k]); string(gv) != mustJSON(v) {
+			t.Errorf("%s = %s, want %s", k, gv, mustJSON(v))
+		}
+	}
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+func TestOpenAppends0600(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	for i := range 2 {
+		l, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Log(Record{Event: EventDeny, Result: ResultDenied, Reason: string(rune('a' + i))}); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		if l.Log(Record{}) == nil {
+			t.Error("Log after Close succeeded")
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	data, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"reason":"a"`) || !strings.Contains(lines[1], `"reason":"b"`) {
+		t.Fatalf("file does not hold both lines in order: %q", data)
+	}
+}
+
+func TestConcurrentLinesStayWhole(t *testing.T) {
+	var buf syncBuffer
+	l := New(&buf)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			_ = l.Log(Record{Event: EventIssue, Caller: strings.Repeat("x", i*10), Result: ResultOK})
+		})
+	}
+	wg.Wait()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 50 {
+		t.Fatalf("%d lines, want 50", len(lines))
+	}
+	for _, ln := range lines {
+		var r Record
+		if err := json.Unmarshal([]byte(ln), &r); err != nil {
+			t.Fatalf("torn line %q: %v", ln, err)
+		}
+	}
+}
+
+func TestNilLoggerDiscards(t *testing.T) {
+	var l *Logger
+	if err := l.Log(Record{}); err != nil || l.Close() != nil {
+		t.Error("nil Logger is not a no-op")
+	}
+}
+
+// syncBuffer is a bytes.Buffer whose Writes may interleave, as a file's do.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

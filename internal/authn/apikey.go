@@ -1,0 +1,86 @@
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"google.golang.org/grpc/metadata"
+)
+
+// KeyDigest is the SHA-256 of an API key.
+type KeyDigest [sha256.Size]byte
+
+// ParseKeyDigest parses 64 hex digits (either case) as a KeyDigest.
+func ParseKeyDigest(s string) (KeyDigest, error) {
+	var d KeyDigest
+	if len(s) != 2*len(d) {
+		return d, fmt.Errorf("authn: API key digest must be %d hex digits (the SHA-256 of the key, e.g. from `printf %%s \"$KEY\" | sha256sum`), got %d characters", 2*len(d), len(s))
+	}
+	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
+		return d, errors.New("authn: API key digest must be hex digits only")
+	}
+	return d, nil
+}
+
+// HashKey returns the digest of an API key.
+func HashKey(key string) KeyDigest { return sha256.Sum256([]byte(key)) }
+
+// String returns the digest in lower-case hex.
+func (d KeyDigest) String() string { return hex.EncodeToString(d[:]) }
+
+// KeySet matches presented API keys against configured digests.
+type KeySet struct{ digests []KeyDigest }
+
+// NewKeySet returns a KeySet of the given digests, in order.
+func NewKeySet(digests []KeyDigest) *KeySet {
+	return &KeySet{digests: append([]KeyDigest(nil), digests...)}
+}
+
+// Match hashes key and compares it with every digest in constant time,
+// without stopping at the first match. It returns the index of the
+// matching digest.
+func (s *KeySet) Match(key string) (int, bool) {
+	return s.MatchDigest(HashKey(key))
+}
+
+// MatchDigest is Match for the digest of a key.
+func (s *KeySet) MatchDigest(sum KeyDigest) (int, bool) {
+	found := -1
+	for i := range s.digests {
+		eq := subtle.ConstantTimeCompare(sum[:], s.digests[i][:])
+		found = subtle.ConstantTimeSelect(eq&subtle.ConstantTimeEq(int32(found), -1), i, found)
+	}
+	return found, found >= 0
+}
+
+// Len is the number of digests.
+func (s *KeySet) Len() int { return len(s.digests) }
+
+// ErrBadAuthorization is returned by BearerKey when the authorization
+// metadata is present but not a usable bearer key. Its message never
+// contains the metadata's value.
+var ErrBadAuthorization = errors.New(`authorization metadata must be "Bearer <api key>"`)
+
+// BearerKey returns the API key from the "authorization: Bearer <key>"
+// metadata in ctx. present is false when there is no authorization
+// metadata; err is ErrBadAuthorization when it is malformed or repeated.
+func BearerKey(ctx context.Context) (key string, present bool, err error) {
+	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
+	if len(vals) == 0 {
+		return "", false, nil
+	}
+	if len(vals) > 1 {
+		return "", true, ErrBadAuthorization
+	}
+	key, err = auth.AuthFromMD(ctx, "bearer")
+	if err != nil || strings.TrimSpace(key) == "" || strings.ContainsAny(key, " \t") {
+		return "", true, ErrBadAuthorization
+	}
+	return key, true, nil
+}

@@ -1,0 +1,84 @@
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/metadata"
+)
+
+func hexOf(key string) string { s := sha256.Sum256([]byte(key)); return hex.EncodeToString(s[:]) }
+
+func TestParseKeyDigest(t *testing.T) {
+	key := "tb_live_0123456789abcdef"
+	d, err := ParseKeyDigest(strings.ToUpper(hexOf(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != HashKey(key) || d.String() != hexOf(key) {
+		t.Errorf("digest %s does not match the key's SHA-256 %s", d, hexOf(key))
+	}
+	for _, bad := range []string{"", "abc", strings.Repeat("g", 64), hexOf(key) + "00"} {
+		if _, err := ParseKeyDigest(bad); err == nil {
+			t.Errorf("ParseKeyDigest(%q) accepted", bad)
+		}
+	}
+}
+
+func TestKeySetMatch(t *testing.T) {
+	keys := []string{"key-one", "key-two", "key-three"}
+	var ds []KeyDigest
+	for _, k := range keys {
+		ds = append(ds, HashKey(k))
+	}
+	s := NewKeySet(ds)
+	for i, k := range keys {
+		if got, ok := s.Match(k); !ok || got != i {
+			t.Errorf("Match(%q) = %d, %v; want %d, true", k, got, ok, i)
+		}
+	}
+	for _, k := range []string{"", "key-one ", "KEY-ONE", "key-four"} {
+		if got, ok := s.Match(k); ok {
+			t.Errorf("Match(%q) = %d, want no match", k, got)
+		}
+	}
+	if _, ok := NewKeySet(nil).Match("anything"); ok {
+		t.Error("empty set matched")
+	}
+}
+
+func TestBearerKey(t *testing.T) {
+	const key = "tb_secret_key_value"
+	for _, tc := range []struct {
+		name        string
+		md          metadata.MD
+		wantKey     string
+		wantPresent bool
+		wantErr     bool
+	}{
+		{"none", metadata.MD{}, "", false, false},
+		{"bearer", metadata.Pairs("authorization", "Bearer "+key), key, true, false},
+		{"lower-case scheme", metadata.Pairs("authorization", "bearer "+key), key, true, false},
+		{"basic", metadata.Pairs("authorization", "Basic "+key), "", true, true},
+		{"no scheme", metadata.Pairs("authorization", key), "", true, true},
+		{"empty key", metadata.Pairs("authorization", "Bearer "), "", true, true},
+		{"two headers", metadata.Pairs("authorization", "Bearer a", "authorization", "Bearer b"), "", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := metadata.NewIncomingContext(context.Background(), tc.md)
+			got, present, err := BearerKey(ctx)
+			if got != tc.wantKey || present != tc.wantPresent || (err != nil) != tc.wantErr {
+				t.Fatalf("BearerKey = %q, %v, %v; want %q, %v, err=%v", got, present, err, tc.wantKey, tc.wantPresent, tc.wantErr)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBadAuthorization) || strings.Contains(err.Error(), key) {
+					t.Errorf("error %q: want ErrBadAuthorization without the key", err)
+				}
+			}
+		})
+	}
+}

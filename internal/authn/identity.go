@@ -1,0 +1,145 @@
+package authn
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// Kind is the kind of a caller identity.
+type Kind int
+
+// Identity kinds, in the order a certificate is searched for them.
+const (
+	KindNone Kind = iota
+	KindSPIFFE
+	KindDNS
+	KindCommonName
+	KindAPIKey
+)
+
+// String returns the config key that names an identity of this kind.
+func (k Kind) String() string {
+	switch k {
+	case KindSPIFFE:
+		return "spiffe_id"
+	case KindDNS:
+		return "dns_name"
+	case KindCommonName:
+		return "common_name"
+	case KindAPIKey:
+		return "api_key"
+	}
+	return "none"
+}
+
+// Identity is who a caller proved to be.
+type Identity struct {
+	Kind Kind
+	// Value is the SPIFFE ID, the DNS name (lower-case) or the common
+	// name. It is empty for KindAPIKey: a key is never an identity's text.
+	Value string
+}
+
+// String returns e.g. "spiffe_id=spiffe://prod/ns/billing/sa/api", or
+// "api_key" for an API key.
+func (id Identity) String() string {
+	if id.Kind == KindAPIKey || id.Kind == KindNone {
+		return id.Kind.String()
+	}
+	return id.Kind.String() + "=" + id.Value
+}
+
+// ErrNoIdentity is wrapped by FromCertificate when a certificate names
+// nothing usable.
+var ErrNoIdentity = errors.New("certificate carries no identity")
+
+// FromCertificate returns the identity a verified certificate proves:
+// its SPIFFE ID, else its first DNS SAN, else its subject common name.
+// A certificate with more than one SPIFFE ID, or an invalid one, is an
+// error, as is one with none of the three.
+func FromCertificate(cert *x509.Certificate) (Identity, error) {
+	var spiffe []string
+	for _, u := range cert.URIs {
+		if strings.EqualFold(u.Scheme, "spiffe") {
+			spiffe = append(spiffe, u.String())
+		}
+	}
+	switch {
+	case len(spiffe) > 1:
+		return Identity{}, fmt.Errorf("authn: certificate has %d SPIFFE ID URI SANs; an X.509-SVID has exactly one", len(spiffe))
+	case len(spiffe) == 1:
+		if err := ValidSPIFFEID(spiffe[0]); err != nil {
+			return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w", err)
+		}
+		return Identity{Kind: KindSPIFFE, Value: spiffe[0]}, nil
+	case len(cert.DNSNames) > 0:
+		return Identity{Kind: KindDNS, Value: strings.ToLower(cert.DNSNames[0])}, nil
+	case cert.Subject.CommonName != "":
+		return Identity{Kind: KindCommonName, Value: cert.Subject.CommonName}, nil
+	}
+	return Identity{}, fmt.Errorf("authn: %w: no SPIFFE ID, DNS name or subject common name", ErrNoIdentity)
+}
+
+// PeerCertIdentity returns the identity of the gRPC peer in ctx from its
+// verified client certificate. ok is false when the connection is not TLS
+// or the client presented no certificate; err is set when it presented a
+// verified certificate without a usable identity.
+func PeerCertIdentity(ctx context.Context) (id Identity, ok bool, err error) {
+	p, found := peer.FromContext(ctx)
+	if !found {
+		return Identity{}, false, nil
+	}
+	info, isTLS := p.AuthInfo.(credentials.TLSInfo)
+	if !isTLS || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return Identity{}, false, nil
+	}
+	id, err = FromCertificate(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return Identity{}, false, err
+	}
+	return id, true, nil
+}
+
+// PeerIsTLS reports whether the gRPC peer in ctx is connected over TLS.
+func PeerIsTLS(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	_, isTLS := p.AuthInfo.(credentials.TLSInfo)
+	return isTLS
+}
+
+// PeerIsLoopback reports whether the gRPC peer in ctx connects from a
+// loopback IP address. A peer behind a local proxy looks like loopback
+// too; modes that trust loopback must only be used without one.
+func PeerIsLoopback(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return false
+	}
+	if a, ok := p.Addr.(*net.TCPAddr); ok {
+		return a.IP.IsLoopback()
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// PeerAddr returns the gRPC peer's address, or "" if unknown.
+func PeerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,264 @@
+package guard
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+)
+
+// target is what a request asks for.
+type target struct {
+	tenant string
+	scopes []string
+	// listing marks ListTenants, which every known caller may call.
+	listing bool
+}
+
+// targetOf extracts the target of a request; ok is false for a message
+// the guard does not know, which is denied.
+func targetOf(req any) (target, bool) {
+	switch r := req.(type) {
+	case *tbv1.GetTokenRequest:
+		return target{tenant: r.GetTenant(), scopes: r.GetScopes()}, true
+	case *tbv1.WatchTokenRequest:
+		return target{tenant: r.GetTenant(), scopes: r.GetScopes()}, true
+	case *tbv1.InvalidateTokenRequest:
+		return target{tenant: r.GetTenant(), scopes: r.GetScopes()}, true
+	case *tbv1.ListTenantsRequest:
+		return target{listing: true}, true
+	}
+	return target{}, false
+}
+
+// decide returns nil if c may have t under pol, else a status error. It
+// never depends on whether the tenant exists. effective are the scopes
+// checked: the request's, or the tenant's defaults for a request without
+// scopes from a caller with a scope allow-list.
+func (g *Guard) decide(pol *policy.Policy, c *Caller, t target) (effective []string, err error) {
+	if n := len(t.scopes); g.limits.MaxScopesPerRequest >= 0 && n > g.limits.MaxScopesPerRequest {
+		return nil, status.Errorf(codes.InvalidArgument, "%d scopes requested; at most %d are allowed per request (limits.max_scopes_per_request)", n, g.limits.MaxScopesPerRequest)
+	}
+	if pol.Empty() {
+		if c.Loopback {
+			return t.scopes, nil
+		}
+		return nil, status.Error(codes.PermissionDenied, "this broker has no callers configured and serves clients on its own host only")
+	}
+	pc, ok := c.resolve(pol)
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "caller %q is no longer in this broker's policy", c.Name)
+	}
+	if t.listing {
+		return nil, nil
+	}
+	if !pc.TenantAllowed(t.tenant) {
+		return nil, status.Error(codes.PermissionDenied, deniedMsg(c, t.tenant))
+	}
+	effective = t.scopes
+	if len(effective) == 0 && pc.RestrictsScopes() {
+		if g.defaultScopes != nil {
+			effective = g.defaultScopes(t.tenant)
+		}
+		if len(effective) == 0 {
+			return nil, status.Errorf(codes.PermissionDenied, "caller %q may request only scopes matching %s; name them in the request", c.Name, strings.Join(pc.Scopes, " "))
+		}
+	}
+	for _, s := range effective {
+		if !pc.ScopesAllowed([]string{s}) {
+			return nil, status.Errorf(codes.PermissionDenied, "caller %q may not request scope %q of tenant %q; it may request scopes matching %s",
+				c.Name, s, t.tenant, strings.Join(pc.Scopes, " "))
+		}
+	}
+	return effective, nil
+}
+
+func (g *Guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c, err := mustCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := targetOf(req)
+	if !ok {
+		err := status.Errorf(codes.PermissionDenied, "%s is not covered by the access policy", info.FullMethod)
+		g.deny(ctx, c, "", nil, err)
+		return nil, err
+	}
+	if _, err := g.decide(g.holder.Load(), c, t); err != nil {
+		g.deny(ctx, c, t.tenant, t.scopes, err)
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	g.auditResult(ctx, c, info.FullMethod, req, resp, err)
+	return resp, err
+}
+
+// auditResult records the outcome of GetToken and InvalidateToken.
+func (g *Guard) auditResult(ctx context.Context, c *Caller, method string, req, resp any, err error) {
+	r := audit.Record{Method: method, Caller: c.Name, Peer: c.Peer, Result: audit.ResultOK}
+	if c.Identity.Kind != 0 {
+		r.Identity = c.Identity.String()
+	}
+	var tok *tbv1.Token
+	switch q := req.(type) {
+	case *tbv1.GetTokenRequest:
+		r.Event, r.Tenant, r.Scopes = audit.EventIssue, q.GetTenant(), q.GetScopes()
+		if p, ok := resp.(*tbv1.GetTokenResponse); ok {
+			tok = p.GetToken()
+		}
+	case *tbv1.InvalidateTokenRequest:
+		r.Event, r.Tenant, r.Scopes = audit.EventInvalidate, q.GetTenant(), q.GetScopes()
+		r.RejectedFingerprint = fingerprintPrefix(q.GetTokenSha256())
+		if p, ok := resp.(*tbv1.InvalidateTokenResponse); ok {
+			tok = p.GetToken()
+		}
+	default:
+		return
+	}
+	if err != nil {
+		st := status.Convert(err)
+		r.Result, r.Code, r.Reason = audit.ResultError, st.Code().String(), st.Message()
+	}
+	fillToken(&r, tok)
+	g.auditLog(ctx, r)
+}
+
+func fillToken(r *audit.Record, tok *tbv1.Token) {
+	if tok == nil {
+		return
+	}
+	r.TokenFingerprint = audit.Fingerprint(tok.GetAccessToken())
+	r.Version = tok.GetVersion()
+	if s := tok.GetScopes(); len(s) > 0 {
+		r.Scopes = s
+	}
+}
+
+// fingerprintPrefix returns the first audit.FingerprintLen characters of
+// a client-sent token hash if it is hex, else "".
+func fingerprintPrefix(s string) string {
+	s = strings.ToLower(s)
+	if len(s) > audit.FingerprintLen {
+		s = s[:audit.FingerprintLen]
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	return s
+}
+
+func (g *Guard) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c, err := mustCaller(ss.Context())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	defer cancel(nil)
+	gs := &guardedStream{ServerStream: ss, ctx: ctx, cancel: cancel, g: g, c: c, method: info.FullMethod}
+	err = handler(srv, gs)
+	cancel(nil)
+	gs.wg.Wait()
+	if st := gs.revoked.Load(); st != nil {
+		return st.Err()
+	}
+	return err
+}
+
+// guardedStream authorizes a stream on its request message, ends it when
+// a policy change revokes the right, and audits the tokens it sends.
+type guardedStream struct {
+	grpc.ServerStream
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	g      *Guard
+	c      *Caller
+	method string
+
+	authorized  bool // set by RecvMsg, read by SendMsg: both on the handler's goroutine
+	t           target
+	lastVersion uint64
+	revoked     atomic.Pointer[status.Status] // set when a policy change ends the stream
+	wg          sync.WaitGroup
+}
+
+func (s *guardedStream) Context() context.Context { return s.ctx }
+
+func (s *guardedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if s.authorized {
+		return nil
+	}
+	t, ok := targetOf(m)
+	if !ok || t.listing {
+		err := status.Errorf(codes.PermissionDenied, "%s is not covered by the access policy", s.method)
+		s.g.deny(s.ctx, s.c, "", nil, err)
+		return err
+	}
+	pol, changed := s.g.holder.Snapshot()
+	if _, err := s.g.decide(pol, s.c, t); err != nil {
+		s.g.deny(s.ctx, s.c, t.tenant, t.scopes, err)
+		return err
+	}
+	s.authorized, s.t = true, t
+	s.wg.Add(1)
+	go s.watchPolicy(changed)
+	return nil
+}
+
+// watchPolicy re-decides at every policy change until the stream ends.
+func (s *guardedStream) watchPolicy(changed <-chan struct{}) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-changed:
+		}
+		var pol *policy.Policy
+		pol, changed = s.g.holder.Snapshot()
+		_, err := s.g.decide(pol, s.c, s.t)
+		if err == nil {
+			continue
+		}
+		st := status.Newf(codes.PermissionDenied, "access revoked by a policy change: %s", status.Convert(err).Message())
+		s.revoked.Store(st)
+		s.g.deny(s.ctx, s.c, s.t.tenant, s.t.scopes, st.Err())
+		s.g.log.Info("stream ended: policy change revoked access", "caller", s.c.Name, "tenant", s.t.tenant, "method", s.method)
+		s.cancel(st.Err())
+		return
+	}
+}
+
+func (s *guardedStream) SendMsg(m any) error {
+	if !s.authorized {
+		return status.Error(codes.PermissionDenied, "stream not authorized")
+	}
+	if st := s.revoked.Load(); st != nil {
+		return st.Err()
+	}
+	// Audited before it is sent, so that no token reaches a caller
+	// without its audit line.
+	if r, ok := m.(*tbv1.WatchTokenResponse); ok && r.GetToken() != nil && r.GetToken().GetVersion() != s.lastVersion {
+		s.lastVersion = r.GetToken().GetVersion()
+		rec := audit.Record{Event: audit.EventIssue, Method: s.method, Caller: s.c.Name, Peer: s.c.Peer,
+			Tenant: s.t.tenant, Scopes: s.t.scopes, Result: audit.ResultOK}
+		if s.c.Identity.Kind != 0 {
+			rec.Identity = s.c.Identity.String()
+		}
+		fillToken(&rec, r.GetToken())
+		s.g.auditLog(s.ctx, rec)
+	}
+	return s.ServerStream.SendMsg(m)
+}

@@ -1,0 +1,159 @@
+package guard
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+)
+
+// Caller is an authenticated caller, as put in the context.
+type Caller struct {
+	// Name is the caller's name in the policy, or "loopback" for a peer
+	// admitted because the policy has no callers.
+	Name string
+	// Identity is how the caller authenticated; KindNone for loopback.
+	Identity authn.Identity
+	// Peer is the peer's address.
+	Peer string
+	// Loopback reports whether the peer connects from a loopback address.
+	Loopback bool
+
+	open   bool            // admitted only because the policy had no callers
+	digest authn.KeyDigest // for API key callers: to re-resolve after reloads
+	holder *policy.Holder
+}
+
+// OpenCallerName is the Caller.Name of peers admitted without callers.
+const OpenCallerName = "loopback"
+
+type callerKey struct{}
+
+// CallerFromContext returns the caller the guard authenticated.
+func CallerFromContext(ctx context.Context) (*Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	return c, ok
+}
+
+// resolve returns the policy entry of the caller in pol, which may be
+// newer than the one it authenticated against.
+func (c *Caller) resolve(pol *policy.Policy) (*policy.Caller, bool) {
+	switch {
+	case c.open:
+		return nil, false
+	case c.Identity.Kind == authn.KindAPIKey:
+		return pol.LookupKeyDigest(c.digest)
+	}
+	return pol.Lookup(c.Identity)
+}
+
+// TenantVisible returns the filter ListTenants applies to its list: it
+// reports whether the caller in ctx may use a tenant, under the policy
+// current at each call. Without a guard in the chain (no caller in ctx)
+// it allows every tenant, which is the server's behaviour without access
+// control.
+func TenantVisible(ctx context.Context) func(tenant string) bool {
+	c, ok := CallerFromContext(ctx)
+	if !ok {
+		return func(string) bool { return true }
+	}
+	pol := c.holder.Load()
+	if pol.Empty() {
+		return func(string) bool { return c.Loopback }
+	}
+	pc, ok := c.resolve(pol)
+	if !ok {
+		return func(string) bool { return false }
+	}
+	return pc.TenantAllowed
+}
+
+// authenticate is the auth.AuthFunc.
+func (g *Guard) authenticate(ctx context.Context) (context.Context, error) {
+	pol := g.holder.Load()
+	c := &Caller{Peer: authn.PeerAddr(ctx), Loopback: authn.PeerIsLoopback(ctx), holder: g.holder}
+	err := g.identify(ctx, pol, c)
+	if err != nil {
+		g.deny(ctx, c, "", nil, err)
+		return nil, err
+	}
+	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+func (g *Guard) identify(ctx context.Context, pol *policy.Policy, c *Caller) error {
+	if pol.Empty() {
+		if !c.Loopback {
+			return status.Errorf(codes.Unauthenticated,
+				"this broker has no callers configured, so it serves clients on its own host only; "+
+					"its operator must add callers (mTLS identities or API keys) to the config to serve %s", c.Peer)
+		}
+		c.Name, c.open = OpenCallerName, true
+		return nil
+	}
+	key, present, err := authn.BearerKey(ctx)
+	switch {
+	case err != nil:
+		return status.Error(codes.Unauthenticated, err.Error())
+	case present && !authn.PeerIsTLS(ctx) && !c.Loopback:
+		return status.Error(codes.Unauthenticated, "API keys are accepted only over TLS; connect with TLS")
+	case present:
+		pc, ok := pol.LookupKey(key)
+		if !ok {
+			return status.Error(codes.Unauthenticated, "API key not recognised")
+		}
+		c.Name, c.Identity, c.digest = pc.Name, authn.Identity{Kind: authn.KindAPIKey}, authn.HashKey(key)
+		return nil
+	}
+	id, ok, err := authn.PeerCertIdentity(ctx)
+	switch {
+	case err != nil:
+		return status.Errorf(codes.Unauthenticated, "client certificate: %s", strings.TrimPrefix(err.Error(), "authn: "))
+	case !ok:
+		return status.Error(codes.Unauthenticated,
+			"no credentials: present a client certificate signed by the broker's client CA, or an \"authorization: Bearer <api key>\" header over TLS")
+	}
+	c.Identity = id
+	pc, ok := pol.Lookup(id)
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "%s is not a caller in this broker's policy; ask its operator to add it under callers", id)
+	}
+	c.Name = pc.Name
+	return nil
+}
+
+// deny audits a refused call. err is a status error.
+func (g *Guard) deny(ctx context.Context, c *Caller, tenant string, scopes []string, err error) {
+	method, _ := grpc.Method(ctx)
+	st := status.Convert(err)
+	r := audit.Record{
+		Event: audit.EventDeny, Method: method, Peer: c.Peer, Tenant: tenant, Scopes: scopes,
+		Result: audit.ResultDenied, Code: st.Code().String(), Reason: st.Message(),
+	}
+	if c.Name != "" {
+		r.Caller = c.Name
+	}
+	if c.Identity.Kind != authn.KindNone {
+		r.Identity = c.Identity.String()
+	}
+	g.auditLog(ctx, r)
+}
+
+func mustCaller(ctx context.Context) (*Caller, error) {
+	c, ok := CallerFromContext(ctx)
+	if !ok {
+		// Only if the interceptors are chained out of order.
+		return nil, status.Error(codes.Internal, "guard: no authenticated caller in context")
+	}
+	return c, nil
+}
+
+func deniedMsg(c *Caller, tenant string) string {
+	return fmt.Sprintf("caller %q may not use tenant %q; ask the broker's operator to allow it", c.Name, tenant)
+}

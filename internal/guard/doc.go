@@ -1,0 +1,37 @@
+// Package guard is the broker's gRPC access control: interceptors that
+// authenticate each call, authorize it against the access policy, apply
+// per-caller limits and write the audit trail.
+//
+// The interceptors cover every service except grpc.health.v1.Health and
+// server reflection, which stay open so that probes and grpcurl work.
+// For the covered calls, in order:
+//
+//   - authentication (go-grpc-middleware auth): an "authorization: Bearer
+//     <api key>" header, when present, decides; otherwise the verified
+//     client certificate. No or bad credentials → UNAUTHENTICATED; a
+//     verified identity that no caller in the policy has →
+//     PERMISSION_DENIED. The caller is put in the context.
+//   - a per-caller token-bucket rate limit (go-grpc-middleware ratelimit,
+//     golang.org/x/time/rate) → RESOURCE_EXHAUSTED;
+//   - for streams, a per-caller limit on concurrent streams →
+//     RESOURCE_EXHAUSTED;
+//   - authorization of the request's tenant and scopes → PERMISSION_DENIED
+//     with a message that does not depend on whether the tenant exists
+//     (the guard never asks), and a cap on scopes per request →
+//     INVALID_ARGUMENT. WatchToken is authorized on its request message and
+//     re-checked at every policy change: a stream whose caller lost the
+//     right ends with PERMISSION_DENIED and sends nothing more.
+//
+// With a policy that has no callers the guard serves loopback peers only,
+// all of them allowed everything, and refuses others with UNAUTHENTICATED.
+//
+// Audit: every denial, every token handed out (GetToken responses and
+// WatchToken messages, read from the response, so handlers need no
+// change) and every InvalidateToken call is written to the audit log as
+// a fingerprint, never the token.
+//
+// ListTenants is allowed to every known caller; its handler filters the
+// list with TenantVisible(ctx).
+//
+// A Guard is safe for concurrent use.
+package guard

@@ -1,0 +1,212 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/internal/authn"
+)
+
+func TestMatch(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"acme", "acme", true},
+		{"acme", "acme2", false},
+		{"acme", "acm", false},
+		{"team-*", "team-a", true},
+		{"team-*", "team-", true},
+		{"team-*", "team", false},
+		{"team-*", "teams-a", false},
+		{"*", "anything", true},
+		{"*", "", true},
+		{"*-prod", "billing-prod", true},
+		{"*-prod", "billing-prod-eu", false},
+		{"a*b*c", "axxbyyc", true},
+		{"a*b*c", "axxbyy", false},
+		{"a?c", "abc", true},
+		{"a?c", "ac", false},
+		{"read:*", "read:inputs", true},
+		{"read:*", "write:inputs", false},
+		{"read:*", "read:a/b/c", true}, // unlike path.Match, * crosses '/'
+		{"api://x/*", "api://x/read", true},
+		{"[ab]", "a", false}, // no character classes: '[' is literal
+		{"[ab]", "[ab]", true},
+		{"**", "x", true},
+		{strings.Repeat("*a", 20) + "b", strings.Repeat("a", 60), false}, // no exponential blow-up
+	} {
+		if got := Match(tc.pattern, tc.name); got != tc.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", tc.pattern, tc.name, got, tc.want)
+		}
+	}
+}
+
+func digest(key string) string { s := sha256.Sum256([]byte(key)); return hex.EncodeToString(s[:]) }
+
+func testPolicy(t *testing.T) *Policy {
+	t.Helper()
+	p, err := New([]Caller{
+		{Name: "billing", SPIFFEID: "spiffe://prod/ns/billing/sa/api", Tenants: []string{"acme", "team-*"}, Scopes: []string{"read:*"}},
+		{Name: "reports", DNSName: "Reports.Prod.svc", Tenants: []string{"acme"}},
+		{Name: "batch", CommonName: "batch-job", Tenants: []string{"*"}},
+		{Name: "ci", APIKeySHA256: strings.ToUpper(digest("ci-key")), Tenants: []string{"team-ci"}},
+		{Name: "ops", APIKeySHA256: digest("ops-key"), Tenants: []string{"*"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLookup(t *testing.T) {
+	p := testPolicy(t)
+	for id, want := range map[authn.Identity]string{
+		{Kind: authn.KindSPIFFE, Value: "spiffe://prod/ns/billing/sa/api"}:   "billing",
+		{Kind: authn.KindDNS, Value: "reports.prod.svc"}:                     "reports",
+		{Kind: authn.KindCommonName, Value: "batch-job"}:                     "batch",
+		{Kind: authn.KindSPIFFE, Value: "spiffe://prod/ns/billing/sa/other"}: "",
+		{Kind: authn.KindDNS, Value: "batch-job"}:                            "", // kinds don't mix
+		{Kind: authn.KindCommonName, Value: "reports.prod.svc"}:              "",
+	} {
+		got := ""
+		if c, ok := p.Lookup(id); ok {
+			got = c.Name
+		}
+		if got != want {
+			t.Errorf("Lookup(%v) = %q, want %q", id, got, want)
+		}
+	}
+	for key, want := range map[string]string{"ci-key": "ci", "ops-key": "ops", "wrong": "", "": ""} {
+		c, ok := p.LookupKey(key)
+		if ok != (want != "") || ok && c.Name != want {
+			t.Errorf("LookupKey(%q) = %v, %v; want %q", key, c, ok, want)
+		}
+		if ok {
+			if c2, ok2 := p.LookupKeyDigest(authn.HashKey(key)); !ok2 || c2 != c {
+				t.Errorf("LookupKeyDigest disagrees with LookupKey for %q", want)
+			}
+		}
+	}
+	if !p.NeedsClientCerts() || !p.HasAPIKeys() || p.Empty() {
+		t.Error("NeedsClientCerts/HasAPIKeys/Empty wrong")
+	}
+}
+
+func TestAllowed(t *testing.T) {
+	p := testPolicy(t)
+	for _, tc := range []struct {
+		caller, tenant string
+		scopes         []string
+		want           bool
+	}{
+		{"billing", "acme", nil, true},
+		{"billing", "acme", []string{"read:inputs", "read:x"}, true},
+		{"billing", "acme", []string{"read:inputs", "write:inputs"}, false},
+		{"billing", "team-a", []string{"read:a"}, true},
+		{"billing", "other", []string{"read:a"}, false},
+		{"billing", "no-such-tenant", nil, false},
+		{"reports", "acme", []string{"write:anything"}, true},
+		{"reports", "team-a", nil, false},
+		{"batch", "whatever", []string{"x"}, true},
+		{"ci", "team-ci", nil, true},
+		{"ci", "team-cd", nil, false},
+		{"nobody", "acme", nil, false},
+	} {
+		if got := p.Allowed(tc.caller, tc.tenant, tc.scopes); got != tc.want {
+			t.Errorf("Allowed(%q, %q, %v) = %v, want %v", tc.caller, tc.tenant, tc.scopes, got, tc.want)
+		}
+	}
+	got := p.VisibleTenants("billing", []string{"acme", "beta", "team-a", "team-b", "zeta"})
+	if strings.Join(got, ",") != "acme,team-a,team-b" {
+		t.Errorf("VisibleTenants(billing) = %v", got)
+	}
+	if got := p.VisibleTenants("nobody", []string{"acme"}); got != nil {
+		t.Errorf("VisibleTenants(nobody) = %v, want none", got)
+	}
+	var empty *Policy
+	if !empty.Empty() || empty.Allowed("x", "acme", nil) {
+		t.Error("nil policy must be empty and allow nothing")
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	ok := Caller{Name: "a", CommonName: "a", Tenants: []string{"x"}}
+	for _, tc := range []struct {
+		name    string
+		callers []Caller
+		field   string
+		want    string
+	}{
+		{"no name", []Caller{{CommonName: "a", Tenants: []string{"x"}}}, "callers[0].name", "required"},
+		{"dup name", []Caller{ok, {Name: "a", CommonName: "b", Tenants: []string{"x"}}}, "callers[1].name", "unique"},
+		{"no identity", []Caller{{Name: "a", Tenants: []string{"x"}}}, "callers[0]", "exactly one"},
+		{"two identities", []Caller{{Name: "a", CommonName: "a", DNSName: "a", Tenants: []string{"x"}}}, "callers[0]", "exactly one"},
+		{"no tenants", []Caller{{Name: "a", CommonName: "a"}}, "callers[0].tenants", "at least one"},
+		{"bad tenant glob", []Caller{{Name: "a", CommonName: "a", Tenants: []string{""}}}, "callers[0].tenants[0]", "empty"},
+		{"bad scope glob", []Caller{{Name: "a", CommonName: "a", Tenants: []string{"x"}, Scopes: []string{"read all"}}}, "callers[0].scopes[0]", "space"},
+		{"bad spiffe", []Caller{{Name: "a", SPIFFEID: "spiffe://A/b", Tenants: []string{"x"}}}, "callers[0].spiffe_id", "trust domain"},
+		{"bad digest", []Caller{{Name: "a", APIKeySHA256: "abc", Tenants: []string{"x"}}}, "callers[0].api_key_sha256", "64 hex"},
+		{"dup digest", []Caller{
+			{Name: "a", APIKeySHA256: digest("k"), Tenants: []string{"x"}},
+			{Name: "b", APIKeySHA256: digest("k"), Tenants: []string{"x"}}}, "callers[1].api_key_sha256", "same API key"},
+		{"dup identity", []Caller{ok, {Name: "b", CommonName: "a", Tenants: []string{"x"}}}, "callers[1]", "same identity"},
+		{"dup dns case", []Caller{
+			{Name: "a", DNSName: "A.example", Tenants: []string{"x"}},
+			{Name: "b", DNSName: "a.EXAMPLE", Tenants: []string{"x"}}}, "callers[1]", "same identity"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.callers)
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want field %s and %q", err, tc.field, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewCopiesInput(t *testing.T) {
+	in := []Caller{{Name: "a", CommonName: "a", Tenants: []string{"x"}}}
+	p, err := New(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in[0].Tenants[0] = "*"
+	if p.Allowed("a", "y", nil) {
+		t.Error("changing the input changed the policy")
+	}
+}
+
+func TestHolder(t *testing.T) {
+	p1, p2 := testPolicy(t), &Policy{}
+	h, err := NewHolder(p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, changed := h.Snapshot()
+	if got != p1 || h.Load() != p1 {
+		t.Fatal("Snapshot/Load do not return the stored policy")
+	}
+	select {
+	case <-changed:
+		t.Fatal("changed closed before any Store")
+	default:
+	}
+	if err := h.Store(p2); err != nil {
+		t.Fatal(err)
+	}
+	<-changed // closed by Store; a missed wake-up would hang here
+	got, changed2 := h.Snapshot()
+	if got != p2 || changed2 == changed {
+		t.Fatal("Store did not install a new generation")
+	}
+	if h.Store(nil) == nil {
+		t.Error("Store(nil) accepted")
+	}
+	if _, err := NewHolder(nil); err == nil {
+		t.Error("NewHolder(nil) accepted")
+	}
+}
