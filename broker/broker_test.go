@@ -561,6 +561,7 @@ func TestKeyLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		next(t, w, hasVersion(1)) // not being fetched any more
 		watches = append(watches, w)
 	}
 	if _, err := e.token(t.Context(), []string{"c"}, 0); !errors.Is(err, broker.ErrTooManyKeys) {

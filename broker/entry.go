@@ -283,6 +283,15 @@ func (e *entry) stopTimerLocked() {
 // onTimer refreshes the key, drops it if idle, or re-evaluates a stale
 // token's expiry.
 func (e *entry) onTimer() {
+	b := e.b
+	b.life.RLock()
+	if b.closed {
+		b.life.RUnlock()
+		return
+	}
+	b.wg.Add(1) // so that Close waits for a timer that fired just before it
+	b.life.RUnlock()
+	defer b.wg.Done()
 	if e.b.evictIfIdle(e) {
 		return
 	}

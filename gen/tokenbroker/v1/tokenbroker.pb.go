@@ -98,7 +98,8 @@ type Token struct {
 	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
 	// Required. When the broker received the token.
 	IssueTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=issue_time,json=issueTime,proto3" json:"issue_time,omitempty"`
-	// Required. The key's sorted scopes; empty for the tenant's default scopes.
+	// Required. The sorted scopes the token was requested with: the
+	// request's, or the tenant's default scopes when the request named none.
 	Scopes []string `protobuf:"bytes,5,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Required. The tenant the token was issued for.
 	Tenant string `protobuf:"bytes,6,opt,name=tenant,proto3" json:"tenant,omitempty"`

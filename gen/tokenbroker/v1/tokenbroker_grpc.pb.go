@@ -73,10 +73,10 @@ type TokenBrokerServiceClient interface {
 	// InvalidateToken reports that a resource server rejected a token. The
 	// broker fetches a new token only if the rejected one is still the key's
 	// current token, so concurrent reports cause one identity-provider request.
-	// It returns the key's current token afterwards, which is the rejected one
-	// only if fetching a replacement failed and the old token is still valid.
+	// It returns the key's current token afterwards, never the rejected one.
 	//
-	// Status codes: as for GetToken; INVALID_ARGUMENT also when token_sha256 is
+	// Status codes: as for GetToken (UNAVAILABLE or FAILED_PRECONDITION when no
+	// replacement can be fetched); INVALID_ARGUMENT also when token_sha256 is
 	// not 64 hex digits.
 	InvalidateToken(ctx context.Context, in *InvalidateTokenRequest, opts ...grpc.CallOption) (*InvalidateTokenResponse, error)
 	// ListTenants lists the tenants visible to the caller with the status of
@@ -191,10 +191,10 @@ type TokenBrokerServiceServer interface {
 	// InvalidateToken reports that a resource server rejected a token. The
 	// broker fetches a new token only if the rejected one is still the key's
 	// current token, so concurrent reports cause one identity-provider request.
-	// It returns the key's current token afterwards, which is the rejected one
-	// only if fetching a replacement failed and the old token is still valid.
+	// It returns the key's current token afterwards, never the rejected one.
 	//
-	// Status codes: as for GetToken; INVALID_ARGUMENT also when token_sha256 is
+	// Status codes: as for GetToken (UNAVAILABLE or FAILED_PRECONDITION when no
+	// replacement can be fetched); INVALID_ARGUMENT also when token_sha256 is
 	// not 64 hex digits.
 	InvalidateToken(context.Context, *InvalidateTokenRequest) (*InvalidateTokenResponse, error)
 	// ListTenants lists the tenants visible to the caller with the status of
