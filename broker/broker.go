@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +66,10 @@ type Tenant struct {
 	Scopes []string
 	// AuthStyle is oauth2.AuthStyleInParams (default) or AuthStyleInHeader.
 	AuthStyle oauth2.AuthStyle
+	// RootCAs, when set, are the CAs trusted for the token endpoint's TLS
+	// certificate instead of the system roots (hygiene.RootCAs adds a
+	// private CA to them). Certificate verification is never disabled.
+	RootCAs *x509.CertPool
 	// Fetcher, when set, replaces the upstream client built from the fields
 	// above (TokenURL is then informational).
 	Fetcher Fetcher
@@ -73,7 +79,7 @@ type Tenant struct {
 func (t Tenant) same(o Tenant) bool {
 	return t.Name == o.Name && t.TokenURL == o.TokenURL && t.ClientID == o.ClientID &&
 		t.ClientSecret.Reveal() == o.ClientSecret.Reveal() && slices.Equal(t.Scopes, o.Scopes) &&
-		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher
+		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher && t.RootCAs.Equal(o.RootCAs)
 }
 
 // Config configures a Broker. Zero values mean defaults.
@@ -185,9 +191,13 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			fetchers[name] = s.Fetcher
 			continue
 		}
+		hc, err := httpClientFor(b.cfg.HTTPClient, s.RootCAs)
+		if err != nil {
+			return fmt.Errorf("broker: tenant %q: %w", name, err)
+		}
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
-			AuthStyle: s.AuthStyle, HTTPClient: b.cfg.HTTPClient, UserAgent: b.cfg.UserAgent,
+			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
 		})
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)
@@ -227,6 +237,34 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		b.log.Info("tenant added", "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
 	}
 	return nil
+}
+
+// httpClientFor returns base (nil: upstream's default) if roots is nil,
+// else a copy of it whose transport trusts roots.
+func httpClientFor(base *http.Client, roots *x509.CertPool) (*http.Client, error) {
+	if roots == nil {
+		return base, nil
+	}
+	c := http.Client{Timeout: 30 * time.Second}
+	if base != nil {
+		c = *base
+	}
+	var tr *http.Transport
+	switch t := c.Transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		return nil, fmt.Errorf("RootCAs need Config.HTTPClient's Transport to be an *http.Transport, not %T", t)
+	}
+	if tr.TLSClientConfig == nil {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	tr.TLSClientConfig.RootCAs = roots
+	tr.TLSClientConfig.InsecureSkipVerify = false
+	c.Transport = tr
+	return &c, nil
 }
 
 func (b *Broker) dropTenantLocked(t *tenant, reason error) {
@@ -321,15 +359,16 @@ func (b *Broker) newEntryLocked(t *tenant, scopes []string) *entry {
 	return e
 }
 
-// evictLRULocked drops the least recently used unwatched, non-default key,
-// of tenant t or of any tenant when t is nil.
+// evictLRULocked drops the least recently used key that is not the
+// default, not watched and not being fetched, of tenant t or of any tenant
+// when t is nil.
 func (b *Broker) evictLRULocked(t *tenant) bool {
 	var victim *entry
 	var victimUsed time.Time
 	consider := func(tt *tenant) {
 		for _, e := range tt.keys {
 			e.mu.Lock()
-			ok := !e.isDefault && len(e.subs) == 0 && (victim == nil || e.lastUsed.Before(victimUsed))
+			ok := !e.isDefault && len(e.subs) == 0 && e.inflight == nil && (victim == nil || e.lastUsed.Before(victimUsed))
 			if ok {
 				victim, victimUsed = e, e.lastUsed
 			}

@@ -42,6 +42,93 @@ type Config struct {
 	Listen string
 	// Tenants has at least one entry; names are unique.
 	Tenants []Tenant
+	// StrictFilePermissions makes a secret file that group or others can
+	// read an error rather than a warning.
+	StrictFilePermissions bool
+	// TLS configures the gRPC listener's TLS; nil means plaintext.
+	TLS *TLS
+	// Callers is the access policy; empty means none configured, so that
+	// the broker serves loopback clients only, without authentication.
+	Callers []Caller
+	Audit   Audit
+	Limits  Limits
+
+	name  string         // the file name given to Load or Parse
+	lines map[string]int // line of each callers field, for ErrorAt
+}
+
+// TLS configures the listener's TLS. Paths are resolved.
+type TLS struct {
+	CertFile string
+	KeyFile  string
+	// ClientCAFile, if set, enables mutual TLS: client certificates are
+	// verified against it. Required for certificate-identified callers.
+	ClientCAFile string
+	// RequireClientCert refuses TLS clients without a certificate (and so
+	// API keys). Needs ClientCAFile.
+	RequireClientCert bool
+	// ReloadInterval is how often the files are re-read; zero means the
+	// listener's default.
+	ReloadInterval time.Duration
+}
+
+// Caller is one entry of callers: who may get which tenants' tokens. It
+// mirrors the access policy's caller; exactly one of SPIFFEID, DNSName,
+// CommonName and APIKeySHA256 is set.
+type Caller struct {
+	Name         string
+	SPIFFEID     string
+	DNSName      string
+	CommonName   string
+	APIKeySHA256 string
+	// Tenants are globs of the tenants the caller may use; not empty.
+	Tenants []string
+	// Scopes, if not empty, are globs every requested scope must match.
+	Scopes []string
+}
+
+// UsesCertificate reports whether the caller is identified by a client
+// certificate rather than an API key.
+func (c Caller) UsesCertificate() bool { return c.APIKeySHA256 == "" }
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Path is the file audit lines are appended to (mode 0600); "" or "-"
+	// means standard output.
+	Path string
+}
+
+// Limits bound what one caller may do. Zero values mean the defaults of
+// the access control layer.
+type Limits struct {
+	RequestsPerSecond   float64
+	Burst               int
+	MaxStreamsPerCaller int
+	MaxScopesPerRequest int
+	MaxMessageBytes     int
+}
+
+// ErrorAt returns a *Error for a problem that a later stage (such as the
+// access policy) found in field, e.g. "callers[1].tenants[0]", with the
+// line of that field, or of the closest enclosing field, in the file.
+func (c *Config) ErrorAt(field string, err error) error {
+	e := &Error{File: c.name, Field: field, Err: err}
+	for f := field; f != ""; f = parentField(f) {
+		if line, ok := c.lines[f]; ok {
+			e.Line = line
+			break
+		}
+	}
+	return e
+}
+
+// parentField strips the last ".key" or "[i]" from a field path.
+func parentField(f string) string {
+	i := strings.LastIndexAny(f, ".[")
+	if i < 0 {
+		return ""
+	}
+	return f[:i]
 }
 
 // Tenant is one OAuth2 client the broker obtains tokens for, fully resolved:
@@ -60,6 +147,11 @@ type Tenant struct {
 	// CredentialsSource says where the credentials came from, for humans,
 	// e.g. "credentials file /etc/tokenbroker/acme.json".
 	CredentialsSource string
+	// AllowInsecureHTTP permits an http TokenURL on a non-loopback host.
+	AllowInsecureHTTP bool
+	// CAFile, if set, is a PEM bundle of extra CAs (a private CA) trusted
+	// for the token endpoint, in addition to the system roots.
+	CAFile string
 }
 
 // LogValue implements slog.LogValuer; the secret is redacted.
@@ -72,6 +164,8 @@ func (t Tenant) LogValue() slog.Value {
 		slog.Any("scopes", t.Scopes),
 		slog.String("auth_style", string(t.AuthStyle)),
 		slog.String("credentials_source", t.CredentialsSource),
+		slog.Bool("allow_insecure_http", t.AllowInsecureHTTP),
+		slog.String("ca_file", t.CAFile),
 	)
 }
 
@@ -108,13 +202,42 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Options tune LoadWith, ParseWith and FromEnvWith. Zero values mean
+// defaults.
+type Options struct {
+	// Now rejects expired credentials; zero means time.Now().
+	Now time.Time
+	// Logger receives warnings, such as a secret file that group or others
+	// can read; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o Options) now() time.Time {
+	if o.Now.IsZero() {
+		return time.Now()
+	}
+	return o.Now
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
 // Load reads the config file at path and parses it with Parse; relative
 // paths in it resolve against the file's directory. now is used to reject
-// expired credentials.
+// expired credentials. Warnings are discarded; see LoadWith.
 func Load(path string, now time.Time) (*Config, error) {
+	return LoadWith(path, Options{Now: now})
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o Options) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: cannot read config file: %w", err)
 	}
-	return Parse(data, path, filepath.Dir(path), now)
+	return ParseWith(data, path, filepath.Dir(path), o)
 }

@@ -171,17 +171,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level list",
 			yaml: "- name: acme\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, got a list",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, strict_file_permissions, tls, callers, audit, limits, got a list",
 		},
 		{
 			name: "unknown top-level key",
 			yaml: "listen: 127.0.0.1:1\ntenant:\n  - name: acme\n",
-			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants`,
+			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, strict_file_permissions, tls, callers, audit, limits`,
 		},
 		{
 			name: "unknown tenant key",
 			yaml: fileTenant + "    clientid: x\n",
-			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, client_id, client_secret_file, scopes, auth_style`,
+			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, client_id, client_secret_file, scopes, auth_style, allow_insecure_http, ca_file`,
 		},
 		{
 			name: "client_secret inline",
@@ -211,7 +211,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "tenant not a mapping",
 			yaml: "tenants:\n  - acme\n",
-			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, client_id, client_secret_file, scopes, auth_style, got a string",
+			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, client_id, client_secret_file, scopes, auth_style, allow_insecure_http, ca_file, got a string",
 		},
 		{
 			name: "wrong type: name is a list",

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/internal/hygiene"
 )
 
 // noCredentialsError replaces credentials.ErrNoCredentials's message with
@@ -29,7 +30,14 @@ func (e noCredentialsError) Unwrap() error { return e.err }
 // With no credentials in the environment the error wraps
 // credentials.ErrNoCredentials and tells the user about --config and --dev.
 func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error) {
-	c, err := credentials.FromEnv(lookup, now)
+	return FromEnvWith(lookup, Options{Now: now})
+}
+
+// FromEnvWith is FromEnv with options. KOGNIC_AUTH_SERVER must be https
+// unless its host is loopback, and a KOGNIC_CREDENTIALS file that group or
+// others can read is warned about on o.Logger.
+func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error) {
+	c, err := credentials.FromEnv(lookup, o.now())
 	if errors.Is(err, credentials.ErrNoCredentials) {
 		return nil, noCredentialsError{err}
 	}
@@ -41,7 +49,16 @@ func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error)
 		if err := checkURL(v, true); err != nil {
 			return nil, &Error{File: EnvAuthServer, Err: fmt.Errorf("%v; use e.g. %s", err, DefaultAuthServer)}
 		}
+		if err := hygiene.CheckUpstreamURL(v, false); err != nil {
+			return nil, &Error{File: EnvAuthServer, Err: fmt.Errorf("%w %s: http sends the client secret in clear text; use https (http is accepted only for localhost and loopback addresses), or a config file whose tenant sets allow_insecure_http: true",
+				hygiene.ErrInsecureURL, v)}
+		}
 		server = v
+	}
+	if path, ok := lookup(credentials.EnvCredentials); ok && path != "" {
+		if err := hygiene.CheckSecretFiles(o.logger(), false, path); err != nil {
+			return nil, &Error{File: credentials.EnvCredentials, Err: err}
+		}
 	}
 	scopes, err := names.NormalizeScopes(c.Scopes)
 	if err != nil {

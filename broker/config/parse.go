@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -18,11 +19,12 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/internal/hygiene"
 )
 
 var (
-	topKeys    = []string{"listen", "tenants"}
-	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "client_id", "client_secret_file", "scopes", "auth_style"}
+	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits"}
+	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "client_id", "client_secret_file", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
 )
 
 // Parse parses and validates a config file's contents. name is used in
@@ -33,8 +35,19 @@ var (
 // The YAML is walked as a yaml.Node tree rather than decoded into structs:
 // that is what lets every error, unknown keys included, carry its line and
 // field path. (yaml.Decoder.KnownFields does not apply to Node decoding.)
+//
+// Warnings are discarded; see ParseWith.
 func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
-	p := &parser{name: name, baseDir: baseDir, now: now}
+	return ParseWith(data, name, baseDir, Options{Now: now})
+}
+
+// ParseWith is Parse with options. Besides Parse's checks it refuses an
+// upstream URL that is not https (unless its host is loopback or the
+// tenant sets allow_insecure_http), and warns on o.Logger about each
+// secret file (credentials_file, client_secret_file, tls.key_file) that
+// group or others can read, or fails if strict_file_permissions is set.
+func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
+	p := &parser{name: name, baseDir: baseDir, now: o.now(), log: o.logger(), lines: map[string]int{}}
 	root, err := p.document(data)
 	if err != nil {
 		return nil, err
@@ -43,9 +56,20 @@ func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &Config{Listen: DefaultListen}
+	cfg := &Config{Listen: DefaultListen, name: name, lines: p.lines}
+	if e, ok := top["strict_file_permissions"]; ok {
+		if p.strict, err = p.boolean(e, "strict_file_permissions"); err != nil {
+			return nil, err
+		}
+		cfg.StrictFilePermissions = p.strict
+	}
 	if e, ok := top["listen"]; ok {
 		if cfg.Listen, err = p.listen(e); err != nil {
+			return nil, err
+		}
+	}
+	if e, ok := top["tls"]; ok {
+		if cfg.TLS, err = p.tls(e); err != nil {
 			return nil, err
 		}
 	}
@@ -64,6 +88,21 @@ func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
 		}
 		cfg.Tenants = append(cfg.Tenants, t)
 	}
+	if e, ok := top["callers"]; ok {
+		if cfg.Callers, err = p.callers(e, cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
+	if e, ok := top["audit"]; ok {
+		if cfg.Audit, err = p.audit(e); err != nil {
+			return nil, err
+		}
+	}
+	if e, ok := top["limits"]; ok {
+		if cfg.Limits, err = p.limits(e); err != nil {
+			return nil, err
+		}
+	}
 	return cfg, nil
 }
 
@@ -71,6 +110,9 @@ type parser struct {
 	name    string
 	baseDir string
 	now     time.Time
+	strict  bool
+	log     *slog.Logger
+	lines   map[string]int // callers field → line, for Config.ErrorAt
 }
 
 // entry is a key and its value in a YAML mapping.
@@ -198,8 +240,18 @@ func (p *parser) tenant(n *yaml.Node, field string, firstLine map[string]int) (T
 	}
 	firstLine[t.Name] = e.val.Line
 
-	if t.TokenURL, err = p.tokenURL(m, field); err != nil {
+	if e, ok := m["allow_insecure_http"]; ok {
+		if t.AllowInsecureHTTP, err = p.boolean(e, field+".allow_insecure_http"); err != nil {
+			return Tenant{}, err
+		}
+	}
+	if t.TokenURL, err = p.tokenURL(m, field, t.AllowInsecureHTTP); err != nil {
 		return Tenant{}, err
+	}
+	if e, ok := m["ca_file"]; ok {
+		if t.CAFile, err = p.caFile(e, field+".ca_file", t.Name); err != nil {
+			return Tenant{}, err
+		}
 	}
 	if e, ok := m["auth_style"]; ok {
 		s, err := p.str(e, field+".auth_style")
@@ -227,7 +279,7 @@ func (p *parser) tenant(n *yaml.Node, field string, firstLine map[string]int) (T
 	return t, nil
 }
 
-func (p *parser) tokenURL(m map[string]entry, field string) (string, error) {
+func (p *parser) tokenURL(m map[string]entry, field string, allowInsecure bool) (string, error) {
 	server, hasServer := m["auth_server"]
 	tokenURL, hasToken := m["token_url"]
 	switch {
@@ -241,6 +293,9 @@ func (p *parser) tokenURL(m map[string]entry, field string) (string, error) {
 		if err := checkURL(s, false); err != nil {
 			return "", p.errf(tokenURL.val, field+".token_url", "%v; use the full token endpoint, e.g. https://idp.example.com/oauth2/token", err)
 		}
+		if err := hygiene.CheckUpstreamURL(s, allowInsecure); err != nil {
+			return "", p.errf(tokenURL.val, field+".token_url", "%w", err)
+		}
 		return s, nil
 	case hasServer:
 		s, err := p.str(server, field+".auth_server")
@@ -249,6 +304,9 @@ func (p *parser) tokenURL(m map[string]entry, field string) (string, error) {
 		}
 		if err := checkURL(s, true); err != nil {
 			return "", p.errf(server.val, field+".auth_server", "%v; use e.g. %s", err, DefaultAuthServer)
+		}
+		if err := hygiene.CheckUpstreamURL(s, allowInsecure); err != nil {
+			return "", p.errf(server.val, field+".auth_server", "%w", err)
 		}
 		return trimSlash(s) + TokenPath, nil
 	}
@@ -331,6 +389,9 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 		if err != nil {
 			return p.errf(file.val, f, "tenant %q: %w", t.Name, err)
 		}
+		if err := p.secretFile(file.val, f, path); err != nil {
+			return err
+		}
 		c := cf.Client()
 		if ownScopes {
 			c.Scopes = nil
@@ -353,6 +414,9 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 	path = p.resolvePath(path)
 	if t.ClientSecret, err = credentials.LoadSecretFile(path); err != nil {
 		return p.errf(secret.val, f, "tenant %q: %w", t.Name, err)
+	}
+	if err := p.secretFile(secret.val, f, path); err != nil {
+		return err
 	}
 	t.CredentialsSource = "client_secret_file " + path
 	return nil

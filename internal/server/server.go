@@ -25,6 +25,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
 // Broker is what the handlers need of *broker.Broker.
@@ -197,11 +198,16 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	}
 }
 
-// ListTenants implements TokenBrokerService.
+// ListTenants implements TokenBrokerService. It lists only the tenants
+// the caller may use (guard.TenantVisible).
 func (s *Server) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tbv1.ListTenantsResponse, error) {
 	infos := s.broker.Tenants()
+	visible := guard.TenantVisible(ctx)
 	resp := &tbv1.ListTenantsResponse{Tenants: make([]*tbv1.Tenant, 0, len(infos))}
 	for _, ti := range infos {
+		if !visible(ti.Name) {
+			continue
+		}
 		t := &tbv1.Tenant{
 			Name:          ti.Name,
 			TokenUrl:      ti.TokenURL,

@@ -1,0 +1,383 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/internal/hygiene"
+)
+
+// The security sections of the config file: tls, callers, audit, limits,
+// and the checks on secret files and upstream CAs.
+
+var (
+	tlsKeys    = []string{"cert_file", "key_file", "client_ca_file", "require_client_cert", "reload_interval"}
+	callerKeys = []string{"name", "spiffe_id", "dns_name", "common_name", "api_key_sha256", "tenants", "scopes"}
+	idKeys     = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
+	auditKeys  = []string{"path"}
+	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes"}
+)
+
+// Bounds of the limits section.
+const (
+	// MinMessageBytes is the smallest limits.max_message_bytes: a valid
+	// request (32 scopes of 256 bytes) is about 9 KiB.
+	MinMessageBytes = 16 << 10
+	// MaxMessageBytes is the largest limits.max_message_bytes.
+	MaxMessageBytes = 4 << 20
+	// MinReloadInterval is the shortest tls.reload_interval.
+	MinReloadInterval = time.Second
+	maxLimit          = 1_000_000
+)
+
+// boolean returns the value of e, which must be true or false.
+func (p *parser) boolean(e entry, field string) (bool, error) {
+	if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!bool" {
+		return false, p.errf(e.val, field, "must be true or false, got %s", describe(e.val))
+	}
+	var b bool
+	if err := e.val.Decode(&b); err != nil {
+		return false, p.errf(e.val, field, "must be true or false, got %s", describe(e.val))
+	}
+	return b, nil
+}
+
+// secretFile checks that the secret file at path is not readable by group
+// or others: a warning, or with strict_file_permissions an error.
+func (p *parser) secretFile(n *yaml.Node, field, path string) error {
+	err := hygiene.CheckFileMode(path)
+	if err == nil {
+		return nil
+	}
+	pe, ok := errors.AsType[*hygiene.PermissionError](err)
+	switch {
+	case !ok:
+		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
+			return p.errf(n, field, "cannot read %s: %w", path, pathErr.Err)
+		}
+		return p.errf(n, field, "%w", err)
+	case p.strict:
+		return p.errf(n, field, "%w (strict_file_permissions is true)", err)
+	}
+	p.log.Warn("secret file readable by group or others; strict_file_permissions: true makes this an error",
+		"file", pe.Path, "mode", fmt.Sprintf("%04o", pe.Mode.Perm()), "fix", "chmod 600 "+pe.Path,
+		"config", fmt.Sprintf("%s:%d", p.name, n.Line), "field", field)
+	return nil
+}
+
+// readable checks that the file at path can be opened.
+func (p *parser) readable(n *yaml.Node, field, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
+			err = pathErr.Err
+		}
+		return p.errf(n, field, "cannot read %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// path returns the resolved path in e.
+func (p *parser) path(e entry, field string) (string, error) {
+	s, err := p.str(e, field)
+	if err != nil {
+		return "", err
+	}
+	return p.resolvePath(s), nil
+}
+
+func (p *parser) caFile(e entry, field, tenant string) (string, error) {
+	path, err := p.path(e, field)
+	if err != nil {
+		return "", err
+	}
+	if err := p.readable(e.val, field, path); err != nil {
+		return "", err
+	}
+	if _, err := hygiene.RootCAs(path); err != nil {
+		return "", p.errf(e.val, field, "tenant %q: %s holds no PEM certificate; give the private CA's certificate in PEM (-----BEGIN CERTIFICATE-----)", tenant, path)
+	}
+	return path, nil
+}
+
+func (p *parser) tls(e entry) (*TLS, error) {
+	m, err := p.mapping(e.val, "tls", tlsKeys)
+	if err != nil {
+		return nil, err
+	}
+	t := &TLS{}
+	files := []struct {
+		key  string
+		dst  *string
+		hint string
+	}{
+		{"cert_file", &t.CertFile, "add the PEM certificate (chain) the broker presents"},
+		{"key_file", &t.KeyFile, "add the PEM private key of cert_file"},
+		{"client_ca_file", &t.ClientCAFile, ""},
+	}
+	for _, f := range files {
+		fe, ok := m[f.key]
+		if !ok {
+			if f.hint != "" {
+				return nil, p.errf(e.val, "tls", "missing required key %q; %s", f.key, f.hint)
+			}
+			continue
+		}
+		field := "tls." + f.key
+		if *f.dst, err = p.path(fe, field); err != nil {
+			return nil, err
+		}
+		if f.key == "key_file" {
+			err = p.secretFile(fe.val, field, *f.dst)
+		} else {
+			err = p.readable(fe.val, field, *f.dst)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if re, ok := m["require_client_cert"]; ok {
+		if t.RequireClientCert, err = p.boolean(re, "tls.require_client_cert"); err != nil {
+			return nil, err
+		}
+		if t.RequireClientCert && t.ClientCAFile == "" {
+			return nil, p.errf(re.val, "tls.require_client_cert", "needs tls.client_ca_file; add the PEM bundle of the CAs that sign client certificates")
+		}
+	}
+	if ie, ok := m["reload_interval"]; ok {
+		s, err := p.str(ie, "tls.reload_interval")
+		if err != nil {
+			return nil, err
+		}
+		d, err := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			return nil, p.errf(ie.val, "tls.reload_interval", "%q is not a duration; write e.g. 30s or 5m", s)
+		case d < MinReloadInterval:
+			return nil, p.errf(ie.val, "tls.reload_interval", "%s is too short; use at least %s", d, MinReloadInterval)
+		}
+		t.ReloadInterval = d
+	}
+	return t, nil
+}
+
+func (p *parser) callers(e entry, tls *TLS) ([]Caller, error) {
+	if isNull(e.val) || e.val.Kind == yaml.SequenceNode && len(e.val.Content) == 0 {
+		return nil, p.errf(e.val, "callers", "empty list; list at least one caller, or remove the key to serve only clients on this host, without authentication")
+	}
+	if e.val.Kind != yaml.SequenceNode {
+		return nil, p.errf(e.val, "callers", "must be a list of callers, got %s", kindName(e.val))
+	}
+	p.lines["callers"] = e.key.Line
+	firstLine := map[string]int{}
+	var out []Caller
+	for i, n := range e.val.Content {
+		c, err := p.caller(resolve(n), fmt.Sprintf("callers[%d]", i), firstLine, tls)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (p *parser) caller(n *yaml.Node, field string, firstLine map[string]int, tls *TLS) (Caller, error) {
+	m, err := p.mapping(n, field, callerKeys)
+	if err != nil {
+		return Caller{}, err
+	}
+	p.lines[field] = n.Line
+	for k, e := range m {
+		p.lines[field+"."+k] = e.key.Line
+	}
+	var c Caller
+	e, ok := m["name"]
+	if !ok {
+		return Caller{}, p.errf(n, field, "missing required key \"name\"; add e.g. name: billing")
+	}
+	if c.Name, err = p.str(e, field+".name"); err != nil {
+		return Caller{}, err
+	}
+	if line, dup := firstLine[c.Name]; dup {
+		return Caller{}, p.errf(e.val, field+".name", "duplicate caller name %q (first on line %d); caller names must be unique", c.Name, line)
+	}
+	firstLine[c.Name] = e.val.Line
+
+	var idKey string
+	for _, k := range idKeys {
+		ie, ok := m[k]
+		if !ok {
+			continue
+		}
+		if idKey != "" {
+			return Caller{}, p.errf(ie.key, field, "caller %q has both %s and %s; set exactly one of %s", c.Name, idKey, k, strings.Join(idKeys, ", "))
+		}
+		idKey = k
+	}
+	if idKey == "" {
+		return Caller{}, p.errf(n, field, "caller %q has no identity; set exactly one of %s", c.Name, strings.Join(idKeys, ", "))
+	}
+	ie := m[idKey]
+	idField := field + "." + idKey
+	v, err := p.str(ie, idField)
+	if err != nil {
+		return Caller{}, err
+	}
+	switch idKey {
+	case "spiffe_id":
+		c.SPIFFEID = v
+	case "dns_name":
+		c.DNSName = v
+	case "common_name":
+		c.CommonName = v
+	case "api_key_sha256":
+		// The value is never quoted: it might be the key itself.
+		if len(v) != 64 {
+			return Caller{}, p.errf(ie.val, idField, "must be the SHA-256 of the API key, 64 hex digits (printf %%s \"$KEY\" | sha256sum), got %d characters; never put the key itself in the config", len(v))
+		}
+		if strings.Trim(strings.ToLower(v), "0123456789abcdef") != "" {
+			return Caller{}, p.errf(ie.val, idField, "must be the SHA-256 of the API key, 64 hex digits (0-9, a-f) only; never put the key itself in the config")
+		}
+		c.APIKeySHA256 = strings.ToLower(v)
+	}
+	if c.UsesCertificate() && (tls == nil || tls.ClientCAFile == "") {
+		return Caller{}, p.errf(ie.key, idField, "caller %q is identified by a client certificate, but tls.client_ca_file is not set; add a tls section with cert_file, key_file and client_ca_file (the CAs that sign client certificates)", c.Name)
+	}
+
+	te, ok := m["tenants"]
+	if !ok {
+		return Caller{}, p.errf(n, field, "caller %q: missing required key \"tenants\"; add the tenant globs it may use, e.g. tenants: [acme, \"team-*\"]", c.Name)
+	}
+	if c.Tenants, err = p.globs(te, field+".tenants", `[acme, "team-*"]`); err != nil {
+		return Caller{}, err
+	}
+	if len(c.Tenants) == 0 {
+		return Caller{}, p.errf(te.val, field+".tenants", "empty list; give at least one tenant glob, e.g. [acme] or [\"team-*\"]")
+	}
+	if se, ok := m["scopes"]; ok && !isNull(se.val) {
+		if c.Scopes, err = p.globs(se, field+".scopes", `["read:*"]`); err != nil {
+			return Caller{}, err
+		}
+		if len(c.Scopes) == 0 {
+			return Caller{}, p.errf(se.val, field+".scopes", "empty list; remove the key to allow every scope, or list the scope globs the caller may request, e.g. [\"read:*\"]")
+		}
+	}
+	return c, nil
+}
+
+// globs returns a list of strings; the access policy checks their syntax.
+func (p *parser) globs(e entry, field, example string) ([]string, error) {
+	if e.val.Kind != yaml.SequenceNode {
+		return nil, p.errf(e.val, field, "must be a list of globs, got %s; write e.g. %s", kindName(e.val), example)
+	}
+	var out []string
+	for i, n := range e.val.Content {
+		n = resolve(n)
+		f := fmt.Sprintf("%s[%d]", field, i)
+		p.lines[f] = n.Line
+		if n.Kind != yaml.ScalarNode || isNull(n) {
+			return nil, p.errf(n, f, "must be a string, got %s", kindName(n))
+		}
+		out = append(out, n.Value)
+	}
+	return out, nil
+}
+
+func (p *parser) audit(e entry) (Audit, error) {
+	m, err := p.mapping(e.val, "audit", auditKeys)
+	if err != nil {
+		return Audit{}, err
+	}
+	pe, ok := m["path"]
+	if !ok {
+		return Audit{}, p.errf(e.val, "audit", "missing required key \"path\"; set the file audit lines are appended to, or \"-\" for standard output")
+	}
+	s, err := p.str(pe, "audit.path")
+	if err != nil {
+		return Audit{}, err
+	}
+	if s == "-" {
+		return Audit{Path: s}, nil
+	}
+	return Audit{Path: p.resolvePath(s)}, nil
+}
+
+func (p *parser) limits(e entry) (Limits, error) {
+	m, err := p.mapping(e.val, "limits", limitKeys)
+	if err != nil {
+		return Limits{}, err
+	}
+	var l Limits
+	if ne, ok := m["requests_per_second"]; ok {
+		if l.RequestsPerSecond, err = p.positive(ne, "limits.requests_per_second", maxLimit); err != nil {
+			return Limits{}, err
+		}
+	}
+	ints := []struct {
+		key      string
+		dst      *int
+		min, max int
+	}{
+		{"burst", &l.Burst, 1, maxLimit},
+		{"max_streams_per_caller", &l.MaxStreamsPerCaller, 1, maxLimit},
+		{"max_scopes_per_request", &l.MaxScopesPerRequest, 1, names.MaxScopes},
+		{"max_message_bytes", &l.MaxMessageBytes, MinMessageBytes, MaxMessageBytes},
+	}
+	for _, f := range ints {
+		if ie, ok := m[f.key]; ok {
+			if *f.dst, err = p.integer(ie, "limits."+f.key, f.min, f.max); err != nil {
+				return Limits{}, err
+			}
+		}
+	}
+	return l, nil
+}
+
+// positive returns a number in (0, max].
+func (p *parser) positive(e entry, field string, max float64) (float64, error) {
+	tag := e.val.ShortTag()
+	if e.val.Kind != yaml.ScalarNode || tag != "!!int" && tag != "!!float" {
+		return 0, p.errf(e.val, field, "must be a number, got %s", describe(e.val))
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(e.val.Value, "_", ""), 64)
+	if err != nil || math.IsNaN(f) || f <= 0 || f > max {
+		return 0, p.errf(e.val, field, "must be a number greater than 0 and at most %g, got %s", max, e.val.Value)
+	}
+	return f, nil
+}
+
+// integer returns a whole number in [min, max].
+func (p *parser) integer(e entry, field string, min, max int) (int, error) {
+	if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!int" {
+		return 0, p.errf(e.val, field, "must be a whole number, got %s", describe(e.val))
+	}
+	var n int
+	if err := e.val.Decode(&n); err != nil || n < min || n > max {
+		return 0, p.errf(e.val, field, "must be from %d to %d, got %s", min, max, e.val.Value)
+	}
+	return n, nil
+}
+
+// describe is kindName, with the value of a number or boolean.
+func describe(n *yaml.Node) string {
+	switch n.ShortTag() {
+	case "!!int", "!!float", "!!bool":
+		if n.Kind == yaml.ScalarNode {
+			return n.Value
+		}
+	case "!!str":
+		if n.Kind == yaml.ScalarNode {
+			return fmt.Sprintf("the string %q", n.Value)
+		}
+	}
+	return kindName(n)
+}
