@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
@@ -96,6 +97,9 @@ func New(cfg Config) *Server {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
+		// Clients ping every 30s so that a watch on a dead replica fails
+		// over quickly; allow that rather than answer with GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
 	}, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
 	tbv1.RegisterTokenBrokerServiceServer(s.GRPC, s)

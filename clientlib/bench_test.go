@@ -1,0 +1,142 @@
+package clientlib_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/clientlib"
+)
+
+// BenchmarkSourceToken measures the cached path of Source.Token: no
+// network, no allocation.
+func BenchmarkSourceToken(b *testing.B) {
+	s := startStack(b, stackConfig{})
+	src := newSource(b, s)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := src.Token(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSourceTokenParallel is the cached path under contention.
+func BenchmarkSourceTokenParallel(b *testing.B) {
+	s := startStack(b, stackConfig{})
+	src := newSource(b, s)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := src.Token(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// loopbackGET measures GET requests to a loopback server through the
+// transport wrap builds. Both Transport benchmarks run the same broker
+// stack, so that they differ only in the RoundTripper.
+func loopbackGET(b *testing.B, wrap func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper) {
+	s := startStack(b, stackConfig{})
+	src := newSource(b, s)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	hc := &http.Client{Transport: wrap(src, base)}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := hc.Get(srv.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkTransport is a loopback GET through Transport; compare with
+// BenchmarkBareTransport.
+func BenchmarkTransport(b *testing.B) {
+	loopbackGET(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
+		return &clientlib.Transport{Source: src, Base: base}
+	})
+}
+
+// BenchmarkBareTransport is the same GET straight through the base
+// transport, without any Authorization header.
+func BenchmarkBareTransport(b *testing.B) {
+	loopbackGET(b, func(_ *clientlib.Source, base http.RoundTripper) http.RoundTripper { return base })
+}
+
+// BenchmarkFixedHeaderTransport is the same GET with the same
+// Authorization header, set by a minimal wrapper instead of by Transport:
+// the baseline that separates Transport's own cost from the cost of
+// sending a token at all.
+func BenchmarkFixedHeaderTransport(b *testing.B) {
+	loopbackGET(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
+		tok, err := src.Token()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return fixedHeader{base: base, value: []string{"Bearer " + tok.AccessToken}}
+	})
+}
+
+// fixedHeader sets a fixed Authorization header on a shallow copy of each
+// request: the least any authorising RoundTripper must do.
+type fixedHeader struct {
+	base  http.RoundTripper
+	value []string
+}
+
+func (f fixedHeader) RoundTrip(r *http.Request) (*http.Response, error) {
+	r2 := *r
+	r2.Header = r.Header.Clone()
+	if r2.Header == nil {
+		r2.Header = http.Header{}
+	}
+	r2.Header["Authorization"] = f.value
+	return f.base.RoundTrip(&r2)
+}
+
+// nopBase answers every request at once without a network.
+type nopBase struct{ resp http.Response }
+
+func (n *nopBase) RoundTrip(r *http.Request) (*http.Response, error) { return &n.resp, nil }
+
+// roundTripOnly measures a RoundTripper over nopBase: its own cost,
+// without the network noise of the loopback benchmarks.
+func roundTripOnly(b *testing.B, wrap func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper) {
+	s := startStack(b, stackConfig{})
+	src := newSource(b, s)
+	rt := wrap(src, &nopBase{resp: http.Response{StatusCode: 200, Body: http.NoBody}})
+	req, _ := http.NewRequest("GET", "https://api.example.com/v1/inputs", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := rt.RoundTrip(req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTransportRoundTripOnly is Transport's own cost per request.
+func BenchmarkTransportRoundTripOnly(b *testing.B) {
+	roundTripOnly(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
+		return &clientlib.Transport{Source: src, Base: base}
+	})
+}
+
+// BenchmarkFixedHeaderRoundTripOnly is the minimal wrapper's cost.
+func BenchmarkFixedHeaderRoundTripOnly(b *testing.B) {
+	roundTripOnly(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
+		tok, _ := src.Token()
+		return fixedHeader{base: base, value: []string{"Bearer " + tok.AccessToken}}
+	})
+}

@@ -1,0 +1,125 @@
+package clientlib
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+// Direct mode runs the broker's own token core in process, for one tenant
+// named "default": the same credential parsing, refresh-ahead, singleflight,
+// backoff and invalidation as the broker service, without a network hop.
+
+// directTenant is the name of direct mode's only tenant.
+const directTenant = "default"
+
+// idpTimeout bounds one request to the auth server in direct mode.
+const idpTimeout = 30 * time.Second
+
+// direct is an in-process broker and the transport it uses for the auth
+// server; both belong to the HTTPClient that created them.
+type direct struct {
+	b  *broker.Broker
+	tr *http.Transport
+}
+
+func newDirect(t broker.Tenant, cfg *clientConfig) (*direct, error) {
+	t.Name = directTenant
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	b, err := broker.New(broker.Config{
+		Tenants:    []broker.Tenant{t},
+		Logger:     cfg.source.logger,
+		HTTPClient: &http.Client{Transport: tr, Timeout: idpTimeout},
+		UserAgent:  userAgent,
+	})
+	if err != nil {
+		tr.CloseIdleConnections()
+		return nil, err
+	}
+	return &direct{b: b, tr: tr}, nil
+}
+
+func (d *direct) Close() error {
+	d.b.Close()
+	d.tr.CloseIdleConnections()
+	return nil
+}
+
+// directBackend is a Source's view of the in-process broker.
+type directBackend struct {
+	b      *broker.Broker
+	tenant string
+	scopes []string
+}
+
+func (d *directBackend) getToken(ctx context.Context, minValid time.Duration) (rawToken, error) {
+	t, err := d.b.Token(ctx, d.tenant, d.scopes, minValid)
+	if err != nil {
+		return rawToken{}, err
+	}
+	return fromBroker(t), nil
+}
+
+func (d *directBackend) invalidate(ctx context.Context, sha string) (rawToken, error) {
+	t, err := d.b.Invalidate(ctx, d.tenant, d.scopes, sha)
+	if err != nil {
+		return rawToken{}, err
+	}
+	return fromBroker(t), nil
+}
+
+func (d *directBackend) watch(ctx context.Context) (stream, error) {
+	w, err := d.b.Watch(d.tenant, d.scopes)
+	if err != nil {
+		return nil, err
+	}
+	return &directStream{ctx: ctx, w: w}, nil
+}
+
+func (d *directBackend) permanent(err error) bool {
+	return errors.Is(err, broker.ErrInvalidArgument) || errors.Is(err, broker.ErrUnknownTenant) ||
+		errors.Is(err, broker.ErrTenantRemoved) || errors.Is(err, broker.ErrClosed)
+}
+
+func (d *directBackend) startFatal(err error) bool {
+	var tooShort *broker.TooShortLivedError
+	ue, isUpstream := errors.AsType[*upstream.Error](err)
+	return d.permanent(err) || errors.As(err, &tooShort) || isUpstream && ue.Permanent
+}
+
+type directStream struct {
+	ctx context.Context
+	w   *broker.Watch
+}
+
+func (s *directStream) recv() (update, error) {
+	select {
+	case u := <-s.w.Updates():
+		out := update{state: u.Status.State.String(), failing: u.Status.State == broker.StateFailing}
+		if u.Status.LastError != nil {
+			out.lastErr = u.Status.LastError.Error()
+		}
+		if u.Token != nil {
+			t := fromBroker(u.Token)
+			out.tok = &t
+		}
+		return out, nil
+	case <-s.w.Done():
+		if err := s.w.Err(); err != nil {
+			return update{}, err
+		}
+		return update{}, broker.ErrClosed
+	case <-s.ctx.Done():
+		return update{}, s.ctx.Err()
+	}
+}
+
+func (s *directStream) close() { s.w.Close() }
+
+func fromBroker(t *broker.Token) rawToken {
+	return rawToken{access: t.AccessToken, typ: t.TokenType, issued: t.IssuedAt, expiry: t.Expiry}
+}

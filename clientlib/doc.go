@@ -1,0 +1,31 @@
+// Package clientlib turns a tenant's tokens into an *http.Client, an
+// http.RoundTripper, an oauth2.TokenSource and gRPC per-RPC credentials, so
+// that a service calling other APIs never handles a client secret or a
+// token refresh.
+//
+// Tokens come from a tokenbroker (broker mode) or, with no broker, straight
+// from the Kognic auth server with the client-credentials grant (direct
+// mode), which runs the broker's own token lifecycle in process: the same
+// credential parsing, refresh ahead of expiry, coalesced requests, backoff
+// and 401 handling.
+//
+// The pieces compose like golang.org/x/oauth2's, with these differences:
+// every blocking call takes a context, no long-lived object keeps a
+// caller's context, a 401 replaces the token and retries once, and a token
+// is never sent over plain http to a host other than loopback unless
+// allowed explicitly.
+//
+//   - NewHTTPClient builds an *http.Client from options or the environment
+//     (TOKENBROKER_ADDR, else KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and
+//     KOGNIC_CLIENT_SECRET). It must be closed.
+//   - NewSource follows one tenant's token over a gRPC connection to the
+//     broker, in the manner of go-spiffe's workloadapi sources: the
+//     constructor blocks until the first token, a watch stream then keeps
+//     it current in the background, and Token answers from memory. It must
+//     be closed.
+//   - Transport is the http.RoundTripper that authorises requests with a
+//     Source.
+//   - PerRPCCredentials authorises gRPC calls with a Source.
+//
+// Everything in this package is safe for concurrent use.
+package clientlib

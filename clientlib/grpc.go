@@ -1,0 +1,105 @@
+package clientlib
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+)
+
+// grpcBackend talks to a broker over gRPC.
+type grpcBackend struct {
+	client tbv1.TokenBrokerServiceClient
+	tenant string
+	scopes []string
+}
+
+func (b *grpcBackend) getToken(ctx context.Context, minValid time.Duration) (rawToken, error) {
+	resp, err := b.client.GetToken(ctx, &tbv1.GetTokenRequest{
+		Tenant: b.tenant, Scopes: b.scopes, MinValid: durationpb.New(minValid),
+	})
+	if err != nil {
+		return rawToken{}, err
+	}
+	return fromProto(resp.GetToken())
+}
+
+func (b *grpcBackend) invalidate(ctx context.Context, sha string) (rawToken, error) {
+	resp, err := b.client.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{
+		Tenant: b.tenant, Scopes: b.scopes, TokenSha256: sha,
+	})
+	if err != nil {
+		return rawToken{}, err
+	}
+	return fromProto(resp.GetToken())
+}
+
+func (b *grpcBackend) watch(ctx context.Context) (stream, error) {
+	st, err := b.client.WatchToken(ctx, &tbv1.WatchTokenRequest{Tenant: b.tenant, Scopes: b.scopes})
+	if err != nil {
+		return nil, err
+	}
+	return grpcStream{st}, nil
+}
+
+func (b *grpcBackend) permanent(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.Unimplemented, codes.NotFound:
+		return true
+	}
+	return false
+}
+
+func (b *grpcBackend) startFatal(err error) bool {
+	switch status.Code(err) {
+	case codes.FailedPrecondition, codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return b.permanent(err)
+}
+
+type grpcStream struct {
+	st grpc.ServerStreamingClient[tbv1.WatchTokenResponse]
+}
+
+func (g grpcStream) recv() (update, error) {
+	m, err := g.st.Recv()
+	if err != nil {
+		return update{}, err
+	}
+	u := update{
+		state:   m.GetStatus().GetState().String(),
+		lastErr: m.GetStatus().GetLastError(),
+		failing: m.GetStatus().GetState() == tbv1.TokenState_TOKEN_STATE_FAILING,
+	}
+	if m.GetToken() != nil {
+		t, err := fromProto(m.GetToken())
+		if err != nil {
+			return update{}, err
+		}
+		u.tok = &t
+	}
+	return u, nil
+}
+
+func (grpcStream) close() {} // the stream ends with its context
+
+func fromProto(p *tbv1.Token) (rawToken, error) {
+	switch {
+	case p.GetAccessToken() == "":
+		return rawToken{}, errors.New("the broker sent a token without access_token")
+	case p.GetExpireTime() == nil:
+		return rawToken{}, errors.New("the broker sent a token without expire_time")
+	}
+	r := rawToken{access: p.GetAccessToken(), typ: p.GetTokenType(), expiry: p.GetExpireTime().AsTime()}
+	if p.GetIssueTime() != nil {
+		r.issued = p.GetIssueTime().AsTime()
+	}
+	return r, nil
+}
