@@ -182,7 +182,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: default scopes: %w", s.Name, err)
 		}
-		s.Scopes = scopes
+		s.Scopes = slices.Clone(scopes)
 		next[s.Name] = s
 	}
 	fetchers := map[string]Fetcher{}
@@ -328,8 +328,9 @@ func (b *Broker) key(tenantName string, scopes []string) (*entry, error) {
 	if len(scopes) == 0 || slices.Equal(scopes, t.spec.Scopes) {
 		return t.def.touch(), nil
 	}
-	k := strings.Join(scopes, " ")
-	if e := t.keys[k]; e != nil {
+	var buf [256]byte
+	k := appendKey(buf[:0], scopes)
+	if e := t.keys[string(k)]; e != nil { // string(k) here does not allocate
 		// Touched under b.mu so that idle eviction cannot take it now.
 		return e.touch(), nil
 	}
@@ -340,7 +341,19 @@ func (b *Broker) key(tenantName string, scopes []string) (*entry, error) {
 	if b.nkeys >= b.cfg.MaxKeys && !b.evictLRULocked(nil) {
 		return nil, fmt.Errorf("%w: the broker already holds %d", ErrTooManyKeys, b.cfg.MaxKeys)
 	}
-	return b.newEntryLocked(t, scopes), nil
+	// Cloned: NormalizeScopes may return the caller's own slice.
+	return b.newEntryLocked(t, slices.Clone(scopes)), nil
+}
+
+// appendKey appends the map key of a normalized scope set.
+func appendKey(dst []byte, scopes []string) []byte {
+	for i, s := range scopes {
+		if i > 0 {
+			dst = append(dst, ' ')
+		}
+		dst = append(dst, s...)
+	}
+	return dst
 }
 
 func (b *Broker) newEntryLocked(t *tenant, scopes []string) *entry {

@@ -648,3 +648,31 @@ func TestTenantHealth(t *testing.T) {
 		t.Fatal("want not serving once the token expired")
 	}
 }
+
+// BenchmarkTokenCached measures the in-process cached path that every
+// GetToken and direct-mode request takes (target: 0 allocs/op).
+//
+//	go test -run='^$' -bench=TokenCached -benchmem ./broker/
+func BenchmarkTokenCached(b *testing.B) {
+	client := devidp.NewClient()
+	idp, err := devidp.Start(b.Context(), devidp.Config{Clients: []devidp.Client{client}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer idp.Close()
+	br, err := broker.New(broker.Config{Tenants: []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret)}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	scopes := []string{"read"}
+	if _, err := br.Token(b.Context(), "acme", scopes, 0); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := br.Token(b.Context(), "acme", scopes, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

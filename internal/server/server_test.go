@@ -64,7 +64,7 @@ type fixture struct {
 	tokens  sync.Map // access tokens served, for the leak check
 }
 
-func start(t *testing.T, extra ...broker.Tenant) *fixture {
+func start(t testing.TB, extra ...broker.Tenant) *fixture {
 	t.Helper()
 	f := &fixture{logs: &syncBuffer{}, client: devidp.NewClient()}
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -116,7 +116,7 @@ func (f *fixture) getToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv
 	return resp.GetToken(), nil
 }
 
-func (f *fixture) assertNoSecretsInLogs(t *testing.T) {
+func (f *fixture) assertNoSecretsInLogs(t testing.TB) {
 	t.Helper()
 	logs := f.logs.String()
 	for _, s := range f.secrets {
