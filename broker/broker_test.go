@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
@@ -22,28 +23,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// syncBuffer collects logs from concurrent goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	t      *testing.T
 	clock  *clockwork.FakeClock
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 	broker *broker.Broker
 	idp    *devidp.Server
 	client devidp.Client
@@ -62,7 +45,7 @@ func newEnv(t *testing.T, cfg broker.Config) *env {
 	}
 	t.Cleanup(func() { idp.Close() })
 	e := &env{t: t, clock: clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
-		logs: &syncBuffer{}, idp: idp, client: client, issued: map[string]bool{}}
+		logs: &logtest.Buffer{}, idp: idp, client: client, issued: map[string]bool{}}
 	if cfg.Tenants == nil {
 		cfg.Tenants = []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret)}}
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
+
 	"github.com/tokenbroker/tokenbroker/broker"
 )
 
@@ -45,24 +47,6 @@ var e2eTools = sync.OnceValues(func() (map[string]string, error) {
 	}, nil
 })
 
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestEndToEndDev builds the binary, runs `serve --dev` and talks to it
 // with grpcurl, grpc-health-probe and `broker token`, as the README does.
 func TestEndToEndDev(t *testing.T) {
@@ -79,7 +63,7 @@ func TestEndToEndDev(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}

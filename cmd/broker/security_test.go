@@ -31,6 +31,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/hygiene"
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/testpki"
 )
 
@@ -53,8 +54,8 @@ type secured struct {
 	client    devidp.Client
 	apiKey    string
 	wrongKey  string
-	logs      *syncBuffer // serve's stderr (JSON logs)
-	stdout    *syncBuffer
+	logs      *logtest.Buffer // serve's stderr (JSON logs)
+	stdout    *logtest.Buffer
 	addr      string
 	auditPath string
 
@@ -110,7 +111,7 @@ func startSecured(t *testing.T) *secured {
 	s := &secured{
 		t: t, dir: t.TempDir(), serverCA: testpki.NewCA(t, "broker-ca"), clientCA: testpki.NewCA(t, "client-ca"),
 		client: devidp.NewClient(), apiKey: randomKey(t), wrongKey: randomKey(t),
-		logs: &syncBuffer{}, stdout: &syncBuffer{},
+		logs: &logtest.Buffer{}, stdout: &logtest.Buffer{},
 	}
 	var err error
 	if s.idp, err = devidp.Start(t.Context(), devidp.Config{Clients: []devidp.Client{s.client}}); err != nil {
@@ -677,7 +678,7 @@ func TestServeConfigSecurityRefusals(t *testing.T) {
 	defer idp.Close()
 	cfg := write("warn.yaml", "listen: 127.0.0.1:0\n"+fmt.Sprintf(tenant, idp.TokenURL(), "open.secret"))
 	ctx, cancel := context.WithCancel(t.Context())
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--config", cfg, "--log-format", "json"}, envFunc(), io.Discard, logs)
@@ -723,7 +724,7 @@ func TestServeOpenModeLoopbackOnly(t *testing.T) {
 	cfg := filepath.Join(dir, "c.yaml")
 	testpki.WriteFile(t, cfg, fmt.Appendf(nil, "listen: 127.0.0.1:0\ntenants:\n  - name: acme\n    token_url: %s\n    client_id: %s\n    client_secret_file: s\n", idp.TokenURL(), client.ID))
 	ctx, cancel := context.WithCancel(t.Context())
-	s := &secured{t: t, logs: &syncBuffer{}, stdout: &syncBuffer{}}
+	s := &secured{t: t, logs: &logtest.Buffer{}, stdout: &logtest.Buffer{}}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--config", cfg, "--log-format", "json"}, envFunc(), s.stdout, s.logs)

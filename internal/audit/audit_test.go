@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 )
 
 func TestFingerprint(t *testing.T) {
@@ -97,7 +99,7 @@ func TestOpenAppends0600(t *testing.T) {
 }
 
 func TestConcurrentLinesStayWhole(t *testing.T) {
-	var buf syncBuffer
+	var buf logtest.Buffer
 	l := New(&buf)
 	var wg sync.WaitGroup
 	for i := range 50 {
@@ -123,22 +125,4 @@ func TestNilLoggerDiscards(t *testing.T) {
 	if err := l.Log(Record{}); err != nil || l.Close() != nil {
 		t.Error("nil Logger is not a no-op")
 	}
-}
-
-// syncBuffer is a bytes.Buffer whose Writes may interleave, as a file's do.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
+
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
@@ -298,7 +300,7 @@ func TestJWTClaims(t *testing.T) {
 }
 
 func TestNoSecretsInLogs(t *testing.T) {
-	var buf syncBuffer
+	var buf logtest.Buffer
 	c := NewClient()
 	s := start(t, Config{Clients: []Client{c}, Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	tok, err := fetch(t, s, c, oauth2.AuthStyleInParams, "read")
@@ -329,23 +331,6 @@ func TestNoSecretsInLogs(t *testing.T) {
 	if got := c.String() + slog.AnyValue(c).String(); strings.Contains(got, c.Secret) {
 		t.Errorf("Client String/LogValue reveal the secret: %s", got)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func TestStartRejectsNonLoopback(t *testing.T) {

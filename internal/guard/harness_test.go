@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.uber.org/goleak"
@@ -105,24 +106,6 @@ func (s *stub) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tb
 	return resp, nil
 }
 
-// syncBuffer collects output written concurrently.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type options struct {
 	callers       []policy.Caller
 	limits        Limits
@@ -138,8 +121,8 @@ type env struct {
 	holder *policy.Holder
 	guard  *Guard
 	stub   *stub
-	audit  *syncBuffer
-	logs   *syncBuffer
+	audit  *logtest.Buffer
+	logs   *logtest.Buffer
 	stop   func()
 }
 
@@ -169,7 +152,7 @@ func (l fakeRemote) Accept() (net.Conn, error) {
 // (unless plaintext), the stub service and health.
 func start(t *testing.T, o options) *env {
 	t.Helper()
-	e := &env{t: t, ca: testpki.NewCA(t, "clients"), audit: &syncBuffer{}, logs: &syncBuffer{}, stub: &stub{push: make(chan *tbv1.Token)}}
+	e := &env{t: t, ca: testpki.NewCA(t, "clients"), audit: &logtest.Buffer{}, logs: &logtest.Buffer{}, stub: &stub{push: make(chan *tbv1.Token)}}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pol, err := policy.New(o.callers)
 	if err != nil {

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
@@ -32,23 +33,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fixture is a real broker behind a real gRPC server on loopback, fetching
 // from a real OAuth2 server.
 type fixture struct {
@@ -59,14 +43,14 @@ type fixture struct {
 	conn    *grpc.ClientConn
 	api     tbv1.TokenBrokerServiceClient
 	health  healthpb.HealthClient
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 	secrets []string
 	tokens  sync.Map // access tokens served, for the leak check
 }
 
 func start(t testing.TB, extra ...broker.Tenant) *fixture {
 	t.Helper()
-	f := &fixture{logs: &syncBuffer{}, client: devidp.NewClient()}
+	f := &fixture{logs: &logtest.Buffer{}, client: devidp.NewClient()}
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
 	f.idp, err = devidp.Start(t.Context(), devidp.Config{Clients: []devidp.Client{f.client}, Logger: log})
