@@ -360,7 +360,7 @@ func (e *entry) watch() (*Watch, error) {
 	e.lastUsed = now
 	e.subs[w] = struct{}{}
 	w.offer(e.snapshotLocked(now))
-	if e.tok == nil && e.inflight == nil && !now.Before(e.retryAt) {
+	if !e.usableLocked(now, 0) && e.inflight == nil && !now.Before(e.retryAt) {
 		e.startLocked()
 	}
 	return w, nil
