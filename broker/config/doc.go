@@ -36,7 +36,7 @@
 //	  requests_per_second: 50
 //	  burst: 100
 //	  max_streams_per_caller: 100
-//	  max_scopes_per_request: 16
+//	  max_scopes_per_request: 32
 //	  max_message_bytes: 65536
 //
 // Upstream URLs must be https unless their host is loopback or the tenant

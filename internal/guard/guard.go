@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"github.com/tokenbroker/tokenbroker/broker/names"
 	"log/slog"
 	"math"
 	"strings"
@@ -23,7 +24,7 @@ const (
 	DefaultRequestsPerSecond   = 50
 	DefaultBurst               = 100
 	DefaultMaxStreamsPerCaller = 100
-	DefaultMaxScopesPerRequest = 16
+	DefaultMaxScopesPerRequest = names.MaxScopes // the API's own bound; lower it per deployment
 )
 
 // Limits bound what one caller may do. Zero values mean the defaults; a
