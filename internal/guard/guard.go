@@ -3,7 +3,6 @@ package guard
 import (
 	"context"
 	"errors"
-	"github.com/tokenbroker/tokenbroker/broker/names"
 	"log/slog"
 	"math"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
+	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
