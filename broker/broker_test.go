@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-
 	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

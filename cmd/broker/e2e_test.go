@@ -14,9 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 )
 
 // e2eTools builds the broker binary and the pinned grpcurl and

@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"

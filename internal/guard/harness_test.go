@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -30,6 +28,7 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/testpki"
 )

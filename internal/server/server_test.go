@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 	"google.golang.org/grpc"
@@ -28,6 +26,7 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
