@@ -128,11 +128,13 @@ func next(t *testing.T, w *broker.Watch, ok func(broker.Update) bool) broker.Upd
 			}
 		case <-w.Done():
 			t.Fatalf("watch ended: %v", w.Err())
-		case <-t.Context().Done():
-			t.Fatal("test timed out waiting for an update")
+		case <-time.After(30 * time.Second): // a bound for a broken test, not a synchronisation
+			t.Fatal("no matching update within 30s")
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func hasVersion(v uint64) func(broker.Update) bool {
 	return func(u broker.Update) bool { return u.Token != nil && u.Token.Version >= v }
@@ -290,11 +292,16 @@ func TestTooShortLived(t *testing.T) {
 }
 
 // faultEnv runs the broker against a scripted identity provider.
-func faultEnv(t *testing.T, first ...faultidp.Response) (*env, *faultidp.Server, *broker.Watch) {
+// The first responses are queued, and def (when set) answers after them,
+// all before the broker starts and sends its first request.
+func faultEnv(t *testing.T, def *faultidp.Response, first ...faultidp.Response) (*env, *faultidp.Server, *broker.Watch) {
 	t.Helper()
 	f := faultidp.Start()
 	t.Cleanup(f.Close)
 	f.Push(first...)
+	if def != nil {
+		f.SetDefault(*def)
+	}
 	e := newEnv(t, broker.Config{Tenants: []broker.Tenant{{
 		Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value",
 	}}})
@@ -308,8 +315,7 @@ func faultEnv(t *testing.T, first ...faultidp.Response) (*env, *faultidp.Server,
 }
 
 func TestServeStaleThenFail(t *testing.T) {
-	e, f, w := faultEnv(t, faultidp.OK("tok-1", 600))
-	f.SetDefault(faultidp.OAuthError(503, "temporarily_unavailable", "maintenance"))
+	e, _, w := faultEnv(t, ptr(faultidp.OAuthError(503, "temporarily_unavailable", "maintenance")), faultidp.OK("tok-1", 600))
 	u := next(t, w, hasVersion(1))
 	e.issued["tok-1"] = true
 
@@ -343,8 +349,7 @@ func TestServeStaleThenFail(t *testing.T) {
 }
 
 func TestBackoffGrowsAndRecovers(t *testing.T) {
-	e, f, w := faultEnv(t)
-	f.SetDefault(faultidp.OAuthError(500, "server_error", ""))
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(500, "server_error", "")))
 	next(t, w, inState(broker.StateFailing))
 	e.settle()
 	var delays []time.Duration
@@ -374,7 +379,7 @@ func TestBackoffGrowsAndRecovers(t *testing.T) {
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
-	e, f, w := faultEnv(t, faultidp.TooManyRequests("120"))
+	e, f, w := faultEnv(t, nil, faultidp.TooManyRequests("120"))
 	u := next(t, w, inState(broker.StateFailing))
 	if d := u.Status.NextRefresh.Sub(e.clock.Now()); d != 120*time.Second {
 		t.Fatalf("next attempt in %s, want the server's Retry-After 120s", d)
@@ -396,8 +401,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 }
 
 func TestPermanentErrorIsNotHammered(t *testing.T) {
-	e, f, w := faultEnv(t)
-	f.SetDefault(faultidp.OAuthError(401, "invalid_client", "Client authentication failed"))
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "Client authentication failed")))
 	u := next(t, w, inState(broker.StateFailing))
 	if d := u.Status.NextRefresh.Sub(e.clock.Now()); d < 4*time.Minute {
 		t.Errorf("permanent error retried after %s, want a slow retry (minutes)", d)
@@ -432,7 +436,7 @@ func TestExpiresInAnomalies(t *testing.T) {
 		{"normal", 3600, time.Hour, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e, _, w := faultEnv(t, faultidp.OK("tok-"+tc.name, tc.expiresIn))
+			e, _, w := faultEnv(t, nil, faultidp.OK("tok-"+tc.name, tc.expiresIn))
 			e.issued["tok-"+tc.name] = true
 			u := next(t, w, hasVersion(1))
 			if got := u.Token.Expiry.Sub(e.clock.Now()); got != tc.want {
