@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -422,5 +423,10 @@ func TestConfigRedactsSecrets(t *testing.T) {
 		if out := fmt.Sprintf(verb, cfg); strings.Contains(out, "not-real") || !strings.Contains(out, "[REDACTED]") {
 			t.Errorf("%s of Config: %s", verb, out)
 		}
+	}
+	var logs strings.Builder
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("loaded", "tenant", cfg.Tenants[1])
+	if out := logs.String(); strings.Contains(out, "not-real") || !strings.Contains(out, `"client_secret":"[REDACTED]"`) {
+		t.Errorf("logged tenant: %s", out)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -344,4 +345,17 @@ func fmtAll(err error) string {
 	fe, _ := errors.AsType[*credentials.FileError](err)
 	b.WriteString(fmt.Sprintf("%#v", fe))
 	return b.String()
+}
+
+func TestFileLogValueRedactsSecret(t *testing.T) {
+	f, err := credentials.LoadFile("testdata/valid.json", time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("loaded", "credentials", f)
+	out := logs.String()
+	if strings.Contains(out, f.ClientSecret.Reveal()) || !strings.Contains(out, `"client_secret":"[REDACTED]"`) || !strings.Contains(out, `"client_id":"fake-client-id-0001"`) {
+		t.Errorf("logged credentials file: %s", out)
+	}
 }
