@@ -1,14 +1,26 @@
 # syntax=docker/dockerfile:1
-FROM golang:1.26 AS build
+# Release image: a static, non-root broker on distroless.
+# Go 1.27 for the build: the 1.26 line has standard-library advisories that
+# the 1.27 patch fixes (go.mod stays at 1.26 so either builds the module).
+# .ci/release builds the same binary with the same flags and scans it.
+ARG GO_VERSION=1.27.3
+
+FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
+ENV CGO_ENABLED=0 GOTOOLCHAIN=local
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/broker ./cmd/broker
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN go build -trimpath \
+      -ldflags="-s -w -X main.stampedVersion=${VERSION} -X main.commit=${COMMIT}" \
+      -o /out/broker ./cmd/broker
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/broker /usr/local/bin/broker
+COPY --from=build /out/broker /broker
 USER nonroot:nonroot
-EXPOSE 50051
-ENTRYPOINT ["/usr/local/bin/broker"]
-CMD ["serve", "--config", "/etc/tokenbroker/broker.yaml"]
+# gRPC API, admin (metrics, readiness, status page)
+EXPOSE 50051 9464
+ENTRYPOINT ["/broker", "serve"]
+CMD ["--config", "/etc/tokenbroker/broker.yaml"]

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 )
@@ -52,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "token":
 		return token(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "tokenbroker", version())
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -62,9 +63,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return errUsage
 }
 
+// version and commit are stamped by release builds:
+// -ldflags "-X main.stampedVersion=v1.2.3 -X main.commit=abc123".
+var stampedVersion, commit string
+
+// version is the stamped version, else what the Go toolchain recorded.
 func version() string {
+	if stampedVersion != "" {
+		return stampedVersion
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		return bi.Main.Version
 	}
 	return "(devel)"
+}
+
+// versionLine names the build: version, commit and Go version.
+func versionLine() string {
+	c := commit
+	if bi, ok := debug.ReadBuildInfo(); ok && c == "" {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				c = s.Value
+			}
+		}
+	}
+	if c == "" {
+		c = "unknown"
+	}
+	return fmt.Sprintf("tokenbroker %s commit %s %s", version(), c, runtime.Version())
 }
