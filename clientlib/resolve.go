@@ -202,4 +202,3 @@ func checkAuthServer(s string) error {
 	}
 	return nil
 }
-
