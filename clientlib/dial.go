@@ -73,10 +73,10 @@ func isLocalTarget(target string) bool {
 		endpoint = u.Opaque
 	}
 	host, _, err := net.SplitHostPort(endpoint)
-	if err != nil {
-		host = endpoint
+	if err != nil { // no port
+		host = strings.TrimSuffix(strings.TrimPrefix(endpoint, "["), "]")
 	}
-	return isLoopbackHost(host)
+	return isLoopback(host)
 }
 
 // modulePath is the module this package belongs to.

@@ -151,7 +151,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time) (*plan, error) {
 	}
 	// The client secret goes to the auth server: plain http only to
 	// loopback, as the broker requires of KOGNIC_AUTH_SERVER.
-	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
 		return nil, fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
 			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
 	}
