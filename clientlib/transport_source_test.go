@@ -31,7 +31,6 @@ func startAuthServer(t *testing.T, accept ...string) *authServer {
 		a.accept["Bearer "+tok] = true
 	}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
 		authz := r.Header.Get("Authorization")
 		a.mu.Lock()
 		a.seen = append(a.seen, authz)
@@ -40,7 +39,7 @@ func startAuthServer(t *testing.T, accept ...string) *authServer {
 			http.Error(w, "rejected", http.StatusUnauthorized)
 			return
 		}
-		_, _ = w.Write(body)
+		_, _ = io.WriteString(w, "hello")
 	}))
 	t.Cleanup(a.Close)
 	return a
@@ -52,36 +51,25 @@ func (a *authServer) Seen() []string {
 	return slices.Clone(a.seen)
 }
 
-func do(t *testing.T, tr http.RoundTripper, url, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), "POST", url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+// clientOver returns an http.Client over a Transport of src.
+func clientOver(t *testing.T, src oauth2.TokenSource) *http.Client {
+	base := &http.Transport{}
+	t.Cleanup(base.CloseIdleConnections)
+	return &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
 }
 
 func TestTransportStaticTokenSource(t *testing.T) {
 	srv := startAuthServer(t, "good")
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
-
-	tr := &clientlib.Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "good"}), Base: base}
-	if code, body := do(t, tr, srv.URL, "payload"); code != 200 || body != "payload" {
-		t.Fatalf("POST with a static token = %d %q, want 200 and the payload echoed", code, body)
+	hc := clientOver(t, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "good"}))
+	if code, body := getBody(t, hc, srv.URL); code != 200 || body != "hello" {
+		t.Fatalf("GET with a static token = %d %q, want 200", code, body)
 	}
 
 	// A source that cannot invalidate gets the 401 passed through, with
 	// its body, and no retry.
-	tr = &clientlib.Transport{Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "bad", TokenType: "bearer"}), Base: base}
-	if code, body := do(t, tr, srv.URL, "payload"); code != 401 || body != "rejected\n" {
-		t.Fatalf("POST with a rejected static token = %d %q, want the server's 401", code, body)
+	hc = clientOver(t, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "bad", TokenType: "bearer"}))
+	if code, body := getBody(t, hc, srv.URL); code != 401 || body != "rejected\n" {
+		t.Fatalf("GET with a rejected static token = %d %q, want the server's 401", code, body)
 	}
 	if seen := srv.Seen(); !slices.Equal(seen, []string{"Bearer good", "Bearer bad"}) {
 		t.Fatalf("the server saw %q, want one request per call, each with its token", seen)
@@ -116,13 +104,9 @@ var _ clientlib.Invalidator = (*clientlib.Source)(nil)
 
 func TestTransportInvalidatorSource(t *testing.T) {
 	srv := startAuthServer(t, "second")
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
 	src := &rotatingSource{tokens: []string{"first", "second"}}
-	tr := &clientlib.Transport{Source: src, Base: base}
-
-	if code, body := do(t, tr, srv.URL, "payload"); code != 200 || body != "payload" {
-		t.Fatalf("POST = %d %q, want 200 after one retry with the replacement", code, body)
+	if code, body := getBody(t, clientOver(t, src), srv.URL); code != 200 || body != "hello" {
+		t.Fatalf("GET = %d %q, want 200 after one retry with the replacement", code, body)
 	}
 	if seen := srv.Seen(); !slices.Equal(seen, []string{"Bearer first", "Bearer second"}) {
 		t.Fatalf("the server saw %q, want the rejected token, then its replacement", seen)
@@ -135,12 +119,9 @@ func TestTransportInvalidatorSource(t *testing.T) {
 // A source that cannot replace the rejected token gets no retry.
 func TestTransportInvalidatorNoReplacement(t *testing.T) {
 	srv := startAuthServer(t)
-	base := &http.Transport{}
-	t.Cleanup(base.CloseIdleConnections)
 	src := &rotatingSource{tokens: []string{"only"}}
-	tr := &clientlib.Transport{Source: src, Base: base}
-	if code, _ := do(t, tr, srv.URL, "x"); code != 401 {
-		t.Fatalf("POST = %d, want the 401", code)
+	if code, _ := getBody(t, clientOver(t, src), srv.URL); code != 401 {
+		t.Fatalf("GET = %d, want the 401", code)
 	}
 	if n := len(srv.Seen()); n != 1 || !slices.Equal(src.reported, []string{"only"}) {
 		t.Fatalf("%d requests, reported %q; want one request and one report", n, src.reported)
