@@ -20,14 +20,10 @@ const directTenant = "default"
 // idpTimeout bounds one request to the auth server in direct mode.
 const idpTimeout = 30 * time.Second
 
-// direct is an in-process broker and the transport it uses for the auth
-// server; both belong to the HTTPClient that created them.
-type direct struct {
-	b  *broker.Broker
-	tr *http.Transport
-}
-
-func newDirect(t broker.Tenant, cfg *clientConfig) (*direct, error) {
+// newDirectBroker starts direct mode's in-process broker, with a transport
+// of its own for the auth server, and returns it with the function that
+// closes both.
+func newDirectBroker(t broker.Tenant, cfg *clientConfig) (*broker.Broker, func() error, error) {
 	t.Name = directTenant
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b, err := broker.New(broker.Config{
@@ -38,15 +34,14 @@ func newDirect(t broker.Tenant, cfg *clientConfig) (*direct, error) {
 	})
 	if err != nil {
 		tr.CloseIdleConnections()
-		return nil, err
+		return nil, nil, err
 	}
-	return &direct{b: b, tr: tr}, nil
-}
-
-func (d *direct) Close() error {
-	d.b.Close()
-	d.tr.CloseIdleConnections()
-	return nil
+	closeAll := func() error {
+		b.Close() // waits for the broker's goroutines
+		tr.CloseIdleConnections()
+		return nil
+	}
+	return b, closeAll, nil
 }
 
 // directBackend is a Source's view of the in-process broker.

@@ -12,8 +12,8 @@
 // The pieces compose like golang.org/x/oauth2's, with these differences:
 // every blocking call takes a context, no long-lived object keeps a
 // caller's context, a 401 replaces the token and retries once, and a token
-// is never sent over plain http to a host other than loopback unless
-// allowed explicitly.
+// is never sent over plain http to a host other than loopback (a loopback
+// IP address or "localhost", nothing else) unless allowed explicitly.
 //
 //   - NewHTTPClient builds an *http.Client from options or the environment
 //     (TOKENBROKER_ADDR, else KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and
@@ -21,11 +21,17 @@
 //   - NewSource follows one tenant's token over a gRPC connection to the
 //     broker, in the manner of go-spiffe's workloadapi sources: the
 //     constructor blocks until the first token, a watch stream then keeps
-//     it current in the background, and Token answers from memory. It must
-//     be closed.
-//   - Transport is the http.RoundTripper that authorises requests with a
-//     Source.
-//   - PerRPCCredentials authorises gRPC calls with a Source.
+//     it current in the background, and Token answers from memory, without
+//     allocating. It must be closed.
+//   - Transport is the http.RoundTripper that authorises requests with any
+//     oauth2.TokenSource; when the source is also an Invalidator, as a
+//     *Source is, a 401 replaces the token and the request is sent again.
+//   - PerRPCCredentials authorises gRPC calls with any oauth2.TokenSource.
+//
+// Options follow one style: NewHTTPClient takes Options, NewSource takes
+// SourceOptions (each also an Option), PerRPCCredentials takes
+// PerRPCOptions. Every type that owns goroutines or connections has an
+// idempotent Close that waits for them and closes only what it created.
 //
 // Everything in this package is safe for concurrent use.
 package clientlib

@@ -6,14 +6,41 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/http/httptest"
 	"time"
 
+	"golang.org/x/oauth2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/clientlib"
 )
+
+func ExampleTransport() {
+	// A resource server on loopback that echoes the Authorization header.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Header.Get("Authorization"))
+	}))
+	defer srv.Close()
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+
+	// Transport takes any oauth2.TokenSource. A *clientlib.Source also
+	// replaces a token that the server rejects with 401 and retries once.
+	client := &http.Client{Transport: &clientlib.Transport{
+		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "example-token"}),
+		Base:   base,
+	}}
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output: Bearer example-token
+}
 
 func ExampleNewHTTPClient() {
 	// A broker and a resource server on loopback, for the example.

@@ -137,6 +137,15 @@ type clientConfig struct {
 	transportCreds credentials.TransportCredentials
 	dialOpts       []grpc.DialOption
 	insecureHTTP   bool
+	now            func() time.Time // nil: time.Now; set by tests
+}
+
+// clock returns the current time, e.g. for credentials files' expiry.
+func (c *clientConfig) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
 }
 
 // choice is one option choosing where tokens come from.

@@ -10,13 +10,19 @@ import (
 )
 
 // PerRPCOption configures PerRPCCredentials.
-type PerRPCOption func(*perRPC)
+type PerRPCOption interface {
+	applyPerRPC(*perRPC)
+}
+
+type perRPCOption func(*perRPC)
+
+func (f perRPCOption) applyPerRPC(p *perRPC) { f(p) }
 
 // AllowInsecureLoopback lets the credentials send tokens over connections
-// without transport security, but only to loopback addresses: for local
-// development and tests.
+// without transport security, but only to loopback addresses (a loopback
+// IP address or "localhost"): for local development and tests.
 func AllowInsecureLoopback() PerRPCOption {
-	return func(p *perRPC) { p.allowLoopback = true }
+	return perRPCOption(func(p *perRPC) { p.allowLoopback = true })
 }
 
 // PerRPCCredentials returns gRPC per-RPC credentials that put a token of src
@@ -30,22 +36,14 @@ func AllowInsecureLoopback() PerRPCOption {
 // context bounds waiting for a token.
 func PerRPCCredentials(src oauth2.TokenSource, opts ...PerRPCOption) credentials.PerRPCCredentials {
 	p := &perRPC{src: src}
-	if cs, ok := src.(contextTokenSource); ok {
-		p.ctxSrc = cs
-	}
 	for _, o := range opts {
-		o(p)
+		o.applyPerRPC(p)
 	}
 	return p
 }
 
-type contextTokenSource interface {
-	TokenContext(context.Context) (*oauth2.Token, error)
-}
-
 type perRPC struct {
 	src           oauth2.TokenSource
-	ctxSrc        contextTokenSource
 	allowLoopback bool
 }
 
@@ -58,13 +56,7 @@ func (p *perRPC) GetRequestMetadata(ctx context.Context, uri ...string) (map[str
 				ErrInsecureTransport, uri, err)
 		}
 	}
-	var tok *oauth2.Token
-	var err error
-	if p.ctxSrc != nil {
-		tok, err = p.ctxSrc.TokenContext(ctx)
-	} else {
-		tok, err = p.src.Token()
-	}
+	tok, err := tokenFrom(ctx, p.src)
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: per-RPC credentials: %w", err)
 	}
@@ -82,7 +74,7 @@ func loopbackURI(uri []string) bool {
 	}
 	for _, s := range uri {
 		u, err := url.Parse(s)
-		if err != nil || !isLoopbackHost(u.Hostname()) {
+		if err != nil || !isLoopback(u.Hostname()) {
 			return false
 		}
 	}

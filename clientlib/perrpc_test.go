@@ -78,6 +78,9 @@ func TestPerRPCCredentialsSecurity(t *testing.T) {
 		{"loose loopback", loose, "https://127.0.0.1:1/svc", true},
 		{"loose localhost", loose, "https://localhost:1/svc", true},
 		{"loose remote", loose, "https://api.example.com/svc", false},
+		{"loose localhost dot", loose, "https://localhost.:1/svc", false},
+		{"loose sub-localhost", loose, "https://api.localhost:1/svc", false},
+		{"loose IPv6 loopback", loose, "https://[::1]:1/svc", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			md, err := tc.c.GetRequestMetadata(t.Context(), tc.uri)

@@ -153,12 +153,12 @@ func TestResolve(t *testing.T) {
 			wantErr: "clientlib: WithBroker and WithBroker both say where tokens come from; pass only one of WithBroker, WithCredentialsFile and WithClientCredentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := &clientConfig{source: defaultSourceConfig()}
+			cfg := &clientConfig{source: defaultSourceConfig(), now: func() time.Time { return now }}
 			WithEnv(mapLookup(tc.env)).applyClient(cfg)
 			for _, o := range tc.opts {
 				o.applyClient(cfg)
 			}
-			p, err := resolve(cfg, now)
+			p, err := resolve(cfg)
 			if tc.wantErr != "" {
 				if err == nil || err.Error() != tc.wantErr {
 					t.Fatalf("error\n%v\nwant\n%s", err, tc.wantErr)
@@ -184,7 +184,7 @@ func TestResolve(t *testing.T) {
 func TestNotConfiguredWraps(t *testing.T) {
 	cfg := &clientConfig{source: defaultSourceConfig()}
 	WithEnv(nil).applyClient(cfg)
-	if _, err := resolve(cfg, time.Now()); !errors.Is(err, ErrNotConfigured) {
+	if _, err := resolve(cfg); !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("err = %v, want ErrNotConfigured", err)
 	}
 }
@@ -199,6 +199,9 @@ func TestBrokerTarget(t *testing.T) {
 		{"127.0.0.1:50051", "dns:///127.0.0.1:50051", true},
 		{"localhost:50051", "dns:///localhost:50051", true},
 		{"[::1]:50051", "dns:///[::1]:50051", true},
+		{"[::1]", "dns:///[::1]", true},
+		{"localhost.:50051", "dns:///localhost.:50051", false},
+		{"broker.localhost:50051", "dns:///broker.localhost:50051", false},
 		{"dns:///broker:50051", "dns:///broker:50051", false},
 		{"dns://8.8.8.8/localhost:50051", "dns://8.8.8.8/localhost:50051", true},
 		{"passthrough:///127.0.0.1:1", "passthrough:///127.0.0.1:1", true},

@@ -22,13 +22,8 @@ import (
 // Close.
 var ErrClosed = errors.New("clientlib: source closed")
 
-// ExtraTokenSHA256 is the key under which the tokens a Source returns carry
-// the lower-case hex SHA-256 of their access token in oauth2.Token.Extra:
-// the fingerprint by which the broker names a token without sending it.
-const ExtraTokenSHA256 = "token_sha256"
-
 // Source keeps the latest token of one tenant and scope set. It implements
-// oauth2.TokenSource.
+// oauth2.TokenSource and Invalidator.
 //
 // A Source watches the broker's token stream and so holds a fresh token
 // before the old one runs out; Token and TokenContext answer from memory,
@@ -55,12 +50,13 @@ type Source struct {
 	ready   chan struct{} // closed at the first token or a fatal error
 
 	// ctx is the Source's own context: it bounds every call the Source
-	// makes on its own behalf and ends with Close.
-	ctx       context.Context
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	// makes on its own behalf and ends with Close. wg counts the goroutines
+	// that use it; none is added once closed is set.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
+	// mu is the Source's one lock: its lifecycle and its calls.
 	mu           sync.Mutex
 	closed       bool
 	readyClosed  bool
@@ -75,68 +71,6 @@ type Source struct {
 type snapshot struct {
 	tok *token
 	err error // non-nil once the Source stopped for good or was closed
-}
-
-// token is a token as handed out: immutable, with everything the hot paths
-// need precomputed.
-type token struct {
-	oauth      *oauth2.Token
-	sha256     string
-	authz      []string // the Authorization header value; never modified
-	expiry     time.Time
-	lifetime   time.Duration
-	freshUntil time.Time // Token answers from the cache until then
-	refreshAt  time.Time // after this, a newer token likely exists
-}
-
-func (t *token) valid(now time.Time) bool { return now.Before(t.expiry) }
-
-// rawToken is a token as a backend receives it.
-type rawToken struct {
-	access, typ    string
-	issued, expiry time.Time
-}
-
-// update is one message of a watch stream.
-type update struct {
-	tok     *rawToken // nil when the broker has no valid token
-	failing bool      // the broker has no valid token and fetching fails
-	state   string
-	lastErr string
-}
-
-// call is one shared GetToken or InvalidateToken call.
-type call struct {
-	done chan struct{}
-	tok  *token
-	err  error
-}
-
-func newCall() *call { return &call{done: make(chan struct{})} }
-
-func (c *call) finish(t *token, err error) {
-	c.tok, c.err = t, err
-	close(c.done)
-}
-
-// backend is how a Source talks to a broker: over gRPC, or to an
-// in-process broker.Broker in direct mode.
-type backend interface {
-	getToken(ctx context.Context, minValid time.Duration) (rawToken, error)
-	invalidate(ctx context.Context, sha256 string) (rawToken, error)
-	watch(ctx context.Context) (stream, error)
-	// permanent reports whether err ends the Source for good.
-	permanent(err error) bool
-	// startFatal reports whether err, before the first token, makes
-	// NewSource fail at once rather than wait for its context.
-	startFatal(err error) bool
-}
-
-// stream is an open watch. recv blocks until a message arrives, the stream
-// ends, or the context given to watch ends.
-type stream interface {
-	recv() (update, error)
-	close()
 }
 
 // NewSource returns a Source for the tenant's token from the broker at the
@@ -238,32 +172,6 @@ func (s *Source) current(ctx context.Context) (*token, error) {
 	return s.fetch(ctx)
 }
 
-// fetch is current's slow path.
-func (s *Source) fetch(ctx context.Context) (*token, error) {
-	s.mu.Lock()
-	c := s.startFetchLocked()
-	s.mu.Unlock()
-	done := false
-	select {
-	case <-c.done:
-		done = true
-	case <-ctx.Done():
-	}
-	st := s.state.Load()
-	switch {
-	case st.err != nil:
-		return nil, st.err
-	case done && c.err == nil:
-		return c.tok, nil
-	case st.tok != nil && st.tok.valid(time.Now()):
-		// The broker cannot give a fresher token, but this one still works.
-		return st.tok, nil
-	case !done:
-		return nil, s.noTokenError(ctx.Err())
-	}
-	return nil, c.err
-}
-
 // noTokenError explains why no token could be returned by the time ctx
 // ended.
 func (s *Source) noTokenError(ctxErr error) error {
@@ -282,13 +190,13 @@ func (s *Source) noTokenError(ctxErr error) error {
 // with Token. Meant for a single reader.
 func (s *Source) Updated() <-chan struct{} { return s.updated }
 
-// Invalidate reports that a resource server rejected tok, a token this
-// Source returned, and returns its replacement. The broker fetches a new
-// token only if tok is still its current one; concurrent reports of the
-// same token make one InvalidateToken call, and a report of a token the
-// Source has already replaced makes none. It waits at most until ctx ends.
-// The replacement is tok itself when the broker could not fetch a new
-// token and tok has not expired.
+// Invalidate implements Invalidator: it reports that a resource server
+// rejected tok, a token this Source returned, and returns its replacement.
+// The broker fetches a new token only if tok is still its current one;
+// concurrent reports of the same token make one InvalidateToken call, and a
+// report of a token the Source has already replaced makes none. It waits at
+// most until ctx ends. The replacement is tok itself when the broker could
+// not fetch a new token and tok has not expired.
 func (s *Source) Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, error) {
 	if tok == nil || tok.AccessToken == "" {
 		return nil, errors.New("clientlib: Invalidate: no token given")
@@ -304,220 +212,21 @@ func (s *Source) Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Tok
 	return t.oauth, nil
 }
 
-func (s *Source) invalidate(ctx context.Context, sha string) (*token, error) {
-	s.mu.Lock()
-	st := s.state.Load()
-	if st.err != nil {
-		s.mu.Unlock()
-		return nil, st.err
-	}
-	s.rejectLocked(sha)
-	if cur := st.tok; cur != nil && cur.sha256 != sha && cur.valid(time.Now()) && !s.isRejectedLocked(cur.sha256) {
-		s.mu.Unlock()
-		return cur, nil // already replaced
-	}
-	c := s.invalidating[sha]
-	if c == nil {
-		c = newCall()
-		if s.closed {
-			c.finish(nil, ErrClosed)
-		} else {
-			s.invalidating[sha] = c
-			s.wg.Add(1)
-			go s.runInvalidate(c, sha)
-		}
-	}
-	s.mu.Unlock()
-	select {
-	case <-c.done:
-		return c.tok, c.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("clientlib: tenant %q: waiting for a replacement token: %w", s.tenant, ctx.Err())
-	}
-}
-
-// runInvalidate makes the shared InvalidateToken call on the Source's own
-// context, so that no caller's cancellation fails it for the others.
-func (s *Source) runInvalidate(c *call, sha string) {
-	defer s.wg.Done()
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.rpcTimeout)
-	raw, err := s.be.invalidate(ctx, sha)
-	cancel()
-	var t *token
-	s.mu.Lock()
-	delete(s.invalidating, sha)
-	if err == nil {
-		t = s.build(raw)
-		s.adoptLocked(t, false)
-	} else {
-		err = s.failLocked("InvalidateToken", err)
-	}
-	s.mu.Unlock()
-	c.finish(t, err)
-	if err == nil {
-		s.log.Info("token rejected by a resource server; replaced", "rejected", sha[:12], "replacement", t.sha256[:12])
-	} else {
-		s.log.Warn("token rejected by a resource server; no replacement", "rejected", sha[:12], "error", err)
-	}
-}
-
-// startFetchLocked starts the shared GetToken call, or joins the one in
-// flight.
-func (s *Source) startFetchLocked() *call {
-	if s.fetching != nil {
-		return s.fetching
-	}
-	c := newCall()
-	if s.closed {
-		c.finish(nil, ErrClosed)
-		return c
-	}
-	// Ask for what makes a token fresh here: the minimum validity, capped
-	// at half the lifetime of the tokens seen, as the broker refuses
-	// min_valid beyond its tokens' lifetime.
-	minValid := s.cfg.minValid
-	if t := s.state.Load().tok; t != nil && t.lifetime/2 > 0 {
-		minValid = min(minValid, t.lifetime/2)
-	}
-	s.fetching = c
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.rpcTimeout)
-		raw, err := s.be.getToken(ctx, minValid)
-		cancel()
-		var t *token
-		s.mu.Lock()
-		s.fetching = nil
-		if err == nil {
-			t = s.build(raw)
-			s.adoptLocked(t, false)
-		} else {
-			err = s.failLocked("GetToken", err)
-		}
-		s.mu.Unlock()
-		c.finish(t, err)
-	}()
-	return c
-}
-
-// Close stops the Source and waits for its goroutines. Afterwards Token
-// returns ErrClosed. Close is idempotent and always returns nil; it does
-// not close the gRPC connection given to NewSource.
+// Close stops the Source and waits for its goroutines, also when called
+// again or concurrently. Afterwards Token returns ErrClosed. Close always
+// returns nil: the Source owns no connection; it does not close the gRPC
+// connection given to NewSource.
 func (s *Source) Close() error {
-	s.closeOnce.Do(func() {
-		s.mu.Lock()
+	s.mu.Lock()
+	if !s.closed {
 		s.closed = true
 		s.state.Store(&snapshot{err: ErrClosed})
 		s.signalReadyLocked()
-		s.mu.Unlock()
 		s.cancel()
-		s.wg.Wait()
-	})
+	}
+	s.mu.Unlock()
+	s.wg.Wait() // no goroutine starts once closed is set
 	return nil
-}
-
-// run keeps the watch stream open until the Source stops.
-func (s *Source) run() {
-	defer s.wg.Done()
-	bo := newBackoff(s.cfg)
-	for {
-		received, err := s.watchOnce()
-		if s.ctx.Err() != nil {
-			return
-		}
-		if received {
-			bo.Reset()
-		}
-		s.mu.Lock()
-		err = s.failLocked("WatchToken", err)
-		stopped := s.state.Load().err != nil
-		due := s.dueLocked(time.Now())
-		var c *call
-		if !stopped && due {
-			// Fall back to GetToken while the stream is down.
-			c = s.startFetchLocked()
-		}
-		s.mu.Unlock()
-		if stopped {
-			return
-		}
-		s.log.Warn("token watch interrupted; reconnecting", "error", err)
-		if c != nil {
-			select {
-			case <-c.done:
-			case <-s.ctx.Done():
-				return
-			}
-		}
-		if !sleep(s.ctx, bo.NextBackOff()) {
-			return
-		}
-	}
-}
-
-// watchOnce reads one watch stream until it ends, and reports whether it
-// delivered any message.
-func (s *Source) watchOnce() (received bool, err error) {
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	st, err := s.be.watch(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer st.close()
-	for {
-		u, err := st.recv()
-		if err != nil {
-			return received, err
-		}
-		received = true
-		s.apply(u)
-	}
-}
-
-func (s *Source) apply(u update) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if u.tok != nil {
-		s.adoptLocked(s.build(*u.tok), true)
-		return
-	}
-	if u.lastErr != "" {
-		s.lastErr = fmt.Errorf("broker reports %s: %s", u.state, u.lastErr)
-	}
-	if u.failing && s.state.Load().tok == nil {
-		// Ask, to learn whether the failure is one that waiting will not
-		// cure (such as rejected credentials); the answer may end
-		// NewSource.
-		s.startFetchLocked()
-	}
-}
-
-// build turns a received token into the form handed out.
-func (s *Source) build(r rawToken) *token {
-	now := time.Now()
-	issued := r.issued
-	if issued.IsZero() || !issued.Before(r.expiry) {
-		issued = now
-	}
-	lifetime := r.expiry.Sub(issued)
-	typ := r.typ
-	if typ == "" {
-		typ = "Bearer"
-	}
-	sha := broker.Fingerprint(r.access)
-	o := (&oauth2.Token{AccessToken: r.access, TokenType: typ, Expiry: r.expiry}).
-		WithExtra(map[string]any{ExtraTokenSHA256: sha})
-	return &token{
-		oauth:      o,
-		sha256:     sha,
-		authz:      []string{o.Type() + " " + r.access},
-		expiry:     r.expiry,
-		lifetime:   lifetime,
-		freshUntil: r.expiry.Add(-min(s.cfg.minValid, lifetime/2)),
-		refreshAt:  issued.Add(lifetime / 2),
-	}
 }
 
 // adoptLocked makes t the current token unless it is a repeat, was
@@ -572,12 +281,6 @@ func (s *Source) failLocked(op string, err error) error {
 		s.signalReadyLocked()
 	}
 	return wrapped
-}
-
-// dueLocked reports whether the Source should ask for a newer token.
-func (s *Source) dueLocked(now time.Time) bool {
-	t := s.state.Load().tok
-	return t == nil || !now.Before(t.refreshAt) || !now.Before(t.freshUntil)
 }
 
 func (s *Source) signalReadyLocked() {

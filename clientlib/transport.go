@@ -1,13 +1,14 @@
 package clientlib
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"strings"
+
+	"golang.org/x/oauth2"
 )
 
 // ErrInsecureTransport is wrapped by the errors returned instead of sending
@@ -15,25 +16,60 @@ import (
 // insecure gRPC connection) to a host other than loopback.
 var ErrInsecureTransport = errors.New("clientlib: refusing to send credentials without TLS")
 
+// Invalidator is implemented by token sources that can replace a token a
+// resource server rejected, as *Source does. Invalidate reports tok, a
+// token the source returned, as rejected and returns the token to use
+// instead; it waits at most until ctx ends.
+type Invalidator interface {
+	Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, error)
+}
+
+// contextTokenSource is implemented by token sources, such as *Source,
+// whose wait for a token a context can bound.
+type contextTokenSource interface {
+	TokenContext(ctx context.Context) (*oauth2.Token, error)
+}
+
+// tokenFrom returns a token of src, bounded by ctx if src allows it.
+func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, error) {
+	var tok *oauth2.Token
+	var err error
+	if cs, ok := src.(contextTokenSource); ok {
+		tok, err = cs.TokenContext(ctx)
+	} else {
+		tok, err = src.Token()
+	}
+	if err == nil && (tok == nil || tok.AccessToken == "") {
+		err = errors.New("the token source returned no access token")
+	}
+	return tok, err
+}
+
 // Transport is an http.RoundTripper that authorises each request with a
-// token from Source: it clones the request and sets "Authorization:
-// <token type> <token>". When the server answers 401 Unauthorized, it
-// reports the token it sent to the broker (Source.Invalidate), which
-// replaces it, and sends the request once more with the new token if the
-// body can be replayed: no body, http.NoBody, or Request.GetBody set (as
-// http.NewRequest does for bytes and strings readers). Concurrent 401s for
-// the same token cause a single InvalidateToken call.
+// token from Source, which may be any oauth2.TokenSource: it clones the
+// request and sets "Authorization: <token type> <token>". If Source has a
+// TokenContext(context.Context) method, as *Source does, the request's
+// context bounds waiting for a token.
+//
+// When the server answers 401 Unauthorized and Source is an Invalidator
+// (a *Source is), Transport reports the token it sent, which the source
+// replaces, and sends the request once more with the new token if the body
+// can be replayed: no body, http.NoBody, or Request.GetBody set (as
+// http.NewRequest does for bytes and strings readers). With a *Source,
+// concurrent 401s for the same token cause a single InvalidateToken call.
+// Other sources get the 401 passed through.
 //
 // Transport refuses to send a token over plain http to a host other than
-// loopback unless AllowInsecureHTTP is set. Otherwise it authorises every
-// request it carries, redirects included, whatever the host: use it only
-// for hosts that are meant to receive the tenant's token.
+// loopback (a loopback IP address or "localhost") unless AllowInsecureHTTP
+// is set. Otherwise it authorises every request it carries, redirects
+// included, whatever the host: use it only for hosts that are meant to
+// receive the token.
 //
-// A Transport is safe for concurrent use. Its fields must not change once it
-// is in use.
+// A Transport is safe for concurrent use if its Source is. Its fields must
+// not change once it is in use.
 type Transport struct {
 	// Source supplies the tokens. Required.
-	Source *Source
+	Source oauth2.TokenSource
 	// Base carries the requests; nil means http.DefaultTransport.
 	Base http.RoundTripper
 	// AllowInsecureHTTP allows sending tokens over plain http to any host.
@@ -44,6 +80,14 @@ type Transport struct {
 // maxDrain bounds how much of a 401 body is read so that its connection can
 // be reused for the retry.
 const maxDrain = 4 << 10
+
+// sent is a token as Transport sends it. A *Source's token comes with its
+// header value precomputed, so that the common path does not allocate.
+type sent struct {
+	authz []string
+	fast  *token        // from a *Source
+	tok   *oauth2.Token // from any other source
+}
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -59,20 +103,20 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.Source == nil {
 		return nil, errors.New("clientlib: Transport.Source is nil")
 	}
-	tok, err := t.Source.current(req.Context())
+	tok, err := t.token(req.Context())
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: no token for %s %s: %w", req.Method, redactURL(req.URL), err)
 	}
 	bodyOwned = false // the base transport closes it from here on
-	resp, err := t.base().RoundTrip(authorized(req, tok, req.Body))
+	resp, err := t.base().RoundTrip(authorized(req, tok.authz, req.Body))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return resp, err
 	}
-
-	fresh, ierr := t.Source.invalidate(req.Context(), tok.sha256)
-	if ierr != nil || fresh.sha256 == tok.sha256 || !replayable(req) {
-		// The caller gets the 401; ierr has been logged by the Source.
-		return resp, nil
+	// Report the token even when the request cannot be retried, so that
+	// the next request gets a new one.
+	fresh, ok := t.replacement(req.Context(), tok)
+	if !ok || !replayable(req) {
+		return resp, nil // the caller gets the 401
 	}
 	body := req.Body
 	if req.GetBody != nil && body != nil && body != http.NoBody {
@@ -82,7 +126,46 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
-	return t.base().RoundTrip(authorized(req, fresh, body))
+	return t.base().RoundTrip(authorized(req, fresh.authz, body))
+}
+
+// token returns the token to send.
+func (t *Transport) token(ctx context.Context) (sent, error) {
+	if s, ok := t.Source.(*Source); ok {
+		tok, err := s.current(ctx)
+		if err != nil {
+			return sent{}, err
+		}
+		return sent{authz: tok.authz, fast: tok}, nil
+	}
+	tok, err := tokenFrom(ctx, t.Source)
+	if err != nil {
+		return sent{}, err
+	}
+	return sent{authz: []string{tok.Type() + " " + tok.AccessToken}, tok: tok}, nil
+}
+
+// replacement reports old, rejected with a 401, to the source and returns
+// the token to retry with; ok is false when there is no different one.
+// Errors are not returned: the caller gets the 401, and a *Source has
+// logged them.
+func (t *Transport) replacement(ctx context.Context, old sent) (_ sent, ok bool) {
+	if s, isSource := t.Source.(*Source); isSource {
+		fresh, err := s.invalidate(ctx, old.fast.sha256)
+		if err != nil || fresh.sha256 == old.fast.sha256 {
+			return sent{}, false
+		}
+		return sent{authz: fresh.authz, fast: fresh}, true
+	}
+	inv, isInvalidator := t.Source.(Invalidator)
+	if !isInvalidator {
+		return sent{}, false
+	}
+	fresh, err := inv.Invalidate(ctx, old.tok)
+	if err != nil || fresh == nil || fresh.AccessToken == "" || fresh.AccessToken == old.tok.AccessToken {
+		return sent{}, false
+	}
+	return sent{authz: []string{fresh.Type() + " " + fresh.AccessToken}, tok: fresh}, true
 }
 
 func (t *Transport) base() http.RoundTripper {
@@ -96,7 +179,7 @@ func (t *Transport) checkURL(u *url.URL) error {
 	switch {
 	case u.Scheme == "https", t.AllowInsecureHTTP:
 		return nil
-	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
 		return nil
 	}
 	return fmt.Errorf("%w to %s://%s; use https, or allow plain http on a trusted network with Transport.AllowInsecureHTTP (WithInsecureHTTP)",
@@ -104,32 +187,21 @@ func (t *Transport) checkURL(u *url.URL) error {
 }
 
 // authorized returns a shallow copy of req with its own header carrying
-// tok, and body.
-func authorized(req *http.Request, tok *token, body io.ReadCloser) *http.Request {
+// authz, and body.
+func authorized(req *http.Request, authz []string, body io.ReadCloser) *http.Request {
 	r := new(http.Request)
 	*r = *req
 	r.Header = req.Header.Clone()
 	if r.Header == nil {
 		r.Header = make(http.Header, 1)
 	}
-	r.Header["Authorization"] = tok.authz // appending to it would copy: cap 1
+	r.Header["Authorization"] = authz // appending to it would copy: cap 1
 	r.Body = body
 	return r
 }
 
 func replayable(req *http.Request) bool {
 	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-}
-
-// isLoopbackHost reports whether host (without port) is a loopback name or
-// address.
-func isLoopbackHost(host string) bool {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
 }
 
 // redactURL drops user info and the query, which may carry secrets.

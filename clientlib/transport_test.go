@@ -197,6 +197,8 @@ func TestTransportPlainHTTP(t *testing.T) {
 		{"http://localhost/x", false, true},
 		{"http://api.example.com/x", false, false},
 		{"http://10.0.0.1/x", false, false},
+		{"http://localhost./x", false, false},
+		{"http://api.localhost/x", false, false},
 		{"http://api.example.com/x", true, true},
 	} {
 		t.Run(tc.url, func(t *testing.T) {

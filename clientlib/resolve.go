@@ -1,0 +1,204 @@
+package clientlib
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/config"
+	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/names"
+)
+
+// Mode resolution: where NewHTTPClient's tokens come from, decided from
+// its options and the environment before anything is dialled or started.
+
+// Environment variables read by NewHTTPClient, besides the KOGNIC_* ones of
+// package credentials and KOGNIC_AUTH_SERVER.
+const (
+	// EnvBrokerAddr is the broker's address; when set, tokens come from the
+	// broker.
+	EnvBrokerAddr = "TOKENBROKER_ADDR"
+	// EnvBrokerTenant is the tenant to ask the broker for; default
+	// "default".
+	EnvBrokerTenant = "TOKENBROKER_TENANT"
+)
+
+// DefaultTenant is the tenant asked for when none is named.
+const DefaultTenant = "default"
+
+// ErrNotConfigured is returned by NewHTTPClient when neither options nor the
+// environment say where tokens come from.
+var ErrNotConfigured = errors.New("clientlib: no token source configured: set " + EnvBrokerAddr +
+	" (and optionally " + EnvBrokerTenant + ") to use a token broker, or " + brokercreds.EnvCredentials +
+	" to a Kognic credentials file, or " + brokercreds.EnvClientID + " and " + brokercreds.EnvClientSecret +
+	"; or pass WithBroker, WithCredentialsFile or WithClientCredentials")
+
+type mode int
+
+const (
+	modeBroker mode = iota + 1
+	modeDirect
+)
+
+// plan is where tokens come from, as resolved from options and environment.
+type plan struct {
+	mode mode
+	from string // the option or environment variables that chose it
+	// broker mode
+	addr, tenant string
+	// direct mode
+	direct broker.Tenant
+}
+
+func (p *plan) describe() string {
+	if p.mode == modeBroker {
+		return fmt.Sprintf("broker %s, tenant %q (from %s)", p.addr, p.tenant, p.from)
+	}
+	return fmt.Sprintf("direct to %s as client %s (from %s)", p.direct.TokenURL, p.direct.ClientID, p.from)
+}
+
+// resolve decides where tokens come from. It reads the environment only
+// through cfg.lookup, the time only through cfg.clock, and touches no
+// network.
+func resolve(cfg *clientConfig) (*plan, error) {
+	get := func(key string) string {
+		v, _ := cfg.lookup(key)
+		return strings.TrimSpace(v)
+	}
+	var ch choice
+	switch len(cfg.choices) {
+	case 0:
+		switch addr, tenant := get(EnvBrokerAddr), get(EnvBrokerTenant); {
+		case addr != "":
+			ch = choice{option: EnvBrokerAddr, addr: addr, tenant: tenant}
+		case tenant != "":
+			return nil, fmt.Errorf("clientlib: %s is set but %s is not; set %s to the broker's address, or unset %s",
+				EnvBrokerTenant, EnvBrokerAddr, EnvBrokerAddr, EnvBrokerTenant)
+		}
+	case 1:
+		ch = cfg.choices[0]
+	default:
+		return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile and WithClientCredentials",
+			cfg.choices[0].option, cfg.choices[1].option)
+	}
+
+	if ch.option == "WithBroker" || ch.option == EnvBrokerAddr {
+		return resolveBroker(cfg, ch)
+	}
+	return resolveDirect(cfg, ch, cfg.clock())
+}
+
+func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
+	p := &plan{mode: modeBroker, from: ch.option, addr: strings.TrimSpace(ch.addr), tenant: ch.tenant}
+	if ch.option == EnvBrokerAddr && ch.tenant != "" {
+		p.from += " and " + EnvBrokerTenant
+	}
+	if p.addr == "" {
+		return nil, errors.New("clientlib: WithBroker: the broker address is empty; pass host:port")
+	}
+	if p.tenant == "" {
+		p.tenant = DefaultTenant
+	}
+	if err := names.ValidTenant(p.tenant); err != nil {
+		return nil, fmt.Errorf("clientlib: %s: %w", p.from, err)
+	}
+	if cfg.authServer != "" {
+		return nil, fmt.Errorf("clientlib: WithAuthServer applies to direct mode only, but %s selects broker mode, where the broker holds the tenant's token URL", ch.option)
+	}
+	if _, err := names.NormalizeScopes(cfg.source.scopes); err != nil {
+		return nil, fmt.Errorf("clientlib: WithScopes: %w", err)
+	}
+	return p, nil
+}
+
+// resolveDirect builds direct mode's tenant with the broker's own parsing
+// of the Kognic environment (config.FromEnv), feeding it the explicit
+// options in place of the environment variables they override.
+func resolveDirect(cfg *clientConfig, ch choice, now time.Time) (*plan, error) {
+	overlay := map[string]string{}
+	from := ""
+	switch ch.option {
+	case "WithClientCredentials":
+		if strings.TrimSpace(ch.clientID) == "" || strings.TrimSpace(ch.secret) == "" {
+			return nil, errors.New("clientlib: WithClientCredentials: the client ID and the client secret must both be non-empty")
+		}
+		overlay[brokercreds.EnvCredentials] = ""
+		overlay[brokercreds.EnvClientID] = ch.clientID
+		overlay[brokercreds.EnvClientSecret] = ch.secret
+		from = ch.option
+	case "WithCredentialsFile":
+		// Loaded here first for an error that names the option, not the
+		// environment variable.
+		if _, err := brokercreds.LoadFile(ch.file, now); err != nil {
+			return nil, fmt.Errorf("clientlib: WithCredentialsFile: %w", err)
+		}
+		overlay[brokercreds.EnvCredentials] = ch.file
+		from = ch.option
+	}
+	server, serverFrom := strings.TrimSpace(cfg.lookup1(config.EnvAuthServer)), config.EnvAuthServer
+	if cfg.authServer != "" {
+		if err := checkAuthServer(cfg.authServer); err != nil {
+			return nil, fmt.Errorf("clientlib: WithAuthServer: %w", err)
+		}
+		overlay[config.EnvAuthServer] = cfg.authServer
+		server, serverFrom = cfg.authServer, "WithAuthServer"
+	}
+	// The client secret goes to the auth server: plain http only to
+	// loopback, as the broker requires of KOGNIC_AUTH_SERVER.
+	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
+			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
+	}
+	lookup := func(key string) (string, bool) {
+		if v, ok := overlay[key]; ok {
+			return v, true
+		}
+		return cfg.lookup(key)
+	}
+	bc, err := config.FromEnv(lookup, now)
+	if errors.Is(err, brokercreds.ErrNoCredentials) {
+		return nil, ErrNotConfigured
+	}
+	if err != nil {
+		return nil, fmt.Errorf("clientlib: direct mode: %w", err)
+	}
+	t := bc.Tenants[0]
+	if from == "" {
+		from = t.CredentialsSource
+	}
+	spec := broker.Tenant{
+		Name: directTenant, TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
+		Scopes: t.Scopes, AuthStyle: oauth2.AuthStyleInParams,
+	}
+	if t.AuthStyle == config.AuthStyleBasic {
+		spec.AuthStyle = oauth2.AuthStyleInHeader
+	}
+	if cfg.source.scopesSet {
+		if spec.Scopes, err = names.NormalizeScopes(cfg.source.scopes); err != nil {
+			return nil, fmt.Errorf("clientlib: WithScopes: %w", err)
+		}
+	}
+	return &plan{mode: modeDirect, from: from, direct: spec}, nil
+}
+
+// checkAuthServer checks an auth server base URL.
+func checkAuthServer(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return errors.New("not a valid URL")
+	case u.User != nil:
+		return errors.New("the URL must not contain a user or password")
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
+		return fmt.Errorf("%q is not an absolute http(s) URL, e.g. %s", s, config.DefaultAuthServer)
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q must not have a query or fragment", s)
+	}
+	return nil
+}

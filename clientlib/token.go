@@ -1,0 +1,54 @@
+package clientlib
+
+import (
+	"time"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// ExtraTokenSHA256 is the key under which the tokens a Source returns carry
+// the lower-case hex SHA-256 of their access token in oauth2.Token.Extra:
+// the fingerprint by which the broker names a token without sending it.
+const ExtraTokenSHA256 = "token_sha256"
+
+// token is a token as handed out: immutable, with everything the hot paths
+// need precomputed.
+type token struct {
+	oauth      *oauth2.Token
+	sha256     string
+	authz      []string // the Authorization header value; never modified
+	expiry     time.Time
+	lifetime   time.Duration
+	freshUntil time.Time // Token answers from the cache until then
+	refreshAt  time.Time // after this, a newer token likely exists
+}
+
+func (t *token) valid(now time.Time) bool { return now.Before(t.expiry) }
+
+// newToken turns a received token into the form handed out. A token is
+// fresh while it has minValid left, or half its lifetime for short ones.
+func newToken(r rawToken, minValid time.Duration, now time.Time) *token {
+	issued := r.issued
+	if issued.IsZero() || !issued.Before(r.expiry) {
+		issued = now
+	}
+	lifetime := r.expiry.Sub(issued)
+	typ := r.typ
+	if typ == "" {
+		typ = "Bearer"
+	}
+	sha := broker.Fingerprint(r.access)
+	o := (&oauth2.Token{AccessToken: r.access, TokenType: typ, Expiry: r.expiry}).
+		WithExtra(map[string]any{ExtraTokenSHA256: sha})
+	return &token{
+		oauth:      o,
+		sha256:     sha,
+		authz:      []string{o.Type() + " " + r.access},
+		expiry:     r.expiry,
+		lifetime:   lifetime,
+		freshUntil: r.expiry.Add(-min(minValid, lifetime/2)),
+		refreshAt:  issued.Add(lifetime / 2),
+	}
+}
