@@ -2,11 +2,11 @@ package guard
 
 import (
 	"context"
-	"io"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
