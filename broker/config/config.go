@@ -52,6 +52,9 @@ type Config struct {
 	Callers []Caller
 	Audit   Audit
 	Limits  Limits
+	// InsecurePlaintext accepts callers over a plaintext listener on a
+	// non-loopback address (API keys in clear), e.g. behind a proxy.
+	InsecurePlaintext bool
 
 	name  string         // the file name given to Load or Parse
 	lines map[string]int // line of each callers field, for ErrorAt
@@ -98,14 +101,16 @@ type Audit struct {
 	Path string
 }
 
-// Limits bound what one caller may do. Zero values mean the defaults of
-// the access control layer.
+// Limits bound what one caller, and any peer before authentication, may
+// do. Zero values mean the defaults of the server and access control
+// layers (see the README's limits block).
 type Limits struct {
 	RequestsPerSecond   float64
 	Burst               int
 	MaxStreamsPerCaller int
 	MaxScopesPerRequest int
 	MaxMessageBytes     int
+	ConnLimits
 }
 
 // ErrorAt returns a *Error for a problem that a later stage (such as the

@@ -23,7 +23,7 @@ import (
 )
 
 var (
-	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits"}
+	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext"}
 	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "client_id", "client_secret_file", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
 )
 
@@ -100,6 +100,11 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	}
 	if e, ok := top["limits"]; ok {
 		if cfg.Limits, err = p.limits(e); err != nil {
+			return nil, err
+		}
+	}
+	if e, ok := top["insecure_plaintext"]; ok {
+		if cfg.InsecurePlaintext, err = p.boolean(e, "insecure_plaintext"); err != nil {
 			return nil, err
 		}
 	}

@@ -24,8 +24,27 @@ var (
 	callerKeys = []string{"name", "spiffe_id", "dns_name", "common_name", "api_key_sha256", "tenants", "scopes"}
 	idKeys     = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
 	auditKeys  = []string{"path"}
-	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes"}
+	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes",
+		"invalidations_per_second", "invalidation_burst", "denials_per_second_per_ip", "denial_burst_per_ip",
+		"max_header_list_bytes", "max_streams_per_connection", "max_connections", "max_connections_per_ip",
+		"max_open_streams_per_ip", "handshake_timeout", "max_connection_idle"}
 )
+
+// ConnLimits bound connections and what a peer may send before it is
+// authenticated; part of Limits. Zero values mean the server's defaults.
+type ConnLimits struct {
+	InvalidationsPerSecond float64
+	InvalidationBurst      int
+	DenialsPerSecondPerIP  float64
+	DenialBurstPerIP       int
+	MaxHeaderListBytes     int
+	MaxStreamsPerConn      int
+	MaxConnections         int
+	MaxConnectionsPerIP    int
+	MaxOpenStreamsPerIP    int
+	HandshakeTimeout       time.Duration
+	MaxConnectionIdle      time.Duration
+}
 
 // Bounds of the limits section.
 const (
@@ -37,6 +56,11 @@ const (
 	// MinReloadInterval is the shortest tls.reload_interval.
 	MinReloadInterval = time.Second
 	maxLimit          = 1_000_000
+	// MinHeaderListBytes and MaxHeaderListBytes bound
+	// limits.max_header_list_bytes: an API key header and gRPC's own
+	// headers fit in 4 KiB.
+	MinHeaderListBytes = 4 << 10
+	MaxHeaderListBytes = 1 << 20
 )
 
 // boolean returns the value of e, which must be true or false.
@@ -317,9 +341,44 @@ func (p *parser) limits(e entry) (Limits, error) {
 		return Limits{}, err
 	}
 	var l Limits
-	if ne, ok := m["requests_per_second"]; ok {
-		if l.RequestsPerSecond, err = p.positive(ne, "limits.requests_per_second", maxLimit); err != nil {
-			return Limits{}, err
+	floats := []struct {
+		key string
+		dst *float64
+	}{
+		{"requests_per_second", &l.RequestsPerSecond},
+		{"invalidations_per_second", &l.InvalidationsPerSecond},
+		{"denials_per_second_per_ip", &l.DenialsPerSecondPerIP},
+	}
+	for _, f := range floats {
+		if ne, ok := m[f.key]; ok {
+			if *f.dst, err = p.positive(ne, "limits."+f.key, maxLimit); err != nil {
+				return Limits{}, err
+			}
+		}
+	}
+	durations := []struct {
+		key string
+		dst *time.Duration
+		min time.Duration
+	}{
+		{"handshake_timeout", &l.HandshakeTimeout, 100 * time.Millisecond},
+		{"max_connection_idle", &l.MaxConnectionIdle, time.Second},
+	}
+	for _, f := range durations {
+		if de, ok := m[f.key]; ok {
+			field := "limits." + f.key
+			s, err := p.str(de, field)
+			if err != nil {
+				return Limits{}, err
+			}
+			d, err := time.ParseDuration(s)
+			switch {
+			case err != nil:
+				return Limits{}, p.errf(de.val, field, "%q is not a duration; write e.g. 10s or 5m", s)
+			case d < f.min:
+				return Limits{}, p.errf(de.val, field, "%s is too short; use at least %s", d, f.min)
+			}
+			*f.dst = d
 		}
 	}
 	ints := []struct {
@@ -331,6 +390,13 @@ func (p *parser) limits(e entry) (Limits, error) {
 		{"max_streams_per_caller", &l.MaxStreamsPerCaller, 1, maxLimit},
 		{"max_scopes_per_request", &l.MaxScopesPerRequest, 1, names.MaxScopes},
 		{"max_message_bytes", &l.MaxMessageBytes, MinMessageBytes, MaxMessageBytes},
+		{"invalidation_burst", &l.InvalidationBurst, 1, maxLimit},
+		{"denial_burst_per_ip", &l.DenialBurstPerIP, 1, maxLimit},
+		{"max_header_list_bytes", &l.MaxHeaderListBytes, MinHeaderListBytes, MaxHeaderListBytes},
+		{"max_streams_per_connection", &l.MaxStreamsPerConn, 1, maxLimit},
+		{"max_connections", &l.MaxConnections, 1, maxLimit},
+		{"max_connections_per_ip", &l.MaxConnectionsPerIP, 1, maxLimit},
+		{"max_open_streams_per_ip", &l.MaxOpenStreamsPerIP, 1, maxLimit},
 	}
 	for _, f := range ints {
 		if ie, ok := m[f.key]; ok {

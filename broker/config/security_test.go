@@ -95,6 +95,18 @@ limits:
   max_streams_per_caller: 3
   max_scopes_per_request: 4
   max_message_bytes: 32768
+  invalidations_per_second: 0.5
+  invalidation_burst: 3
+  denials_per_second_per_ip: 2
+  denial_burst_per_ip: 4
+  max_header_list_bytes: 8192
+  max_streams_per_connection: 50
+  max_connections: 500
+  max_connections_per_ip: 20
+  max_open_streams_per_ip: 30
+  handshake_timeout: 3s
+  max_connection_idle: 2m
+insecure_plaintext: true
 `
 	cfg, err := config.ParseWith([]byte(yaml), "broker.yaml", dir, config.Options{Now: now})
 	if err != nil {
@@ -139,9 +151,17 @@ limits:
 	if want := filepath.Join(dir, "audit.log"); cfg.Audit.Path != want {
 		t.Errorf("Audit.Path = %q, want %q", cfg.Audit.Path, want)
 	}
-	wantLimits := config.Limits{RequestsPerSecond: 2.5, Burst: 10, MaxStreamsPerCaller: 3, MaxScopesPerRequest: 4, MaxMessageBytes: 32768}
+	wantLimits := config.Limits{RequestsPerSecond: 2.5, Burst: 10, MaxStreamsPerCaller: 3, MaxScopesPerRequest: 4, MaxMessageBytes: 32768,
+		ConnLimits: config.ConnLimits{
+			InvalidationsPerSecond: 0.5, InvalidationBurst: 3, DenialsPerSecondPerIP: 2, DenialBurstPerIP: 4,
+			MaxHeaderListBytes: 8192, MaxStreamsPerConn: 50, MaxConnections: 500, MaxConnectionsPerIP: 20,
+			MaxOpenStreamsPerIP: 30, HandshakeTimeout: 3 * time.Second, MaxConnectionIdle: 2 * time.Minute,
+		}}
 	if cfg.Limits != wantLimits {
 		t.Errorf("Limits = %+v, want %+v", cfg.Limits, wantLimits)
+	}
+	if !cfg.InsecurePlaintext {
+		t.Error("InsecurePlaintext = false")
 	}
 }
 
@@ -378,7 +398,22 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "limits unknown key",
 			yaml: tenant + "limits:\n  rps: 5\n",
-			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes`,
+			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes, invalidations_per_second, invalidation_burst, denials_per_second_per_ip, denial_burst_per_ip, max_header_list_bytes, max_streams_per_connection, max_connections, max_connections_per_ip, max_open_streams_per_ip, handshake_timeout, max_connection_idle`,
+		},
+		{
+			name: "max_header_list_bytes too small",
+			yaml: tenant + "limits:\n  max_header_list_bytes: 100\n",
+			want: `config: broker.yaml:5: limits.max_header_list_bytes: must be from 4096 to 1048576, got 100`,
+		},
+		{
+			name: "handshake_timeout not a duration",
+			yaml: tenant + "limits:\n  handshake_timeout: 10\n",
+			want: `config: broker.yaml:5: limits.handshake_timeout: "10" is not a duration; write e.g. 10s or 5m`,
+		},
+		{
+			name: "insecure_plaintext not a boolean",
+			yaml: tenant + "insecure_plaintext: yes please\n",
+			want: `config: broker.yaml:4: insecure_plaintext: must be true or false, got the string "yes please"`,
 		},
 		{
 			name: "requests_per_second zero",

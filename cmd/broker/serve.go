@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -33,6 +34,10 @@ import (
 
 // shutdownTimeout bounds how long in-flight calls may take at shutdown.
 const shutdownTimeout = 10 * time.Second
+
+// auditRetryInterval is how often a broker whose audit writes fail tries
+// again, so that it can report SERVING without any call arriving.
+const auditRetryInterval = 5 * time.Second
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -95,7 +100,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("serve: %w", err)
 	}
 	if !pol.Empty() && cfg.TLS == nil && !isLoopbackAddr(cfg.Listen) {
-		log.Warn("callers are configured but there is no tls section: clients on other hosts cannot authenticate (client certificates and API keys need TLS); add a tls section", "listen", cfg.Listen)
+		if !cfg.InsecurePlaintext {
+			return fmt.Errorf("serve: callers are configured but %s is a plaintext listener on a non-loopback address, where API keys would cross the network in clear; add a tls section, listen on a loopback address, or set insecure_plaintext: true to accept this", cfg.Listen)
+		}
+		log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", "listen", cfg.Listen)
 	}
 	tenants, err := brokerTenants(cfg.Tenants)
 	if err != nil {
@@ -117,6 +125,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return fmt.Errorf("serve: listen on %s: %w", cfg.Listen, err)
 	}
+	lis = server.LimitListener(lis, connLimits(cfg.Limits))
 	hs := health.NewServer()
 	b, err := broker.New(broker.Config{
 		Tenants:        tenants,
@@ -133,6 +142,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	g, err := guard.New(guard.Config{
 		Policy: holder, Audit: auditLog, Logger: log,
 		Limits: guardLimits(cfg.Limits), DefaultScopes: defaults.get,
+		OnAuditFailure: func(failing bool) {
+			// No token without its audit line: take this replica out of
+			// service until the trail is writable again.
+			st := healthpb.HealthCheckResponse_SERVING
+			if failing {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
+			}
+			hs.SetServingStatus("", st)
+		},
 	})
 	if err != nil {
 		lis.Close()
@@ -148,6 +166,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		ServerOptions:      append(opts, g.ServerOptions()...),
 		UnaryInterceptors:  g.UnaryInterceptors(),
 		StreamInterceptors: g.StreamInterceptors(),
+		Limits:             connLimits(cfg.Limits),
+		TenantAccess:       g.TenantAccess,
 	})
 
 	// Background work that ends before serve returns.
@@ -157,6 +177,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if reloader != nil {
 		wg.Go(func() { reloader.Watch(bg, cfg.TLS.ReloadInterval) })
 	}
+	wg.Go(func() { g.WatchAudit(bg, auditRetryInterval) })
 
 	hup := make(chan os.Signal, 1)
 	if *configPath != "" {
@@ -329,6 +350,17 @@ func guardLimits(l config.Limits) guard.Limits {
 	return guard.Limits{
 		RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst, MaxStreamsPerCaller: l.MaxStreamsPerCaller,
 		MaxScopesPerRequest: l.MaxScopesPerRequest, MaxMessageBytes: l.MaxMessageBytes,
+		InvalidationsPerSecond: l.InvalidationsPerSecond, InvalidationBurst: l.InvalidationBurst,
+		DenialsPerSecondPerIP: l.DenialsPerSecondPerIP, DenialBurstPerIP: l.DenialBurstPerIP,
+	}
+}
+
+func connLimits(l config.Limits) server.ConnLimits {
+	return server.ConnLimits{
+		MaxHeaderListBytes: l.MaxHeaderListBytes, MaxStreamsPerConn: l.MaxStreamsPerConn,
+		MaxConnections: l.MaxConnections, MaxConnectionsPerIP: l.MaxConnectionsPerIP,
+		MaxOpenStreamsPerIP: l.MaxOpenStreamsPerIP, HandshakeTimeout: l.HandshakeTimeout,
+		MaxConnectionIdle: l.MaxConnectionIdle,
 	}
 }
 

@@ -25,6 +25,9 @@ const (
 	EventIssue      = "issue"      // a token was handed out (GetToken, WatchToken)
 	EventInvalidate = "invalidate" // InvalidateToken
 	EventDeny       = "deny"       // a call refused by authentication, policy or limits
+	// EventGap follows audit writes that failed: it says how many, since
+	// when. The tokens they would have recorded were not handed out.
+	EventGap = "audit_gap"
 )
 
 // Results.
@@ -58,6 +61,10 @@ type Record struct {
 	// Code is the gRPC status code name when Result is not ok.
 	Code   string `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Count, when set, is the number of identical denials (same fields,
+	// peer IP without port) that this line stands for, refused in the
+	// collapse interval ending at Time; see Logger.LogDenial.
+	Count int `json:"count,omitempty"`
 }
 
 // FingerprintLen is the number of hex digits in a fingerprint.
@@ -79,10 +86,14 @@ type Logger struct {
 	w      io.Writer
 	closer io.Closer
 	now    func() time.Time
+
+	collapse collapser // guarded by mu
 }
 
 // New returns a Logger writing to w. It does not close w.
-func New(w io.Writer) *Logger { return &Logger{w: w, now: time.Now} }
+func New(w io.Writer) *Logger {
+	return &Logger{w: w, now: time.Now, collapse: collapser{interval: DefaultCollapseInterval}}
+}
 
 // Open returns a Logger appending to the file at path, created with mode
 // 0600 if missing; "" or "-" means standard output. Close the Logger to
@@ -106,6 +117,15 @@ func (l *Logger) Log(r Record) error {
 	if l == nil {
 		return nil
 	}
+	if r.Event == EventDeny {
+		r = clipDenial(r)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.writeLocked(r)
+}
+
+func (l *Logger) writeLocked(r Record) error {
 	if r.Time.IsZero() {
 		r.Time = l.now()
 	}
@@ -115,8 +135,6 @@ func (l *Logger) Log(r Record) error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	b = append(b, '\n')
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.w == nil {
 		return fmt.Errorf("audit: logger is closed")
 	}
@@ -133,6 +151,7 @@ func (l *Logger) Close() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.flushLocked(true)
 	c := l.closer
 	l.w, l.closer = nil, nil
 	if c != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,5 +125,46 @@ func TestNilLoggerDiscards(t *testing.T) {
 	var l *Logger
 	if err := l.Log(Record{}); err != nil || l.Close() != nil {
 		t.Error("nil Logger is not a no-op")
+	}
+}
+
+// TestLogDenialCollapses: identical denials from one peer IP (any port)
+// cost one line, then one line with their count; a distinct one is
+// written at once; peer-chosen fields are clipped.
+func TestLogDenialCollapses(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf)
+	deny := Record{Method: "/m", Peer: "192.0.2.1:1000", Result: ResultDenied, Code: "Unauthenticated", Reason: "API key not recognised"}
+	for i := range 5 {
+		r := deny
+		r.Peer = fmt.Sprintf("192.0.2.1:%d", 1000+i)
+		if err := l.LogDenial(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := deny
+	other.Tenant = strings.Repeat("t", 1000)
+	if err := l.LogDenial(other); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil { // writes the pending count
+		t.Fatal(err)
+	}
+	var lines []Record
+	for _, ln := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var r Record
+		if err := json.Unmarshal([]byte(ln), &r); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, r)
+	}
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want 3:\n%s", len(lines), buf.String())
+	}
+	if lines[0].Count != 0 || lines[0].Peer != "192.0.2.1" || lines[2].Count != 4 || lines[2].Reason != deny.Reason {
+		t.Errorf("first %+v, count line %+v; want the denial, then count 4", lines[0], lines[2])
+	}
+	if n := len(lines[1].Tenant); n > MaxDeniedFieldBytes {
+		t.Errorf("tenant of %d bytes, want at most %d", n, MaxDeniedFieldBytes)
 	}
 }

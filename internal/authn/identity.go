@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 )
@@ -62,23 +63,28 @@ var ErrNoIdentity = errors.New("certificate carries no identity")
 
 // FromCertificate returns the identity a verified certificate proves:
 // its SPIFFE ID, else its first DNS SAN, else its subject common name.
-// A certificate with more than one SPIFFE ID, or an invalid one, is an
-// error, as is one with none of the three.
+// A certificate with a spiffe URI SAN must be an X.509-SVID, parsed by
+// go-spiffe's x509svid.IDFromCert: exactly one URI SAN, a valid SPIFFE ID;
+// anything else is an error, as is a certificate with none of the three.
 func FromCertificate(cert *x509.Certificate) (Identity, error) {
-	var spiffe []string
+	hasSPIFFE := false
 	for _, u := range cert.URIs {
 		if strings.EqualFold(u.Scheme, "spiffe") {
-			spiffe = append(spiffe, u.String())
+			hasSPIFFE = true
 		}
 	}
 	switch {
-	case len(spiffe) > 1:
-		return Identity{}, fmt.Errorf("authn: certificate has %d SPIFFE ID URI SANs; an X.509-SVID has exactly one", len(spiffe))
-	case len(spiffe) == 1:
-		if err := ValidSPIFFEID(spiffe[0]); err != nil {
-			return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w", err)
+	case hasSPIFFE:
+		// An X.509-SVID has exactly one URI SAN, its SPIFFE ID; go-spiffe
+		// enforces that and the ID's syntax.
+		id, err := x509svid.IDFromCert(cert)
+		if err != nil {
+			return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w: %v", ErrInvalidSPIFFEID, err)
 		}
-		return Identity{Kind: KindSPIFFE, Value: spiffe[0]}, nil
+		if len(id.String()) > maxSPIFFEIDBytes {
+			return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w: longer than %d bytes", ErrInvalidSPIFFEID, maxSPIFFEIDBytes)
+		}
+		return Identity{Kind: KindSPIFFE, Value: id.String()}, nil
 	case len(cert.DNSNames) > 0:
 		return Identity{Kind: KindDNS, Value: strings.ToLower(cert.DNSNames[0])}, nil
 	case cert.Subject.CommonName != "":

@@ -36,8 +36,13 @@ func TestFromCertificate(t *testing.T) {
 			Identity{KindDNS, "a.example"}, ""},
 		{"cn only", certWith("billing-batch", nil), Identity{KindCommonName, "billing-batch"}, ""},
 		{"nothing", certWith("", nil), Identity{}, "no SPIFFE ID, DNS name or subject common name"},
-		{"two spiffe ids", certWith("", nil, "spiffe://a/x", "spiffe://a/y"), Identity{}, "exactly one"},
+		{"two spiffe ids", certWith("", nil, "spiffe://a/x", "spiffe://a/y"), Identity{}, "more than one URI SAN"},
+		// An X.509-SVID has exactly one URI SAN (go-spiffe x509svid).
+		{"spiffe id beside another uri", certWith("cn", nil, "spiffe://a/x", "https://example.com/"), Identity{}, "more than one URI SAN"},
+		{"percent-encoded path", certWith("cn", nil, "spiffe://prod/a%2Fb"), Identity{}, "invalid SPIFFE ID"},
+		{"port in trust domain", certWith("cn", nil, "spiffe://prod:443/x"), Identity{}, "invalid SPIFFE ID"},
 		{"invalid spiffe id", certWith("cn", nil, "spiffe://Prod/x"), Identity{}, "trust domain"},
+		{"trailing slash", certWith("cn", nil, "spiffe://prod/x/"), Identity{}, "invalid SPIFFE ID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := FromCertificate(tc.cert)

@@ -75,7 +75,7 @@ func (g *Guard) decide(pol *policy.Policy, c *Caller, t target) (effective []str
 	for _, s := range effective {
 		if !pc.ScopesAllowed([]string{s}) {
 			return nil, status.Errorf(codes.PermissionDenied, "caller %q may not request scope %q of tenant %q; it may request scopes matching %s",
-				c.Name, s, t.tenant, strings.Join(pc.Scopes, " "))
+				c.Name, clip(s), clip(t.tenant), strings.Join(pc.Scopes, " "))
 		}
 	}
 	return effective, nil
@@ -96,13 +96,22 @@ func (g *Guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnarySer
 		g.deny(ctx, c, t.tenant, t.scopes, err)
 		return nil, err
 	}
+	if _, ok := req.(*tbv1.InvalidateTokenRequest); ok {
+		if err := g.limitInvalidation(c); err != nil {
+			g.deny(ctx, c, t.tenant, t.scopes, err)
+			return nil, err
+		}
+	}
 	resp, err := handler(ctx, req)
-	g.auditResult(ctx, c, info.FullMethod, req, resp, err)
+	if aerr := g.auditResult(ctx, c, info.FullMethod, req, resp, err); aerr != nil && err == nil {
+		return nil, errAuditUnavailable // no token without its audit line
+	}
 	return resp, err
 }
 
-// auditResult records the outcome of GetToken and InvalidateToken.
-func (g *Guard) auditResult(ctx context.Context, c *Caller, method string, req, resp any, err error) {
+// auditResult records the outcome of GetToken and InvalidateToken and
+// returns the write's error.
+func (g *Guard) auditResult(ctx context.Context, c *Caller, method string, req, resp any, err error) error {
 	r := audit.Record{Method: method, Caller: c.Name, Peer: c.Peer, Result: audit.ResultOK}
 	if c.Identity.Kind != 0 {
 		r.Identity = c.Identity.String()
@@ -121,14 +130,14 @@ func (g *Guard) auditResult(ctx context.Context, c *Caller, method string, req, 
 			tok = p.GetToken()
 		}
 	default:
-		return
+		return nil
 	}
 	if err != nil {
 		st := status.Convert(err)
 		r.Result, r.Code, r.Reason = audit.ResultError, st.Code().String(), st.Message()
 	}
 	fillToken(&r, tok)
-	g.auditLog(ctx, r)
+	return g.auditLog(ctx, r)
 }
 
 func fillToken(r *audit.Record, tok *tbv1.Token) {
@@ -249,16 +258,19 @@ func (s *guardedStream) SendMsg(m any) error {
 		return st.Err()
 	}
 	// Audited before it is sent, so that no token reaches a caller
-	// without its audit line.
+	// without its audit line: if the line cannot be written, the stream
+	// ends with UNAVAILABLE and the client reconnects later.
 	if r, ok := m.(*tbv1.WatchTokenResponse); ok && r.GetToken() != nil && r.GetToken().GetVersion() != s.lastVersion {
-		s.lastVersion = r.GetToken().GetVersion()
 		rec := audit.Record{Event: audit.EventIssue, Method: s.method, Caller: s.c.Name, Peer: s.c.Peer,
 			Tenant: s.t.tenant, Scopes: s.t.scopes, Result: audit.ResultOK}
 		if s.c.Identity.Kind != 0 {
 			rec.Identity = s.c.Identity.String()
 		}
 		fillToken(&rec, r.GetToken())
-		s.g.auditLog(s.ctx, rec)
+		if err := s.g.auditLog(s.ctx, rec); err != nil {
+			return errAuditUnavailable
+		}
+		s.lastVersion = r.GetToken().GetVersion()
 	}
 	return s.ServerStream.SendMsg(m)
 }

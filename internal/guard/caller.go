@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -81,10 +82,43 @@ func (g *Guard) authenticate(ctx context.Context) (context.Context, error) {
 	c := &Caller{Peer: authn.PeerAddr(ctx), Loopback: authn.PeerIsLoopback(ctx), holder: g.holder}
 	err := g.identify(ctx, pol, c)
 	if err != nil {
+		if ip := peerIP(c.Peer); !g.denials.allow(ip) {
+			err = status.Errorf(codes.ResourceExhausted,
+				"too many refused calls from %s (more than %g/s); fix the client's credentials and retry later", ip, float64(g.denials.limit))
+		}
 		g.deny(ctx, c, "", nil, err)
 		return nil, err
 	}
 	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// TenantAccess returns which tenants the peer of ctx may see, by the
+// rules of the token calls, for services the interceptors do not cover
+// (per-tenant health): nothing without valid credentials, every tenant
+// for a loopback peer in open mode.
+func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
+	none := func(string) bool { return false }
+	pol := g.holder.Load()
+	c := &Caller{Peer: authn.PeerAddr(ctx), Loopback: authn.PeerIsLoopback(ctx), holder: g.holder}
+	if err := g.identify(ctx, pol, c); err != nil {
+		return none
+	}
+	if c.open {
+		return func(string) bool { return true }
+	}
+	pc, ok := c.resolve(pol)
+	if !ok {
+		return none
+	}
+	return pc.TenantAllowed
+}
+
+// peerIP is the host of a peer address.
+func peerIP(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 func (g *Guard) identify(ctx context.Context, pol *policy.Policy, c *Caller) error {
@@ -132,6 +166,8 @@ func (g *Guard) identify(ctx context.Context, pol *policy.Policy, c *Caller) err
 func (g *Guard) deny(ctx context.Context, c *Caller, tenant string, scopes []string, err error) {
 	method, _ := grpc.Method(ctx)
 	st := status.Convert(err)
+	// Tenant, scopes and reason come from the peer: the audit package
+	// clips them, and collapses repeats into one line per interval.
 	r := audit.Record{
 		Event: audit.EventDeny, Method: method, Peer: c.Peer, Tenant: tenant, Scopes: scopes,
 		Result: audit.ResultDenied, Code: st.Code().String(), Reason: st.Message(),
@@ -142,7 +178,7 @@ func (g *Guard) deny(ctx context.Context, c *Caller, tenant string, scopes []str
 	if c.Identity.Kind != authn.KindNone {
 		r.Identity = c.Identity.String()
 	}
-	g.auditLog(ctx, r)
+	g.auditDenial(ctx, r)
 }
 
 func mustCaller(ctx context.Context) (*Caller, error) {
@@ -155,5 +191,8 @@ func mustCaller(ctx context.Context) (*Caller, error) {
 }
 
 func deniedMsg(c *Caller, tenant string) string {
-	return fmt.Sprintf("caller %q may not use tenant %q; ask the broker's operator to allow it", c.Name, tenant)
+	return fmt.Sprintf("caller %q may not use tenant %q; ask the broker's operator to allow it", c.Name, clip(tenant))
 }
+
+// clip cuts a peer-chosen string for messages and logs.
+func clip(s string) string { return audit.Clip(s, audit.MaxDeniedFieldBytes) }

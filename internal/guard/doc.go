@@ -3,16 +3,19 @@
 // per-caller limits and write the audit trail.
 //
 // The interceptors cover every service except grpc.health.v1.Health and
-// server reflection, which stay open so that probes and grpcurl work.
+// server reflection, which stay open so that probes and grpcurl work;
+// TenantAccess applies the same identity rules to per-tenant health.
 // For the covered calls, in order:
 //
 //   - authentication (go-grpc-middleware auth): an "authorization: Bearer
 //     <api key>" header, when present, decides; otherwise the verified
 //     client certificate. No or bad credentials → UNAUTHENTICATED; a
 //     verified identity that no caller in the policy has →
-//     PERMISSION_DENIED. The caller is put in the context.
+//     PERMISSION_DENIED. Refusals are rate limited per peer IP (then
+//     RESOURCE_EXHAUSTED). The caller is put in the context.
 //   - a per-caller token-bucket rate limit (go-grpc-middleware ratelimit,
-//     golang.org/x/time/rate) → RESOURCE_EXHAUSTED;
+//     golang.org/x/time/rate; per connection in open mode), and a stricter
+//     one for InvalidateToken → RESOURCE_EXHAUSTED;
 //   - for streams, a per-caller limit on concurrent streams →
 //     RESOURCE_EXHAUSTED;
 //   - authorization of the request's tenant and scopes → PERMISSION_DENIED
@@ -28,7 +31,8 @@
 // Audit: every denial, every token handed out (GetToken responses and
 // WatchToken messages, read from the response, so handlers need no
 // change) and every InvalidateToken call is written to the audit log as
-// a fingerprint, never the token.
+// a fingerprint, never the token. A token whose line cannot be written is
+// not handed out (UNAVAILABLE); identical denials are collapsed.
 //
 // ListTenants is allowed to every known caller; its handler filters the
 // list with TenantVisible(ctx).

@@ -19,12 +19,21 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
-// Defaults for Limits' zero values.
+// Defaults for Limits' zero values. A busy service's hot path is a
+// cache hit, which costs the IdP nothing: the per-caller call limit only
+// stops runaway loops; what reaches the IdP is limited apart from it
+// (InvalidateToken here, forced refreshes per key in the broker).
 const (
-	DefaultRequestsPerSecond   = 50
-	DefaultBurst               = 100
-	DefaultMaxStreamsPerCaller = 100
-	DefaultMaxScopesPerRequest = names.MaxScopes // the API's own bound; lower it per deployment
+	DefaultRequestsPerSecond      = 2000
+	DefaultBurst                  = 4000
+	DefaultInvalidationsPerSecond = 5
+	DefaultInvalidationBurst      = 20
+	DefaultMaxStreamsPerCaller    = 100
+	DefaultMaxScopesPerRequest    = names.MaxScopes // the API's own bound; lower it per deployment
+	// Refused authentications (no or bad credentials) per peer IP: past
+	// the budget a peer is answered RESOURCE_EXHAUSTED.
+	DefaultDenialsPerSecondPerIP = 10
+	DefaultDenialBurstPerIP      = 50
 )
 
 // Limits bound what one caller may do. Zero values mean the defaults; a
@@ -41,6 +50,14 @@ type Limits struct {
 	// MaxMessageBytes, if positive, caps the size of a received message
 	// (see ServerOptions); zero keeps the server's own limit.
 	MaxMessageBytes int
+	// InvalidationsPerSecond and InvalidationBurst shape each caller's
+	// bucket for InvalidateToken, on top of the call limit.
+	InvalidationsPerSecond float64
+	InvalidationBurst      int
+	// DenialsPerSecondPerIP and DenialBurstPerIP shape each peer IP's
+	// bucket of refused authentications.
+	DenialsPerSecondPerIP float64
+	DenialBurstPerIP      int
 }
 
 // Config configures a Guard.
@@ -60,6 +77,10 @@ type Config struct {
 	// (or defaults) such a request is denied, since the broker would
 	// otherwise pick scopes the caller may not have.
 	DefaultScopes func(tenant string) []string
+	// OnAuditFailure, if set, is called with true when an audit write
+	// fails after succeeding, and with false when writes succeed again;
+	// the server turns health "" NOT_SERVING meanwhile.
+	OnAuditFailure func(failing bool)
 }
 
 // Guard holds the interceptors' state: per-caller rate limiters and
@@ -71,7 +92,10 @@ type Guard struct {
 	limits        Limits
 	defaultScopes func(string) []string
 	rates         *rateLimiter
+	invalidations *buckets
+	denials       *buckets // per peer IP, refused authentications
 	streams       *streamCounter
+	auditState    auditState
 }
 
 // New returns a Guard. It logs a warning when the policy has no callers.
@@ -96,12 +120,17 @@ func New(cfg Config) (*Guard, error) {
 	if l.MaxScopesPerRequest == 0 {
 		l.MaxScopesPerRequest = DefaultMaxScopesPerRequest
 	}
-	limit, burst := rate.Limit(l.RequestsPerSecond), l.Burst
-	if l.RequestsPerSecond < 0 {
-		limit, burst = rate.Inf, 0
+	if l.InvalidationsPerSecond == 0 {
+		l.InvalidationsPerSecond = DefaultInvalidationsPerSecond
 	}
-	if burst < 0 {
-		burst = math.MaxInt32
+	if l.InvalidationBurst == 0 {
+		l.InvalidationBurst = DefaultInvalidationBurst
+	}
+	if l.DenialsPerSecondPerIP == 0 {
+		l.DenialsPerSecondPerIP = DefaultDenialsPerSecondPerIP
+	}
+	if l.DenialBurstPerIP == 0 {
+		l.DenialBurstPerIP = DefaultDenialBurstPerIP
 	}
 	g := &Guard{
 		holder:        cfg.Policy,
@@ -109,8 +138,11 @@ func New(cfg Config) (*Guard, error) {
 		log:           log,
 		limits:        l,
 		defaultScopes: cfg.DefaultScopes,
-		rates:         newRateLimiter(limit, burst),
+		rates:         &rateLimiter{buckets: bucketsOf(l.RequestsPerSecond, l.Burst)},
+		invalidations: bucketsOf(l.InvalidationsPerSecond, l.InvalidationBurst),
+		denials:       bucketsOf(l.DenialsPerSecondPerIP, l.DenialBurstPerIP),
 		streams:       &streamCounter{n: map[string]int{}},
+		auditState:    auditState{hook: cfg.OnAuditFailure},
 	}
 	g.rates.g = g
 	if cfg.Policy.Load().Empty() {
@@ -161,9 +193,14 @@ func guarded(_ context.Context, c interceptors.CallMeta) bool {
 	return c.Service != "grpc.health.v1.Health" && !strings.HasPrefix(c.Service, "grpc.reflection.")
 }
 
-// auditLog writes r, logging (not returning) a failure.
-func (g *Guard) auditLog(ctx context.Context, r audit.Record) {
-	if err := g.audit.Log(r); err != nil {
-		g.log.WarnContext(ctx, "audit write failed", "error", err)
+// bucketsOf returns token buckets of rps and burst; a negative rps
+// means no limit, a negative burst an unbounded one.
+func bucketsOf(rps float64, burst int) *buckets {
+	if rps < 0 {
+		return newBuckets(rate.Inf, 0)
 	}
+	if burst < 0 {
+		burst = math.MaxInt32
+	}
+	return newBuckets(rate.Limit(rps), burst)
 }

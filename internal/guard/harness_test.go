@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -111,6 +112,8 @@ type options struct {
 	plaintext     bool
 	remote        net.Addr // pretend every peer connects from here
 	defaultScopes func(string) []string
+	auditTo       io.Writer // wraps the audit buffer, e.g. to fail writes
+	onAudit       func(failing bool)
 }
 
 type env struct {
@@ -160,7 +163,11 @@ func start(t *testing.T, o options) *env {
 	if e.holder, err = policy.NewHolder(pol); err != nil {
 		t.Fatal(err)
 	}
-	e.guard, err = New(Config{Policy: e.holder, Audit: audit.New(e.audit), Logger: log, Limits: o.limits, DefaultScopes: o.defaultScopes})
+	var aw io.Writer = e.audit
+	if o.auditTo != nil {
+		aw = o.auditTo
+	}
+	e.guard, err = New(Config{Policy: e.holder, Audit: audit.New(aw), Logger: log, Limits: o.limits, DefaultScopes: o.defaultScopes, OnAuditFailure: o.onAudit})
 	if err != nil {
 		t.Fatal(err)
 	}

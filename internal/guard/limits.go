@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
@@ -11,19 +12,58 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// rateLimiter is a ratelimit.Limiter with one token bucket per caller.
-// Buckets are keyed by caller name, so there are at most as many as
-// callers in the policies seen.
-type rateLimiter struct {
-	g     *Guard // audits refusals
+// maxBuckets is the number of token buckets a table holds before it
+// forgets the full ones, which behave exactly as new ones would.
+const maxBuckets = 4096
+
+// buckets is a table of token buckets by key.
+type buckets struct {
 	limit rate.Limit
 	burst int
 	mu    sync.Mutex
 	by    map[string]*rate.Limiter
 }
 
-func newRateLimiter(limit rate.Limit, burst int) *rateLimiter {
-	return &rateLimiter{limit: limit, burst: burst, by: map[string]*rate.Limiter{}}
+func newBuckets(limit rate.Limit, burst int) *buckets {
+	return &buckets{limit: limit, burst: burst, by: map[string]*rate.Limiter{}}
+}
+
+// allow takes a token from key's bucket.
+func (b *buckets) allow(key string) bool {
+	if b.limit == rate.Inf {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l, ok := b.by[key]
+	if !ok {
+		if len(b.by) >= maxBuckets {
+			now := time.Now()
+			for k, l := range b.by {
+				if l.TokensAt(now) >= float64(b.burst) {
+					delete(b.by, k)
+				}
+			}
+		}
+		l = rate.NewLimiter(b.limit, b.burst)
+		b.by[key] = l
+	}
+	return l.Allow()
+}
+
+// rateKey is the bucket of c: its name, or in open mode (everyone is
+// "loopback") its connection, so that one client cannot slow the others.
+func rateKey(c *Caller) string {
+	if c.open {
+		return "conn " + c.Peer
+	}
+	return c.Name
+}
+
+// rateLimiter is a ratelimit.Limiter with one token bucket per caller.
+type rateLimiter struct {
+	g *Guard // audits refusals
+	*buckets
 }
 
 // Limit implements ratelimit.Limiter.
@@ -32,14 +72,7 @@ func (r *rateLimiter) Limit(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("no authenticated caller")
 	}
-	r.mu.Lock()
-	l, ok := r.by[c.Name]
-	if !ok {
-		l = rate.NewLimiter(r.limit, r.burst)
-		r.by[c.Name] = l
-	}
-	r.mu.Unlock()
-	if l.Allow() {
+	if r.allow(rateKey(c)) {
 		return nil
 	}
 	err := fmt.Errorf("caller %q is over its rate limit of %g calls/s (burst %d); slow down or ask for a higher limits.requests_per_second",
@@ -47,6 +80,17 @@ func (r *rateLimiter) Limit(ctx context.Context) error {
 	// The middleware turns err into RESOURCE_EXHAUSTED; audit it as such.
 	r.g.deny(ctx, c, "", nil, status.Error(codes.ResourceExhausted, err.Error()))
 	return err
+}
+
+// limitInvalidation applies the stricter per-caller limit on
+// InvalidateToken, the call that makes the broker ask the IdP.
+func (g *Guard) limitInvalidation(c *Caller) error {
+	if g.invalidations.allow(rateKey(c)) {
+		return nil
+	}
+	return status.Errorf(codes.ResourceExhausted,
+		"caller %q is over its InvalidateToken limit of %g calls/s (burst %d); keep using the current token and retry later, or ask for a higher limits.invalidations_per_second",
+		c.Name, float64(g.invalidations.limit), g.invalidations.burst)
 }
 
 // streamCounter counts open streams per caller.

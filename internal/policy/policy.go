@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,12 +46,21 @@ func (c *Caller) Identity() authn.Identity {
 // TenantAllowed reports whether the caller may use tenant.
 func (c *Caller) TenantAllowed(tenant string) bool { return matchAny(c.Tenants, tenant) }
 
-// ScopesAllowed reports whether the caller may request every scope.
+// ScopesAllowed reports whether the caller may request every scope. A
+// requested scope containing '*' or ',' matches only an identical entry
+// of the allow-list, never a glob: an IdP may read it as a wildcard or a
+// list, and so grant more than the glob meant.
 func (c *Caller) ScopesAllowed(scopes []string) bool {
 	if len(c.Scopes) == 0 {
 		return true
 	}
 	for _, s := range scopes {
+		if strings.ContainsAny(s, "*,") {
+			if !slices.Contains(c.Scopes, s) {
+				return false
+			}
+			continue
+		}
 		if !matchAny(c.Scopes, s) {
 			return false
 		}

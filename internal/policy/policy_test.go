@@ -210,3 +210,32 @@ func TestHolder(t *testing.T) {
 		t.Error("NewHolder(nil) accepted")
 	}
 }
+
+// TestScopesWithWildcardOrCommaMatchLiterally: a requested "*" or
+// "read:*" or "read:a,write:b" would be read by some IdPs as a wildcard
+// or a list, so it passes only an identical allow-list entry, not a glob.
+func TestScopesWithWildcardOrCommaMatchLiterally(t *testing.T) {
+	c := Caller{Name: "billing", APIKeySHA256: strings.Repeat("a", 64), Tenants: []string{"acme"}, Scopes: []string{"read:*", "admin:*", "admin:all"}}
+	for _, tc := range []struct {
+		scope string
+		want  bool
+	}{
+		{"read:invoices", true},
+		{"read:*", true},  // identical entry
+		{"admin:*", true}, // identical entry
+		{"*", false},      // the glob read:* must not admit it
+		{"read:a*", false},
+		{"read:a,write:b", false},
+		{"read:a,read:b", false},
+		{"write:x", false},
+		{"admin:all", true},
+	} {
+		if got := c.ScopesAllowed([]string{tc.scope}); got != tc.want {
+			t.Errorf("ScopesAllowed(%q) = %v, want %v", tc.scope, got, tc.want)
+		}
+	}
+	unrestricted := Caller{Name: "ops", Tenants: []string{"*"}}
+	if !unrestricted.ScopesAllowed([]string{"*", "a,b"}) {
+		t.Error("a caller without a scope allow-list may request any scope")
+	}
+}

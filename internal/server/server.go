@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -50,6 +49,12 @@ type Config struct {
 	// logging, before the handlers (authentication, policy, limits).
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
+	// Limits bound connections and unauthenticated streams; serve on
+	// Server.Listener for the connection caps.
+	Limits ConnLimits
+	// TenantAccess returns which tenants' health the peer of ctx may see
+	// (guard.Guard.TenantAccess); nil shows every tenant to everyone.
+	TenantAccess func(ctx context.Context) func(tenant string) bool
 }
 
 // Server is a gRPC server for a broker with health and reflection.
@@ -61,6 +66,7 @@ type Server struct {
 
 	broker   Broker
 	log      *slog.Logger
+	limits   ConnLimits
 	drain    chan struct{}
 	drainOne sync.Once
 }
@@ -75,7 +81,9 @@ func New(cfg Config) *Server {
 	if cfg.Health == nil {
 		cfg.Health = health.NewServer()
 	}
-	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{})}
+	limits := cfg.Limits.withDefaults()
+	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits}
+	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -92,18 +100,17 @@ func New(cfg Config) *Server {
 	stream := append([]grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recoverOpt),
 		logging.StreamServerInterceptor(logger, logOpts...),
+		perIP.interceptor,
 	}, cfg.StreamInterceptors...)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
-		// Clients ping every 30s so that a watch on a dead replica fails
-		// over quickly; allow that rather than answer with GOAWAY.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 20 * time.Second, PermitWithoutStream: true}),
-	}, cfg.ServerOptions...)
+	}, limits.serverOptions()...)
+	opts = append(opts, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
 	tbv1.RegisterTokenBrokerServiceServer(s.GRPC, s)
-	healthpb.RegisterHealthServer(s.GRPC, s.Health)
+	healthpb.RegisterHealthServer(s.GRPC, &healthServer{Server: s.Health, access: cfg.TenantAccess})
 	reflection.Register(s.GRPC)
 	return s
 }

@@ -1,0 +1,152 @@
+package audit
+
+import (
+	"encoding/json"
+	"net"
+	"time"
+	"unicode/utf8"
+)
+
+// Bounds on denial lines, whose fields an unauthenticated peer chooses.
+const (
+	// MaxDeniedFieldBytes caps a denied request's tenant and each scope.
+	MaxDeniedFieldBytes = 128
+	// MaxDeniedScopes caps the scopes listed on a denial line.
+	MaxDeniedScopes = 32
+	// maxReasonBytes caps a denial's reason, which quotes the request.
+	maxReasonBytes = 512
+	// DefaultCollapseInterval is how long LogDenial collects identical
+	// denials before it writes one line with their count.
+	DefaultCollapseInterval = 10 * time.Second
+	// maxCollapseKeys bounds the distinct denials held in one interval;
+	// beyond it, denials are counted on one overflow line.
+	maxCollapseKeys = 1024
+)
+
+// Clip returns s cut to at most max bytes on a UTF-8 boundary, marked
+// with "…" when cut.
+func Clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func clipDenial(r Record) Record {
+	r.Tenant = Clip(r.Tenant, MaxDeniedFieldBytes)
+	if len(r.Scopes) > 0 {
+		n := min(len(r.Scopes), MaxDeniedScopes)
+		scopes := make([]string, n)
+		for i := range n {
+			scopes[i] = Clip(r.Scopes[i], MaxDeniedFieldBytes)
+		}
+		r.Scopes = scopes
+	}
+	r.Reason = Clip(r.Reason, maxReasonBytes)
+	return r
+}
+
+// collapser holds the denials of the current interval, under Logger.mu.
+type collapser struct {
+	interval time.Duration
+	seen     map[string]*pending
+	timer    *time.Timer
+}
+
+type pending struct {
+	r     Record // the first denial, peer without port
+	count int    // identical denials since the last line
+}
+
+// SetCollapseInterval sets LogDenial's interval; call it before use.
+func (l *Logger) SetCollapseInterval(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.collapse.interval = d
+}
+
+// LogDenial writes a denial (tenant, scopes and reason clipped) unless
+// an identical one (same fields, same peer IP) was written in the
+// current interval; such repeats are counted and written as one line
+// with Count when the interval ends, or at Close. So a flood of refused
+// calls costs one audit line per distinct denial per interval. A nil
+// Logger discards r.
+func (l *Logger) LogDenial(r Record) error {
+	if l == nil {
+		return nil
+	}
+	r = clipDenial(r)
+	r.Event = EventDeny
+	r.Time = time.Time{}
+	if host, _, err := net.SplitHostPort(r.Peer); err == nil {
+		r.Peer = host
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	key := string(b)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := &l.collapse
+	if c.seen == nil {
+		c.seen = map[string]*pending{}
+	}
+	if p, ok := c.seen[key]; ok {
+		p.count++
+		return nil
+	}
+	if len(c.seen) >= maxCollapseKeys {
+		key = ""
+		if p, ok := c.seen[key]; ok {
+			p.count++
+			return nil
+		}
+		c.seen[key] = &pending{r: Record{Event: EventDeny, Result: ResultDenied,
+			Reason: "further distinct denials, not itemised: too many in one interval"}, count: 1}
+		return nil
+	}
+	c.seen[key] = &pending{r: r}
+	if c.timer == nil && c.interval > 0 {
+		c.timer = time.AfterFunc(c.interval, l.flush)
+	}
+	return l.writeLocked(r)
+}
+
+func (l *Logger) flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.flushLocked(false)
+}
+
+// flushLocked writes the counts of the interval that ended. Keys without
+// repeats are forgotten; the others start a new interval, so that a
+// steady flood costs one line per interval. final writes all and stops.
+func (l *Logger) flushLocked(final bool) {
+	c := &l.collapse
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	for k, p := range c.seen {
+		if p.count == 0 {
+			delete(c.seen, k)
+			continue
+		}
+		r := p.r
+		r.Count = p.count
+		_ = l.writeLocked(r) // no caller to tell; a failing writer fails the next Log too
+		p.count = 0
+	}
+	if final {
+		c.seen = nil
+		return
+	}
+	if len(c.seen) > 0 && c.interval > 0 {
+		c.timer = time.AfterFunc(c.interval, l.flush)
+	}
+}

@@ -1,0 +1,233 @@
+package server
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/netutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Defaults of ConnLimits' zero values: they bound what any peer, before
+// it is authenticated, can make the server hold.
+const (
+	DefaultMaxHeaderListBytes  = 16 << 10 // request metadata; an API key header is < 100 bytes
+	DefaultMaxStreamsPerConn   = 100
+	DefaultMaxConnections      = 1024
+	DefaultMaxConnectionsPerIP = 64
+	DefaultMaxOpenStreamsPerIP = 100 // health Watch and reflection streams
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultMaxConnectionIdle   = 5 * time.Minute
+	DefaultKeepaliveTime       = time.Minute
+	DefaultKeepaliveTimeout    = 20 * time.Second
+	keepaliveMinTime           = 20 * time.Second // clients ping every 30 s
+	openStreamsPerIPMaxTracked = 1 << 16
+)
+
+// ConnLimits bound connections and what arrives on them before any
+// authentication. Zero values mean the defaults; a negative value means
+// no limit (for tests and benchmarks, never production).
+type ConnLimits struct {
+	// MaxHeaderListBytes caps the metadata (HTTP/2 header list) of one
+	// request; a larger one is refused by the transport.
+	MaxHeaderListBytes int
+	// MaxStreamsPerConn caps the concurrent streams (calls) of one
+	// connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+	MaxStreamsPerConn int
+	// MaxConnections caps open connections in total; further ones wait
+	// in the kernel's accept queue.
+	MaxConnections int
+	// MaxConnectionsPerIP caps open connections from one peer IP address;
+	// further ones are closed as soon as they are accepted.
+	MaxConnectionsPerIP int
+	// MaxOpenStreamsPerIP caps the concurrent health Watch and reflection
+	// streams from one peer IP address; these services need no
+	// credentials, so the caller's own stream limit cannot apply.
+	MaxOpenStreamsPerIP int
+	// HandshakeTimeout closes a connection that has not completed its
+	// TLS and HTTP/2 handshake in time.
+	HandshakeTimeout time.Duration
+	// MaxConnectionIdle closes (GOAWAY) a connection without calls for
+	// this long.
+	MaxConnectionIdle time.Duration
+}
+
+func (l ConnLimits) withDefaults() ConnLimits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxHeaderListBytes, DefaultMaxHeaderListBytes)
+	def(&l.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
+	def(&l.MaxConnections, DefaultMaxConnections)
+	def(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	def(&l.MaxOpenStreamsPerIP, DefaultMaxOpenStreamsPerIP)
+	if l.HandshakeTimeout == 0 {
+		l.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if l.MaxConnectionIdle == 0 {
+		l.MaxConnectionIdle = DefaultMaxConnectionIdle
+	}
+	return l
+}
+
+// serverOptions are the transport limits as grpc.ServerOptions.
+func (l ConnLimits) serverOptions() []grpc.ServerOption {
+	opts := []grpc.ServerOption{
+		// Clients ping every 30s so that a watch on a dead replica fails
+		// over quickly; allow that, and answer faster pings with GOAWAY.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+	}
+	ka := keepalive.ServerParameters{Time: DefaultKeepaliveTime, Timeout: DefaultKeepaliveTimeout}
+	if l.MaxConnectionIdle > 0 {
+		ka.MaxConnectionIdle = l.MaxConnectionIdle
+	}
+	opts = append(opts, grpc.KeepaliveParams(ka))
+	if l.MaxHeaderListBytes > 0 {
+		opts = append(opts, grpc.MaxHeaderListSize(uint32(l.MaxHeaderListBytes)))
+	}
+	if l.MaxStreamsPerConn > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(uint32(l.MaxStreamsPerConn)))
+	}
+	if l.HandshakeTimeout > 0 {
+		opts = append(opts, grpc.ConnectionTimeout(l.HandshakeTimeout))
+	}
+	return opts
+}
+
+// Listener wraps lis with the connection caps of the server's limits:
+// MaxConnectionsPerIP, then MaxConnections. Serve the server on it.
+func (s *Server) Listener(lis net.Listener) net.Listener {
+	return LimitListener(lis, s.limits)
+}
+
+// LimitListener wraps lis with the connection caps of l (defaults
+// applied): connections beyond MaxConnectionsPerIP from one IP are closed
+// at once; beyond MaxConnections in total, Accept waits for one to close.
+func LimitListener(lis net.Listener, l ConnLimits) net.Listener {
+	l = l.withDefaults()
+	if l.MaxConnectionsPerIP > 0 {
+		lis = &perIPListener{Listener: lis, max: l.MaxConnectionsPerIP, open: map[string]int{}}
+	}
+	if l.MaxConnections > 0 {
+		lis = netutil.LimitListener(lis, l.MaxConnections)
+	}
+	return lis
+}
+
+// perIPListener closes connections beyond max open ones from one IP.
+type perIPListener struct {
+	net.Listener
+	max  int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func (l *perIPListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := hostOf(c.RemoteAddr())
+		l.mu.Lock()
+		ok := l.open[ip] < l.max
+		if ok {
+			l.open[ip]++
+		}
+		l.mu.Unlock()
+		if !ok {
+			c.Close()
+			continue
+		}
+		return &perIPConn{Conn: c, l: l, ip: ip}, nil
+	}
+}
+
+type perIPConn struct {
+	net.Conn
+	l    *perIPListener
+	ip   string
+	once sync.Once
+}
+
+func (c *perIPConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.open[c.ip]--; c.l.open[c.ip] <= 0 {
+			delete(c.l.open, c.ip)
+		}
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// hostOf returns the IP of a peer address, or the whole address if it
+// has no port.
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	s := a.String()
+	if h, _, err := net.SplitHostPort(s); err == nil {
+		return h
+	}
+	return s
+}
+
+// unauthenticatedService reports whether method belongs to a service
+// that answers without credentials (health, reflection).
+func unauthenticatedService(method string) bool {
+	svc := strings.TrimPrefix(method, "/")
+	return strings.HasPrefix(svc, "grpc.health.v1.Health/") || strings.HasPrefix(svc, "grpc.reflection.")
+}
+
+// ipStreams counts open health and reflection streams per peer IP.
+type ipStreams struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func (s *ipStreams) interceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if s.max < 0 || !unauthenticatedService(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ip := peerIP(ss.Context())
+	s.mu.Lock()
+	ok := s.n[ip] < s.max && len(s.n) < openStreamsPerIPMaxTracked
+	if ok {
+		s.n[ip]++
+	}
+	s.mu.Unlock()
+	if !ok {
+		return status.Errorf(codes.ResourceExhausted,
+			"%s already has %d open health and reflection streams, the limit per peer address (limits.max_open_streams_per_ip); close some first", ip, s.max)
+	}
+	defer func() {
+		s.mu.Lock()
+		if s.n[ip]--; s.n[ip] <= 0 {
+			delete(s.n, ip)
+		}
+		s.mu.Unlock()
+	}()
+	return handler(srv, ss)
+}
+
+func peerIP(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		return hostOf(p.Addr)
+	}
+	return ""
+}
