@@ -152,6 +152,23 @@ type Tenant struct {
 	// CAFile, if set, is a PEM bundle of extra CAs (a private CA) trusted
 	// for the token endpoint, in addition to the system roots.
 	CAFile string
+	// Fallbacks are the older credentials of a rotation
+	// (credentials_files or client_secret_files after the first entry),
+	// tried in order when the IdP answers invalid_client.
+	Fallbacks []Credential
+}
+
+// Credential is a fallback client credential of a tenant.
+type Credential struct {
+	ClientID     string
+	ClientSecret credentials.Secret
+	// Source names the file, e.g. "client_secret_files /etc/x/old.secret".
+	Source string
+}
+
+// LogValue implements slog.LogValuer; the secret is redacted.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret), slog.String("source", c.Source))
 }
 
 // LogValue implements slog.LogValuer; the secret is redacted.
@@ -166,6 +183,7 @@ func (t Tenant) LogValue() slog.Value {
 		slog.String("credentials_source", t.CredentialsSource),
 		slog.Bool("allow_insecure_http", t.AllowInsecureHTTP),
 		slog.String("ca_file", t.CAFile),
+		slog.Any("fallbacks", t.Fallbacks),
 	)
 }
 
