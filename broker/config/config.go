@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -251,11 +252,23 @@ func Load(path string, now time.Time) (*Config, error) {
 	return LoadWith(path, Options{Now: now})
 }
 
+// MaxFileSize bounds a config file; a larger one is refused unread, as
+// for credentials files. Real configurations are a few kilobytes.
+const MaxFileSize = 1 << 20
+
 // LoadWith is Load with options.
 func LoadWith(path string, o Options) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: cannot read config file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: cannot read config file: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, &Error{File: path, Err: fmt.Errorf("file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)}
 	}
 	return ParseWith(data, path, filepath.Dir(path), o)
 }

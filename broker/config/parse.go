@@ -48,6 +48,9 @@ func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
 // group or others can read, or fails if strict_file_permissions is set.
 func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	p := &parser{name: name, baseDir: baseDir, now: o.now(), log: o.logger(), lines: map[string]int{}}
+	if len(data) > MaxFileSize {
+		return nil, p.errf(nil, "", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
+	}
 	root, err := p.document(data)
 	if err != nil {
 		return nil, err

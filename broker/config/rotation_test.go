@@ -77,3 +77,19 @@ func TestRotationListErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadRefusesHugeFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "broker.yaml")
+	huge := "# " + strings.Repeat("x", config.MaxFileSize) + "\ntenants: []\n"
+	if err := os.WriteFile(path, []byte(huge), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := "config: " + path + ": file is larger than 1048576 bytes (1 MiB)"
+	if _, err := config.Load(path, now); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("Load(2 MiB file) = %v, want prefix %q", err, want)
+	}
+	if _, err := config.Parse([]byte(huge), "b.yaml", dir, now); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Parse(2 MiB) = %v", err)
+	}
+}
