@@ -62,6 +62,9 @@ type Tenant struct {
 	TokenURL     string
 	ClientID     string
 	ClientSecret credentials.Secret
+	// Fallbacks are older credentials held during a rotation, tried in
+	// order when the IdP answers invalid_client (see upstream.Config).
+	Fallbacks []upstream.Credential
 	// Scopes are the default scopes, requested when a caller names none.
 	Scopes []string
 	// AuthStyle is oauth2.AuthStyleInParams (default) or AuthStyleInHeader.
@@ -79,7 +82,8 @@ type Tenant struct {
 func (t Tenant) same(o Tenant) bool {
 	return t.Name == o.Name && t.TokenURL == o.TokenURL && t.ClientID == o.ClientID &&
 		t.ClientSecret.Reveal() == o.ClientSecret.Reveal() && slices.Equal(t.Scopes, o.Scopes) &&
-		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher && t.RootCAs.Equal(o.RootCAs)
+		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher && t.RootCAs.Equal(o.RootCAs) &&
+		slices.EqualFunc(t.Fallbacks, o.Fallbacks, upstream.Credential.Equal)
 }
 
 // Config configures a Broker. Zero values mean defaults.
@@ -198,6 +202,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
+			Fallbacks: s.Fallbacks, Logger: b.log.With("tenant", name),
 		})
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)

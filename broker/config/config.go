@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -157,6 +158,23 @@ type Tenant struct {
 	// CAFile, if set, is a PEM bundle of extra CAs (a private CA) trusted
 	// for the token endpoint, in addition to the system roots.
 	CAFile string
+	// Fallbacks are the older credentials of a rotation
+	// (credentials_files or client_secret_files after the first entry),
+	// tried in order when the IdP answers invalid_client.
+	Fallbacks []Credential
+}
+
+// Credential is a fallback client credential of a tenant.
+type Credential struct {
+	ClientID     string
+	ClientSecret credentials.Secret
+	// Source names the file, e.g. "client_secret_files /etc/x/old.secret".
+	Source string
+}
+
+// LogValue implements slog.LogValuer; the secret is redacted.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret), slog.String("source", c.Source))
 }
 
 // LogValue implements slog.LogValuer; the secret is redacted.
@@ -171,6 +189,7 @@ func (t Tenant) LogValue() slog.Value {
 		slog.String("credentials_source", t.CredentialsSource),
 		slog.Bool("allow_insecure_http", t.AllowInsecureHTTP),
 		slog.String("ca_file", t.CAFile),
+		slog.Any("fallbacks", t.Fallbacks),
 	)
 }
 
@@ -238,11 +257,23 @@ func Load(path string, now time.Time) (*Config, error) {
 	return LoadWith(path, Options{Now: now})
 }
 
+// MaxFileSize bounds a config file; a larger one is refused unread, as
+// for credentials files. Real configurations are a few kilobytes.
+const MaxFileSize = 1 << 20
+
 // LoadWith is Load with options.
 func LoadWith(path string, o Options) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: cannot read config file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: cannot read config file: %w", err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, &Error{File: path, Err: fmt.Errorf("file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)}
 	}
 	return ParseWith(data, path, filepath.Dir(path), o)
 }

@@ -182,7 +182,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown tenant key",
 			yaml: fileTenant + "    clientid: x\n",
-			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, client_id, client_secret_file, scopes, auth_style, allow_insecure_http, ca_file`,
+			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file`,
 		},
 		{
 			name: "client_secret inline",
@@ -212,7 +212,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "tenant not a mapping",
 			yaml: "tenants:\n  - acme\n",
-			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, client_id, client_secret_file, scopes, auth_style, allow_insecure_http, ca_file, got a string",
+			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file, got a string",
 		},
 		{
 			name: "wrong type: name is a list",

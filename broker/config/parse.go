@@ -24,7 +24,7 @@ import (
 
 var (
 	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext"}
-	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "client_id", "client_secret_file", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
+	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "credentials_files", "client_id", "client_secret_file", "client_secret_files", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
 )
 
 // Parse parses and validates a config file's contents. name is used in
@@ -48,6 +48,9 @@ func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
 // group or others can read, or fails if strict_file_permissions is set.
 func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	p := &parser{name: name, baseDir: baseDir, now: o.now(), log: o.logger(), lines: map[string]int{}}
+	if len(data) > MaxFileSize {
+		return nil, p.errf(nil, "", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
+	}
 	root, err := p.document(data)
 	if err != nil {
 		return nil, err
@@ -366,44 +369,79 @@ func (p *parser) scopes(e entry, field string) ([]string, error) {
 // credentials resolves the tenant's client credentials into t. The
 // credentials file's scopes are checked only when they will be used, that
 // is unless the tenant sets its own.
+//
+// During a secret rotation the plural keys credentials_files and
+// client_secret_files take a list, newest first: the first entry is the
+// tenant's credential and the others its Fallbacks.
 func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *Tenant, ownScopes bool) error {
 	file, hasFile := m["credentials_file"]
+	files, hasFiles := m["credentials_files"]
 	id, hasID := m["client_id"]
 	secret, hasSecret := m["client_secret_file"]
+	secrets, hasSecrets := m["client_secret_files"]
+	kognic, generic := hasFile || hasFiles, hasID || hasSecret || hasSecrets
 	switch {
-	case hasFile && hasID:
-		return p.errf(id.key, field, "credentials_file and client_id are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file")
-	case hasFile && hasSecret:
-		return p.errf(secret.key, field, "credentials_file and client_secret_file are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file")
-	case hasID && !hasSecret:
+	case hasFile && hasFiles:
+		return p.errf(files.key, field, "credentials_file and credentials_files are mutually exclusive; during a rotation list both files under credentials_files, newest first")
+	case hasSecret && hasSecrets:
+		return p.errf(secrets.key, field, "client_secret_file and client_secret_files are mutually exclusive; during a rotation list both files under client_secret_files, newest first")
+	case kognic && generic:
+		kk := "credentials_file"
+		if hasFiles {
+			kk = "credentials_files"
+		}
+		g := id
+		switch {
+		case hasID:
+		case hasSecret:
+			g = secret
+		default:
+			g = secrets
+		}
+		return p.errf(g.key, field, "%s and %s are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file", kk, g.key.Value)
+	case hasID && !hasSecret && !hasSecrets:
 		return p.errf(id.key, field, "client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret")
-	case hasSecret && !hasID:
-		return p.errf(secret.key, field, "client_secret_file is set but client_id is missing; add client_id")
-	case !hasFile && !hasID:
+	case (hasSecret || hasSecrets) && !hasID:
+		k := secret.key
+		if hasSecrets {
+			k = secrets.key
+		}
+		return p.errf(k, field, "%s is set but client_id is missing; add client_id", k.Value)
+	case !kognic && !generic:
 		return p.errf(n, field, "no credentials; set credentials_file to a Kognic credentials file, or client_id and client_secret_file")
 	}
 
-	if hasFile {
-		f := field + ".credentials_file"
-		path, err := p.str(file, f)
+	if kognic {
+		var paths []pathAt
+		var err error
+		if hasFile {
+			paths, err = p.onePath(file, field+".credentials_file")
+		} else {
+			paths, err = p.pathList(files, field+".credentials_files")
+		}
 		if err != nil {
 			return err
 		}
-		path = p.resolvePath(path)
-		cf, err := credentials.LoadFile(path, p.now)
-		if err != nil {
-			return p.errf(file.val, f, "tenant %q: %w", t.Name, err)
+		for i, pa := range paths {
+			cf, err := credentials.LoadFile(pa.path, p.now)
+			if err != nil {
+				return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
+			}
+			if err := p.secretFile(pa.node, pa.field, pa.path); err != nil {
+				return err
+			}
+			c := cf.Client()
+			if i > 0 {
+				t.Fallbacks = append(t.Fallbacks, Credential{ClientID: c.ID, ClientSecret: c.Secret, Source: c.Source})
+				continue
+			}
+			if ownScopes {
+				c.Scopes = nil
+			} else if c.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {
+				return p.errf(pa.node, pa.field, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, pa.path, err)
+			}
+			t.ClientID, t.ClientSecret, t.Scopes, t.CredentialsSource = c.ID, c.Secret, c.Scopes, c.Source
 		}
-		if err := p.secretFile(file.val, f, path); err != nil {
-			return err
-		}
-		c := cf.Client()
-		if ownScopes {
-			c.Scopes = nil
-		} else if c.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {
-			return p.errf(file.val, f, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, path, err)
-		}
-		t.ClientID, t.ClientSecret, t.Scopes, t.CredentialsSource = c.ID, c.Secret, c.Scopes, c.Source
 		return nil
 	}
 
@@ -411,20 +449,80 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 	if t.ClientID, err = p.str(id, field+".client_id"); err != nil {
 		return err
 	}
-	f := field + ".client_secret_file"
-	path, err := p.str(secret, f)
+	var paths []pathAt
+	key := "client_secret_file"
+	if hasSecret {
+		paths, err = p.onePath(secret, field+".client_secret_file")
+	} else {
+		key = "client_secret_files"
+		paths, err = p.pathList(secrets, field+".client_secret_files")
+	}
 	if err != nil {
 		return err
 	}
-	path = p.resolvePath(path)
-	if t.ClientSecret, err = credentials.LoadSecretFile(path); err != nil {
-		return p.errf(secret.val, f, "tenant %q: %w", t.Name, err)
+	for i, pa := range paths {
+		s, err := credentials.LoadSecretFile(pa.path)
+		if err != nil {
+			return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
+		}
+		if err := p.secretFile(pa.node, pa.field, pa.path); err != nil {
+			return err
+		}
+		if i > 0 {
+			t.Fallbacks = append(t.Fallbacks, Credential{ClientID: t.ClientID, ClientSecret: s, Source: key + " " + pa.path})
+			continue
+		}
+		t.ClientSecret, t.CredentialsSource = s, key+" "+pa.path
 	}
-	if err := p.secretFile(secret.val, f, path); err != nil {
-		return err
-	}
-	t.CredentialsSource = "client_secret_file " + path
 	return nil
+}
+
+// MaxRotationFiles bounds credentials_files and client_secret_files: each
+// entry may cost one token request when the IdP rejects the others.
+const MaxRotationFiles = 3
+
+// pathAt is a resolved file path and where the config names it.
+type pathAt struct {
+	path, field string
+	node        *yaml.Node
+}
+
+func (p *parser) onePath(e entry, field string) ([]pathAt, error) {
+	s, err := p.str(e, field)
+	if err != nil {
+		return nil, err
+	}
+	return []pathAt{{p.resolvePath(s), field, e.val}}, nil
+}
+
+// pathList reads a list of 1 to MaxRotationFiles distinct file names.
+func (p *parser) pathList(e entry, field string) ([]pathAt, error) {
+	if e.val.Kind != yaml.SequenceNode || len(e.val.Content) == 0 || len(e.val.Content) > MaxRotationFiles {
+		return nil, p.errf(e.val, field, "must be a list of 1 to %d files, newest first, got %s; write e.g. [new.secret, old.secret]", MaxRotationFiles, describeList(e.val))
+	}
+	var out []pathAt
+	for i, n := range e.val.Content {
+		n = resolve(n)
+		f := fmt.Sprintf("%s[%d]", field, i)
+		pa, err := p.onePath(entry{n, n}, f)
+		if err != nil {
+			return nil, err
+		}
+		for j, prev := range out {
+			if prev.path == pa[0].path {
+				return nil, p.errf(n, f, "%s is listed twice (also %s[%d]); list each file once", prev.path, field, j)
+			}
+		}
+		out = append(out, pa[0])
+	}
+	return out, nil
+}
+
+func describeList(n *yaml.Node) string {
+	if n.Kind == yaml.SequenceNode {
+		return fmt.Sprintf("%d entries", len(n.Content))
+	}
+	return kindName(n)
 }
 
 func (p *parser) resolvePath(path string) string {

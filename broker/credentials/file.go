@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,8 +25,8 @@ type File struct {
 	ClientID     string
 	ClientSecret Secret
 	Email        string
-	// UserID is the "userId" key, which real files hold as a number or a
-	// string; a number keeps its JSON spelling.
+	// UserID is the "userId" key, a JSON integer (as kognic-auth's
+	// ApiCredentials.user_id: int), in its decimal spelling.
 	UserID string
 	Issuer string
 	// Name, Created, Expires and Scopes are optional; zero when absent.
@@ -60,10 +61,18 @@ func ParseFile(data []byte, name string, now time.Time) (*File, error) {
 	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
 		return nil, fileErr(name, "", ErrMalformed, "not a JSON object: %s; use the JSON file from \"Generate Credentials\" in the Kognic app", describeJSONError(err))
 	}
+	var missing []string
 	for _, key := range requiredKeys {
 		if _, ok := obj[key]; !ok {
-			return nil, fileErr(name, key, ErrMissingKey, "missing required key %q; regenerate the file in the Kognic app or add the key", key)
+			missing = append(missing, strconv.Quote(key))
 		}
+	}
+	switch len(missing) {
+	case 0:
+	case 1:
+		return nil, fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required key %s; regenerate the file in the Kognic app or add the key", missing[0])
+	default:
+		return nil, fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required keys %s; regenerate the file in the Kognic app or add the keys", strings.Join(missing, ", "))
 	}
 	f := &File{Path: name}
 	var err error
@@ -172,22 +181,32 @@ func requiredString(obj map[string]json.RawMessage, name, key string) (string, e
 	return s, nil
 }
 
-// userID accepts a non-empty string or a JSON integer.
+// userID accepts a JSON integer, as kognic-auth and the Kognic app's
+// files have it. A string, even of digits, is refused: it is not a file
+// the Kognic app wrote.
 func userID(obj map[string]json.RawMessage, name string) (string, error) {
-	raw := obj["userId"]
-	var s string
-	if json.Unmarshal(raw, &s) == nil && strings.TrimSpace(s) != "" {
-		return s, nil
-	}
+	raw := bytes.TrimSpace(obj["userId"])
 	var n json.Number
 	d := json.NewDecoder(bytes.NewReader(raw))
 	d.UseNumber()
-	if d.Decode(&n) == nil {
-		if _, err := n.Int64(); err == nil {
+	// json.Number would also take a quoted number: check the raw form.
+	if len(raw) > 0 && raw[0] != '"' && d.Decode(&n) == nil {
+		if _, err := strconv.ParseInt(n.String(), 10, 64); err == nil {
 			return n.String(), nil
 		}
 	}
-	return "", fileErr(name, "userId", ErrInvalidValue, "key %q must be a non-empty string or an integer", "userId")
+	found := "a non-integer number"
+	switch {
+	case len(raw) > 0 && raw[0] == '"':
+		found = "a string"
+	case string(raw) == "null":
+		found = "null"
+	case string(raw) == "true" || string(raw) == "false":
+		found = "a boolean"
+	case len(raw) > 0 && (raw[0] == '[' || raw[0] == '{'):
+		found = "a list or object"
+	}
+	return "", fileErr(name, "userId", ErrInvalidValue, "key %q must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found %s", "userId", found)
 }
 
 // timeLayouts are the ISO-8601 forms accepted for "created" and "expires".

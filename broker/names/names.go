@@ -114,3 +114,12 @@ func isSortedUnique(s []string) bool {
 	}
 	return true
 }
+
+// CountDistinct returns the number of distinct strings in scopes: the
+// number that limits on scopes count, since duplicates do not matter.
+func CountDistinct(scopes []string) int {
+	if isSortedUnique(scopes) {
+		return len(scopes)
+	}
+	return len(slices.Compact(slices.Sorted(slices.Values(scopes))))
+}

@@ -141,3 +141,19 @@ func TestNormalizeScopes(t *testing.T) {
 		})
 	}
 }
+
+func TestCountDistinct(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want int
+	}{
+		{nil, 0},
+		{[]string{"a", "b"}, 2},
+		{slices.Repeat([]string{"read"}, 40), 1},
+		{[]string{"b", "a", "b", "c", "a"}, 3},
+	} {
+		if got := names.CountDistinct(tc.in); got != tc.want {
+			t.Errorf("CountDistinct(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}

@@ -3,20 +3,24 @@
 //
 // It wraps golang.org/x/oauth2/clientcredentials: the client authentication
 // style is fixed per client (never auto-probed), every request runs on the
-// caller's context, and errors never carry the client secret or the response
-// body.
+// caller's context, redirects are never followed (a 3xx is an error naming
+// the status and the Location host), and errors never carry a client
+// secret or the response body: only the HTTP status, a registered OAuth2
+// error code and a scrubbed, bounded error_description.
 package upstream
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -32,21 +36,59 @@ type Config struct {
 	// ClientID and ClientSecret authenticate the client.
 	ClientID     string
 	ClientSecret credentials.Secret
+	// Fallbacks are further credentials held during a rotation, tried in
+	// order after ClientID/ClientSecret when the identity provider answers
+	// invalid_client (and only then). The Client remembers the one that
+	// worked and starts with it next time.
+	Fallbacks []Credential
 	// AuthStyle is oauth2.AuthStyleInParams (client_secret_post, the
 	// default when zero) or oauth2.AuthStyleInHeader (client_secret_basic).
 	AuthStyle oauth2.AuthStyle
 	// HTTPClient sends the requests; nil means a client with sane timeouts.
+	// It is copied: the Client never follows a redirect, whatever
+	// HTTPClient.CheckRedirect says, because a redirected POST would carry
+	// the client secret to another host.
 	HTTPClient *http.Client
 	// UserAgent, when set, is sent on every request.
 	UserAgent string
+	// Logger receives which credential worked after a fallback; nil
+	// discards it. Secrets are never logged.
+	Logger *slog.Logger
+}
+
+// Credential is one client ID and secret. Name says where it came from
+// (e.g. a file name) for logs; it is never the secret.
+type Credential struct {
+	Name         string
+	ClientID     string
+	ClientSecret credentials.Secret
+}
+
+// String describes c without its secret.
+func (c Credential) String() string {
+	return fmt.Sprintf("upstream.Credential{Name:%q ClientID:%q ClientSecret:%s}", c.Name, c.ClientID, c.ClientSecret)
+}
+
+// LogValue redacts the secret.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.Name), slog.String("client_id", c.ClientID))
+}
+
+// Equal reports whether c and o are the same credential.
+func (c Credential) Equal(o Credential) bool {
+	return c.Name == o.Name && c.ClientID == o.ClientID && c.ClientSecret.Equal(o.ClientSecret)
 }
 
 // Client fetches tokens for one configured client. It is safe for
 // concurrent use.
 type Client struct {
-	cfg    clientcredentials.Config
-	secret credentials.Secret
-	http   *http.Client
+	tokenURL string
+	style    oauth2.AuthStyle
+	creds    []Credential
+	current  atomic.Int32 // index into creds of the one to try first
+	scrub    *scrubber
+	http     *http.Client
+	log      *slog.Logger
 }
 
 // Grant is a token endpoint's successful answer.
@@ -82,11 +124,18 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", cfg.TokenURL)
 	}
-	if cfg.ClientID == "" {
-		return nil, errors.New("upstream: client ID is empty")
-	}
-	if cfg.ClientSecret.Reveal() == "" {
-		return nil, errors.New("upstream: client secret is empty")
+	creds := append([]Credential{{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret}}, cfg.Fallbacks...)
+	for i, c := range creds {
+		which := ""
+		if i > 0 {
+			which = fmt.Sprintf(" of fallback %d (%s)", i, c.Name)
+		}
+		if c.ClientID == "" {
+			return nil, fmt.Errorf("upstream: client ID%s is empty", which)
+		}
+		if c.ClientSecret.Reveal() == "" {
+			return nil, fmt.Errorf("upstream: client secret%s is empty", which)
+		}
 	}
 	style := cfg.AuthStyle
 	switch style {
@@ -96,39 +145,88 @@ func New(cfg Config) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("upstream: unknown auth style %d", style)
 	}
-	hc := cfg.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	hc := http.Client{Timeout: 30 * time.Second}
+	if cfg.HTTPClient != nil {
+		hc = *cfg.HTTPClient // a copy: the caller's client keeps its own policy
 	}
-	if cfg.UserAgent != "" {
-		base := hc.Transport
-		if base == nil {
-			base = http.DefaultTransport
-		}
-		c := *hc
-		c.Transport = userAgentTransport{base: base, ua: cfg.UserAgent}
-		hc = &c
+	// Never follow: the 3xx itself comes back and is classified.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	hc.Transport = observingTransport{base: base, ua: cfg.UserAgent}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
 	return &Client{
-		cfg: clientcredentials.Config{
-			ClientID:     cfg.ClientID,
-			ClientSecret: cfg.ClientSecret.Reveal(),
-			TokenURL:     cfg.TokenURL,
-			AuthStyle:    style,
-		},
-		secret: cfg.ClientSecret,
-		http:   hc,
+		tokenURL: cfg.TokenURL,
+		style:    style,
+		creds:    creds,
+		scrub:    newScrubber(creds),
+		http:     &hc,
+		log:      log,
 	}, nil
 }
 
 // Fetch requests a token for scopes (none: the client's default scopes).
-// Failures are returned as *Error.
+// Failures are returned as *Error. With fallback credentials, an
+// invalid_client answer makes it try the others in order, at most one
+// request per credential.
 func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
-	cfg := c.cfg // shallow copy: Scopes differ per call
-	cfg.Scopes = scopes
-	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, c.http))
+	first := int(c.current.Load())
+	var lastErr *Error
+	for n := range len(c.creds) {
+		i := (first + n) % len(c.creds)
+		g, err := c.fetch(ctx, c.creds[i], scopes)
+		if err == nil {
+			if i != first {
+				c.current.Store(int32(i))
+				c.log.Warn("token request succeeded with another credential; rotation fallback in use",
+					"credential", i+1, "of", len(c.creds), "source", c.credName(i),
+					"rejected", c.credName(first))
+			}
+			return g, nil
+		}
+		lastErr = err
+		if err.Code != "invalid_client" || len(c.creds) == 1 {
+			break
+		}
+		c.log.Warn("identity provider rejected a credential (invalid_client); trying the next",
+			"credential", i+1, "of", len(c.creds), "source", c.credName(i))
+	}
+	if len(c.creds) > 1 && lastErr.Code == "invalid_client" {
+		lastErr.Tried = len(c.creds)
+	}
+	return Grant{}, lastErr
+}
+
+// credName names credential i for logs: its Name, else its position.
+func (c *Client) credName(i int) string {
+	if n := c.creds[i].Name; n != "" {
+		return n
+	}
+	if i == 0 {
+		return "primary credential"
+	}
+	return fmt.Sprintf("credential %d", i+1)
+}
+
+func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (Grant, *Error) {
+	cfg := clientcredentials.Config{
+		ClientID:     cred.ClientID,
+		ClientSecret: cred.ClientSecret.Reveal(),
+		TokenURL:     c.tokenURL,
+		AuthStyle:    c.style,
+		Scopes:       scopes,
+	}
+	var seen response
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
+	ctx = context.WithValue(ctx, responseKey{}, &seen)
+	tok, err := cfg.Token(ctx)
 	if err != nil {
-		return Grant{}, c.classify(ctx, err)
+		return Grant{}, c.classify(ctx, err, &seen)
 	}
 	g := Grant{
 		AccessToken: tok.AccessToken,
@@ -166,106 +264,6 @@ func expiresIn(v any) time.Duration {
 	return time.Duration(secs * float64(time.Second))
 }
 
-// Error is a failed token request. Its message is safe to log and to show
-// to callers: it holds neither the client secret nor the response body.
-type Error struct {
-	// TokenURL is the endpoint that failed.
-	TokenURL string
-	// StatusCode is the HTTP status, zero when no response arrived.
-	StatusCode int
-	// Code and Description are RFC 6749's error and error_description.
-	Code        string
-	Description string
-	// RetryAfter is the server's Retry-After, zero when absent.
-	RetryAfter time.Duration
-	// Permanent reports that retrying with the same credentials will fail
-	// the same way (invalid_client, unauthorized_client, invalid_scope).
-	Permanent bool
-	// Err is the transport or parse error, if any.
-	Err error
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString("upstream: token request to ")
-	b.WriteString(e.TokenURL)
-	b.WriteString(" failed")
-	if e.StatusCode != 0 {
-		fmt.Fprintf(&b, ": HTTP %d", e.StatusCode)
-	}
-	if e.Code != "" {
-		fmt.Fprintf(&b, ": %s", e.Code)
-		if e.Description != "" {
-			fmt.Fprintf(&b, " (%s)", e.Description)
-		}
-	}
-	if e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
-	}
-	if e.RetryAfter > 0 {
-		fmt.Fprintf(&b, "; retry after %s", e.RetryAfter)
-	}
-	return b.String()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// permanentCodes are RFC 6749 errors that no retry with the same client
-// credentials and scopes can fix.
-var permanentCodes = map[string]bool{
-	"invalid_client":      true,
-	"unauthorized_client": true,
-	"invalid_scope":       true,
-}
-
-// maxDescription bounds how much of an IdP's error_description is kept.
-const maxDescription = 200
-
-func (c *Client) classify(ctx context.Context, err error) *Error {
-	e := &Error{TokenURL: c.cfg.TokenURL}
-	var re *oauth2.RetrieveError
-	if errors.As(err, &re) {
-		e.Code = sanitize(re.ErrorCode, 64, c.secret)
-		e.Description = sanitize(re.ErrorDescription, maxDescription, c.secret)
-		e.Permanent = permanentCodes[re.ErrorCode]
-		if re.Response != nil {
-			e.StatusCode = re.Response.StatusCode
-			e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
-			if e.Code == "" {
-				e.Description = ""
-				e.Err = errors.New(http.StatusText(e.StatusCode))
-			}
-		}
-		return e
-	}
-	if ctx.Err() != nil {
-		e.Err = ctx.Err()
-		return e
-	}
-	// Transport and parse errors. x/oauth2 does not put the response body
-	// into them, and url.Error carries only the method and URL.
-	e.Err = errors.New(sanitize(err.Error(), 300, c.secret))
-	return e
-}
-
-// sanitize bounds s, drops control characters and, defensively, any echo
-// of the client secret.
-func sanitize(s string, max int, secret credentials.Secret) string {
-	if v := secret.Reveal(); v != "" {
-		s = strings.ReplaceAll(s, v, "[REDACTED]")
-	}
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > max {
-		s = s[:max] + "…"
-	}
-	return s
-}
-
 // parseRetryAfter reads an HTTP Retry-After value: delay-seconds or an
 // HTTP-date. It returns zero for absent, past or malformed values.
 func parseRetryAfter(v string, now time.Time) time.Duration {
@@ -285,13 +283,60 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-type userAgentTransport struct {
+// responseKey is the context key of the *response a fetch records.
+type responseKey struct{}
+
+// response is what the observing transport saw of the token endpoint's
+// answer: enough to summarise a body that is not shown.
+type response struct {
+	mu          sync.Mutex
+	status      int
+	contentType string
+	body        *countingBody
+}
+
+func (r *response) summary() (status int, contentType string, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.body != nil {
+		n = r.body.n.Load()
+	}
+	return r.status, r.contentType, n
+}
+
+// observingTransport sets the User-Agent and records the response's
+// status, content type and length for error summaries.
+type observingTransport struct {
 	base http.RoundTripper
 	ua   string
 }
 
-func (t userAgentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("User-Agent", t.ua)
-	return t.base.RoundTrip(r)
+func (t observingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.ua != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("User-Agent", t.ua)
+	}
+	resp, err := t.base.RoundTrip(r)
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	if seen, ok := r.Context().Value(responseKey{}).(*response); ok {
+		body := &countingBody{ReadCloser: resp.Body}
+		resp.Body = body
+		seen.mu.Lock()
+		seen.status, seen.contentType, seen.body = resp.StatusCode, resp.Header.Get("Content-Type"), body
+		seen.mu.Unlock()
+	}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }

@@ -84,8 +84,15 @@ func TestFetchErrors(t *testing.T) {
 		{"server error is transient", faultidp.OAuthError(503, "temporarily_unavailable", ""), false, 503, 0,
 			"failed: HTTP 503: temporarily_unavailable"},
 		{"429 with Retry-After", faultidp.TooManyRequests("30"), false, 429, 30 * time.Second,
-			"failed: HTTP 429: Too Many Requests; retry after 30s"},
-		{"garbage body", faultidp.Garbage(), false, 0, 0, "failed: "},
+			"failed: HTTP 429: Too Many Requests, not an OAuth2 error response (content type \"text/plain\", 13 bytes; body not shown); retry after 30s"},
+		{"garbage body is summarised", faultidp.Garbage(), false, 200, 0,
+			"failed: HTTP 200: OK, not a valid OAuth2 token response (content type \"text/html\", 24 bytes; body not shown)"},
+		{"HTML error page is summarised", faultidp.Response{Status: 502, Body: "<html>bad gateway</html>", Header: http.Header{"Content-Type": {"text/html"}}}, false, 502, 0,
+			"failed: HTTP 502: Bad Gateway, not an OAuth2 error response (content type \"text/html\", 24 bytes; body not shown)"},
+		{"unregistered error code is dropped with its description", faultidp.OAuthError(400, "my_custom_error", "free text from the IdP"), false, 400, 0,
+			"failed: HTTP 400: Bad Request, an unregistered OAuth2 error code (content type \"application/json\""},
+		{"missing access_token", faultidp.Response{Status: 200, Body: `{"token_type":"Bearer"}`, Header: http.Header{"Content-Type": {"application/json"}}}, false, 200, 0,
+			"a token response without access_token"},
 		{"description echoing the secret", faultidp.OAuthError(401, "invalid_client", "bad secret "+secret), true, 401, 0,
 			"invalid_client (bad secret [REDACTED])"},
 	} {
@@ -104,7 +111,7 @@ func TestFetchErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) || !strings.HasPrefix(err.Error(), "upstream: token request to "+f.TokenURL()) {
 				t.Errorf("message %q does not contain %q", err, tc.msg)
 			}
-			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "<html") {
+			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "<html") || strings.Contains(err.Error(), "free text") {
 				t.Errorf("message leaks the secret or the body: %q", err)
 			}
 		})

@@ -23,6 +23,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
@@ -410,9 +411,14 @@ func brokerTenants(ts []config.Tenant) ([]broker.Tenant, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: tenant %q: %w", t.Name, err)
 		}
+		var fallbacks []upstream.Credential
+		for _, f := range t.Fallbacks {
+			fallbacks = append(fallbacks, upstream.Credential{Name: f.Source, ClientID: f.ClientID, ClientSecret: f.ClientSecret})
+		}
 		out = append(out, broker.Tenant{
 			Name: t.Name, TokenURL: t.TokenURL, ClientID: t.ClientID,
 			ClientSecret: t.ClientSecret, Scopes: t.Scopes, AuthStyle: style, RootCAs: roots,
+			Fallbacks: fallbacks,
 		})
 	}
 	return out, nil

@@ -8,6 +8,7 @@ package faultidp
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -30,7 +31,17 @@ type Response struct {
 	// Hang never answers: it blocks until the request is cancelled or the
 	// server is closed, which drops the connection.
 	Hang bool
+
+	echo echoMode // set by EchoJSON and EchoHTML
 }
+
+type echoMode int
+
+const (
+	noEcho echoMode = iota
+	echoJSON
+	echoHTML
+)
 
 // Server is a loopback HTTP server answering with scripted responses.
 type Server struct {
@@ -109,11 +120,12 @@ func (s *Server) Close() {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	_ = r.ParseForm()
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	form, _ := url.ParseQuery(string(raw))
 	s.mu.Lock()
 	s.requests++
 	s.inFlight++
-	s.lastForm, s.lastHeader = cloneValues(r.PostForm), r.Header.Clone()
+	s.lastForm, s.lastHeader = form, r.Header.Clone()
 	resp := s.def
 	if len(s.queue) > 0 {
 		resp, s.queue = s.queue[0], s.queue[1:]
@@ -139,6 +151,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		case <-s.closing:
 			panic(http.ErrAbortHandler) // drop the connection unanswered
 		}
+	}
+	if resp.echo != noEcho {
+		resp = echo(resp, raw, r)
 	}
 	for k, v := range resp.Header {
 		w.Header()[k] = v
@@ -188,6 +203,33 @@ func TooManyRequests(retryAfter string) Response {
 		r.Header.Set("Retry-After", retryAfter)
 	}
 	return r
+}
+
+// Redirect answers status (a 3xx) with a Location header.
+func Redirect(status int, location string) Response {
+	return Response{Status: status, Header: http.Header{"Location": {location}}}
+}
+
+// EchoJSON is an RFC 6749 error response (code invalid_client) whose
+// error_description echoes the request: the raw form body and every header,
+// Authorization included, as a careless IdP might.
+func EchoJSON(status int) Response { return Response{Status: status, echo: echoJSON} }
+
+// EchoHTML is an HTML error page that echoes the request body and headers.
+func EchoHTML(status int) Response { return Response{Status: status, echo: echoHTML} }
+
+func echo(resp Response, body []byte, r *http.Request) Response {
+	var b strings.Builder
+	b.WriteString("request body: ")
+	b.Write(body)
+	for k, v := range r.Header {
+		b.WriteString("; " + k + ": " + strings.Join(v, ", "))
+	}
+	if resp.echo == echoHTML {
+		return Response{Status: resp.Status, Header: http.Header{"Content-Type": {"text/html; charset=utf-8"}},
+			Body: "<html><body><h1>Error</h1><pre>" + b.String() + "</pre></body></html>"}
+	}
+	return OAuthError(resp.Status, "invalid_client", b.String())
 }
 
 // Garbage is a 200 whose body is not JSON.

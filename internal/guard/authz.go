@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/names"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
@@ -44,8 +45,8 @@ func targetOf(req any) (target, bool) {
 // checked: the request's, or the tenant's defaults for a request without
 // scopes from a caller with a scope allow-list.
 func (g *Guard) decide(pol *policy.Policy, c *Caller, t target) (effective []string, err error) {
-	if n := len(t.scopes); g.limits.MaxScopesPerRequest >= 0 && n > g.limits.MaxScopesPerRequest {
-		return nil, status.Errorf(codes.InvalidArgument, "%d scopes requested; at most %d are allowed per request (limits.max_scopes_per_request)", n, g.limits.MaxScopesPerRequest)
+	if n := names.CountDistinct(t.scopes); g.limits.MaxScopesPerRequest >= 0 && n > g.limits.MaxScopesPerRequest {
+		return nil, status.Errorf(codes.InvalidArgument, "%d distinct scopes requested; at most %d are allowed per request (limits.max_scopes_per_request)", n, g.limits.MaxScopesPerRequest)
 	}
 	if pol.Empty() {
 		if c.Loopback {

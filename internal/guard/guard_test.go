@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -209,6 +210,7 @@ func TestScopes(t *testing.T) {
 		{"team-a", nil, codes.PermissionDenied}, // defaults write:all do not
 		{"team-b", nil, codes.PermissionDenied}, // no defaults known: must name scopes
 		{"acme", []string{"read:a", "read:b", "read:c", "read:d"}, codes.InvalidArgument},
+		{"acme", slices.Repeat([]string{"read:a"}, 40), codes.OK}, // duplicates count once
 	} {
 		_, err := get(ctx, c, tc.tenant, tc.scopes...)
 		if got := status.Code(err); got != tc.want {

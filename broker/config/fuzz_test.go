@@ -1,0 +1,47 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/broker/config"
+)
+
+// FuzzConfig: Parse never panics or hangs, and every rejection is a
+// *config.Error naming the file, without the content of the secret
+// files the config points at. Seeds are in testdata/fuzz/FuzzConfig.
+func FuzzConfig(f *testing.F) {
+	const secret = "fuzz-secret-Zq8/+=&%"
+	dir := f.TempDir()
+	for name, content := range map[string]string{
+		"s.secret": secret + "\n",
+		"c.json":   `{"clientId":"c","clientSecret":"` + secret + `","email":"e","userId":1,"issuer":"i"}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			f.Fatal(err)
+		}
+	}
+	f.Add([]byte("tenants:\n  - name: a\n    credentials_file: c.json\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := config.Parse(data, "fuzz.yaml", dir, now)
+		if err == nil {
+			if len(cfg.Tenants) == 0 {
+				t.Fatal("accepted a config without tenants")
+			}
+			return
+		}
+		if _, ok := errors.AsType[*config.Error](err); !ok {
+			t.Fatalf("error %T %v, want *config.Error", err, err)
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "config: fuzz.yaml") {
+			t.Fatalf("error does not name the file: %q", msg)
+		}
+		if strings.Contains(msg, secret) && !strings.Contains(string(data), secret) {
+			t.Fatalf("error shows a secret file's content: %q", msg)
+		}
+	})
+}

@@ -1,0 +1,81 @@
+package upstream_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+// FuzzTokenResponse drives the real Fetch against a loopback token
+// endpoint answering with the fuzzed status, content type and body: no
+// panic, no hang, a grant only with an access token, and every failure an
+// *upstream.Error whose message holds no form of the secret, even when
+// the body echoes it. Seeds are in testdata/fuzz/FuzzTokenResponse.
+func FuzzTokenResponse(f *testing.F) {
+	const id, secret = "fuzz client", `fz/s3c+r=et&%41`
+	var mu sync.Mutex
+	var status int
+	var contentType string
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		st, ct, b := status, contentType, body
+		mu.Unlock()
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(st)
+		_, _ = w.Write(b)
+	}))
+	defer srv.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	c, err := upstream.New(upstream.Config{TokenURL: srv.URL + "/token", ClientID: id, ClientSecret: credentials.Secret(secret),
+		HTTPClient: &http.Client{Transport: tr, Timeout: 10 * time.Second}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	forms := secretForms(id, secret)
+
+	f.Add(200, "application/json", []byte(`{"access_token":"a","token_type":"Bearer","expires_in":3600}`))
+	f.Fuzz(func(t *testing.T, st int, ct string, b []byte) {
+		// Statuses net/http can send; 1xx are interim answers.
+		st = 200 + (st%400+400)%400
+		if strings.ContainsAny(ct, "\r\n\x00") {
+			ct = "text/plain"
+		}
+		mu.Lock()
+		status, contentType, body = st, ct, b
+		mu.Unlock()
+		ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+		defer cancel()
+		g, err := c.Fetch(ctx, []string{"read"})
+		if ctx.Err() != nil {
+			t.Fatal("Fetch hung")
+		}
+		if err == nil {
+			if g.AccessToken == "" {
+				t.Fatal("a grant without an access token")
+			}
+			return
+		}
+		if _, ok := errors.AsType[*upstream.Error](err); !ok {
+			t.Fatalf("error %T, want *upstream.Error", err)
+		}
+		msg := err.Error()
+		for _, form := range forms {
+			if strings.Contains(msg, form) {
+				t.Fatalf("error contains the secret form %q: %q", form, msg)
+			}
+		}
+		if len(msg) > 700 {
+			t.Fatalf("error is %d bytes long: %q", len(msg), msg)
+		}
+	})
+}
