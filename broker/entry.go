@@ -20,22 +20,26 @@ type entry struct {
 	t         *tenant
 	scopes    []string // nil for the tenant's default scopes
 	isDefault bool
+	owner     string // who created it (WithOwner), for the fair share
 
-	mu       sync.Mutex
-	tok      *Token // latest token, possibly expired or rejected
-	rejected bool   // a resource server rejected tok
-	version  uint64
-	lastErr  error     // last fetch error; nil after a success
-	retryAt  time.Time // after a failure, no new request before this
-	next     time.Time // when the timer fires
-	bo       *backoff.ExponentialBackOff
-	inflight *call
-	timer    clockwork.Timer
-	subs     map[*Watch]struct{}
-	lastUsed time.Time
-	dead     error // why the entry was dropped; nil while live
-	serving  bool  // last health reported for a default entry
-	sent     published
+	mu        sync.Mutex
+	tok       *Token    // latest token, possibly expired
+	lastErr   error     // last fetch error; nil after a success
+	retryAt   time.Time // after a failure, the backoff timer's next attempt
+	hold      time.Time // no request at all before this (Retry-After)
+	permanent bool      // lastErr is permanent (invalid_client…)
+	noAnswer  bool      // the last attempt got no answer in FetchTimeout
+	lastStart time.Time // when the last request started
+	forcedAt  time.Time // when Invalidate last forced a request
+	next      time.Time // when the timer fires
+	bo        *backoff.ExponentialBackOff
+	inflight  *call
+	timer     clockwork.Timer
+	subs      map[*Watch]struct{}
+	lastUsed  time.Time
+	dead      error // why the entry was dropped; nil while live
+	serving   bool  // last health reported for a default entry
+	sent      published
 }
 
 // call is one shared identity-provider request.
@@ -52,6 +56,23 @@ type published struct {
 	errText string
 }
 
+// minValid is a request's min_valid: exact when set, else the default
+// rule for the token's lifetime.
+type minValid struct {
+	d   time.Duration
+	set bool
+}
+
+func (m minValid) resolve(tok *Token) time.Duration {
+	if m.set {
+		return m.d
+	}
+	if tok == nil {
+		return DefaultMinValid
+	}
+	return DefaultMinValidFor(tok.lifetime())
+}
+
 // requestScopes are the scopes sent to the identity provider.
 func (e *entry) requestScopes() []string {
 	if e.isDefault {
@@ -61,7 +82,7 @@ func (e *entry) requestScopes() []string {
 }
 
 func (e *entry) usableLocked(now time.Time, minValid time.Duration) bool {
-	return e.tok != nil && !e.rejected && e.tok.ValidFor(now, minValid)
+	return e.tok != nil && e.tok.ValidFor(now, minValid)
 }
 
 func (e *entry) stateLocked(now time.Time) State {
@@ -98,11 +119,19 @@ func (e *entry) snapshot() Update {
 	return e.snapshotLocked(e.b.clock.Now())
 }
 
-func (e *entry) get(ctx context.Context, minValid time.Duration) (*Token, error) {
+// earlyRetryLocked reports whether a caller may start an attempt before
+// the backoff timer: at most every CallerRetryInterval, never during a
+// Retry-After, never after a permanent error (a reload retries those).
+func (e *entry) earlyRetryLocked(now time.Time) bool {
+	return !e.permanent && !now.Before(e.hold) && now.Sub(e.lastStart) >= CallerRetryInterval
+}
+
+func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 	e.mu.Lock()
 	now := e.b.clock.Now()
 	e.lastUsed = now
-	if e.usableLocked(now, minValid) {
+	d := want.resolve(e.tok)
+	if e.usableLocked(now, d) {
 		tok := e.tok
 		e.mu.Unlock()
 		return tok, nil
@@ -112,9 +141,17 @@ func (e *entry) get(ctx context.Context, minValid time.Duration) (*Token, error)
 		e.mu.Unlock()
 		return nil, err
 	}
+	if e.tok != nil && d > e.tok.lifetime() {
+		// Even a fresh token would not do: answer from what the identity
+		// provider granted last, without a request. A scheduled refresh
+		// updates that knowledge.
+		err := &TooShortLivedError{Lifetime: e.tok.lifetime(), MinValid: d}
+		e.mu.Unlock()
+		return nil, err
+	}
 	c := e.inflight
 	if c == nil {
-		if e.lastErr != nil && now.Before(e.retryAt) {
+		if e.lastErr != nil && now.Before(e.retryAt) && !e.earlyRetryLocked(now) {
 			// Backing off: answer with the last failure instead of adding
 			// load on an identity provider that is already failing.
 			err := e.lastErr
@@ -123,41 +160,71 @@ func (e *entry) get(ctx context.Context, minValid time.Duration) (*Token, error)
 		}
 		c = e.startLocked()
 	}
+	if e.lastErr != nil && e.noAnswer {
+		// The identity provider did not answer last time: do not make this
+		// caller wait out the fetch timeout again; the attempt goes on for
+		// the next caller.
+		err := e.lastErr
+		e.mu.Unlock()
+		return nil, err
+	}
 	e.mu.Unlock()
-	return e.await(ctx, c, minValid)
+	return e.await(ctx, c, want)
 }
 
-func (e *entry) await(ctx context.Context, c *call, minValid time.Duration) (*Token, error) {
+func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, error) {
 	select {
 	case <-c.done:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		select {
+		case <-c.done: // the answer arrived too: it wins
+		default:
+			return nil, ctx.Err()
+		}
 	}
 	if c.err != nil {
 		return nil, c.err
 	}
-	if !c.tok.ValidFor(e.b.clock.Now(), minValid) {
-		return nil, &TooShortLivedError{Lifetime: c.tok.Expiry.Sub(c.tok.IssuedAt), MinValid: minValid}
+	if d := want.resolve(c.tok); !c.tok.ValidFor(e.b.clock.Now(), d) {
+		return nil, &TooShortLivedError{Lifetime: c.tok.lifetime(), MinValid: d}
 	}
 	return c.tok, nil
 }
 
 func (e *entry) invalidate(ctx context.Context, sha string) (*Token, error) {
 	e.mu.Lock()
-	e.lastUsed = e.b.clock.Now()
-	if e.tok == nil || e.rejected || e.tok.SHA256() != sha || e.dead != nil {
-		// Already replaced (or being replaced): serve the current token.
+	now := e.b.clock.Now()
+	e.lastUsed = now
+	if e.tok == nil || e.tok.SHA256() != sha || e.dead != nil {
+		// Already replaced: serve the current token.
 		e.mu.Unlock()
-		return e.get(ctx, 0)
+		return e.get(ctx, minValid{})
 	}
-	e.rejected = true
-	e.b.log.Info("token rejected by a resource server", "tenant", e.t.spec.Name, "scopes", e.scopes, "version", e.tok.Version, "fingerprint", sha[:12])
 	c := e.inflight
 	if c == nil {
+		if now.Sub(e.forcedAt) < ForcedRefreshInterval || now.Before(e.hold) {
+			// Rate limited: one caller must not drive the identity
+			// provider. Serve the current token.
+			e.mu.Unlock()
+			return e.get(ctx, minValid{})
+		}
+		e.forcedAt = now
+		e.b.log.Info("token rejected by a resource server; fetching a new one", "tenant", e.t.spec.Name,
+			"scopes", e.scopes, "version", e.tok.Version, "fingerprint", sha[:12])
 		c = e.startLocked()
 	}
 	e.mu.Unlock()
-	return e.await(ctx, c, 0)
+	return e.await(ctx, c, minValid{set: true})
+}
+
+// retryPermanent retries at once a key whose last request failed
+// permanently, e.g. after a reload.
+func (e *entry) retryPermanent() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.permanent && e.dead == nil && e.inflight == nil {
+		e.startLocked()
+	}
 }
 
 // startLocked starts the shared request for the key on the broker's own
@@ -173,6 +240,7 @@ func (e *entry) startLocked() *call {
 		return c
 	}
 	e.inflight = c
+	e.lastStart = b.clock.Now()
 	e.stopTimerLocked()
 	b.wg.Add(1)
 	go e.run(c)
@@ -185,7 +253,11 @@ func (e *entry) run(c *call) {
 	ctx, cancel := context.WithTimeout(b.base, b.cfg.FetchTimeout)
 	start := b.clock.Now()
 	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
+	noAnswer := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
+	if noAnswer {
+		err = noAnswerError(err, b.cfg.FetchTimeout)
+	}
 
 	e.mu.Lock()
 	defer close(c.done) // after the unlock below: waiters see the new state
@@ -196,62 +268,77 @@ func (e *entry) run(c *call) {
 		c.err = e.dead
 		return
 	}
+	var tok *Token
+	if err == nil {
+		tok, err = e.succeededLocked(start, now, g)
+	}
 	if err != nil {
-		c.err = e.failedLocked(now, err)
+		c.err = e.failedLocked(now, err, noAnswer)
 	} else {
-		c.tok = e.succeededLocked(start, now, g)
+		c.tok = tok
 	}
 	e.publishLocked(now)
 }
 
-func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) *Token {
-	log := e.b.log.With("tenant", e.t.spec.Name, "scopes", e.requestScopes())
-	lifetime := g.ExpiresIn
-	switch {
-	case lifetime <= 0:
-		log.Warn("identity provider gave no usable expires_in; assuming a short lifetime",
-			"expires_in", g.ExpiresIn, "assumed", DefaultLifetime)
-		lifetime = DefaultLifetime
-	case lifetime > MaxLifetime:
-		log.Warn("identity provider's expires_in is implausibly long; capping it",
-			"expires_in", g.ExpiresIn, "cap", MaxLifetime)
-		lifetime = MaxLifetime
+// noAnswerError replaces the context error of a request that ran out of
+// FetchTimeout: it is the identity provider's failure, not a caller's
+// deadline, and must not look like one (a caller would see
+// DEADLINE_EXCEEDED instead of UNAVAILABLE).
+func noAnswerError(err error, timeout time.Duration) error {
+	reason := fmt.Errorf("no answer within %s", timeout)
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		cp := *ue
+		cp.Err = reason
+		return &cp
 	}
-	e.version++
+	return fmt.Errorf("broker: identity provider request failed: %w", reason)
+}
+
+func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) (*Token, error) {
+	log := e.b.log.With("tenant", e.t.spec.Name, "scopes", e.requestScopes())
+	expiry, source, err := tokenExpiry(log, start, now, g)
+	if err != nil {
+		return nil, err
+	}
 	tok := &Token{
 		AccessToken: g.AccessToken,
 		TokenType:   g.TokenType,
-		// Counted from the request's start: the IdP issued it no earlier.
-		Expiry:   start.Add(lifetime),
-		IssuedAt: now,
-		Scopes:   e.requestScopes(),
-		Tenant:   e.t.spec.Name,
-		Version:  e.version,
+		Expiry:      expiry,
+		IssuedAt:    now,
+		Scopes:      e.requestScopes(),
+		Tenant:      e.t.spec.Name,
+		Version:     e.b.version.Add(1),
 	}
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
 	tok.sha256 = Fingerprint(tok.AccessToken)
-	e.tok, e.rejected, e.lastErr = tok, false, nil
+	e.tok, e.lastErr = tok, nil
+	e.permanent, e.noAnswer = false, false
 	e.bo.Reset()
-	e.retryAt = time.Time{}
-	e.scheduleLocked(now, refreshAt(start, lifetime))
-	log.Info("token issued", "version", tok.Version, "expiry", tok.Expiry, "fingerprint", tok.sha256[:12], "next_refresh", e.next)
-	return tok
+	e.retryAt, e.hold = time.Time{}, time.Time{}
+	e.scheduleLocked(now, refreshAt(start, expiry.Sub(start)))
+	log.Info("token issued", "version", tok.Version, "expiry", tok.Expiry, "expiry_source", source,
+		"fingerprint", tok.sha256[:12], "next_refresh", e.next)
+	return tok, nil
 }
 
-func (e *entry) failedLocked(now time.Time, err error) error {
+func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 	if errors.Is(err, context.Canceled) && e.b.isClosed() {
 		return ErrClosed
 	}
 	delay := e.bo.NextBackOff()
+	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}
 	var ue *upstream.Error
 	if errors.As(err, &ue) {
 		if ue.Permanent {
 			delay = permanentRetry
+			e.permanent = true
 		}
 		if ue.RetryAfter > delay {
 			delay = min(ue.RetryAfter, maxRetryAfter)
+			e.hold = now.Add(delay)
 		}
 	}
 	err = fmt.Errorf("tenant %q: %w", e.t.spec.Name, err)

@@ -20,7 +20,8 @@ type Token struct {
 	IssuedAt    time.Time
 	Scopes      []string
 	Tenant      string
-	// Version increases with every new token of the key.
+	// Version increases with every new token of the key, for the life of
+	// the Broker, across reconfigurations and evictions.
 	Version uint64
 
 	sha256 string
@@ -40,6 +41,9 @@ func Fingerprint(accessToken string) string {
 	sum := sha256.Sum256([]byte(accessToken))
 	return hex.EncodeToString(sum[:])
 }
+
+// lifetime is how long the token was valid when the broker received it.
+func (t *Token) lifetime() time.Duration { return t.Expiry.Sub(t.IssuedAt) }
 
 // ValidFor reports whether the token is still valid d after now.
 func (t *Token) ValidFor(now time.Time, d time.Duration) bool {

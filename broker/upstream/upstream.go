@@ -98,6 +98,9 @@ type Grant struct {
 	// ExpiresIn is the reported lifetime; zero or negative when the
 	// response had no usable expires_in.
 	ExpiresIn time.Duration
+	// ExpiresInSet reports that the response carried an expires_in at all,
+	// telling a stated zero apart from a missing value.
+	ExpiresInSet bool
 	// Scope is the granted scope as reported, if any.
 	Scope string
 }
@@ -233,6 +236,7 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 		TokenType:   tok.Type(),
 		ExpiresIn:   expiresIn(tok.Extra("expires_in")),
 	}
+	g.ExpiresInSet = tok.Extra("expires_in") != nil
 	if s, ok := tok.Extra("scope").(string); ok {
 		g.Scope = s
 	}

@@ -30,9 +30,9 @@ import (
 
 // Broker is what the handlers need of *broker.Broker.
 type Broker interface {
-	Token(ctx context.Context, tenant string, scopes []string, minValid time.Duration) (*broker.Token, error)
+	Get(ctx context.Context, r broker.Request) (*broker.Token, error)
 	Invalidate(ctx context.Context, tenant string, scopes []string, sha256Hex string) (*broker.Token, error)
-	Watch(tenant string, scopes []string) (*broker.Watch, error)
+	WatchContext(ctx context.Context, tenant string, scopes []string) (*broker.Watch, error)
 	Tenants() []broker.TenantInfo
 }
 
@@ -160,34 +160,36 @@ func (s *Server) Shutdown(timeout time.Duration) {
 
 // GetToken implements TokenBrokerService.
 func (s *Server) GetToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1.GetTokenResponse, error) {
-	var minValid time.Duration
-	if d := req.GetMinValid(); d != nil {
+	r := broker.Request{Tenant: req.GetTenant(), Scopes: req.GetScopes()}
+	if d := req.GetMinValid(); d != nil { // unset: the broker's default rule
 		if err := d.CheckValid(); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "min_valid: %v", err)
 		}
-		if minValid = d.AsDuration(); minValid < 0 {
-			return nil, status.Errorf(codes.InvalidArgument, "min_valid %s is negative; omit it for the default %s", minValid, broker.DefaultMinValid)
+		minValid := d.AsDuration()
+		if minValid < 0 {
+			return nil, status.Errorf(codes.InvalidArgument, "min_valid %s is negative; omit it for the default", minValid)
 		}
+		r.MinValid = &minValid
 	}
-	tok, err := s.broker.Token(ctx, req.GetTenant(), req.GetScopes(), minValid)
+	tok, err := s.broker.Get(withOwner(ctx), r)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, callStatus(ctx, err)
 	}
 	return &tbv1.GetTokenResponse{Token: toProto(tok)}, nil
 }
 
 // InvalidateToken implements TokenBrokerService.
 func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenRequest) (*tbv1.InvalidateTokenResponse, error) {
-	tok, err := s.broker.Invalidate(ctx, req.GetTenant(), req.GetScopes(), strings.ToLower(req.GetTokenSha256()))
+	tok, err := s.broker.Invalidate(withOwner(ctx), req.GetTenant(), req.GetScopes(), strings.ToLower(req.GetTokenSha256()))
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, callStatus(ctx, err)
 	}
 	return &tbv1.InvalidateTokenResponse{Token: toProto(tok)}, nil
 }
 
 // WatchToken implements TokenBrokerService.
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
-	w, err := s.broker.Watch(req.GetTenant(), req.GetScopes())
+	w, err := s.broker.WatchContext(withOwner(stream.Context()), req.GetTenant(), req.GetScopes())
 	if err != nil {
 		return toStatus(err)
 	}
@@ -233,8 +235,28 @@ func (s *Server) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*
 	return resp, nil
 }
 
-// toStatus chooses the gRPC status for a broker error. Messages are the
-// broker's, which carry no secrets.
+// withOwner names the authenticated caller as the owner of the scope sets
+// it creates, so that the broker can share a tenant's budget fairly.
+func withOwner(ctx context.Context) context.Context {
+	if c, ok := guard.CallerFromContext(ctx); ok {
+		return broker.WithOwner(ctx, c.Name)
+	}
+	return ctx
+}
+
+// callStatus is toStatus for an error of a call made on ctx: a context
+// error is the caller's own (DEADLINE_EXCEEDED, CANCELLED) only when ctx
+// itself ended; any other is a failure of the broker's work (UNAVAILABLE).
+func callStatus(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return toStatus(err)
+}
+
+// toStatus chooses the gRPC status for a broker error by its cause.
+// Messages are the broker's, which carry no secrets. An upstream error wins
+// over any context error it may wrap: the identity provider failed.
 func toStatus(err error) error {
 	if err == nil {
 		return nil
@@ -251,17 +273,14 @@ func toStatus(err error) error {
 		return status.Error(codes.ResourceExhausted, msg)
 	case errors.Is(err, broker.ErrClosed), errors.Is(err, broker.ErrTenantChanged):
 		return status.Error(codes.Unavailable, msg)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return status.FromContextError(err).Err()
 	case errors.As(err, &tooShort):
 		return status.Error(codes.FailedPrecondition, msg)
 	case errors.As(err, &ue) && ue.Permanent && ue.Code == "invalid_scope":
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.As(err, &ue) && ue.Permanent:
 		return status.Error(codes.FailedPrecondition, msg+"; fix the tenant's credentials")
-	case errors.As(err, &ue):
-		return status.Error(codes.Unavailable, msg)
 	}
+	// Upstream failures, and context errors that are not the caller's.
 	return status.Error(codes.Unavailable, msg)
 }
 

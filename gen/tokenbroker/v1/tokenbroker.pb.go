@@ -104,7 +104,7 @@ type Token struct {
 	// Required. The tenant the token was issued for.
 	Tenant string `protobuf:"bytes,6,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Required. Increases by at least one with every new token of this key in
-	// this broker process.
+	// this broker process, also across reconfigurations of the tenant.
 	Version       uint64 `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -262,8 +262,12 @@ type GetTokenRequest struct {
 	// Optional. The scopes to request; empty means the tenant's default scopes.
 	// Order and duplicates do not matter. At most 32 scopes.
 	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
-	// Optional. The minimum remaining validity of the returned token; default
-	// 60s, values above 30m are treated as 30m; negative values are rejected.
+	// Optional. The minimum remaining validity of the returned token, honoured
+	// exactly when set (values above 30m are treated as 30m; negative values
+	// are rejected). When unset, the default is 60s or a tenth of the token's
+	// lifetime, whichever is shorter, so that a caller keeps getting the
+	// cached token through an identity-provider outage until about 10 % of
+	// its lifetime is left (18s for 3-minute tokens).
 	MinValid      *durationpb.Duration `protobuf:"bytes,3,opt,name=min_valid,json=minValid,proto3" json:"min_valid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -54,11 +54,21 @@ type TokenBrokerServiceClient interface {
 	//	NOT_FOUND           no such tenant.
 	//	FAILED_PRECONDITION the identity provider rejected the tenant's
 	//	                    credentials (invalid_client, unauthorized_client),
-	//	                    or it issues tokens shorter-lived than min_valid.
-	//	UNAVAILABLE         the identity provider cannot be reached or fails
-	//	                    and no token valid for min_valid is cached; retry
-	//	                    with backoff.
-	//	DEADLINE_EXCEEDED   the caller's deadline passed while waiting.
+	//	                    or it issues tokens shorter-lived than min_valid
+	//	                    (answered without a new request until a scheduled
+	//	                    refresh brings longer-lived tokens).
+	//	UNAVAILABLE         the identity provider cannot be reached, does not
+	//	                    answer within the broker's fetch timeout (30s by
+	//	                    default, which also bounds a call without a
+	//	                    deadline) or fails, and no token valid for
+	//	                    min_valid is cached; retry with backoff.
+	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
+	//	                    never for the identity provider's timeouts.
+	//
+	// While a key has no usable token and the broker is backing off after a
+	// failure, a call may start one early attempt, shared by all callers, at
+	// most once per second per key (never during a Retry-After or after a
+	// permanent error); other calls get the last error at once.
 	GetToken(ctx context.Context, in *GetTokenRequest, opts ...grpc.CallOption) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
@@ -73,7 +83,11 @@ type TokenBrokerServiceClient interface {
 	// InvalidateToken reports that a resource server rejected a token. The
 	// broker fetches a new token only if the rejected one is still the key's
 	// current token, so concurrent reports cause one identity-provider request.
-	// It returns the key's current token afterwards, never the rejected one.
+	// It returns the key's current token afterwards. Forced refreshes are
+	// limited to one per key every 5 seconds: a report within that window
+	// returns the current token without a request. A rejected token that
+	// cannot be replaced (the identity provider fails) stays served to other
+	// callers while it is valid.
 	//
 	// Status codes: as for GetToken (UNAVAILABLE or FAILED_PRECONDITION when no
 	// replacement can be fetched); INVALID_ARGUMENT also when token_sha256 is
@@ -172,11 +186,21 @@ type TokenBrokerServiceServer interface {
 	//	NOT_FOUND           no such tenant.
 	//	FAILED_PRECONDITION the identity provider rejected the tenant's
 	//	                    credentials (invalid_client, unauthorized_client),
-	//	                    or it issues tokens shorter-lived than min_valid.
-	//	UNAVAILABLE         the identity provider cannot be reached or fails
-	//	                    and no token valid for min_valid is cached; retry
-	//	                    with backoff.
-	//	DEADLINE_EXCEEDED   the caller's deadline passed while waiting.
+	//	                    or it issues tokens shorter-lived than min_valid
+	//	                    (answered without a new request until a scheduled
+	//	                    refresh brings longer-lived tokens).
+	//	UNAVAILABLE         the identity provider cannot be reached, does not
+	//	                    answer within the broker's fetch timeout (30s by
+	//	                    default, which also bounds a call without a
+	//	                    deadline) or fails, and no token valid for
+	//	                    min_valid is cached; retry with backoff.
+	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
+	//	                    never for the identity provider's timeouts.
+	//
+	// While a key has no usable token and the broker is backing off after a
+	// failure, a call may start one early attempt, shared by all callers, at
+	// most once per second per key (never during a Retry-After or after a
+	// permanent error); other calls get the last error at once.
 	GetToken(context.Context, *GetTokenRequest) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
@@ -191,7 +215,11 @@ type TokenBrokerServiceServer interface {
 	// InvalidateToken reports that a resource server rejected a token. The
 	// broker fetches a new token only if the rejected one is still the key's
 	// current token, so concurrent reports cause one identity-provider request.
-	// It returns the key's current token afterwards, never the rejected one.
+	// It returns the key's current token afterwards. Forced refreshes are
+	// limited to one per key every 5 seconds: a report within that window
+	// returns the current token without a request. A rejected token that
+	// cannot be replaced (the identity provider fails) stays served to other
+	// callers while it is valid.
 	//
 	// Status codes: as for GetToken (UNAVAILABLE or FAILED_PRECONDITION when no
 	// replacement can be fetched); INVALID_ARGUMENT also when token_sha256 is

@@ -1,0 +1,71 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+// Where a token's expiry came from, as logged with "expiry_source".
+const (
+	expiryFromExpiresIn = "expires_in"
+	expiryFromJWT       = "jwt_exp"
+	expiryFromDefault   = "default"
+	expiryFromCap       = "max_lifetime"
+)
+
+// tokenExpiry decides when a granted token expires, counted from start,
+// when the request was sent (the identity provider issued it no earlier):
+//
+//   - expires_in, capped at MaxLifetime; missing means DefaultLifetime;
+//   - a stated expires_in of zero or less means the token is already at its
+//     end: it is refused, never served;
+//   - when the access token is a JWT with an exp claim, that exp is an
+//     upper bound (read without verifying the signature: it can only
+//     shorten the lifetime, never extend it); an exp already past refuses
+//     the token. A JWT without exp, or an opaque token, changes nothing.
+//
+// It logs which source won, never the token.
+func tokenExpiry(log *slog.Logger, start, now time.Time, g upstream.Grant) (time.Time, string, error) {
+	lifetime, source := g.ExpiresIn, expiryFromExpiresIn
+	switch {
+	case g.ExpiresInSet && g.ExpiresIn <= 0:
+		log.Warn("identity provider issued a token that is already expired; refusing it", "expires_in", g.ExpiresIn)
+		return time.Time{}, "", fmt.Errorf("broker: the identity provider issued a token with expires_in %s, already expired; check the identity provider's token lifetime settings", g.ExpiresIn)
+	case !g.ExpiresInSet || g.ExpiresIn <= 0:
+		log.Warn("identity provider gave no usable expires_in; assuming a short lifetime", "assumed", DefaultLifetime)
+		lifetime, source = DefaultLifetime, expiryFromDefault
+	case lifetime > MaxLifetime:
+		log.Warn("identity provider's expires_in is implausibly long; capping it",
+			"expires_in", g.ExpiresIn, "cap", MaxLifetime)
+		lifetime, source = MaxLifetime, expiryFromCap
+	}
+	expiry := start.Add(lifetime)
+	if exp, ok := jwtExpiry(g.AccessToken); ok {
+		if !exp.After(now) {
+			log.Warn("identity provider issued a JWT whose exp claim is already past; refusing it", "exp", exp)
+			return time.Time{}, "", fmt.Errorf("broker: the identity provider issued a token whose JWT exp %s is already past; check the clocks of the identity provider and the broker", exp.UTC().Format(time.RFC3339))
+		}
+		if exp.Before(expiry) {
+			log.Info("the access token's JWT exp is earlier than expires_in says; using it",
+				"expires_in", g.ExpiresIn, "exp", exp)
+			expiry, source = exp, expiryFromJWT
+		}
+	}
+	log.Debug("token expiry decided", "expiry", expiry, "expiry_source", source)
+	return expiry, source, nil
+}
+
+// jwtExpiry returns the exp claim of an access token that is a JWT,
+// without verifying it.
+func jwtExpiry(accessToken string) (time.Time, bool) {
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(accessToken, &claims); err != nil || claims.ExpiresAt == nil {
+		return time.Time{}, false
+	}
+	return claims.ExpiresAt.Time, true
+}

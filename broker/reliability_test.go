@@ -1,0 +1,377 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+)
+
+// Issue 10.2: versions only increase per key, whatever happens to the
+// tenant's configuration.
+func TestVersionsMonotonicAcrossReconfiguration(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	spec := broker.Tenant{Name: "acme", TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: credentials.Secret(e.client.Secret)}
+	last := map[string]uint64{}
+	check := func(step string) {
+		t.Helper()
+		for _, scopes := range [][]string{nil, {"x"}} {
+			tok := e.mustToken(scopes, 0)
+			k := strings.Join(scopes, " ")
+			if tok.Version <= last[k] {
+				t.Fatalf("%s: key %q serves version %d after version %d", step, k, tok.Version, last[k])
+			}
+			last[k] = tok.Version
+		}
+	}
+	check("first tokens")
+	spec.Scopes = []string{"read"}
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	check("after the default scopes changed")
+	if err := e.broker.SetTenants(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	check("after the tenant was removed and added again")
+}
+
+// Issue 10.3: a caller's request retries at once (at most every
+// CallerRetryInterval) instead of waiting for the backoff timer.
+func TestRecoveryOnNextCallerRequest(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.Garbage()))
+	next(t, w, inState(broker.StateFailing))
+	for range 5 { // the backoff grows to about 30 s
+		e.step()
+	}
+	planned := e.status().NextRefresh
+	if wait := planned.Sub(e.clock.Now()); wait < 10*time.Second {
+		t.Fatalf("backoff is only %s; the test needs a long one", wait)
+	}
+	f.SetDefault(faultidp.OK("tok-recovered", 3600))
+	e.issued["tok-recovered"] = true
+	e.clock.Advance(broker.CallerRetryInterval)
+	tok, err := e.token(t.Context(), nil, 0)
+	if err != nil {
+		t.Fatalf("first caller after the IdP recovered: %v, want the new token", err)
+	}
+	if tok.AccessToken != "tok-recovered" || !e.clock.Now().Before(planned) {
+		t.Errorf("recovered at %s, want before the backoff timer's %s", e.clock.Now(), planned)
+	}
+}
+
+// Issue 10.3: a flood of callers on a failing key costs about one IdP
+// request per second, not one per caller.
+func TestCallerFloodBoundedRequests(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(500, "server_error", "")))
+	next(t, w, inState(broker.StateFailing))
+	const seconds = 10
+	for range seconds * 10 {
+		e.clock.Advance(100 * time.Millisecond)
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Go(func() {
+				var ue *upstream.Error
+				if _, err := e.token(t.Context(), nil, 0); !errors.As(err, &ue) {
+					t.Errorf("caller got %v, want the upstream error", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	// One attempt per CallerRetryInterval, plus backoff timers that fire no
+	// sooner than 0.8 s after a failure, plus the first request.
+	if n := f.Requests(); n > seconds*5/4+1 {
+		t.Errorf("2000 callers over %d s caused %d IdP requests, want at most ~1 per second", seconds, n)
+	}
+}
+
+// Issue 10.3: a reload retries a permanently failed tenant at once, with
+// unchanged or with changed credentials.
+func TestPermanentFailureRetriedOnReload(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")))
+	next(t, w, inState(broker.StateFailing))
+	spec := broker.Tenant{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}
+
+	// Unchanged spec: the operator fixed the client at the IdP.
+	f.Push(faultidp.OK("tok-fixed", 3600))
+	e.issued["tok-fixed"] = true
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	if u := next(t, w, inState(broker.StateReady)); u.Token.AccessToken != "tok-fixed" {
+		t.Fatal("reload did not retry the permanently failed tenant")
+	}
+
+	// Changed credentials: the new tenant fetches at once.
+	f.Push(faultidp.OAuthError(401, "invalid_client", "bad secret"))
+	e.clock.Advance(time.Hour + time.Minute) // the refresh fails permanently; the token expires
+	next(t, w, inState(broker.StateFailing))
+	spec.ClientSecret = "n3w-s3cr3t-value"
+	f.Push(faultidp.OK("tok-new-secret", 3600))
+	e.issued["tok-new-secret"] = true
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.token(t.Context(), nil, 0)
+	if err != nil || tok.AccessToken != "tok-new-secret" {
+		t.Fatalf("after new credentials: %v, want the new token at once", err)
+	}
+	if form, _ := f.LastRequest(); form.Get("client_secret") != "n3w-s3cr3t-value" {
+		t.Error("the retry did not use the new secret")
+	}
+}
+
+// Issue 10.4: with 3-minute tokens and a failing IdP, callers that set no
+// min_valid keep the cached token until a tenth of its lifetime is left;
+// an explicit min_valid is honoured exactly.
+func TestShortLivedTokensGrace(t *testing.T) {
+	e, _, w := faultEnv(t, ptr(faultidp.OAuthError(503, "temporarily_unavailable", "")), faultidp.OK("tok-short", 180))
+	e.issued["tok-short"] = true
+	u := next(t, w, hasVersion(1))
+	expiry := u.Token.Expiry
+	if lead := expiry.Sub(u.Status.NextRefresh); lead < time.Minute {
+		t.Errorf("refresh planned %s before expiry, want at least 60 s for retries", lead)
+	}
+	grace := broker.DefaultMinValidFor(3 * time.Minute)
+	if grace != 18*time.Second {
+		t.Fatalf("default min_valid for 3-minute tokens = %s, want 18s", grace)
+	}
+	for e.clock.Now().Before(expiry) {
+		left := expiry.Sub(e.clock.Now())
+		tok, err := e.token(t.Context(), nil, 0)
+		if gotTok := err == nil && tok.AccessToken == "tok-short"; gotTok != (left >= grace) {
+			t.Fatalf("default caller with %s left: token=%v err=%v; want the token while at least %s is left", left, gotTok, err, grace)
+		}
+		tok, err = e.token(t.Context(), nil, time.Minute)
+		if gotTok := err == nil && tok.AccessToken == "tok-short"; gotTok != (left >= time.Minute) {
+			t.Fatalf("min_valid=1m caller with %s left: token=%v err=%v", left, gotTok, err)
+		}
+		e.clock.Advance(time.Second)
+	}
+}
+
+func TestRefreshLead(t *testing.T) {
+	for _, tc := range []struct {
+		lifetime time.Duration
+		minLead  time.Duration // before expiry, at least
+	}{
+		{time.Minute, 30 * time.Second},
+		{3 * time.Minute, time.Minute},
+		{10 * time.Minute, 150 * time.Second},
+		{time.Hour, 15 * time.Minute},
+	} {
+		t.Run(tc.lifetime.String(), func(t *testing.T) {
+			e, _, w := faultEnv(t, nil, faultidp.OK("tok-lead", int(tc.lifetime/time.Second)))
+			e.issued["tok-lead"] = true
+			u := next(t, w, hasVersion(1))
+			lead := u.Token.Expiry.Sub(u.Status.NextRefresh)
+			if lead < tc.minLead || lead > tc.lifetime/2 {
+				t.Errorf("refresh %s before expiry, want between %s and half the lifetime", lead, tc.minLead)
+			}
+		})
+	}
+}
+
+// Issue 10.5: expires_in is capped by the access token's JWT exp, and
+// never yields a token past its end.
+func TestExpiryFromExpiresInAndJWT(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // newEnv's fake clock
+	jwtWith := func(exp time.Time) string {
+		c := jwt.RegisteredClaims{Subject: "svc"}
+		if !exp.IsZero() {
+			c.ExpiresAt = jwt.NewNumericDate(exp)
+		}
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte("test-key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name      string
+		token     string
+		expiresIn any
+		want      time.Duration // zero: refused
+		source    string
+	}{
+		{"opaque", "opaque-1", 3600, time.Hour, "expires_in"},
+		{"string expires_in", "opaque-2", `"3600"`, time.Hour, "expires_in"},
+		{"missing", "opaque-3", nil, broker.DefaultLifetime, "default"},
+		{"absurd", "opaque-4", 10 * 365 * 24 * 3600, broker.MaxLifetime, "max_lifetime"},
+		{"zero", "opaque-5", 0, 0, ""},
+		{"negative", "opaque-6", -30, 0, ""},
+		{"jwt exp earlier", jwtWith(now.Add(10 * time.Minute)), 3600, 10 * time.Minute, "jwt_exp"},
+		{"jwt exp later", jwtWith(now.Add(2 * time.Hour)), 3600, time.Hour, "expires_in"},
+		{"jwt without exp", jwtWith(time.Time{}), 3600, time.Hour, "expires_in"},
+		{"jwt caps absurd", jwtWith(now.Add(2 * time.Hour)), 10 * 365 * 24 * 3600, 2 * time.Hour, "jwt_exp"},
+		{"jwt caps missing", jwtWith(now.Add(time.Minute)), nil, time.Minute, "jwt_exp"},
+		{"jwt zero expires_in", jwtWith(now.Add(time.Hour)), 0, 0, ""},
+		{"jwt already expired", jwtWith(now.Add(-time.Minute)), 3600, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, w := faultEnv(t, nil, faultidp.OK(tc.token, tc.expiresIn))
+			e.issued[tc.token] = true
+			if tc.want == 0 {
+				u := next(t, w, inState(broker.StateFailing))
+				if msg := u.Status.LastError.Error(); !strings.Contains(msg, "expire") && !strings.Contains(msg, "past") {
+					t.Errorf("refusal %q does not say why", msg)
+				}
+				if _, err := e.token(t.Context(), nil, 0); err == nil {
+					t.Error("a token past its end was served")
+				}
+				return
+			}
+			u := next(t, w, hasVersion(1))
+			if got := u.Token.Expiry.Sub(e.clock.Now()); got != tc.want {
+				t.Errorf("lifetime %s, want %s", got, tc.want)
+			}
+			if logs := e.logs.String(); !strings.Contains(logs, `"expiry_source":"`+tc.source+`"`) {
+				t.Errorf("logs do not name the expiry source %q", tc.source)
+			}
+		})
+	}
+}
+
+// Issue 7.6a: a min_valid the IdP's tokens cannot meet is answered from
+// what the broker knows, without a request per call.
+func TestTooShortLivedIsRemembered(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	e.idp.SetTokenLifetime(5 * time.Minute)
+	e.mustToken(nil, 0)
+	before := e.idp.RequestsFor(e.client.ID)
+	for range 200 {
+		var tsl *broker.TooShortLivedError
+		if _, err := e.token(t.Context(), []string{"x"}, 10*time.Minute); !errors.As(err, &tsl) {
+			t.Fatalf("err = %v, want *TooShortLivedError", err)
+		}
+	}
+	if n := e.idp.RequestsFor(e.client.ID) - before; n > 1 {
+		t.Errorf("200 calls with min_valid above the lifetime caused %d IdP requests, want at most 1", n)
+	}
+	// The scheduled refresh brings longer tokens: the same request succeeds.
+	e.idp.SetTokenLifetime(time.Hour)
+	w, err := e.broker.Watch("acme", []string{"x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	u := next(t, w, hasVersion(1))
+	e.clock.Advance(u.Status.NextRefresh.Sub(e.clock.Now()))
+	next(t, w, func(nu broker.Update) bool { return nu.Token != nil && nu.Token.Version > u.Token.Version })
+	if _, err := e.token(t.Context(), []string{"x"}, 10*time.Minute); err != nil {
+		t.Fatalf("after a refresh with 1h tokens: %v", err)
+	}
+}
+
+// Issue 7.6b: forced refreshes are rate limited per key.
+func TestInvalidateLoopIsRateLimited(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	tok := e.mustToken(nil, 0)
+	before := e.idp.RequestsFor(e.client.ID)
+	const calls, step = 100, 100 * time.Millisecond // 10 s
+	for range calls {
+		var err error
+		if tok, err = e.broker.Invalidate(t.Context(), "acme", nil, tok.SHA256()); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(step)
+	}
+	if n, limit := e.idp.RequestsFor(e.client.ID)-before, int64(calls*step/broker.ForcedRefreshInterval)+1; n > limit {
+		t.Errorf("%d invalidations of each new token caused %d IdP requests, want at most %d", calls, n, limit)
+	}
+}
+
+// Issue 7.6b: a rejected token that cannot be replaced is not withdrawn
+// from other callers.
+func TestInvalidateWhileIdPFailsKeepsServing(t *testing.T) {
+	e, _, _ := faultEnv(t, ptr(faultidp.OAuthError(503, "temporarily_unavailable", "")), faultidp.OK("tok-valid", 3600))
+	e.issued["tok-valid"] = true
+	tok := e.mustToken(nil, 0)
+	if _, err := e.broker.Invalidate(t.Context(), "acme", nil, tok.SHA256()); err == nil {
+		t.Fatal("invalidation with a failing IdP returned no error")
+	}
+	if got := e.mustToken(nil, 0); got.AccessToken != "tok-valid" {
+		t.Error("other callers lost the still-valid token")
+	}
+	if st := e.status(); st.State != broker.StateStale {
+		t.Errorf("state %s, want stale", st.State)
+	}
+}
+
+// Issue 7.6c: one owner cannot take a tenant's scope-set budget.
+func TestScopeSetShares(t *testing.T) {
+	e := newEnv(t, broker.Config{MaxKeysPerTenant: 9}) // default + 8: a share is 4
+	mallory := broker.WithOwner(t.Context(), "mallory")
+	alice := broker.WithOwner(t.Context(), "alice")
+	watch := func(ctx context.Context, scope string) error {
+		w, err := e.broker.WatchContext(ctx, "acme", []string{scope})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(w.Close)
+		next(t, w, hasVersion(1))
+		return nil
+	}
+	for i := range 4 {
+		if err := watch(mallory, "m"+string(rune('a'+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := watch(mallory, "m-fifth"); !errors.Is(err, broker.ErrTooManyKeys) {
+		t.Fatalf("a fifth watched set for one owner: %v, want ErrTooManyKeys", err)
+	}
+	for i := range 4 {
+		if err := watch(alice, "a"+string(rune('a'+i))); err != nil {
+			t.Fatalf("alice locked out: %v", err)
+		}
+	}
+
+	// Unwatched sets: an owner churning through many evicts its own.
+	e2 := newEnv(t, broker.Config{MaxKeysPerTenant: 9})
+	kept, err := e2.broker.Token(alice, "acme", []string{"alice"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if _, err := e2.broker.Token(mallory, "acme", []string{"m", strings.Repeat("x", i+1)}, 0); err != nil {
+			t.Fatalf("mallory's set %d: %v", i, err)
+		}
+		e2.clock.Advance(time.Second)
+	}
+	if tok, err := e2.broker.Token(alice, "acme", []string{"alice"}, 0); err != nil || tok.Version != kept.Version {
+		t.Errorf("alice's set was evicted (%v): want mallory's own sets to give way", err)
+	}
+}
+
+// Issue 11: tenants' default sets do not count against the global cap.
+func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
+	e := newEnv(t, broker.Config{MaxKeys: 1})
+	spec := broker.Tenant{TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: credentials.Secret(e.client.Secret)}
+	var specs []broker.Tenant
+	for _, n := range []string{"acme", "globex", "initech"} {
+		s := spec
+		s.Name = n
+		specs = append(specs, s)
+	}
+	if err := e.broker.SetTenants(specs); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"acme", "globex"} {
+		if _, err := e.broker.Token(t.Context(), n, []string{"custom"}, 0); err != nil {
+			t.Fatalf("non-default set of %s with 3 tenants and MaxKeys 1: %v", n, err)
+		}
+	}
+}
