@@ -423,6 +423,7 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 }
 
 func (p *parser) resolvePath(path string) string {
+	path, _ = credentials.ExpandHome(path) // on error, the load names the unexpanded path
 	if filepath.IsAbs(path) {
 		return path
 	}
