@@ -31,8 +31,9 @@ type HTTPClient struct {
 //
 // Where tokens come from, first match wins:
 //
-//  1. an option: WithBroker, WithCredentialsFile or WithClientCredentials
-//     (more than one is an error);
+//  1. an option: WithBroker, WithCredentialsFile, WithClientCredentials,
+//     WithEnvironment or WithEnvironmentByHost (more than one is an
+//     error);
 //  2. TOKENBROKER_ADDR: broker mode, for tenant TOKENBROKER_TENANT (default
 //     "default");
 //  3. KOGNIC_CREDENTIALS (a credentials file), else KOGNIC_CLIENT_ID and
@@ -42,6 +43,12 @@ type HTTPClient struct {
 //     lifecycle running in process.
 //
 // With none of these it returns an error wrapping ErrNotConfigured.
+//
+// Like kognic-auth's base clients, the client retries transient failures
+// (see WithRetries), logs a warning once per endpoint whose responses carry
+// a Sunset, Sunset-Date or Deprecation header (to WithLogger's logger, else
+// slog.Default()), and with WithStatusErrors turns non-2xx responses into
+// a *StatusError.
 //
 // Broker mode dials "dns:///<addr>" with round_robin over every address and
 // keepalive, so that calls spread over replicas and the watch stream fails
@@ -67,6 +74,8 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 		base = tr
 		c.closers = append(c.closers, func() error { tr.CloseIdleConnections(); return nil })
 	}
+	inner := http.RoundTripper(newAPITransport(base, cfg))
+	var rt http.RoundTripper
 	switch p.mode {
 	case modeBroker:
 		conn, err := dialBroker(p.addr, cfg)
@@ -79,22 +88,43 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 			return fail(fmt.Errorf("%w (broker %s, from %s)", err, p.addr, p.from))
 		}
 		c.src = src
+		c.closers = append(c.closers, src.Close)
 	case modeDirect:
-		b, closeBroker, err := newDirectBroker(p.direct, cfg)
+		src, closeFn, err := startDirect(ctx, p, cfg)
 		if err != nil {
-			return fail(fmt.Errorf("clientlib: direct mode (%s): %w", p.from, err))
-		}
-		c.closers = append(c.closers, closeBroker)
-		be := &directBackend{b: b, tenant: directTenant}
-		src, err := startSource(ctx, be, directTenant, nil, cfg.source)
-		if err != nil {
-			return fail(fmt.Errorf("%w (direct mode, %s)", err, p.from))
+			return fail(err)
 		}
 		c.src = src
+		c.closers = append(c.closers, closeFn)
+	case modeByHost:
+		r := newHostRouter(p.envs, cfg, inner)
+		c.closers = append(c.closers, r.Close)
+		rt = r
 	}
-	c.closers = append(c.closers, c.src.Close)
-	c.Client = &http.Client{Transport: &Transport{Source: c.src, Base: base, AllowInsecureHTTP: cfg.insecureHTTP}}
+	if c.src != nil {
+		rt = &Transport{Source: c.src, Base: inner, AllowInsecureHTTP: cfg.insecureHTTP}
+	}
+	if cfg.statusErrors {
+		rt = statusErrors{next: rt}
+	}
+	c.Client = &http.Client{Transport: rt}
 	return c, nil
+}
+
+// startDirect starts direct mode's in-process broker and a Source on it;
+// closeFn closes both.
+func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
+	b, closeBroker, err := newDirectBroker(p.direct, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("clientlib: direct mode (%s): %w", p.from, err)
+	}
+	be := &directBackend{b: b, tenant: directTenant}
+	src, err := startSource(ctx, be, directTenant, nil, cfg.source)
+	if err != nil {
+		_ = closeBroker()
+		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)
+	}
+	return src, func() error { return errors.Join(src.Close(), closeBroker()) }, nil
 }
 
 // withSourceConfig passes a resolved sourceConfig on as an option.

@@ -41,6 +41,7 @@ type sourceConfig struct {
 	backoffInitial time.Duration
 	backoffMax     time.Duration
 	logger         *slog.Logger
+	loggerSet      bool // WithLogger was given
 }
 
 func defaultSourceConfig() sourceConfig {
@@ -120,7 +121,7 @@ func WithReconnectBackoff(initial, max time.Duration) SourceOption {
 func WithLogger(l *slog.Logger) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
 		if l != nil {
-			c.logger = l
+			c.logger, c.loggerSet = l, true
 		}
 	})
 }
@@ -137,6 +138,9 @@ type clientConfig struct {
 	transportCreds credentials.TransportCredentials
 	dialOpts       []grpc.DialOption
 	insecureHTTP   bool
+	envFile        string // WithEnvironmentsFile; "" means DefaultEnvironmentsPath
+	retry          retryConfig
+	statusErrors   bool
 	now            func() time.Time // nil: time.Now; set by tests
 }
 
@@ -154,6 +158,7 @@ type choice struct {
 	addr, tenant     string // WithBroker
 	file             string // WithCredentialsFile
 	clientID, secret string // WithClientCredentials
+	env              string // WithEnvironment
 }
 
 // WithBroker gets tokens of tenant (empty means "default") from the token
@@ -232,6 +237,37 @@ func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 // loopback.
 func WithInsecureHTTP() Option {
 	return clientOption(func(c *clientConfig) { c.insecureHTTP = true })
+}
+
+// WithEnvironment fetches tokens directly from the auth server of the
+// named environment of the environments file (WithEnvironmentsFile,
+// default ~/.config/kognic/environments.json), with its credentials file,
+// or the KOGNIC_* environment variables when it names none. WithAuthServer
+// overrides its auth_server, WithScopes its scopes; its scopes override
+// the credentials file's.
+func WithEnvironment(name string) Option {
+	return clientOption(func(c *clientConfig) {
+		c.choices = append(c.choices, choice{option: "WithEnvironment", env: name})
+	})
+}
+
+// WithEnvironmentByHost picks the environment of each request, as kog
+// does: the one in the environments file whose host is the request URL's
+// host, or a parent domain of it, else default_environment, else the
+// KOGNIC_* environment variables. Each environment gets its own token
+// source, started by its first request (which waits for the first token)
+// and closed by Close. HTTPClient.Source is nil in this mode.
+func WithEnvironmentByHost() Option {
+	return clientOption(func(c *clientConfig) {
+		c.choices = append(c.choices, choice{option: "WithEnvironmentByHost"})
+	})
+}
+
+// WithEnvironmentsFile sets the environments file read by WithEnvironment
+// and WithEnvironmentByHost; a leading "~" is expanded. Unlike the default
+// path, a file given here must exist.
+func WithEnvironmentsFile(path string) Option {
+	return clientOption(func(c *clientConfig) { c.envFile = path })
 }
 
 // lookup1 returns the value of an environment variable, or "".

@@ -3,6 +3,7 @@ package clientlib
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"strings"
 	"time"
@@ -37,13 +38,14 @@ const DefaultTenant = "default"
 var ErrNotConfigured = errors.New("clientlib: no token source configured: set " + EnvBrokerAddr +
 	" (and optionally " + EnvBrokerTenant + ") to use a token broker, or " + brokercreds.EnvCredentials +
 	" to a Kognic credentials file, or " + brokercreds.EnvClientID + " and " + brokercreds.EnvClientSecret +
-	"; or pass WithBroker, WithCredentialsFile or WithClientCredentials")
+	"; or pass WithBroker, WithCredentialsFile, WithClientCredentials or WithEnvironment")
 
 type mode int
 
 const (
 	modeBroker mode = iota + 1
 	modeDirect
+	modeByHost // one direct-mode plan per environment, chosen per request
 )
 
 // plan is where tokens come from, as resolved from options and environment.
@@ -54,11 +56,16 @@ type plan struct {
 	addr, tenant string
 	// direct mode
 	direct broker.Tenant
+	// by-host mode
+	envs *brokercreds.Environments
 }
 
 func (p *plan) describe() string {
-	if p.mode == modeBroker {
+	switch p.mode {
+	case modeBroker:
 		return fmt.Sprintf("broker %s, tenant %q (from %s)", p.addr, p.tenant, p.from)
+	case modeByHost:
+		return fmt.Sprintf("direct, environment by request host (from %s)", p.from)
 	}
 	return fmt.Sprintf("direct to %s as client %s (from %s)", p.direct.TokenURL, p.direct.ClientID, p.from)
 }
@@ -84,14 +91,34 @@ func resolve(cfg *clientConfig) (*plan, error) {
 	case 1:
 		ch = cfg.choices[0]
 	default:
-		return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile and WithClientCredentials",
+		return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost",
 			cfg.choices[0].option, cfg.choices[1].option)
 	}
 
-	if ch.option == "WithBroker" || ch.option == EnvBrokerAddr {
+	switch ch.option {
+	case "WithBroker", EnvBrokerAddr:
 		return resolveBroker(cfg, ch)
+	case "WithEnvironment":
+		envs, err := loadEnvironments(cfg)
+		if err != nil {
+			return nil, err
+		}
+		env, err := envs.Lookup(ch.env)
+		if err != nil {
+			return nil, fmt.Errorf("clientlib: WithEnvironment: %w", err)
+		}
+		return resolveDirect(cfg, ch, cfg.clock(), &env)
+	case "WithEnvironmentByHost":
+		if cfg.authServer != "" {
+			return nil, errors.New("clientlib: WithAuthServer does not combine with WithEnvironmentByHost, where each environment names its auth_server")
+		}
+		envs, err := loadEnvironments(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &plan{mode: modeByHost, from: ch.option + " and " + envs.Path, envs: envs}, nil
 	}
-	return resolveDirect(cfg, ch, cfg.clock())
+	return resolveDirect(cfg, ch, cfg.clock(), nil)
 }
 
 func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
@@ -119,8 +146,10 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 
 // resolveDirect builds direct mode's tenant with the broker's own parsing
 // of the Kognic environment (config.FromEnv), feeding it the explicit
-// options in place of the environment variables they override.
-func resolveDirect(cfg *clientConfig, ch choice, now time.Time) (*plan, error) {
+// options, and the named environment env if not nil, in place of the
+// environment variables they override. Scopes: WithScopes, else env's,
+// else the credentials file's.
+func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds.Environment) (*plan, error) {
 	overlay := map[string]string{}
 	from := ""
 	switch ch.option {
@@ -141,7 +170,23 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time) (*plan, error) {
 		overlay[brokercreds.EnvCredentials] = ch.file
 		from = ch.option
 	}
+	if env != nil {
+		from = fmt.Sprintf("environment %q of %s", env.Name, envFileName(cfg))
+		if env.Credentials != "" {
+			if _, err := brokercreds.LoadFile(env.Credentials, now); err != nil {
+				return nil, fmt.Errorf("clientlib: %s: %w", from, err)
+			}
+			overlay[brokercreds.EnvCredentials] = env.Credentials
+		}
+	}
 	server, serverFrom := strings.TrimSpace(cfg.lookup1(config.EnvAuthServer)), config.EnvAuthServer
+	if env != nil && cfg.authServer == "" {
+		if err := checkAuthServer(env.AuthServer); err != nil {
+			return nil, fmt.Errorf("clientlib: %s: auth_server: %w", from, err)
+		}
+		overlay[config.EnvAuthServer] = env.AuthServer
+		server, serverFrom = env.AuthServer, from
+	}
 	if cfg.authServer != "" {
 		if err := checkAuthServer(cfg.authServer); err != nil {
 			return nil, fmt.Errorf("clientlib: WithAuthServer: %w", err)
@@ -179,9 +224,14 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time) (*plan, error) {
 	if t.AuthStyle == config.AuthStyleBasic {
 		spec.AuthStyle = oauth2.AuthStyleInHeader
 	}
-	if cfg.source.scopesSet {
+	switch {
+	case cfg.source.scopesSet:
 		if spec.Scopes, err = names.NormalizeScopes(cfg.source.scopes); err != nil {
 			return nil, fmt.Errorf("clientlib: WithScopes: %w", err)
+		}
+	case env != nil && len(env.Scopes) > 0:
+		if spec.Scopes, err = names.NormalizeScopes(env.Scopes); err != nil {
+			return nil, fmt.Errorf("clientlib: %s: scopes: %w", from, err)
 		}
 	}
 	return &plan{mode: modeDirect, from: from, direct: spec}, nil
@@ -201,4 +251,26 @@ func checkAuthServer(s string) error {
 		return fmt.Errorf("%q must not have a query or fragment", s)
 	}
 	return nil
+}
+
+// envFileName is the environments file WithEnvironment and
+// WithEnvironmentByHost read.
+func envFileName(cfg *clientConfig) string {
+	if cfg.envFile != "" {
+		return cfg.envFile
+	}
+	return brokercreds.DefaultEnvironmentsPath
+}
+
+// loadEnvironments reads the environments file. The default file may be
+// missing (no environments); one given by WithEnvironmentsFile may not.
+func loadEnvironments(cfg *clientConfig) (*brokercreds.Environments, error) {
+	envs, err := brokercreds.LoadEnvironments(envFileName(cfg))
+	if errors.Is(err, fs.ErrNotExist) && cfg.envFile == "" {
+		return &brokercreds.Environments{Path: brokercreds.DefaultEnvironmentsPath}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("clientlib: environments file: %w", err)
+	}
+	return envs, nil
 }

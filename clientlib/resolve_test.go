@@ -148,9 +148,9 @@ func TestResolve(t *testing.T) {
 		{name: "WithAuthServer plain http", env: idEnv, opts: []Option{WithAuthServer("http://auth.example")},
 			wantErr: "clientlib: refusing to send credentials without TLS: the auth server http://auth.example (WithAuthServer) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)"},
 		{name: "two options", opts: []Option{WithCredentialsFile(file), WithClientCredentials("a", "b")},
-			wantErr: "clientlib: WithCredentialsFile and WithClientCredentials both say where tokens come from; pass only one of WithBroker, WithCredentialsFile and WithClientCredentials"},
+			wantErr: "clientlib: WithCredentialsFile and WithClientCredentials both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost"},
 		{name: "WithBroker twice", opts: []Option{WithBroker("a:1", ""), WithBroker("b:1", "")},
-			wantErr: "clientlib: WithBroker and WithBroker both say where tokens come from; pass only one of WithBroker, WithCredentialsFile and WithClientCredentials"},
+			wantErr: "clientlib: WithBroker and WithBroker both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &clientConfig{source: defaultSourceConfig(), now: func() time.Time { return now }}

@@ -56,6 +56,7 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 		server = v
 	}
 	if path, ok := lookup(credentials.EnvCredentials); ok && path != "" {
+		path, _ = credentials.ExpandHome(path) // FromEnv above has loaded it expanded
 		if err := hygiene.CheckSecretFiles(o.logger(), false, path); err != nil {
 			return nil, &Error{File: credentials.EnvCredentials, Err: err}
 		}

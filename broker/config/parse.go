@@ -526,6 +526,7 @@ func describeList(n *yaml.Node) string {
 }
 
 func (p *parser) resolvePath(path string) string {
+	path, _ = credentials.ExpandHome(path) // on error, the load names the unexpanded path
 	if filepath.IsAbs(path) {
 		return path
 	}

@@ -83,6 +83,10 @@ func FromEnv(lookup func(string) (string, bool), now time.Time) (Client, error) 
 // whitespace, such as the trailing newline editors add, is removed. An empty
 // file, or one with more than one line, is an error wrapping ErrMalformed.
 func LoadSecretFile(path string) (Secret, error) {
+	path, err := ExpandHome(path)
+	if err != nil {
+		return "", err
+	}
 	data, err := readLimited(path)
 	if err != nil {
 		return "", err

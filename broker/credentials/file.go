@@ -40,8 +40,12 @@ type File struct {
 var requiredKeys = []string{"clientId", "clientSecret", "email", "userId", "issuer"}
 
 // LoadFile reads the credentials file at path and parses it with ParseFile,
-// using path as its name.
+// using path as its name. A leading "~" is expanded (ExpandHome).
 func LoadFile(path string, now time.Time) (*File, error) {
+	path, err := ExpandHome(path)
+	if err != nil {
+		return nil, err
+	}
 	data, err := readLimited(path)
 	if err != nil {
 		return nil, err

@@ -1,8 +1,11 @@
 // Command broker runs the tokenbroker gRPC server and talks to it.
 //
 //	broker serve [--config broker.yaml | --dev] [--listen ADDR]
-//	broker token --addr ADDR --tenant NAME [--scopes a,b] [--decode]
+//	broker token [--addr ADDR --tenant NAME | --credentials FILE | --env NAME] [--scopes a,b] [--decode]
+//	broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
 //	broker version
+//
+// The client commands live in internal/cli.
 package main
 
 import (
@@ -15,13 +18,19 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/tokenbroker/tokenbroker/internal/cli"
 )
 
 const usage = `tokenbroker: holds OAuth 2.0 client credentials and serves fresh access tokens over gRPC.
 
 Usage:
   broker serve [--config broker.yaml] [--dev] [--listen ADDR]   run the broker
-  broker token --addr ADDR --tenant NAME [--scopes a,b] [--decode]   print a token from a running broker
+  broker token [--addr ADDR --tenant NAME]      print a token from a running broker (--addr or TOKENBROKER_ADDR)
+  broker token [--credentials FILE | --env NAME] [--server URL]
+                                                print a token straight from the auth server, like kognic-auth get-access-token
+  broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
+                                                an authenticated HTTP request, like kog
   broker version
 
 Run "broker <command> --help" for the command's flags.
@@ -40,7 +49,7 @@ func main() {
 }
 
 // errUsage means the usage text was already printed.
-var errUsage = errors.New("usage")
+var errUsage = cli.ErrUsage
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -51,7 +60,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve":
 		return serve(ctx, args[1:], getenv, stdout, stderr)
 	case "token":
-		return token(ctx, args[1:], stdout, stderr)
+		return cli.Token(ctx, args[1:], getenv, stdout, stderr)
+	case "call":
+		return cli.Call(ctx, args[1:], getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return nil

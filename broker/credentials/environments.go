@@ -1,0 +1,202 @@
+package credentials
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// DefaultEnvironmentsPath is where kognic-auth, kog and this project look
+// for named environments.
+const DefaultEnvironmentsPath = "~/.config/kognic/environments.json"
+
+// ErrUnsupportedScheme is wrapped by the error for an environment whose
+// "credentials" is a URI such as "keyring://production": only file paths
+// (and no value, meaning the environment variables) are supported.
+var ErrUnsupportedScheme = errors.New("credentials: unsupported credentials scheme")
+
+// Environments is a parsed kognic-auth environments file:
+//
+//	{
+//	  "default_environment": "production",
+//	  "environments": {
+//	    "production": {
+//	      "host": "app.kognic.com",
+//	      "auth_server": "https://auth.app.kognic.com",
+//	      "credentials": "~/.config/kognic/credentials-prod.json",
+//	      "scopes": ["api:read"]
+//	    }
+//	  }
+//	}
+type Environments struct {
+	// Path is the file the environments were loaded from, expanded.
+	Path string
+	// Default is "default_environment"; empty when absent. It names an
+	// entry of Envs.
+	Default string
+	// Envs are the environments by name.
+	Envs map[string]Environment
+}
+
+// Environment is one named environment.
+type Environment struct {
+	Name string
+	// Host is the API host name that selects this environment for a
+	// request URL, e.g. "app.kognic.com" (it also matches subdomains).
+	Host string
+	// AuthServer is the auth server's base URL; tokens come from its
+	// /v1/auth/oauth/token.
+	AuthServer string
+	// Credentials is the path of a credentials file, "~" expanded; empty
+	// means the environment variables (KOGNIC_CREDENTIALS, else
+	// KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET). A relative path is
+	// relative to the current directory, as in kognic-auth.
+	Credentials string
+	// Scopes, when not empty, override the credentials file's scopes.
+	Scopes []string
+}
+
+// LoadEnvironments reads and parses the environments file at path ("~"
+// expanded). A missing file is an error wrapping fs.ErrNotExist, so that a
+// caller reading the default path can treat it as "no environments".
+func LoadEnvironments(path string) (*Environments, error) {
+	path, err := ExpandHome(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := readLimited(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEnvironments(data, path)
+}
+
+// ParseEnvironments parses the contents of an environments file; name is
+// used in errors. Unknown keys are ignored, as kognic-auth does. Each
+// environment needs "host" and "auth_server"; "default_environment", when
+// set, must name one of them.
+func ParseEnvironments(data []byte, name string) (*Environments, error) {
+	var raw struct {
+		Default      *string                    `json:"default_environment"`
+		Environments map[string]json.RawMessage `json:"environments"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, envErr(name, "", "not a JSON object with \"environments\": %s", describeJSONError(err))
+	}
+	e := &Environments{Path: name, Envs: make(map[string]Environment, len(raw.Environments))}
+	for envName, body := range raw.Environments {
+		env, err := parseEnvironment(name, envName, body)
+		if err != nil {
+			return nil, err
+		}
+		e.Envs[envName] = env
+	}
+	if raw.Default != nil && *raw.Default != "" {
+		if _, ok := e.Envs[*raw.Default]; !ok {
+			return nil, envErr(name, "default_environment", "%q is not one of the environments (%s); name one of them or remove the key",
+				*raw.Default, strings.Join(e.Names(), ", "))
+		}
+		e.Default = *raw.Default
+	}
+	return e, nil
+}
+
+func parseEnvironment(file, name string, body json.RawMessage) (Environment, error) {
+	field := "environments." + name
+	var raw struct {
+		Host        *string   `json:"host"`
+		AuthServer  *string   `json:"auth_server"`
+		Credentials *string   `json:"credentials"`
+		Scopes      *[]string `json:"scopes"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return Environment{}, envErr(file, field, "must be an object with string keys host, auth_server, credentials and a list of strings scopes")
+	}
+	env := Environment{Name: name}
+	if raw.Host == nil || strings.TrimSpace(*raw.Host) == "" {
+		return Environment{}, envErr(file, field+".host", "missing; set it to the API host name, e.g. app.kognic.com")
+	}
+	env.Host = strings.ToLower(strings.TrimSpace(*raw.Host))
+	if raw.AuthServer == nil || strings.TrimSpace(*raw.AuthServer) == "" {
+		return Environment{}, envErr(file, field+".auth_server", "missing; set it to the auth server, e.g. https://auth.app.kognic.com")
+	}
+	env.AuthServer = strings.TrimSpace(*raw.AuthServer)
+	if raw.Credentials != nil && *raw.Credentials != "" {
+		c := *raw.Credentials
+		if scheme, _, ok := strings.Cut(c, "://"); ok {
+			return Environment{}, &FileError{Path: file, Key: field + ".credentials", Err: ErrUnsupportedScheme,
+				msg: fmt.Sprintf("%s.credentials: the %s:// scheme is not supported; put the path of a credentials file there, or remove the key to use KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET", field, scheme)}
+		}
+		p, err := ExpandHome(c)
+		if err != nil {
+			return Environment{}, envErr(file, field+".credentials", "%v", err)
+		}
+		env.Credentials = p
+	}
+	if raw.Scopes != nil {
+		if slices.ContainsFunc(*raw.Scopes, func(s string) bool { return strings.TrimSpace(s) == "" }) {
+			return Environment{}, envErr(file, field+".scopes", "must be a list of non-empty strings")
+		}
+		env.Scopes = slices.Clone(*raw.Scopes)
+	}
+	return env, nil
+}
+
+// Names returns the environments' names, sorted.
+func (e *Environments) Names() []string {
+	names := make([]string, 0, len(e.Envs))
+	for n := range e.Envs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Lookup returns the environment called name, or an error listing the
+// ones there are.
+func (e *Environments) Lookup(name string) (Environment, error) {
+	if env, ok := e.Envs[name]; ok {
+		return env, nil
+	}
+	if len(e.Envs) == 0 {
+		return Environment{}, fmt.Errorf("credentials: environment %q: %s defines no environments; add it there", name, e.Path)
+	}
+	return Environment{}, fmt.Errorf("credentials: environment %q is not in %s; known environments: %s", name, e.Path, strings.Join(e.Names(), ", "))
+}
+
+// ForHost returns the environment for requests to host, as kog chooses
+// it: the environment whose host equals host, else one whose host host is
+// a subdomain of (the longest such), else the default environment. ok is
+// false when none applies.
+func (e *Environments) ForHost(host string) (env Environment, ok bool) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	var best Environment
+	for _, n := range e.Names() { // sorted: the same answer every time
+		c := e.Envs[n]
+		switch {
+		case c.Host == host:
+			return c, true
+		case strings.HasSuffix(host, "."+c.Host) && len(c.Host) > len(best.Host):
+			best = c
+		}
+	}
+	if best.Name != "" {
+		return best, true
+	}
+	if e.Default != "" {
+		return e.Envs[e.Default], true
+	}
+	return Environment{}, false
+}
+
+// envErr is a problem in an environments file: a *FileError wrapping
+// ErrMalformed, whose Key is the field at fault.
+func envErr(file, field, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if field != "" {
+		msg = field + ": " + msg
+	}
+	return &FileError{Path: file, Key: field, Err: ErrMalformed, msg: msg}
+}

@@ -1,0 +1,137 @@
+package clientlib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+)
+
+// hostRouter is the transport of WithEnvironmentByHost: it sends each
+// request through the Transport of the environment its host selects,
+// starting that environment's token source on first use.
+type hostRouter struct {
+	envs *brokercreds.Environments
+	cfg  *clientConfig
+	base http.RoundTripper // below each environment's Transport
+
+	mu      sync.Mutex
+	closed  bool
+	entries map[string]*envEntry // by environment name; "" is the environment variables
+}
+
+// envEntry is one environment's transport, ready once ready is closed.
+type envEntry struct {
+	ready   chan struct{}
+	tr      *Transport
+	closeFn func() error
+	err     error
+}
+
+func newHostRouter(envs *brokercreds.Environments, cfg *clientConfig, base http.RoundTripper) *hostRouter {
+	return &hostRouter{envs: envs, cfg: cfg, base: base, entries: make(map[string]*envEntry)}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
+	var env *brokercreds.Environment
+	if e, ok := r.envs.ForHost(req.URL.Hostname()); ok {
+		env = &e
+	}
+	tr, err := r.transport(req.Context(), env)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	return tr.RoundTrip(req)
+}
+
+// transport returns env's Transport, starting its token source if this is
+// the environment's first request; concurrent first requests share the
+// start, which ctx of the request that began it bounds. A failed start is
+// not remembered: the next request tries again.
+func (r *hostRouter) transport(ctx context.Context, env *brokercreds.Environment) (*Transport, error) {
+	name := ""
+	if env != nil {
+		name = env.Name
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil, ErrClosed
+	}
+	e := r.entries[name]
+	if e != nil {
+		r.mu.Unlock()
+		select {
+		case <-e.ready:
+			return e.tr, e.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	e = &envEntry{ready: make(chan struct{})}
+	r.entries[name] = e
+	r.mu.Unlock()
+
+	src, closeFn, err := r.start(ctx, env)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer close(e.ready)
+	switch {
+	case err != nil:
+		delete(r.entries, name)
+		e.err = err
+	case r.closed:
+		_ = closeFn()
+		e.err = ErrClosed
+	default:
+		e.tr = &Transport{Source: src, Base: r.base, AllowInsecureHTTP: r.cfg.insecureHTTP}
+		e.closeFn = closeFn
+	}
+	return e.tr, e.err
+}
+
+func (r *hostRouter) start(ctx context.Context, env *brokercreds.Environment) (*Source, func() error, error) {
+	what := "the KOGNIC_* environment variables (no environment in " + r.envs.Path + " matches)"
+	if env != nil {
+		what = fmt.Sprintf("environment %q", env.Name)
+	}
+	p, err := resolveDirect(r.cfg, choice{}, r.cfg.clock(), env)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (%s)", err, what)
+	}
+	src, closeFn, err := startDirect(ctx, p, r.cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (%s)", err, what)
+	}
+	return src, closeFn, nil
+}
+
+// Close closes every environment's token source. Sources still starting
+// close themselves when their start ends.
+func (r *hostRouter) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	var closers []func() error
+	for _, e := range r.entries {
+		select {
+		case <-e.ready:
+			if e.closeFn != nil {
+				closers = append(closers, e.closeFn)
+			}
+		default:
+		}
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, c := range closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
