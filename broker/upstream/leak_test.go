@@ -12,7 +12,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 // nastySecret holds every character that URL, base64 and JSON encode

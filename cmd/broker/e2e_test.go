@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 )
 
 // e2eTools builds the broker binary and the pinned grpcurl and

@@ -15,8 +15,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-	"github.com/tokenbroker/tokenbroker/internal/testpki"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 func (s *secured) healthClient(creds credentials.TransportCredentials) healthpb.HealthClient {

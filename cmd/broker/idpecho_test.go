@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-	"github.com/tokenbroker/tokenbroker/internal/testpki"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 // echoSecret holds the characters that URL, base64, JSON and HTML encode

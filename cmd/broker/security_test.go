@@ -27,12 +27,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/hygiene"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-	"github.com/tokenbroker/tokenbroker/internal/testpki"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 // Identities of the secured broker's test callers.
@@ -632,7 +632,7 @@ func TestServeConfigSecurityRefusals(t *testing.T) {
 			name:   "insecure token_url",
 			yaml:   fmt.Sprintf(tenant, "http://idp.example.com/token", "acme.secret"),
 			want:   "config: DIR/c.yaml:3: tenants[0].token_url: insecure upstream URL http://idp.example.com/token: http sends the client secret in clear text; use https, or set allow_insecure_http: true on the tenant if the network is trusted",
-			wantIs: hygiene.ErrInsecureURL,
+			wantIs: upstream.ErrInsecureURL,
 		},
 		{
 			name: "world-readable secret with strict_file_permissions",

@@ -407,7 +407,7 @@ func brokerTenants(ts []config.Tenant) ([]broker.Tenant, error) {
 		if t.AuthStyle == config.AuthStyleBasic {
 			style = oauth2.AuthStyleInHeader
 		}
-		roots, err := hygiene.RootCAs(t.CAFile)
+		roots, err := upstream.RootCAs(t.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("config: tenant %q: %w", t.Name, err)
 		}

@@ -15,7 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 // Issue 7 §1: a token endpoint that redirects must not make the broker

@@ -25,8 +25,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
