@@ -29,8 +29,8 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
-	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 

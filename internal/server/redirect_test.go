@@ -15,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
@@ -34,13 +35,12 @@ func TestRedirectingTokenEndpointIsUnavailableAndTargetSeesNothing(t *testing.T)
 				const stolen = "token-from-the-other-host"
 				other.SetDefault(faultidp.OK(stolen, 3600))
 				idp.SetDefault(faultidp.Redirect(code, other.TokenURL()+"?next=query-detail"))
-				f := start(t, broker.Tenant{Name: "moved", TokenURL: idp.TokenURL(), ClientID: "c",
+				f := brokertest.Start(t, broker.Tenant{Name: "moved", TokenURL: idp.TokenURL(), ClientID: "c",
 					ClientSecret: "moved-secret", AuthStyle: style.style})
-				f.secrets = append(f.secrets, "moved-secret")
 				host := strings.TrimPrefix(other.URL(), "http://")
 
 				for range 3 {
-					tok, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "moved"})
+					tok, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "moved"})
 					if tok != nil {
 						t.Fatalf("GetToken served a token (from %s?)", host)
 					}
@@ -56,7 +56,7 @@ func TestRedirectingTokenEndpointIsUnavailableAndTargetSeesNothing(t *testing.T)
 				if n := other.Requests(); n != 0 {
 					t.Fatalf("the redirect target received %d requests, want 0", n)
 				}
-				if strings.Contains(f.logs.String(), stolen) {
+				if strings.Contains(f.Logs.String(), stolen) {
 					t.Error("logs mention the redirect target's token")
 				}
 			})
@@ -74,10 +74,10 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 		for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
 			idp := faultidp.Start()
 			idp.SetDefault(resp)
-			f := start(t, broker.Tenant{Name: "echo", TokenURL: idp.TokenURL(), ClientID: id,
+			f := brokertest.Start(t, broker.Tenant{Name: "echo", TokenURL: idp.TokenURL(), ClientID: id,
 				ClientSecret: credentials.Secret(secret), AuthStyle: style})
-			_, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "echo"})
-			list, lerr := f.api.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
+			_, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "echo"})
+			list, lerr := f.API.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
 			if lerr != nil {
 				t.Fatal(lerr)
 			}
@@ -91,7 +91,7 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 			if err == nil || lastErr == "" {
 				t.Fatalf("GetToken err %v, last_error %q; want both set", err, lastErr)
 			}
-			outputs := map[string]string{"gRPC error": status.Convert(err).Message(), "last_error": lastErr, "logs": f.logs.String()}
+			outputs := map[string]string{"gRPC error": status.Convert(err).Message(), "last_error": lastErr, "logs": f.Logs.String()}
 			for where, out := range outputs {
 				for _, form := range echoForms(id, secret) {
 					if strings.Contains(out, form) {
