@@ -3,13 +3,11 @@ package daemon_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -599,10 +597,6 @@ callers:
 	}
 }
 
-// echoSecret holds the characters that URL, base64, JSON and HTML encode
-// differently.
-const echoSecret = `n4sty/se+cr=et&50%25"<x>`
-
 // echoConfig: %[1]s, %[2]s, %[3]s are the token URLs of three echoing
 // endpoints.
 const echoConfig = `listen: 127.0.0.1:0
@@ -640,7 +634,7 @@ func TestServeNeverEchoesIdPText(t *testing.T) {
 	htmlIdP.SetDefault(faultidp.EchoHTML(502))
 
 	dir := t.TempDir()
-	testpki.WriteFile(t, filepath.Join(dir, "echo.secret"), []byte(echoSecret+"\n"))
+	testpki.WriteFile(t, filepath.Join(dir, "echo.secret"), []byte(faultidp.NastySecret+"\n"))
 	cfg := filepath.Join(dir, "broker.yaml")
 	testpki.WriteFile(t, cfg, fmt.Appendf(nil, echoConfig, jsonIdP.TokenURL(), basicIdP.TokenURL(), htmlIdP.TokenURL()))
 
@@ -687,7 +681,7 @@ func TestServeNeverEchoesIdPText(t *testing.T) {
 	}
 	for where, b := range outputs {
 		text := b.String()
-		for _, form := range echoSecretForms("echo client", echoSecret) {
+		for _, form := range faultidp.SecretForms("echo client", faultidp.NastySecret) {
 			if strings.Contains(text, form) {
 				t.Errorf("the %s contain the secret form %q", where, form)
 			}
@@ -696,19 +690,6 @@ func TestServeNeverEchoesIdPText(t *testing.T) {
 			t.Errorf("the %s contain the HTML error page", where)
 		}
 	}
-}
-
-// echoSecretForms are the forms in which an IdP may echo a credential.
-func echoSecretForms(id, secret string) []string {
-	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret), strings.ToLower(url.QueryEscape(secret))}
-	j, _ := json.Marshal(secret)
-	forms = append(forms, strings.Trim(string(j), `"`))
-	for _, p := range []string{secret, id + ":" + secret, url.QueryEscape(id) + ":" + url.QueryEscape(secret)} {
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-			forms = append(forms, enc.EncodeToString([]byte(p)))
-		}
-	}
-	return forms
 }
 
 // TestServeFromEnvironment runs the daemon configured from Kognic

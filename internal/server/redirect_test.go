@@ -1,10 +1,7 @@
 package server_test
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -68,7 +65,7 @@ func TestRedirectingTokenEndpointIsUnavailableAndTargetSeesNothing(t *testing.T)
 // error_description or an HTML page leaks no form of the secret into
 // GetToken errors, ListTenants.last_error or the logs.
 func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
-	const secret = `n4sty/se+cr=et&50%25"<x>`
+	const secret = faultidp.NastySecret
 	const id = "echo client"
 	for _, resp := range []faultidp.Response{faultidp.EchoJSON(401), faultidp.EchoJSON(400), faultidp.EchoHTML(500), faultidp.EchoHTML(200)} {
 		for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
@@ -93,7 +90,7 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 			}
 			outputs := map[string]string{"gRPC error": status.Convert(err).Message(), "last_error": lastErr, "logs": f.Logs.String()}
 			for where, out := range outputs {
-				for _, form := range echoForms(id, secret) {
+				for _, form := range faultidp.SecretForms(id, secret) {
 					if strings.Contains(out, form) {
 						t.Errorf("status %d style %d: %s contains the secret form %q", resp.Status, style, where, form)
 					}
@@ -104,16 +101,4 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 			}
 		}
 	}
-}
-
-func echoForms(id, secret string) []string {
-	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret), strings.ToLower(url.QueryEscape(secret))}
-	j, _ := json.Marshal(secret)
-	forms = append(forms, strings.Trim(string(j), `"`))
-	for _, p := range []string{secret, id + ":" + secret, url.QueryEscape(id) + ":" + url.QueryEscape(secret)} {
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-			forms = append(forms, enc.EncodeToString([]byte(p)))
-		}
-	}
-	return forms
 }
