@@ -16,8 +16,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -13,7 +13,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/clientlib"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 func env(kv ...string) clientlib.Option {

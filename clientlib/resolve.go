@@ -11,8 +11,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/config"
 	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
@@ -31,7 +31,7 @@ const (
 )
 
 // DefaultTenant is the tenant asked for when none is named.
-const DefaultTenant = "default"
+const DefaultTenant = names.DefaultTenant
 
 // ErrNotConfigured is returned by NewHTTPClient when neither options nor the
 // environment say where tokens come from.
@@ -145,7 +145,7 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 }
 
 // resolveDirect builds direct mode's tenant with the broker's own parsing
-// of the Kognic environment (config.FromEnv), feeding it the explicit
+// of the Kognic environment (kognic.FromEnv), feeding it the explicit
 // options, and the named environment env if not nil, in place of the
 // environment variables they override. Scopes: WithScopes, else env's,
 // else the credentials file's.
@@ -179,19 +179,19 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 			overlay[brokercreds.EnvCredentials] = env.Credentials
 		}
 	}
-	server, serverFrom := strings.TrimSpace(cfg.lookup1(config.EnvAuthServer)), config.EnvAuthServer
+	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
 	if env != nil && cfg.authServer == "" {
 		if err := checkAuthServer(env.AuthServer); err != nil {
 			return nil, fmt.Errorf("clientlib: %s: auth_server: %w", from, err)
 		}
-		overlay[config.EnvAuthServer] = env.AuthServer
+		overlay[kognic.EnvAuthServer] = env.AuthServer
 		server, serverFrom = env.AuthServer, from
 	}
 	if cfg.authServer != "" {
 		if err := checkAuthServer(cfg.authServer); err != nil {
 			return nil, fmt.Errorf("clientlib: WithAuthServer: %w", err)
 		}
-		overlay[config.EnvAuthServer] = cfg.authServer
+		overlay[kognic.EnvAuthServer] = cfg.authServer
 		server, serverFrom = cfg.authServer, "WithAuthServer"
 	}
 	// The client secret goes to the auth server: plain http only to
@@ -206,23 +206,19 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 		}
 		return cfg.lookup(key)
 	}
-	bc, err := config.FromEnv(lookup, now)
+	kc, err := kognic.FromEnv(lookup, kognic.Options{Now: now})
 	if errors.Is(err, brokercreds.ErrNoCredentials) {
 		return nil, ErrNotConfigured
 	}
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: direct mode: %w", err)
 	}
-	t := bc.Tenants[0]
 	if from == "" {
-		from = t.CredentialsSource
+		from = kc.Credentials.Source
 	}
 	spec := broker.Tenant{
-		Name: directTenant, TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
-		Scopes: t.Scopes, AuthStyle: oauth2.AuthStyleInParams,
-	}
-	if t.AuthStyle == config.AuthStyleBasic {
-		spec.AuthStyle = oauth2.AuthStyleInHeader
+		Name: directTenant, TokenURL: kc.TokenURL, ClientID: kc.Credentials.ID, ClientSecret: kc.Credentials.Secret,
+		Scopes: kc.Credentials.Scopes, AuthStyle: oauth2.AuthStyleInParams,
 	}
 	switch {
 	case cfg.source.scopesSet:
@@ -246,7 +242,7 @@ func checkAuthServer(s string) error {
 	case u.User != nil:
 		return errors.New("the URL must not contain a user or password")
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
-		return fmt.Errorf("%q is not an absolute http(s) URL, e.g. %s", s, config.DefaultAuthServer)
+		return fmt.Errorf("%q is not an absolute http(s) URL, e.g. %s", s, kognic.DefaultAuthServer)
 	case u.RawQuery != "" || u.Fragment != "":
 		return fmt.Errorf("%q must not have a query or fragment", s)
 	}

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/config"
 	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	kognicenv "github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
@@ -27,7 +27,7 @@ func TestResolve(t *testing.T) {
 		return err.Error()
 	}
 	configErr := func(lookup map[string]string) string {
-		_, err := config.FromEnv(mapLookup(lookup), now)
+		_, err := kognicenv.FromEnv(mapLookup(lookup), kognicenv.Options{Now: now})
 		return err.Error()
 	}
 	fileErr := func(path string) string {

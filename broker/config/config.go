@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,21 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 )
 
-const (
-	// DefaultAuthServer is the Kognic authentication server.
-	DefaultAuthServer = "https://auth.app.kognic.com"
-	// TokenPath is appended to an auth server URL to form its token URL.
-	TokenPath = "/v1/auth/oauth/token"
-	// DefaultListen is the address the broker listens on when none is set.
-	DefaultListen = "127.0.0.1:50051"
-	// DefaultTenant is the name of the tenant FromEnv builds.
-	DefaultTenant = "default"
-	// EnvAuthServer overrides DefaultAuthServer in FromEnv.
-	EnvAuthServer = "KOGNIC_AUTH_SERVER"
-)
+// DefaultListen is the address the broker listens on when none is set.
+// The auth server and the environment's tenant are named in package
+// kognic (DefaultAuthServer, TokenPath) and names (DefaultTenant).
+const DefaultListen = "127.0.0.1:50051"
 
 // AuthStyle is how the client authenticates to the token endpoint.
 type AuthStyle string
@@ -36,6 +31,15 @@ const (
 	// (client_secret_basic).
 	AuthStyleBasic AuthStyle = "basic"
 )
+
+// OAuth2 is the one mapping of an auth_style to golang.org/x/oauth2's:
+// AuthStyleBasic is AuthStyleInHeader, anything else AuthStyleInParams.
+func (s AuthStyle) OAuth2() oauth2.AuthStyle {
+	if s == AuthStyleBasic {
+		return oauth2.AuthStyleInHeader
+	}
+	return oauth2.AuthStyleInParams
+}
 
 // Config is a loaded and validated broker configuration.
 type Config struct {
@@ -142,7 +146,7 @@ func parentField(f string) string {
 type Tenant struct {
 	Name string
 	// TokenURL is token_url, else auth_server (trailing slashes trimmed),
-	// else DefaultAuthServer, followed by TokenPath.
+	// else kognic.DefaultAuthServer, followed by kognic.TokenPath.
 	TokenURL     string
 	ClientID     string
 	ClientSecret credentials.Secret
@@ -158,6 +162,9 @@ type Tenant struct {
 	// CAFile, if set, is a PEM bundle of extra CAs (a private CA) trusted
 	// for the token endpoint, in addition to the system roots.
 	CAFile string
+	// RootCAs are the system roots plus CAFile's certificates, read once
+	// when the config is parsed (upstream.RootCAs); nil without CAFile.
+	RootCAs *x509.CertPool
 	// Fallbacks are the older credentials of a rotation
 	// (credentials_files or client_secret_files after the first entry),
 	// tried in order when the IdP answers invalid_client.

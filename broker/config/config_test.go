@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
@@ -97,7 +98,7 @@ tenants:
 		Listen: config.DefaultListen,
 		Tenants: []config.Tenant{
 			{
-				Name: "a", TokenURL: config.DefaultAuthServer + config.TokenPath, ClientID: "fake-acme-client", ClientSecret: acmeSecret,
+				Name: "a", TokenURL: kognic.TokenURL(kognic.DefaultAuthServer), ClientID: "fake-acme-client", ClientSecret: acmeSecret,
 				Scopes: []string{"y", "z"}, AuthStyle: config.AuthStyleBody, CredentialsSource: "credentials file " + abs,
 			},
 			{

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,8 +17,9 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
-	"github.com/tokenbroker/tokenbroker/internal/hygiene"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 var (
@@ -257,7 +257,7 @@ func (p *parser) tenant(n *yaml.Node, field string, firstLine map[string]int) (T
 		return Tenant{}, err
 	}
 	if e, ok := m["ca_file"]; ok {
-		if t.CAFile, err = p.caFile(e, field+".ca_file", t.Name); err != nil {
+		if t.CAFile, t.RootCAs, err = p.caFile(e, field+".ca_file", t.Name); err != nil {
 			return Tenant{}, err
 		}
 	}
@@ -292,17 +292,16 @@ func (p *parser) tokenURL(m map[string]entry, field string, allowInsecure bool) 
 	tokenURL, hasToken := m["token_url"]
 	switch {
 	case hasServer && hasToken:
-		return "", p.errf(tokenURL.key, field, "auth_server and token_url are mutually exclusive; set auth_server (%s is appended) or the full token_url, not both", TokenPath)
+		return "", p.errf(tokenURL.key, field, "auth_server and token_url are mutually exclusive; set auth_server (%s is appended) or the full token_url, not both", kognic.TokenPath)
 	case hasToken:
 		s, err := p.str(tokenURL, field+".token_url")
 		if err != nil {
 			return "", err
 		}
-		if err := checkURL(s, false); err != nil {
-			return "", p.errf(tokenURL.val, field+".token_url", "%v; use the full token endpoint, e.g. https://idp.example.com/oauth2/token", err)
-		}
-		if err := hygiene.CheckUpstreamURL(s, allowInsecure); err != nil {
+		if err := upstream.CheckURL(s, upstream.URLRules{AllowInsecureHTTP: allowInsecure}); errors.Is(err, upstream.ErrInsecureURL) {
 			return "", p.errf(tokenURL.val, field+".token_url", "%w", err)
+		} else if err != nil {
+			return "", p.errf(tokenURL.val, field+".token_url", "%v; use the full token endpoint, e.g. https://idp.example.com/oauth2/token", err)
 		}
 		return s, nil
 	case hasServer:
@@ -310,33 +309,14 @@ func (p *parser) tokenURL(m map[string]entry, field string, allowInsecure bool) 
 		if err != nil {
 			return "", err
 		}
-		if err := checkURL(s, true); err != nil {
-			return "", p.errf(server.val, field+".auth_server", "%v; use e.g. %s", err, DefaultAuthServer)
-		}
-		if err := hygiene.CheckUpstreamURL(s, allowInsecure); err != nil {
+		if err := upstream.CheckURL(s, upstream.URLRules{Base: true, AllowInsecureHTTP: allowInsecure}); errors.Is(err, upstream.ErrInsecureURL) {
 			return "", p.errf(server.val, field+".auth_server", "%w", err)
+		} else if err != nil {
+			return "", p.errf(server.val, field+".auth_server", "%v; use e.g. %s", err, kognic.DefaultAuthServer)
 		}
-		return trimSlash(s) + TokenPath, nil
+		return kognic.TokenURL(s), nil
 	}
-	return DefaultAuthServer + TokenPath, nil
-}
-
-// checkURL reports why s is not an absolute http(s) URL. A base URL may not
-// have a query either. URLs with user info are rejected without quoting
-// them, as they may hold a password.
-func checkURL(s string, base bool) error {
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return errors.New("is not a valid URL")
-	case u.User != nil:
-		return errors.New("must not contain a user or password (put credentials in credentials_file or client_secret_file)")
-	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
-		return fmt.Errorf("%q is not an absolute http(s) URL", s)
-	case u.Fragment != "" || base && u.RawQuery != "":
-		return fmt.Errorf("%q must not have a query or fragment", s)
-	}
-	return nil
+	return kognic.TokenURL(kognic.DefaultAuthServer), nil
 }
 
 // scopes validates a scopes list, reporting the line of a bad element.
@@ -571,5 +551,3 @@ func join(field, key string) string {
 	}
 	return field + "." + key
 }
-
-func trimSlash(s string) string { return strings.TrimRight(s, "/") }

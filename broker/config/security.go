@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,8 +13,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/names"
-	"github.com/tokenbroker/tokenbroker/internal/hygiene"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // The security sections of the config file: tls, callers, audit, limits,
@@ -78,11 +80,11 @@ func (p *parser) boolean(e entry, field string) (bool, error) {
 // secretFile checks that the secret file at path is not readable by group
 // or others: a warning, or with strict_file_permissions an error.
 func (p *parser) secretFile(n *yaml.Node, field, path string) error {
-	err := hygiene.CheckFileMode(path)
+	err := credentials.CheckFileMode(path)
 	if err == nil {
 		return nil
 	}
-	pe, ok := errors.AsType[*hygiene.PermissionError](err)
+	pe, ok := errors.AsType[*credentials.PermissionError](err)
 	switch {
 	case !ok:
 		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
@@ -119,18 +121,20 @@ func (p *parser) path(e entry, field string) (string, error) {
 	return p.resolvePath(s), nil
 }
 
-func (p *parser) caFile(e entry, field, tenant string) (string, error) {
+// caFile reads the tenant's ca_file into the root CAs it will use.
+func (p *parser) caFile(e entry, field, tenant string) (string, *x509.CertPool, error) {
 	path, err := p.path(e, field)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := p.readable(e.val, field, path); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if _, err := hygiene.RootCAs(path); err != nil {
-		return "", p.errf(e.val, field, "tenant %q: %s holds no PEM certificate; give the private CA's certificate in PEM (-----BEGIN CERTIFICATE-----)", tenant, path)
+	pool, err := upstream.RootCAs(path)
+	if err != nil {
+		return "", nil, p.errf(e.val, field, "tenant %q: %s holds no PEM certificate; give the private CA's certificate in PEM (-----BEGIN CERTIFICATE-----)", tenant, path)
 	}
-	return path, nil
+	return path, pool, nil
 }
 
 func (p *parser) tls(e entry) (*TLS, error) {

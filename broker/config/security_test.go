@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/internal/hygiene"
-	"github.com/tokenbroker/tokenbroker/internal/testpki"
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 const keyDigest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" // sha256("test")
@@ -196,19 +197,19 @@ func TestParseSecurityErrors(t *testing.T) {
 			name:   "http token_url on a public host",
 			yaml:   tenant + "    token_url: http://idp.example.com/token\n",
 			want:   "config: broker.yaml:4: tenants[0].token_url: insecure upstream URL http://idp.example.com/token: http sends the client secret in clear text; use https, or set allow_insecure_http: true on the tenant if the network is trusted",
-			wantIs: hygiene.ErrInsecureURL,
+			wantIs: upstream.ErrInsecureURL,
 		},
 		{
 			name:   "http auth_server on a public host",
 			yaml:   tenant + "    auth_server: http://auth.example.com\n",
 			want:   "config: broker.yaml:4: tenants[0].auth_server: insecure upstream URL http://auth.example.com: http sends the client secret in clear text; use https, or set allow_insecure_http: true on the tenant if the network is trusted",
-			wantIs: hygiene.ErrInsecureURL,
+			wantIs: upstream.ErrInsecureURL,
 		},
 		{
 			name:   "allow_insecure_http false",
 			yaml:   tenant + "    allow_insecure_http: false\n    token_url: http://idp.example.com/token\n",
 			want:   "config: broker.yaml:5: tenants[0].token_url: insecure upstream URL http://idp.example.com/token: http sends the client secret in clear text; use https, or set allow_insecure_http: true on the tenant if the network is trusted",
-			wantIs: hygiene.ErrInsecureURL,
+			wantIs: upstream.ErrInsecureURL,
 		},
 		{
 			name: "allow_insecure_http not a boolean",
@@ -232,7 +233,7 @@ func TestParseSecurityErrors(t *testing.T) {
 			name:   "strict: world-readable credentials_file",
 			yaml:   "strict_file_permissions: true\ntenants:\n  - name: acme\n    credentials_file: world-readable.json\n",
 			want:   "config: broker.yaml:4: tenants[0].credentials_file: DIR/world-readable.json has mode 0644: group or others can read it; it holds secrets, so run chmod 600 DIR/world-readable.json (or set defaultMode: 0400 on a Kubernetes secret volume) (strict_file_permissions is true)",
-			wantIs: new(hygiene.PermissionError),
+			wantIs: new(credentials.PermissionError),
 		},
 		{
 			name: "strict: world-readable tls.key_file",
@@ -465,8 +466,8 @@ func TestParseSecurityErrors(t *testing.T) {
 			if _, ok := errors.AsType[*config.Error](err); !ok {
 				t.Errorf("error is %T, want *config.Error", err)
 			}
-			if pe, ok := tt.wantIs.(*hygiene.PermissionError); ok {
-				if _, ok := errors.AsType[*hygiene.PermissionError](err); !ok {
+			if pe, ok := tt.wantIs.(*credentials.PermissionError); ok {
+				if _, ok := errors.AsType[*credentials.PermissionError](err); !ok {
 					t.Errorf("error does not wrap %T", pe)
 				}
 			} else if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
@@ -545,7 +546,7 @@ tenants:
 		t.Fatal(err)
 	}
 	_, err = config.LoadWith(path, config.Options{Now: now})
-	if _, ok := errors.AsType[*hygiene.PermissionError](err); !ok || !strings.HasPrefix(err.Error(), "config: "+path+":4: tls.key_file: ") {
+	if _, ok := errors.AsType[*credentials.PermissionError](err); !ok || !strings.HasPrefix(err.Error(), "config: "+path+":4: tls.key_file: ") {
 		t.Errorf("strict: err = %v", err)
 	}
 }
@@ -590,8 +591,8 @@ func TestFromEnvInsecureAuthServer(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("error:\n got %v\nwant %s", err, want)
 	}
-	if !errors.Is(err, hygiene.ErrInsecureURL) {
-		t.Error("error does not wrap hygiene.ErrInsecureURL")
+	if !errors.Is(err, upstream.ErrInsecureURL) {
+		t.Error("error does not wrap upstream.ErrInsecureURL")
 	}
 	for _, ok := range []string{"http://localhost:8080", "http://127.0.0.1:9", "http://[::1]:9", "https://auth.example.com"} {
 		env["KOGNIC_AUTH_SERVER"] = ok

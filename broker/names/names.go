@@ -13,6 +13,9 @@ const (
 	MaxScopeLen = 256
 	// MaxTenantLen is the longest tenant name, in bytes, ValidTenant accepts.
 	MaxTenantLen = 63
+	// DefaultTenant is the tenant a broker configured from the environment
+	// serves, and the one a client asks for when it names none.
+	DefaultTenant = "default"
 )
 
 // Sentinel errors wrapped by every error this package returns.

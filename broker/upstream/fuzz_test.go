@@ -12,6 +12,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 // FuzzTokenResponse drives the real Fetch against a loopback token
@@ -41,7 +42,7 @@ func FuzzTokenResponse(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	forms := secretForms(id, secret)
+	forms := faultidp.SecretForms(id, secret)
 
 	f.Add(200, "application/json", []byte(`{"access_token":"a","token_type":"Bearer","expires_in":3600}`))
 	f.Fuzz(func(t *testing.T, st int, ct string, b []byte) {

@@ -1,10 +1,7 @@
 package upstream_test
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -12,27 +9,8 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
-
-// nastySecret holds every character that URL, base64 and JSON encode
-// differently.
-const nastySecret = `n4sty/se+cr=et&50%25"<x>`
-
-// SecretForms returns every form in which a (clientID, secret) pair can be
-// echoed by an IdP; see upstream's scrubber.
-func secretForms(clientID, secret string) []string {
-	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret),
-		strings.ToLower(url.QueryEscape(secret))}
-	j, _ := json.Marshal(secret)
-	forms = append(forms, strings.Trim(string(j), `"`))
-	for _, p := range []string{secret, clientID + ":" + secret, url.QueryEscape(clientID) + ":" + url.QueryEscape(secret)} {
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-			forms = append(forms, enc.EncodeToString([]byte(p)))
-		}
-	}
-	return forms
-}
 
 func TestFetchErrorsNeverEchoTheSecret(t *testing.T) {
 	for _, tc := range []struct {
@@ -48,7 +26,7 @@ func TestFetchErrorsNeverEchoTheSecret(t *testing.T) {
 				idp := faultidp.Start()
 				defer idp.Close()
 				idp.Push(tc.resp)
-				c, err := upstream.New(upstream.Config{TokenURL: idp.TokenURL(), ClientID: "the client", ClientSecret: credentials.Secret(nastySecret), AuthStyle: style})
+				c, err := upstream.New(upstream.Config{TokenURL: idp.TokenURL(), ClientID: "the client", ClientSecret: credentials.Secret(faultidp.NastySecret), AuthStyle: style})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -57,7 +35,7 @@ func TestFetchErrorsNeverEchoTheSecret(t *testing.T) {
 					t.Fatalf("err = %v, want *upstream.Error", err)
 				}
 				msg := err.Error()
-				for _, f := range secretForms("the client", nastySecret) {
+				for _, f := range faultidp.SecretForms("the client", faultidp.NastySecret) {
 					if strings.Contains(msg, f) {
 						t.Errorf("message contains the secret form %q: %s", f, msg)
 					}

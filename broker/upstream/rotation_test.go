@@ -10,7 +10,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 // Issue 10 §7: during a rotation a client holds the new and the old

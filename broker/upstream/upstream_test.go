@@ -11,7 +11,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

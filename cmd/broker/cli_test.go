@@ -2,20 +2,12 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
-	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
 func envFunc(kv ...string) func(string) string {
@@ -69,7 +61,7 @@ func TestServeBadInput(t *testing.T) {
 		{"missing config file", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, envFunc(),
 			`config: cannot read config file: open ` + filepath.Join(dir, "nope.yaml") + `: no such file or directory`},
 		{"dev on a public address", []string{"serve", "--dev", "--listen", "0.0.0.0:0"}, envFunc(),
-			`serve: --dev serves tokens to anyone who connects, so it listens on loopback only; "0.0.0.0:0" is not a loopback address (try --listen 127.0.0.1:50051)`},
+			`daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; "0.0.0.0:0" is not a loopback address (try --listen 127.0.0.1:50051)`},
 		{"bad log level", []string{"serve", "--dev", "--log-level", "loud"}, envFunc(),
 			`--log-level "loud": want debug, info, warn or error`},
 	} {
@@ -102,48 +94,4 @@ func listenAddr(t *testing.T, logs io.Reader) string {
 	}
 	t.Fatalf("broker exited before listening: %v", sc.Err())
 	return ""
-}
-
-// TestServeFromEnvironment runs `broker serve` with Kognic environment
-// variables (the no-config mode) against a real identity provider.
-func TestServeFromEnvironment(t *testing.T) {
-	client := devidp.NewClient()
-	idp, err := devidp.Start(t.Context(), devidp.Config{Clients: []devidp.Client{client}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idp.Close()
-	env := envFunc("KOGNIC_CLIENT_ID", client.ID, "KOGNIC_CLIENT_SECRET", client.Secret, "KOGNIC_AUTH_SERVER", idp.URL())
-
-	ctx, cancel := context.WithCancel(t.Context())
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json"}, env, io.Discard, pw)
-		pw.Close()
-	}()
-	addr := listenAddr(t, pr)
-
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp, err := tbv1.NewTokenBrokerServiceClient(conn).GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "default"})
-	if err != nil {
-		t.Fatalf("GetToken for the env-configured tenant: %v", err)
-	}
-	if resp.GetToken().GetTenant() != "default" || resp.GetToken().GetAccessToken() == "" {
-		t.Errorf("token = %v", resp.GetToken().GetTenant())
-	}
-
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("serve returned %v after cancellation, want nil", err)
-		}
-	case <-time.After(shutdownTimeout + 5*time.Second):
-		t.Fatal("serve did not stop within its shutdown bound")
-	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -15,7 +16,8 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/daemon"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 )
 
 // e2eTools builds the broker binary and the pinned grpcurl and
@@ -46,8 +48,19 @@ var e2eTools = sync.OnceValues(func() (map[string]string, error) {
 	}, nil
 })
 
-// TestEndToEndDev builds the binary, runs `serve --dev` and talks to it
-// with grpcurl, grpc-health-probe and `broker token`, as the README does.
+// e2eConfig is the config file beside --dev: %s is the extra tenants.
+const e2eConfig = `listen: 127.0.0.1:0
+tenants:
+  - name: unreachable
+    token_url: http://127.0.0.1:1/token
+    client_id: id
+    client_secret_file: s
+%s`
+
+// TestEndToEndDev builds the binary, runs `serve --dev --config` and talks
+// to it with grpcurl, grpc-health-probe and `broker token`, as the README
+// does; then SIGHUP reloads the config file and SIGTERM drains. It is the
+// one test of real signals; the daemon's own tests call Reload directly.
 func TestEndToEndDev(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds binaries")
@@ -56,7 +69,11 @@ func TestEndToEndDev(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := exec.Command(tools["broker"], "serve", "--dev", "--listen", "127.0.0.1:0", "--log-format", "json")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "broker.yaml")
+	writeFile(t, dir, "s", "FAKE-e2e-secret\n")
+	writeFile(t, dir, "broker.yaml", fmt.Sprintf(e2eConfig, ""))
+	srv := exec.Command(tools["broker"], "serve", "--dev", "--config", cfgPath, "--log-format", "json")
 	srv.Env = append(os.Environ(), "KOGNIC_CREDENTIALS=", "KOGNIC_CLIENT_ID=", "KOGNIC_CLIENT_SECRET=")
 	stderr, err := srv.StderrPipe()
 	if err != nil {
@@ -201,6 +218,28 @@ func TestEndToEndDev(t *testing.T) {
 		}
 	})
 
+	t.Run("SIGHUP reloads the config file", func(t *testing.T) {
+		writeFile(t, dir, "broker.yaml", fmt.Sprintf(e2eConfig, "  - name: added\n    token_url: http://127.0.0.1:1/token\n    client_id: id\n    client_secret_file: s\n"))
+		if err := srv.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), `"msg":"config reloaded"`); {
+			if time.Now().After(deadline) {
+				t.Fatalf("no reload logged:\n%s", logs.String())
+			}
+			time.Sleep(20 * time.Millisecond) // another process: its log is the only signal
+		}
+		out, errOut, err := grpcurl(addr, "tokenbroker.v1.TokenBrokerService/ListTenants")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, errOut)
+		}
+		for _, name := range []string{"added", "unreachable", "demo"} {
+			if !strings.Contains(out, `"name": "`+name+`"`) {
+				t.Errorf("after SIGHUP ListTenants misses %s:\n%s", name, out)
+			}
+		}
+	})
+
 	t.Run("SIGTERM stops the broker cleanly", func(t *testing.T) {
 		if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -210,7 +249,7 @@ func TestEndToEndDev(t *testing.T) {
 			if err != nil {
 				t.Errorf("broker exited with %v, want status 0", err)
 			}
-		case <-time.After(shutdownTimeout + 5*time.Second):
+		case <-time.After(daemon.DefaultShutdownTimeout + 5*time.Second):
 			t.Fatal("broker did not stop within its shutdown bound")
 		}
 		out := logs.String()

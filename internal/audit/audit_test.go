@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 )
 
 func TestFingerprint(t *testing.T) {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -23,9 +22,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/clientlib"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/hygiene"
 )
 
 // TokenUsage is the usage line of `broker token`.
@@ -245,7 +244,7 @@ func (c clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpti
 	if key == "" || strings.ContainsAny(key, " \t\r\n") {
 		return nil, fmt.Errorf("--api-key-file %s: must hold one API key on one line", c.apiKeyFile)
 	}
-	if err := hygiene.CheckFileMode(c.apiKeyFile); err != nil {
+	if err := brokercreds.CheckFileMode(c.apiKeyFile); err != nil {
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 	return append(opts, grpc.WithPerRPCCredentials(bearerKey{key: key, tls: useTLS})), nil
@@ -296,16 +295,8 @@ func printJWT(w io.Writer, tok string) error {
 	return err
 }
 
-// isLoopbackAddr reports whether addr, a host:port, is a loopback IP
-// address or localhost.
+// isLoopbackAddr applies upstream's loopback rule to a host:port.
 func isLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
+	return err == nil && upstream.IsLoopbackHost(host)
 }

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 	"go.uber.org/goleak"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"

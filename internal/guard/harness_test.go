@@ -29,9 +29,9 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
-	"github.com/tokenbroker/tokenbroker/internal/testpki"
+	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -6,6 +6,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 )
 
 // The cached GetToken path is meant to cost about as much as the cheapest
@@ -14,15 +15,15 @@ import (
 //	go test -run='^$' -bench='GetTokenCached|HealthCheck' -benchmem -count=5 ./internal/server/
 
 func BenchmarkGetTokenCached(b *testing.B) {
-	f := start(b)
+	f := brokertest.Start(b)
 	req := &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"read"}}
-	if _, err := f.getToken(b.Context(), req); err != nil {
+	if _, err := f.GetToken(b.Context(), req); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := f.api.GetToken(b.Context(), req); err != nil {
+		if _, err := f.API.GetToken(b.Context(), req); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -31,12 +32,12 @@ func BenchmarkGetTokenCached(b *testing.B) {
 // BenchmarkHealthCheck is the baseline: a unary call through the same
 // server, interceptors and connection that does no work.
 func BenchmarkHealthCheck(b *testing.B) {
-	f := start(b)
+	f := brokertest.Start(b)
 	req := &healthpb.HealthCheckRequest{}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := f.health.Check(b.Context(), req); err != nil {
+		if _, err := f.Health.Check(b.Context(), req); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,10 +1,7 @@
 package server_test
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 
@@ -15,7 +12,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 // Issue 7 §1: a token endpoint that redirects must not make the broker
@@ -34,13 +32,12 @@ func TestRedirectingTokenEndpointIsUnavailableAndTargetSeesNothing(t *testing.T)
 				const stolen = "token-from-the-other-host"
 				other.SetDefault(faultidp.OK(stolen, 3600))
 				idp.SetDefault(faultidp.Redirect(code, other.TokenURL()+"?next=query-detail"))
-				f := start(t, broker.Tenant{Name: "moved", TokenURL: idp.TokenURL(), ClientID: "c",
+				f := brokertest.Start(t, broker.Tenant{Name: "moved", TokenURL: idp.TokenURL(), ClientID: "c",
 					ClientSecret: "moved-secret", AuthStyle: style.style})
-				f.secrets = append(f.secrets, "moved-secret")
 				host := strings.TrimPrefix(other.URL(), "http://")
 
 				for range 3 {
-					tok, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "moved"})
+					tok, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "moved"})
 					if tok != nil {
 						t.Fatalf("GetToken served a token (from %s?)", host)
 					}
@@ -56,7 +53,7 @@ func TestRedirectingTokenEndpointIsUnavailableAndTargetSeesNothing(t *testing.T)
 				if n := other.Requests(); n != 0 {
 					t.Fatalf("the redirect target received %d requests, want 0", n)
 				}
-				if strings.Contains(f.logs.String(), stolen) {
+				if strings.Contains(f.Logs.String(), stolen) {
 					t.Error("logs mention the redirect target's token")
 				}
 			})
@@ -68,16 +65,16 @@ func TestRedirectingTokenEndpointIsUnavailableAndTargetSeesNothing(t *testing.T)
 // error_description or an HTML page leaks no form of the secret into
 // GetToken errors, ListTenants.last_error or the logs.
 func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
-	const secret = `n4sty/se+cr=et&50%25"<x>`
+	const secret = faultidp.NastySecret
 	const id = "echo client"
 	for _, resp := range []faultidp.Response{faultidp.EchoJSON(401), faultidp.EchoJSON(400), faultidp.EchoHTML(500), faultidp.EchoHTML(200)} {
 		for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
 			idp := faultidp.Start()
 			idp.SetDefault(resp)
-			f := start(t, broker.Tenant{Name: "echo", TokenURL: idp.TokenURL(), ClientID: id,
+			f := brokertest.Start(t, broker.Tenant{Name: "echo", TokenURL: idp.TokenURL(), ClientID: id,
 				ClientSecret: credentials.Secret(secret), AuthStyle: style})
-			_, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "echo"})
-			list, lerr := f.api.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
+			_, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "echo"})
+			list, lerr := f.API.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
 			if lerr != nil {
 				t.Fatal(lerr)
 			}
@@ -91,9 +88,9 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 			if err == nil || lastErr == "" {
 				t.Fatalf("GetToken err %v, last_error %q; want both set", err, lastErr)
 			}
-			outputs := map[string]string{"gRPC error": status.Convert(err).Message(), "last_error": lastErr, "logs": f.logs.String()}
+			outputs := map[string]string{"gRPC error": status.Convert(err).Message(), "last_error": lastErr, "logs": f.Logs.String()}
 			for where, out := range outputs {
-				for _, form := range echoForms(id, secret) {
+				for _, form := range faultidp.SecretForms(id, secret) {
 					if strings.Contains(out, form) {
 						t.Errorf("status %d style %d: %s contains the secret form %q", resp.Status, style, where, form)
 					}
@@ -104,16 +101,4 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 			}
 		}
 	}
-}
-
-func echoForms(id, secret string) []string {
-	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret), strings.ToLower(url.QueryEscape(secret))}
-	j, _ := json.Marshal(secret)
-	forms = append(forms, strings.Trim(string(j), `"`))
-	for _, p := range []string{secret, id + ":" + secret, url.QueryEscape(id) + ":" + url.QueryEscape(secret)} {
-		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
-			forms = append(forms, enc.EncodeToString([]byte(p)))
-		}
-	}
-	return forms
 }

@@ -4,130 +4,39 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.org/x/oauth2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
-	"github.com/tokenbroker/tokenbroker/internal/logtest"
-	"github.com/tokenbroker/tokenbroker/internal/server"
+	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fixture is a real broker behind a real gRPC server on loopback, fetching
-// from a real OAuth2 server.
-type fixture struct {
-	idp     *devidp.Server
-	client  devidp.Client
-	broker  *broker.Broker
-	srv     *server.Server
-	conn    *grpc.ClientConn
-	api     tbv1.TokenBrokerServiceClient
-	health  healthpb.HealthClient
-	logs    *logtest.Buffer
-	secrets []string
-	tokens  sync.Map // access tokens served, for the leak check
-}
-
-func start(t testing.TB, extra ...broker.Tenant) *fixture {
-	t.Helper()
-	f := &fixture{logs: &logtest.Buffer{}, client: devidp.NewClient()}
-	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	var err error
-	f.idp, err = devidp.Start(t.Context(), devidp.Config{Clients: []devidp.Client{f.client}, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.secrets = append(f.secrets, f.client.Secret)
-	hs := health.NewServer()
-	tenants := append([]broker.Tenant{{
-		Name: "acme", TokenURL: f.idp.TokenURL(), ClientID: f.client.ID,
-		ClientSecret: credentials.Secret(f.client.Secret), AuthStyle: oauth2.AuthStyleInHeader,
-	}}, extra...)
-	f.broker, err = broker.New(broker.Config{Tenants: tenants, Logger: log, OnTenantHealth: server.TenantHealth(hs)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.srv = server.New(server.Config{Broker: f.broker, Health: hs, Logger: log})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = f.srv.GRPC.Serve(lis) }()
-	f.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.api = tbv1.NewTokenBrokerServiceClient(f.conn)
-	f.health = healthpb.NewHealthClient(f.conn)
-	t.Cleanup(func() {
-		f.conn.Close()
-		f.srv.Shutdown(5 * time.Second)
-		<-served
-		f.broker.Close()
-		f.idp.Close()
-		f.assertNoSecretsInLogs(t)
-	})
-	return f
-}
-
-func (f *fixture) getToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1.Token, error) {
-	resp, err := f.api.GetToken(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	f.tokens.Store(resp.GetToken().GetAccessToken(), true)
-	return resp.GetToken(), nil
-}
-
-func (f *fixture) assertNoSecretsInLogs(t testing.TB) {
-	t.Helper()
-	logs := f.logs.String()
-	for _, s := range f.secrets {
-		if strings.Contains(logs, s) {
-			t.Error("logs contain a client secret")
-		}
-	}
-	f.tokens.Range(func(k, _ any) bool {
-		if strings.Contains(logs, k.(string)) {
-			t.Error("logs contain an access token")
-		}
-		return true
-	})
-}
-
 func TestGetTokenColdKeyThousandCallersOneIdPRequest(t *testing.T) {
-	f := start(t)
-	if _, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme"}); err != nil {
+	f := brokertest.Start(t)
+	if _, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme"}); err != nil {
 		t.Fatal(err)
 	}
-	before := f.idp.RequestsFor(f.client.ID)
+	before := f.IdP.RequestsFor(f.Client.ID)
 
 	const callers = 1000
 	var wg sync.WaitGroup
 	tokens := make(chan string, callers)
 	for range callers {
 		wg.Go(func() {
-			tok, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"write", "read", "read"}})
+			tok, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"write", "read", "read"}})
 			if err != nil {
 				t.Error(err)
 				return
@@ -141,7 +50,7 @@ func TestGetTokenColdKeyThousandCallersOneIdPRequest(t *testing.T) {
 	for tok := range tokens {
 		distinct[tok] = true
 	}
-	got := f.idp.RequestsFor(f.client.ID) - before
+	got := f.IdP.RequestsFor(f.Client.ID) - before
 	t.Logf("%d concurrent GetToken on a cold key: %d identity-provider request(s), %d distinct token(s)", callers, got, len(distinct))
 	if got != 1 || len(distinct) != 1 {
 		t.Errorf("IdP requests = %d, distinct tokens = %d; want 1 and 1", got, len(distinct))
@@ -149,8 +58,8 @@ func TestGetTokenColdKeyThousandCallersOneIdPRequest(t *testing.T) {
 }
 
 func TestGetTokenFields(t *testing.T) {
-	f := start(t)
-	tok, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"b", "a", "b"}, MinValid: durationpb.New(time.Minute)})
+	f := brokertest.Start(t)
+	tok, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"b", "a", "b"}, MinValid: durationpb.New(time.Minute)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +73,7 @@ func TestGetTokenFields(t *testing.T) {
 }
 
 func TestStatusCodes(t *testing.T) {
-	f := start(t)
+	f := brokertest.Start(t)
 	tooMany := make([]string, 33)
 	for i := range tooMany {
 		tooMany[i] = "scope" + strings.Repeat("x", i)
@@ -190,7 +99,7 @@ func TestStatusCodes(t *testing.T) {
 		{"min_valid longer than tokens live", &tbv1.GetTokenRequest{Tenant: "acme", MinValid: durationpb.New(2 * time.Hour)}, codes.OK, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := f.getToken(t.Context(), tc.req)
+			_, err := f.GetToken(t.Context(), tc.req)
 			st := status.Convert(err)
 			if st.Code() != tc.code || st.Message() != tc.msg {
 				t.Errorf("got %s %q\nwant %s %q", st.Code(), st.Message(), tc.code, tc.msg)
@@ -203,9 +112,8 @@ func TestUpstreamFailuresMapToCodes(t *testing.T) {
 	fi := faultidp.Start()
 	defer fi.Close()
 	fi.SetDefault(faultidp.OAuthError(401, "invalid_client", "bad secret"))
-	f := start(t, broker.Tenant{Name: "revoked", TokenURL: fi.TokenURL(), ClientID: "c", ClientSecret: "revoked-secret"})
-	f.secrets = append(f.secrets, "revoked-secret")
-	_, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "revoked"})
+	f := brokertest.Start(t, broker.Tenant{Name: "revoked", TokenURL: fi.TokenURL(), ClientID: "c", ClientSecret: "revoked-secret"})
+	_, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "revoked"})
 	if st := status.Convert(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "invalid_client") {
 		t.Errorf("revoked credentials: %s %q, want FAILED_PRECONDITION naming invalid_client", st.Code(), st.Message())
 	}
@@ -213,27 +121,27 @@ func TestUpstreamFailuresMapToCodes(t *testing.T) {
 	fi2 := faultidp.Start()
 	defer fi2.Close()
 	fi2.SetDefault(faultidp.Garbage())
-	f2 := start(t, broker.Tenant{Name: "flaky", TokenURL: fi2.TokenURL(), ClientID: "c", ClientSecret: "flaky-secret"})
-	_, err = f2.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "flaky"})
+	f2 := brokertest.Start(t, broker.Tenant{Name: "flaky", TokenURL: fi2.TokenURL(), ClientID: "c", ClientSecret: "flaky-secret"})
+	_, err = f2.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "flaky"})
 	if st := status.Convert(err); st.Code() != codes.Unavailable {
 		t.Errorf("garbage from the IdP: %s %q, want UNAVAILABLE", st.Code(), st.Message())
 	}
 }
 
 func TestWatchTokenPushesRefreshes(t *testing.T) {
-	f := start(t)
-	stream, err := f.api.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
+	f := brokertest.Start(t)
+	stream, err := f.API.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := recvToken(t, stream)
-	f.tokens.Store(first.GetAccessToken(), true)
+	f.Token(first.GetAccessToken())
 	// A resource server rejects the token: every watcher gets the new one.
-	inv, err := f.api.InvalidateToken(t.Context(), &tbv1.InvalidateTokenRequest{Tenant: "acme", TokenSha256: broker.Fingerprint(first.GetAccessToken())})
+	inv, err := f.API.InvalidateToken(t.Context(), &tbv1.InvalidateTokenRequest{Tenant: "acme", TokenSha256: broker.Fingerprint(first.GetAccessToken())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.tokens.Store(inv.GetToken().GetAccessToken(), true)
+	f.Token(inv.GetToken().GetAccessToken())
 	second := recvToken(t, stream)
 	if second.GetVersion() != first.GetVersion()+1 || second.GetAccessToken() != inv.GetToken().GetAccessToken() {
 		t.Errorf("pushed version %d, want %d, the invalidation's replacement", second.GetVersion(), first.GetVersion()+1)
@@ -257,13 +165,13 @@ func recvToken(t *testing.T, stream grpc.ServerStreamingClient[tbv1.WatchTokenRe
 }
 
 func TestWatchEndsWhenTenantRemoved(t *testing.T) {
-	f := start(t)
-	stream, err := f.api.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
+	f := brokertest.Start(t)
+	stream, err := f.API.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.tokens.Store(recvToken(t, stream).GetAccessToken(), true)
-	if err := f.broker.SetTenants(nil); err != nil {
+	f.Token(recvToken(t, stream).GetAccessToken())
+	if err := f.Broker.SetTenants(nil); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -278,8 +186,8 @@ func TestWatchEndsWhenTenantRemoved(t *testing.T) {
 }
 
 func TestHealthPerTenant(t *testing.T) {
-	f := start(t)
-	w, err := f.health.Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "tenant/acme"})
+	f := brokertest.Start(t)
+	w, err := f.Health.Watch(t.Context(), &healthpb.HealthCheckRequest{Service: "tenant/acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,21 +200,21 @@ func TestHealthPerTenant(t *testing.T) {
 			break
 		}
 	}
-	resp, err := f.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: ""})
+	resp, err := f.Health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: ""})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("overall health: %v %v, want SERVING", resp.GetStatus(), err)
 	}
 	// The tenant's credentials are revoked: a rejected token that cannot
 	// be replaced stays served while valid, so the tenant stays SERVING
 	// until it is removed.
-	f.idp.RemoveClient(f.client.ID)
-	if _, err := f.api.InvalidateToken(t.Context(), &tbv1.InvalidateTokenRequest{Tenant: "acme", TokenSha256: f.currentSHA(t)}); status.Code(err) != codes.FailedPrecondition {
+	f.IdP.RemoveClient(f.Client.ID)
+	if _, err := f.API.InvalidateToken(t.Context(), &tbv1.InvalidateTokenRequest{Tenant: "acme", TokenSha256: currentSHA(t, f)}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("invalidate with revoked credentials: %v, want FAILED_PRECONDITION", err)
 	}
-	if resp, err := f.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "tenant/acme"}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+	if resp, err := f.Health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "tenant/acme"}); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("tenant health after a failed invalidation: %v %v, want SERVING while its token is valid", resp.GetStatus(), err)
 	}
-	if err := f.broker.SetTenants(nil); err != nil {
+	if err := f.Broker.SetTenants(nil); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -318,13 +226,13 @@ func TestHealthPerTenant(t *testing.T) {
 			break
 		}
 	}
-	if _, err := f.health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "tenant/nobody"}); status.Code(err) != codes.NotFound {
+	if _, err := f.Health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "tenant/nobody"}); status.Code(err) != codes.NotFound {
 		t.Errorf("unknown tenant health: %v, want NOT_FOUND", err)
 	}
 }
 
-func (f *fixture) currentSHA(t *testing.T) string {
-	tok, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme"})
+func currentSHA(t *testing.T, f *brokertest.Fixture) string {
+	tok, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,9 +240,9 @@ func (f *fixture) currentSHA(t *testing.T) string {
 }
 
 func TestListTenants(t *testing.T) {
-	f := start(t)
-	f.currentSHA(t) // the default token is cached
-	resp, err := f.api.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
+	f := brokertest.Start(t)
+	currentSHA(t, f) // the default token is cached
+	resp, err := f.API.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,23 +250,23 @@ func TestListTenants(t *testing.T) {
 		t.Fatalf("%d tenants, want 1", len(resp.GetTenants()))
 	}
 	tn := resp.GetTenants()[0]
-	if tn.GetName() != "acme" || tn.GetTokenUrl() != f.idp.TokenURL() || tn.GetStatus().GetState() != tbv1.TokenState_TOKEN_STATE_READY || tn.GetExpireTime() == nil {
+	if tn.GetName() != "acme" || tn.GetTokenUrl() != f.IdP.TokenURL() || tn.GetStatus().GetState() != tbv1.TokenState_TOKEN_STATE_READY || tn.GetExpireTime() == nil {
 		t.Errorf("tenant = %v", tn)
 	}
-	if strings.Contains(resp.String(), f.client.Secret) || strings.Contains(resp.String(), f.client.ID+"\"") {
+	if strings.Contains(resp.String(), f.Client.Secret) || strings.Contains(resp.String(), f.Client.ID+"\"") {
 		t.Error("ListTenants leaks credentials")
 	}
 }
 
 func TestShutdownEndsStreamsUnavailable(t *testing.T) {
-	f := start(t)
-	stream, err := f.api.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
+	f := brokertest.Start(t)
+	stream, err := f.API.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.tokens.Store(recvToken(t, stream).GetAccessToken(), true)
+	f.Token(recvToken(t, stream).GetAccessToken())
 	done := make(chan struct{})
-	go func() { f.srv.Shutdown(5 * time.Second); close(done) }()
+	go func() { f.Server.Shutdown(5 * time.Second); close(done) }()
 	for err == nil {
 		_, err = stream.Recv()
 	}
@@ -366,7 +274,7 @@ func TestShutdownEndsStreamsUnavailable(t *testing.T) {
 		t.Errorf("stream ended with %s %q, want UNAVAILABLE", st.Code(), st.Message())
 	}
 	<-done
-	resp, err := f.health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	resp, err := f.Health.Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 		t.Error("still SERVING after shutdown")
 	}

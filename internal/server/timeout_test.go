@@ -14,8 +14,8 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
-	"github.com/tokenbroker/tokenbroker/internal/faultidp"
 	"github.com/tokenbroker/tokenbroker/internal/server"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
 // hangingBroker serves a broker whose identity provider never answers,

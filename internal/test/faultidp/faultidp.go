@@ -7,6 +7,7 @@
 package faultidp
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -248,4 +249,23 @@ func cloneValues(v url.Values) url.Values {
 		return nil
 	}
 	return url.Values(http.Header(v).Clone())
+}
+
+// NastySecret holds the characters that URL, base64, JSON and HTML encode
+// differently, for echo tests.
+const NastySecret = `n4sty/se+cr=et&50%25"<x>`
+
+// SecretForms returns every form in which an IdP that echoes its request
+// (form body, Authorization: Basic) may repeat a client's credential:
+// plain, URL-, JSON- and base64-encoded, alone and as "id:secret".
+func SecretForms(clientID, secret string) []string {
+	forms := []string{secret, url.QueryEscape(secret), url.PathEscape(secret), strings.ToLower(url.QueryEscape(secret))}
+	j, _ := json.Marshal(secret)
+	forms = append(forms, strings.Trim(string(j), `"`))
+	for _, p := range []string{secret, clientID + ":" + secret, url.QueryEscape(clientID) + ":" + url.QueryEscape(secret)} {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+			forms = append(forms, enc.EncodeToString([]byte(p)))
+		}
+	}
+	return forms
 }

@@ -1,0 +1,113 @@
+// Package kognic maps the environment of the Kognic SDKs to one OAuth2
+// client and its token endpoint: KOGNIC_CREDENTIALS (a credentials file),
+// else KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET, and KOGNIC_AUTH_SERVER.
+//
+// Both the broker (running without a config file) and the client library
+// (direct mode) read the environment through [FromEnv], so the two agree on
+// what it means. The package parses no YAML and starts nothing; its
+// functions are safe for concurrent use.
+package kognic
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+const (
+	// DefaultAuthServer is the Kognic authentication server.
+	DefaultAuthServer = "https://auth.app.kognic.com"
+	// TokenPath is appended to an auth server URL to form its token URL.
+	TokenPath = "/v1/auth/oauth/token"
+	// EnvAuthServer overrides DefaultAuthServer in FromEnv.
+	EnvAuthServer = "KOGNIC_AUTH_SERVER"
+)
+
+// Client is the OAuth2 client the environment describes.
+type Client struct {
+	// TokenURL is KOGNIC_AUTH_SERVER (default DefaultAuthServer), trailing
+	// slashes trimmed, followed by TokenPath.
+	TokenURL string
+	// Credentials are the client ID and secret, the credentials file's
+	// default scopes (sorted, de-duplicated; may be nil) and their source.
+	Credentials credentials.Client
+}
+
+// Options tune FromEnv. Zero values mean defaults.
+type Options struct {
+	// Now rejects expired credentials; zero means time.Now().
+	Now time.Time
+	// Logger receives the warning about a credentials file that group or
+	// others can read; nil discards it.
+	Logger *slog.Logger
+}
+
+// Error is a problem with an environment variable or the file it names.
+type Error struct {
+	// Source is the environment variable at fault, or the credentials
+	// source (e.g. "credentials file /etc/x.json") for a bad value in it.
+	Source string
+	// Field is the key in the credentials file; empty for a variable.
+	Field string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	field := ""
+	if e.Field != "" {
+		field = e.Field + ": "
+	}
+	return "kognic: " + e.Source + ": " + field + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// FromEnv reads the client through lookup (os.LookupEnv in production).
+// The credentials are found as credentials.FromEnv finds them; with none
+// set the error is credentials.ErrNoCredentials itself. KOGNIC_AUTH_SERVER
+// must be an absolute URL without query, and https unless its host is
+// loopback (upstream.CheckURL). Other problems are returned as an *Error
+// or as the credentials package's errors.
+func FromEnv(lookup func(string) (string, bool), o Options) (Client, error) {
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	c, err := credentials.FromEnv(lookup, now)
+	if err != nil {
+		return Client{}, err
+	}
+	server := DefaultAuthServer
+	if v, _ := lookup(EnvAuthServer); v != "" {
+		err := upstream.CheckURL(v, upstream.URLRules{Base: true})
+		switch {
+		case errors.Is(err, upstream.ErrInsecureURL):
+			return Client{}, &Error{Source: EnvAuthServer, Err: fmt.Errorf("%w %s: http sends the client secret in clear text; use https (http is accepted only for localhost and loopback addresses), or a config file whose tenant sets allow_insecure_http: true",
+				upstream.ErrInsecureURL, v)}
+		case err != nil:
+			return Client{}, &Error{Source: EnvAuthServer, Err: fmt.Errorf("%v; use e.g. %s", err, DefaultAuthServer)}
+		}
+		server = v
+	}
+	if path, ok := lookup(credentials.EnvCredentials); ok && path != "" {
+		path, _ = credentials.ExpandHome(path) // credentials.FromEnv above loaded it expanded
+		if err := credentials.CheckSecretFiles(o.Logger, false, path); err != nil {
+			return Client{}, &Error{Source: credentials.EnvCredentials, Err: err}
+		}
+	}
+	if c.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {
+		return Client{}, &Error{Source: c.Source, Field: "scopes", Err: err}
+	}
+	return Client{TokenURL: TokenURL(server), Credentials: c}, nil
+}
+
+// TokenURL returns the token endpoint of the auth server at base.
+func TokenURL(base string) string {
+	return strings.TrimRight(base, "/") + TokenPath
+}

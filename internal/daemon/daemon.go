@@ -1,0 +1,329 @@
+// Package daemon is the running broker service: it maps a loaded
+// config.Config to the broker core, the access control layers and the gRPC
+// server, serves until its context ends, applies reloads and drains on
+// shutdown. cmd/broker is a shell around it (flags, config load, signals);
+// tests drive it through New, Run, Reload and Addr, without signals.
+//
+//	d, err := daemon.New(cfg, daemon.Options{Logger: log})
+//	...
+//	go d.Run(ctx)          // serves on d.Addr() until ctx is done
+//	err = d.Reload(newCfg) // e.g. on SIGHUP
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/guard"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+	"github.com/tokenbroker/tokenbroker/internal/server"
+)
+
+const (
+	// DefaultShutdownTimeout bounds how long in-flight calls may take at
+	// shutdown.
+	DefaultShutdownTimeout = 10 * time.Second
+	// auditRetryInterval is how often a broker whose audit writes fail
+	// tries again, so that it can report SERVING without any call arriving.
+	auditRetryInterval = 5 * time.Second
+)
+
+// ErrClosed is returned by Run on a daemon that was closed or already run.
+var ErrClosed = errors.New("daemon: closed")
+
+// Options tune New. Zero values mean defaults.
+type Options struct {
+	// Logger receives the service's logs; nil discards them.
+	Logger *slog.Logger
+	// Listen, if set, overrides cfg.Listen (the --listen flag). A reload
+	// compares the file's own listen setting, so it does not count this as
+	// a change.
+	Listen string
+	// Dev is development mode (serve --dev): New starts the embedded
+	// identity provider on loopback and adds its tenant "demo", kept across
+	// reloads; the listener must then be a loopback address.
+	Dev bool
+	// AuditOutput receives the audit trail when the config names no audit
+	// file (standard output in the binary); nil discards it.
+	AuditOutput io.Writer
+	// Notice receives the development mode banner; nil discards it.
+	Notice io.Writer
+	// UserAgent is sent to identity providers, e.g. "tokenbroker/v1.2.3".
+	UserAgent string
+	// ShutdownTimeout bounds in-flight calls at shutdown; zero means
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+}
+
+// Daemon is a configured broker service whose listener is open. Create it
+// with New, serve with Run, release it with Close. Reload and Addr are safe
+// for concurrent use with Run.
+type Daemon struct {
+	log      *slog.Logger
+	opts     Options
+	lis      net.Listener
+	idp      *devidp.Server
+	dev      []config.Tenant // the dev IdP's tenant, kept across reloads
+	initial  restartOnly
+	broker   *broker.Broker
+	holder   *policy.Holder
+	tls      *authn.Reloader
+	tlsEvery time.Duration
+	guard    *guard.Guard
+	srv      *server.Server
+	audit    *audit.Logger
+	defaults defaultScopes
+	banner   string // the dev mode banner, printed by Run
+
+	reloadMu sync.Mutex // one reload at a time
+
+	mu       sync.Mutex // guards the fields below
+	started  bool
+	closed   bool
+	closeErr error
+}
+
+// New builds the service that cfg describes and opens its listener; it
+// serves nothing until Run. cfg is not modified. Errors about the
+// configuration carry the config file's line (*config.Error) where it has
+// one. On error everything New acquired is released.
+func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.AuditOutput == nil {
+		opts.AuditOutput = io.Discard
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg)}
+	defer func() {
+		if err != nil {
+			_ = d.Close()
+		}
+	}()
+	cfg = withListen(cfg, opts.Listen)
+
+	if opts.Dev {
+		if err := d.startDevIdP(cfg.Listen); err != nil {
+			return nil, err
+		}
+		cfg.Tenants = append(cfg.Tenants, d.dev...)
+	}
+
+	// Access control: policy, audit trail, guard, TLS.
+	pol, err := newPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if d.holder, err = policy.NewHolder(pol); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	if !pol.Empty() && cfg.TLS == nil && !isLoopbackAddr(cfg.Listen) {
+		if !cfg.InsecurePlaintext {
+			return nil, fmt.Errorf("daemon: callers are configured but %s is a plaintext listener on a non-loopback address, where API keys would cross the network in clear; add a tls section, listen on a loopback address, or set insecure_plaintext: true to accept this", cfg.Listen)
+		}
+		log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", "listen", cfg.Listen)
+	}
+	tenants := brokerTenants(cfg.Tenants)
+	if d.audit, err = openAudit(cfg.Audit.Path, opts.AuditOutput, log); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	if cfg.TLS != nil {
+		if d.tls, err = authn.NewReloader(tlsFiles(cfg.TLS), log); err != nil {
+			return nil, fmt.Errorf("daemon: %w", err)
+		}
+		d.tlsEvery = cfg.TLS.ReloadInterval
+	}
+
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
+	}
+	d.lis = server.LimitListener(lis, connLimits(cfg.Limits))
+	hs := health.NewServer()
+	if d.broker, err = broker.New(broker.Config{
+		Tenants: tenants, Logger: log, UserAgent: opts.UserAgent,
+		OnTenantHealth: server.TenantHealth(hs),
+	}); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	d.defaults.set(tenants)
+	if d.guard, err = guard.New(guard.Config{
+		Policy: d.holder, Audit: d.audit, Logger: log,
+		Limits: guardLimits(cfg.Limits), DefaultScopes: d.defaults.get,
+		OnAuditFailure: func(failing bool) {
+			// No token without its audit line: take this replica out of
+			// service until the trail is writable again.
+			st := healthpb.HealthCheckResponse_SERVING
+			if failing {
+				st = healthpb.HealthCheckResponse_NOT_SERVING
+			}
+			hs.SetServingStatus("", st)
+		},
+	}); err != nil {
+		return nil, fmt.Errorf("daemon: %w", err)
+	}
+	var sopts []grpc.ServerOption
+	if d.tls != nil {
+		sopts = append(sopts, grpc.Creds(d.tls.Credentials()))
+	}
+	d.srv = server.New(server.Config{
+		Broker: d.broker, Health: hs, Logger: log,
+		ServerOptions:      append(sopts, d.guard.ServerOptions()...),
+		UnaryInterceptors:  d.guard.UnaryInterceptors(),
+		StreamInterceptors: d.guard.StreamInterceptors(),
+		Limits:             connLimits(cfg.Limits),
+		TenantAccess:       d.guard.TenantAccess,
+	})
+	log.Info("listening", "addr", d.Addr().String(), "tenants", len(cfg.Tenants), "tls", d.tls != nil,
+		"mutual_tls", cfg.TLS != nil && cfg.TLS.ClientCAFile != "", "callers", len(cfg.Callers), "open", d.guard.Open())
+	if opts.Dev {
+		d.banner = devBanner(d.idp.URL(), d.Addr().String(), d.guard.Open())
+	}
+	return d, nil
+}
+
+// Addr is the address the daemon listens on, with the port the system
+// chose for ":0".
+func (d *Daemon) Addr() net.Addr { return d.lis.Addr() }
+
+// Run serves until ctx is done, then drains (health NOT_SERVING, watches
+// end UNAVAILABLE, in-flight calls get Options.ShutdownTimeout) and closes
+// the daemon. It returns nil after a shutdown through ctx, the server's
+// error if serving fails, and ErrClosed if the daemon was closed or run
+// before.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.mu.Lock()
+	if d.closed || d.started {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	d.started = true
+	d.mu.Unlock()
+
+	// Background work that ends before Run returns.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer func() { stopBG(); wg.Wait() }()
+	if d.tls != nil {
+		wg.Go(func() { d.tls.Watch(bg, d.tlsEvery) })
+	}
+	wg.Go(func() { d.guard.WatchAudit(bg, auditRetryInterval) })
+	if d.banner != "" && d.opts.Notice != nil {
+		fmt.Fprint(d.opts.Notice, d.banner)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- d.srv.GRPC.Serve(d.lis) }()
+	select {
+	case err := <-serveErr:
+		_ = d.Close()
+		if err != nil {
+			return fmt.Errorf("daemon: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	d.log.Info("shutting down", "timeout", d.opts.ShutdownTimeout)
+	d.srv.Shutdown(d.opts.ShutdownTimeout)
+	<-serveErr
+	err := d.Close()
+	d.log.Info("stopped")
+	return err
+}
+
+// Close stops serving at once (no drain), releases the listener, the
+// broker, the audit trail and the development IdP. It is idempotent and
+// returns the first error of its first call each time.
+func (d *Daemon) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return d.closeErr
+	}
+	d.closed = true
+	var errs []error
+	if d.srv != nil {
+		d.srv.GRPC.Stop() // closes the listener if Serve runs
+	}
+	if d.lis != nil {
+		if err := d.lis.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if d.broker != nil {
+		d.broker.Close()
+	}
+	if d.audit != nil {
+		errs = append(errs, d.audit.Close())
+	}
+	if d.idp != nil {
+		errs = append(errs, d.idp.Close())
+	}
+	for _, err := range errs {
+		if err != nil {
+			d.closeErr = fmt.Errorf("daemon: close: %w", err)
+			break
+		}
+	}
+	return d.closeErr
+}
+
+// startDevIdP starts the development identity provider with one generated
+// client, and prepares its tenant "demo" and the banner.
+func (d *Daemon) startDevIdP(listen string) error {
+	if !isLoopbackAddr(listen) {
+		return fmt.Errorf("daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; %q is not a loopback address (try --listen 127.0.0.1:50051)", listen)
+	}
+	client := devidp.NewClient()
+	// Listening on loopback does not block; the IdP lives as long as d.
+	idp, err := devidp.Start(context.Background(), devidp.Config{Clients: []devidp.Client{client}, Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("daemon: start the development identity provider: %w", err)
+	}
+	d.idp = idp
+	d.dev = []config.Tenant{{
+		Name: "demo", TokenURL: idp.TokenURL(), ClientID: client.ID,
+		ClientSecret: credentials.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
+		CredentialsSource: "development identity provider",
+	}}
+	return nil
+}
+
+// devBanner tells a developer what --dev started and how to try it.
+func devBanner(idpURL, addr string, open bool) string {
+	auth := "Callers are authenticated and authorized by the config's callers."
+	if open {
+		auth = "Every loopback caller may get tokens; nothing is authenticated."
+	}
+	return fmt.Sprintf(`
+  *** DEVELOPMENT MODE — not for production ***
+  Embedded identity provider: %s (tenant "demo", credentials generated at start)
+  %s
+
+  Try:
+    grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
+    grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/WatchToken
+    go run ./cmd/broker token --addr %s --tenant demo --decode
+
+`, idpURL, auth, addr, addr, addr)
+}

@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"github.com/tokenbroker/tokenbroker/broker/config"
+)
+
+// restartOnly are the settings a reload does not apply.
+type restartOnly struct {
+	listen string
+	tls    config.TLS
+	hasTLS bool
+	audit  config.Audit
+	limits config.Limits
+}
+
+func restartOnlyOf(cfg *config.Config) restartOnly {
+	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits}
+	if cfg.TLS != nil {
+		r.tls, r.hasTLS = *cfg.TLS, true
+	}
+	return r
+}
+
+// Reload applies cfg to the running daemon: the policy is built first,
+// then the tenants are replaced, then the policy goes live, then the TLS
+// files are re-read. Any error before the policy goes live keeps the
+// running configuration and is returned; a TLS file that cannot be read
+// keeps the current certificate and is only logged. Listen, tls, audit
+// and limits changes take effect at restart only (a warning says so).
+// The development tenant is kept. cfg is not modified.
+func (d *Daemon) Reload(cfg *config.Config) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	full := withListen(cfg, "")
+	full.Tenants = append(full.Tenants, d.dev...)
+	pol, err := newPolicy(full)
+	if err != nil {
+		return err
+	}
+	tenants := brokerTenants(full.Tenants)
+	if err := d.broker.SetTenants(tenants); err != nil {
+		return err
+	}
+	d.defaults.set(tenants)
+	if err := d.holder.Store(pol); err != nil {
+		return err
+	}
+	if d.tls != nil {
+		if _, err := d.tls.Reload(); err != nil {
+			d.log.Warn("TLS reload failed; keeping the current certificate", "error", err)
+		}
+	}
+	if restartOnlyOf(cfg) != d.initial {
+		d.log.Warn("listen, tls, audit and limits changes take effect only at restart")
+	}
+	if pol.Empty() {
+		d.log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused")
+	}
+	d.log.Info("config reloaded", "tenants", len(full.Tenants), "callers", len(full.Callers))
+	return nil
+}
