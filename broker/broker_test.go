@@ -311,7 +311,7 @@ func faultEnv(t *testing.T, def *faultidp.Response, first ...faultidp.Response) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Close)
+	t.Cleanup(func() { _ = w.Close() })
 	return e, f, w
 }
 
@@ -512,7 +512,7 @@ func TestTenantRemovalEndsWatches(t *testing.T) {
 }
 
 func TestKeyLimits(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxKeysPerTenant: 3}) // default key + 2
+	e := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 3}) // default key + 2
 	var watches []*broker.Watch
 	for _, s := range []string{"a", "b"} {
 		w, err := e.broker.Watch("acme", []string{s})
@@ -522,8 +522,8 @@ func TestKeyLimits(t *testing.T) {
 		next(t, w, hasVersion(1)) // not being fetched any more
 		watches = append(watches, w)
 	}
-	if _, err := e.token(t.Context(), []string{"c"}, 0); !errors.Is(err, broker.ErrTooManyKeys) {
-		t.Fatalf("third scope set with both others watched: err = %v, want ErrTooManyKeys", err)
+	if _, err := e.token(t.Context(), []string{"c"}, 0); !errors.Is(err, broker.ErrTooManyScopeSets) {
+		t.Fatalf("third scope set with both others watched: err = %v, want ErrTooManyScopeSets", err)
 	}
 	watches[0].Close()
 	if _, err := e.token(t.Context(), []string{"c"}, 0); err != nil {

@@ -227,7 +227,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		break
 	}
 	log.Info("shutting down", "timeout", shutdownTimeout)
-	srv.Shutdown(shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutdown", "error", err)
+	}
+	cancel()
 	b.Close()
 	log.Info("stopped")
 	return nil

@@ -81,7 +81,7 @@ func start(t testing.TB, extra ...broker.Tenant) *fixture {
 	f.health = healthpb.NewHealthClient(f.conn)
 	t.Cleanup(func() {
 		f.conn.Close()
-		f.srv.Shutdown(5 * time.Second)
+		shutdown(t, f.srv)
 		<-served
 		f.broker.Close()
 		f.idp.Close()
@@ -358,7 +358,7 @@ func TestShutdownEndsStreamsUnavailable(t *testing.T) {
 	}
 	f.tokens.Store(recvToken(t, stream).GetAccessToken(), true)
 	done := make(chan struct{})
-	go func() { f.srv.Shutdown(5 * time.Second); close(done) }()
+	go func() { shutdown(t, f.srv); close(done) }()
 	for err == nil {
 		_, err = stream.Recv()
 	}
@@ -369,5 +369,16 @@ func TestShutdownEndsStreamsUnavailable(t *testing.T) {
 	resp, err := f.health.Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 		t.Error("still SERVING after shutdown")
+	}
+}
+
+// shutdown stops srv gracefully within a bounded time; a test whose calls
+// do not finish fails.
+func shutdown(t testing.TB, srv *server.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }
