@@ -212,30 +212,6 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	}
 }
 
-// ListTenants implements TokenBrokerService. It lists only the tenants
-// the caller may use (guard.TenantVisible).
-func (s *Server) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tbv1.ListTenantsResponse, error) {
-	infos := s.broker.Tenants()
-	visible := guard.TenantVisible(ctx)
-	resp := &tbv1.ListTenantsResponse{Tenants: make([]*tbv1.Tenant, 0, len(infos))}
-	for _, ti := range infos {
-		if !visible(ti.Name) {
-			continue
-		}
-		t := &tbv1.Tenant{
-			Name:          ti.Name,
-			TokenUrl:      ti.TokenURL,
-			DefaultScopes: ti.Scopes,
-			Status:        toStatusProto(ti.Status),
-		}
-		if !ti.Expiry.IsZero() {
-			t.ExpireTime = timestamppb.New(ti.Expiry)
-		}
-		resp.Tenants = append(resp.Tenants, t)
-	}
-	return resp, nil
-}
-
 // withOwner names the authenticated caller as the owner of the scope sets
 // it creates, so that the broker can share a tenant's budget fairly.
 func withOwner(ctx context.Context) context.Context {
