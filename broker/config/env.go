@@ -37,7 +37,7 @@ func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error)
 // unless its host is loopback, and a KOGNIC_CREDENTIALS file that group or
 // others can read is warned about on o.Logger.
 func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error) {
-	c, err := credentials.FromEnv(lookup, o.now())
+	c, err := credentials.FromEnv(lookup, credentials.WithClock(o.now))
 	if errors.Is(err, credentials.ErrNoCredentials) {
 		return nil, noCredentialsError{err}
 	}
