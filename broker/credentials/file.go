@@ -42,11 +42,7 @@ var requiredKeys = []string{"clientId", "clientSecret", "email", "userId", "issu
 // LoadFile reads the credentials file at path and parses it with ParseFile,
 // using path as its name. A leading "~" is expanded (ExpandHome).
 func LoadFile(path string, opts ...Option) (*File, error) {
-	path, err := ExpandHome(path)
-	if err != nil {
-		return nil, err
-	}
-	data, err := readLimited(path)
+	path, data, err := readHome(path)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +233,16 @@ func optionalTime(obj map[string]json.RawMessage, name, key string) (time.Time, 
 		}
 	}
 	return time.Time{}, fileErr(name, key, ErrInvalidValue, "key %q: cannot parse %q as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)", key, s)
+}
+
+// readHome is readLimited after ExpandHome; it returns the expanded path.
+func readHome(path string) (string, []byte, error) {
+	path, err := ExpandHome(path)
+	if err != nil {
+		return "", nil, err
+	}
+	data, err := readLimited(path)
+	return path, data, err
 }
 
 // readLimited reads at most maxFileSize bytes of path.

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
@@ -22,12 +21,9 @@ func TestListTenantsPagesThroughThousandTenants(t *testing.T) {
 	f := start(t) // "acme", plus the 999 below
 	extra := make([]broker.Tenant, 0, n-1)
 	for i := range n - 1 {
-		extra = append(extra, broker.Tenant{
-			Name: fmt.Sprintf("t%04d", i), TokenURL: f.idp.TokenURL(),
-			ClientID: f.client.ID, ClientSecret: credentials.Secret(f.client.Secret),
-		})
+		extra = append(extra, f.tenant(fmt.Sprintf("t%04d", i)))
 	}
-	all := append([]broker.Tenant{{Name: "acme", TokenURL: f.idp.TokenURL(), ClientID: f.client.ID, ClientSecret: credentials.Secret(f.client.Secret)}}, extra...)
+	all := append([]broker.Tenant{f.tenant("acme")}, extra...)
 	if err := f.broker.SetTenants(all); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +96,7 @@ func TestListTenantsPageTokenSurvivesRemoval(t *testing.T) {
 	f := start(t)
 	var all []broker.Tenant
 	for _, name := range []string{"acme", "bravo", "charlie", "delta"} {
-		all = append(all, broker.Tenant{Name: name, TokenURL: f.idp.TokenURL(), ClientID: f.client.ID, ClientSecret: credentials.Secret(f.client.Secret)})
+		all = append(all, f.tenant(name))
 	}
 	if err := f.broker.SetTenants(all); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,15 +26,12 @@ func TestWatchEndsUnavailableWhenTenantReconfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.tokens.Store(recvToken(t, stream).GetAccessToken(), true)
-	changed := broker.Tenant{Name: "acme", TokenURL: f.idp.TokenURL(), ClientID: f.client.ID,
-		ClientSecret: credentials.Secret(f.client.Secret), Scopes: []string{"changed"}}
+	changed := f.tenant("acme")
+	changed.Scopes = []string{"changed"}
 	if err := f.broker.SetTenants([]broker.Tenant{changed}); err != nil {
 		t.Fatal(err)
 	}
-	for err == nil {
-		_, err = stream.Recv()
-	}
-	if st := status.Convert(err); st.Code() != codes.Unavailable {
+	if st := status.Convert(streamEnd(stream)); st.Code() != codes.Unavailable {
 		t.Fatalf("stream ended with %s %q, want UNAVAILABLE", st.Code(), st.Message())
 	}
 	again, err := f.api.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "acme"})
@@ -66,5 +64,19 @@ func TestScopeSetCapIsResourceExhausted(t *testing.T) {
 	}
 	if _, err := f.getToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"s0"}}); err != nil {
 		t.Errorf("known scope set at the cap: %v", err)
+	}
+}
+
+// tenant is a tenant of the fixture's identity provider and client.
+func (f *fixture) tenant(name string) broker.Tenant {
+	return broker.Tenant{Name: name, TokenURL: f.idp.TokenURL(), ClientID: f.client.ID, ClientSecret: credentials.Secret(f.client.Secret)}
+}
+
+// streamEnd reads a stream to its end and returns the error that ended it.
+func streamEnd(stream grpc.ServerStreamingClient[tbv1.WatchTokenResponse]) error {
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
 	}
 }
