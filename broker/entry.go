@@ -2,15 +2,11 @@ package broker
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/jonboulle/clockwork"
-
-	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // entry is one key: a tenant and a normalized scope set. Its mutex guards
@@ -82,7 +78,7 @@ func (e *entry) requestScopes() []string {
 }
 
 func (e *entry) usableLocked(now time.Time, minValid time.Duration) bool {
-	return e.tok != nil && e.tok.ValidFor(now, minValid)
+	return e.tok != nil && e.tok.validFor(now, minValid)
 }
 
 func (e *entry) stateLocked(now time.Time) State {
@@ -185,7 +181,7 @@ func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, erro
 	if c.err != nil {
 		return nil, c.err
 	}
-	if d := want.resolve(c.tok); !c.tok.ValidFor(e.b.clock.Now(), d) {
+	if d := want.resolve(c.tok); !c.tok.validFor(e.b.clock.Now(), d) {
 		return nil, &TooShortLivedError{Lifetime: c.tok.lifetime(), MinValid: d}
 	}
 	return c.tok, nil
@@ -215,293 +211,4 @@ func (e *entry) invalidate(ctx context.Context, sha string) (*Token, error) {
 	}
 	e.mu.Unlock()
 	return e.await(ctx, c, minValid{set: true})
-}
-
-// retryPermanent retries at once a key whose last request failed
-// permanently, e.g. after a reload.
-func (e *entry) retryPermanent() {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.permanent && e.dead == nil && e.inflight == nil {
-		e.startLocked()
-	}
-}
-
-// startLocked starts the shared request for the key on the broker's own
-// context, so no caller's cancellation fails it for the others.
-func (e *entry) startLocked() *call {
-	c := &call{done: make(chan struct{})}
-	b := e.b
-	b.life.RLock()
-	defer b.life.RUnlock()
-	if b.closed {
-		c.err = ErrClosed
-		close(c.done)
-		return c
-	}
-	e.inflight = c
-	e.lastStart = b.clock.Now()
-	e.stopTimerLocked()
-	b.wg.Add(1)
-	go e.run(c)
-	return c
-}
-
-func (e *entry) run(c *call) {
-	b := e.b
-	defer b.wg.Done()
-	ctx, cancel := context.WithTimeout(b.base, b.cfg.FetchTimeout)
-	start := b.clock.Now()
-	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
-	noAnswer := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	cancel()
-	if noAnswer {
-		err = noAnswerError(err, b.cfg.FetchTimeout)
-	}
-
-	e.mu.Lock()
-	defer close(c.done) // after the unlock below: waiters see the new state
-	defer e.mu.Unlock()
-	e.inflight = nil
-	now := b.clock.Now()
-	if e.dead != nil {
-		c.err = e.dead
-		return
-	}
-	var tok *Token
-	if err == nil {
-		tok, err = e.succeededLocked(start, now, g)
-	}
-	if err != nil {
-		c.err = e.failedLocked(now, err, noAnswer)
-	} else {
-		c.tok = tok
-	}
-	e.publishLocked(now)
-}
-
-// noAnswerError replaces the context error of a request that ran out of
-// FetchTimeout: it is the identity provider's failure, not a caller's
-// deadline, and must not look like one (a caller would see
-// DEADLINE_EXCEEDED instead of UNAVAILABLE).
-func noAnswerError(err error, timeout time.Duration) error {
-	reason := fmt.Errorf("no answer within %s", timeout)
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		cp := *ue
-		cp.Err = reason
-		return &cp
-	}
-	return fmt.Errorf("broker: identity provider request failed: %w", reason)
-}
-
-func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) (*Token, error) {
-	log := e.b.log.With("tenant", e.t.spec.Name, "scopes", e.requestScopes())
-	expiry, source, err := tokenExpiry(log, start, now, g)
-	if err != nil {
-		return nil, err
-	}
-	tok := &Token{
-		AccessToken: g.AccessToken,
-		TokenType:   g.TokenType,
-		Expiry:      expiry,
-		IssuedAt:    now,
-		Scopes:      e.requestScopes(),
-		Tenant:      e.t.spec.Name,
-		Version:     e.b.version.Add(1),
-	}
-	if tok.TokenType == "" {
-		tok.TokenType = "Bearer"
-	}
-	tok.sha256 = Fingerprint(tok.AccessToken)
-	e.tok, e.lastErr = tok, nil
-	e.permanent, e.noAnswer = false, false
-	e.bo.Reset()
-	e.retryAt, e.hold = time.Time{}, time.Time{}
-	e.scheduleLocked(now, refreshAt(start, expiry.Sub(start)))
-	log.Info("token issued", "version", tok.Version, "expiry", tok.Expiry, "expiry_source", source,
-		"fingerprint", tok.sha256[:12], "next_refresh", e.next)
-	return tok, nil
-}
-
-func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
-	if errors.Is(err, context.Canceled) && e.b.isClosed() {
-		return ErrClosed
-	}
-	delay := e.bo.NextBackOff()
-	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		if ue.Permanent {
-			delay = permanentRetry
-			e.permanent = true
-		}
-		if ue.RetryAfter > delay {
-			delay = min(ue.RetryAfter, maxRetryAfter)
-			e.hold = now.Add(delay)
-		}
-	}
-	err = fmt.Errorf("tenant %q: %w", e.t.spec.Name, err)
-	e.lastErr = err
-	e.retryAt = now.Add(delay)
-	wake := e.retryAt
-	if e.usableLocked(now, 0) && e.tok.Expiry.Before(wake) {
-		wake = e.tok.Expiry // to report the stale token's expiry on time
-	}
-	e.scheduleLocked(now, wake)
-	e.b.log.Warn("token request failed", "tenant", e.t.spec.Name, "scopes", e.requestScopes(),
-		"state", e.stateLocked(now), "retry_in", delay, "error", err)
-	return err
-}
-
-func (e *entry) scheduleLocked(now, at time.Time) {
-	e.stopTimerLocked()
-	e.next = at
-	e.timer = e.b.clock.AfterFunc(at.Sub(now), e.onTimer)
-}
-
-func (e *entry) stopTimerLocked() {
-	if e.timer != nil {
-		e.timer.Stop()
-		e.timer = nil
-	}
-}
-
-// onTimer refreshes the key, drops it if idle, or re-evaluates a stale
-// token's expiry.
-func (e *entry) onTimer() {
-	b := e.b
-	b.life.RLock()
-	if b.closed {
-		b.life.RUnlock()
-		return
-	}
-	b.wg.Add(1) // so that Close waits for a timer that fired just before it
-	b.life.RUnlock()
-	defer b.wg.Done()
-	if e.b.evictIfIdle(e) {
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.dead != nil || e.inflight != nil {
-		return
-	}
-	now := e.b.clock.Now()
-	if now.Before(e.retryAt) {
-		e.publishLocked(now)
-		e.scheduleLocked(now, e.retryAt)
-		return
-	}
-	e.startLocked()
-}
-
-// publishLocked offers the current state to subscribers and health, skipping
-// repeats.
-func (e *entry) publishLocked(now time.Time) {
-	u := e.snapshotLocked(now)
-	p := published{state: u.Status.State}
-	if u.Token != nil {
-		p.version = u.Token.Version
-	}
-	if u.Status.LastError != nil {
-		p.errText = u.Status.LastError.Error()
-	}
-	if p != e.sent {
-		e.sent = p
-		for w := range e.subs {
-			w.offer(u)
-		}
-	}
-	if serving := u.Token != nil; e.isDefault && serving != e.serving {
-		e.serving = serving
-		if f := e.b.cfg.OnTenantHealth; f != nil {
-			f(e.t.spec.Name, serving)
-		}
-	}
-}
-
-// kill ends the entry: no more refreshes, watches end with reason.
-func (e *entry) kill(reason error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.dead != nil {
-		return
-	}
-	e.dead = reason
-	e.stopTimerLocked()
-	for w := range e.subs {
-		w.end(reason)
-	}
-	clear(e.subs)
-}
-
-func (e *entry) watch() (*Watch, error) {
-	w := &Watch{e: e, ch: make(chan Update, 1), done: make(chan struct{})}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.dead != nil {
-		return nil, e.dead
-	}
-	now := e.b.clock.Now()
-	e.lastUsed = now
-	e.subs[w] = struct{}{}
-	w.offer(e.snapshotLocked(now))
-	if !e.usableLocked(now, 0) && e.inflight == nil && !now.Before(e.retryAt) {
-		e.startLocked()
-	}
-	return w, nil
-}
-
-// Watch is a subscription to a key's updates. Updates are latest-wins: a
-// slow reader skips intermediate states and never holds up the broker.
-type Watch struct {
-	e    *entry
-	ch   chan Update
-	done chan struct{}
-	once sync.Once
-	err  error // set before done is closed
-}
-
-// Updates delivers the key's states, the current one first.
-func (w *Watch) Updates() <-chan Update { return w.ch }
-
-// Done is closed when the broker ends the watch; Err then says why
-// (ErrTenantRemoved, ErrTenantChanged or ErrClosed).
-func (w *Watch) Done() <-chan struct{} { return w.done }
-
-// Err returns why the watch ended, nil while it runs or after Close.
-func (w *Watch) Err() error {
-	select {
-	case <-w.done:
-		return w.err
-	default:
-		return nil
-	}
-}
-
-// Close unsubscribes. It is idempotent.
-func (w *Watch) Close() {
-	w.e.mu.Lock()
-	delete(w.e.subs, w)
-	w.e.lastUsed = w.e.b.clock.Now()
-	w.e.mu.Unlock()
-	w.end(nil)
-}
-
-// offer replaces any unread update with u; called with e.mu held, which
-// makes the drain-then-send atomic with respect to other senders.
-func (w *Watch) offer(u Update) {
-	select {
-	case <-w.ch:
-	default:
-	}
-	w.ch <- u
-}
-
-func (w *Watch) end(reason error) {
-	w.once.Do(func() {
-		w.err = reason
-		close(w.done)
-	})
 }

@@ -16,9 +16,14 @@ var (
 	ErrTenantChanged = errors.New("broker: tenant reconfigured")
 	// ErrClosed: the broker is shutting down.
 	ErrClosed = errors.New("broker: shutting down")
-	// ErrTooManyKeys: the tenant or the broker holds as many scope sets as
-	// allowed and none is idle.
-	ErrTooManyKeys = errors.New("broker: too many scope sets")
+	// ErrEvicted: the key's scope set was dropped, idle or to make room
+	// for another, while the call was about to use it. Get, Invalidate and
+	// WatchContext retry such a call themselves; asking again recreates the
+	// scope set.
+	ErrEvicted = errors.New("broker: scope set evicted; request it again")
+	// ErrTooManyScopeSets: the caller's share, the tenant or the broker
+	// holds as many scope sets as allowed and none can be evicted.
+	ErrTooManyScopeSets = errors.New("broker: too many scope sets")
 	// ErrInvalidArgument marks errors caused by the request itself.
 	ErrInvalidArgument = errors.New("broker: invalid argument")
 )

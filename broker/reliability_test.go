@@ -313,7 +313,7 @@ func TestInvalidateWhileIdPFailsKeepsServing(t *testing.T) {
 
 // Issue 7.6c: one owner cannot take a tenant's scope-set budget.
 func TestScopeSetShares(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxKeysPerTenant: 9}) // default + 8: a share is 4
+	e := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 9}) // default + 8: a share is 4
 	mallory := broker.WithOwner(t.Context(), "mallory")
 	alice := broker.WithOwner(t.Context(), "alice")
 	watch := func(ctx context.Context, scope string) error {
@@ -321,7 +321,7 @@ func TestScopeSetShares(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		t.Cleanup(w.Close)
+		t.Cleanup(func() { _ = w.Close() })
 		next(t, w, hasVersion(1))
 		return nil
 	}
@@ -330,8 +330,8 @@ func TestScopeSetShares(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := watch(mallory, "m-fifth"); !errors.Is(err, broker.ErrTooManyKeys) {
-		t.Fatalf("a fifth watched set for one owner: %v, want ErrTooManyKeys", err)
+	if err := watch(mallory, "m-fifth"); !errors.Is(err, broker.ErrTooManyScopeSets) {
+		t.Fatalf("a fifth watched set for one owner: %v, want ErrTooManyScopeSets", err)
 	}
 	for i := range 4 {
 		if err := watch(alice, "a"+string(rune('a'+i))); err != nil {
@@ -340,7 +340,7 @@ func TestScopeSetShares(t *testing.T) {
 	}
 
 	// Unwatched sets: an owner churning through many evicts its own.
-	e2 := newEnv(t, broker.Config{MaxKeysPerTenant: 9})
+	e2 := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 9})
 	kept, err := e2.broker.Token(alice, "acme", []string{"alice"}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -358,7 +358,7 @@ func TestScopeSetShares(t *testing.T) {
 
 // Issue 11: tenants' default sets do not count against the global cap.
 func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxKeys: 1})
+	e := newEnv(t, broker.Config{MaxScopeSets: 1})
 	spec := broker.Tenant{TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: credentials.Secret(e.client.Secret)}
 	var specs []broker.Tenant
 	for _, n := range []string{"acme", "globex", "initech"} {
@@ -371,7 +371,7 @@ func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
 	}
 	for _, n := range []string{"acme", "globex"} {
 		if _, err := e.broker.Token(t.Context(), n, []string{"custom"}, 0); err != nil {
-			t.Fatalf("non-default set of %s with 3 tenants and MaxKeys 1: %v", n, err)
+			t.Fatalf("non-default set of %s with 3 tenants and MaxScopeSets 1: %v", n, err)
 		}
 	}
 }

@@ -45,8 +45,8 @@ func Fingerprint(accessToken string) string {
 // lifetime is how long the token was valid when the broker received it.
 func (t *Token) lifetime() time.Duration { return t.Expiry.Sub(t.IssuedAt) }
 
-// ValidFor reports whether the token is still valid d after now.
-func (t *Token) ValidFor(now time.Time, d time.Duration) bool {
+// validFor reports whether the token is still valid d after now.
+func (t *Token) validFor(now time.Time, d time.Duration) bool {
 	return t != nil && t.Expiry.Sub(now) >= d
 }
 

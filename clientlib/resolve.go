@@ -164,7 +164,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 	case "WithCredentialsFile":
 		// Loaded here first for an error that names the option, not the
 		// environment variable.
-		if _, err := brokercreds.LoadFile(ch.file, now); err != nil {
+		if _, err := brokercreds.LoadFile(ch.file, brokercreds.WithClock(func() time.Time { return now })); err != nil {
 			return nil, fmt.Errorf("clientlib: WithCredentialsFile: %w", err)
 		}
 		overlay[brokercreds.EnvCredentials] = ch.file
@@ -173,7 +173,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 	if env != nil {
 		from = fmt.Sprintf("environment %q of %s", env.Name, envFileName(cfg))
 		if env.Credentials != "" {
-			if _, err := brokercreds.LoadFile(env.Credentials, now); err != nil {
+			if _, err := brokercreds.LoadFile(env.Credentials, brokercreds.WithClock(func() time.Time { return now })); err != nil {
 				return nil, fmt.Errorf("clientlib: %s: %w", from, err)
 			}
 			overlay[brokercreds.EnvCredentials] = env.Credentials

@@ -403,7 +403,7 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 			return err
 		}
 		for i, pa := range paths {
-			cf, err := credentials.LoadFile(pa.path, p.now)
+			cf, err := credentials.LoadFile(pa.path, credentials.WithClock(func() time.Time { return p.now }))
 			if err != nil {
 				return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
 			}

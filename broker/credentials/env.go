@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"time"
 )
 
 // Environment variables read by FromEnv, as in the Kognic SDKs.
@@ -46,8 +45,8 @@ func (c Client) LogValue() slog.Value {
 // (os.LookupEnv in production). KOGNIC_CREDENTIALS, the path of a
 // credentials file, wins; otherwise KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET
 // must both be set. Empty or blank values count as unset. With nothing set
-// it returns ErrNoCredentials. now is passed to LoadFile for the expiry check.
-func FromEnv(lookup func(string) (string, bool), now time.Time) (Client, error) {
+// it returns ErrNoCredentials. opts are passed to LoadFile.
+func FromEnv(lookup func(string) (string, bool), opts ...Option) (Client, error) {
 	get := func(key string) string {
 		v, _ := lookup(key)
 		if strings.TrimSpace(v) == "" {
@@ -56,7 +55,7 @@ func FromEnv(lookup func(string) (string, bool), now time.Time) (Client, error) 
 		return v
 	}
 	if path := get(EnvCredentials); path != "" {
-		f, err := LoadFile(path, now)
+		f, err := LoadFile(path, opts...)
 		if err != nil {
 			if fe, ok := errors.AsType[*FileError](err); ok {
 				fe.env = EnvCredentials

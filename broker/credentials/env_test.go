@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 )
@@ -57,7 +58,7 @@ func TestFromEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := credentials.FromEnv(env(tt.env), now)
+			got, err := credentials.FromEnv(env(tt.env), credentials.WithClock(func() time.Time { return now }))
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("error:\n got %v\nwant %s", err, tt.wantErr)

@@ -62,11 +62,7 @@ type Environment struct {
 // expanded). A missing file is an error wrapping fs.ErrNotExist, so that a
 // caller reading the default path can treat it as "no environments".
 func LoadEnvironments(path string) (*Environments, error) {
-	path, err := ExpandHome(path)
-	if err != nil {
-		return nil, err
-	}
-	data, err := readLimited(path)
+	path, data, err := readHome(path)
 	if err != nil {
 		return nil, err
 	}

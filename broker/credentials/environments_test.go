@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
 )
@@ -138,7 +137,7 @@ func TestLoadFileTilde(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(home, "c.json"), []byte(`{"clientId":"id","clientSecret":"s3cr3t","email":"a@b.c","userId":1,"issuer":"kognic"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := credentials.LoadFile("~/c.json", time.Time{})
+	f, err := credentials.LoadFile("~/c.json")
 	if err != nil || f.ClientID != "id" {
 		t.Fatalf("LoadFile(~/c.json) = %v, %v", f, err)
 	}
@@ -147,7 +146,7 @@ func TestLoadFileTilde(t *testing.T) {
 			return "~/c.json", true
 		}
 		return "", false
-	}, time.Time{})
+	})
 	if err != nil || c.ID != "id" {
 		t.Fatalf("KOGNIC_CREDENTIALS=~/c.json: %v, %v", c, err)
 	}

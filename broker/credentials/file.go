@@ -41,26 +41,22 @@ var requiredKeys = []string{"clientId", "clientSecret", "email", "userId", "issu
 
 // LoadFile reads the credentials file at path and parses it with ParseFile,
 // using path as its name. A leading "~" is expanded (ExpandHome).
-func LoadFile(path string, now time.Time) (*File, error) {
-	path, err := ExpandHome(path)
+func LoadFile(path string, opts ...Option) (*File, error) {
+	path, data, err := readHome(path)
 	if err != nil {
 		return nil, err
 	}
-	data, err := readLimited(path)
-	if err != nil {
-		return nil, err
-	}
-	return ParseFile(data, path, now)
+	return ParseFile(data, path, opts...)
 }
 
 // ParseFile parses the contents of a Kognic credentials file. name is used
 // in errors and as File.Path. Unknown keys are ignored. Credentials whose
-// "expires" is not after now are rejected with an error wrapping ErrExpired;
-// a zero now skips that check.
+// "expires" is not after the current time (WithClock) are rejected with an
+// error wrapping ErrExpired.
 //
 // Errors are *FileError values; they never quote the client secret or, for
 // invalid JSON, any byte of data.
-func ParseFile(data []byte, name string, now time.Time) (*File, error) {
+func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
 		return nil, fileErr(name, "", ErrMalformed, "not a JSON object: %s; use the JSON file from \"Generate Credentials\" in the Kognic app", describeJSONError(err))
@@ -112,7 +108,7 @@ func ParseFile(data []byte, name string, now time.Time) (*File, error) {
 			return nil, fileErr(name, "scopes", ErrInvalidValue, "key %q must be a list of non-empty strings", "scopes")
 		}
 	}
-	if !now.IsZero() && !f.Expires.IsZero() && !now.Before(f.Expires) {
+	if now := collect(opts).now(); !now.IsZero() && !f.Expires.IsZero() && !now.Before(f.Expires) {
 		return nil, fileErr(name, "expires", ErrExpired, "credentials expired at %s (key %q); generate new credentials in the Kognic app",
 			f.Expires.Format(time.RFC3339Nano), "expires")
 	}
@@ -237,6 +233,16 @@ func optionalTime(obj map[string]json.RawMessage, name, key string) (time.Time, 
 		}
 	}
 	return time.Time{}, fileErr(name, key, ErrInvalidValue, "key %q: cannot parse %q as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)", key, s)
+}
+
+// readHome is readLimited after ExpandHome; it returns the expanded path.
+func readHome(path string) (string, []byte, error) {
+	path, err := ExpandHome(path)
+	if err != nil {
+		return "", nil, err
+	}
+	data, err := readLimited(path)
+	return path, data, err
 }
 
 // readLimited reads at most maxFileSize bytes of path.

@@ -110,7 +110,7 @@ func TestParseFileErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := credentials.ParseFile(tt.data, name, now)
+			f, err := credentials.ParseFile(tt.data, name, credentials.WithClock(func() time.Time { return now }))
 			if err == nil {
 				t.Fatalf("ParseFile succeeded: %+v", f)
 			}
@@ -192,7 +192,7 @@ func TestParseFileValid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := credentials.ParseFile(tt.data, name, tt.now)
+			got, err := credentials.ParseFile(tt.data, name, credentials.WithClock(func() time.Time { return tt.now }))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,7 +214,7 @@ func assertFile(t *testing.T, got, want *credentials.File) {
 }
 
 func TestLoadFile(t *testing.T) {
-	got, err := credentials.LoadFile("testdata/valid.json", now)
+	got, err := credentials.LoadFile("testdata/valid.json", credentials.WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestLoadFile(t *testing.T) {
 		t.Errorf("String() = %q", s)
 	}
 
-	got, err = credentials.LoadFile("testdata/minimal.json", now)
+	got, err = credentials.LoadFile("testdata/minimal.json", credentials.WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestLoadFile(t *testing.T) {
 		Email: "robot2@example.com", UserID: "4712", Issuer: "auth.app.kognic.com",
 	})
 
-	_, err = credentials.LoadFile("testdata/expired.json", now)
+	_, err = credentials.LoadFile("testdata/expired.json", credentials.WithClock(func() time.Time { return now }))
 	if want := `credentials: testdata/expired.json: credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`; err == nil || err.Error() != want {
 		t.Errorf("LoadFile(expired) = %v, want %s", err, want)
 	}
@@ -255,7 +255,7 @@ func TestLoadFile(t *testing.T) {
 
 func TestLoadFileUnreadable(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.json")
-	_, err := credentials.LoadFile(missing, now)
+	_, err := credentials.LoadFile(missing, credentials.WithClock(func() time.Time { return now }))
 	if want := "credentials: " + missing + ": cannot open file: no such file or directory"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -264,7 +264,7 @@ func TestLoadFileUnreadable(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	_, err = credentials.LoadFile(dir, now)
+	_, err = credentials.LoadFile(dir, credentials.WithClock(func() time.Time { return now }))
 	if want := "credentials: " + dir + ": cannot read file: is a directory"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -273,7 +273,7 @@ func TestLoadFileUnreadable(t *testing.T) {
 	if err := os.WriteFile(big, make([]byte, 1<<20+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = credentials.LoadFile(big, now)
+	_, err = credentials.LoadFile(big, credentials.WithClock(func() time.Time { return now }))
 	if want := "credentials: " + big + ": file is larger than 1048576 bytes; point to the credentials file itself"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -317,7 +317,7 @@ func TestErrorsNeverContainSecret(t *testing.T) {
 		`use the JSON file from "Generate Credentials" in the Kognic app$`)
 	failures := 0
 	for _, in := range inputs {
-		_, err := credentials.ParseFile(in, name, now)
+		_, err := credentials.ParseFile(in, name, credentials.WithClock(func() time.Time { return now }))
 		if err == nil {
 			continue
 		}
@@ -352,7 +352,7 @@ func fmtAll(err error) string {
 }
 
 func TestFileLogValueRedactsSecret(t *testing.T) {
-	f, err := credentials.LoadFile("testdata/valid.json", time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	f, err := credentials.LoadFile("testdata/valid.json", credentials.WithClock(func() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }))
 	if err != nil {
 		t.Fatal(err)
 	}

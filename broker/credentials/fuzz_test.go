@@ -17,7 +17,7 @@ func FuzzCredentialsFile(f *testing.F) {
 	f.Add([]byte(`{"clientId":"a","clientSecret":"fuzz-secret-1","email":"e","userId":1,"issuer":"i"}`))
 	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := credentials.ParseFile(data, "fuzz.json", now)
+		file, err := credentials.ParseFile(data, "fuzz.json", credentials.WithClock(func() time.Time { return now }))
 		if err == nil {
 			if file.ClientID == "" || file.ClientSecret.Reveal() == "" || file.UserID == "" {
 				t.Fatalf("accepted a file without clientId, clientSecret or userId: %v", file)
@@ -46,7 +46,7 @@ func FuzzCredentialsFile(f *testing.F) {
 			const marker = "Qx9-marker-secret-7Zk"
 			obj["clientSecret"] = json.RawMessage(`"` + marker + `"`)
 			again, _ := json.Marshal(obj)
-			if _, err := credentials.ParseFile(again, "fuzz.json", now); err != nil && strings.Contains(err.Error(), marker) {
+			if _, err := credentials.ParseFile(again, "fuzz.json", credentials.WithClock(func() time.Time { return now })); err != nil && strings.Contains(err.Error(), marker) {
 				t.Fatalf("error %q contains the client secret", err)
 			}
 		}

@@ -79,7 +79,7 @@ func FromEnv(lookup func(string) (string, bool), o Options) (Client, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	c, err := credentials.FromEnv(lookup, now)
+	c, err := credentials.FromEnv(lookup, credentials.WithClock(func() time.Time { return now }))
 	if err != nil {
 		return Client{}, err
 	}

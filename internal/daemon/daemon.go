@@ -244,7 +244,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	d.log.Info("shutting down", "timeout", d.opts.ShutdownTimeout)
-	d.srv.Shutdown(d.opts.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownTimeout)
+	if err := d.srv.Shutdown(sctx); err != nil {
+		d.log.Warn("in-flight calls cut off at the shutdown timeout", "err", err)
+	}
+	cancel()
 	<-serveErr
 	err := d.Close()
 	d.log.Info("stopped")

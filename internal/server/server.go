@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -139,22 +138,24 @@ func (s *Server) Drain() {
 	})
 }
 
-// Shutdown drains, then stops gracefully, and after timeout stops hard.
-func (s *Server) Shutdown(timeout time.Duration) {
+// Shutdown drains, then stops gracefully: it waits for in-flight calls
+// until ctx ends, then closes them. It returns nil after a graceful stop,
+// else ctx's error, wrapped. Call it once; the broker is the caller's to
+// close afterwards.
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	done := make(chan struct{})
 	go func() {
 		s.GRPC.GracefulStop()
 		close(done)
 	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
 	select {
 	case <-done:
-	case <-t.C:
-		s.log.Warn("in-flight calls did not finish in time; closing them", "timeout", timeout)
+		return nil
+	case <-ctx.Done():
 		s.GRPC.Stop()
 		<-done
+		return fmt.Errorf("server: in-flight calls did not finish in time and were closed: %w", ctx.Err())
 	}
 }
 
@@ -211,30 +212,6 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	}
 }
 
-// ListTenants implements TokenBrokerService. It lists only the tenants
-// the caller may use (guard.TenantVisible).
-func (s *Server) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tbv1.ListTenantsResponse, error) {
-	infos := s.broker.Tenants()
-	visible := guard.TenantVisible(ctx)
-	resp := &tbv1.ListTenantsResponse{Tenants: make([]*tbv1.Tenant, 0, len(infos))}
-	for _, ti := range infos {
-		if !visible(ti.Name) {
-			continue
-		}
-		t := &tbv1.Tenant{
-			Name:          ti.Name,
-			TokenUrl:      ti.TokenURL,
-			DefaultScopes: ti.Scopes,
-			Status:        toStatusProto(ti.Status),
-		}
-		if !ti.Expiry.IsZero() {
-			t.ExpireTime = timestamppb.New(ti.Expiry)
-		}
-		resp.Tenants = append(resp.Tenants, t)
-	}
-	return resp, nil
-}
-
 // withOwner names the authenticated caller as the owner of the scope sets
 // it creates, so that the broker can share a tenant's budget fairly.
 func withOwner(ctx context.Context) context.Context {
@@ -269,9 +246,10 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, broker.ErrUnknownTenant), errors.Is(err, broker.ErrTenantRemoved):
 		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, broker.ErrTooManyKeys):
+	case errors.Is(err, broker.ErrTooManyScopeSets):
 		return status.Error(codes.ResourceExhausted, msg)
-	case errors.Is(err, broker.ErrClosed), errors.Is(err, broker.ErrTenantChanged):
+	case errors.Is(err, broker.ErrClosed), errors.Is(err, broker.ErrTenantChanged), errors.Is(err, broker.ErrEvicted):
+		// Retryable: calling or watching again serves the new state.
 		return status.Error(codes.Unavailable, msg)
 	case errors.As(err, &tooShort):
 		return status.Error(codes.FailedPrecondition, msg)

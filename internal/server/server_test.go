@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -266,7 +267,7 @@ func TestShutdownEndsStreamsUnavailable(t *testing.T) {
 	}
 	f.Token(recvToken(t, stream).GetAccessToken())
 	done := make(chan struct{})
-	go func() { f.Server.Shutdown(5 * time.Second); close(done) }()
+	go func() { shutdown(t, f.Server); close(done) }()
 	for err == nil {
 		_, err = stream.Recv()
 	}
@@ -277,5 +278,16 @@ func TestShutdownEndsStreamsUnavailable(t *testing.T) {
 	resp, err := f.Health.Check(context.Background(), &healthpb.HealthCheckRequest{})
 	if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 		t.Error("still SERVING after shutdown")
+	}
+}
+
+// shutdown stops srv gracefully within a bounded time; a test whose calls
+// do not finish fails.
+func shutdown(t testing.TB, srv *server.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }

@@ -46,7 +46,7 @@ func hangingBroker(t *testing.T, fetchTimeout time.Duration) tbv1.TokenBrokerSer
 	}
 	t.Cleanup(func() {
 		conn.Close()
-		srv.Shutdown(5 * time.Second)
+		shutdown(t, srv)
 		<-served
 		b.Close()
 		idp.Close()

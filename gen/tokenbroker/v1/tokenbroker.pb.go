@@ -592,9 +592,18 @@ func (x *InvalidateTokenResponse) GetToken() *Token {
 	return nil
 }
 
-// ListTenantsRequest asks for the tenants visible to the caller.
+// ListTenantsRequest asks for one page of the tenants visible to the caller.
 type ListTenantsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional. The most tenants to return. Unset or 0 means 100; values above
+	// 1000 are treated as 1000; negative values are rejected with
+	// INVALID_ARGUMENT. A page may hold fewer tenants even when more follow.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Optional. The next_page_token of the previous response, to continue the
+	// listing; empty for the first page. The token is opaque: do not build or
+	// change one. The other request fields must not change between pages. A
+	// token that this service did not issue is rejected with INVALID_ARGUMENT.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,11 +638,28 @@ func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
 	return file_tokenbroker_v1_tokenbroker_proto_rawDescGZIP(), []int{8}
 }
 
-// ListTenantsResponse lists tenants.
+func (x *ListTenantsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListTenantsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListTenantsResponse is one page of tenants.
 type ListTenantsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Required. The tenants, sorted by name.
-	Tenants       []*Tenant `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// Required. The tenants of this page, sorted by name.
+	Tenants []*Tenant `protobuf:"bytes,1,rep,name=tenants,proto3" json:"tenants,omitempty"`
+	// Optional. The page_token that retrieves the next page; empty on the last
+	// page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +699,13 @@ func (x *ListTenantsResponse) GetTenants() []*Tenant {
 		return x.Tenants
 	}
 	return nil
+}
+
+func (x *ListTenantsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // Tenant describes a configured tenant. It holds no secrets.
@@ -795,10 +828,14 @@ const file_tokenbroker_v1_tokenbroker_proto_rawDesc = "" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12!\n" +
 	"\ftoken_sha256\x18\x03 \x01(\tR\vtokenSha256\"F\n" +
 	"\x17InvalidateTokenResponse\x12+\n" +
-	"\x05token\x18\x01 \x01(\v2\x15.tokenbroker.v1.TokenR\x05token\"\x14\n" +
-	"\x12ListTenantsRequest\"G\n" +
+	"\x05token\x18\x01 \x01(\v2\x15.tokenbroker.v1.TokenR\x05token\"P\n" +
+	"\x12ListTenantsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"o\n" +
 	"\x13ListTenantsResponse\x120\n" +
-	"\atenants\x18\x01 \x03(\v2\x16.tokenbroker.v1.TenantR\atenants\"\xd2\x01\n" +
+	"\atenants\x18\x01 \x03(\v2\x16.tokenbroker.v1.TenantR\atenants\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd2\x01\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\ttoken_url\x18\x02 \x01(\tR\btokenUrl\x12%\n" +

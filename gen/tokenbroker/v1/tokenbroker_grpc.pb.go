@@ -64,6 +64,14 @@ type TokenBrokerServiceClient interface {
 	//	                    min_valid is cached; retry with backoff.
 	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
 	//	                    never for the identity provider's timeouts.
+	//	RESOURCE_EXHAUSTED  besides the caller rate limit: the request names a
+	//	                    new scope set, and the caller already holds its
+	//	                    share of the tenant's scope sets (half of them;
+	//	                    64 per tenant by default), or the tenant or the
+	//	                    broker holds as many as allowed and none can be
+	//	                    dropped (all are watched or being fetched).
+	//	                    Request fewer distinct scope sets; retrying helps
+	//	                    only once other scope sets go idle (1h).
 	//
 	// While a key has no usable token and the broker is backing off after a
 	// failure, a call may start one early attempt, shared by all callers, at
@@ -73,10 +81,16 @@ type TokenBrokerServiceClient interface {
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
 	// receives the latest state, never a backlog. The stream ends with
-	// NOT_FOUND when the tenant is removed from the broker and with
-	// UNAVAILABLE when the broker shuts down.
+	// NOT_FOUND when the tenant is removed from the broker, and with
+	// UNAVAILABLE when the broker shuts down or when the tenant is
+	// reconfigured (its credentials, token URL or default scopes change): the
+	// key's tokens are dropped, and watching again, at once, serves tokens of
+	// the new configuration. A watched scope set is never dropped to make room
+	// for others.
 	//
-	// Status codes: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, as for GetToken.
+	// Status codes: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, as for GetToken;
+	// RESOURCE_EXHAUSTED, as for GetToken, when opening a watch on a new scope
+	// set.
 	// Refresh failures are not stream errors: they arrive as messages whose
 	// status is STALE or FAILING.
 	WatchToken(ctx context.Context, in *WatchTokenRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchTokenResponse], error)
@@ -94,9 +108,14 @@ type TokenBrokerServiceClient interface {
 	// not 64 hex digits.
 	InvalidateToken(ctx context.Context, in *InvalidateTokenRequest, opts ...grpc.CallOption) (*InvalidateTokenResponse, error)
 	// ListTenants lists the tenants visible to the caller with the status of
-	// each tenant's default-scope token. It never returns secrets or tokens.
+	// each tenant's default-scope token, sorted by name and paginated
+	// (page_size, page_token). It never returns secrets or tokens. Pages see
+	// tenants as configured when each page is served: a tenant added or
+	// removed during a listing may or may not appear, but no tenant appears
+	// twice. A page token reveals nothing about tenants the caller may not see.
 	//
-	// Status codes: only the common ones above.
+	// Status codes: the common ones above, and INVALID_ARGUMENT for a negative
+	// page_size or a page_token this service did not issue.
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
 }
 
@@ -196,6 +215,14 @@ type TokenBrokerServiceServer interface {
 	//	                    min_valid is cached; retry with backoff.
 	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
 	//	                    never for the identity provider's timeouts.
+	//	RESOURCE_EXHAUSTED  besides the caller rate limit: the request names a
+	//	                    new scope set, and the caller already holds its
+	//	                    share of the tenant's scope sets (half of them;
+	//	                    64 per tenant by default), or the tenant or the
+	//	                    broker holds as many as allowed and none can be
+	//	                    dropped (all are watched or being fetched).
+	//	                    Request fewer distinct scope sets; retrying helps
+	//	                    only once other scope sets go idle (1h).
 	//
 	// While a key has no usable token and the broker is backing off after a
 	// failure, a call may start one early attempt, shared by all callers, at
@@ -205,10 +232,16 @@ type TokenBrokerServiceServer interface {
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
 	// receives the latest state, never a backlog. The stream ends with
-	// NOT_FOUND when the tenant is removed from the broker and with
-	// UNAVAILABLE when the broker shuts down.
+	// NOT_FOUND when the tenant is removed from the broker, and with
+	// UNAVAILABLE when the broker shuts down or when the tenant is
+	// reconfigured (its credentials, token URL or default scopes change): the
+	// key's tokens are dropped, and watching again, at once, serves tokens of
+	// the new configuration. A watched scope set is never dropped to make room
+	// for others.
 	//
-	// Status codes: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, as for GetToken.
+	// Status codes: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, as for GetToken;
+	// RESOURCE_EXHAUSTED, as for GetToken, when opening a watch on a new scope
+	// set.
 	// Refresh failures are not stream errors: they arrive as messages whose
 	// status is STALE or FAILING.
 	WatchToken(*WatchTokenRequest, grpc.ServerStreamingServer[WatchTokenResponse]) error
@@ -226,9 +259,14 @@ type TokenBrokerServiceServer interface {
 	// not 64 hex digits.
 	InvalidateToken(context.Context, *InvalidateTokenRequest) (*InvalidateTokenResponse, error)
 	// ListTenants lists the tenants visible to the caller with the status of
-	// each tenant's default-scope token. It never returns secrets or tokens.
+	// each tenant's default-scope token, sorted by name and paginated
+	// (page_size, page_token). It never returns secrets or tokens. Pages see
+	// tenants as configured when each page is served: a tenant added or
+	// removed during a listing may or may not appear, but no tenant appears
+	// twice. A page token reveals nothing about tenants the caller may not see.
 	//
-	// Status codes: only the common ones above.
+	// Status codes: the common ones above, and INVALID_ARGUMENT for a negative
+	// page_size or a page_token this service did not issue.
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
 	mustEmbedUnimplementedTokenBrokerServiceServer()
 }

@@ -88,7 +88,11 @@ func Start(t testing.TB, extra ...broker.Tenant) *Fixture {
 	f.Health = healthpb.NewHealthClient(f.Conn)
 	t.Cleanup(func() {
 		f.Conn.Close()
-		f.Server.Shutdown(5 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := f.Server.Shutdown(ctx); err != nil {
+			t.Errorf("brokertest: server shutdown: %v", err)
+		}
 		<-served
 		f.Broker.Close()
 		f.IdP.Close()

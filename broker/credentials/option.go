@@ -1,0 +1,29 @@
+package credentials
+
+import "time"
+
+// Option configures LoadFile, ParseFile and FromEnv.
+type Option interface{ apply(*options) }
+
+type options struct {
+	now func() time.Time
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+// WithClock sets the clock that the expiry check of a credentials file
+// reads (default time.Now). A clock that returns the zero time skips the
+// check.
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(o *options) { o.now = now })
+}
+
+func collect(opts []Option) options {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	return o
+}

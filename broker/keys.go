@@ -1,0 +1,203 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/tokenbroker/tokenbroker/broker/names"
+)
+
+// maxEvictedRetries bounds how often one call looks a key up again after
+// finding it evicted; each retry creates the key anew, so one suffices
+// unless the tenant is churning through its whole budget.
+const maxEvictedRetries = 3
+
+// withEntry runs f on the entry of a request, created for the owner in ctx
+// if needed. If the entry was evicted (ErrEvicted) between the lookup and
+// f's use of it, it looks the key up again, so callers never see an
+// eviction they did not cause.
+func withEntry[T any](b *Broker, ctx context.Context, tenantName string, scopes []string, f func(*entry) (T, error)) (T, error) {
+	owner := ownerFrom(ctx)
+	for i := 0; ; i++ {
+		e, err := b.key(tenantName, scopes, owner)
+		if err != nil {
+			var zero T
+			return zero, err
+		}
+		v, err := f(e)
+		if i < maxEvictedRetries && errors.Is(err, ErrEvicted) {
+			continue
+		}
+		return v, err
+	}
+}
+
+// key resolves a request to its entry, creating it for owner if needed.
+func (b *Broker) key(tenantName string, scopes []string, owner string) (*entry, error) {
+	if err := names.ValidTenant(tenantName); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	scopes, err := names.NormalizeScopes(scopes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.isClosed() {
+		return nil, ErrClosed
+	}
+	t := b.tenants[tenantName]
+	if t == nil {
+		return nil, fmt.Errorf("%w %q; ListTenants shows the configured tenants", ErrUnknownTenant, tenantName)
+	}
+	if len(scopes) == 0 || slices.Equal(scopes, t.spec.Scopes) {
+		return t.def.touch(), nil
+	}
+	var buf [256]byte
+	k := appendKey(buf[:0], scopes)
+	if e := t.keys[string(k)]; e != nil { // string(k) here does not allocate
+		// Touched under b.mu so that idle eviction cannot take it now.
+		return e.touch(), nil
+	}
+	if err := b.makeRoomLocked(t, owner); err != nil {
+		return nil, err
+	}
+	// Cloned: NormalizeScopes may return the caller's own slice.
+	return b.newEntryLocked(t, slices.Clone(scopes), owner), nil
+}
+
+// makeRoomLocked makes room for one more scope set of owner in tenant t.
+//
+// A named owner may hold at most half of the tenant's non-default sets:
+// past that, its own least recently used set gives way, or the request is
+// refused. When the tenant is full, the least recently used set of the
+// owner holding the most gives way. So no single owner, even one that
+// keeps all its sets watched, can lock the others out. Only sets that are
+// not watched and not being fetched are evicted; default sets never are.
+func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
+	budget := b.cfg.MaxScopeSetsPerTenant - 1 // the default set is always there
+	if share := max(1, budget/2); owner != "" && t.owned[owner] >= share {
+		if !b.evictLRULocked(t, func(e *entry) bool { return e.owner == owner }) {
+			return fmt.Errorf("%w: caller %q already holds %d of tenant %q's scope sets, its share; request fewer distinct scope sets",
+				ErrTooManyScopeSets, owner, t.owned[owner], t.spec.Name)
+		}
+	}
+	if len(t.keys) >= b.cfg.MaxScopeSetsPerTenant {
+		owners := make([]string, 0, len(t.owned))
+		for o := range t.owned {
+			owners = append(owners, o)
+		}
+		sort.Slice(owners, func(i, j int) bool { return t.owned[owners[i]] > t.owned[owners[j]] })
+		evicted := false
+		for _, o := range owners {
+			if evicted = b.evictLRULocked(t, func(e *entry) bool { return e.owner == o }); evicted {
+				break
+			}
+		}
+		if !evicted {
+			return fmt.Errorf("%w: tenant %q already has %d in use; request fewer distinct scope sets",
+				ErrTooManyScopeSets, t.spec.Name, b.cfg.MaxScopeSetsPerTenant)
+		}
+	}
+	if b.nsets >= b.cfg.MaxScopeSets && !b.evictLRULocked(nil, nil) {
+		return fmt.Errorf("%w: the broker already holds %d", ErrTooManyScopeSets, b.cfg.MaxScopeSets)
+	}
+	return nil
+}
+
+// appendKey appends the map key of a normalized scope set.
+func appendKey(dst []byte, scopes []string) []byte {
+	for i, s := range scopes {
+		if i > 0 {
+			dst = append(dst, ' ')
+		}
+		dst = append(dst, s...)
+	}
+	return dst
+}
+
+func (b *Broker) newEntryLocked(t *tenant, scopes []string, owner string) *entry {
+	e := &entry{
+		b: b, t: t, scopes: scopes, isDefault: scopes == nil, owner: owner,
+		subs:     map[*Watch]struct{}{},
+		lastUsed: b.clock.Now(),
+		bo: &backoff.ExponentialBackOff{
+			InitialInterval: time.Second, RandomizationFactor: 0.2,
+			Multiplier: 2, MaxInterval: 2 * time.Minute,
+		},
+	}
+	e.bo.Reset()
+	t.keys[strings.Join(scopes, " ")] = e
+	if !e.isDefault {
+		b.nsets++
+		t.owned[owner]++
+	}
+	return e
+}
+
+// evictLRULocked drops the least recently used key that is not the
+// default, not watched, not being fetched and matches match (nil: any), of
+// tenant t or of any tenant when t is nil.
+func (b *Broker) evictLRULocked(t *tenant, match func(*entry) bool) bool {
+	var victim *entry
+	var victimUsed time.Time
+	consider := func(tt *tenant) {
+		for _, e := range tt.keys {
+			if e.isDefault || (match != nil && !match(e)) {
+				continue
+			}
+			e.mu.Lock()
+			ok := len(e.subs) == 0 && e.inflight == nil && (victim == nil || e.lastUsed.Before(victimUsed))
+			if ok {
+				victim, victimUsed = e, e.lastUsed
+			}
+			e.mu.Unlock()
+		}
+	}
+	if t != nil {
+		consider(t)
+	} else {
+		for _, tt := range b.tenants {
+			consider(tt)
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	b.removeEntryLocked(victim, ErrEvicted)
+	return true
+}
+
+func (b *Broker) removeEntryLocked(e *entry, reason error) {
+	delete(e.t.keys, strings.Join(e.scopes, " "))
+	b.nsets--
+	if e.t.owned[e.owner]--; e.t.owned[e.owner] <= 0 {
+		delete(e.t.owned, e.owner)
+	}
+	e.kill(reason)
+	b.log.Debug("scope set dropped", "tenant", e.t.spec.Name, "scopes", e.scopes)
+}
+
+// evictIfIdle drops e if nobody used or watched it for IdleTimeout.
+func (b *Broker) evictIfIdle(e *entry) bool {
+	if e.isDefault {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e.mu.Lock()
+	idle := e.dead == nil && len(e.subs) == 0 && b.clock.Since(e.lastUsed) >= b.cfg.IdleTimeout
+	e.mu.Unlock()
+	if idle && e.t.keys[strings.Join(e.scopes, " ")] == e {
+		b.removeEntryLocked(e, ErrEvicted)
+		return true
+	}
+	return false
+}

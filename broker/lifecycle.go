@@ -1,0 +1,102 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Defaults of Config.
+const (
+	defaultFetchTimeout          = 30 * time.Second
+	defaultMaxScopeSetsPerTenant = 64
+	defaultMaxScopeSets          = 4096
+	defaultIdleTimeout           = time.Hour
+)
+
+// New returns a Broker serving cfg.Tenants and starts fetching every
+// tenant's default-scope token in the background. The caller must Close
+// (or Shutdown) the Broker.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = defaultFetchTimeout
+	}
+	if cfg.MaxScopeSetsPerTenant <= 0 {
+		cfg.MaxScopeSetsPerTenant = defaultMaxScopeSetsPerTenant
+	}
+	if cfg.MaxScopeSets <= 0 {
+		cfg.MaxScopeSets = defaultMaxScopeSets
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = defaultIdleTimeout
+	}
+	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}, stopped: make(chan struct{})}
+	b.base, b.cancel = context.WithCancel(context.Background())
+	if err := b.SetTenants(cfg.Tenants); err != nil {
+		_ = b.Close() // nothing has started that could fail to stop
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Broker) isClosed() bool {
+	b.life.RLock()
+	defer b.life.RUnlock()
+	return b.closed
+}
+
+// Close is Shutdown without a deadline: it returns once every background
+// goroutine has ended, which cancelled identity-provider requests make
+// quick unless a custom Fetcher ignores its context. It returns nil; it is
+// idempotent and safe to call concurrently with Shutdown.
+func (b *Broker) Close() error {
+	return b.Shutdown(context.Background())
+}
+
+// Shutdown stops the Broker: from its first call on, every watch ends with
+// ErrClosed, calls fail with ErrClosed, timers stop and in-flight
+// identity-provider requests are cancelled. It then waits for the background
+// goroutines until ctx ends, and returns ctx's error (wrapped) if that came
+// first; a later Close or Shutdown waits again. It is idempotent.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.life.Lock()
+	first := !b.closed
+	b.closed = true
+	b.life.Unlock()
+	if first {
+		b.mu.Lock()
+		for _, t := range b.tenants {
+			for _, e := range t.keys {
+				e.kill(ErrClosed)
+			}
+		}
+		b.mu.Unlock()
+		b.cancel()
+		// No wg.Add can follow: every Add happens under life.RLock after
+		// checking closed.
+		go func() {
+			b.wg.Wait()
+			close(b.stopped)
+		}()
+	}
+	select {
+	case <-b.stopped:
+		return nil
+	case <-ctx.Done():
+		select {
+		case <-b.stopped: // both ready: the work did end
+			return nil
+		default:
+		}
+		return fmt.Errorf("broker: shutdown: background work still running: %w", ctx.Err())
+	}
+}

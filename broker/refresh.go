@@ -1,0 +1,217 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+// retryPermanent retries at once a key whose last request failed
+// permanently, e.g. after a reload.
+func (e *entry) retryPermanent() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.permanent && e.dead == nil && e.inflight == nil {
+		e.startLocked()
+	}
+}
+
+// startLocked starts the shared request for the key on the broker's own
+// context, so no caller's cancellation fails it for the others.
+func (e *entry) startLocked() *call {
+	c := &call{done: make(chan struct{})}
+	b := e.b
+	b.life.RLock()
+	defer b.life.RUnlock()
+	if b.closed {
+		c.err = ErrClosed
+		close(c.done)
+		return c
+	}
+	e.inflight = c
+	e.lastStart = b.clock.Now()
+	e.stopTimerLocked()
+	b.wg.Add(1)
+	go e.run(c)
+	return c
+}
+
+func (e *entry) run(c *call) {
+	b := e.b
+	defer b.wg.Done()
+	ctx, cancel := context.WithTimeout(b.base, b.cfg.FetchTimeout)
+	start := b.clock.Now()
+	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
+	noAnswer := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if noAnswer {
+		err = noAnswerError(err, b.cfg.FetchTimeout)
+	}
+
+	e.mu.Lock()
+	defer close(c.done) // after the unlock below: waiters see the new state
+	defer e.mu.Unlock()
+	e.inflight = nil
+	now := b.clock.Now()
+	if e.dead != nil {
+		c.err = e.dead
+		return
+	}
+	var tok *Token
+	if err == nil {
+		tok, err = e.succeededLocked(start, now, g)
+	}
+	if err != nil {
+		c.err = e.failedLocked(now, err, noAnswer)
+	} else {
+		c.tok = tok
+	}
+	e.publishLocked(now)
+}
+
+// noAnswerError replaces the context error of a request that ran out of
+// FetchTimeout: it is the identity provider's failure, not a caller's
+// deadline, and must not look like one (a caller would see
+// DEADLINE_EXCEEDED instead of UNAVAILABLE).
+func noAnswerError(err error, timeout time.Duration) error {
+	reason := fmt.Errorf("no answer within %s", timeout)
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		cp := *ue
+		cp.Err = reason
+		return &cp
+	}
+	return fmt.Errorf("broker: identity provider request failed: %w", reason)
+}
+
+func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) (*Token, error) {
+	log := e.b.log.With("tenant", e.t.spec.Name, "scopes", e.requestScopes())
+	expiry, source, err := tokenExpiry(log, start, now, g)
+	if err != nil {
+		return nil, err
+	}
+	tok := &Token{
+		AccessToken: g.AccessToken,
+		TokenType:   g.TokenType,
+		Expiry:      expiry,
+		IssuedAt:    now,
+		Scopes:      e.requestScopes(),
+		Tenant:      e.t.spec.Name,
+		Version:     e.b.version.Add(1),
+	}
+	if tok.TokenType == "" {
+		tok.TokenType = "Bearer"
+	}
+	tok.sha256 = Fingerprint(tok.AccessToken)
+	e.tok, e.lastErr = tok, nil
+	e.permanent, e.noAnswer = false, false
+	e.bo.Reset()
+	e.retryAt, e.hold = time.Time{}, time.Time{}
+	e.scheduleLocked(now, refreshAt(start, expiry.Sub(start)))
+	log.Info("token issued", "version", tok.Version, "expiry", tok.Expiry, "expiry_source", source,
+		"fingerprint", tok.sha256[:12], "next_refresh", e.next)
+	return tok, nil
+}
+
+func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
+	if errors.Is(err, context.Canceled) && e.b.isClosed() {
+		return ErrClosed
+	}
+	delay := e.bo.NextBackOff()
+	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}
+	var ue *upstream.Error
+	if errors.As(err, &ue) {
+		if ue.Permanent {
+			delay = permanentRetry
+			e.permanent = true
+		}
+		if ue.RetryAfter > delay {
+			delay = min(ue.RetryAfter, maxRetryAfter)
+			e.hold = now.Add(delay)
+		}
+	}
+	err = fmt.Errorf("tenant %q: %w", e.t.spec.Name, err)
+	e.lastErr = err
+	e.retryAt = now.Add(delay)
+	wake := e.retryAt
+	if e.usableLocked(now, 0) && e.tok.Expiry.Before(wake) {
+		wake = e.tok.Expiry // to report the stale token's expiry on time
+	}
+	e.scheduleLocked(now, wake)
+	e.b.log.Warn("token request failed", "tenant", e.t.spec.Name, "scopes", e.requestScopes(),
+		"state", e.stateLocked(now), "retry_in", delay, "error", err)
+	return err
+}
+
+func (e *entry) scheduleLocked(now, at time.Time) {
+	e.stopTimerLocked()
+	e.next = at
+	e.timer = e.b.clock.AfterFunc(at.Sub(now), e.onTimer)
+}
+
+func (e *entry) stopTimerLocked() {
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+}
+
+// onTimer refreshes the key, drops it if idle, or re-evaluates a stale
+// token's expiry.
+func (e *entry) onTimer() {
+	b := e.b
+	b.life.RLock()
+	if b.closed {
+		b.life.RUnlock()
+		return
+	}
+	b.wg.Add(1) // so that Close waits for a timer that fired just before it
+	b.life.RUnlock()
+	defer b.wg.Done()
+	if e.b.evictIfIdle(e) {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead != nil || e.inflight != nil {
+		return
+	}
+	now := e.b.clock.Now()
+	if now.Before(e.retryAt) {
+		e.publishLocked(now)
+		e.scheduleLocked(now, e.retryAt)
+		return
+	}
+	e.startLocked()
+}
+
+// jitter returns a random duration in [lo, hi).
+func jitter(lo, hi time.Duration) time.Duration {
+	if hi <= lo {
+		return lo
+	}
+	return lo + rand.N(hi-lo)
+}
+
+// refreshAt picks when to refresh a token: at 50–80 % of its lifetime,
+// but no later than refreshLead before expiry.
+func refreshAt(issued time.Time, lifetime time.Duration) time.Time {
+	at := issued.Add(jitter(lifetime/2, lifetime*4/5))
+	latest := issued.Add(lifetime - refreshLead(lifetime))
+	if at.After(latest) {
+		return latest
+	}
+	return at
+}
+
+// refreshLead is how long before expiry a refresh starts at the latest:
+// a quarter of the lifetime or refreshFloor, whichever is longer, and at
+// most half the lifetime. With the default min_valid of a tenth of the
+// lifetime, that leaves 15 % of the lifetime (or more) for retries.
+func refreshLead(lifetime time.Duration) time.Duration {
+	return min(lifetime/2, max(lifetime/4, refreshFloor))
+}

@@ -1,0 +1,82 @@
+package broker_test
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+func TestSlowWatcherGetsLatestNotBacklog(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	w, err := e.broker.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w, hasVersion(1))
+	for v := uint64(2); v <= 4; v++ {
+		e.clock.Advance(broker.ForcedRefreshInterval) // past the forced-refresh limit
+		tok, err := e.broker.Invalidate(t.Context(), "acme", nil, e.mustToken(nil, 0).SHA256())
+		if err != nil || tok.Version != v {
+			t.Fatalf("invalidate: %v, version %d", err, tok.Version)
+		}
+	}
+	u := <-w.Updates()
+	if u.Token.Version != 4 {
+		t.Errorf("slow watcher first sees version %d, want the latest 4", u.Token.Version)
+	}
+	select {
+	case u := <-w.Updates():
+		t.Errorf("backlog: another update (version %d) queued", u.Token.Version)
+	default:
+	}
+}
+
+func TestTenantRemovalEndsWatches(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	w, err := e.broker.Watch("acme", []string{"read"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := e.broker.SetTenants(nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.Done():
+	case <-t.Context().Done():
+		t.Fatal("watch did not end")
+	}
+	if !errors.Is(w.Err(), broker.ErrTenantRemoved) {
+		t.Errorf("watch ended with %v, want ErrTenantRemoved", w.Err())
+	}
+	if _, err := e.token(t.Context(), nil, 0); !errors.Is(err, broker.ErrUnknownTenant) {
+		t.Errorf("token of removed tenant: %v, want ErrUnknownTenant", err)
+	}
+}
+
+func TestTenantHealth(t *testing.T) {
+	var mu sync.Mutex
+	changes := make(chan bool, 10)
+	e := newEnv(t, broker.Config{OnTenantHealth: func(tenant string, serving bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if tenant == "acme" {
+			changes <- serving
+		}
+	}})
+	if <-changes {
+		t.Fatal("a new tenant reported serving before it had a token")
+	}
+	if !<-changes {
+		t.Fatal("tenant did not become serving after its first token")
+	}
+	e.idp.RemoveClient(e.client.ID)
+	e.clock.Advance(2 * time.Hour) // refreshes fail; the token expires
+	if <-changes {
+		t.Fatal("want not serving once the token expired")
+	}
+}
