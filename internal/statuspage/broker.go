@@ -10,7 +10,13 @@ import (
 // the token URL is reduced to its host, and the last error loses the
 // token URL's query (upstream errors quote the full URL). The broker does
 // not count scope sets or watches per tenant yet; those show as Unknown.
-func FromBroker(b *broker.Broker) Source { return brokerSource{b} }
+// It panics if b is nil.
+func FromBroker(b *broker.Broker) Source {
+	if b == nil {
+		panic("statuspage: FromBroker: nil *broker.Broker")
+	}
+	return brokerSource{b}
+}
 
 type brokerSource struct{ b *broker.Broker }
 

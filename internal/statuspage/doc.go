@@ -11,5 +11,6 @@
 // behind access control.
 //
 // Handler is safe for concurrent use; it calls Source.Tenants once per
-// request and never blocks on the network.
+// request and never blocks on the network. FromBroker adapts a
+// *broker.Broker; the package example serves a static Source.
 package statuspage

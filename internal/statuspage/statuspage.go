@@ -115,7 +115,11 @@ var pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{
 //
 // HEAD works wherever GET does; other methods get 405. Every response
 // carries ContentSecurityPolicy, nosniff, no-referrer and no-store.
+// Handler panics if src is nil, as http.Handle does for a nil handler.
 func Handler(src Source, opts ...Option) http.Handler {
+	if src == nil {
+		panic("statuspage: Handler: nil Source")
+	}
 	cfg := config{refresh: DefaultRefresh}
 	for _, o := range opts {
 		o.apply(&cfg)
