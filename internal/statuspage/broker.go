@@ -1,0 +1,44 @@
+package statuspage
+
+import (
+	"strings"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// FromBroker shows b's tenants. It copies only what the page may show:
+// the token URL is reduced to its host, and the last error loses the
+// token URL's query (upstream errors quote the full URL). The broker does
+// not count scope sets or watches per tenant yet; those show as Unknown.
+// It panics if b is nil.
+func FromBroker(b *broker.Broker) Source {
+	if b == nil {
+		panic("statuspage: FromBroker: nil *broker.Broker")
+	}
+	return brokerSource{b}
+}
+
+type brokerSource struct{ b *broker.Broker }
+
+func (s brokerSource) Tenants() []Tenant {
+	infos := s.b.Tenants()
+	out := make([]Tenant, 0, len(infos))
+	for _, ti := range infos {
+		t := Tenant{
+			Name:        ti.Name,
+			State:       ti.Status.State.String(),
+			Expiry:      ti.Expiry,
+			NextRefresh: ti.Status.NextRefresh,
+			Host:        HostOf(ti.TokenURL),
+			ScopeSets:   Unknown,
+			Watches:     Unknown,
+		}
+		if err := ti.Status.LastError; err != nil {
+			// cleanError strips URL queries too; replacing the exact URL
+			// first also covers one the URL pattern would cut short.
+			t.LastError = strings.ReplaceAll(err.Error(), ti.TokenURL, redactURL(ti.TokenURL))
+		}
+		out = append(out, t)
+	}
+	return out
+}

@@ -1,0 +1,449 @@
+package statuspage
+
+import (
+	"bytes"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Unknown marks a count the Source cannot tell; it renders as "—" and as
+// null in JSON.
+const Unknown = -1
+
+// MaxErrorLen is the most runes of a tenant's last error that the page
+// shows; longer errors are cut and end with "…".
+const MaxErrorLen = 300
+
+// DefaultRefresh is how often the page reloads itself.
+const DefaultRefresh = 5 * time.Second
+
+// ContentSecurityPolicy is sent with every response: nothing but the
+// page's own stylesheet may load, no script runs, and no site may frame
+// the page.
+const ContentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'none'; " +
+	"frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// Tenant is what the page shows of one tenant. It must hold nothing
+// secret: no token, no client id or secret, no full token URL.
+type Tenant struct {
+	Name string
+	// State is the broker's name for the tenant's default-scope token
+	// state: "ready", "stale", "failing" or "pending".
+	State string
+	// Expiry of the cached token and time of the next identity-provider
+	// request; zero when unknown or none.
+	Expiry      time.Time
+	NextRefresh time.Time
+	// LastError is the last refresh error, already free of secrets. The
+	// page still strips URL queries from it and cuts it at MaxErrorLen.
+	LastError string
+	// ScopeSets and Watches count the tenant's cached scope sets and
+	// open watch streams; Unknown (negative) when the Source cannot tell.
+	ScopeSets int
+	Watches   int
+	// Host is the token endpoint's host (and port); empty to show none.
+	Host string
+}
+
+// Source lists the tenants to show. Tenants is called once per request
+// and must be safe for concurrent use.
+type Source interface {
+	Tenants() []Tenant
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func() []Tenant
+
+// Tenants calls f.
+func (f SourceFunc) Tenants() []Tenant { return f() }
+
+// Option configures Handler.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	version string
+	refresh time.Duration
+	clock   clockwork.Clock
+	log     *slog.Logger
+}
+
+// WithVersion shows the broker's version in the page header and JSON.
+func WithVersion(v string) Option { return optionFunc(func(c *config) { c.version = v }) }
+
+// WithRefresh sets how often the page reloads itself (DefaultRefresh when
+// d is under a second).
+func WithRefresh(d time.Duration) Option { return optionFunc(func(c *config) { c.refresh = d }) }
+
+// WithClock sets the clock for "generated at" and relative times; tests
+// pass a fake one.
+func WithClock(clk clockwork.Clock) Option { return optionFunc(func(c *config) { c.clock = clk }) }
+
+// WithLogger sets the logger for rendering failures (default: discard).
+func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.log = l }) }
+
+//go:embed static/status.css templates/status.html
+var assets embed.FS
+
+var pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{
+	"upper": strings.ToUpper,
+}).ParseFS(assets, "templates/status.html"))
+
+// Handler returns the read-only status page for src. Mount it at a path
+// ending in "/" (it links its assets relatively):
+//
+//	GET /                    the HTML page, reloading itself
+//	GET /status.json         the same data as JSON
+//	GET /static/status.css   the page's stylesheet
+//
+// HEAD works wherever GET does; other methods get 405. Every response
+// carries ContentSecurityPolicy, nosniff, no-referrer and no-store.
+// Handler panics if src is nil, as http.Handle does for a nil handler.
+func Handler(src Source, opts ...Option) http.Handler {
+	if src == nil {
+		panic("statuspage: Handler: nil Source")
+	}
+	cfg := config{refresh: DefaultRefresh}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.refresh < time.Second {
+		cfg.refresh = DefaultRefresh
+	}
+	if cfg.clock == nil {
+		cfg.clock = clockwork.NewRealClock()
+	}
+	if cfg.log == nil {
+		cfg.log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{src: src, cfg: cfg}
+	mux := http.NewServeMux()
+	// A GET pattern also matches HEAD; the mux answers other methods
+	// with 405 and an Allow header.
+	mux.HandleFunc("GET /{$}", h.page)
+	mux.HandleFunc("GET /status.json", h.json)
+	mux.HandleFunc("GET /static/status.css", h.css)
+	return secureHeaders(mux)
+}
+
+func secureHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hdr := w.Header()
+		hdr.Set("Content-Security-Policy", ContentSecurityPolicy)
+		hdr.Set("X-Content-Type-Options", "nosniff")
+		hdr.Set("Referrer-Policy", "no-referrer")
+		hdr.Set("Cache-Control", "no-store")
+		hdr.Set("X-Frame-Options", "DENY")
+		hdr.Set("Cross-Origin-Opener-Policy", "same-origin")
+		hdr.Set("Cross-Origin-Resource-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
+
+type handler struct {
+	src Source
+	cfg config
+}
+
+// row is one tenant prepared for display.
+type row struct {
+	Name, State, StateClass, Host, LastError string
+	Expiry, NextRefresh                      timeCell
+	ScopeSets, Watches                       string
+}
+
+// timeCell is a time shown relative to now, with the absolute time kept
+// for the datetime attribute and tooltip.
+type timeCell struct {
+	Text, ISO string
+}
+
+type pageData struct {
+	Title          string
+	Version        string
+	GeneratedAt    string
+	GeneratedISO   string
+	RefreshSeconds int
+	Summary        []stateCount
+	Total          int
+	Rows           []row
+}
+
+type stateCount struct {
+	State, Class string
+	N            int
+}
+
+// knownStates are the broker's states, in the order the summary lists them.
+var knownStates = []string{"ready", "stale", "failing", "pending"}
+
+func stateClass(s string) string {
+	if slices.Contains(knownStates, s) {
+		return "state-" + s
+	}
+	return "state-other"
+}
+
+// snapshot reads the source once and orders its tenants by name.
+func (h *handler) snapshot() (time.Time, []Tenant) {
+	now := h.cfg.clock.Now()
+	ts := slices.Clone(h.src.Tenants())
+	slices.SortStableFunc(ts, func(a, b Tenant) int { return strings.Compare(a.Name, b.Name) })
+	for i := range ts {
+		ts[i].State = strings.ToLower(strings.TrimSpace(ts[i].State))
+		if ts[i].State == "" {
+			ts[i].State = "unknown"
+		}
+		ts[i].LastError = cleanError(ts[i].LastError)
+		ts[i].Host = cleanHost(ts[i].Host)
+	}
+	return now, ts
+}
+
+func (h *handler) page(w http.ResponseWriter, r *http.Request) {
+	now, ts := h.snapshot()
+	d := pageData{
+		Title:          "tokenbroker status",
+		Version:        h.cfg.version,
+		GeneratedAt:    now.UTC().Format("2006-01-02 15:04:05 UTC"),
+		GeneratedISO:   now.UTC().Format(time.RFC3339),
+		RefreshSeconds: int(h.cfg.refresh / time.Second),
+		Total:          len(ts),
+	}
+	counts := map[string]int{}
+	for _, t := range ts {
+		counts[t.State]++
+		d.Rows = append(d.Rows, row{
+			Name:        t.Name,
+			State:       t.State,
+			StateClass:  stateClass(t.State),
+			Host:        t.Host,
+			LastError:   t.LastError,
+			Expiry:      expiryCell(now, t.Expiry),
+			NextRefresh: refreshCell(now, t.NextRefresh),
+			ScopeSets:   count(t.ScopeSets),
+			Watches:     count(t.Watches),
+		})
+	}
+	for _, s := range knownStates {
+		if counts[s] > 0 {
+			d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: counts[s]})
+			delete(counts, s)
+		}
+	}
+	others := make([]string, 0, len(counts))
+	for s := range counts {
+		others = append(others, s)
+	}
+	slices.Sort(others)
+	for _, s := range others {
+		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: counts[s]})
+	}
+
+	// Render fully before writing, so a failure is a clean 500.
+	var buf bytes.Buffer
+	if err := pageTmpl.Execute(&buf, d); err != nil {
+		h.cfg.log.Error("statuspage: rendering the status page failed", "err", err)
+		http.Error(w, "statuspage: rendering failed", http.StatusInternalServerError)
+		return
+	}
+	writeBody(w, r, "text/html; charset=utf-8", buf.Bytes())
+}
+
+// jsonTenant is a tenant in /status.json. Times are RFC 3339 UTC; absent
+// values are null.
+type jsonTenant struct {
+	Name             string     `json:"name"`
+	State            string     `json:"state"`
+	Host             string     `json:"host,omitempty"`
+	Expiry           *time.Time `json:"expiry"`
+	ExpiresInSeconds *int64     `json:"expires_in_seconds"`
+	NextRefresh      *time.Time `json:"next_refresh"`
+	LastError        string     `json:"last_error,omitempty"`
+	ScopeSets        *int       `json:"scope_sets"`
+	Watches          *int       `json:"watches"`
+}
+
+type jsonStatus struct {
+	GeneratedAt time.Time      `json:"generated_at"`
+	Version     string         `json:"version,omitempty"`
+	States      map[string]int `json:"states"`
+	Tenants     []jsonTenant   `json:"tenants"`
+}
+
+func (h *handler) json(w http.ResponseWriter, r *http.Request) {
+	now, ts := h.snapshot()
+	out := jsonStatus{GeneratedAt: now.UTC().Truncate(time.Second), Version: h.cfg.version,
+		States: map[string]int{}, Tenants: make([]jsonTenant, 0, len(ts))}
+	for _, t := range ts {
+		out.States[t.State]++
+		jt := jsonTenant{Name: t.Name, State: t.State, Host: t.Host, LastError: t.LastError,
+			Expiry: optTime(t.Expiry), NextRefresh: optTime(t.NextRefresh),
+			ScopeSets: optCount(t.ScopeSets), Watches: optCount(t.Watches)}
+		if !t.Expiry.IsZero() {
+			s := int64(t.Expiry.Sub(now) / time.Second)
+			jt.ExpiresInSeconds = &s
+		}
+		out.Tenants = append(out.Tenants, jt)
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		h.cfg.log.Error("statuspage: encoding status.json failed", "err", err)
+		http.Error(w, "statuspage: encoding failed", http.StatusInternalServerError)
+		return
+	}
+	writeBody(w, r, "application/json", append(b, '\n'))
+}
+
+func (h *handler) css(w http.ResponseWriter, r *http.Request) {
+	b, err := assets.ReadFile("static/status.css")
+	if err != nil { // embedded at build time; cannot happen
+		http.Error(w, "statuspage: stylesheet missing", http.StatusInternalServerError)
+		return
+	}
+	writeBody(w, r, "text/css; charset=utf-8", b)
+}
+
+// writeBody answers with b, or only its headers to HEAD.
+func writeBody(w http.ResponseWriter, r *http.Request, contentType string, b []byte) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(b)
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC().Truncate(time.Second)
+	return &u
+}
+
+func optCount(n int) *int {
+	if n < 0 {
+		return nil
+	}
+	return &n
+}
+
+const dash = "—"
+
+func count(n int) string {
+	if n < 0 {
+		return dash
+	}
+	return fmt.Sprint(n)
+}
+
+func expiryCell(now, t time.Time) timeCell {
+	if t.IsZero() {
+		return timeCell{Text: dash}
+	}
+	c := timeCell{ISO: t.UTC().Format(time.RFC3339)}
+	if d := t.Sub(now); d > 0 {
+		c.Text = human(d)
+	} else {
+		c.Text = "expired " + human(-d) + " ago"
+	}
+	return c
+}
+
+func refreshCell(now, t time.Time) timeCell {
+	if t.IsZero() {
+		return timeCell{Text: dash}
+	}
+	c := timeCell{ISO: t.UTC().Format(time.RFC3339)}
+	if d := t.Sub(now); d >= time.Second {
+		c.Text = "in " + human(d)
+	} else {
+		c.Text = "now"
+	}
+	return c
+}
+
+// human renders d to the second, at most two units: "1h 05m", "4m 09s",
+// "12s", "3d 04h".
+func human(d time.Duration) string {
+	s := int64(d / time.Second)
+	switch {
+	case s >= 86400:
+		return fmt.Sprintf("%dd %02dh", s/86400, s%86400/3600)
+	case s >= 3600:
+		return fmt.Sprintf("%dh %02dm", s/3600, s%3600/60)
+	case s >= 60:
+		return fmt.Sprintf("%dm %02ds", s/60, s%60)
+	}
+	return fmt.Sprintf("%ds", s)
+}
+
+var urlRE = regexp.MustCompile(`(?i)\bhttps?://[^\s"'<>]+`)
+
+// cleanError makes an error fit for the page: URLs lose their user info,
+// query and fragment (a token URL may carry an API key there), control
+// characters become spaces, and the text is cut at MaxErrorLen runes.
+// html/template escapes the result.
+func cleanError(s string) string {
+	if s == "" {
+		return ""
+	}
+	s = urlRE.ReplaceAllStringFunc(s, redactURL)
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if utf8.RuneCountInString(s) > MaxErrorLen {
+		s = string([]rune(s)[:MaxErrorLen-1]) + "…"
+	}
+	return s
+}
+
+// redactURL is a URL without user info, query or fragment.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "[URL]"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
+// cleanHost keeps only a host[:port]; anything else shows nothing.
+func cleanHost(h string) string {
+	if h == "" || strings.ContainsAny(h, "/?#@ ") || len(h) > 255 {
+		return ""
+	}
+	return h
+}
+
+// HostOf returns the host (and port) of a token URL, dropping scheme,
+// user info, path and query; "" when it does not parse.
+func HostOf(tokenURL string) string {
+	u, err := url.Parse(tokenURL)
+	if err != nil {
+		return ""
+	}
+	return cleanHost(u.Host)
+}
