@@ -186,23 +186,41 @@ type TenantInfo struct {
 	Status   Status
 	// Expiry of the valid default-scope token; zero when none is cached.
 	Expiry time.Time
+	// ScopeSets counts the tenant's cached scope sets, its default included.
+	ScopeSets int
+	// Watches counts the open watches over all the tenant's scope sets.
+	Watches int
 }
 
 // Tenants lists the tenants sorted by name.
 func (b *Broker) Tenants() []TenantInfo {
+	type view struct {
+		t    *tenant
+		keys []*entry
+	}
 	b.mu.Lock()
-	ts := make([]*tenant, 0, len(b.tenants))
+	vs := make([]view, 0, len(b.tenants))
 	for _, t := range b.tenants {
-		ts = append(ts, t)
+		v := view{t: t, keys: make([]*entry, 0, len(t.keys))}
+		for _, e := range t.keys {
+			v.keys = append(v.keys, e)
+		}
+		vs = append(vs, v)
 	}
 	b.mu.Unlock()
-	sort.Slice(ts, func(i, j int) bool { return ts[i].spec.Name < ts[j].spec.Name })
-	out := make([]TenantInfo, 0, len(ts))
-	for _, t := range ts {
+	sort.Slice(vs, func(i, j int) bool { return vs[i].t.spec.Name < vs[j].t.spec.Name })
+	out := make([]TenantInfo, 0, len(vs))
+	for _, v := range vs {
+		t := v.t
 		u := t.def.snapshot()
-		info := TenantInfo{Name: t.spec.Name, TokenURL: t.spec.TokenURL, Scopes: t.spec.Scopes, Status: u.Status}
+		info := TenantInfo{Name: t.spec.Name, TokenURL: t.spec.TokenURL, Scopes: t.spec.Scopes, Status: u.Status, ScopeSets: len(v.keys)}
 		if u.Token != nil {
 			info.Expiry = u.Token.Expiry
+		}
+		for _, e := range v.keys {
+			e.mu.Lock()
+			info.Watches += len(e.subs)
+			e.mu.Unlock()
 		}
 		out = append(out, info)
 	}

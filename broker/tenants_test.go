@@ -80,3 +80,32 @@ func TestTenantHealth(t *testing.T) {
 		t.Fatal("want not serving once the token expired")
 	}
 }
+
+func TestTenantsCountsScopeSetsAndWatches(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	count := func() (int, int) {
+		info := e.broker.Tenants()[0]
+		return info.ScopeSets, info.Watches
+	}
+	e.mustToken(nil, 0)
+	if sets, watches := count(); sets != 1 || watches != 0 {
+		t.Fatalf("after a default token: %d scope sets, %d watches; want 1, 0", sets, watches)
+	}
+	e.mustToken([]string{"a"}, 0)
+	w1, err := e.broker.Watch("acme", []string{"b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := e.broker.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sets, watches := count(); sets != 3 || watches != 2 {
+		t.Errorf("with sets {}, {a}, {b} and two watches: %d scope sets, %d watches; want 3, 2", sets, watches)
+	}
+	_ = w1.Close()
+	_ = w2.Close()
+	if _, watches := count(); watches != 0 {
+		t.Errorf("after closing both watches: %d watches, want 0", watches)
+	}
+}

@@ -8,8 +8,7 @@ import (
 
 // FromBroker shows b's tenants. It copies only what the page may show:
 // the token URL is reduced to its host, and the last error loses the
-// token URL's query (upstream errors quote the full URL). The broker does
-// not count scope sets or watches per tenant yet; those show as Unknown.
+// token URL's query (upstream errors quote the full URL).
 // It panics if b is nil.
 func FromBroker(b *broker.Broker) Source {
 	if b == nil {
@@ -30,8 +29,8 @@ func (s brokerSource) Tenants() []Tenant {
 			Expiry:      ti.Expiry,
 			NextRefresh: ti.Status.NextRefresh,
 			Host:        HostOf(ti.TokenURL),
-			ScopeSets:   Unknown,
-			Watches:     Unknown,
+			ScopeSets:   ti.ScopeSets,
+			Watches:     ti.Watches,
 		}
 		if err := ti.Status.LastError; err != nil {
 			// cleanError strips URL queries too; replacing the exact URL

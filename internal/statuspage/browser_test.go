@@ -210,8 +210,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	duration := regexp.MustCompile(`^\d+(h \d\dm|m \d\ds|s)$`)
 	if !strings.HasPrefix(ready[0], "payments\n"+lb.idpHost) || ready[1] != "READY" || !duration.MatchString(ready[2]) ||
-		!strings.HasPrefix(ready[3], "in ") || ready[4] != "—" || ready[5] != "—" || ready[6] != "—" {
-		t.Errorf("payments row reads %q; want payments at %s, READY, a time to expiry, a next refresh, no error", ready, lb.idpHost)
+		!strings.HasPrefix(ready[3], "in ") || ready[4] != "1" || ready[5] != "0" || ready[6] != "—" {
+		t.Errorf("payments row reads %q; want payments at %s, READY, a time to expiry, a next refresh, 1 scope set, 0 watches, no error", ready, lb.idpHost)
 	}
 	if !strings.HasPrefix(failing[0], "billing-eu\n127.0.0.1:") || failing[1] != "FAILING" || failing[2] != "—" ||
 		!strings.Contains(failing[6], "HTTP 503") || !strings.Contains(failing[6], "/v1/auth/oauth/token") {
