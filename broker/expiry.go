@@ -30,6 +30,10 @@ const (
 //     the token. A JWT without exp, or an opaque token, changes nothing.
 //
 // It logs which source won, never the token.
+// jwtExpSlack is how far a JWT exp may fall short of expires_in before
+// the difference is logged at info.
+const jwtExpSlack = 5 * time.Second
+
 func tokenExpiry(log *slog.Logger, start, now time.Time, g upstream.Grant) (time.Time, string, error) {
 	lifetime, source := g.ExpiresIn, expiryFromExpiresIn
 	switch {
@@ -51,8 +55,13 @@ func tokenExpiry(log *slog.Logger, start, now time.Time, g upstream.Grant) (time
 			return time.Time{}, "", fmt.Errorf("broker: the identity provider issued a token whose JWT exp %s is already past; check the clocks of the identity provider and the broker", exp.UTC().Format(time.RFC3339))
 		}
 		if exp.Before(expiry) {
-			log.Info("the access token's JWT exp is earlier than expires_in says; using it",
-				"expires_in", g.ExpiresIn, "exp", exp)
+			// exp has whole seconds and expires_in counts from when the
+			// request left, so the two routinely differ by a second or
+			// so; only a real disagreement is worth an operator's look.
+			if expiry.Sub(exp) > jwtExpSlack {
+				log.Info("the access token's JWT exp is earlier than expires_in says; using it",
+					"expires_in", g.ExpiresIn, "exp", exp)
+			}
 			expiry, source = exp, expiryFromJWT
 		}
 	}
