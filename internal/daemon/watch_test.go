@@ -20,7 +20,7 @@ import (
 
 // watchDeadline bounds every wait for the watcher: events arrive in
 // milliseconds and the debounce is 250 ms, so seconds are plenty.
-const watchDeadline = 4 * time.Second
+const watchDeadline = 15 * time.Second
 
 // credentialsJSON is a Kognic credentials file for id and secret.
 func credentialsJSON(t *testing.T, id, secret string) string {
