@@ -252,9 +252,6 @@ func (d *Daemon) checkFiles(retry bool) {
 	if len(changed) == 0 && !(retry && failed != "") {
 		return
 	}
-	if len(changed) > 0 {
-		d.log.Info("configuration files changed; reloading", "files", changed)
-	}
 	err := d.reread(changed)
 	switch {
 	case err == nil && failed != "":
