@@ -270,10 +270,14 @@ func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) func(str
 	want := map[string]bool{}
 	for _, f := range d.watch.files() {
 		names[f] = true
-		want[filepath.Dir(f)] = true
+		dir := filepath.Dir(f)
+		want[dir] = true
 		if t, err := filepath.EvalSymlinks(f); err == nil {
 			names[t] = true
-			want[filepath.Dir(t)] = true
+			// One watch per directory: inotify keys watches by inode.
+			if real, err := filepath.EvalSymlinks(dir); err != nil || real != filepath.Dir(t) {
+				want[filepath.Dir(t)] = true
+			}
 		}
 	}
 	relevant := func(name string) bool {

@@ -407,3 +407,58 @@ func TestRereadWithoutLoad(t *testing.T) {
 		t.Errorf("Reread = %v, want an error naming Options.Load", err)
 	}
 }
+
+// TestWatchConfigFileAddsFiles: an edited config file (saved by rename)
+// adds a tenant whose secret file lives in a directory not watched
+// before; the tenant starts, and the new file is watched from then on: a
+// fix of its secret is applied without SIGHUP.
+func TestWatchConfigFileAddsFiles(t *testing.T) {
+	acme, globex := devidp.NewClient(), devidp.NewClient()
+	idp := startIdP(t, acme, globex)
+	acmePath := filepath.Join(t.TempDir(), "acme.json")
+	if err := os.WriteFile(acmePath, []byte(credentialsJSON(t, acme.ID, acme.Secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := startWatched(t, idp, acmePath, "watch:\n  interval: 1h\n")
+	if _, err := f.get(t); err != nil {
+		t.Fatal(err)
+	}
+
+	secretPath := filepath.Join(t.TempDir(), "globex.secret")
+	wrong := devidp.NewClient().Secret
+	if err := os.WriteFile(secretPath, []byte(wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgData, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := fmt.Sprintf("  - name: globex\n    token_url: %s\n    client_id: %s\n    client_secret_file: %s\n",
+		idp.TokenURL(), globex.ID, secretPath)
+	cfgData = []byte(strings.Replace(string(cfgData), "watch:", tenant+"watch:", 1))
+	tmp := f.path + ".swp"
+	if err := os.WriteFile(tmp, cfgData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "tenant globex to start", func() bool { return idp.RequestsFor(globex.ID) > 0 })
+	added := logLines(f.logs, "configuration re-read")
+	if len(added) == 0 || fmt.Sprint(added[0]["tenants_added"]) != "[globex]" {
+		t.Errorf("re-read logs %v, want tenants_added [globex]", added)
+	}
+
+	if err := os.WriteFile(secretPath, []byte(globex.Secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "globex's fixed secret to be used", func() bool { return idp.IssuedFor(globex.ID) > 0 })
+	resp, err := f.api.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "globex"})
+	if err != nil {
+		t.Fatalf("GetToken globex: %v", err)
+	}
+	logtest.AssertNone(t, map[string]string{"logs": f.logs.String()}, map[string]string{
+		"acme secret": acme.Secret, "globex secret": globex.Secret, "wrong secret": wrong,
+		"token": resp.GetToken().GetAccessToken(),
+	})
+}
