@@ -60,6 +60,12 @@ type Config struct {
 	// InsecurePlaintext accepts callers over a plaintext listener on a
 	// non-loopback address (API keys in clear), e.g. behind a proxy.
 	InsecurePlaintext bool
+	Watch             Watch
+	// Files are the files this configuration was read from, for watching:
+	// the config file itself (Load and LoadWith only), every credentials
+	// and client secret file, each ca_file and the tls files, as resolved
+	// paths in the order the file names them. The audit file is not one.
+	Files []string
 
 	name  string         // the file name given to Load or Parse
 	lines map[string]int // line of each callers field, for ErrorAt
@@ -98,6 +104,17 @@ type Caller struct {
 // UsesCertificate reports whether the caller is identified by a client
 // certificate rather than an API key.
 func (c Caller) UsesCertificate() bool { return c.APIKeySHA256 == "" }
+
+// Watch configures how the running broker notices changed files (the
+// config file and the files it names). The zero value means watching with
+// the daemon's default interval.
+type Watch struct {
+	// Disabled (enabled: false) turns watching off: only SIGHUP reloads.
+	Disabled bool
+	// Interval is how often the files' contents are compared, as a
+	// fallback for missed file system events; zero means the default.
+	Interval time.Duration
+}
 
 // Audit configures the audit trail.
 type Audit struct {
@@ -282,5 +299,10 @@ func LoadWith(path string, o Options) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, &Error{File: path, Err: fmt.Errorf("file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)}
 	}
-	return ParseWith(data, path, filepath.Dir(path), o)
+	cfg, err := ParseWith(data, path, filepath.Dir(path), o)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Files = append([]string{path}, cfg.Files...)
+	return cfg, nil
 }

@@ -38,6 +38,12 @@
 //	  max_streams_per_caller: 100
 //	  max_scopes_per_request: 32
 //	  max_message_bytes: 65536
+//	watch:                            # the running broker notices changed files
+//	  enabled: true                   # default; false: only SIGHUP reloads
+//	  interval: 30s                   # content comparison, a fallback for missed events
+//
+// Config.Files lists the files a configuration was read from, which the
+// daemon watches.
 //
 // Upstream URLs must be https unless their host is loopback or the tenant
 // sets allow_insecure_http. Secret files (credentials_file,

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/credentials"
@@ -31,7 +32,8 @@ func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error)
 	return FromEnvWith(lookup, Options{Now: now})
 }
 
-// FromEnvWith is FromEnv with options. KOGNIC_AUTH_SERVER must be https
+// FromEnvWith is FromEnv with options. Files holds the KOGNIC_CREDENTIALS
+// file, if that is where the credentials came from. KOGNIC_AUTH_SERVER must be https
 // unless its host is loopback, and a KOGNIC_CREDENTIALS file that group or
 // others can read is warned about on o.Logger.
 func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error) {
@@ -45,8 +47,14 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 	if err != nil {
 		return nil, err
 	}
+	var files []string
+	if path, _ := lookup(credentials.EnvCredentials); strings.TrimSpace(path) != "" {
+		path, _ = credentials.ExpandHome(path) // as credentials.FromEnv loaded it
+		files = []string{path}
+	}
 	return &Config{
 		Listen: DefaultListen,
+		Files:  files,
 		Tenants: []Tenant{{
 			Name:              names.DefaultTenant,
 			TokenURL:          c.TokenURL,

@@ -23,7 +23,7 @@ import (
 )
 
 var (
-	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext"}
+	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext", "watch"}
 	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "credentials_files", "client_id", "client_secret_file", "client_secret_files", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
 )
 
@@ -111,6 +111,12 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 			return nil, err
 		}
 	}
+	if e, ok := top["watch"]; ok {
+		if cfg.Watch, err = p.watch(e); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Files = p.files
 	return cfg, nil
 }
 
@@ -121,6 +127,7 @@ type parser struct {
 	strict  bool
 	log     *slog.Logger
 	lines   map[string]int // callers field → line, for Config.ErrorAt
+	files   []string       // files read, for Config.Files
 }
 
 // entry is a key and its value in a YAML mapping.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ var (
 	callerKeys = []string{"name", "spiffe_id", "dns_name", "common_name", "api_key_sha256", "tenants", "scopes"}
 	idKeys     = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
 	auditKeys  = []string{"path"}
+	watchKeys  = []string{"enabled", "interval"}
 	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes",
 		"invalidations_per_second", "invalidation_burst", "denials_per_second_per_ip", "denial_burst_per_ip",
 		"max_header_list_bytes", "max_streams_per_connection", "max_connections", "max_connections_per_ip",
@@ -55,7 +57,8 @@ const (
 	MinMessageBytes = 16 << 10
 	// MaxMessageBytes is the largest limits.max_message_bytes.
 	MaxMessageBytes = 4 << 20
-	// MinReloadInterval is the shortest tls.reload_interval.
+	// MinReloadInterval is the shortest tls.reload_interval and
+	// watch.interval.
 	MinReloadInterval = time.Second
 	maxLimit          = 1_000_000
 	// MinHeaderListBytes and MaxHeaderListBytes bound
@@ -80,6 +83,7 @@ func (p *parser) boolean(e entry, field string) (bool, error) {
 // secretFile checks that the secret file at path is not readable by group
 // or others: a warning, or with strict_file_permissions an error.
 func (p *parser) secretFile(n *yaml.Node, field, path string) error {
+	p.addFile(path)
 	err := credentials.CheckFileMode(path)
 	if err == nil {
 		return nil
@@ -100,8 +104,16 @@ func (p *parser) secretFile(n *yaml.Node, field, path string) error {
 	return nil
 }
 
+// addFile records a file the configuration is read from, once.
+func (p *parser) addFile(path string) {
+	if !slices.Contains(p.files, path) {
+		p.files = append(p.files, path)
+	}
+}
+
 // readable checks that the file at path can be opened.
 func (p *parser) readable(n *yaml.Node, field, path string) error {
+	p.addFile(path)
 	f, err := os.Open(path)
 	if err != nil {
 		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
@@ -182,20 +194,48 @@ func (p *parser) tls(e entry) (*TLS, error) {
 		}
 	}
 	if ie, ok := m["reload_interval"]; ok {
-		s, err := p.str(ie, "tls.reload_interval")
-		if err != nil {
+		if t.ReloadInterval, err = p.interval(ie, "tls.reload_interval"); err != nil {
 			return nil, err
 		}
-		d, err := time.ParseDuration(s)
-		switch {
-		case err != nil:
-			return nil, p.errf(ie.val, "tls.reload_interval", "%q is not a duration; write e.g. 30s or 5m", s)
-		case d < MinReloadInterval:
-			return nil, p.errf(ie.val, "tls.reload_interval", "%s is too short; use at least %s", d, MinReloadInterval)
-		}
-		t.ReloadInterval = d
 	}
 	return t, nil
+}
+
+// interval reads a duration of at least MinReloadInterval.
+func (p *parser) interval(e entry, field string) (time.Duration, error) {
+	s, err := p.str(e, field)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, p.errf(e.val, field, "%q is not a duration; write e.g. 30s or 5m", s)
+	case d < MinReloadInterval:
+		return 0, p.errf(e.val, field, "%s is too short; use at least %s", d, MinReloadInterval)
+	}
+	return d, nil
+}
+
+func (p *parser) watch(e entry) (Watch, error) {
+	m, err := p.mapping(e.val, "watch", watchKeys)
+	if err != nil {
+		return Watch{}, err
+	}
+	var w Watch
+	if ee, ok := m["enabled"]; ok {
+		on, err := p.boolean(ee, "watch.enabled")
+		if err != nil {
+			return Watch{}, err
+		}
+		w.Disabled = !on
+	}
+	if ie, ok := m["interval"]; ok {
+		if w.Interval, err = p.interval(ie, "watch.interval"); err != nil {
+			return Watch{}, err
+		}
+	}
+	return w, nil
 }
 
 func (p *parser) callers(e entry, tls *TLS) ([]Caller, error) {

@@ -38,41 +38,34 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*configPath, *dev, getenv, log)
+	load := func() (*config.Config, error) { return loadConfig(*configPath, *dev, getenv, log) }
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
+	// With Load the daemon also re-reads the configuration when one of its
+	// files changes.
 	d, err := daemon.New(cfg, daemon.Options{
 		Logger: log, Listen: *listen, Dev: *dev, AuditOutput: stdout, Notice: stderr,
-		UserAgent: "tokenbroker/" + version(),
+		UserAgent: "tokenbroker/" + version(), Load: load,
 	})
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 
-	// SIGHUP re-reads the config file; without one there is nothing to re-read.
-	if *configPath != "" {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer func() { signal.Stop(hup); close(hup) }()
-		go func() {
-			for range hup {
-				if err := reload(d, *configPath, log); err != nil {
-					log.Error("config reload failed; keeping the running configuration", "error", err)
-				}
+	// SIGHUP re-reads the config file, or the environment's credentials file.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	go func() {
+		for range hup {
+			if err := d.Reread(); err != nil {
+				log.Error("config reload failed; keeping the running configuration", "error", err)
 			}
-		}()
-	}
+		}
+	}()
 	return d.Run(ctx)
-}
-
-func reload(d *daemon.Daemon, path string, log *slog.Logger) error {
-	cfg, err := config.LoadWith(path, config.Options{Logger: log})
-	if err != nil {
-		return err
-	}
-	return d.Reload(cfg)
 }
 
 func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Logger) (*config.Config, error) {

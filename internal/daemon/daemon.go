@@ -69,6 +69,12 @@ type Options struct {
 	// ShutdownTimeout bounds in-flight calls at shutdown; zero means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// Load loads the configuration again the way New's was loaded (the
+	// config file, or the environment). Reread uses it, and with it Run
+	// watches the configuration's files (config.Config.Files) and re-reads
+	// it when one changes, unless the config's watch.enabled is false.
+	// nil: no watching, and Reread fails.
+	Load func() (*config.Config, error)
 }
 
 // Daemon is a configured broker service whose listener is open. Create it
@@ -90,6 +96,7 @@ type Daemon struct {
 	audit    *audit.Logger
 	defaults defaultScopes
 	banner   string // the dev mode banner, printed by Run
+	watch    watchState
 
 	reloadMu sync.Mutex // one reload at a time
 
@@ -115,6 +122,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg)}
+	d.watch.init(cfg)
 	defer func() {
 		if err != nil {
 			_ = d.Close()
@@ -228,6 +236,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Go(func() { d.tls.Watch(bg, d.tlsEvery) })
 	}
 	wg.Go(func() { d.guard.WatchAudit(bg, auditRetryInterval) })
+	if d.opts.Load != nil && !d.watch.off {
+		wg.Go(func() { d.watchFiles(bg) })
+	}
 	if d.banner != "" && d.opts.Notice != nil {
 		fmt.Fprint(d.opts.Notice, d.banner)
 	}

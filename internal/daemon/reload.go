@@ -11,10 +11,11 @@ type restartOnly struct {
 	hasTLS bool
 	audit  config.Audit
 	limits config.Limits
+	watch  config.Watch
 }
 
 func restartOnlyOf(cfg *config.Config) restartOnly {
-	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits}
+	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch}
 	if cfg.TLS != nil {
 		r.tls, r.hasTLS = *cfg.TLS, true
 	}
@@ -25,10 +26,17 @@ func restartOnlyOf(cfg *config.Config) restartOnly {
 // then the tenants are replaced, then the policy goes live, then the TLS
 // files are re-read. Any error before the policy goes live keeps the
 // running configuration and is returned; a TLS file that cannot be read
-// keeps the current certificate and is only logged. Listen, tls, audit
-// and limits changes take effect at restart only (a warning says so).
-// The development tenant is kept. cfg is not modified.
+// keeps the current certificate and is only logged. Listen, tls, audit,
+// limits and watch changes take effect at restart only (a warning says
+// so). The development tenant is kept. cfg is not modified. The files
+// watched for changes become cfg.Files.
 func (d *Daemon) Reload(cfg *config.Config) error {
+	return d.reload(cfg, nil)
+}
+
+// reload is Reload; snap, if not nil, holds the files' digests taken
+// before cfg was loaded (see watchState.applied).
+func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	full := withListen(cfg, "")
@@ -51,11 +59,12 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 		}
 	}
 	if restartOnlyOf(cfg) != d.initial {
-		d.log.Warn("listen, tls, audit and limits changes take effect only at restart")
+		d.log.Warn("listen, tls, audit, limits and watch changes take effect only at restart")
 	}
 	if pol.Empty() {
 		d.log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused")
 	}
+	d.watch.applied(cfg, snap)
 	d.log.Info("config reloaded", "tenants", len(full.Tenants), "callers", len(full.Callers))
 	return nil
 }

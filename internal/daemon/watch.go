@@ -1,0 +1,353 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/tokenbroker/tokenbroker/broker/config"
+)
+
+// Watching the files a configuration was read from (config.Config.Files),
+// so that a rotated secret, a fixed credentials file or an edited config
+// file is applied without SIGHUP.
+//
+// File system events are watched on the files' parent directories:
+// Kubernetes updates a Secret or ConfigMap volume by pointing its "..data"
+// symlink at a new directory, an event on the directory and not on the
+// file, and editors replace files by renaming. Events only trigger a
+// comparison of the files' SHA-256 digests, which also runs every
+// interval as a fallback for missed events (a swapped symlinked
+// directory, network file systems, a full event queue); only a changed
+// digest reloads.
+
+const (
+	// DefaultWatchInterval is how often the files' contents are compared
+	// when the config sets no watch.interval.
+	DefaultWatchInterval = 30 * time.Second
+	// watchDebounce gathers a burst of events (an atomic swap is several)
+	// into one comparison.
+	watchDebounce = 250 * time.Millisecond
+)
+
+// digest is a file's content as last seen; ok is false if it could not be
+// read, so that a file appearing or disappearing counts as a change.
+type digest struct {
+	ok  bool
+	sum [sha256.Size]byte
+}
+
+// watchState is what the daemon knows of its configuration's files. It
+// is usable as a zero value (no files); Reload keeps it current.
+type watchState struct {
+	interval time.Duration
+	off      bool
+
+	rereadMu sync.Mutex // one Reread at a time: snapshot, load and apply stay in order
+
+	mu      sync.Mutex // guards the fields below
+	cur     *config.Config
+	sums    map[string]digest
+	failed  string        // the error of the last failed Reread, logged once
+	refresh chan struct{} // 1-slot: the set of files changed
+}
+
+func (w *watchState) init(cfg *config.Config) {
+	w.interval, w.off = cfg.Watch.Interval, cfg.Watch.Disabled
+	if w.interval <= 0 {
+		w.interval = DefaultWatchInterval
+	}
+	w.refresh = make(chan struct{}, 1)
+	w.applied(cfg, nil)
+}
+
+// applied records cfg as the running configuration. snap holds the
+// digests taken before cfg was loaded, so that a change made while it
+// was loading is still noticed; files it lacks are read now.
+func (w *watchState) applied(cfg *config.Config, snap map[string]digest) {
+	sums := make(map[string]digest, len(cfg.Files))
+	for _, f := range cfg.Files {
+		if s, ok := snap[f]; ok {
+			sums[f] = s
+		} else {
+			sums[f] = digestOf(f)
+		}
+	}
+	w.mu.Lock()
+	w.cur, w.sums, w.failed = cfg, sums, ""
+	w.mu.Unlock()
+	select {
+	case w.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// files returns the watched files, sorted.
+func (w *watchState) files() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.sums))
+	for f := range w.sums {
+		out = append(out, f)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// snapshot reads the watched files' digests and returns them with the
+// files whose digest differs from the recorded one.
+func (w *watchState) snapshot() (map[string]digest, []string) {
+	files := w.files()
+	snap := make(map[string]digest, len(files))
+	for _, f := range files {
+		snap[f] = digestOf(f)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var changed []string
+	for _, f := range files {
+		if old, ok := w.sums[f]; ok && old != snap[f] {
+			changed = append(changed, f)
+		}
+	}
+	return snap, changed
+}
+
+// digestOf reads the file at path (symlinks followed) up to a bound no
+// config, credentials or certificate file reaches.
+func digestOf(path string) digest {
+	f, err := os.Open(path)
+	if err != nil {
+		return digest{}
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.LimitReader(f, 4*config.MaxFileSize)); err != nil {
+		return digest{}
+	}
+	d := digest{ok: true}
+	h.Sum(d.sum[:0])
+	return d
+}
+
+// errNoLoad is Reread's error when the daemon was given no Options.Load.
+var errNoLoad = errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
+
+// Reread loads the configuration again with Options.Load and applies it
+// with Reload, logging which tenants it changed; SIGHUP and the file
+// watcher call it. On error the running configuration is kept.
+func (d *Daemon) Reread() error {
+	return d.reread(nil)
+}
+
+// reread is Reread; changed names the files whose change triggered it,
+// nil for a request (SIGHUP).
+func (d *Daemon) reread(changed []string) error {
+	if d.opts.Load == nil {
+		return errNoLoad
+	}
+	w := &d.watch
+	w.rereadMu.Lock()
+	defer w.rereadMu.Unlock()
+	snap, _ := w.snapshot()
+	cfg, err := d.opts.Load()
+	if err == nil {
+		w.mu.Lock()
+		old := w.cur
+		w.mu.Unlock()
+		if err = d.reload(cfg, snap); err == nil {
+			added, removed, updated := tenantChanges(old, cfg, changed)
+			d.log.Info("configuration re-read", "changed_files", changed,
+				"tenants_added", added, "tenants_removed", removed, "tenants_changed", updated)
+			return nil
+		}
+	}
+	// Record the files as seen, so that the same bad contents are not
+	// reloaded again every interval.
+	w.mu.Lock()
+	for f, s := range snap {
+		if _, ok := w.sums[f]; ok {
+			w.sums[f] = s
+		}
+	}
+	w.failed = err.Error()
+	w.mu.Unlock()
+	return err
+}
+
+// watchFiles reloads when a file of the configuration changes, until ctx
+// is done. Without file system events (fsnotify unavailable) it compares
+// contents every interval only.
+func (d *Daemon) watchFiles(ctx context.Context) {
+	w := &d.watch
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		d.log.Warn("file system events unavailable; changed files are noticed by comparing contents every interval", "interval", w.interval, "error", err)
+	} else {
+		defer fsw.Close()
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if fsw != nil {
+		events, errs = fsw.Events, fsw.Errors
+	}
+	dirs := map[string]bool{}
+	relevant := d.watchDirs(fsw, dirs)
+
+	tick := time.NewTicker(w.interval)
+	defer tick.Stop()
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	d.log.Info("watching configuration files", "files", len(w.files()), "interval", w.interval)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if relevant(ev.Name) {
+				debounce.Reset(watchDebounce)
+			}
+			continue
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			d.log.Warn("file watch error; changes are still noticed every interval", "interval", w.interval, "error", err)
+			continue
+		case <-w.refresh:
+		case <-debounce.C:
+			d.checkFiles(false)
+		case <-tick.C:
+			d.checkFiles(true)
+		}
+		relevant = d.watchDirs(fsw, dirs)
+	}
+}
+
+// checkFiles re-reads the configuration if a file changed, or, on the
+// interval (retry), if the last re-read failed: a missing file may have
+// appeared without any watched file changing.
+func (d *Daemon) checkFiles(retry bool) {
+	w := &d.watch
+	_, changed := w.snapshot()
+	w.mu.Lock()
+	failed := w.failed
+	w.mu.Unlock()
+	if len(changed) == 0 && !(retry && failed != "") {
+		return
+	}
+	err := d.reread(changed)
+	switch {
+	case err == nil && failed != "":
+		d.log.Info("configuration reload succeeded again")
+	case err != nil && err.Error() != failed:
+		d.log.Error("config reload failed; keeping the running configuration", "files", changed, "error", err)
+	}
+}
+
+// watchDirs makes fsw watch the parent directories of the files and of
+// their symlink targets, dropping directories no longer needed, and
+// returns the test for an event name worth a comparison: a watched file,
+// its target, or a Kubernetes "..data"-style entry.
+func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) func(string) bool {
+	names := map[string]bool{}
+	want := map[string]bool{}
+	for _, f := range d.watch.files() {
+		names[f] = true
+		dir := filepath.Dir(f)
+		want[dir] = true
+		if t, err := filepath.EvalSymlinks(f); err == nil {
+			names[t] = true
+			// One watch per directory: inotify keys watches by inode.
+			if real, err := filepath.EvalSymlinks(dir); err != nil || real != filepath.Dir(t) {
+				want[filepath.Dir(t)] = true
+			}
+		}
+	}
+	relevant := func(name string) bool {
+		return names[filepath.Clean(name)] || strings.HasPrefix(filepath.Base(name), "..")
+	}
+	if fsw == nil {
+		return relevant
+	}
+	for dir := range dirs {
+		if !want[dir] {
+			_ = fsw.Remove(dir) // fails if the directory is gone, which removed the watch
+			delete(dirs, dir)
+		}
+	}
+	for dir := range want {
+		if dirs[dir] {
+			continue
+		}
+		if err := fsw.Add(dir); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				d.log.Warn("cannot watch directory; its files are compared every interval", "dir", dir, "error", err)
+			}
+			continue
+		}
+		dirs[dir] = true
+	}
+	return relevant
+}
+
+// tenantChanges names the tenants added, removed and changed from old to
+// cfg: a changed endpoint, client, secret, scope, auth style or CA, or a
+// ca_file among the changed files.
+func tenantChanges(old, cfg *config.Config, changed []string) (added, removed, updated []string) {
+	before := map[string]config.Tenant{}
+	if old != nil {
+		for _, t := range old.Tenants {
+			before[t.Name] = t
+		}
+	}
+	seen := map[string]bool{}
+	for _, t := range cfg.Tenants {
+		seen[t.Name] = true
+		o, ok := before[t.Name]
+		switch {
+		case !ok:
+			added = append(added, t.Name)
+		case !sameTenant(o, t) || t.CAFile != "" && slices.Contains(changed, t.CAFile):
+			updated = append(updated, t.Name)
+		}
+	}
+	for name := range before {
+		if !seen[name] {
+			removed = append(removed, name)
+		}
+	}
+	slices.Sort(removed)
+	return added, removed, updated
+}
+
+func sameTenant(a, b config.Tenant) bool {
+	if a.TokenURL != b.TokenURL || a.ClientID != b.ClientID || !a.ClientSecret.Equal(b.ClientSecret) ||
+		!slices.Equal(a.Scopes, b.Scopes) || a.AuthStyle != b.AuthStyle || a.CAFile != b.CAFile ||
+		a.AllowInsecureHTTP != b.AllowInsecureHTTP || len(a.Fallbacks) != len(b.Fallbacks) {
+		return false
+	}
+	for i, f := range a.Fallbacks {
+		g := b.Fallbacks[i]
+		if f.ClientID != g.ClientID || f.Source != g.Source || !f.ClientSecret.Equal(g.ClientSecret) {
+			return false
+		}
+	}
+	return true
+}
