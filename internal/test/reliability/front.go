@@ -158,6 +158,14 @@ func (f *Front) Close() {
 
 func (f *Front) serve(w http.ResponseWriter, r *http.Request) {
 	f.requests.Add(1)
+	// Read the whole body first: only then does net/http watch the
+	// connection and cancel r.Context() when the client hangs up, which
+	// ends a hung request. The proxy modes get it back.
+	raw, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
 	switch m := f.Mode(); m {
 	case Mode500:
 		jsonError(w, http.StatusInternalServerError, `{"error":"server_error"}`)
