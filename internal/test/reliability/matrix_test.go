@@ -234,10 +234,17 @@ func runRow(t *testing.T, idp *devidp.Server, client devidp.Client, row matrixRo
 	}
 	noTokenReqs := front.Requests() - req1
 	// Callers may start one attempt per CallerRetryInterval (1 s).
-	if b := requestBound(row, time.Since(phase2)); noTokenReqs > max(b, int64(math.Ceil(noTokenWindow.Seconds()))+1) {
+	if b := max(requestBound(row, time.Since(phase2)), int64(math.Ceil(noTokenWindow.Seconds()))+1); noTokenReqs > b {
 		t.Errorf("the IdP got %d requests in %s without a token under %s, want at most %d", noTokenReqs, noTokenWindow, row.mode, b)
 	}
-	res.code = fmt.Sprint(codesSeen)
+	if row.perRequest == 0 && cachedReqs+noTokenReqs > 1 {
+		t.Errorf("the IdP got %d requests under the permanent error %s, want 1 (no retry before a reload)", cachedReqs+noTokenReqs, row.mode)
+	}
+	total := 0
+	for _, n := range codesSeen {
+		total += n
+	}
+	res.code = fmt.Sprintf("%s (%d of %d calls)", row.code, codesSeen[row.code], total)
 	window := time.Since(faultStart)
 	res.requests = fmt.Sprintf("%d in %.1fs (bound %d)", cachedReqs+noTokenReqs, window.Seconds(), requestBound(row, window))
 

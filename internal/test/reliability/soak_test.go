@@ -25,8 +25,8 @@ import (
 const (
 	soakTenants  = 50
 	soakLifetime = 60 * time.Second
-	soakFault    = 10 * time.Second // each fault, then as long healthy
-	soakRate     = 100              // GetToken calls per second, over all tenants
+	soakFault    = 5 * time.Second // each fault, then as long healthy
+	soakRate     = 100             // GetToken calls per second, over all tenants
 	soakFetch    = 2 * time.Second
 )
 
@@ -68,8 +68,10 @@ func rss() uint64 {
 }
 
 // TestSoak runs 50 tenants with 60-s tokens through a fault front whose
-// faults rotate (each for 10 s, then 10 s healthy), under a steady GetToken
-// load and one watcher per tenant. It is opt-in: TOKENBROKER_SOAK=1, for
+// faults rotate (each for 5 s, then 5 s healthy), under a steady GetToken
+// load and one watcher per tenant; at the start of each fault every
+// tenant's token is reported rejected (InvalidateToken), so that each
+// fault meets a refresh of every tenant. It is opt-in: TOKENBROKER_SOAK=1, for
 // TOKENBROKER_SOAK_DURATION (default 10m). No call may fail (a token is
 // always cached: faults are shorter than the refresh lead), and
 // goroutines and heap must return to their starting level.
@@ -171,15 +173,36 @@ func TestSoak(t *testing.T) {
 	t.Logf("start: %s", start)
 
 	// Rotate the faults: soakFault of each mode, then soakFault healthy.
-	end := time.Now().Add(duration)
+	began := time.Now()
 	modes := map[Mode]int{}
+	var invalidations, invalidateErrs atomic.Int64
 	var faultReqs int64
-	for i := 0; time.Now().Add(2*soakFault).Before(end) || i == 0; i++ {
+	for i := range max(1, int(duration/(2*soakFault))) {
 		m := FaultModes[i%len(FaultModes)]
 		modes[m]++
 		before := front.Requests()
 		front.SetMode(m)
 		phase := time.NewTimer(soakFault)
+		// A resource server rejects every tenant's token now, so that
+		// each fault meets 50 refreshes (forced ones), not only those
+		// that fall into it by chance.
+		var forced sync.WaitGroup
+		for _, n := range names {
+			forced.Go(func() {
+				tok, err := s.Get(ctx, n, 10*time.Second)
+				if err != nil {
+					return // counted by the load
+				}
+				ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				invalidations.Add(1)
+				_, err = s.API.InvalidateToken(ictx, &tbv1.InvalidateTokenRequest{Tenant: n, TokenSha256: broker.Fingerprint(tok.GetAccessToken())})
+				if err != nil {
+					invalidateErrs.Add(1)
+				}
+			})
+		}
+		forced.Wait()
 		<-phase.C
 		front.SetMode(ModePass)
 		faultReqs += front.Requests() - before
@@ -192,15 +215,18 @@ func TestSoak(t *testing.T) {
 		phase.Reset(soakFault)
 		<-phase.C
 		t.Logf("%s: after %-24s calls %d, failed %d, watch updates %d; %s",
-			time.Since(end.Add(-duration)).Round(time.Second), m, calls.Load(), failures.Load(), updates.Load(), measure())
+			time.Since(began).Round(time.Second), m, calls.Load(), failures.Load(), updates.Load(), measure())
 	}
 	final := measure()
 	stop()
 	wg.Wait()
 
 	t.Logf("end:   %s", final)
-	t.Logf("%d GetToken calls, %d failed; %d watch updates, %d watch streams ended early; %d IdP requests (%d during faults); %d fault phases: %v",
-		calls.Load(), failures.Load(), updates.Load(), watchErrs.Load(), front.Requests(), faultReqs, len(modes), modes)
+	t.Logf("%d GetToken calls, %d failed; %d watch updates, %d watch streams ended early; %d forced refreshes (InvalidateToken) during faults, %d of them failed (expected: the IdP was failing); %d IdP requests (%d during faults); fault phases: %v",
+		calls.Load(), failures.Load(), updates.Load(), watchErrs.Load(), invalidations.Load(), invalidateErrs.Load(), front.Requests(), faultReqs, modes)
+	if faultReqs == 0 {
+		t.Error("no IdP request met a fault: the soak proved nothing")
+	}
 	if failures.Load() != 0 {
 		t.Errorf("%d of %d calls failed though a valid token was always cached: %v", failures.Load(), calls.Load(), failCodes)
 	}
