@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/testpki"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 // Mode is a fault the Front injects. ModePass forwards every request to

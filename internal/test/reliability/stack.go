@@ -64,9 +64,15 @@ func StartStack(t testing.TB, cfg StackConfig) *Stack {
 	}
 	t.Cleanup(func() {
 		_ = conn.Close()
-		srv.Shutdown(5 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("server shutdown: %v", err)
+		}
 		<-served
-		b.Close()
+		if err := b.Close(); err != nil {
+			t.Errorf("broker close: %v", err)
+		}
 	})
 	return &Stack{Broker: b, API: tbv1.NewTokenBrokerServiceClient(conn), Tenants: cfg.Tenants}
 }
