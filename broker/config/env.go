@@ -23,7 +23,8 @@ func (e noCredentialsError) Unwrap() error { return e.err }
 
 // FromEnv builds a configuration for running without a config file: one
 // tenant named names.DefaultTenant with the client kognic.FromEnv finds in
-// the environment, and DefaultListen. lookup is os.LookupEnv in production.
+// the environment, DefaultListen and the admin and shutdown defaults.
+// lookup is os.LookupEnv in production.
 //
 // With no credentials in the environment the error wraps
 // credentials.ErrNoCredentials and tells the user about --config and --dev.
@@ -45,8 +46,7 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Config{
-		Listen: DefaultListen,
+	return withDefaults(&Config{
 		Tenants: []Tenant{{
 			Name:              names.DefaultTenant,
 			TokenURL:          c.TokenURL,
@@ -56,5 +56,5 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 			AuthStyle:         AuthStyleBody,
 			CredentialsSource: c.Credentials.Source,
 		}},
-	}, nil
+	}), nil
 }
