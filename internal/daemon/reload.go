@@ -11,10 +11,11 @@ type restartOnly struct {
 	hasTLS bool
 	audit  config.Audit
 	limits config.Limits
+	admin  config.Admin
 }
 
 func restartOnlyOf(cfg *config.Config) restartOnly {
-	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits}
+	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits, admin: cfg.Admin}
 	if cfg.TLS != nil {
 		r.tls, r.hasTLS = *cfg.TLS, true
 	}
@@ -25,22 +26,29 @@ func restartOnlyOf(cfg *config.Config) restartOnly {
 // then the tenants are replaced, then the policy goes live, then the TLS
 // files are re-read. Any error before the policy goes live keeps the
 // running configuration and is returned; a TLS file that cannot be read
-// keeps the current certificate and is only logged. Listen, tls, audit
-// and limits changes take effect at restart only (a warning says so).
-// The development tenant is kept. cfg is not modified.
-func (d *Daemon) Reload(cfg *config.Config) error {
+// keeps the current certificate and is only logged. Listen, tls, audit,
+// limits and admin changes take effect at restart only (a warning says
+// so); shutdown applies to the next shutdown. The development tenant is
+// kept. cfg is not modified. Every call counts in
+// tokenbroker_config_reloads_total.
+func (d *Daemon) Reload(cfg *config.Config) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	defer func() { d.metrics.reloaded(err) }()
 	full := withListen(cfg, "")
 	full.Tenants = append(full.Tenants, d.dev...)
 	pol, err := newPolicy(full)
 	if err != nil {
 		return err
 	}
-	tenants := brokerTenants(full.Tenants)
+	tenants, fetchers, err := d.ups.tenants(full.Tenants)
+	if err != nil {
+		return err
+	}
 	if err := d.broker.SetTenants(tenants); err != nil {
 		return err
 	}
+	d.ups.commit(fetchers)
 	d.defaults.set(tenants)
 	if err := d.holder.Store(pol); err != nil {
 		return err
@@ -51,8 +59,11 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 		}
 	}
 	if restartOnlyOf(cfg) != d.initial {
-		d.log.Warn("listen, tls, audit and limits changes take effect only at restart")
+		d.log.Warn("listen, tls, audit, limits and admin changes take effect only at restart")
 	}
+	d.mu.Lock()
+	d.shutdown = cfg.Shutdown
+	d.mu.Unlock()
 	if pol.Empty() {
 		d.log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused")
 	}

@@ -126,10 +126,18 @@ func StartSecured(t testing.TB) *Secured {
 }
 
 // Run creates a daemon from cfg and runs it until the test ends, when it
-// checks that Run drained and returned nil.
+// checks that Run drained and returned nil. So that tests neither wait
+// nor collide, it runs with no shutdown.drain and moves an enabled admin
+// listener to a free loopback port (see Daemon.AdminAddr); cfg is not
+// modified.
 func Run(t testing.TB, cfg *config.Config, opts daemon.Options) *daemon.Daemon {
 	t.Helper()
-	d, err := daemon.New(cfg, opts)
+	c := *cfg
+	c.Shutdown.Drain = 0
+	if c.Admin.Listen != "" {
+		c.Admin.Listen = "127.0.0.1:0"
+	}
+	d, err := daemon.New(&c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
