@@ -99,6 +99,14 @@ type Secured struct {
 // test ends.
 func StartSecured(t testing.TB) *Secured {
 	t.Helper()
+	return StartSecuredWith(t, daemon.Options{})
+}
+
+// StartSecuredWith is StartSecured with daemon options (a tracer, a
+// logger of its own level…); a nil Logger logs to Logs, a nil
+// AuditOutput to Stdout.
+func StartSecuredWith(t testing.TB, opts daemon.Options) *Secured {
+	t.Helper()
 	s := &Secured{
 		t: t, Dir: t.TempDir(), ServerCA: testpki.NewCA(t, "broker-ca"), ClientCA: testpki.NewCA(t, "client-ca"),
 		Client: devidp.NewClient(), APIKey: RandomKey(t), WrongKey: RandomKey(t),
@@ -120,7 +128,13 @@ func StartSecured(t testing.TB) *Secured {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Daemon = Run(t, cfg, daemon.Options{Logger: s.Logger(), AuditOutput: s.Stdout})
+	if opts.Logger == nil {
+		opts.Logger = s.Logger()
+	}
+	if opts.AuditOutput == nil {
+		opts.AuditOutput = s.Stdout
+	}
+	s.Daemon = Run(t, cfg, opts)
 	s.Addr = s.Daemon.Addr().String()
 	return s
 }
