@@ -185,12 +185,14 @@ func (s *Secured) Load() (*config.Config, error) {
 	return config.LoadWith(s.Config, config.Options{Logger: s.Logger()})
 }
 
-// Reload loads the config file and applies it, as SIGHUP does.
+// Reload loads the config file and applies it, as SIGHUP does, keeping
+// Run's shutdown without drain.
 func (s *Secured) Reload() error {
 	cfg, err := s.Load()
 	if err != nil {
 		return err
 	}
+	cfg.Shutdown.Drain = 0
 	return s.Daemon.Reload(cfg)
 }
 
