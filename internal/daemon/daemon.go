@@ -329,14 +329,14 @@ func (d *Daemon) drain() {
 		d.admin.ready.draining.Store(true)
 	}
 	d.srv.Health.Shutdown() // every service NOT_SERVING, for good
-	d.log.Info("shutting down: health NOT_SERVING; serving calls while load balancers remove this replica", "drain", sd.Drain, "timeout", sd.Timeout)
+	d.log.Info("shutting down: health NOT_SERVING; serving calls while load balancers remove this replica", "drain", sd.Drain.String(), "timeout", sd.Timeout.String())
 	if sd.Drain > 0 {
 		t := time.NewTimer(sd.Drain)
 		<-t.C
 	}
-	d.log.Info("drain over: watch streams end UNAVAILABLE; waiting for in-flight calls", "elapsed", time.Since(start).Round(time.Millisecond))
+	d.log.Info("drain over: watch streams end UNAVAILABLE; waiting for in-flight calls", "elapsed", time.Since(start).Round(time.Millisecond).String())
 	d.srv.Shutdown(sd.Timeout)
-	d.log.Info("gRPC server stopped", "elapsed", time.Since(start).Round(time.Millisecond))
+	d.log.Info("gRPC server stopped", "elapsed", time.Since(start).Round(time.Millisecond).String())
 }
 
 // stopAdmin shuts the admin listener down and waits for its Serve.

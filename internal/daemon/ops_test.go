@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,9 +12,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/daemon"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
@@ -184,6 +193,122 @@ func excerpt(scrape string, prefixes ...string) string {
 				b.WriteString(ln)
 				break
 			}
+		}
+	}
+	return b.String()
+}
+
+// TestDrainSequence cancels Run's context (SIGTERM in the binary) with
+// a watch stream open and a call waiting on a hanging identity provider,
+// and checks the order and timing of the shutdown: health and /readyz
+// NOT_SERVING at once, calls still served during shutdown.drain, then the
+// watch ends UNAVAILABLE, and after shutdown.timeout the hanging call ends
+// with a clean UNAVAILABLE status, not a transport error.
+func TestDrainSequence(t *testing.T) {
+	const drain, timeout = 400 * time.Millisecond, 400 * time.Millisecond
+	client := devidp.NewClient()
+	good, err := devidp.Start(t.Context(), devidp.Config{Clients: []devidp.Client{client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	hang := faultidp.Start()
+	defer hang.Close()
+	hang.Push(faultidp.OK("hang-default-token", 3600)) // the default scope set's token
+	hang.SetDefault(faultidp.Response{Hang: true})     // every other request hangs
+	cfg := &config.Config{
+		Listen: "127.0.0.1:0",
+		Tenants: []config.Tenant{
+			{Name: "good", TokenURL: good.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret), AuthStyle: config.AuthStyleBody},
+			{Name: "hang", TokenURL: hang.TokenURL(), ClientID: "hang-client", ClientSecret: "FAKE-hang-secret", AuthStyle: config.AuthStyleBody},
+		},
+		Admin:    config.Admin{Listen: "127.0.0.1:0"},
+		Shutdown: config.Shutdown{Drain: drain, Timeout: timeout},
+	}
+	logs := &logtest.Buffer{}
+	d, err := daemon.New(cfg, daemon.Options{Logger: jsonLogger(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+
+	cc, err := grpc.NewClient(d.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	api := tbv1.NewTokenBrokerServiceClient(cc)
+	health := healthpb.NewHealthClient(cc)
+	eventually(t, "/readyz 200", func() bool { code, _ := adminGet(t, d, "/readyz"); return code == 200 })
+
+	watch, err := api.WatchToken(t.Context(), &tbv1.WatchTokenRequest{Tenant: "good"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watch.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	hung := make(chan error, 1)
+	go func() {
+		_, err := api.GetToken(context.Background(), &tbv1.GetTokenRequest{Tenant: "hang", Scopes: []string{"slow"}})
+		hung <- err
+	}()
+	eventually(t, "the hanging IdP request", func() bool { return hang.InFlight() == 1 })
+
+	var steps []string
+	start := time.Now()
+	step := func(format string, args ...any) time.Duration {
+		el := time.Since(start)
+		steps = append(steps, fmt.Sprintf("%7s  %s", el.Round(time.Millisecond), fmt.Sprintf(format, args...)))
+		return el
+	}
+	stop() // SIGTERM
+	step("Run's context cancelled (SIGTERM)")
+	eventually(t, "health NOT_SERVING", func() bool {
+		r, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	if el := step("gRPC health \"\" NOT_SERVING"); el >= drain {
+		t.Errorf("health turned NOT_SERVING after %s, want at once", el)
+	}
+	code, body := adminGet(t, d, "/readyz")
+	if el := step("/readyz %d %q", code, strings.TrimSpace(body)); code != 503 || el >= drain {
+		t.Errorf("/readyz = %d %q after %s, want 503 at once", code, body, el)
+	}
+	if _, err := api.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "good"}); err != nil {
+		t.Errorf("GetToken during the drain: %v", err)
+	}
+	if el := step("GetToken during the drain: OK"); el >= drain {
+		t.Errorf("the drain check ran after %s, too late to prove anything", el)
+	}
+
+	_, err = watch.Recv()
+	el := step("WatchToken ended: %s", status.Code(err))
+	if status.Code(err) != codes.Unavailable || el < drain {
+		t.Errorf("watch ended %v after %s, want UNAVAILABLE after the %s drain", err, el, drain)
+	}
+	err = <-hung
+	el = step("GetToken waiting on the hanging IdP ended: %s %q", status.Code(err), status.Convert(err).Message())
+	if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "shutting down") || el < drain+timeout {
+		t.Errorf("hanging call ended %v after %s, want a clean UNAVAILABLE after drain+timeout (%s)", err, el, drain+timeout)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if el := step("Run returned"); el > drain+timeout+3*time.Second {
+		t.Errorf("Run returned after %s, want about drain+timeout (%s)", el, drain+timeout)
+	}
+	t.Logf("drain sequence (drain %s, timeout %s):\n%s\ndaemon log:\n%s", drain, timeout, strings.Join(steps, "\n"), drainLog(logs.String()))
+}
+
+// drainLog keeps the daemon's shutdown lines.
+func drainLog(logs string) string {
+	var b strings.Builder
+	for ln := range strings.Lines(logs) {
+		if strings.Contains(ln, "shutting down") || strings.Contains(ln, "drain over") || strings.Contains(ln, "in-flight") || strings.Contains(ln, "stopped") {
+			b.WriteString(ln)
 		}
 	}
 	return b.String()

@@ -182,7 +182,7 @@ func (s *Server) Shutdown(timeout time.Duration) {
 		return
 	case <-t.C:
 	}
-	s.log.Warn("in-flight calls did not finish in time; ending them UNAVAILABLE", "timeout", timeout)
+	s.log.Warn("in-flight calls did not finish in time; ending them UNAVAILABLE", "timeout", timeout.String())
 	s.abortCall(errShuttingDown)
 	grace := time.NewTimer(abortGrace)
 	defer grace.Stop()
