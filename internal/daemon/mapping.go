@@ -68,9 +68,9 @@ type upstreams struct {
 	log       *slog.Logger
 	shared    *http.Client // for tenants without a private CA
 
-	mu       sync.Mutex
-	current  map[string]fetcherOf
-	wrap     func(http.RoundTripper) http.RoundTripper // tracing; nil for none
+	mu      sync.Mutex
+	current map[string]fetcherOf
+	wrap    func(http.RoundTripper) http.RoundTripper // tracing; nil for none
 }
 
 // fetcherOf is a tenant's Fetcher and the settings it was built from.
