@@ -20,6 +20,27 @@ import (
 // kognic (DefaultAuthServer, TokenPath) and names (DefaultTenant).
 const DefaultListen = "127.0.0.1:50051"
 
+// Defaults of the admin and shutdown sections, applied by Parse and
+// FromEnv when a key is absent.
+const (
+	// DefaultAdminListen is admin.listen: the plain-HTTP admin listener
+	// (/healthz, /readyz, /metrics, status page), loopback only.
+	DefaultAdminListen = "127.0.0.1:9464"
+	// DefaultShutdownDrain is shutdown.drain: how long the broker keeps
+	// serving after SIGTERM with its health NOT_SERVING, so that load
+	// balancers remove it before connections close.
+	DefaultShutdownDrain = 5 * time.Second
+	// DefaultShutdownTimeout is shutdown.timeout: how long in-flight calls
+	// may take after the drain before they end UNAVAILABLE.
+	DefaultShutdownTimeout = 10 * time.Second
+	// MaxShutdownDrain and MaxShutdownTimeout bound the two, which must
+	// fit in a Kubernetes terminationGracePeriodSeconds.
+	MaxShutdownDrain   = 5 * time.Minute
+	MaxShutdownTimeout = 5 * time.Minute
+	// MinShutdownTimeout is the shortest shutdown.timeout.
+	MinShutdownTimeout = 100 * time.Millisecond
+)
+
 // AuthStyle is how the client authenticates to the token endpoint.
 type AuthStyle string
 
@@ -66,6 +87,14 @@ type Config struct {
 	// and client secret file, each ca_file and the tls files, as resolved
 	// paths in the order the file names them. The audit file is not one.
 	Files []string
+	// Admin configures the admin HTTP listener. Parse and FromEnv default
+	// it to DefaultAdminListen; a zero Admin (a Config built in code)
+	// disables it.
+	Admin Admin
+	// Shutdown configures the drain on SIGTERM. Parse and FromEnv apply
+	// the defaults; in a Config built in code, zero Drain means none and
+	// zero Timeout DefaultShutdownTimeout.
+	Shutdown Shutdown
 
 	name  string         // the file name given to Load or Parse
 	lines map[string]int // line of each callers field, for ErrorAt
@@ -121,6 +150,22 @@ type Audit struct {
 	// Path is the file audit lines are appended to (mode 0600); "" or "-"
 	// means standard output.
 	Path string
+}
+
+// Admin configures the admin HTTP listener.
+type Admin struct {
+	// Listen is the host:port of the plain-HTTP admin listener; "" disables
+	// it. Off loopback it shows tenant names and states to anyone who
+	// can connect.
+	Listen string
+}
+
+// Shutdown configures what happens on SIGTERM: health turns NOT_SERVING
+// at once, calls are served for Drain, then watches end UNAVAILABLE and
+// in-flight calls get Timeout before they end UNAVAILABLE too.
+type Shutdown struct {
+	Drain   time.Duration
+	Timeout time.Duration
 }
 
 // Limits bound what one caller, and any peer before authentication, may

@@ -45,6 +45,14 @@
 // Config.Files lists the files a configuration was read from, which the
 // daemon watches.
 //
+// and for operations:
+//
+//	admin:
+//	  listen: 127.0.0.1:9464          # default; "" disables /healthz, /readyz, /metrics, status page
+//	shutdown:
+//	  drain: 5s                       # serve NOT_SERVING this long after SIGTERM (0s: none)
+//	  timeout: 10s                    # then in-flight calls get this long
+//
 // Upstream URLs must be https unless their host is loopback or the tenant
 // sets allow_insecure_http. Secret files (credentials_file,
 // client_secret_file, tls.key_file) readable by group or others are logged

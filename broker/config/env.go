@@ -24,7 +24,8 @@ func (e noCredentialsError) Unwrap() error { return e.err }
 
 // FromEnv builds a configuration for running without a config file: one
 // tenant named names.DefaultTenant with the client kognic.FromEnv finds in
-// the environment, and DefaultListen. lookup is os.LookupEnv in production.
+// the environment, DefaultListen and the admin and shutdown defaults.
+// lookup is os.LookupEnv in production.
 //
 // With no credentials in the environment the error wraps
 // credentials.ErrNoCredentials and tells the user about --config and --dev.
@@ -52,9 +53,8 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 		path, _ = credentials.ExpandHome(path) // as credentials.FromEnv loaded it
 		files = []string{path}
 	}
-	return &Config{
-		Listen: DefaultListen,
-		Files:  files,
+	return withDefaults(&Config{
+		Files: files,
 		Tenants: []Tenant{{
 			Name:              names.DefaultTenant,
 			TokenURL:          c.TokenURL,
@@ -64,5 +64,5 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 			AuthStyle:         AuthStyleBody,
 			CredentialsSource: c.Credentials.Source,
 		}},
-	}, nil
+	}), nil
 }

@@ -23,7 +23,7 @@ import (
 )
 
 var (
-	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext", "watch"}
+	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext", "watch", "admin", "shutdown"}
 	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "credentials_files", "client_id", "client_secret_file", "client_secret_files", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
 )
 
@@ -59,7 +59,7 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &Config{Listen: DefaultListen, name: name, lines: p.lines}
+	cfg := withDefaults(&Config{name: name, lines: p.lines})
 	if e, ok := top["strict_file_permissions"]; ok {
 		if p.strict, err = p.boolean(e, "strict_file_permissions"); err != nil {
 			return nil, err
@@ -117,7 +117,84 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 		}
 	}
 	cfg.Files = p.files
+	if e, ok := top["admin"]; ok {
+		if cfg.Admin, err = p.admin(e); err != nil {
+			return nil, err
+		}
+	}
+	if e, ok := top["shutdown"]; ok {
+		if cfg.Shutdown, err = p.shutdown(e); err != nil {
+			return nil, err
+		}
+	}
 	return cfg, nil
+}
+
+// withDefaults sets the defaults of a file's or the environment's config.
+func withDefaults(c *Config) *Config {
+	c.Listen = DefaultListen
+	c.Admin = Admin{Listen: DefaultAdminListen}
+	c.Shutdown = Shutdown{Drain: DefaultShutdownDrain, Timeout: DefaultShutdownTimeout}
+	return c
+}
+
+var (
+	adminKeys    = []string{"listen"}
+	shutdownKeys = []string{"drain", "timeout"}
+)
+
+func (p *parser) admin(e entry) (Admin, error) {
+	m, err := p.mapping(e.val, "admin", adminKeys)
+	if err != nil {
+		return Admin{}, err
+	}
+	a := Admin{Listen: DefaultAdminListen}
+	if le, ok := m["listen"]; ok {
+		if le.val.Kind == yaml.ScalarNode && le.val.ShortTag() == "!!str" && le.val.Value == "" {
+			return Admin{}, nil // explicitly disabled
+		}
+		if a.Listen, err = p.hostPort(le, "admin.listen", DefaultAdminListen); err != nil {
+			return Admin{}, err
+		}
+	}
+	return a, nil
+}
+
+func (p *parser) shutdown(e entry) (Shutdown, error) {
+	m, err := p.mapping(e.val, "shutdown", shutdownKeys)
+	if err != nil {
+		return Shutdown{}, err
+	}
+	s := Shutdown{Drain: DefaultShutdownDrain, Timeout: DefaultShutdownTimeout}
+	if de, ok := m["drain"]; ok {
+		if s.Drain, err = p.duration(de, "shutdown.drain", 0, MaxShutdownDrain); err != nil {
+			return Shutdown{}, err
+		}
+	}
+	if te, ok := m["timeout"]; ok {
+		if s.Timeout, err = p.duration(te, "shutdown.timeout", MinShutdownTimeout, MaxShutdownTimeout); err != nil {
+			return Shutdown{}, err
+		}
+	}
+	return s, nil
+}
+
+// duration returns a duration string such as "5s" in [min, max].
+func (p *parser) duration(e entry, field string, min, max time.Duration) (time.Duration, error) {
+	s, err := p.str(e, field)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, p.errf(e.val, field, "%q is not a duration; write e.g. 10s or 500ms", s)
+	case d < min:
+		return 0, p.errf(e.val, field, "%s is too short; use at least %s", d, min)
+	case d > max:
+		return 0, p.errf(e.val, field, "%s is too long; use at most %s", d, max)
+	}
+	return d, nil
 }
 
 type parser struct {
@@ -213,7 +290,13 @@ func (p *parser) str(e entry, field string) (string, error) {
 }
 
 func (p *parser) listen(e entry) (string, error) {
-	s, err := p.str(e, "listen")
+	return p.hostPort(e, "listen", DefaultListen)
+}
+
+// hostPort returns a host:port whose port is a number; example is shown
+// in the error.
+func (p *parser) hostPort(e entry, field, example string) (string, error) {
+	s, err := p.str(e, field)
 	if err != nil {
 		return "", err
 	}
@@ -228,7 +311,7 @@ func (p *parser) listen(e entry) (string, error) {
 		if ae, ok := errors.AsType[*net.AddrError](err); ok {
 			msg = ae.Err
 		}
-		return "", p.errf(e.val, "listen", "%q is not host:port (%s); use e.g. %s", s, msg, DefaultListen)
+		return "", p.errf(e.val, field, "%q is not host:port (%s); use e.g. %s", s, msg, example)
 	}
 	return s, nil
 }

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/daemon"
+	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 )
 
@@ -50,6 +50,10 @@ var e2eTools = sync.OnceValues(func() (map[string]string, error) {
 
 // e2eConfig is the config file beside --dev: %s is the extra tenants.
 const e2eConfig = `listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+shutdown:
+  drain: 0s
 tenants:
   - name: unreachable
     token_url: http://127.0.0.1:1/token
@@ -249,7 +253,7 @@ func TestEndToEndDev(t *testing.T) {
 			if err != nil {
 				t.Errorf("broker exited with %v, want status 0", err)
 			}
-		case <-time.After(daemon.DefaultShutdownTimeout + 5*time.Second):
+		case <-time.After(config.DefaultShutdownTimeout + 5*time.Second):
 			t.Fatal("broker did not stop within its shutdown bound")
 		}
 		out := logs.String()

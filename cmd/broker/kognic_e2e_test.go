@@ -109,7 +109,7 @@ func (w *kognicWorld) run(t *testing.T, env []string, args ...string) (stdout, s
 // and returns its address.
 func (w *kognicWorld) startBroker(t *testing.T) string {
 	t.Helper()
-	cfg := writeFile(t, t.TempDir(), "broker.yaml", fmt.Sprintf("tenants:\n  - name: acme\n    token_url: %s\n    credentials_file: ~/.config/kognic/credentials.json\n", w.idp.TokenURL()))
+	cfg := writeFile(t, t.TempDir(), "broker.yaml", fmt.Sprintf("admin:\n  listen: 127.0.0.1:0\ntenants:\n  - name: acme\n    token_url: %s\n    credentials_file: ~/.config/kognic/credentials.json\n", w.idp.TokenURL()))
 	srv := exec.Command(w.broker, "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--log-format", "json")
 	srv.Env = w.env
 	logs, err := srv.StderrPipe()

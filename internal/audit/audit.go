@@ -88,6 +88,16 @@ type Logger struct {
 	now    func() time.Time
 
 	collapse collapser // guarded by mu
+	onError  func()    // guarded by mu; see OnWriteError
+}
+
+// OnWriteError sets f to be called once for every line that could not be
+// written (metrics count them). f runs with the Logger locked: it must
+// not block or call the Logger. Set it before the Logger is used.
+func (l *Logger) OnWriteError(f func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onError = f
 }
 
 // New returns a Logger writing to w. It does not close w.
@@ -126,6 +136,14 @@ func (l *Logger) Log(r Record) error {
 }
 
 func (l *Logger) writeLocked(r Record) error {
+	err := l.encodeLocked(r)
+	if err != nil && l.onError != nil {
+		l.onError()
+	}
+	return err
+}
+
+func (l *Logger) encodeLocked(r Record) error {
 	if r.Time.IsZero() {
 		r.Time = l.now()
 	}

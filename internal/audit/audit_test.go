@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,5 +168,30 @@ func TestLogDenialCollapses(t *testing.T) {
 	}
 	if n := len(lines[1].Tenant); n > MaxDeniedFieldBytes {
 		t.Errorf("tenant of %d bytes, want at most %d", n, MaxDeniedFieldBytes)
+	}
+}
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// TestOnWriteErrorCountsLostLines: every line that cannot be written,
+// and only those, reaches the hook (the broker's metrics count them).
+func TestOnWriteErrorCountsLostLines(t *testing.T) {
+	var lost int
+	bad := New(failWriter{})
+	bad.OnWriteError(func() { lost++ })
+	for range 3 {
+		if err := bad.Log(Record{Event: EventIssue, Result: ResultOK}); err == nil {
+			t.Fatal("Log to a failing writer succeeded")
+		}
+	}
+	good := New(io.Discard)
+	good.OnWriteError(func() { lost += 100 })
+	if err := good.Log(Record{Event: EventIssue, Result: ResultOK}); err != nil {
+		t.Fatal(err)
+	}
+	if lost != 3 {
+		t.Errorf("hook counted %d lost lines, want 3", lost)
 	}
 }

@@ -17,9 +17,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -36,9 +38,6 @@ import (
 )
 
 const (
-	// DefaultShutdownTimeout bounds how long in-flight calls may take at
-	// shutdown.
-	DefaultShutdownTimeout = 10 * time.Second
 	// auditRetryInterval is how often a broker whose audit writes fail
 	// tries again, so that it can report SERVING without any call arriving.
 	auditRetryInterval = 5 * time.Second
@@ -66,15 +65,19 @@ type Options struct {
 	Notice io.Writer
 	// UserAgent is sent to identity providers, e.g. "tokenbroker/v1.2.3".
 	UserAgent string
-	// ShutdownTimeout bounds in-flight calls at shutdown; zero means
-	// DefaultShutdownTimeout.
-	ShutdownTimeout time.Duration
 	// Load loads the configuration again the way New's was loaded (the
 	// config file, or the environment). Reread uses it, and with it Run
 	// watches the configuration's files (config.Config.Files) and re-reads
 	// it when one changes, unless the config's watch.enabled is false.
 	// nil: no watching, and Reread fails.
 	Load func() (*config.Config, error)
+	// StatusPage, if set, builds the handler served at "/" on the admin
+	// listener from the broker's tenants; nil serves a short index.
+	StatusPage func(StatusSource) http.Handler
+	// TracerProvider traces gRPC calls and identity-provider requests;
+	// nil means the one the OTEL_* environment configures, if any (see
+	// tracing.go: off unless asked for).
+	TracerProvider trace.TracerProvider
 }
 
 // Daemon is a configured broker service whose listener is open. Create it
@@ -97,6 +100,10 @@ type Daemon struct {
 	defaults defaultScopes
 	banner   string // the dev mode banner, printed by Run
 	watch    watchState
+	metrics  *metrics
+	ups      *upstreams
+	admin    *adminServer // nil when admin.listen is ""
+	stopTP   func(context.Context) error
 
 	reloadMu sync.Mutex // one reload at a time
 
@@ -104,6 +111,7 @@ type Daemon struct {
 	started  bool
 	closed   bool
 	closeErr error
+	shutdown config.Shutdown // reloadable
 }
 
 // New builds the service that cfg describes and opens its listener; it
@@ -118,10 +126,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if opts.AuditOutput == nil {
 		opts.AuditOutput = io.Discard
 	}
-	if opts.ShutdownTimeout <= 0 {
-		opts.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg)}
+	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg), shutdown: cfg.Shutdown, stopTP: func(context.Context) error { return nil }}
 	d.watch.init(cfg)
 	defer func() {
 		if err != nil {
@@ -151,10 +156,28 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		}
 		log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", "listen", cfg.Listen)
 	}
-	tenants := brokerTenants(cfg.Tenants)
+	// Observability: metrics always (served if the admin listener is
+	// on), tracing if asked for.
+	d.metrics = newMetrics()
+	tp := opts.TracerProvider
+	if tp == nil {
+		if tp, d.stopTP, err = tracerFromEnv(context.Background()); err != nil {
+			return nil, err
+		}
+	}
+	var traceHTTP func(http.RoundTripper) http.RoundTripper
+	if tp != nil {
+		traceHTTP = httpTracing(tp)
+	}
+	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP)
+	tenants, fetchers, err := d.ups.tenants(cfg.Tenants)
+	if err != nil {
+		return nil, err
+	}
 	if d.audit, err = openAudit(cfg.Audit.Path, opts.AuditOutput, log); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	d.audit.OnWriteError(d.metrics.auditErrors.Inc)
 	if cfg.TLS != nil {
 		if d.tls, err = authn.NewReloader(tlsFiles(cfg.TLS), log); err != nil {
 			return nil, fmt.Errorf("daemon: %w", err)
@@ -174,6 +197,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
+	d.ups.commit(fetchers)
 	d.defaults.set(tenants)
 	if d.guard, err = guard.New(guard.Config{
 		Policy: d.holder, Audit: d.audit, Logger: log,
@@ -187,6 +211,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			}
 			hs.SetServingStatus("", st)
 		},
+		OnDenial: d.metrics.denied,
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -194,15 +219,34 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if d.tls != nil {
 		sopts = append(sopts, grpc.Creds(d.tls.Credentials()))
 	}
+	if tp != nil {
+		sopts = append(sopts, grpcTracing(tp))
+	}
+	// The metrics interceptors run before the guard's, so that refused
+	// calls are counted too.
 	d.srv = server.New(server.Config{
 		Broker: d.broker, Health: hs, Logger: log,
 		ServerOptions:      append(sopts, d.guard.ServerOptions()...),
-		UnaryInterceptors:  d.guard.UnaryInterceptors(),
-		StreamInterceptors: d.guard.StreamInterceptors(),
+		UnaryInterceptors:  append([]grpc.UnaryServerInterceptor{d.metrics.grpc.UnaryServerInterceptor()}, d.guard.UnaryInterceptors()...),
+		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
 		Limits:             connLimits(cfg.Limits),
 		TenantAccess:       d.guard.TenantAccess,
 	})
-	log.Info("listening", "addr", d.Addr().String(), "tenants", len(cfg.Tenants), "tls", d.tls != nil,
+	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
+	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
+	if cfg.Admin.Listen != "" {
+		if d.admin, err = newAdmin(cfg.Admin.Listen, d.metrics, d.broker, healthServing(hs), opts.StatusPage, log); err != nil {
+			return nil, err
+		}
+		if !isLoopbackAddr(cfg.Admin.Listen) {
+			log.Warn("the admin listener is not on loopback: it exposes tenant names and states (and metrics) to anyone who can connect; restrict it with a network policy or set admin.listen to a loopback address", "admin_listen", d.AdminAddr().String())
+		}
+	}
+	adminAddr := ""
+	if d.admin != nil {
+		adminAddr = d.AdminAddr().String()
+	}
+	log.Info("listening", "addr", d.Addr().String(), "admin", adminAddr, "tenants", len(cfg.Tenants), "tls", d.tls != nil,
 		"mutual_tls", cfg.TLS != nil && cfg.TLS.ClientCAFile != "", "callers", len(cfg.Callers), "open", d.guard.Open())
 	if opts.Dev {
 		d.banner = devBanner(d.idp.URL(), d.Addr().String(), d.guard.Open())
@@ -214,9 +258,20 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 // chose for ":0".
 func (d *Daemon) Addr() net.Addr { return d.lis.Addr() }
 
-// Run serves until ctx is done, then drains (health NOT_SERVING, watches
-// end UNAVAILABLE, in-flight calls get Options.ShutdownTimeout) and closes
-// the daemon. It returns nil after a shutdown through ctx, the server's
+// AdminAddr is the admin listener's address (admin.listen), nil when it
+// is disabled.
+func (d *Daemon) AdminAddr() net.Addr {
+	if d.admin == nil {
+		return nil
+	}
+	return d.admin.lis.Addr()
+}
+
+// Run serves until ctx is done, then drains and closes the daemon: gRPC
+// health and /readyz turn NOT_SERVING at once, calls are still served
+// for shutdown.drain (so that load balancers remove the replica), then
+// watch streams end UNAVAILABLE and in-flight calls get shutdown.timeout,
+// after which they end UNAVAILABLE too. It returns nil after a shutdown through ctx, the server's
 // error if serving fails, and ErrClosed if the daemon was closed or run
 // before.
 func (d *Daemon) Run(ctx context.Context) error {
@@ -245,25 +300,69 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- d.srv.GRPC.Serve(d.lis) }()
+	adminErr := make(chan error, 1)
+	if d.admin != nil {
+		go func() { adminErr <- d.admin.serve() }()
+	}
 	select {
 	case err := <-serveErr:
+		d.stopAdmin(adminErr)
 		_ = d.Close()
 		if err != nil {
 			return fmt.Errorf("daemon: %w", err)
 		}
 		return nil
+	case err := <-adminErr: // only a failure: shutdown has not begun
+		d.srv.GRPC.Stop()
+		<-serveErr
+		_ = d.Close()
+		return err
 	case <-ctx.Done():
 	}
-	d.log.Info("shutting down", "timeout", d.opts.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), d.opts.ShutdownTimeout)
-	if err := d.srv.Shutdown(sctx); err != nil {
-		d.log.Warn("in-flight calls cut off at the shutdown timeout", "err", err)
-	}
-	cancel()
+	d.drain()
 	<-serveErr
+	d.stopAdmin(adminErr)
 	err := d.Close()
 	d.log.Info("stopped")
 	return err
+}
+
+// drain runs the shutdown sequence of Run and logs each step.
+func (d *Daemon) drain() {
+	d.mu.Lock()
+	sd := d.shutdown
+	d.mu.Unlock()
+	if sd.Timeout <= 0 {
+		sd.Timeout = config.DefaultShutdownTimeout
+	}
+	start := time.Now()
+	if d.admin != nil {
+		d.admin.ready.draining.Store(true)
+	}
+	d.srv.Health.Shutdown() // every service NOT_SERVING, for good
+	d.log.Info("shutting down: health NOT_SERVING; serving calls while load balancers remove this replica", "drain", sd.Drain.String(), "timeout", sd.Timeout.String())
+	if sd.Drain > 0 {
+		t := time.NewTimer(sd.Drain)
+		<-t.C
+	}
+	d.log.Info("drain over: watch streams end UNAVAILABLE; waiting for in-flight calls", "elapsed", time.Since(start).Round(time.Millisecond).String())
+	sctx, cancel := context.WithTimeout(context.Background(), sd.Timeout)
+	if err := d.srv.Shutdown(sctx); err != nil {
+		d.log.Warn("gRPC server stopped after the shutdown timeout", "error", err)
+	}
+	cancel()
+	d.log.Info("gRPC server stopped", "elapsed", time.Since(start).Round(time.Millisecond).String())
+}
+
+// stopAdmin shuts the admin listener down and waits for its Serve.
+func (d *Daemon) stopAdmin(adminErr <-chan error) {
+	if d.admin == nil {
+		return
+	}
+	d.admin.shutdown()
+	if err := <-adminErr; err != nil {
+		d.log.Warn("admin listener", "error", err)
+	}
 }
 
 // Close stops serving at once (no drain), releases the listener, the
@@ -285,6 +384,10 @@ func (d *Daemon) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	if d.admin != nil {
+		_ = d.admin.srv.Close() // and its listener, served or not
+		_ = d.admin.lis.Close()
+	}
 	if d.broker != nil {
 		d.broker.Close()
 	}
@@ -293,6 +396,11 @@ func (d *Daemon) Close() error {
 	}
 	if d.idp != nil {
 		errs = append(errs, d.idp.Close())
+	}
+	if d.stopTP != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, d.stopTP(ctx)) // flushes spans
+		cancel()
 	}
 	for _, err := range errs {
 		if err != nil {

@@ -50,6 +50,7 @@ func newFromFile(path string, logs io.Writer) error {
 	if err != nil {
 		return err
 	}
+	cfg.Admin.Listen = "127.0.0.1:0" // tests run in parallel
 	d, err := daemon.New(cfg, daemon.Options{Logger: jsonLogger(logs)})
 	if err != nil {
 		return err
@@ -710,6 +711,7 @@ func TestServeFromEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Admin.Listen, cfg.Shutdown.Drain = "127.0.0.1:0", 0
 	d, err := daemon.New(cfg, daemon.Options{Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -732,7 +734,7 @@ func TestServeFromEnvironment(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run returned %v after cancellation, want nil", err)
 		}
-	case <-time.After(daemon.DefaultShutdownTimeout + 5*time.Second):
+	case <-time.After(config.DefaultShutdownTimeout + 5*time.Second):
 		t.Fatal("Run did not return within its shutdown bound")
 	}
 	if err := d.Run(t.Context()); !errors.Is(err, daemon.ErrClosed) {

@@ -1,12 +1,18 @@
 package daemon
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -52,22 +58,103 @@ func newPolicy(cfg *config.Config) (*policy.Policy, error) {
 	return pol, nil
 }
 
-// brokerTenants maps the config's tenants to the core's; the config
-// parser has already read each ca_file into RootCAs.
-func brokerTenants(ts []config.Tenant) []broker.Tenant {
+// upstreams builds each tenant's upstream client, wrapped to count and
+// time its requests (instrumentedFetcher), and keeps it across reloads
+// while the tenant's upstream settings stay the same: the broker treats a
+// new Fetcher as a reconfigured tenant and would drop its tokens.
+type upstreams struct {
+	metrics   *metrics
+	userAgent string
+	log       *slog.Logger
+	shared    *http.Client // for tenants without a private CA
+
+	mu      sync.Mutex
+	current map[string]fetcherOf
+	wrap    func(http.RoundTripper) http.RoundTripper // tracing; nil for none
+}
+
+// fetcherOf is a tenant's Fetcher and the settings it was built from.
+type fetcherOf struct {
+	spec config.Tenant
+	f    broker.Fetcher
+}
+
+func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) *upstreams {
+	u := &upstreams{metrics: m, userAgent: userAgent, log: log, wrap: wrap, current: map[string]fetcherOf{}}
+	u.shared = u.httpClient(nil)
+	return u
+}
+
+// httpClient is upstream's default client (30 s timeout), trusting roots
+// (nil: the system's) and traced if tracing is on.
+func (u *upstreams) httpClient(roots *x509.CertPool) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if roots != nil {
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	}
+	var rt http.RoundTripper = tr
+	if u.wrap != nil {
+		rt = u.wrap(rt)
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: rt}
+}
+
+// tenants maps the config's tenants to the core's; the config parser has
+// already read each ca_file into RootCAs. Call commit with next once the
+// broker took them.
+func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[string]fetcherOf, _ error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	out := make([]broker.Tenant, 0, len(ts))
+	next = make(map[string]fetcherOf, len(ts))
 	for _, t := range ts {
 		var fallbacks []upstream.Credential
 		for _, f := range t.Fallbacks {
 			fallbacks = append(fallbacks, upstream.Credential{Name: f.Source, ClientID: f.ClientID, ClientSecret: f.ClientSecret})
 		}
+		built, ok := u.current[t.Name]
+		if !ok || !sameUpstream(built.spec, t) {
+			hc := u.shared
+			if t.RootCAs != nil {
+				hc = u.httpClient(t.RootCAs)
+			}
+			c, err := upstream.New(upstream.Config{
+				TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
+				AuthStyle: t.AuthStyle.OAuth2(), HTTPClient: hc, UserAgent: u.userAgent,
+				Fallbacks: fallbacks, Logger: u.log.With("tenant", t.Name),
+			})
+			if err != nil {
+				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
+			}
+			built = fetcherOf{spec: t, f: &instrumentedFetcher{tenant: t.Name, next: c, m: u.metrics}}
+		}
+		next[t.Name] = built
 		out = append(out, broker.Tenant{
 			Name: t.Name, TokenURL: t.TokenURL, ClientID: t.ClientID,
 			ClientSecret: t.ClientSecret, Scopes: t.Scopes, AuthStyle: t.AuthStyle.OAuth2(), RootCAs: t.RootCAs,
-			Fallbacks: fallbacks,
+			Fallbacks: fallbacks, Fetcher: built.f,
 		})
 	}
-	return out
+	return out, next, nil
+}
+
+func (u *upstreams) commit(next map[string]fetcherOf) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.current = next
+}
+
+// sameUpstream reports whether two tenants' upstream clients would be
+// built alike (the fields broker.Tenant's own comparison checks, scopes
+// aside: a Fetcher gets its scopes per request).
+func sameUpstream(a, b config.Tenant) bool {
+	return a.Name == b.Name && a.TokenURL == b.TokenURL && a.ClientID == b.ClientID &&
+		a.ClientSecret.Equal(b.ClientSecret) &&
+		a.AuthStyle.OAuth2() == b.AuthStyle.OAuth2() && a.RootCAs.Equal(b.RootCAs) &&
+		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool {
+			return upstream.Credential{Name: x.Source, ClientID: x.ClientID, ClientSecret: x.ClientSecret}.Equal(
+				upstream.Credential{Name: y.Source, ClientID: y.ClientID, ClientSecret: y.ClientSecret})
+		})
 }
 
 func tlsFiles(t *config.TLS) authn.TLSFiles {

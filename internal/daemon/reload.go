@@ -12,10 +12,11 @@ type restartOnly struct {
 	audit  config.Audit
 	limits config.Limits
 	watch  config.Watch
+	admin  config.Admin
 }
 
 func restartOnlyOf(cfg *config.Config) restartOnly {
-	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch}
+	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch, admin: cfg.Admin}
 	if cfg.TLS != nil {
 		r.tls, r.hasTLS = *cfg.TLS, true
 	}
@@ -27,28 +28,34 @@ func restartOnlyOf(cfg *config.Config) restartOnly {
 // files are re-read. Any error before the policy goes live keeps the
 // running configuration and is returned; a TLS file that cannot be read
 // keeps the current certificate and is only logged. Listen, tls, audit,
-// limits and watch changes take effect at restart only (a warning says
-// so). The development tenant is kept. cfg is not modified. The files
-// watched for changes become cfg.Files.
+// limits, watch and admin changes take effect at restart only (a warning
+// says so); shutdown applies to the next shutdown. The development tenant
+// is kept. cfg is not modified. The files watched for changes become
+// cfg.Files. Every call counts in tokenbroker_config_reloads_total.
 func (d *Daemon) Reload(cfg *config.Config) error {
 	return d.reload(cfg, nil)
 }
 
 // reload is Reload; snap, if not nil, holds the files' digests taken
 // before cfg was loaded (see watchState.applied).
-func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) error {
+func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	defer func() { d.metrics.reloaded(err) }()
 	full := withListen(cfg, "")
 	full.Tenants = append(full.Tenants, d.dev...)
 	pol, err := newPolicy(full)
 	if err != nil {
 		return err
 	}
-	tenants := brokerTenants(full.Tenants)
+	tenants, fetchers, err := d.ups.tenants(full.Tenants)
+	if err != nil {
+		return err
+	}
 	if err := d.broker.SetTenants(tenants); err != nil {
 		return err
 	}
+	d.ups.commit(fetchers)
 	d.defaults.set(tenants)
 	if err := d.holder.Store(pol); err != nil {
 		return err
@@ -59,8 +66,11 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) error {
 		}
 	}
 	if restartOnlyOf(cfg) != d.initial {
-		d.log.Warn("listen, tls, audit, limits and watch changes take effect only at restart")
+		d.log.Warn("listen, tls, audit, limits, watch and admin changes take effect only at restart")
 	}
+	d.mu.Lock()
+	d.shutdown = cfg.Shutdown
+	d.mu.Unlock()
 	if pol.Empty() {
 		d.log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused")
 	}

@@ -93,6 +93,9 @@ func (g *Guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnarySer
 		g.deny(ctx, c, "", nil, err)
 		return nil, err
 	}
+	if t.tenant != "" {
+		logField(ctx, "tenant", clip(t.tenant))
+	}
 	if _, err := g.decide(g.holder.Load(), c, t); err != nil {
 		g.deny(ctx, c, t.tenant, t.scopes, err)
 		return nil, err
@@ -216,6 +219,7 @@ func (s *guardedStream) RecvMsg(m any) error {
 		s.g.deny(s.ctx, s.c, "", nil, err)
 		return err
 	}
+	logField(s.ctx, "tenant", clip(t.tenant))
 	pol, changed := s.g.holder.Snapshot()
 	if _, err := s.g.decide(pol, s.c, t); err != nil {
 		s.g.deny(s.ctx, s.c, t.tenant, t.scopes, err)

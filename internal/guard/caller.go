@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -89,7 +90,16 @@ func (g *Guard) authenticate(ctx context.Context) (context.Context, error) {
 		g.deny(ctx, c, "", nil, err)
 		return nil, err
 	}
+	logField(ctx, "caller", c.Name)
 	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// logField adds a field to the request log line of the call of ctx
+// (go-grpc-middleware logging, which runs before the guard; a no-op
+// without it). Call it only from the call's own goroutine: the log line
+// reads the fields when the handler returns.
+func logField(ctx context.Context, key, value string) {
+	logging.AddFields(ctx, logging.Fields{key, value})
 }
 
 // TenantAccess returns which tenants the peer of ctx may see, by the
@@ -166,6 +176,9 @@ func (g *Guard) identify(ctx context.Context, pol *policy.Policy, c *Caller) err
 func (g *Guard) deny(ctx context.Context, c *Caller, tenant string, scopes []string, err error) {
 	method, _ := grpc.Method(ctx)
 	st := status.Convert(err)
+	if g.onDenial != nil {
+		g.onDenial(st.Code())
+	}
 	// Tenant, scopes and reason come from the peer: the audit package
 	// clips them, and collapses repeats into one line per interval.
 	r := audit.Record{

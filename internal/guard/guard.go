@@ -13,6 +13,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
@@ -81,6 +82,10 @@ type Config struct {
 	// fails after succeeding, and with false when writes succeed again;
 	// the server turns health "" NOT_SERVING meanwhile.
 	OnAuditFailure func(failing bool)
+	// OnDenial, if set, is called with the status code of every refused
+	// call (the same calls as the audit trail's deny lines, before their
+	// collapsing), e.g. to count them. It must not block.
+	OnDenial func(code codes.Code)
 }
 
 // Guard holds the interceptors' state: per-caller rate limiters and
@@ -96,6 +101,7 @@ type Guard struct {
 	denials       *buckets // per peer IP, refused authentications
 	streams       *streamCounter
 	auditState    auditState
+	onDenial      func(codes.Code)
 }
 
 // New returns a Guard. It logs a warning when the policy has no callers.
@@ -143,6 +149,7 @@ func New(cfg Config) (*Guard, error) {
 		denials:       bucketsOf(l.DenialsPerSecondPerIP, l.DenialBurstPerIP),
 		streams:       &streamCounter{n: map[string]int{}},
 		auditState:    auditState{hook: cfg.OnAuditFailure},
+		onDenial:      cfg.OnDenial,
 	}
 	g.rates.g = g
 	if cfg.Policy.Load().Empty() {

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
@@ -54,7 +56,21 @@ type Config struct {
 	// TenantAccess returns which tenants' health the peer of ctx may see
 	// (guard.Guard.TenantAccess); nil shows every tenant to everyone.
 	TenantAccess func(ctx context.Context) func(tenant string) bool
+	// SlowCall is the duration from which a successful unary call is
+	// logged at info; zero means DefaultSlowCall. See New.
+	SlowCall time.Duration
 }
+
+// DefaultSlowCall is Config.SlowCall's default: a cache hit takes
+// microseconds, so a call of a second waited for the identity provider.
+const DefaultSlowCall = time.Second
+
+// abortGrace is how long Shutdown waits for calls whose contexts it
+// cancelled to return before it closes their connections.
+const abortGrace = time.Second
+
+// errShuttingDown is the cause of the contexts Shutdown cancels.
+var errShuttingDown = errors.New("server: shutting down")
 
 // Server is a gRPC server for a broker with health and reflection.
 type Server struct {
@@ -68,6 +84,10 @@ type Server struct {
 	limits   ConnLimits
 	drain    chan struct{}
 	drainOne sync.Once
+	// abort is cancelled when Shutdown's timeout ends: every call's
+	// context is cancelled with it, and the call ends UNAVAILABLE.
+	abort     context.Context
+	abortCall context.CancelCauseFunc
 }
 
 // New builds the gRPC server and registers TokenBrokerService,
@@ -82,25 +102,30 @@ func New(cfg Config) *Server {
 	}
 	limits := cfg.Limits.withDefaults()
 	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits}
+	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
-	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		log.Log(ctx, slog.Level(lvl), msg, fields...)
-	})
-	// Only call outcomes are logged, never payloads: they carry tokens.
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	slow := cfg.SlowCall
+	if slow <= 0 {
+		slow = DefaultSlowCall
+	}
+	logger, logOpts := callLog(log, slow)
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
 	})
+	// The abort interceptors come last, so that the logs, metrics and
+	// audit of the outer ones see the UNAVAILABLE of an aborted call.
 	unary := append([]grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(recoverOpt),
 		logging.UnaryServerInterceptor(logger, logOpts...),
 	}, cfg.UnaryInterceptors...)
+	unary = append(unary, s.abortableUnary)
 	stream := append([]grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recoverOpt),
 		logging.StreamServerInterceptor(logger, logOpts...),
 		perIP.interceptor,
 	}, cfg.StreamInterceptors...)
+	stream = append(stream, s.abortableStream)
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
@@ -138,10 +163,13 @@ func (s *Server) Drain() {
 	})
 }
 
-// Shutdown drains, then stops gracefully: it waits for in-flight calls
-// until ctx ends, then closes them. It returns nil after a graceful stop,
-// else ctx's error, wrapped. Call it once; the broker is the caller's to
-// close afterwards.
+// Shutdown drains, then stops gracefully: no new connections or calls,
+// in-flight calls may finish until ctx ends. After that, the calls still
+// running (e.g. waiting on a hanging identity provider) have their
+// contexts cancelled and end with a clean UNAVAILABLE status; only a call
+// that ignores that for another second has its connection closed. It
+// returns nil after a graceful stop, else ctx's error, wrapped. Call it
+// once; the broker is the caller's to close afterwards.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	done := make(chan struct{})
@@ -153,10 +181,54 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+	}
+	s.log.Warn("in-flight calls did not finish in time; ending them UNAVAILABLE")
+	s.abortCall(errShuttingDown)
+	grace := time.NewTimer(abortGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return fmt.Errorf("server: in-flight calls did not finish in time and were ended UNAVAILABLE: %w", ctx.Err())
+	case <-grace.C:
+		s.log.Warn("calls did not end after cancellation; closing their connections")
 		s.GRPC.Stop()
 		<-done
 		return fmt.Errorf("server: in-flight calls did not finish in time and were closed: %w", ctx.Err())
 	}
+}
+
+// abortable returns ctx cancelled with errShuttingDown when Shutdown
+// aborts the calls; release must be called when the call ends.
+func (s *Server) abortable(ctx context.Context) (_ context.Context, release func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(s.abort, func() { cancel(errShuttingDown) })
+	return ctx, func() { stop(); cancel(nil) }
+}
+
+// abortedStatus replaces the error of a call that Shutdown aborted.
+func abortedStatus(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errShuttingDown) {
+		return status.Error(codes.Unavailable, "broker is shutting down; retry, another replica will answer")
+	}
+	return err
+}
+
+func (s *Server) abortableUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, release := s.abortable(ctx)
+	defer release()
+	resp, err := handler(ctx, req)
+	if err = abortedStatus(ctx, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func (s *Server) abortableStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, release := s.abortable(ss.Context())
+	defer release()
+	w := middleware.WrapServerStream(ss)
+	w.WrappedContext = ctx
+	return abortedStatus(ctx, handler(srv, w))
 }
 
 // GetToken implements TokenBrokerService.

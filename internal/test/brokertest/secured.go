@@ -99,6 +99,14 @@ type Secured struct {
 // test ends.
 func StartSecured(t testing.TB) *Secured {
 	t.Helper()
+	return StartSecuredWith(t, daemon.Options{})
+}
+
+// StartSecuredWith is StartSecured with daemon options (a tracer, a
+// logger of its own level…); a nil Logger logs to Logs, a nil
+// AuditOutput to Stdout.
+func StartSecuredWith(t testing.TB, opts daemon.Options) *Secured {
+	t.Helper()
 	s := &Secured{
 		t: t, Dir: t.TempDir(), ServerCA: testpki.NewCA(t, "broker-ca"), ClientCA: testpki.NewCA(t, "client-ca"),
 		Client: devidp.NewClient(), APIKey: RandomKey(t), WrongKey: RandomKey(t),
@@ -120,16 +128,30 @@ func StartSecured(t testing.TB) *Secured {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Daemon = Run(t, cfg, daemon.Options{Logger: s.Logger(), AuditOutput: s.Stdout})
+	if opts.Logger == nil {
+		opts.Logger = s.Logger()
+	}
+	if opts.AuditOutput == nil {
+		opts.AuditOutput = s.Stdout
+	}
+	s.Daemon = Run(t, cfg, opts)
 	s.Addr = s.Daemon.Addr().String()
 	return s
 }
 
 // Run creates a daemon from cfg and runs it until the test ends, when it
-// checks that Run drained and returned nil.
+// checks that Run drained and returned nil. So that tests neither wait
+// nor collide, it runs with no shutdown.drain and moves an enabled admin
+// listener to a free loopback port (see Daemon.AdminAddr); cfg is not
+// modified.
 func Run(t testing.TB, cfg *config.Config, opts daemon.Options) *daemon.Daemon {
 	t.Helper()
-	d, err := daemon.New(cfg, opts)
+	c := *cfg
+	c.Shutdown.Drain = 0
+	if c.Admin.Listen != "" {
+		c.Admin.Listen = "127.0.0.1:0"
+	}
+	d, err := daemon.New(&c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,12 +185,14 @@ func (s *Secured) Load() (*config.Config, error) {
 	return config.LoadWith(s.Config, config.Options{Logger: s.Logger()})
 }
 
-// Reload loads the config file and applies it, as SIGHUP does.
+// Reload loads the config file and applies it, as SIGHUP does, keeping
+// Run's shutdown without drain.
 func (s *Secured) Reload() error {
 	cfg, err := s.Load()
 	if err != nil {
 		return err
 	}
+	cfg.Shutdown.Drain = 0
 	return s.Daemon.Reload(cfg)
 }
 

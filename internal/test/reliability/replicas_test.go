@@ -59,7 +59,7 @@ func startReplica(t *testing.T, bin, dir string, i int, idp *devidp.Server, clie
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, fmt.Sprintf("broker-%d.yaml", i))
-	yaml := fmt.Sprintf("listen: 127.0.0.1:0\ntenants:\n  - name: acme\n    token_url: %s\n    client_id: %s\n    client_secret_file: %s\n",
+	yaml := fmt.Sprintf("listen: 127.0.0.1:0\nadmin:\n  listen: \"\"\nshutdown:\n  drain: 0s\ntenants:\n  - name: acme\n    token_url: %s\n    client_id: %s\n    client_secret_file: %s\n",
 		idp.TokenURL(), client.ID, secret)
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

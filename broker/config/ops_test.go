@@ -1,0 +1,72 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/config"
+)
+
+// TestParseAdminAndShutdown covers the admin and shutdown sections: the
+// defaults when absent, an explicit "" disabling the admin listener, and
+// strict errors naming the field and the fix.
+func TestParseAdminAndShutdown(t *testing.T) {
+	const tenant = "tenants:\n  - name: acme\n    credentials_file: acme.json\n"
+	tests := []struct {
+		name      string
+		yaml      string
+		admin     string
+		drain     time.Duration
+		timeout   time.Duration
+		wantError string
+	}{
+		{name: "defaults", yaml: tenant, admin: "127.0.0.1:9464", drain: 5 * time.Second, timeout: 10 * time.Second},
+		{name: "set", yaml: tenant + "admin:\n  listen: 0.0.0.0:9000\nshutdown:\n  drain: 0s\n  timeout: 2s\n",
+			admin: "0.0.0.0:9000", drain: 0, timeout: 2 * time.Second},
+		{name: "disabled", yaml: tenant + "admin:\n  listen: \"\"\n", admin: "", drain: 5 * time.Second, timeout: 10 * time.Second},
+		{name: "empty sections keep defaults", yaml: tenant + "admin: {}\nshutdown: {}\n", admin: "127.0.0.1:9464", drain: 5 * time.Second, timeout: 10 * time.Second},
+		{name: "unknown admin key", yaml: tenant + "admin:\n  address: x\n",
+			wantError: `config: broker.yaml:5: admin: unknown key "address"; allowed keys: listen`},
+		{name: "bad admin listen", yaml: tenant + "admin:\n  listen: 9464\n",
+			wantError: `admin.listen: "9464" is not host:port (missing port in address); use e.g. 127.0.0.1:9464`},
+		{name: "bad drain", yaml: tenant + "shutdown:\n  drain: soon\n",
+			wantError: `shutdown.drain: "soon" is not a duration; write e.g. 10s or 500ms`},
+		{name: "negative drain", yaml: tenant + "shutdown:\n  drain: -1s\n",
+			wantError: `shutdown.drain: -1s is too short; use at least 0s`},
+		{name: "timeout too long", yaml: tenant + "shutdown:\n  timeout: 1h\n",
+			wantError: `shutdown.timeout: 1h0m0s is too long; use at most 5m0s`},
+		{name: "unknown shutdown key", yaml: tenant + "shutdown:\n  grace: 1s\n",
+			wantError: `unknown key "grace"; allowed keys: drain, timeout`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(tc.yaml), "broker.yaml", "testdata", now)
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Admin.Listen != tc.admin || cfg.Shutdown.Drain != tc.drain || cfg.Shutdown.Timeout != tc.timeout {
+				t.Errorf("admin %q, shutdown %+v; want %q, drain %s, timeout %s", cfg.Admin.Listen, cfg.Shutdown, tc.admin, tc.drain, tc.timeout)
+			}
+		})
+	}
+}
+
+// TestFromEnvOpsDefaults: running from the environment (no config file)
+// gets the same admin and shutdown defaults as a file.
+func TestFromEnvOpsDefaults(t *testing.T) {
+	env := map[string]string{"KOGNIC_CLIENT_ID": "id", "KOGNIC_CLIENT_SECRET": "FAKE-secret"}
+	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Listen != config.DefaultAdminListen || cfg.Shutdown.Drain != config.DefaultShutdownDrain || cfg.Shutdown.Timeout != config.DefaultShutdownTimeout {
+		t.Errorf("admin %+v shutdown %+v, want the defaults", cfg.Admin, cfg.Shutdown)
+	}
+}

@@ -1,0 +1,180 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
+
+// The admin listener: plain HTTP, apart from the gRPC port, for probes,
+// metrics and the status page.
+//
+//	/healthz  200 while the process runs
+//	/readyz   200 once every tenant has settled (see ready), until the
+//	          drain starts or the audit trail fails; 503 otherwise
+//	/metrics  Prometheus
+//	/         the status page (Options.StatusPage), else a short index
+
+// StatusSource is what a status page reads: the tenants and their
+// default-scope token states. *broker.Broker implements it.
+type StatusSource interface {
+	Tenants() []broker.TenantInfo
+}
+
+// adminServer serves the admin endpoints on its own listener.
+type adminServer struct {
+	lis   net.Listener
+	srv   *http.Server
+	ready readiness
+}
+
+// readiness decides /readyz.
+type readiness struct {
+	tenants  func() []broker.TenantInfo
+	serving  func() bool // the gRPC health of "" (false while the audit trail fails)
+	draining atomic.Bool
+	settled  atomic.Bool // latched: every tenant settled once
+}
+
+// check returns whether the broker is ready and, if not, why.
+//
+// Ready means: not draining, overall gRPC health SERVING, and every
+// tenant settled at least once since start: it holds a valid token
+// (ready or stale) or failed permanently (the IdP rejected its client:
+// invalid_client, unauthorized_client, invalid_scope). A tenant still
+// pending, or failing transiently (IdP down, 5xx, timeouts), holds
+// readiness back, so that a rollout with a broken tenant stalls. Once
+// settled, readiness is not withdrawn when a tenant later fails: other
+// tenants are still served, and pulling every replica out of the load
+// balancer for one tenant's IdP outage would fail them all.
+func (r *readiness) check() (bool, string) {
+	if r.draining.Load() {
+		return false, "draining: shutting down"
+	}
+	if !r.serving() {
+		return false, "not serving: the audit trail cannot be written"
+	}
+	if r.settled.Load() {
+		return true, "ready"
+	}
+	var waiting []string
+	for _, t := range r.tenants() {
+		if !settled(t) {
+			waiting = append(waiting, t.Name+" ("+t.Status.State.String()+")")
+		}
+	}
+	if len(waiting) > 0 {
+		return false, "waiting for tenants: " + strings.Join(waiting, ", ")
+	}
+	r.settled.Store(true)
+	return true, "ready"
+}
+
+// settled reports whether a tenant holds a valid token or failed
+// permanently.
+func settled(t broker.TenantInfo) bool {
+	switch t.Status.State {
+	case broker.StateReady, broker.StateStale:
+		return true
+	case broker.StateFailing:
+		ue, ok := errors.AsType[*upstream.Error](t.Status.LastError)
+		return ok && ue.Permanent
+	}
+	return false
+}
+
+// newAdmin opens the admin listener on addr.
+func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, statusPage func(StatusSource) http.Handler, log *slog.Logger) (*adminServer, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
+	}
+	a := &adminServer{lis: lis, ready: readiness{tenants: src.Tenants, serving: serving}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		text(w, http.StatusOK, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := a.ready.check(); !ok {
+			text(w, http.StatusServiceUnavailable, why)
+			return
+		}
+		text(w, http.StatusOK, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	if statusPage != nil {
+		mux.Handle("GET /", statusPage(src))
+	} else {
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+			text(w, http.StatusOK, "tokenbroker admin: /healthz /readyz /metrics")
+		})
+	}
+	a.srv = &http.Server{
+		Handler:           noSniff(mux),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return a, nil
+}
+
+// serve serves until shutdown; http.ErrServerClosed is not an error.
+func (a *adminServer) serve() error {
+	if err := a.srv.Serve(a.lis); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("daemon: admin listener: %w", err)
+	}
+	return nil
+}
+
+// shutdown stops the admin listener, letting requests in progress finish
+// for a moment.
+func (a *adminServer) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		_ = a.srv.Close()
+	}
+}
+
+func text(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	fmt.Fprintln(w, msg)
+}
+
+func noSniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// healthServing reports the gRPC health of "" on h.
+func healthServing(h interface {
+	Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error)
+}) func() bool {
+	return func() bool {
+		r, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{})
+		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}
+}
