@@ -23,12 +23,15 @@ const (
 	DefaultMaxConnections      = 1024
 	DefaultMaxConnectionsPerIP = 64
 	DefaultMaxOpenStreamsPerIP = 100 // health Watch and reflection streams
-	DefaultHandshakeTimeout    = 10 * time.Second
-	DefaultMaxConnectionIdle   = 5 * time.Minute
-	DefaultKeepaliveTime       = time.Minute
-	DefaultKeepaliveTimeout    = 20 * time.Second
-	keepaliveMinTime           = 20 * time.Second // clients ping every 30 s
-	openStreamsPerIPMaxTracked = 1 << 16
+	// Every open stream (call) of one peer IP, counted from its HEADERS.
+	DefaultMaxStreamsPerIP          = 512
+	DefaultMaxAnonymousStreamsPerIP = 16 // peers without credentials that the policy would not serve
+	DefaultHandshakeTimeout         = 10 * time.Second
+	DefaultMaxConnectionIdle        = 5 * time.Minute
+	DefaultKeepaliveTime            = time.Minute
+	DefaultKeepaliveTimeout         = 20 * time.Second
+	keepaliveMinTime                = 20 * time.Second // clients ping every 30 s
+	openStreamsPerIPMaxTracked      = 1 << 16
 )
 
 // ConnLimits bound connections and what arrives on them before any
@@ -51,6 +54,15 @@ type ConnLimits struct {
 	// streams from one peer IP address; these services need no
 	// credentials, so the caller's own stream limit cannot apply.
 	MaxOpenStreamsPerIP int
+	// MaxStreamsPerIP caps the open streams (every call, unary ones
+	// included) of one peer IP address that presented credentials (a
+	// verified client certificate or an API key) or that the policy
+	// serves without them (open mode). Counted from the stream's HEADERS,
+	// before any message, and refused with RESOURCE_EXHAUSTED.
+	MaxStreamsPerIP int
+	// MaxAnonymousStreamsPerIP is MaxStreamsPerIP for peers that present
+	// no credentials and that the policy would not serve.
+	MaxAnonymousStreamsPerIP int
 	// HandshakeTimeout closes a connection that has not completed its
 	// TLS and HTTP/2 handshake in time.
 	HandshakeTimeout time.Duration
@@ -70,6 +82,8 @@ func (l ConnLimits) withDefaults() ConnLimits {
 	def(&l.MaxConnections, DefaultMaxConnections)
 	def(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	def(&l.MaxOpenStreamsPerIP, DefaultMaxOpenStreamsPerIP)
+	def(&l.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
+	def(&l.MaxAnonymousStreamsPerIP, DefaultMaxAnonymousStreamsPerIP)
 	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
 	}

@@ -55,6 +55,11 @@ type Config struct {
 	// TenantAccess returns which tenants' health the peer of ctx may see
 	// (guard.Guard.TenantAccess); nil shows every tenant to everyone.
 	TenantAccess func(ctx context.Context) func(tenant string) bool
+	// VerifyCredentials, if set, checks the API key in the incoming
+	// metadata of ctx (nil error: it verifies). Token RPCs whose key does
+	// not verify are then refused before any message is read; without it
+	// any presented key counts as credentials for the stream caps.
+	VerifyCredentials func(ctx context.Context) error
 }
 
 // Server is a gRPC server for a broker with health and reflection.
@@ -107,6 +112,14 @@ func New(cfg Config) *Server {
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
 	}, limits.serverOptions()...)
+	streams := &streamLimiter{
+		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
+		access: cfg.TenantAccess, verify: cfg.VerifyCredentials, n: map[string]int{},
+		denied: everySecond(func(n int64) {
+			log.Warn("calls refused before their request: the API key does not verify", "count", n)
+		}),
+	}
+	opts = append(opts, streams.serverOptions()...)
 	opts = append(opts, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
 	tbv1.RegisterTokenBrokerServiceServer(s.GRPC, s)
