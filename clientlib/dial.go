@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/local"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // brokerServiceConfig spreads calls over every address of the broker name.
@@ -76,7 +78,7 @@ func isLocalTarget(target string) bool {
 	if err != nil { // no port
 		host = strings.TrimSuffix(strings.TrimPrefix(endpoint, "["), "]")
 	}
-	return isLoopback(host)
+	return upstream.IsLoopbackHost(host)
 }
 
 // modulePath is the module this package belongs to.

@@ -7,6 +7,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // PerRPCOption configures PerRPCCredentials.
@@ -74,7 +76,7 @@ func loopbackURI(uri []string) bool {
 	}
 	for _, s := range uri {
 		u, err := url.Parse(s)
-		if err != nil || !isLoopback(u.Hostname()) {
+		if err != nil || !upstream.IsLoopbackHost(u.Hostname()) {
 			return false
 		}
 	}

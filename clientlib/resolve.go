@@ -14,6 +14,8 @@ import (
 	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Mode resolution: where NewHTTPClient's tokens come from, decided from
@@ -196,7 +198,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 	}
 	// The client secret goes to the auth server: plain http only to
 	// loopback, as the broker requires of KOGNIC_AUTH_SERVER.
-	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !upstream.IsLoopbackHost(u.Hostname()) {
 		return nil, fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
 			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
 	}

@@ -9,6 +9,8 @@ import (
 	"net/url"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // ErrInsecureTransport is wrapped by the errors returned instead of sending
@@ -179,7 +181,7 @@ func (t *Transport) checkURL(u *url.URL) error {
 	switch {
 	case u.Scheme == "https", t.AllowInsecureHTTP:
 		return nil
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && upstream.IsLoopbackHost(u.Hostname()):
 		return nil
 	}
 	return fmt.Errorf("%w to %s://%s; use https, or allow plain http on a trusted network with Transport.AllowInsecureHTTP (WithInsecureHTTP)",

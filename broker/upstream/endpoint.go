@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -56,12 +55,13 @@ func CheckURL(raw string, r URLRules) error {
 
 // IsLoopbackHost is the one loopback rule, for the hosts to which secrets
 // and tokens may go without TLS: host, without port or brackets (as
-// url.URL.Hostname returns it), is a loopback IP literal or exactly the name
-// localhost, letter case aside. No other name counts, neither "localhost."
-// nor "x.localhost", and nothing is resolved, so that the answer never
-// depends on a resolver.
+// url.URL.Hostname returns it), is a loopback IP literal or exactly the
+// lower-case string "localhost", byte for byte. No other name counts,
+// neither "LOCALHOST" nor "localhost." (a fully qualified name that a
+// resolver sends off the host) nor "x.localhost", and nothing is resolved,
+// so that the answer never depends on a resolver.
 func IsLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
+	if host == "localhost" {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)

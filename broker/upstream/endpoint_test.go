@@ -25,7 +25,7 @@ func TestCheckURL(t *testing.T) {
 		{"http://127.8.9.10/token", URLRules{}, "", false},
 		{"http://[::1]:9000/token", URLRules{}, "", false},
 		{"http://localhost:9000/token", URLRules{}, "", false},
-		{"http://LocalHost:9000/token", URLRules{}, "", false},
+		{"http://LocalHost:9000/token", URLRules{}, "clear text", true}, // only the exact lower-case name
 		{"http://idp.internal/token", URLRules{AllowInsecureHTTP: true}, "", false},
 		{"http://idp.internal/token", URLRules{}, "allow_insecure_http", true},
 		{"http://10.0.0.1/token", URLRules{}, "clear text", true},
@@ -59,8 +59,12 @@ func TestCheckURL(t *testing.T) {
 
 func TestIsLoopbackHost(t *testing.T) {
 	for host, want := range map[string]bool{
-		"localhost": true, "LOCALHOST": true, "127.0.0.1": true, "127.1.2.3": true, "::1": true,
-		"localhost.": false, "x.localhost": false, "[::1]": false, "10.0.0.1": false, "": false, "::": false,
+		"localhost": true, "127.0.0.1": true, "127.1.2.3": true, "::1": true,
+		"0:0:0:0:0:0:0:1": true, "::ffff:127.0.0.1": true,
+		// Issue 7 red team: only the exact lower-case name, never resolved.
+		"LOCALHOST": false, "LocalHost": false, "localhost.": false, "LOCALHOST.": false,
+		"x.localhost": false, "localhost.example.com": false, " localhost": false, "localhost\x00": false,
+		"[::1]": false, "127.0.0.1:80": false, "10.0.0.1": false, "": false, "::": false,
 		"0.0.0.0": false, "example.com": false, "127.0.0.1.nip.io": false,
 	} {
 		if got := IsLoopbackHost(host); got != want {

@@ -1,13 +1,20 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -127,7 +134,9 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		e.StatusCode = re.Response.StatusCode
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		if e.isRedirect() {
-			e.RedirectHost = locationHost(re.Response, c.tokenURL)
+			if h := locationHost(re.Response, c.tokenURL); !c.scrub.echoes(h) {
+				e.RedirectHost = h
+			}
 			return e
 		}
 		if RegisteredCodes[re.ErrorCode] {
@@ -142,7 +151,7 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		}
 		e.Err = &summaryError{
 			what: what, status: e.StatusCode,
-			contentType: re.Response.Header.Get("Content-Type"), length: int64(len(re.Body)),
+			contentType: c.contentType(re.Response.Header.Get("Content-Type")), length: int64(len(re.Body)),
 		}
 		return e
 	}
@@ -162,14 +171,138 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		case strings.Contains(msg, "cannot fetch token"):
 			what = "a response whose body could not be read"
 		}
-		e.Err = &summaryError{what: what, status: status, contentType: ct, length: n}
+		e.Err = &summaryError{what: what, status: status, contentType: c.contentType(ct), length: n}
 		return e
 	}
-	// No response: a transport error (url.Error carries the method and the
-	// token URL; redirects are never followed, so no other URL). Scrubbed
-	// anyway: some net/http errors quote bytes the server sent.
-	e.Err = errors.New(c.scrub.text(err.Error(), 300))
+	// No response: a transport error. Its text is never shown, since
+	// net/http and crypto/tls quote bytes the server sent (a malformed
+	// header line, a certificate's names); only its kind is.
+	e.Err = &TransportError{Kind: transportKind(err)}
 	return e
+}
+
+// TransportError is a token request that got no usable HTTP response. It
+// holds only a description from a fixed vocabulary (see transportKind):
+// never text or bytes the server sent.
+type TransportError struct {
+	// Kind is, e.g., "timeout", "connection refused", "TLS: certificate
+	// has expired or is not yet valid" or "malformed HTTP response".
+	Kind string
+}
+
+func (t *TransportError) Error() string {
+	return t.Kind + " (details withheld: they may quote the server's bytes)"
+}
+
+// transportKind maps a transport error to a fixed description by its type
+// (and, for net/http's untyped errors, by matching known messages; the
+// message itself is dropped).
+func transportKind(err error) string {
+	var (
+		dnsErr     *net.DNSError
+		unknownCA  x509.UnknownAuthorityError
+		hostErr    x509.HostnameError
+		invalid    x509.CertificateInvalidError
+		rootsErr   x509.SystemRootsError
+		recordErr  tls.RecordHeaderError
+		alert      tls.AlertError
+		netErr     net.Error
+		maxBytes   *http.MaxBytesError
+		syscallErr syscall.Errno
+	)
+	switch {
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsNotFound {
+			return "DNS failure: no such host"
+		}
+		if dnsErr.IsTimeout {
+			return "DNS failure: timeout"
+		}
+		return "DNS failure"
+	case errors.As(err, &unknownCA):
+		return "TLS: certificate signed by unknown authority (set the tenant's ca_file for a private CA)"
+	case errors.As(err, &hostErr):
+		return "TLS: certificate is not valid for the token URL's host"
+	case errors.As(err, &invalid):
+		return "TLS: " + certReason(invalid.Reason)
+	case errors.As(err, &rootsErr):
+		return "TLS: system root certificates unavailable"
+	case errors.As(err, &recordErr):
+		return "TLS: the server did not answer with TLS"
+	case errors.As(err, &alert):
+		return "TLS: handshake failed (alert " + strconv.Itoa(int(alert)) + ")"
+	case errors.As(err, &maxBytes):
+		return "response too large"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.As(err, &syscallErr):
+		switch syscallErr {
+		case syscall.ECONNREFUSED:
+			return "connection refused"
+		case syscall.ECONNRESET:
+			return "connection reset by peer"
+		case syscall.EPIPE:
+			return "broken pipe"
+		case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
+			return "network unreachable"
+		}
+		return "network error (errno " + strconv.Itoa(int(syscallErr)) + ")"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by the server before a complete response"
+	}
+	// net/http's own errors are untyped strings that may quote the
+	// server's bytes; match their fixed parts only.
+	msg := err.Error()
+	for _, k := range []struct{ sub, kind string }{
+		{"server gave HTTP response to HTTPS client", "the server answered plain HTTP to an https URL"},
+		{"tls:", "TLS: handshake failed"},
+		{"x509:", "TLS: certificate verification failed"},
+		{"malformed", "malformed HTTP response"},
+		{"HTTP/1.x transport connection broken", "malformed HTTP response"},
+		{"too large", "response too large"},
+		{"too long", "response too large"},
+		{"unexpected EOF", "connection closed by the server before a complete response"},
+		{"EOF", "connection closed by the server before a complete response"},
+	} {
+		if strings.Contains(msg, k.sub) {
+			return k.kind
+		}
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return "network error during " + opErr.Op
+	}
+	return "transport error"
+}
+
+// certReason describes an x509.InvalidReason without the certificate's
+// own text.
+func certReason(r x509.InvalidReason) string {
+	switch r {
+	case x509.Expired:
+		return "certificate has expired or is not yet valid"
+	case x509.NotAuthorizedToSign:
+		return "certificate was signed by a certificate that is not a CA"
+	case x509.CANotAuthorizedForThisName, x509.CANotAuthorizedForExtKeyUsage:
+		return "certificate's CA is not authorized for this name or use"
+	case x509.TooManyIntermediates:
+		return "certificate chain has too many intermediates"
+	case x509.IncompatibleUsage:
+		return "certificate is not valid for TLS server authentication"
+	case x509.NameMismatch, x509.NameConstraintsWithoutSANs, x509.UnconstrainedName:
+		return "certificate names violate the CA's constraints"
+	case x509.TooManyConstraints:
+		return "certificate has too many name constraints to check"
+	}
+	return "certificate is invalid (reason " + strconv.Itoa(int(r)) + ")"
+}
+
+// contentType is ct unless its media type echoes a credential.
+func (c *Client) contentType(ct string) string {
+	if mt, _, err := mime.ParseMediaType(ct); err == nil && c.scrub.echoes(mt) {
+		return "withheld"
+	}
+	return ct
 }
 
 // summaryError describes a response that is not shown.
@@ -188,8 +321,8 @@ func (s *summaryError) Error() string {
 // mediaType returns the media type of a Content-Type header, quoted, or a
 // placeholder: parameters and anything malformed are dropped.
 func mediaType(ct string) string {
-	if ct == "" {
-		return "none"
+	if ct == "" || ct == "withheld" {
+		return cmp.Or(ct, "none")
 	}
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || len(mt) > 64 {

@@ -11,25 +11,45 @@ import (
 	"strings"
 )
 
-// scrubber removes every form in which a client's secrets may come back in
-// an IdP's error text: the raw secret; URL query-escaped (as in the form
-// body) and path-escaped; JSON-escaped (with and without HTML escaping)
-// and HTML-escaped; base64 (standard and URL alphabets, with and without
-// padding) of the secret alone, of "id:secret" and of the escaped
-// "id:secret" that client_secret_basic sends (RFC 6749 §2.3.1). Matching
-// is case-insensitive, so lower-case percent escapes are caught too.
-// Whatever is left of a client_secret= form field or a Basic credential is
-// removed as well, whoever's it is.
+// scrubber decides what of an IdP's free text may be shown. Enumerating
+// the encodings in which a secret can come back cannot win (an IdP may
+// double-escape it, PHP-escape it, HTML-entity it, base64 it, or quote
+// only part of it), so the rule is the other way round: the text is
+// normalised through many decodings (see variants) and if any variant
+// contains a secret, "id:secret", or a run of echoRun consecutive
+// characters of a secret, letter case aside, the whole text is withheld.
+// Only text that echoes nothing is shown, after the plain forms are
+// redacted once more (belt and braces: the raw secret; URL query- and
+// path-escaped; JSON- and HTML-escaped; base64 of the secret, "id:secret"
+// and the escaped "id:secret" of client_secret_basic) and whatever is left
+// of a client_secret= field or a Basic credential is removed.
 type scrubber struct {
 	secrets *regexp.Regexp
+	// needles are the lower-cased secrets and "id:secret" pairs.
+	needles []string
+	// runs are the lower-cased echoRun-byte windows of every secret.
+	runs map[string]bool
 }
 
 // redacted replaces each removed form.
 const redacted = "[REDACTED]"
 
+// withheld replaces a description that echoed a credential.
+const withheld = "[description withheld: it echoed the client credentials]"
+
+// echoRun is the length of a run of a secret's characters that counts as
+// an echo. Secrets are random, so 12 consecutive characters of one in an
+// IdP's text are a partial or truncated echo, not chance.
+const echoRun = 12
+
+// maxScanned bounds the text that is analysed; longer text is withheld
+// whole (a real error_description is a sentence).
+const maxScanned = 8 << 10
+
 var genericSecrets = regexp.MustCompile(`(?i)(client_secret(=|"?\s*:\s*"?))[^&\s"'<>,;}]*|(basic\s+)[a-z0-9+/=_-]{4,}`)
 
 func newScrubber(creds []Credential) *scrubber {
+	sc := &scrubber{runs: map[string]bool{}}
 	var forms []string
 	add := func(s string) {
 		if s != "" && !slices.Contains(forms, s) {
@@ -38,6 +58,11 @@ func newScrubber(creds []Credential) *scrubber {
 	}
 	for _, c := range creds {
 		s := c.ClientSecret.Reveal()
+		low := strings.ToLower(s)
+		sc.needles = append(sc.needles, low, strings.ToLower(c.ClientID)+":"+low)
+		for i := 0; i+echoRun <= len(low); i++ {
+			sc.runs[low[i:i+echoRun]] = true
+		}
 		add(s)
 		add(url.QueryEscape(s))
 		add(url.PathEscape(s))
@@ -57,7 +82,8 @@ func newScrubber(creds []Credential) *scrubber {
 	for i, f := range forms {
 		quoted[i] = regexp.QuoteMeta(f)
 	}
-	return &scrubber{secrets: regexp.MustCompile("(?i)" + strings.Join(quoted, "|"))}
+	sc.secrets = regexp.MustCompile("(?i)" + strings.Join(quoted, "|"))
+	return sc
 }
 
 func jsonEscape(s string, escapeHTML bool) string {
@@ -69,9 +95,224 @@ func jsonEscape(s string, escapeHTML bool) string {
 	return strings.TrimSuffix(strings.TrimPrefix(out, `"`), `"`)
 }
 
-// text removes the secrets from s, replaces control and non-ASCII
-// characters, and caps it at max characters.
+// echoes reports whether s, in any of its decoded variants, contains a
+// credential or a run of echoRun characters of a secret. Text longer than
+// maxScanned counts as an echo: it is not analysed, so it is not shown.
+func (sc *scrubber) echoes(s string) bool {
+	if len(s) > maxScanned {
+		return true
+	}
+	for _, v := range variants(s) {
+		if sc.contains(strings.ToLower(v)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (sc *scrubber) contains(low string) bool {
+	for _, n := range sc.needles {
+		if strings.Contains(low, n) {
+			return true
+		}
+	}
+	for i := 0; i+echoRun <= len(low); i++ {
+		if sc.runs[low[i:i+echoRun]] {
+			return true
+		}
+	}
+	return false
+}
+
+// maxVariants bounds the work per text: each is at most maxScanned bytes.
+const maxVariants = 512
+
+// variants returns s and the texts it decodes to: the closure of s under
+// the unescapes (percent-decoding with and without '+' as space, HTML
+// entities including numeric ones, JSON/PHP backslash escapes) up to
+// unescapeDepth steps; then every base64-looking run of each of those,
+// decoded in both alphabets at each of its four alignments, with the
+// closure of the decoded text again.
+func variants(s string) []string {
+	seen := map[string]bool{}
+	var out []string
+	closure(s, seen, &out)
+	for _, v := range slices.Clone(out) {
+		for _, run := range base64Run.FindAllString(v, -1) {
+			for _, d := range decodeBase64Run(run) {
+				if len(out) >= maxVariants {
+					return out
+				}
+				closure(d, seen, &out)
+			}
+		}
+	}
+	return out
+}
+
+// unescapeDepth is how many unescapes in a row are undone: enough for a
+// secret URL-escaped three times, or escaped, JSON-quoted and
+// HTML-entitied.
+const unescapeDepth = 4
+
+var unescapes = []func(string) string{
+	func(s string) string { return percentDecode(s, false) },
+	func(s string) string { return percentDecode(s, true) },
+	html.UnescapeString,
+	jsonUnescape,
+}
+
+func closure(s string, seen map[string]bool, out *[]string) {
+	level := []string{s}
+	if seen[s] {
+		return
+	}
+	seen[s] = true
+	*out = append(*out, s)
+	for range unescapeDepth {
+		var next []string
+		for _, v := range level {
+			for _, f := range unescapes {
+				d := f(v)
+				if seen[d] || len(*out) >= maxVariants {
+					continue
+				}
+				seen[d] = true
+				*out = append(*out, d)
+				next = append(next, d)
+			}
+		}
+		level = next
+	}
+}
+
+// percentDecode undoes %XX escapes (and '+' as space if plus), leaving
+// malformed escapes as they are, unlike url.QueryUnescape which gives up.
+func percentDecode(s string, plus bool) string {
+	if !strings.Contains(s, "%") && (!plus || !strings.Contains(s, "+")) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+		case c == '+' && plus:
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	default:
+		return c - 'a' + 10
+	}
+}
+
+// jsonUnescape undoes JSON string escapes wherever they appear, PHP's
+// "\/" and "\uXXXX" (surrogate pairs included) among them; anything
+// malformed is left as it is.
+func jsonUnescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch c := s[i+1]; c {
+		case '"', '\\', '/', '\'':
+			b.WriteByte(c)
+			i++
+		case 'b', 'f', 'n', 'r', 't':
+			b.WriteByte(map[byte]byte{'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}[c])
+			i++
+		case 'u', 'U': // \U too: the text may have been upper-cased
+			r, n := hex4(s[i+2:])
+			if n == 0 {
+				b.WriteByte(s[i])
+				continue
+			}
+			i += 1 + n
+			if 0xD800 <= r && r < 0xDC00 && len(s) > i+2 && s[i+1] == '\\' && (s[i+2] == 'u' || s[i+2] == 'U') {
+				if r2, n2 := hex4(s[i+3:]); n2 > 0 && 0xDC00 <= r2 && r2 < 0xE000 {
+					r = (r-0xD800)<<10 + (r2 - 0xDC00) + 0x10000
+					i += 2 + n2
+				}
+			}
+			b.WriteRune(r)
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}
+
+func hex4(s string) (rune, int) {
+	if len(s) < 4 {
+		return 0, 0
+	}
+	var r rune
+	for _, c := range []byte(s[:4]) {
+		if !isHex(c) {
+			return 0, 0
+		}
+		r = r<<4 | rune(unhex(c))
+	}
+	return r, 4
+}
+
+// base64Run matches text that may be base64 (either alphabet): long enough
+// to hide part of a secret.
+var base64Run = regexp.MustCompile(`[A-Za-z0-9+/_-]{8,}`)
+
+// decodeBase64Run decodes run at each of its four alignments, in both
+// alphabets (unpadded, so that a truncated or glued-on encoding still
+// decodes as far as it goes). Invalid UTF-8 is kept: a truncated
+// encoding may cut a character of the secret and still hold a run of it.
+func decodeBase64Run(run string) []string {
+	var out []string
+	for off := range 4 {
+		r := run[min(off, len(run)):]
+		if len(r)%4 == 1 { // cannot end a base64 text: drop it
+			r = r[:len(r)-1]
+		}
+		if len(r) < 8 {
+			continue
+		}
+		for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
+			b, err := enc.DecodeString(r)
+			if err != nil {
+				continue
+			}
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
+
+// text returns s with the plain forms of the secrets removed, control
+// and non-ASCII characters replaced, capped at max characters; or
+// withheld if s echoes a credential in any form (see echoes).
 func (sc *scrubber) text(s string, max int) string {
+	if sc.echoes(s) {
+		return withheld
+	}
 	s = sc.secrets.ReplaceAllLiteralString(s, redacted)
 	s = genericSecrets.ReplaceAllString(s, "${1}${3}"+redacted)
 	s = strings.Map(func(r rune) rune {

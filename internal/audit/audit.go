@@ -6,7 +6,10 @@
 // match it with the token_sha256 a client sends to InvalidateToken.
 //
 // A Logger is safe for concurrent use; each line is written with a single
-// Write call.
+// Write call. A write that fails part-way (a full disk) can leave a torn,
+// partial line; the next record then starts with a newline, so every
+// complete record is on a line of its own, and a reader should skip a
+// line that is not valid JSON (it is such a torn remainder).
 package audit
 
 import (
@@ -86,6 +89,10 @@ type Logger struct {
 	w      io.Writer
 	closer io.Closer
 	now    func() time.Time
+	// torn reports that the last write left a partial line (a short
+	// write, e.g. on ENOSPC): the next record starts with a newline, so
+	// that every complete record is on a line of its own.
+	torn bool
 
 	collapse collapser // guarded by mu
 	onError  func()    // guarded by mu; see OnWriteError
@@ -156,7 +163,17 @@ func (l *Logger) encodeLocked(r Record) error {
 	if l.w == nil {
 		return fmt.Errorf("audit: logger is closed")
 	}
-	if _, err := l.w.Write(b); err != nil {
+	if l.torn {
+		b = append([]byte{'\n'}, b...)
+	}
+	n, err := l.w.Write(b)
+	if n > 0 {
+		l.torn = b[n-1] != '\n'
+	}
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
 		return fmt.Errorf("audit: write: %w", err)
 	}
 	return nil

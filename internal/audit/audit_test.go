@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,5 +194,51 @@ func TestOnWriteErrorCountsLostLines(t *testing.T) {
 	}
 	if lost != 3 {
 		t.Errorf("hook counted %d lost lines, want 3", lost)
+	}
+}
+
+// prefixThenFail accepts the first limit bytes of the next write, then
+// fails it (as a full disk does); later writes succeed.
+type prefixThenFail struct {
+	bytes.Buffer
+	limit int
+	armed bool
+}
+
+func (w *prefixThenFail) Write(p []byte) (int, error) {
+	if w.armed {
+		w.armed = false
+		n, _ := w.Buffer.Write(p[:min(w.limit, len(p))])
+		return n, syscall.ENOSPC
+	}
+	return w.Buffer.Write(p)
+}
+
+// Issue 7 red team §4: on ENOSPC a short write left
+// `{"time":…,"event":"issue","method"` and the next record (audit_gap)
+// was glued onto it. Every complete record is now on a line of its own.
+func TestTornWriteDoesNotGlueTheNextRecord(t *testing.T) {
+	w := &prefixThenFail{limit: 40, armed: true}
+	l := New(w)
+	if err := l.Log(Record{Event: EventIssue, Method: "/tokenbroker.v1.TokenBrokerService/GetToken", Tenant: "acme"}); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("torn write: err %v, want ENOSPC", err)
+	}
+	for _, tenant := range []string{"after-1", "after-2"} {
+		if err := l.Log(Record{Event: EventIssue, Tenant: tenant}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lines := strings.Split(strings.TrimSuffix(w.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines, want the torn prefix and two records:\n%s", len(lines), w.String())
+	}
+	if json.Valid([]byte(lines[0])) || !strings.HasPrefix(lines[0], `{"time":`) {
+		t.Errorf("first line %q, want the torn prefix", lines[0])
+	}
+	for i, want := range []string{"after-1", "after-2"} {
+		var r Record
+		if err := json.Unmarshal([]byte(lines[i+1]), &r); err != nil || r.Tenant != want {
+			t.Errorf("line %d %q: %v, tenant %q; want a complete record for %s", i+2, lines[i+1], err, r.Tenant, want)
+		}
 	}
 }

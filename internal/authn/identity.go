@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net"
@@ -67,7 +68,22 @@ var ErrNoIdentity = errors.New("certificate carries no identity")
 // go-spiffe's x509svid.IDFromCert: exactly one URI SAN, a valid SPIFFE ID;
 // anything else is an error, as is a certificate with none of the three.
 func FromCertificate(cert *x509.Certificate) (Identity, error) {
+	// crypto/x509 parses URI SANs with net/url, which lower-cases the
+	// scheme: "SPIFFE://…" would reach go-spiffe as "spiffe://…". The
+	// SPIFFE ID must be read from the certificate's own bytes.
+	raw, signed, err := rawURISANs(cert)
+	if err != nil {
+		return Identity{}, fmt.Errorf("authn: certificate subject alternative names: %w", err)
+	}
 	hasSPIFFE := false
+	for _, u := range raw {
+		if len(u) >= len("spiffe:") && strings.EqualFold(u[:len("spiffe:")], "spiffe:") {
+			if !strings.HasPrefix(u, "spiffe://") {
+				return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w: the scheme must be exactly \"spiffe://\" (lower case)", ErrInvalidSPIFFEID)
+			}
+			hasSPIFFE = true
+		}
+	}
 	for _, u := range cert.URIs {
 		if strings.EqualFold(u.Scheme, "spiffe") {
 			hasSPIFFE = true
@@ -84,6 +100,10 @@ func FromCertificate(cert *x509.Certificate) (Identity, error) {
 		if len(id.String()) > maxSPIFFEIDBytes {
 			return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w: longer than %d bytes", ErrInvalidSPIFFEID, maxSPIFFEIDBytes)
 		}
+		if signed && (len(raw) != 1 || raw[0] != id.String()) {
+			// What go-spiffe read must be, byte for byte, what was signed.
+			return Identity{}, fmt.Errorf("authn: certificate URI SAN: %w: not in canonical form", ErrInvalidSPIFFEID)
+		}
 		return Identity{Kind: KindSPIFFE, Value: id.String()}, nil
 	case len(cert.DNSNames) > 0:
 		return Identity{Kind: KindDNS, Value: strings.ToLower(cert.DNSNames[0])}, nil
@@ -91,6 +111,32 @@ func FromCertificate(cert *x509.Certificate) (Identity, error) {
 		return Identity{Kind: KindCommonName, Value: cert.Subject.CommonName}, nil
 	}
 	return Identity{}, fmt.Errorf("authn: %w: no SPIFFE ID, DNS name or subject common name", ErrNoIdentity)
+}
+
+// oidSubjectAltName is the SubjectAltName extension (RFC 5280 §4.2.1.6).
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// rawURISANs returns the certificate's URI SANs exactly as signed, from
+// its SubjectAltName extension; signed reports that it has one (a
+// certificate built in memory, not parsed, has none).
+func rawURISANs(cert *x509.Certificate) (out []string, signed bool, err error) {
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		signed = true
+		var names []asn1.RawValue
+		rest, err := asn1.Unmarshal(ext.Value, &names)
+		if err != nil || len(rest) > 0 {
+			return nil, true, errors.New("malformed SubjectAltName extension")
+		}
+		for _, n := range names {
+			if n.Class == asn1.ClassContextSpecific && n.Tag == 6 { // uniformResourceIdentifier
+				out = append(out, string(n.Bytes))
+			}
+		}
+	}
+	return out, signed, nil
 }
 
 // PeerCertIdentity returns the identity of the gRPC peer in ctx from its

@@ -202,7 +202,7 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 		events, errs = fsw.Events, fsw.Errors
 	}
 	dirs := map[string]bool{}
-	relevant := d.watchDirs(fsw, dirs)
+	relevant, _ := d.watchDirs(fsw, dirs)
 
 	tick := time.NewTicker(w.interval)
 	defer tick.Stop()
@@ -236,7 +236,12 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 		case <-tick.C:
 			d.checkFiles(true)
 		}
-		relevant = d.watchDirs(fsw, dirs)
+		var added bool
+		if relevant, added = d.watchDirs(fsw, dirs); added {
+			// A file may have changed between the re-read that named it
+			// and its directory's watch: compare once now.
+			debounce.Reset(watchDebounce)
+		}
 	}
 }
 
@@ -264,8 +269,9 @@ func (d *Daemon) checkFiles(retry bool) {
 // watchDirs makes fsw watch the parent directories of the files and of
 // their symlink targets, dropping directories no longer needed, and
 // returns the test for an event name worth a comparison: a watched file,
-// its target, or a Kubernetes "..data"-style entry.
-func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) func(string) bool {
+// its target, or a Kubernetes "..data"-style entry; added reports a new
+// directory watch.
+func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) (relevant func(string) bool, added bool) {
 	names := map[string]bool{}
 	want := map[string]bool{}
 	for _, f := range d.watch.files() {
@@ -280,11 +286,11 @@ func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) func(str
 			}
 		}
 	}
-	relevant := func(name string) bool {
+	relevant = func(name string) bool {
 		return names[filepath.Clean(name)] || strings.HasPrefix(filepath.Base(name), "..")
 	}
 	if fsw == nil {
-		return relevant
+		return relevant, false
 	}
 	for dir := range dirs {
 		if !want[dir] {
@@ -303,8 +309,9 @@ func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) func(str
 			continue
 		}
 		dirs[dir] = true
+		added = true
 	}
-	return relevant
+	return relevant, added
 }
 
 // tenantChanges names the tenants added, removed and changed from old to

@@ -196,10 +196,11 @@ func TestWatchRotatedSecretVolume(t *testing.T) {
 	if idp.IssuedFor(old.ID) <= issued {
 		t.Errorf("the IdP issued no token after the rotation")
 	}
+	// The re-read is logged when Reload returns, just after the token.
+	waitFor(t, "the re-read to be logged", func() bool {
+		return len(logLines(f.logs, "configuration re-read")) > 0
+	})
 	rereads := logLines(f.logs, "configuration re-read")
-	if len(rereads) == 0 {
-		t.Fatalf("no re-read logged:\n%s", f.logs)
-	}
 	r := rereads[len(rereads)-1]
 	if got := fmt.Sprint(r["changed_files"]); !strings.Contains(got, vol.path("acme.json")) {
 		t.Errorf("changed_files = %s, want %s", got, vol.path("acme.json"))
@@ -286,8 +287,13 @@ func TestWatchBrokenFileKeepsServing(t *testing.T) {
 		tok, err = f.get(t)
 		return err == nil && tok != first
 	})
-	if len(logLines(f.logs, "configuration reload succeeded again")) != 1 {
-		t.Errorf("recovery not logged once:\n%s", f.logs)
+	// Recovery is logged once the re-read returns, just after the new
+	// tenant fetched its token.
+	waitFor(t, "the recovery to be logged", func() bool {
+		return len(logLines(f.logs, "configuration reload succeeded again")) > 0
+	})
+	if n := len(logLines(f.logs, "configuration reload succeeded again")); n != 1 {
+		t.Errorf("recovery logged %d times, want once:\n%s", n, f.logs)
 	}
 	logtest.AssertNone(t, map[string]string{"logs": f.logs.String()},
 		map[string]string{"secret": client.Secret, "new secret": rotated.Secret, "secret prefix": rotated.Secret[:20], "token": tok})
@@ -443,10 +449,19 @@ func TestWatchConfigFileAddsFiles(t *testing.T) {
 	if err := os.Rename(tmp, f.path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "tenant globex to start", func() bool { return idp.RequestsFor(globex.ID) > 0 })
-	added := logLines(f.logs, "configuration re-read")
-	if len(added) == 0 || fmt.Sprint(added[0]["tenants_added"]) != "[globex]" {
-		t.Errorf("re-read logs %v, want tenants_added [globex]", added)
+	// The re-read is logged after Reload returns, by when the new tenant
+	// has started and its secret file's directory is watched: only then
+	// is a change to that file bound to be seen.
+	waitFor(t, "the re-read that adds globex", func() bool {
+		for _, l := range logLines(f.logs, "configuration re-read") {
+			if fmt.Sprint(l["tenants_added"]) == "[globex]" {
+				return true
+			}
+		}
+		return false
+	})
+	if idp.RequestsFor(globex.ID) == 0 {
+		t.Error("tenant globex was added but has not asked the IdP for a token")
 	}
 
 	if err := os.WriteFile(secretPath, []byte(globex.Secret+"\n"), 0o600); err != nil {

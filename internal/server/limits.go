@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -21,14 +20,17 @@ const (
 	DefaultMaxHeaderListBytes  = 16 << 10 // request metadata; an API key header is < 100 bytes
 	DefaultMaxStreamsPerConn   = 100
 	DefaultMaxConnections      = 1024
-	DefaultMaxConnectionsPerIP = 64
+	DefaultMaxConnectionsPerIP = 16
 	DefaultMaxOpenStreamsPerIP = 100 // health Watch and reflection streams
-	DefaultHandshakeTimeout    = 10 * time.Second
-	DefaultMaxConnectionIdle   = 5 * time.Minute
-	DefaultKeepaliveTime       = time.Minute
-	DefaultKeepaliveTimeout    = 20 * time.Second
-	keepaliveMinTime           = 20 * time.Second // clients ping every 30 s
-	openStreamsPerIPMaxTracked = 1 << 16
+	// Every open stream (call) of one peer IP, counted from its HEADERS.
+	DefaultMaxStreamsPerIP          = 512
+	DefaultMaxAnonymousStreamsPerIP = 16 // peers without credentials that the policy would not serve
+	DefaultHandshakeTimeout         = 10 * time.Second
+	DefaultMaxConnectionIdle        = 5 * time.Minute
+	DefaultKeepaliveTime            = time.Minute
+	DefaultKeepaliveTimeout         = 20 * time.Second
+	keepaliveMinTime                = 20 * time.Second // clients ping every 30 s
+	openStreamsPerIPMaxTracked      = 1 << 16
 )
 
 // ConnLimits bound connections and what arrives on them before any
@@ -41,8 +43,13 @@ type ConnLimits struct {
 	// MaxStreamsPerConn caps the concurrent streams (calls) of one
 	// connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
 	MaxStreamsPerConn int
-	// MaxConnections caps open connections in total; further ones wait
-	// in the kernel's accept queue.
+	// MaxConnections caps open connections in total. At the cap, Accept
+	// never waits: a newcomer from the peer IP holding the most
+	// connections (ties included) is closed at once; a newcomer from any
+	// other IP is accepted and the newest connection of the IP holding
+	// the most is closed instead. So the addresses that hold most of the
+	// connections cannot keep others out; only very many source addresses,
+	// each holding few, can fill the cap (a network-layer matter).
 	MaxConnections int
 	// MaxConnectionsPerIP caps open connections from one peer IP address;
 	// further ones are closed as soon as they are accepted.
@@ -51,6 +58,15 @@ type ConnLimits struct {
 	// streams from one peer IP address; these services need no
 	// credentials, so the caller's own stream limit cannot apply.
 	MaxOpenStreamsPerIP int
+	// MaxStreamsPerIP caps the open streams (every call, unary ones
+	// included) of one peer IP address that presented credentials (a
+	// verified client certificate or an API key) or that the policy
+	// serves without them (open mode). Counted from the stream's HEADERS,
+	// before any message, and refused with RESOURCE_EXHAUSTED.
+	MaxStreamsPerIP int
+	// MaxAnonymousStreamsPerIP is MaxStreamsPerIP for peers that present
+	// no credentials and that the policy would not serve.
+	MaxAnonymousStreamsPerIP int
 	// HandshakeTimeout closes a connection that has not completed its
 	// TLS and HTTP/2 handshake in time.
 	HandshakeTimeout time.Duration
@@ -70,6 +86,8 @@ func (l ConnLimits) withDefaults() ConnLimits {
 	def(&l.MaxConnections, DefaultMaxConnections)
 	def(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
 	def(&l.MaxOpenStreamsPerIP, DefaultMaxOpenStreamsPerIP)
+	def(&l.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
+	def(&l.MaxAnonymousStreamsPerIP, DefaultMaxAnonymousStreamsPerIP)
 	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -111,27 +129,27 @@ func (s *Server) Listener(lis net.Listener) net.Listener {
 
 // LimitListener wraps lis with the connection caps of l (defaults
 // applied): connections beyond MaxConnectionsPerIP from one IP are closed
-// at once; beyond MaxConnections in total, Accept waits for one to close.
+// at once; at MaxConnections in total, the policy of
+// ConnLimits.MaxConnections applies. Accept never blocks on the caps.
 func LimitListener(lis net.Listener, l ConnLimits) net.Listener {
 	l = l.withDefaults()
-	if l.MaxConnectionsPerIP > 0 {
-		lis = &perIPListener{Listener: lis, max: l.MaxConnectionsPerIP, open: map[string]int{}}
+	if l.MaxConnectionsPerIP <= 0 && l.MaxConnections <= 0 {
+		return lis
 	}
-	if l.MaxConnections > 0 {
-		lis = netutil.LimitListener(lis, l.MaxConnections)
-	}
-	return lis
+	return &capListener{Listener: lis, perIP: l.MaxConnectionsPerIP, total: l.MaxConnections, open: map[string][]*capConn{}}
 }
 
-// perIPListener closes connections beyond max open ones from one IP.
-type perIPListener struct {
+// capListener enforces the per-IP and total connection caps.
+type capListener struct {
 	net.Listener
-	max  int
+	perIP, total int // <= 0: no cap
+
 	mu   sync.Mutex
-	open map[string]int
+	n    int
+	open map[string][]*capConn // per IP, oldest first
 }
 
-func (l *perIPListener) Accept() (net.Conn, error) {
+func (l *capListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -139,34 +157,77 @@ func (l *perIPListener) Accept() (net.Conn, error) {
 		}
 		ip := hostOf(c.RemoteAddr())
 		l.mu.Lock()
-		ok := l.open[ip] < l.max
-		if ok {
-			l.open[ip]++
-		}
-		l.mu.Unlock()
-		if !ok {
+		if l.perIP > 0 && len(l.open[ip]) >= l.perIP {
+			l.mu.Unlock()
 			c.Close()
 			continue
 		}
-		return &perIPConn{Conn: c, l: l, ip: ip}, nil
+		var victim *capConn
+		if l.total > 0 && l.n >= l.total {
+			top := l.mostConnectedLocked()
+			if len(l.open[ip]) >= len(l.open[top]) {
+				l.mu.Unlock()
+				c.Close() // the newcomer's IP holds the most already
+				continue
+			}
+			conns := l.open[top]
+			victim = conns[len(conns)-1]
+			l.removeLocked(victim)
+		}
+		cc := &capConn{Conn: c, l: l, ip: ip}
+		l.open[ip] = append(l.open[ip], cc)
+		l.n++
+		l.mu.Unlock()
+		if victim != nil {
+			_ = victim.Conn.Close() // counted out already; its own Close is then a no-op
+		}
+		return cc, nil
 	}
 }
 
-type perIPConn struct {
-	net.Conn
-	l    *perIPListener
-	ip   string
-	once sync.Once
+// mostConnectedLocked returns the IP holding the most connections.
+func (l *capListener) mostConnectedLocked() string {
+	top, most := "", -1
+	for ip, conns := range l.open {
+		if len(conns) > most {
+			top, most = ip, len(conns)
+		}
+	}
+	return top
 }
 
-func (c *perIPConn) Close() error {
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		if c.l.open[c.ip]--; c.l.open[c.ip] <= 0 {
-			delete(c.l.open, c.ip)
+// removeLocked counts c out, once.
+func (l *capListener) removeLocked(c *capConn) {
+	if c.gone {
+		return
+	}
+	c.gone = true
+	l.n--
+	conns := l.open[c.ip]
+	for i, o := range conns {
+		if o == c {
+			conns = append(conns[:i], conns[i+1:]...)
+			break
 		}
-		c.l.mu.Unlock()
-	})
+	}
+	if len(conns) == 0 {
+		delete(l.open, c.ip)
+	} else {
+		l.open[c.ip] = conns
+	}
+}
+
+type capConn struct {
+	net.Conn
+	l    *capListener
+	ip   string
+	gone bool // guarded by l.mu
+}
+
+func (c *capConn) Close() error {
+	c.l.mu.Lock()
+	c.l.removeLocked(c)
+	c.l.mu.Unlock()
 	return c.Conn.Close()
 }
 

@@ -365,18 +365,113 @@ func TestConnectionCaps(t *testing.T) {
 		for _, c := range open {
 			readSettings(t, c, time.Now().Add(5*time.Second))
 		}
+		// At the cap, a newcomer from the IP that holds the most is
+		// closed at once; Accept does not wait.
 		extra, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer extra.Close()
-		_ = extra.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-		if n, err := extra.Read(make([]byte, 1)); n != 0 || !isTimeout(err) {
-			t.Fatalf("a 4th connection was served beyond the total of 3: %d, %v", n, err)
+		_ = extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := extra.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+			t.Fatalf("a 4th connection from the same IP beyond the total of 3: %d, %v; want it closed at once", n, err)
 		}
 		open[0].Close()
-		readSettings(t, extra, time.Now().Add(5*time.Second))
+		// A slot is free again once the server has seen the close.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			again := http2Conn(t, addr)
+			_ = again.SetReadDeadline(deadline)
+			f, err := http2.NewFramer(io.Discard, again).ReadFrame()
+			if _, ok := f.(*http2.SettingsFrame); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no slot after a connection closed: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond) // the server's close is not observable otherwise
+		}
 	})
+}
+
+// dialFrom connects to addr from the loopback address src.
+func dialFrom(t *testing.T, src, addr string) (net.Conn, error) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err == nil {
+		t.Cleanup(func() { c.Close() })
+	}
+	return c, err
+}
+
+// TestConnectionCapNotStarvedByOtherAddresses (red team round 7, §3):
+// 16 source addresses × the per-IP cap filled the total cap and every
+// other client blocked in Accept. Now, with the total full from several
+// loopback addresses, a client from another loopback address still gets
+// served within a bound (the newest connection of the address holding
+// the most is closed for it), and the flooding addresses get no more.
+func TestConnectionCapNotStarvedByOtherAddresses(t *testing.T) {
+	const perIP, total = 8, 24
+	addr := startLimited(t, server.ConnLimits{MaxConnectionsPerIP: perIP, MaxConnections: total})
+	var flood []net.Conn
+	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		for range perIP {
+			c, err := dialFrom(t, src, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+				t.Fatal(err)
+			}
+			_ = http2.NewFramer(c, nil).WriteSettings()
+			readSettings(t, c, time.Now().Add(5*time.Second))
+			flood = append(flood, c)
+		}
+	}
+	// The total is full; the flooding addresses get nothing more.
+	c, err := dialFrom(t, "127.0.0.2", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("a flooding address got a connection beyond the total: %d, %v", n, err)
+	}
+	// A client from another address is served at once.
+	start := time.Now()
+	legit, err := dialFrom(t, "127.0.0.9", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(legit, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	_ = http2.NewFramer(legit, nil).WriteSettings()
+	readSettings(t, legit, time.Now().Add(2*time.Second))
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the client from another address waited %s", d)
+	}
+	// Exactly one flooding connection was closed for it.
+	var closed atomic.Int32
+	var wg sync.WaitGroup
+	for _, f := range flood {
+		wg.Go(func() {
+			_ = f.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			for {
+				if _, err := f.Read(make([]byte, 512)); err != nil {
+					if !isTimeout(err) {
+						closed.Add(1)
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := closed.Load(); n != 1 {
+		t.Errorf("%d flooding connections closed, want 1", n)
+	}
 }
 
 func http2Conn(t *testing.T, addr string) net.Conn {

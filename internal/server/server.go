@@ -59,6 +59,11 @@ type Config struct {
 	// SlowCall is the duration from which a successful unary call is
 	// logged at info; zero means DefaultSlowCall. See New.
 	SlowCall time.Duration
+	// VerifyCredentials, if set, checks the API key in the incoming
+	// metadata of ctx (nil error: it verifies). Token RPCs whose key does
+	// not verify are then refused before any message is read; without it
+	// any presented key counts as credentials for the stream caps.
+	VerifyCredentials func(ctx context.Context) error
 }
 
 // DefaultSlowCall is Config.SlowCall's default: a cache hit takes
@@ -131,6 +136,14 @@ func New(cfg Config) *Server {
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
 	}, limits.serverOptions()...)
+	streams := &streamLimiter{
+		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
+		access: cfg.TenantAccess, verify: cfg.VerifyCredentials, n: map[string]int{},
+		denied: everySecond(func(n int64) {
+			log.Warn("calls refused before their request: the API key does not verify", "count", n)
+		}),
+	}
+	opts = append(opts, streams.serverOptions()...)
 	opts = append(opts, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
 	tbv1.RegisterTokenBrokerServiceServer(s.GRPC, s)

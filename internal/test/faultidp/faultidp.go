@@ -9,13 +9,17 @@ package faultidp
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf16"
 )
 
 // TokenPath is the Kognic token endpoint path. The server answers any path.
@@ -33,7 +37,8 @@ type Response struct {
 	// server is closed, which drops the connection.
 	Hang bool
 
-	echo echoMode // set by EchoJSON and EchoHTML
+	echo   echoMode                             // set by EchoJSON, EchoHTML, EchoEncoded and MalformedEcho
+	encode func(clientID, secret string) string // EchoEncoded's encoding
 }
 
 type echoMode int
@@ -42,6 +47,8 @@ const (
 	noEcho echoMode = iota
 	echoJSON
 	echoHTML
+	echoEncoded
+	echoMalformed
 )
 
 // Server is a loopback HTTP server answering with scripted responses.
@@ -153,7 +160,28 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler) // drop the connection unanswered
 		}
 	}
-	if resp.echo != noEcho {
+	switch resp.echo {
+	case noEcho:
+	case echoMalformed:
+		id, secret := credentialsOf(form, r)
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			panic(http.ErrAbortHandler)
+		}
+		c, bw, err := hj.Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// A header line without a colon: net/http's error quotes it.
+		_, _ = bw.WriteString("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nsecret " +
+			url.QueryEscape(url.QueryEscape(secret)) + " raw " + secret + " id " + id + "\r\n\r\n")
+		_ = bw.Flush()
+		return
+	case echoEncoded:
+		id, secret := credentialsOf(form, r)
+		resp = OAuthError(resp.Status, "invalid_request", "rejected "+resp.encode(id, secret)+" (see logs)")
+	default:
 		resp = echo(resp, raw, r)
 	}
 	for k, v := range resp.Header {
@@ -233,6 +261,30 @@ func echo(resp Response, body []byte, r *http.Request) Response {
 	return OAuthError(resp.Status, "invalid_client", b.String())
 }
 
+// EchoEncoded is an RFC 6749 error response (code invalid_request) whose
+// error_description repeats the request's client credentials (from the
+// form body or the Basic header) passed through encode, e.g. one of
+// Encodings.
+func EchoEncoded(status int, encode func(clientID, secret string) string) Response {
+	return Response{Status: status, echo: echoEncoded, encode: encode}
+}
+
+// MalformedEcho answers a malformed HTTP response whose header line
+// quotes the secret (raw and double URL-escaped) without a colon, so that
+// the client's transport error quotes it in turn.
+func MalformedEcho() Response { return Response{echo: echoMalformed} }
+
+// credentialsOf returns the client ID and secret of a token request.
+func credentialsOf(form url.Values, r *http.Request) (id, secret string) {
+	if u, p, ok := r.BasicAuth(); ok {
+		// RFC 6749 §2.3.1: both are form-encoded inside the Basic header.
+		id, _ = url.QueryUnescape(u)
+		secret, _ = url.QueryUnescape(p)
+		return id, secret
+	}
+	return form.Get("client_id"), form.Get("client_secret")
+}
+
 // Garbage is a 200 whose body is not JSON.
 func Garbage() Response {
 	return Response{Status: http.StatusOK, Body: "<html>not a token</html>",
@@ -255,6 +307,80 @@ func cloneValues(v url.Values) url.Values {
 // differently, for echo tests.
 const NastySecret = `n4sty/se+cr=et&50%25"<x>`
 
+// RedTeamSecret is the secret of the issue 7 red team: every character
+// class that URL, JSON (PHP-style too), HTML and base64 encode
+// differently, non-ASCII included.
+const RedTeamSecret = `Qz9Kp/w+x=y&z%"<>ü€Vb7Lm`
+
+// Encoding is one way an IdP may repeat a client's credentials.
+type Encoding struct {
+	Name   string
+	Encode func(clientID, secret string) string
+}
+
+// Encodings are the ways the issue 7 red team saw (or could have seen) an
+// IdP echo credentials: escaped once, twice or three times, PHP-style
+// JSON, HTML entities, base64 of escaped forms, truncated.
+var Encodings = []Encoding{
+	{"raw", func(_, s string) string { return s }},
+	{"upper case", func(_, s string) string { return strings.ToUpper(s) }},
+	{"query-escaped", func(_, s string) string { return url.QueryEscape(s) }},
+	{"double query-escaped", func(_, s string) string { return url.QueryEscape(url.QueryEscape(s)) }},
+	{"triple query-escaped", func(_, s string) string { return url.QueryEscape(url.QueryEscape(url.QueryEscape(s))) }},
+	{"lower-case double escaped", func(_, s string) string { return strings.ToLower(url.QueryEscape(url.QueryEscape(s))) }},
+	{"PHP JSON", func(_, s string) string { return PHPJSON(s) }},
+	{"PHP JSON of id:secret", func(id, s string) string { return PHPJSON(`{"client":"` + id + `","secret":"` + s + `"}`) }},
+	{"HTML decimal entities", func(_, s string) string { return entities(s, "&#%d;") }},
+	{"HTML hex entities", func(_, s string) string { return entities(s, "&#x%X;") }},
+	{"HTML entities of the escaped secret", func(_, s string) string { return entities(url.QueryEscape(s), "&#%d;") }},
+	{"base64 of the escaped secret", func(_, s string) string { return base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(s))) }},
+	{"base64url of id:escaped secret", func(id, s string) string {
+		return base64.RawURLEncoding.EncodeToString([]byte(id + ":" + url.QueryEscape(s)))
+	}},
+	{"truncated base64 of id:secret", func(id, s string) string {
+		b := base64.StdEncoding.EncodeToString([]byte(id + ":" + s))
+		return b[:len(b)-5]
+	}},
+	{"escaped base64 of the secret", func(_, s string) string { return url.QueryEscape(base64.StdEncoding.EncodeToString([]byte(s))) }},
+	{"first 14 characters", func(_, s string) string { return string([]rune(s)[:14]) }},
+	{"last 13 characters, escaped", func(_, s string) string { r := []rune(s); return url.QueryEscape(string(r[len(r)-13:])) }},
+}
+
+// PHPJSON is s as PHP's json_encode writes it by default: "/" as "\/",
+// non-ASCII as \uXXXX, and (with JSON_HEX_*) &, <, > and quotes as \uXXXX.
+func PHPJSON(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '/':
+			b.WriteString(`\/`)
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r > 0x7e || strings.ContainsRune(`&<>"'`, r):
+			for _, u := range utf16.Encode([]rune{r}) {
+				fmt.Fprintf(&b, `\u%04x`, u)
+			}
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// entities writes every non-alphanumeric character of s as an HTML
+// numeric character reference in format (decimal or hex).
+func entities(s, format string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r)) {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, format, r)
+		}
+	}
+	return b.String()
+}
+
 // SecretForms returns every form in which an IdP that echoes its request
 // (form body, Authorization: Basic) may repeat a client's credential:
 // plain, URL-, JSON- and base64-encoded, alone and as "id:secret".
@@ -267,5 +393,14 @@ func SecretForms(clientID, secret string) []string {
 			forms = append(forms, enc.EncodeToString([]byte(p)))
 		}
 	}
-	return forms
+	for _, e := range Encodings {
+		forms = append(forms, e.Encode(clientID, secret))
+	}
+	// Any 12 consecutive characters of the secret.
+	if r := []rune(secret); len(r) >= 12 {
+		for i := 0; i+12 <= len(r); i++ {
+			forms = append(forms, string(r[i:i+12]))
+		}
+	}
+	return slices.Compact(forms)
 }

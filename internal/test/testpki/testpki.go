@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -41,7 +42,9 @@ type Options struct {
 	CommonName string
 	DNSNames   []string
 	IPs        []net.IP
-	URIs       []string
+	// URIs are written byte for byte, even where Go's URL parser would
+	// normalise them (e.g. "SPIFFE://…", whose scheme it lower-cases).
+	URIs []string
 	// Server marks the certificate for server authentication; otherwise
 	// it is for client authentication.
 	Server bool
@@ -88,12 +91,37 @@ func (ca *CA) Issue(t testing.TB, o Options) *Leaf {
 	if o.Server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
+	raw := false
 	for _, s := range o.URIs {
 		u, err := url.Parse(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tmpl.URIs = append(tmpl.URIs, u)
+		raw = raw || u.String() != s
+	}
+	if raw {
+		// Write the SubjectAltName extension by hand, so that the URIs
+		// keep their bytes (crypto/x509 writes url.URL.String()).
+		var names []asn1.RawValue
+		for _, d := range o.DNSNames {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte(d)})
+		}
+		for _, ip := range o.IPs {
+			if v4 := ip.To4(); v4 != nil {
+				ip = v4
+			}
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 7, Bytes: ip})
+		}
+		for _, u := range o.URIs {
+			names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(u)})
+		}
+		val, err := asn1.Marshal(names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.DNSNames, tmpl.IPAddresses, tmpl.URIs = nil, nil, nil
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: val})
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {

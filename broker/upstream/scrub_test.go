@@ -1,0 +1,105 @@
+package upstream
+
+import (
+	"encoding/base64"
+	"fmt"
+	"html"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
+)
+
+// wrappers are the encodings an IdP may apply, composed at random by
+// TestScrubberPropertyNeverLetsASecretThrough.
+var wrappers = []struct {
+	name string
+	f    func(string) string
+}{
+	{"query", url.QueryEscape},
+	{"path", url.PathEscape},
+	{"html", html.EscapeString},
+	{"entities", func(s string) string { return entities(s, "&#%d;") }},
+	{"hex entities", func(s string) string { return entities(s, "&#x%x;") }},
+	{"php json", faultidp.PHPJSON},
+	{"base64", func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }},
+	{"base64url", func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }},
+	{"upper", strings.ToUpper},
+}
+
+func entities(s, format string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r < 0x80 && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, format, r)
+		}
+	}
+	return b.String()
+}
+
+const secretAlphabet = `abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/+=&%"<>'\:;,. -_~?#ü€ß😀`
+
+// Property: for random secrets, a random piece of the secret (all of it,
+// or a run of at least 12 characters) passed through up to three random
+// wrappers (at most one base64, not upper-cased), with or without "id:" in front, and
+// embedded in random text, is never shown: the description is withheld.
+func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	alphabet := []rune(secretAlphabet)
+	for i := range 3000 {
+		secret := make([]rune, 16+rng.IntN(32))
+		for j := range secret {
+			secret[j] = alphabet[rng.IntN(len(alphabet))]
+		}
+		sc := newScrubber([]Credential{{ClientID: "client-7", ClientSecret: credentials.Secret(string(secret))}})
+		piece := string(secret)
+		if rng.IntN(2) == 0 {
+			n := 12 + rng.IntN(len(secret)-11)
+			start := rng.IntN(len(secret) - n + 1)
+			piece = string(secret[start : start+n])
+		}
+		if rng.IntN(3) == 0 {
+			piece = "client-7:" + piece
+		}
+		var applied []string
+		base64Used := false
+		for range rng.IntN(4) {
+			w := wrappers[rng.IntN(len(wrappers))]
+			if w.name == "upper" && base64Used {
+				continue // base64 is case-sensitive: upper-casing it destroys it
+			}
+			if strings.HasPrefix(w.name, "base64") {
+				if base64Used {
+					continue
+				}
+				base64Used = true
+			}
+			piece = w.f(piece)
+			applied = append(applied, w.name)
+		}
+		text := []string{"invalid client ", "secret was '", "got: ", "x", ""}[rng.IntN(5)] + piece + []string{"", " rejected", "'.", "&foo=bar", "=="}[rng.IntN(5)]
+		if got := sc.description(text); got != withheld {
+			t.Fatalf("case %d: secret %q through %v as %q: description %q, want it withheld", i, string(secret), applied, text, got)
+		}
+	}
+}
+
+// The rule does not withhold text that merely shares short pieces or
+// common words with a secret.
+func TestScrubberKeepsHarmlessText(t *testing.T) {
+	sc := newScrubber([]Credential{{ClientID: "the client", ClientSecret: credentials.Secret(faultidp.RedTeamSecret)}})
+	for _, s := range []string{
+		"client authentication failed",
+		"The client credentials are invalid; check client_id Qz9K and retry",
+		"scope read:all is not allowed for this client, see https://idp.example/docs?a=b&c=%2F",
+	} {
+		if got := sc.description(s); got == withheld || got == "" {
+			t.Errorf("description(%q) = %q, want it shown", s, got)
+		}
+	}
+}
