@@ -231,6 +231,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
 		Limits:             connLimits(cfg.Limits),
 		TenantAccess:       d.guard.TenantAccess,
+		VerifyCredentials:  d.guard.VerifyAPIKey,
 	})
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
