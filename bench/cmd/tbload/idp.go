@@ -46,7 +46,7 @@ func startIdP(latency, lifetime time.Duration) (*idp, error) {
 	return p, nil
 }
 
-func (p *idp) tokenURL() string { return "http://" + p.addr + "/token" }
+func (p *idp) tokenURL() string { return "http://" + p.addr + "/t" }
 
 func (p *idp) close() { _ = p.srv.Close() }
 

@@ -56,6 +56,7 @@ type brokerProc struct {
 	start  time.Time
 	// serving is when health "" first answered SERVING.
 	serving time.Time
+	keep    bool // leave dir for a post-mortem
 }
 
 func freePort() (string, error) {
@@ -68,7 +69,7 @@ func freePort() (string, error) {
 }
 
 func writeConfig(dir, addr string, s brokerSpec) (string, error) {
-	secret := filepath.Join(dir, "client.secret")
+	secret := filepath.Join(dir, "s")
 	if err := os.WriteFile(secret, []byte("bench-client-secret\n"), 0o600); err != nil {
 		return "", err
 	}
@@ -94,7 +95,8 @@ func writeConfig(dir, addr string, s brokerSpec) (string, error) {
 tenants:
 `, spc)
 	for i := range s.tenants {
-		fmt.Fprintf(&b, "  - name: t%d\n    token_url: %s\n    client_id: c%d\n    client_secret_file: %s\n", i, s.tokenURL, i, secret)
+		// Flow style and a relative path: the config file is capped at 1 MiB.
+		fmt.Fprintf(&b, "  - {name: t%d, token_url: %s, client_id: c%d, client_secret_file: s}\n", i, s.tokenURL, i)
 	}
 	path := filepath.Join(dir, "broker.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)
@@ -142,6 +144,7 @@ func startBroker(ctx context.Context, bin string, s brokerSpec) (*brokerProc, er
 			return p, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil || cmd.ProcessState != nil {
+			p.keep = true
 			p.stop()
 			return nil, fmt.Errorf("broker did not become SERVING (last: %v); see %s", err, errf.Name())
 		}
@@ -160,7 +163,7 @@ func (p *brokerProc) stop() {
 		<-done
 	}
 	_ = p.stderr.Close()
-	if os.Getenv("TBLOAD_KEEP") == "" {
+	if !p.keep && os.Getenv("TBLOAD_KEEP") == "" {
 		_ = os.RemoveAll(p.dir)
 	}
 }
