@@ -87,7 +87,9 @@ func New(cfg Config) *Server {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
 	// Only call outcomes are logged, never payloads: they carry tokens.
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	// Successful calls log at debug: at info, every cache hit would cost a
+	// log line (the audit trail records who got which token).
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall), logging.WithLevels(callLevel)}
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
 		return status.Error(codes.Internal, "internal error")
@@ -112,6 +114,15 @@ func New(cfg Config) *Server {
 	healthpb.RegisterHealthServer(s.GRPC, &healthServer{Server: s.Health, access: cfg.TenantAccess})
 	reflection.Register(s.GRPC)
 	return s
+}
+
+// callLevel is the log level of a finished call: debug when it succeeded,
+// else the middleware's default for the code.
+func callLevel(c codes.Code) logging.Level {
+	if c == codes.OK {
+		return logging.LevelDebug
+	}
+	return logging.DefaultServerCodeToLevel(c)
 }
 
 // TenantHealthService is the health service name of a tenant.
