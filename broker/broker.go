@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Token lifecycle constants. They are deliberately conservative: a token
@@ -55,8 +57,16 @@ type Config struct {
 	Logger  *slog.Logger
 	// Clock drives refresh timers and expiry; tests pass a fake clock.
 	Clock clockwork.Clock
-	// HTTPClient is used for identity-provider requests.
+	// HTTPClient is the template of identity-provider clients: tenants of
+	// the same token endpoint host and CAs share one copy of it and its
+	// connection pool.
 	HTTPClient *http.Client
+	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
+	// requests to one token endpoint host (per CA set), over all tenants;
+	// more wait their turn within FetchTimeout (default 32). It keeps a
+	// broker with thousands of tenants of one IdP from opening thousands of
+	// connections at start.
+	MaxConcurrentFetchesPerHost int
 	// UserAgent is sent to identity providers.
 	UserAgent string
 	// FetchTimeout bounds one identity-provider request (default 30s).
@@ -83,6 +93,8 @@ type Broker struct {
 	cfg   Config
 	log   *slog.Logger
 	clock clockwork.Clock
+
+	pools *upstream.Pools // shared HTTP clients by token endpoint host and CAs
 
 	mu      sync.Mutex // guards tenants, nsets and lock-orders before entry.mu
 	tenants map[string]*tenant

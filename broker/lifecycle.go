@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Defaults of Config.
@@ -40,6 +42,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}, stopped: make(chan struct{})}
+	b.pools = upstream.NewPools(cfg.HTTPClient, cfg.MaxConcurrentFetchesPerHost)
 	b.base, b.cancel = context.WithCancel(context.Background())
 	if err := b.SetTenants(cfg.Tenants); err != nil {
 		_ = b.Close() // nothing has started that could fail to stop
@@ -85,6 +88,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		// checking closed.
 		go func() {
 			b.wg.Wait()
+			b.pools.CloseIdleConnections()
 			close(b.stopped)
 		}()
 	}

@@ -2,10 +2,8 @@ package broker
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net/http"
 	"slices"
 	"sort"
 	"time"
@@ -85,14 +83,14 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			fetchers[name] = s.Fetcher
 			continue
 		}
-		hc, err := httpClientFor(b.cfg.HTTPClient, s.RootCAs)
+		hc, err := b.pools.Client(s.TokenURL, s.RootCAs)
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)
 		}
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
-			Fallbacks: s.Fallbacks, Logger: b.log.With("tenant", name),
+			Fallbacks: s.Fallbacks, Logger: lazyWith(b.log, "tenant", name),
 		})
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)
@@ -136,34 +134,6 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		b.log.Info("tenant added", "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
 	}
 	return nil
-}
-
-// httpClientFor returns base (nil: upstream's default) if roots is nil,
-// else a copy of it whose transport trusts roots.
-func httpClientFor(base *http.Client, roots *x509.CertPool) (*http.Client, error) {
-	if roots == nil {
-		return base, nil
-	}
-	c := http.Client{Timeout: 30 * time.Second}
-	if base != nil {
-		c = *base
-	}
-	var tr *http.Transport
-	switch t := c.Transport.(type) {
-	case nil:
-		tr = http.DefaultTransport.(*http.Transport).Clone()
-	case *http.Transport:
-		tr = t.Clone()
-	default:
-		return nil, fmt.Errorf("RootCAs need Config.HTTPClient's Transport to be an *http.Transport, not %T", t)
-	}
-	if tr.TLSClientConfig == nil {
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	tr.TLSClientConfig.RootCAs = roots
-	tr.TLSClientConfig.InsecureSkipVerify = false
-	c.Transport = tr
-	return &c, nil
 }
 
 func (b *Broker) dropTenantLocked(t *tenant, reason error) {

@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/clientlib"
 )
@@ -138,5 +141,32 @@ func BenchmarkFixedHeaderRoundTripOnly(b *testing.B) {
 	roundTripOnly(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
 		tok, _ := src.Token()
 		return fixedHeader{base: base, value: []string{"Bearer " + tok.AccessToken}}
+	})
+}
+
+// BenchmarkReuseTokenSource is x/oauth2's cached path, the baseline of
+// BenchmarkSourceToken (target: Source at most half of it).
+func BenchmarkReuseTokenSource(b *testing.B) {
+	ts := oauth2.ReuseTokenSource(nil, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t", Expiry: time.Now().Add(time.Hour)}))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ts.Token(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReuseTokenSourceParallel is the baseline of
+// BenchmarkSourceTokenParallel.
+func BenchmarkReuseTokenSourceParallel(b *testing.B) {
+	ts := oauth2.ReuseTokenSource(nil, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t", Expiry: time.Now().Add(time.Hour)}))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := ts.Token(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
 	})
 }

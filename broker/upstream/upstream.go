@@ -86,9 +86,10 @@ type Client struct {
 	style    oauth2.AuthStyle
 	creds    []Credential
 	current  atomic.Int32 // index into creds of the one to try first
-	scrub    *scrubber
+	scrub    *lazyScrubber
 	http     *http.Client
 	log      *slog.Logger
+	slots    *limitTransport // the shared pool's request bound, if from Pools
 }
 
 // Grant is a token endpoint's successful answer.
@@ -158,6 +159,7 @@ func New(cfg Config) (*Client, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	slots, _ := base.(*limitTransport)
 	hc.Transport = observingTransport{base: base, ua: cfg.UserAgent}
 	log := cfg.Logger
 	if log == nil {
@@ -167,9 +169,10 @@ func New(cfg Config) (*Client, error) {
 		tokenURL: cfg.TokenURL,
 		style:    style,
 		creds:    creds,
-		scrub:    newScrubber(creds),
+		scrub:    &lazyScrubber{creds: creds},
 		http:     &hc,
 		log:      log,
+		slots:    slots,
 	}, nil
 }
 
@@ -178,6 +181,17 @@ func New(cfg Config) (*Client, error) {
 // invalid_client answer makes it try the others in order, at most one
 // request per credential.
 func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
+	if c.slots != nil {
+		// Wait for the host's slot here, before the HTTP stack: a waiting
+		// fetch then holds a goroutine with a small stack, which matters
+		// when thousands of tenants start at once.
+		release, err := c.slots.hold(ctx)
+		if err != nil {
+			return Grant{}, &Error{TokenURL: c.tokenURL, Err: err}
+		}
+		defer release()
+		ctx = context.WithValue(ctx, slotKey{}, true)
+	}
 	first := int(c.current.Load())
 	var lastErr *Error
 	for n := range len(c.creds) {

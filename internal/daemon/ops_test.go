@@ -149,7 +149,10 @@ tokenbroker_audit_write_errors_total 0
 		{`tokenbroker_token_expiry_timestamp_seconds{tenant="acme"}`, now, now + 24*3600},
 		{`grpc_server_handled_total{grpc_code="OK",grpc_method="GetToken",grpc_service="tokenbroker.v1.TokenBrokerService",grpc_type="unary"}`, 1, 1},
 		{`grpc_server_handled_total{grpc_code="PermissionDenied",grpc_method="GetToken",grpc_service="tokenbroker.v1.TokenBrokerService",grpc_type="unary"}`, 1, 1},
-		{`grpc_server_handling_seconds_count{grpc_method="GetToken",grpc_service="tokenbroker.v1.TokenBrokerService",grpc_type="unary"}`, 3, 3},
+		// The wrong key is refused when its stream opens, before gRPC's
+		// handler metrics see a call; tokenbroker_denials_total counts it.
+		{`grpc_server_handled_total{grpc_code="Unauthenticated",grpc_method="GetToken",grpc_service="tokenbroker.v1.TokenBrokerService",grpc_type="unary"}`, 0, 0},
+		{`grpc_server_handling_seconds_count{grpc_method="GetToken",grpc_service="tokenbroker.v1.TokenBrokerService",grpc_type="unary"}`, 2, 2},
 		{`go_goroutines`, 1, 1e6},
 		{`process_open_fds`, 1, 1e6},
 	} {

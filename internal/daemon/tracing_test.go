@@ -58,8 +58,10 @@ func TestTracesCarryNoSecrets(t *testing.T) {
 		}
 	}
 	spans := b.String()
-	if server != 2 || idp < 3 {
-		t.Fatalf("recorded %d GetToken server spans and %d IdP request spans, want 2 and at least 3:\n%s", server, idp, spans)
+	// The wrong key is refused when its stream opens (the tap runs before
+	// the stats handler that starts spans), so only the good call has one.
+	if server != 1 || idp < 3 {
+		t.Fatalf("recorded %d GetToken server spans and %d IdP request spans, want 1 and at least 3:\n%s", server, idp, spans)
 	}
 	tokens, _ := s.Seen()
 	needles := map[string]string{

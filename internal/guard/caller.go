@@ -9,6 +9,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/internal/audit"
@@ -126,10 +127,11 @@ func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
 // VerifyAPIKey checks the API key in ctx's incoming metadata against the
 // policy: nil when the key is a caller's, or when no key is sent or the
 // broker is in open mode (nothing to verify). It is cheap (a SHA-256 and
-// a map lookup), so the server can refuse a bad key when a stream opens,
-// before any message is read; the interceptors still authenticate every
-// call in full.
-func (g *Guard) VerifyAPIKey(ctx context.Context) error {
+// a map lookup), so the server can refuse a bad key when a stream for
+// fullMethod opens, before any message is read. A refusal is audited and
+// counted like any denial, under the same per-peer denial rate limit;
+// the interceptors still authenticate every call that gets through.
+func (g *Guard) VerifyAPIKey(ctx context.Context, fullMethod string) error {
 	pol := g.holder.Load()
 	if pol.Empty() {
 		return nil
@@ -137,15 +139,32 @@ func (g *Guard) VerifyAPIKey(ctx context.Context) error {
 	key, present, err := authn.BearerKey(ctx)
 	switch {
 	case err != nil:
-		return status.Error(codes.Unauthenticated, err.Error())
+		err = status.Error(codes.Unauthenticated, err.Error())
 	case !present:
 		return nil
+	default:
+		if _, ok := pol.LookupKey(key); ok {
+			return nil
+		}
+		err = status.Error(codes.Unauthenticated, "API key not recognised")
 	}
-	if _, ok := pol.LookupKey(key); !ok {
-		return status.Error(codes.Unauthenticated, "API key not recognised")
+	c := &Caller{Peer: authn.PeerAddr(ctx), Loopback: authn.PeerIsLoopback(ctx), holder: g.holder}
+	if ip := peerIP(c.Peer); !g.denials.allow(ip) {
+		err = status.Errorf(codes.ResourceExhausted,
+			"too many refused calls from %s (more than %g/s); fix the client's credentials and retry later", ip, float64(g.denials.limit))
 	}
-	return nil
+	g.deny(grpc.NewContextWithServerTransportStream(ctx, methodOnly(fullMethod)), c, "", nil, err)
+	return err
 }
+
+// methodOnly is the grpc.ServerTransportStream of a stream not yet
+// opened: it knows only its method, for grpc.Method in audit records.
+type methodOnly string
+
+func (m methodOnly) Method() string             { return string(m) }
+func (methodOnly) SetHeader(metadata.MD) error  { return nil }
+func (methodOnly) SendHeader(metadata.MD) error { return nil }
+func (methodOnly) SetTrailer(metadata.MD) error { return nil }
 
 // peerIP is the host of a peer address.
 func peerIP(addr string) string {

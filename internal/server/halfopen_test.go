@@ -3,7 +3,6 @@ package server_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -55,9 +54,9 @@ func startPolicyServer(t *testing.T) string {
 			ok := keyOK(ctx)
 			return func(string) bool { return ok }
 		},
-		VerifyCredentials: func(ctx context.Context) error {
+		VerifyCredentials: func(ctx context.Context, _ string) error {
 			if !keyOK(ctx) {
-				return errors.New("bad key")
+				return status.Error(codes.Unauthenticated, "bad key")
 			}
 			return nil
 		},

@@ -63,7 +63,9 @@ type Config struct {
 	// metadata of ctx (nil error: it verifies). Token RPCs whose key does
 	// not verify are then refused before any message is read; without it
 	// any presented key counts as credentials for the stream caps.
-	VerifyCredentials func(ctx context.Context) error
+	// It gets the full method name, for its audit of a refusal, and its
+	// error (a status error) is what the client receives.
+	VerifyCredentials func(ctx context.Context, fullMethod string) error
 }
 
 // DefaultSlowCall is Config.SlowCall's default: a cache hit takes

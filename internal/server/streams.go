@@ -35,7 +35,7 @@ type streamLimiter struct {
 	access func(ctx context.Context) func(tenant string) bool
 	// verify is Config.VerifyCredentials; nil counts any presented
 	// credential as authenticated.
-	verify func(ctx context.Context) error
+	verify func(ctx context.Context, fullMethod string) error
 	// denied is called for each stream refused for a bad API key.
 	denied func()
 
@@ -95,8 +95,8 @@ func (l *streamLimiter) authenticated(ctx context.Context, info *tap.Info) (bool
 		if l.verify == nil || unauthenticatedService(info.FullMethodName) {
 			return true, nil
 		}
-		if err := l.verify(metadata.NewIncomingContext(ctx, info.Header)); err != nil {
-			return false, status.Error(codes.Unauthenticated, "the API key does not verify; check the key the client sends")
+		if err := l.verify(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName); err != nil {
+			return false, err
 		}
 		return true, nil
 	}

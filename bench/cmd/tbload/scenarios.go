@@ -1,0 +1,458 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+)
+
+func numCPU() int { return runtime.GOMAXPROCS(0) }
+
+func goVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.GoVersion
+	}
+	return runtime.Version()
+}
+
+func dial(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+}
+
+// callerCtx adds the bench caller's API key in the deployed configuration.
+func callerCtx(ctx context.Context, deployed bool) context.Context {
+	if !deployed {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+apiKey)
+}
+
+// setup starts an IdP and a broker with tenants t0…t(n-1).
+func setup(ctx context.Context, o options, deployed bool, tenants int, latency time.Duration, streamsPerConn int) (*idp, *brokerProc, error) {
+	p, err := startIdP(latency, time.Hour)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := startBroker(ctx, o.bin, brokerSpec{deployed: deployed, tenants: tenants, tokenURL: p.tokenURL(), streamsPerConn: streamsPerConn})
+	if err != nil {
+		p.close()
+		return nil, nil, err
+	}
+	return p, b, nil
+}
+
+// waitToken polls GetToken until tenant t0 has a token.
+func waitToken(ctx context.Context, c tbv1.TokenBrokerServiceClient, scopes []string) (*tbv1.Token, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := c.GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "t0", Scopes: scopes})
+		if err == nil {
+			return r.GetToken(), nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no token for t0: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func fingerprint(tok string) string {
+	s := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(s[:])
+}
+
+func scenarioHit(ctx context.Context, o options) error {
+	for _, deployed := range []bool{true, false} {
+		mode := "open mode (no callers), audit to a file, log level info"
+		if deployed {
+			mode = "deployed (one API-key caller, audit to a file, log level info)"
+		}
+		p, b, err := setup(ctx, o, deployed, 1, 0, 0)
+		if err != nil {
+			return err
+		}
+		err = hitRounds(callerCtx(ctx, deployed), o, b, mode, map[bool]string{true: "deployed", false: "open"}[deployed])
+		b.stop()
+		p.close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func hitRounds(ctx context.Context, o options, b *brokerProc, mode, label string) error {
+	cc, err := dial(b.addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	tb := tbv1.NewTokenBrokerServiceClient(cc)
+	h := healthpb.NewHealthClient(cc)
+	if _, err := waitToken(ctx, tb, nil); err != nil {
+		return err
+	}
+	floor := func(ctx context.Context) error {
+		_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	req := &tbv1.GetTokenRequest{Tenant: "t0"}
+	hit := func(ctx context.Context) error {
+		_, err := tb.GetToken(ctx, req)
+		return err
+	}
+	// Warm both paths (connections, pools, JIT of the caches).
+	closedLoop(ctx, o.conc, o.dur/5, floor)
+	closedLoop(ctx, o.conc, o.dur/5, hit)
+	fmt.Printf("\n== hit: %s; c=%d, %s per run, %d rounds\n", mode, o.conc, o.dur, o.rounds)
+	var rpsRatio, p99Ratio []float64
+	for i := range o.rounds {
+		var f, g run
+		if i%2 == 0 {
+			f = closedLoop(ctx, o.conc, o.dur, floor)
+			g = closedLoop(ctx, o.conc, o.dur, hit)
+		} else {
+			g = closedLoop(ctx, o.conc, o.dur, hit)
+			f = closedLoop(ctx, o.conc, o.dur, floor)
+		}
+		for _, r := range []run{f, g} {
+			if r.errs > 0 {
+				return fmt.Errorf("%d calls failed, first: %w", r.errs, r.firstErr)
+			}
+		}
+		rr, pr := g.rps/f.rps, float64(g.p99)/float64(f.p99)
+		rpsRatio, p99Ratio = append(rpsRatio, rr), append(p99Ratio, pr)
+		fmt.Printf("round %d: floor %8.0f req/s p50 %-9s p99 %-9s | GetToken %8.0f req/s p50 %-9s p99 %-9s | ratio req/s %.2fx p99 %.2fx\n",
+			i+1, f.rps, f.p50.Round(time.Microsecond), f.p99.Round(time.Microsecond), g.rps, g.p50.Round(time.Microsecond), g.p99.Round(time.Microsecond), rr, pr)
+	}
+	fmt.Printf("RESULT hit %-8s req/s ratio median %.2fx min %.2fx (target >= 0.90x); p99 ratio median %.2fx max %.2fx (target <= 1.20x)\n",
+		label, median(rpsRatio), slices.Min(rpsRatio), median(p99Ratio), slices.Max(p99Ratio))
+	return nil
+}
+
+func scenarioWatch(ctx context.Context, o options) error {
+	p, b, err := setup(ctx, o, true, 1, 0, 100)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	defer b.stop()
+	ctx = callerCtx(ctx, true)
+	nconn := (o.streams + 99) / 100
+	fmt.Printf("\n== watch: %d WatchToken streams over %d connections, deployed configuration\n", o.streams, nconn)
+	first, err := dial(b.addr)
+	if err != nil {
+		return err
+	}
+	defer first.Close()
+	tb := tbv1.NewTokenBrokerServiceClient(first)
+	tok, err := waitToken(ctx, tb, nil)
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	rss0, heap0 := b.rss(), b.liveHeap()
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		t0      atomic.Int64 // unix nanos of the refresh trigger
+		opened  sync.WaitGroup
+		arrived sync.WaitGroup
+		mu      sync.Mutex
+		lats    = make([]time.Duration, 0, o.streams)
+		failed  atomic.Int64
+		firstE  atomic.Pointer[error]
+	)
+	fail := func(err error) {
+		failed.Add(1)
+		firstE.CompareAndSwap(nil, &err)
+	}
+	conns := make([]*grpc.ClientConn, nconn)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+	}()
+	start := time.Now()
+	for ci := range nconn {
+		cc, err := dial(b.addr)
+		if err != nil {
+			return err
+		}
+		conns[ci] = cc
+		c := tbv1.NewTokenBrokerServiceClient(cc)
+		n := min(100, o.streams-ci*100)
+		opened.Add(n)
+		arrived.Add(n)
+		for range n {
+			go func() {
+				defer arrived.Done()
+				st, err := c.WatchToken(sctx, &tbv1.WatchTokenRequest{Tenant: "t0"})
+				if err != nil {
+					fail(err)
+					opened.Done()
+					return
+				}
+				m, err := st.Recv()
+				opened.Done()
+				if err != nil {
+					fail(err)
+					return
+				}
+				v0 := m.GetToken().GetVersion()
+				for {
+					m, err := st.Recv()
+					if err != nil {
+						if sctx.Err() == nil {
+							fail(err)
+						}
+						return
+					}
+					if m.GetToken().GetVersion() > v0 {
+						d := time.Duration(time.Now().UnixNano() - t0.Load())
+						mu.Lock()
+						lats = append(lats, d)
+						mu.Unlock()
+						return
+					}
+				}
+			}()
+		}
+	}
+	opened.Wait()
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d streams failed, first: %w", n, *firstE.Load())
+	}
+	openTime := time.Since(start)
+	time.Sleep(2 * time.Second) // idle
+	rss1, heap1 := b.rss(), b.liveHeap()
+
+	t0.Store(time.Now().UnixNano())
+	if _, err := tb.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{Tenant: "t0", TokenSha256: fingerprint(tok.GetAccessToken())}); err != nil {
+		return fmt.Errorf("invalidate: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { arrived.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-done
+	}
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d streams failed, first: %w", n, *firstE.Load())
+	}
+	slices.Sort(lats)
+	if len(lats) != o.streams {
+		return fmt.Errorf("the refresh reached %d of %d streams in 60s", len(lats), o.streams)
+	}
+	fmt.Printf("opened in %s; broker RSS %s -> %s, live heap %s -> %s\n", openTime.Round(time.Millisecond), mib(rss0), mib(rss1), mib(heap0), mib(heap1))
+	fmt.Printf("RESULT watch streams=%d refresh reached all: p50 %s p99 %s max %s (target max <= 1s); per idle stream: RSS %.1f KiB (target <= 12 KiB), live heap %.1f KiB\n",
+		o.streams, pct(lats, 0.5).Round(time.Millisecond), pct(lats, 0.99).Round(time.Millisecond), lats[len(lats)-1].Round(time.Millisecond),
+		float64(rss1-rss0)/1024/float64(o.streams), heapPer(heap0, heap1, o.streams))
+	return nil
+}
+
+func heapPer(h0, h1 int64, n int) float64 {
+	if h0 < 0 || h1 < 0 {
+		return -1
+	}
+	return float64(h1-h0) / 1024 / float64(n)
+}
+
+func mib(n int64) string {
+	if n < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}
+
+// allReady pages through ListTenants and reports whether every tenant's
+// default token is READY.
+func allReady(ctx context.Context, c tbv1.TokenBrokerServiceClient, want int) (int, error) {
+	ready, seen, page := 0, 0, ""
+	for {
+		r, err := c.ListTenants(ctx, &tbv1.ListTenantsRequest{PageSize: 1000, PageToken: page})
+		if err != nil {
+			return 0, err
+		}
+		for _, t := range r.GetTenants() {
+			seen++
+			if t.GetStatus().GetState() == tbv1.TokenState_TOKEN_STATE_READY {
+				ready++
+			}
+		}
+		if page = r.GetNextPageToken(); page == "" {
+			break
+		}
+	}
+	if seen != want {
+		return ready, fmt.Errorf("ListTenants shows %d tenants, want %d", seen, want)
+	}
+	return ready, nil
+}
+
+func scenarioTenants(ctx context.Context, o options) error {
+	fmt.Printf("\n== tenants: %d tenants, one token endpoint with %s latency, deployed configuration\n", o.tenants, o.idpLatency)
+	ctx = callerCtx(ctx, true)
+	// Baseline: the same broker with one tenant.
+	p1, b1, err := setup(ctx, o, true, 1, o.idpLatency, 0)
+	if err != nil {
+		return err
+	}
+	cc1, err := dial(b1.addr)
+	if err == nil {
+		_, err = waitToken(ctx, tbv1.NewTokenBrokerServiceClient(cc1), nil)
+		_ = cc1.Close()
+	}
+	time.Sleep(2 * time.Second)
+	rss1, heap1 := b1.rss(), b1.liveHeap()
+	b1.stop()
+	p1.close()
+	if err != nil {
+		return err
+	}
+
+	p, b, err := setup(ctx, o, true, o.tenants, o.idpLatency, 0)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	defer b.stop()
+	cc, err := dial(b.addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	c := tbv1.NewTokenBrokerServiceClient(cc)
+	var readyAt, readyServing time.Duration
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		n, err := allReady(ctx, c, o.tenants)
+		if err != nil {
+			return err
+		}
+		if n == o.tenants {
+			readyAt, readyServing = time.Since(b.start), time.Since(b.serving)
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d tenants READY after 120s", n, o.tenants)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	first, last := p.window()
+	time.Sleep(2 * time.Second)
+	rssT, heapT := b.rss(), b.liveHeap()
+	fmt.Printf("IdP: %d requests, peak %d concurrent, first-to-last answer %s; broker RSS 1 tenant %s, %d tenants %s; live heap %s -> %s\n",
+		p.total.Load(), p.peak.Load(), last.Sub(first).Round(time.Millisecond), mib(rss1), o.tenants, mib(rssT), mib(heap1), mib(heapT))
+	fmt.Printf("RESULT tenants=%d all READY %s after broker start, %s after it served (target <= 5s at 10000); per idle tenant: RSS %.1f KiB (target <= 8 KiB), live heap %.1f KiB; peak concurrent IdP requests %d\n",
+		o.tenants, readyAt.Round(time.Millisecond), readyServing.Round(time.Millisecond), float64(rssT-rss1)/1024/float64(o.tenants-1), heapPer(heap1, heapT, o.tenants-1), p.peak.Load())
+	return nil
+}
+
+func scenarioCoalesce(ctx context.Context, o options) error {
+	fmt.Printf("\n== coalesce: %d concurrent calls, deployed configuration, IdP latency 100ms\n", o.coalesceN)
+	p, b, err := setup(ctx, o, true, 1, 100*time.Millisecond, o.coalesceN)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	defer b.stop()
+	ctx = callerCtx(ctx, true)
+	nconn := (o.coalesceN + 999) / 1000
+	clients := make([]tbv1.TokenBrokerServiceClient, nconn)
+	for i := range clients {
+		cc, err := dial(b.addr)
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		clients[i] = tbv1.NewTokenBrokerServiceClient(cc)
+	}
+	if _, err := waitToken(ctx, clients[0], nil); err != nil {
+		return err
+	}
+	// Connect every client before the burst.
+	for _, c := range clients {
+		if _, err := c.ListTenants(ctx, &tbv1.ListTenantsRequest{}); err != nil {
+			return err
+		}
+	}
+	scopes := []string{"cold"}
+	burst := func(call func(tbv1.TokenBrokerServiceClient) (*tbv1.Token, error)) (map[string]int, error) {
+		var wg sync.WaitGroup
+		gate := make(chan struct{})
+		var mu sync.Mutex
+		versions := map[string]int{}
+		var errs []error
+		for i := range o.coalesceN {
+			c := clients[i%nconn]
+			wg.Go(func() {
+				<-gate
+				t, err := call(c)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, err)
+					return
+				}
+				versions[fingerprint(t.GetAccessToken())[:12]]++
+			})
+		}
+		close(gate)
+		wg.Wait()
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("%d calls failed, first: %w", len(errs), errs[0])
+		}
+		return versions, nil
+	}
+	before := p.requests("cold")
+	toks, err := burst(func(c tbv1.TokenBrokerServiceClient) (*tbv1.Token, error) {
+		r, err := c.GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "t0", Scopes: scopes})
+		return r.GetToken(), err
+	})
+	if err != nil {
+		return err
+	}
+	getReqs := p.requests("cold") - before
+	cur, err := clients[0].GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "t0", Scopes: scopes})
+	if err != nil {
+		return err
+	}
+	fp := fingerprint(cur.GetToken().GetAccessToken())
+	before = p.requests("cold")
+	inv, err := burst(func(c tbv1.TokenBrokerServiceClient) (*tbv1.Token, error) {
+		r, err := c.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{Tenant: "t0", Scopes: scopes, TokenSha256: fp})
+		return r.GetToken(), err
+	})
+	if err != nil {
+		return err
+	}
+	invReqs := p.requests("cold") - before
+	fmt.Printf("RESULT coalesce n=%d: GetToken on a cold key -> %d IdP request(s), %d distinct token(s); InvalidateToken of one fingerprint -> %d IdP request(s), %d distinct token(s) (target 1 and 1)\n",
+		o.coalesceN, getReqs, len(toks), invReqs, len(inv))
+	if getReqs != 1 || invReqs != 1 {
+		return errors.New("coalescing is not exact")
+	}
+	return nil
+}

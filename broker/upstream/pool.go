@@ -1,0 +1,192 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// DefaultMaxConcurrentPerHost is Pools' default bound on concurrent token
+// requests to one identity-provider host.
+const DefaultMaxConcurrentPerHost = 128
+
+// Pools shares HTTP connection pools among the clients of many tenants:
+// clients of the same scheme and host with the same trusted CAs (the same
+// ca_file contents, or the system roots) share one *http.Transport, so that
+// ten thousand tenants of one identity provider keep a few connections,
+// not ten thousand. Each pool also bounds the concurrent requests to its
+// host (MaxConcurrentPerHost): more wait for a slot, bounded by their
+// context. It is safe for concurrent use. Pools live as long as the Pools:
+// one per distinct (scheme, host, CAs) ever asked for, whose idle
+// connections close after the transport's idle timeout.
+type Pools struct {
+	base    *http.Client
+	perHost int
+
+	mu sync.Mutex
+	by map[poolKey][]*pool // several CA sets may share a host
+}
+
+type poolKey struct{ scheme, host string }
+
+type pool struct {
+	roots  *x509.CertPool
+	client *http.Client
+}
+
+// NewPools returns Pools whose clients copy base (nil: a client with a 30 s
+// timeout over a clone of http.DefaultTransport) and allow perHost
+// concurrent requests per pool (<= 0: DefaultMaxConcurrentPerHost).
+func NewPools(base *http.Client, perHost int) *Pools {
+	if perHost <= 0 {
+		perHost = DefaultMaxConcurrentPerHost
+	}
+	return &Pools{base: base, perHost: perHost, by: map[poolKey][]*pool{}}
+}
+
+// Client returns the shared client for tokenURL trusting roots (nil: the
+// system roots, or base's own TLS settings). Roots are compared by content
+// (x509.CertPool.Equal), so tenants that read the same ca_file share a
+// pool. Custom roots need base's Transport to be nil or an *http.Transport.
+func (p *Pools) Client(tokenURL string, roots *x509.CertPool) (*http.Client, error) {
+	u, err := url.Parse(tokenURL)
+	if err != nil {
+		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", tokenURL)
+	}
+	k := poolKey{scheme: u.Scheme, host: u.Host}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pl := range p.by[k] {
+		if pl.roots.Equal(roots) {
+			return pl.client, nil
+		}
+	}
+	c, err := p.newClient(roots)
+	if err != nil {
+		return nil, err
+	}
+	p.by[k] = append(p.by[k], &pool{roots: roots, client: c})
+	return c, nil
+}
+
+func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
+	c := http.Client{Timeout: 30 * time.Second}
+	if p.base != nil {
+		c = *p.base
+	}
+	var rt http.RoundTripper
+	switch t := c.Transport.(type) {
+	case nil:
+		rt = p.tune(http.DefaultTransport.(*http.Transport).Clone(), roots)
+	case *http.Transport:
+		rt = p.tune(t.Clone(), roots)
+	default:
+		if roots != nil {
+			return nil, fmt.Errorf("upstream: root CAs need the HTTP client's Transport to be an *http.Transport, not %T", t)
+		}
+		rt = t // the caller's transport, pooled as it pools
+	}
+	c.Transport = &limitTransport{base: rt, sem: make(chan struct{}, p.perHost)}
+	return &c, nil
+}
+
+// tune sizes tr's idle pool to the concurrency bound, so that a burst of
+// requests reuses its connections instead of opening new ones each time.
+func (p *Pools) tune(tr *http.Transport, roots *x509.CertPool) *http.Transport {
+	tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, p.perHost)
+	tr.MaxIdleConns = max(tr.MaxIdleConns, p.perHost)
+	if roots != nil {
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tr.TLSClientConfig.RootCAs = roots
+		tr.TLSClientConfig.InsecureSkipVerify = false
+	}
+	return tr
+}
+
+// CloseIdleConnections closes the idle connections of every pool.
+func (p *Pools) CloseIdleConnections() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ps := range p.by {
+		for _, pl := range ps {
+			pl.client.CloseIdleConnections()
+		}
+	}
+}
+
+// limitTransport allows at most cap(sem) requests at a time; a slot is
+// held until the response body is closed.
+type limitTransport struct {
+	base http.RoundTripper
+	sem  chan struct{}
+}
+
+// slotKey marks a context whose fetch already holds its slot (Client.Fetch).
+type slotKey struct{}
+
+// hold takes a slot for a whole fetch, all its credential attempts.
+func (t *limitTransport) hold(ctx context.Context) (release func(), err error) {
+	if err := acquire(ctx, t.sem); err != nil {
+		return nil, fmt.Errorf("upstream: waiting for one of %d request slots: %w", cap(t.sem), err)
+	}
+	return func() { <-t.sem }, nil
+}
+
+func (t *limitTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if held, _ := r.Context().Value(slotKey{}).(bool); held {
+		return t.base.RoundTrip(r)
+	}
+	if err := acquire(r.Context(), t.sem); err != nil {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, fmt.Errorf("upstream: waiting for one of %d request slots for %s: %w", cap(t.sem), r.URL.Host, err)
+	}
+	resp, err := t.base.RoundTrip(r)
+	if err != nil || resp == nil || resp.Body == nil {
+		<-t.sem
+		return resp, err
+	}
+	resp.Body = &releasingBody{ReadCloser: resp.Body, release: func() { <-t.sem }}
+	return resp, nil
+}
+
+func (t *limitTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+func acquire(ctx context.Context, sem chan struct{}) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+type releasingBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}
