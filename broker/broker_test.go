@@ -13,7 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
@@ -46,7 +46,7 @@ func newEnv(t *testing.T, cfg broker.Config) *env {
 	e := &env{t: t, clock: clockwork.NewFakeClockAt(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 		logs: &logtest.Buffer{}, idp: idp, client: client, issued: map[string]bool{}}
 	if cfg.Tenants == nil {
-		cfg.Tenants = []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret)}}
+		cfg.Tenants = []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: creds.Secret(client.Secret)}}
 	}
 	cfg.Clock = e.clock
 	cfg.Logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -473,7 +473,7 @@ func BenchmarkTokenCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer idp.Close()
-	br, err := broker.New(broker.Config{Tenants: []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret)}}})
+	br, err := broker.New(broker.Config{Tenants: []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: creds.Secret(client.Secret)}}})
 	if err != nil {
 		b.Fatal(err)
 	}

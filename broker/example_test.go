@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
@@ -27,7 +27,7 @@ func Example() {
 		Name:         "acme",
 		TokenURL:     idp.TokenURL(),
 		ClientID:     client.ID,
-		ClientSecret: credentials.Secret(client.Secret),
+		ClientSecret: creds.Secret(client.Secret),
 		Scopes:       []string{"read"},
 	}}})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -20,7 +20,7 @@ import (
 // tenant's configuration.
 func TestVersionsMonotonicAcrossReconfiguration(t *testing.T) {
 	e := newEnv(t, broker.Config{})
-	spec := broker.Tenant{Name: "acme", TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: credentials.Secret(e.client.Secret)}
+	spec := broker.Tenant{Name: "acme", TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: creds.Secret(e.client.Secret)}
 	last := map[string]uint64{}
 	check := func(step string) {
 		t.Helper()
@@ -99,7 +99,7 @@ func TestCallerFloodBoundedRequests(t *testing.T) {
 }
 
 // Issue 10.3: a reload retries a permanently failed tenant at once, with
-// unchanged or with changed credentials.
+// unchanged or with changed creds.
 func TestPermanentFailureRetriedOnReload(t *testing.T) {
 	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")))
 	next(t, w, inState(broker.StateFailing))
@@ -359,7 +359,7 @@ func TestScopeSetShares(t *testing.T) {
 // Issue 11: tenants' default sets do not count against the global cap.
 func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
 	e := newEnv(t, broker.Config{MaxScopeSets: 1})
-	spec := broker.Tenant{TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: credentials.Secret(e.client.Secret)}
+	spec := broker.Tenant{TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: creds.Secret(e.client.Secret)}
 	var specs []broker.Tenant
 	for _, n := range []string{"acme", "globex", "initech"} {
 		s := spec

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 )
 
@@ -52,7 +52,7 @@ func TestTenantRootCAs(t *testing.T) {
 	roots := poolOf(cert)
 	tenant := func(name string, roots *x509.CertPool) broker.Tenant {
 		return broker.Tenant{
-			Name: name, TokenURL: tokenURL, ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret),
+			Name: name, TokenURL: tokenURL, ClientID: client.ID, ClientSecret: creds.Secret(client.Secret),
 			AuthStyle: oauth2.AuthStyleInHeader, RootCAs: roots,
 		}
 	}

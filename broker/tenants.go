@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
@@ -28,7 +28,7 @@ type Tenant struct {
 	// TokenURL is the identity provider's token endpoint.
 	TokenURL     string
 	ClientID     string
-	ClientSecret credentials.Secret
+	ClientSecret creds.Secret
 	// Fallbacks are older credentials held during a rotation, tried in
 	// order when the IdP answers invalid_client (see upstream.Config).
 	Fallbacks []upstream.Credential

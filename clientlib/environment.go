@@ -7,14 +7,14 @@ import (
 	"net/http"
 	"sync"
 
-	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // hostRouter is the transport of WithEnvironmentByHost: it sends each
 // request through the Transport of the environment its host selects,
 // starting that environment's token source on first use.
 type hostRouter struct {
-	envs *brokercreds.Environments
+	envs *creds.Environments
 	cfg  *clientConfig
 	base http.RoundTripper // below each environment's Transport
 
@@ -31,13 +31,13 @@ type envEntry struct {
 	err     error
 }
 
-func newHostRouter(envs *brokercreds.Environments, cfg *clientConfig, base http.RoundTripper) *hostRouter {
+func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundTripper) *hostRouter {
 	return &hostRouter{envs: envs, cfg: cfg, base: base, entries: make(map[string]*envEntry)}
 }
 
 // RoundTrip implements http.RoundTripper.
 func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
-	var env *brokercreds.Environment
+	var env *creds.Environment
 	if e, ok := r.envs.ForHost(req.URL.Hostname()); ok {
 		env = &e
 	}
@@ -55,7 +55,7 @@ func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
 // the environment's first request; concurrent first requests share the
 // start, which ctx of the request that began it bounds. A failed start is
 // not remembered: the next request tries again.
-func (r *hostRouter) transport(ctx context.Context, env *brokercreds.Environment) (*Transport, error) {
+func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Transport, error) {
 	name := ""
 	if env != nil {
 		name = env.Name
@@ -97,7 +97,7 @@ func (r *hostRouter) transport(ctx context.Context, env *brokercreds.Environment
 	return e.tr, e.err
 }
 
-func (r *hostRouter) start(ctx context.Context, env *brokercreds.Environment) (*Source, func() error, error) {
+func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source, func() error, error) {
 	what := "the KOGNIC_* environment variables (no environment in " + r.envs.Path + " matches)"
 	if env != nil {
 		what = fmt.Sprintf("environment %q", env.Name)

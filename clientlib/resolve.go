@@ -11,7 +11,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 
@@ -38,8 +38,8 @@ const DefaultTenant = names.DefaultTenant
 // ErrNotConfigured is returned by NewHTTPClient when neither options nor the
 // environment say where tokens come from.
 var ErrNotConfigured = errors.New("clientlib: no token source configured: set " + EnvBrokerAddr +
-	" (and optionally " + EnvBrokerTenant + ") to use a token broker, or " + brokercreds.EnvCredentials +
-	" to a Kognic credentials file, or " + brokercreds.EnvClientID + " and " + brokercreds.EnvClientSecret +
+	" (and optionally " + EnvBrokerTenant + ") to use a token broker, or " + creds.EnvCredentials +
+	" to a Kognic credentials file, or " + creds.EnvClientID + " and " + creds.EnvClientSecret +
 	"; or pass WithBroker, WithCredentialsFile, WithClientCredentials or WithEnvironment")
 
 type mode int
@@ -59,7 +59,7 @@ type plan struct {
 	// direct mode
 	direct broker.Tenant
 	// by-host mode
-	envs *brokercreds.Environments
+	envs *creds.Environments
 }
 
 func (p *plan) describe() string {
@@ -151,7 +151,7 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 // options, and the named environment env if not nil, in place of the
 // environment variables they override. Scopes: WithScopes, else env's,
 // else the credentials file's.
-func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds.Environment) (*plan, error) {
+func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Environment) (*plan, error) {
 	overlay := map[string]string{}
 	from := ""
 	switch ch.option {
@@ -159,26 +159,26 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 		if strings.TrimSpace(ch.clientID) == "" || strings.TrimSpace(ch.secret) == "" {
 			return nil, errors.New("clientlib: WithClientCredentials: the client ID and the client secret must both be non-empty")
 		}
-		overlay[brokercreds.EnvCredentials] = ""
-		overlay[brokercreds.EnvClientID] = ch.clientID
-		overlay[brokercreds.EnvClientSecret] = ch.secret
+		overlay[creds.EnvCredentials] = ""
+		overlay[creds.EnvClientID] = ch.clientID
+		overlay[creds.EnvClientSecret] = ch.secret
 		from = ch.option
 	case "WithCredentialsFile":
 		// Loaded here first for an error that names the option, not the
 		// environment variable.
-		if _, err := brokercreds.LoadFile(ch.file, brokercreds.WithClock(func() time.Time { return now })); err != nil {
+		if _, err := creds.LoadFile(ch.file, creds.WithClock(func() time.Time { return now })); err != nil {
 			return nil, fmt.Errorf("clientlib: WithCredentialsFile: %w", err)
 		}
-		overlay[brokercreds.EnvCredentials] = ch.file
+		overlay[creds.EnvCredentials] = ch.file
 		from = ch.option
 	}
 	if env != nil {
 		from = fmt.Sprintf("environment %q of %s", env.Name, envFileName(cfg))
 		if env.Credentials != "" {
-			if _, err := brokercreds.LoadFile(env.Credentials, brokercreds.WithClock(func() time.Time { return now })); err != nil {
+			if _, err := creds.LoadFile(env.Credentials, creds.WithClock(func() time.Time { return now })); err != nil {
 				return nil, fmt.Errorf("clientlib: %s: %w", from, err)
 			}
-			overlay[brokercreds.EnvCredentials] = env.Credentials
+			overlay[creds.EnvCredentials] = env.Credentials
 		}
 	}
 	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
@@ -209,7 +209,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *brokercreds
 		return cfg.lookup(key)
 	}
 	kc, err := kognic.FromEnv(lookup, kognic.Options{Now: now})
-	if errors.Is(err, brokercreds.ErrNoCredentials) {
+	if errors.Is(err, creds.ErrNoCredentials) {
 		return nil, ErrNotConfigured
 	}
 	if err != nil {
@@ -257,15 +257,15 @@ func envFileName(cfg *clientConfig) string {
 	if cfg.envFile != "" {
 		return cfg.envFile
 	}
-	return brokercreds.DefaultEnvironmentsPath
+	return creds.DefaultEnvironmentsPath
 }
 
 // loadEnvironments reads the environments file. The default file may be
 // missing (no environments); one given by WithEnvironmentsFile may not.
-func loadEnvironments(cfg *clientConfig) (*brokercreds.Environments, error) {
-	envs, err := brokercreds.LoadEnvironments(envFileName(cfg))
+func loadEnvironments(cfg *clientConfig) (*creds.Environments, error) {
+	envs, err := creds.LoadEnvironments(envFileName(cfg))
 	if errors.Is(err, fs.ErrNotExist) && cfg.envFile == "" {
-		return &brokercreds.Environments{Path: brokercreds.DefaultEnvironmentsPath}, nil
+		return &creds.Environments{Path: creds.DefaultEnvironmentsPath}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: environments file: %w", err)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	kognicenv "github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
@@ -23,7 +23,7 @@ func TestResolve(t *testing.T) {
 	// Errors from the broker's own parsing are wrapped; their text is
 	// theirs and tested there.
 	credsErr := func(lookup map[string]string) string {
-		_, err := brokercreds.FromEnv(mapLookup(lookup), brokercreds.WithClock(func() time.Time { return now }))
+		_, err := creds.FromEnv(mapLookup(lookup), creds.WithClock(func() time.Time { return now }))
 		return err.Error()
 	}
 	configErr := func(lookup map[string]string) string {
@@ -31,7 +31,7 @@ func TestResolve(t *testing.T) {
 		return err.Error()
 	}
 	fileErr := func(path string) string {
-		_, err := brokercreds.LoadFile(path, brokercreds.WithClock(func() time.Time { return now }))
+		_, err := creds.LoadFile(path, creds.WithClock(func() time.Time { return now }))
 		return err.Error()
 	}
 	idEnv := map[string]string{"KOGNIC_CLIENT_ID": "env-id", "KOGNIC_CLIENT_SECRET": "env-secret"}

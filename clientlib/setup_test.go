@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
@@ -97,7 +97,7 @@ func (s *stack) newBroker(secret string) error {
 	b, err := broker.New(broker.Config{
 		Tenants: []broker.Tenant{{
 			Name: "default", TokenURL: s.IdP.TokenURL(),
-			ClientID: s.Client.ID, ClientSecret: credentials.Secret(secret),
+			ClientID: s.Client.ID, ClientSecret: creds.Secret(secret),
 		}},
 		HTTPClient: &http.Client{Transport: s.idpHTTP},
 	})

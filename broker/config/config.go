@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // DefaultListen is the address the broker listens on when none is set.
@@ -211,7 +211,7 @@ type Tenant struct {
 	// else kognic.DefaultAuthServer, followed by kognic.TokenPath.
 	TokenURL     string
 	ClientID     string
-	ClientSecret credentials.Secret
+	ClientSecret creds.Secret
 	// Scopes are the default scopes, sorted and de-duplicated: the tenant's
 	// scopes if set and non-empty, else the credentials file's; may be nil.
 	Scopes    []string
@@ -236,7 +236,7 @@ type Tenant struct {
 // Credential is a fallback client credential of a tenant.
 type Credential struct {
 	ClientID     string
-	ClientSecret credentials.Secret
+	ClientSecret creds.Secret
 	// Source names the file, e.g. "client_secret_files /etc/x/old.secret".
 	Source string
 }
@@ -321,7 +321,7 @@ func (o Options) logger() *slog.Logger {
 
 // Load reads the config file at path and parses it with Parse; relative
 // paths in it resolve against the file's directory. now is used to reject
-// expired credentials. Warnings are discarded; see LoadWith.
+// expired creds. Warnings are discarded; see LoadWith.
 func Load(path string, now time.Time) (*Config, error) {
 	return LoadWith(path, Options{Now: now})
 }

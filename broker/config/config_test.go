@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
@@ -310,7 +310,7 @@ func TestParseErrors(t *testing.T) {
 			name:   "credentials file expired",
 			yaml:   "tenants:\n  - name: old\n    credentials_file: expired.json\n",
 			want:   `config: broker.yaml:3: tenants[0].credentials_file: tenant "old": credentials: testdata/expired.json: credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`,
-			wantIs: credentials.ErrExpired,
+			wantIs: creds.ErrExpired,
 		},
 		{
 			name:   "credentials file missing",
@@ -328,7 +328,7 @@ func TestParseErrors(t *testing.T) {
 			name:   "empty secret file",
 			yaml:   "tenants:\n  - name: acme\n    client_id: abc\n    client_secret_file: empty.secret\n",
 			want:   `config: broker.yaml:4: tenants[0].client_secret_file: tenant "acme": credentials: testdata/empty.secret: secret file is empty; write the client secret into it`,
-			wantIs: credentials.ErrMalformed,
+			wantIs: creds.ErrMalformed,
 		},
 		{
 			name:   "invalid scope",

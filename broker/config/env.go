@@ -5,12 +5,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
-// noCredentialsError replaces credentials.ErrNoCredentials's message with
+// noCredentialsError replaces creds.ErrNoCredentials's message with
 // one that also names the broker's other options, and still unwraps to it.
 type noCredentialsError struct{ err error }
 
@@ -28,7 +28,7 @@ func (e noCredentialsError) Unwrap() error { return e.err }
 // lookup is os.LookupEnv in production.
 //
 // With no credentials in the environment the error wraps
-// credentials.ErrNoCredentials and tells the user about --config and --dev.
+// creds.ErrNoCredentials and tells the user about --config and --dev.
 func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error) {
 	return FromEnvWith(lookup, Options{Now: now})
 }
@@ -39,7 +39,7 @@ func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error)
 // others can read is warned about on o.Logger.
 func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error) {
 	c, err := kognic.FromEnv(lookup, kognic.Options{Now: o.now(), Logger: o.logger()})
-	if errors.Is(err, credentials.ErrNoCredentials) {
+	if errors.Is(err, creds.ErrNoCredentials) {
 		return nil, noCredentialsError{err}
 	}
 	if ke, ok := errors.AsType[*kognic.Error](err); ok {
@@ -49,8 +49,8 @@ func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error)
 		return nil, err
 	}
 	var files []string
-	if path, _ := lookup(credentials.EnvCredentials); strings.TrimSpace(path) != "" {
-		path, _ = credentials.ExpandHome(path) // as credentials.FromEnv loaded it
+	if path, _ := lookup(creds.EnvCredentials); strings.TrimSpace(path) != "" {
+		path, _ = creds.ExpandHome(path) // as creds.FromEnv loaded it
 		files = []string{path}
 	}
 	return withDefaults(&Config{

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 func lookup(kv map[string]string) func(string) (string, bool) {
@@ -44,7 +44,7 @@ func TestFromEnv(t *testing.T) {
 			name:    "nothing",
 			env:     map[string]string{"KOGNIC_AUTH_SERVER": "http://localhost:8080"},
 			wantErr: "config: no --config given and no credentials in the environment: set KOGNIC_CREDENTIALS to a credentials file, or KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET, or pass --config broker.yaml, or run with --dev for a local demo identity provider",
-			wantIs:  credentials.ErrNoCredentials,
+			wantIs:  creds.ErrNoCredentials,
 		},
 		{
 			name:    "bad auth server",
@@ -55,7 +55,7 @@ func TestFromEnv(t *testing.T) {
 			name:    "expired credentials file",
 			env:     map[string]string{"KOGNIC_CREDENTIALS": "testdata/expired.json"},
 			wantErr: `credentials: KOGNIC_CREDENTIALS=testdata/expired.json: credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`,
-			wantIs:  credentials.ErrExpired,
+			wantIs:  creds.ErrExpired,
 		},
 		{
 			name:    "credentials file with invalid scopes",

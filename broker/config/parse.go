@@ -16,7 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
@@ -493,7 +493,7 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 			return err
 		}
 		for i, pa := range paths {
-			cf, err := credentials.LoadFile(pa.path, credentials.WithClock(func() time.Time { return p.now }))
+			cf, err := creds.LoadFile(pa.path, creds.WithClock(func() time.Time { return p.now }))
 			if err != nil {
 				return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
 			}
@@ -531,7 +531,7 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 		return err
 	}
 	for i, pa := range paths {
-		s, err := credentials.LoadSecretFile(pa.path)
+		s, err := creds.LoadSecretFile(pa.path)
 		if err != nil {
 			return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
 		}
@@ -596,7 +596,7 @@ func describeList(n *yaml.Node) string {
 }
 
 func (p *parser) resolvePath(path string) string {
-	path, _ = credentials.ExpandHome(path) // on error, the load names the unexpanded path
+	path, _ = creds.ExpandHome(path) // on error, the load names the unexpanded path
 	if filepath.IsAbs(path) {
 		return path
 	}

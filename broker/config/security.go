@@ -14,7 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
@@ -84,11 +84,11 @@ func (p *parser) boolean(e entry, field string) (bool, error) {
 // or others: a warning, or with strict_file_permissions an error.
 func (p *parser) secretFile(n *yaml.Node, field, path string) error {
 	p.addFile(path)
-	err := credentials.CheckFileMode(path)
+	err := creds.CheckFileMode(path)
 	if err == nil {
 		return nil
 	}
-	pe, ok := errors.AsType[*credentials.PermissionError](err)
+	pe, ok := errors.AsType[*creds.PermissionError](err)
 	switch {
 	case !ok:
 		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
@@ -233,7 +233,7 @@ func TestParseSecurityErrors(t *testing.T) {
 			name:   "strict: world-readable credentials_file",
 			yaml:   "strict_file_permissions: true\ntenants:\n  - name: acme\n    credentials_file: world-readable.json\n",
 			want:   "config: broker.yaml:4: tenants[0].credentials_file: DIR/world-readable.json has mode 0644: group or others can read it; it holds secrets, so run chmod 600 DIR/world-readable.json (or set defaultMode: 0400 on a Kubernetes secret volume) (strict_file_permissions is true)",
-			wantIs: new(credentials.PermissionError),
+			wantIs: new(creds.PermissionError),
 		},
 		{
 			name: "strict: world-readable tls.key_file",
@@ -466,8 +466,8 @@ func TestParseSecurityErrors(t *testing.T) {
 			if _, ok := errors.AsType[*config.Error](err); !ok {
 				t.Errorf("error is %T, want *config.Error", err)
 			}
-			if pe, ok := tt.wantIs.(*credentials.PermissionError); ok {
-				if _, ok := errors.AsType[*credentials.PermissionError](err); !ok {
+			if pe, ok := tt.wantIs.(*creds.PermissionError); ok {
+				if _, ok := errors.AsType[*creds.PermissionError](err); !ok {
 					t.Errorf("error does not wrap %T", pe)
 				}
 			} else if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
@@ -546,7 +546,7 @@ tenants:
 		t.Fatal(err)
 	}
 	_, err = config.LoadWith(path, config.Options{Now: now})
-	if _, ok := errors.AsType[*credentials.PermissionError](err); !ok || !strings.HasPrefix(err.Error(), "config: "+path+":4: tls.key_file: ") {
+	if _, ok := errors.AsType[*creds.PermissionError](err); !ok || !strings.HasPrefix(err.Error(), "config: "+path+":4: tls.key_file: ") {
 		t.Errorf("strict: err = %v", err)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // TestConfigFiles checks that Files lists every file the configuration was
@@ -66,7 +66,7 @@ audit:
 }
 
 func TestFromEnvFiles(t *testing.T) {
-	valid, err := filepath.Abs("../credentials/testdata/valid.json")
+	valid, err := filepath.Abs("../creds/testdata/valid.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,8 +78,8 @@ func TestFromEnvFiles(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		{"credentials file", map[string]string{credentials.EnvCredentials: valid}, []string{valid}},
-		{"id and secret", map[string]string{credentials.EnvClientID: "id", credentials.EnvClientSecret: "not-real"}, nil},
+		{"credentials file", map[string]string{creds.EnvCredentials: valid}, []string{valid}},
+		{"id and secret", map[string]string{creds.EnvClientID: "id", creds.EnvClientSecret: "not-real"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
@@ -36,7 +36,7 @@ type Client struct {
 	TokenURL string
 	// Credentials are the client ID and secret, the credentials file's
 	// default scopes (sorted, de-duplicated; may be nil) and their source.
-	Credentials credentials.Client
+	Credentials creds.Client
 }
 
 // Options tune FromEnv. Zero values mean defaults.
@@ -69,8 +69,8 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // FromEnv reads the client through lookup (os.LookupEnv in production).
-// The credentials are found as credentials.FromEnv finds them; with none
-// set the error is credentials.ErrNoCredentials itself. KOGNIC_AUTH_SERVER
+// The credentials are found as creds.FromEnv finds them; with none
+// set the error is creds.ErrNoCredentials itself. KOGNIC_AUTH_SERVER
 // must be an absolute URL without query, and https unless its host is
 // loopback (upstream.CheckURL). Other problems are returned as an *Error
 // or as the credentials package's errors.
@@ -79,7 +79,7 @@ func FromEnv(lookup func(string) (string, bool), o Options) (Client, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	c, err := credentials.FromEnv(lookup, credentials.WithClock(func() time.Time { return now }))
+	c, err := creds.FromEnv(lookup, creds.WithClock(func() time.Time { return now }))
 	if err != nil {
 		return Client{}, err
 	}
@@ -95,10 +95,10 @@ func FromEnv(lookup func(string) (string, bool), o Options) (Client, error) {
 		}
 		server = v
 	}
-	if path, ok := lookup(credentials.EnvCredentials); ok && path != "" {
-		path, _ = credentials.ExpandHome(path) // credentials.FromEnv above loaded it expanded
-		if err := credentials.CheckSecretFiles(o.Logger, false, path); err != nil {
-			return Client{}, &Error{Source: credentials.EnvCredentials, Err: err}
+	if path, ok := lookup(creds.EnvCredentials); ok && path != "" {
+		path, _ = creds.ExpandHome(path) // creds.FromEnv above loaded it expanded
+		if err := creds.CheckSecretFiles(o.Logger, false, path); err != nil {
+			return Client{}, &Error{Source: creds.EnvCredentials, Err: err}
 		}
 	}
 	if c.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
@@ -33,7 +33,7 @@ func TestFromEnv(t *testing.T) {
 		{name: "defaults", lookup: env(id, "c", secret, "FAKE-s"), tokenURL: "https://auth.app.kognic.com/v1/auth/oauth/token"},
 		{name: "auth server with slash", lookup: env(id, "c", secret, "FAKE-s", "KOGNIC_AUTH_SERVER", "https://auth.example/"), tokenURL: "https://auth.example/v1/auth/oauth/token"},
 		{name: "loopback http", lookup: env(id, "c", secret, "FAKE-s", "KOGNIC_AUTH_SERVER", "http://127.0.0.1:9"), tokenURL: "http://127.0.0.1:9/v1/auth/oauth/token"},
-		{name: "nothing", lookup: env(), wantIs: credentials.ErrNoCredentials, wantErr: "credentials: none found"},
+		{name: "nothing", lookup: env(), wantIs: creds.ErrNoCredentials, wantErr: "credentials: none found"},
 		{name: "plain http", lookup: env(id, "c", secret, "FAKE-s", "KOGNIC_AUTH_SERVER", "http://auth.example"), wantIs: upstream.ErrInsecureURL, wantError: true,
 			wantErr: "kognic: KOGNIC_AUTH_SERVER: insecure upstream URL http://auth.example: http sends the client secret in clear text"},
 		{name: "query", lookup: env(id, "c", secret, "FAKE-s", "KOGNIC_AUTH_SERVER", "https://auth.example?x=1"), wantError: true,

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -49,7 +49,7 @@ func TestFetchWithholdsEveryEncodedEcho(t *testing.T) {
 func fetchError(t *testing.T, idp *faultidp.Server, id string, style oauth2.AuthStyle) string {
 	t.Helper()
 	c, err := upstream.New(upstream.Config{TokenURL: idp.TokenURL(), ClientID: id,
-		ClientSecret: credentials.Secret(faultidp.RedTeamSecret), AuthStyle: style})
+		ClientSecret: creds.Secret(faultidp.RedTeamSecret), AuthStyle: style})
 	if err != nil {
 		t.Fatal(err)
 	}

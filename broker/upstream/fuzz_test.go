@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -37,7 +37,7 @@ func FuzzTokenResponse(f *testing.F) {
 	defer srv.Close()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
-	c, err := upstream.New(upstream.Config{TokenURL: srv.URL + "/token", ClientID: id, ClientSecret: credentials.Secret(secret),
+	c, err := upstream.New(upstream.Config{TokenURL: srv.URL + "/token", ClientID: id, ClientSecret: creds.Secret(secret),
 		HTTPClient: &http.Client{Transport: tr, Timeout: 10 * time.Second}})
 	if err != nil {
 		f.Fatal(err)

@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -26,7 +26,7 @@ func TestFetchErrorsNeverEchoTheSecret(t *testing.T) {
 				idp := faultidp.Start()
 				defer idp.Close()
 				idp.Push(tc.resp)
-				c, err := upstream.New(upstream.Config{TokenURL: idp.TokenURL(), ClientID: "the client", ClientSecret: credentials.Secret(faultidp.NastySecret), AuthStyle: style})
+				c, err := upstream.New(upstream.Config{TokenURL: idp.TokenURL(), ClientID: "the client", ClientSecret: creds.Secret(faultidp.NastySecret), AuthStyle: style})
 				if err != nil {
 					t.Fatal(err)
 				}

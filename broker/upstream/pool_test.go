@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 func TestPoolsShareByHostAndCAs(t *testing.T) {
@@ -61,7 +61,7 @@ func TestPoolsBoundConcurrentFetchesPerHost(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for i := range fetches {
-		c, err := New(Config{TokenURL: srv.URL, ClientID: "c" + string(rune('a'+i)), ClientSecret: credentials.Secret("s"), HTTPClient: hc})
+		c, err := New(Config{TokenURL: srv.URL, ClientID: "c" + string(rune('a'+i)), ClientSecret: creds.Secret("s"), HTTPClient: hc})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +80,7 @@ func TestPoolsBoundConcurrentFetchesPerHost(t *testing.T) {
 	for range bound {
 		slots.sem <- struct{}{}
 	}
-	c, _ := New(Config{TokenURL: srv.URL, ClientID: "x", ClientSecret: credentials.Secret("s"), HTTPClient: hc})
+	c, _ := New(Config{TokenURL: srv.URL, ClientID: "x", ClientSecret: creds.Secret("s"), HTTPClient: hc})
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
 	if _, err := c.Fetch(ctx, nil); err == nil {

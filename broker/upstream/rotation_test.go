@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
@@ -89,7 +89,7 @@ func TestRotationKeepsCredentialOnOtherErrors(t *testing.T) {
 		idp.Push(resp)
 		c, err := upstream.New(upstream.Config{
 			TokenURL: idp.TokenURL(), ClientID: "a", ClientSecret: "new",
-			Fallbacks: []upstream.Credential{{ClientID: "a", ClientSecret: credentials.Secret("old")}},
+			Fallbacks: []upstream.Credential{{ClientID: "a", ClientSecret: creds.Secret("old")}},
 		})
 		if err != nil {
 			t.Fatal(err)

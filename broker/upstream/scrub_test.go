@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
@@ -56,7 +56,7 @@ func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
 		for j := range secret {
 			secret[j] = alphabet[rng.IntN(len(alphabet))]
 		}
-		sc := newScrubber([]Credential{{ClientID: "client-7", ClientSecret: credentials.Secret(string(secret))}})
+		sc := newScrubber([]Credential{{ClientID: "client-7", ClientSecret: creds.Secret(string(secret))}})
 		piece := string(secret)
 		if rng.IntN(2) == 0 {
 			n := 12 + rng.IntN(len(secret)-11)
@@ -92,7 +92,7 @@ func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
 // The rule does not withhold text that merely shares short pieces or
 // common words with a secret.
 func TestScrubberKeepsHarmlessText(t *testing.T) {
-	sc := newScrubber([]Credential{{ClientID: "the client", ClientSecret: credentials.Secret(faultidp.RedTeamSecret)}})
+	sc := newScrubber([]Credential{{ClientID: "the client", ClientSecret: creds.Secret(faultidp.RedTeamSecret)}})
 	for _, s := range []string{
 		"client authentication failed",
 		"The client credentials are invalid; check client_id Qz9K and retry",

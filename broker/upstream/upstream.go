@@ -26,7 +26,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // Config describes one OAuth 2.0 client at one token endpoint.
@@ -35,7 +35,7 @@ type Config struct {
 	TokenURL string
 	// ClientID and ClientSecret authenticate the client.
 	ClientID     string
-	ClientSecret credentials.Secret
+	ClientSecret creds.Secret
 	// Fallbacks are further credentials held during a rotation, tried in
 	// order after ClientID/ClientSecret when the identity provider answers
 	// invalid_client (and only then). The Client remembers the one that
@@ -61,7 +61,7 @@ type Config struct {
 type Credential struct {
 	Name         string
 	ClientID     string
-	ClientSecret credentials.Secret
+	ClientSecret creds.Secret
 }
 
 // String describes c without its secret.

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	brokercreds "github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/clientlib"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
@@ -136,7 +136,7 @@ type directFlags struct {
 func (d *directFlags) register(fs *flag.FlagSet, withServer bool) {
 	fs.StringVar(&d.credentials, "credentials", "", "Kognic credentials file (direct mode); default $KOGNIC_CREDENTIALS, else $KOGNIC_CLIENT_ID and $KOGNIC_CLIENT_SECRET")
 	fs.StringVar(&d.env, "env", "", "named environment of the environments file (direct mode)")
-	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default "+brokercreds.DefaultEnvironmentsPath+")")
+	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default "+creds.DefaultEnvironmentsPath+")")
 	if withServer {
 		fs.StringVar(&d.server, "server", "", "auth server (direct mode; default: the environment's, else $KOGNIC_AUTH_SERVER, else https://auth.app.kognic.com)")
 	}
@@ -244,7 +244,7 @@ func (c clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpti
 	if key == "" || strings.ContainsAny(key, " \t\r\n") {
 		return nil, fmt.Errorf("--api-key-file %s: must hold one API key on one line", c.apiKeyFile)
 	}
-	if err := brokercreds.CheckFileMode(c.apiKeyFile); err != nil {
+	if err := creds.CheckFileMode(c.apiKeyFile); err != nil {
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 	return append(opts, grpc.WithPerRPCCredentials(bearerKey{key: key, tls: useTLS})), nil

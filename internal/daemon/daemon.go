@@ -28,7 +28,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
@@ -427,7 +427,7 @@ func (d *Daemon) startDevIdP(listen string) error {
 	d.idp = idp
 	d.dev = []config.Tenant{{
 		Name: "demo", TokenURL: idp.TokenURL(), ClientID: client.ID,
-		ClientSecret: credentials.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
+		ClientSecret: creds.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
 		CredentialsSource: "development identity provider",
 	}}
 	return nil

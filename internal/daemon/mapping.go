@@ -16,7 +16,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
@@ -188,7 +188,7 @@ func openAudit(path string, out io.Writer, log *slog.Logger) (*audit.Logger, err
 	if err != nil {
 		return nil, err
 	}
-	if err := credentials.CheckFileMode(path); err != nil {
+	if err := creds.CheckFileMode(path); err != nil {
 		log.Warn("audit file readable by group or others; it is created 0600, but this one already existed", "file", path, "error", err)
 	}
 	return l, nil

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/daemon"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
@@ -222,7 +222,7 @@ func TestDrainSequence(t *testing.T) {
 	cfg := &config.Config{
 		Listen: "127.0.0.1:0",
 		Tenants: []config.Tenant{
-			{Name: "good", TokenURL: good.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret), AuthStyle: config.AuthStyleBody},
+			{Name: "good", TokenURL: good.TokenURL(), ClientID: client.ID, ClientSecret: creds.Secret(client.Secret), AuthStyle: config.AuthStyleBody},
 			{Name: "hang", TokenURL: hang.TokenURL(), ClientID: "hang-client", ClientSecret: "FAKE-hang-secret", AuthStyle: config.AuthStyleBody},
 		},
 		Admin:    config.Admin{Listen: "127.0.0.1:0"},

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/daemon"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
@@ -349,11 +349,11 @@ func TestWatchIntervalFallback(t *testing.T) {
 func TestWatchEnvironment(t *testing.T) {
 	client := devidp.NewClient()
 	idp := startIdP(t, client)
-	path := filepath.Join(t.TempDir(), "credentials.json")
+	path := filepath.Join(t.TempDir(), "creds.json")
 	if err := os.WriteFile(path, []byte(credentialsJSON(t, client.ID, client.Secret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{credentials.EnvCredentials: path, "KOGNIC_AUTH_SERVER": idp.URL()}
+	env := map[string]string{creds.EnvCredentials: path, "KOGNIC_AUTH_SERVER": idp.URL()}
 	logs := &logtest.Buffer{}
 	log := jsonLogger(logs)
 	load := func() (*config.Config, error) {
@@ -402,7 +402,7 @@ func TestRereadWithoutLoad(t *testing.T) {
 	client := devidp.NewClient()
 	idp := startIdP(t, client)
 	cfg := &config.Config{Listen: "127.0.0.1:0", Tenants: []config.Tenant{{
-		Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
+		Name: "acme", TokenURL: idp.TokenURL(), ClientID: client.ID, ClientSecret: creds.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
 	}}}
 	d, err := daemon.New(cfg, daemon.Options{})
 	if err != nil {
@@ -460,9 +460,7 @@ func TestWatchConfigFileAddsFiles(t *testing.T) {
 		}
 		return false
 	})
-	if idp.RequestsFor(globex.ID) == 0 {
-		t.Error("tenant globex was added but has not asked the IdP for a token")
-	}
+	waitFor(t, "the new tenant globex to ask the IdP for a token", func() bool { return idp.RequestsFor(globex.ID) > 0 })
 
 	if err := os.WriteFile(secretPath, []byte(globex.Secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
@@ -50,7 +50,7 @@ func TestEncodedIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 		for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
 			tenants = append(tenants, broker.Tenant{Name: fmt.Sprintf("echo-%d-%d", i, style),
 				TokenURL: idp.TokenURL(), ClientID: id,
-				ClientSecret: credentials.Secret(faultidp.RedTeamSecret), AuthStyle: style})
+				ClientSecret: creds.Secret(faultidp.RedTeamSecret), AuthStyle: style})
 		}
 	}
 

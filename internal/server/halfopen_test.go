@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/server"
@@ -40,7 +40,7 @@ func startPolicyServer(t *testing.T) string {
 	}
 	t.Cleanup(func() { idp.Close() })
 	b, err := broker.New(broker.Config{Tenants: []broker.Tenant{{Name: "acme", TokenURL: idp.TokenURL(),
-		ClientID: client.ID, ClientSecret: credentials.Secret(client.Secret), AuthStyle: oauth2.AuthStyleInHeader}}})
+		ClientID: client.ID, ClientSecret: creds.Secret(client.Secret), AuthStyle: oauth2.AuthStyleInHeader}}})
 	if err != nil {
 		t.Fatal(err)
 	}

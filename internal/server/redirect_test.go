@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
@@ -72,7 +72,7 @@ func TestIdPEchoNeverReachesCallersOrLogs(t *testing.T) {
 			idp := faultidp.Start()
 			idp.SetDefault(resp)
 			f := brokertest.Start(t, broker.Tenant{Name: "echo", TokenURL: idp.TokenURL(), ClientID: id,
-				ClientSecret: credentials.Secret(secret), AuthStyle: style})
+				ClientSecret: creds.Secret(secret), AuthStyle: style})
 			_, err := f.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "echo"})
 			list, lerr := f.API.ListTenants(t.Context(), &tbv1.ListTenantsRequest{})
 			if lerr != nil {

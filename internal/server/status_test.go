@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 )
@@ -70,7 +70,7 @@ func TestScopeSetCapIsResourceExhausted(t *testing.T) {
 
 // tenant is a tenant of the fixture's identity provider and client.
 func tenantAt(f *brokertest.Fixture, name string) broker.Tenant {
-	return broker.Tenant{Name: name, TokenURL: f.IdP.TokenURL(), ClientID: f.Client.ID, ClientSecret: credentials.Secret(f.Client.Secret)}
+	return broker.Tenant{Name: name, TokenURL: f.IdP.TokenURL(), ClientID: f.Client.ID, ClientSecret: creds.Secret(f.Client.Secret)}
 }
 
 // streamEnd reads a stream to its end and returns the error that ended it.

@@ -9,7 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -47,9 +47,9 @@ func startLiveBroker(t *testing.T) *liveBroker {
 	const downID, downSecret = "billing-client-4471", "billing-secret-d81c0a"
 	b, err := broker.New(broker.Config{Tenants: []broker.Tenant{
 		{Name: "payments", TokenURL: idp.TokenURL(), ClientID: client.ID,
-			ClientSecret: credentials.Secret(client.Secret), Scopes: []string{"read"}},
+			ClientSecret: creds.Secret(client.Secret), Scopes: []string{"read"}},
 		{Name: "billing-eu", TokenURL: down.TokenURL() + "?api_key=" + querySecret, ClientID: downID,
-			ClientSecret: credentials.Secret(downSecret)},
+			ClientSecret: creds.Secret(downSecret)},
 	}})
 	if err != nil {
 		t.Fatal(err)

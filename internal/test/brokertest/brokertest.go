@@ -22,7 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/server"
@@ -67,7 +67,7 @@ func Start(t testing.TB, extra ...broker.Tenant) *Fixture {
 	hs := health.NewServer()
 	tenants := append([]broker.Tenant{{
 		Name: Tenant, TokenURL: f.IdP.TokenURL(), ClientID: f.Client.ID,
-		ClientSecret: credentials.Secret(f.Client.Secret), AuthStyle: oauth2.AuthStyleInHeader,
+		ClientSecret: creds.Secret(f.Client.Secret), AuthStyle: oauth2.AuthStyleInHeader,
 	}}, extra...)
 	f.Broker, err = broker.New(broker.Config{Tenants: tenants, Logger: log, OnTenantHealth: server.TenantHealth(hs)})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
@@ -38,7 +38,7 @@ type StackConfig struct {
 func Tenant(name, tokenURL, clientID, secret string, roots *x509.CertPool) broker.Tenant {
 	return broker.Tenant{
 		Name: name, TokenURL: tokenURL, ClientID: clientID,
-		ClientSecret: credentials.Secret(secret), AuthStyle: oauth2.AuthStyleInParams, RootCAs: roots,
+		ClientSecret: creds.Secret(secret), AuthStyle: oauth2.AuthStyleInParams, RootCAs: roots,
 	}
 }
 

@@ -1,4 +1,4 @@
-package credentials
+package creds
 
 import (
 	"crypto/subtle"

@@ -1,4 +1,4 @@
-package credentials_test
+package creds_test
 
 import (
 	"encoding/json"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -67,50 +67,50 @@ func TestParseFileErrors(t *testing.T) {
 		wantKey string
 		wantIs  error
 	}{
-		{"missing clientId", without("clientId"), missing("clientId"), "clientId", credentials.ErrMissingKey},
-		{"missing clientSecret", without("clientSecret"), missing("clientSecret"), "clientSecret", credentials.ErrMissingKey},
-		{"missing email", without("email"), missing("email"), "email", credentials.ErrMissingKey},
-		{"missing userId", without("userId"), missing("userId"), "userId", credentials.ErrMissingKey},
-		{"missing issuer", without("issuer"), missing("issuer"), "issuer", credentials.ErrMissingKey},
-		{"empty object", []byte(`{}`), pre + `missing required keys "clientId", "clientSecret", "email", "userId", "issuer"; regenerate the file in the Kognic app or add the keys`, "clientId", credentials.ErrMissingKey},
-		{"not JSON", []byte("clientId=abc\n"), pre + "not a JSON object: invalid JSON syntax at byte offset 1" + notObject, "", credentials.ErrMalformed},
-		{"empty", []byte(""), pre + "not a JSON object: invalid JSON: unexpected end of input at byte offset 0" + notObject, "", credentials.ErrMalformed},
-		{"truncated", []byte(`{"clientId": "a"`), pre + "not a JSON object: invalid JSON: unexpected end of input at byte offset 16" + notObject, "", credentials.ErrMalformed},
-		{"trailing garbage", []byte(`{} x`), pre + "not a JSON object: invalid JSON syntax at byte offset 4" + notObject, "", credentials.ErrMalformed},
-		{"array", []byte(`[{"clientId": "a"}]`), pre + "not a JSON object: found a JSON array" + notObject, "", credentials.ErrMalformed},
-		{"string", []byte(`"abc"`), pre + "not a JSON object: found a JSON string" + notObject, "", credentials.ErrMalformed},
-		{"number", []byte(`42`), pre + "not a JSON object: found a JSON number" + notObject, "", credentials.ErrMalformed},
-		{"null", []byte(`null`), pre + "not a JSON object: found null" + notObject, "", credentials.ErrMalformed},
-		{"clientId number", with("clientId", 5), pre + `key "clientId" must be a non-empty string`, "clientId", credentials.ErrInvalidValue},
-		{"clientId empty", with("clientId", ""), pre + `key "clientId" must be a non-empty string`, "clientId", credentials.ErrInvalidValue},
-		{"clientId blank", with("clientId", "  "), pre + `key "clientId" must be a non-empty string`, "clientId", credentials.ErrInvalidValue},
-		{"clientId null", with("clientId", nil), pre + `key "clientId" must be a non-empty string`, "clientId", credentials.ErrInvalidValue},
-		{"clientSecret object", with("clientSecret", map[string]string{"v": fakeSecret}), pre + `key "clientSecret" must be a non-empty string`, "clientSecret", credentials.ErrInvalidValue},
-		{"clientSecret empty", with("clientSecret", ""), pre + `key "clientSecret" must be a non-empty string`, "clientSecret", credentials.ErrInvalidValue},
-		{"email list", with("email", []string{"a@b"}), pre + `key "email" must be a non-empty string`, "email", credentials.ErrInvalidValue},
-		{"issuer bool", with("issuer", true), pre + `key "issuer" must be a non-empty string`, "issuer", credentials.ErrInvalidValue},
-		{"userId float", with("userId", 1.5), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a non-integer number`, "userId", credentials.ErrInvalidValue},
-		{"userId bool", with("userId", false), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a boolean`, "userId", credentials.ErrInvalidValue},
-		{"userId empty", with("userId", ""), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a string`, "userId", credentials.ErrInvalidValue},
-		{"userId digit string", with("userId", "4711"), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a string`, "userId", credentials.ErrInvalidValue},
-		{"userId null", with("userId", nil), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found null`, "userId", credentials.ErrInvalidValue},
-		{"userId exponent", []byte(strings.Replace(string(base2json()), "4711", "4.711e3", 1)), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a non-integer number`, "userId", credentials.ErrInvalidValue},
-		{"several keys missing", []byte(`{"clientId":"a","clientSecret":"b"}`), pre + `missing required keys "email", "userId", "issuer"; regenerate the file in the Kognic app or add the keys`, "email", credentials.ErrMissingKey},
-		{"name number", with("name", 1), pre + `key "name" must be a string`, "name", credentials.ErrInvalidValue},
-		{"scopes string", with("scopes", "a b"), pre + `key "scopes" must be a list of non-empty strings`, "scopes", credentials.ErrInvalidValue},
-		{"scopes numbers", with("scopes", []int{1}), pre + `key "scopes" must be a list of non-empty strings`, "scopes", credentials.ErrInvalidValue},
-		{"scopes empty string", with("scopes", []string{"a", ""}), pre + `key "scopes" must be a list of non-empty strings`, "scopes", credentials.ErrInvalidValue},
-		{"expires number", with("expires", 1700000000), pre + `key "expires" must be a string holding an ISO-8601 time`, "expires", credentials.ErrInvalidValue},
-		{"expires garbage", with("expires", "garbage"), pre + `key "expires": cannot parse "garbage" as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)`, "expires", credentials.ErrInvalidValue},
-		{"expires date only", with("expires", "2030-01-01"), pre + `key "expires": cannot parse "2030-01-01" as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)`, "expires", credentials.ErrInvalidValue},
-		{"created garbage", with("created", "yesterday"), pre + `key "created": cannot parse "yesterday" as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)`, "created", credentials.ErrInvalidValue},
-		{"expired", with("expires", "2024-01-01T00:00:00Z"), pre + `credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`, "expires", credentials.ErrExpired},
-		{"expired exactly now", with("expires", now.Format(time.RFC3339)), pre + `credentials expired at 2025-06-01T12:00:00Z (key "expires"); generate new credentials in the Kognic app`, "expires", credentials.ErrExpired},
-		{"expired with offset", with("expires", "2024-01-01T02:00:00.5+02:00"), pre + `credentials expired at 2024-01-01T00:00:00.5Z (key "expires"); generate new credentials in the Kognic app`, "expires", credentials.ErrExpired},
+		{"missing clientId", without("clientId"), missing("clientId"), "clientId", creds.ErrMissingKey},
+		{"missing clientSecret", without("clientSecret"), missing("clientSecret"), "clientSecret", creds.ErrMissingKey},
+		{"missing email", without("email"), missing("email"), "email", creds.ErrMissingKey},
+		{"missing userId", without("userId"), missing("userId"), "userId", creds.ErrMissingKey},
+		{"missing issuer", without("issuer"), missing("issuer"), "issuer", creds.ErrMissingKey},
+		{"empty object", []byte(`{}`), pre + `missing required keys "clientId", "clientSecret", "email", "userId", "issuer"; regenerate the file in the Kognic app or add the keys`, "clientId", creds.ErrMissingKey},
+		{"not JSON", []byte("clientId=abc\n"), pre + "not a JSON object: invalid JSON syntax at byte offset 1" + notObject, "", creds.ErrMalformed},
+		{"empty", []byte(""), pre + "not a JSON object: invalid JSON: unexpected end of input at byte offset 0" + notObject, "", creds.ErrMalformed},
+		{"truncated", []byte(`{"clientId": "a"`), pre + "not a JSON object: invalid JSON: unexpected end of input at byte offset 16" + notObject, "", creds.ErrMalformed},
+		{"trailing garbage", []byte(`{} x`), pre + "not a JSON object: invalid JSON syntax at byte offset 4" + notObject, "", creds.ErrMalformed},
+		{"array", []byte(`[{"clientId": "a"}]`), pre + "not a JSON object: found a JSON array" + notObject, "", creds.ErrMalformed},
+		{"string", []byte(`"abc"`), pre + "not a JSON object: found a JSON string" + notObject, "", creds.ErrMalformed},
+		{"number", []byte(`42`), pre + "not a JSON object: found a JSON number" + notObject, "", creds.ErrMalformed},
+		{"null", []byte(`null`), pre + "not a JSON object: found null" + notObject, "", creds.ErrMalformed},
+		{"clientId number", with("clientId", 5), pre + `key "clientId" must be a non-empty string`, "clientId", creds.ErrInvalidValue},
+		{"clientId empty", with("clientId", ""), pre + `key "clientId" must be a non-empty string`, "clientId", creds.ErrInvalidValue},
+		{"clientId blank", with("clientId", "  "), pre + `key "clientId" must be a non-empty string`, "clientId", creds.ErrInvalidValue},
+		{"clientId null", with("clientId", nil), pre + `key "clientId" must be a non-empty string`, "clientId", creds.ErrInvalidValue},
+		{"clientSecret object", with("clientSecret", map[string]string{"v": fakeSecret}), pre + `key "clientSecret" must be a non-empty string`, "clientSecret", creds.ErrInvalidValue},
+		{"clientSecret empty", with("clientSecret", ""), pre + `key "clientSecret" must be a non-empty string`, "clientSecret", creds.ErrInvalidValue},
+		{"email list", with("email", []string{"a@b"}), pre + `key "email" must be a non-empty string`, "email", creds.ErrInvalidValue},
+		{"issuer bool", with("issuer", true), pre + `key "issuer" must be a non-empty string`, "issuer", creds.ErrInvalidValue},
+		{"userId float", with("userId", 1.5), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a non-integer number`, "userId", creds.ErrInvalidValue},
+		{"userId bool", with("userId", false), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a boolean`, "userId", creds.ErrInvalidValue},
+		{"userId empty", with("userId", ""), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a string`, "userId", creds.ErrInvalidValue},
+		{"userId digit string", with("userId", "4711"), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a string`, "userId", creds.ErrInvalidValue},
+		{"userId null", with("userId", nil), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found null`, "userId", creds.ErrInvalidValue},
+		{"userId exponent", []byte(strings.Replace(string(base2json()), "4711", "4.711e3", 1)), pre + `key "userId" must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found a non-integer number`, "userId", creds.ErrInvalidValue},
+		{"several keys missing", []byte(`{"clientId":"a","clientSecret":"b"}`), pre + `missing required keys "email", "userId", "issuer"; regenerate the file in the Kognic app or add the keys`, "email", creds.ErrMissingKey},
+		{"name number", with("name", 1), pre + `key "name" must be a string`, "name", creds.ErrInvalidValue},
+		{"scopes string", with("scopes", "a b"), pre + `key "scopes" must be a list of non-empty strings`, "scopes", creds.ErrInvalidValue},
+		{"scopes numbers", with("scopes", []int{1}), pre + `key "scopes" must be a list of non-empty strings`, "scopes", creds.ErrInvalidValue},
+		{"scopes empty string", with("scopes", []string{"a", ""}), pre + `key "scopes" must be a list of non-empty strings`, "scopes", creds.ErrInvalidValue},
+		{"expires number", with("expires", 1700000000), pre + `key "expires" must be a string holding an ISO-8601 time`, "expires", creds.ErrInvalidValue},
+		{"expires garbage", with("expires", "garbage"), pre + `key "expires": cannot parse "garbage" as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)`, "expires", creds.ErrInvalidValue},
+		{"expires date only", with("expires", "2030-01-01"), pre + `key "expires": cannot parse "2030-01-01" as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)`, "expires", creds.ErrInvalidValue},
+		{"created garbage", with("created", "yesterday"), pre + `key "created": cannot parse "yesterday" as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)`, "created", creds.ErrInvalidValue},
+		{"expired", with("expires", "2024-01-01T00:00:00Z"), pre + `credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`, "expires", creds.ErrExpired},
+		{"expired exactly now", with("expires", now.Format(time.RFC3339)), pre + `credentials expired at 2025-06-01T12:00:00Z (key "expires"); generate new credentials in the Kognic app`, "expires", creds.ErrExpired},
+		{"expired with offset", with("expires", "2024-01-01T02:00:00.5+02:00"), pre + `credentials expired at 2024-01-01T00:00:00.5Z (key "expires"); generate new credentials in the Kognic app`, "expires", creds.ErrExpired},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := credentials.ParseFile(tt.data, name, credentials.WithClock(func() time.Time { return now }))
+			f, err := creds.ParseFile(tt.data, name, creds.WithClock(func() time.Time { return now }))
 			if err == nil {
 				t.Fatalf("ParseFile succeeded: %+v", f)
 			}
@@ -120,7 +120,7 @@ func TestParseFileErrors(t *testing.T) {
 			if !errors.Is(err, tt.wantIs) {
 				t.Errorf("errors.Is(err, %v) = false", tt.wantIs)
 			}
-			fe, ok := errors.AsType[*credentials.FileError](err)
+			fe, ok := errors.AsType[*creds.FileError](err)
 			if !ok {
 				t.Fatalf("error is %T, want *FileError", err)
 			}
@@ -136,25 +136,25 @@ func TestParseFileValid(t *testing.T) {
 		name string
 		data []byte
 		now  time.Time
-		want credentials.File
+		want creds.File
 	}{
 		{
 			name: "required keys only, userId number",
 			data: base2json(),
 			now:  now,
-			want: credentials.File{Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com"},
+			want: creds.File{Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com"},
 		},
 		{
 			name: "large userId, optional nulls, unknown keys",
 			data: with("userId", 9007199254740993, "name", nil, "expires", nil, "scopes", nil, "future", map[string]int{"x": 1}),
 			now:  now,
-			want: credentials.File{Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "9007199254740993", Issuer: "auth.app.kognic.com"},
+			want: creds.File{Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "9007199254740993", Issuer: "auth.app.kognic.com"},
 		},
 		{
 			name: "all optional keys",
 			data: with("name", "CI", "created", "2024-05-02T10:11:12.345678Z", "expires", "2030-01-01T01:00:00+01:00", "scopes", []string{"b", "a"}),
 			now:  now,
-			want: credentials.File{
+			want: creds.File{
 				Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com",
 				Name:    "CI",
 				Created: time.Date(2024, 5, 2, 10, 11, 12, 345678000, time.UTC),
@@ -166,7 +166,7 @@ func TestParseFileValid(t *testing.T) {
 			name: "times without zone are UTC",
 			data: with("created", "2024-05-02T10:11:12", "expires", "2030-01-01T00:00:00.123"),
 			now:  now,
-			want: credentials.File{
+			want: creds.File{
 				Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com",
 				Created: time.Date(2024, 5, 2, 10, 11, 12, 0, time.UTC),
 				Expires: time.Date(2030, 1, 1, 0, 0, 0, 123000000, time.UTC),
@@ -176,7 +176,7 @@ func TestParseFileValid(t *testing.T) {
 			name: "zone without colon",
 			data: with("expires", "2030-01-01T00:00:00+0000"),
 			now:  now,
-			want: credentials.File{
+			want: creds.File{
 				Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com",
 				Expires: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC),
 			},
@@ -184,7 +184,7 @@ func TestParseFileValid(t *testing.T) {
 		{
 			name: "zero now skips the expiry check",
 			data: with("expires", "2001-01-01T00:00:00Z"),
-			want: credentials.File{
+			want: creds.File{
 				Path: name, ClientID: "fake-client", ClientSecret: fakeSecret, Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com",
 				Expires: time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC),
 			},
@@ -192,7 +192,7 @@ func TestParseFileValid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := credentials.ParseFile(tt.data, name, credentials.WithClock(func() time.Time { return tt.now }))
+			got, err := creds.ParseFile(tt.data, name, creds.WithClock(func() time.Time { return tt.now }))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,7 +203,7 @@ func TestParseFileValid(t *testing.T) {
 
 func base2json() []byte { return mustJSON(base()) }
 
-func assertFile(t *testing.T, got, want *credentials.File) {
+func assertFile(t *testing.T, got, want *creds.File) {
 	t.Helper()
 	if got.Path != want.Path || got.ClientID != want.ClientID || got.ClientSecret.Reveal() != want.ClientSecret.Reveal() ||
 		got.Email != want.Email || got.UserID != want.UserID || got.Issuer != want.Issuer || got.Name != want.Name ||
@@ -214,11 +214,11 @@ func assertFile(t *testing.T, got, want *credentials.File) {
 }
 
 func TestLoadFile(t *testing.T) {
-	got, err := credentials.LoadFile("testdata/valid.json", credentials.WithClock(func() time.Time { return now }))
+	got, err := creds.LoadFile("testdata/valid.json", creds.WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertFile(t, got, &credentials.File{
+	assertFile(t, got, &creds.File{
 		Path: "testdata/valid.json", ClientID: "fake-client-id-0001", ClientSecret: "FAKE-SECRET-do-not-use-0001",
 		Email: "robot@example.com", UserID: "4711", Issuer: "auth.app.kognic.com", Name: "CI robot",
 		Created: time.Date(2024, 5, 2, 10, 11, 12, 345678000, time.UTC),
@@ -238,16 +238,16 @@ func TestLoadFile(t *testing.T) {
 		t.Errorf("String() = %q", s)
 	}
 
-	got, err = credentials.LoadFile("testdata/minimal.json", credentials.WithClock(func() time.Time { return now }))
+	got, err = creds.LoadFile("testdata/minimal.json", creds.WithClock(func() time.Time { return now }))
 	if err != nil {
 		t.Fatal(err)
 	}
-	assertFile(t, got, &credentials.File{
+	assertFile(t, got, &creds.File{
 		Path: "testdata/minimal.json", ClientID: "fake-client-id-0002", ClientSecret: "FAKE-SECRET-do-not-use-0002",
 		Email: "robot2@example.com", UserID: "4712", Issuer: "auth.app.kognic.com",
 	})
 
-	_, err = credentials.LoadFile("testdata/expired.json", credentials.WithClock(func() time.Time { return now }))
+	_, err = creds.LoadFile("testdata/expired.json", creds.WithClock(func() time.Time { return now }))
 	if want := `credentials: testdata/expired.json: credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`; err == nil || err.Error() != want {
 		t.Errorf("LoadFile(expired) = %v, want %s", err, want)
 	}
@@ -255,7 +255,7 @@ func TestLoadFile(t *testing.T) {
 
 func TestLoadFileUnreadable(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.json")
-	_, err := credentials.LoadFile(missing, credentials.WithClock(func() time.Time { return now }))
+	_, err := creds.LoadFile(missing, creds.WithClock(func() time.Time { return now }))
 	if want := "credentials: " + missing + ": cannot open file: no such file or directory"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -264,7 +264,7 @@ func TestLoadFileUnreadable(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	_, err = credentials.LoadFile(dir, credentials.WithClock(func() time.Time { return now }))
+	_, err = creds.LoadFile(dir, creds.WithClock(func() time.Time { return now }))
 	if want := "credentials: " + dir + ": cannot read file: is a directory"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -273,7 +273,7 @@ func TestLoadFileUnreadable(t *testing.T) {
 	if err := os.WriteFile(big, make([]byte, 1<<20+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = credentials.LoadFile(big, credentials.WithClock(func() time.Time { return now }))
+	_, err = creds.LoadFile(big, creds.WithClock(func() time.Time { return now }))
 	if want := "credentials: " + big + ": file is larger than 1048576 bytes; point to the credentials file itself"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -317,11 +317,11 @@ func TestErrorsNeverContainSecret(t *testing.T) {
 		`use the JSON file from "Generate Credentials" in the Kognic app$`)
 	failures := 0
 	for _, in := range inputs {
-		_, err := credentials.ParseFile(in, name, credentials.WithClock(func() time.Time { return now }))
+		_, err := creds.ParseFile(in, name, creds.WithClock(func() time.Time { return now }))
 		if err == nil {
 			continue
 		}
-		if errors.Is(err, credentials.ErrMalformed) && !malformed.MatchString(err.Error()) {
+		if errors.Is(err, creds.ErrMalformed) && !malformed.MatchString(err.Error()) {
 			t.Errorf("malformed-file error may quote the input %q:\n%s", in, err)
 		}
 		for _, s := range []string{err.Error(), fmtAll(err)} {
@@ -346,13 +346,13 @@ func fmtAll(err error) string {
 	for _, v := range []string{"%v", "%+v", "%#v", "%q"} {
 		b.WriteString(fmt.Sprintf(v, err))
 	}
-	fe, _ := errors.AsType[*credentials.FileError](err)
+	fe, _ := errors.AsType[*creds.FileError](err)
 	b.WriteString(fmt.Sprintf("%#v", fe))
 	return b.String()
 }
 
 func TestFileLogValueRedactsSecret(t *testing.T) {
-	f, err := credentials.LoadFile("testdata/valid.json", credentials.WithClock(func() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }))
+	f, err := creds.LoadFile("testdata/valid.json", creds.WithClock(func() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package credentials_test
+package creds_test
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 func env(kv map[string]string) func(string) (string, bool) {
@@ -24,20 +24,20 @@ func TestFromEnv(t *testing.T) {
 		secretOnly = "credentials: KOGNIC_CLIENT_SECRET is set but KOGNIC_CLIENT_ID is not; set both, or set KOGNIC_CREDENTIALS to a credentials file"
 		none       = "credentials: none found: set KOGNIC_CREDENTIALS to a credentials file, or KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET"
 	)
-	fileClient := credentials.Client{
+	fileClient := creds.Client{
 		ID: "fake-client-id-0001", Secret: "FAKE-SECRET-do-not-use-0001",
 		Scopes: []string{"write:inputs", "read:inputs"}, Source: "credentials file testdata/valid.json",
 	}
-	envClient := credentials.Client{ID: "env-id", Secret: "env-secret", Source: "KOGNIC_CLIENT_ID/KOGNIC_CLIENT_SECRET"}
+	envClient := creds.Client{ID: "env-id", Secret: "env-secret", Source: "KOGNIC_CLIENT_ID/KOGNIC_CLIENT_SECRET"}
 	tests := []struct {
 		name    string
 		env     map[string]string
-		want    credentials.Client
+		want    creds.Client
 		wantErr string
 		wantIs  error
 	}{
-		{name: "nothing", env: nil, wantErr: none, wantIs: credentials.ErrNoCredentials},
-		{name: "all empty", env: map[string]string{"KOGNIC_CREDENTIALS": "", "KOGNIC_CLIENT_ID": "", "KOGNIC_CLIENT_SECRET": " "}, wantErr: none, wantIs: credentials.ErrNoCredentials},
+		{name: "nothing", env: nil, wantErr: none, wantIs: creds.ErrNoCredentials},
+		{name: "all empty", env: map[string]string{"KOGNIC_CREDENTIALS": "", "KOGNIC_CLIENT_ID": "", "KOGNIC_CLIENT_SECRET": " "}, wantErr: none, wantIs: creds.ErrNoCredentials},
 		{name: "id and secret", env: map[string]string{"KOGNIC_CLIENT_ID": "env-id", "KOGNIC_CLIENT_SECRET": "env-secret"}, want: envClient},
 		{name: "file wins over id and secret", env: map[string]string{"KOGNIC_CREDENTIALS": "testdata/valid.json", "KOGNIC_CLIENT_ID": "env-id", "KOGNIC_CLIENT_SECRET": "env-secret"}, want: fileClient},
 		{name: "file only", env: map[string]string{"KOGNIC_CREDENTIALS": "testdata/valid.json"}, want: fileClient},
@@ -48,7 +48,7 @@ func TestFromEnv(t *testing.T) {
 		{
 			name: "bad file does not fall back", env: map[string]string{"KOGNIC_CREDENTIALS": "testdata/expired.json", "KOGNIC_CLIENT_ID": "env-id", "KOGNIC_CLIENT_SECRET": "env-secret"},
 			wantErr: `credentials: KOGNIC_CREDENTIALS=testdata/expired.json: credentials expired at 2024-01-01T00:00:00Z (key "expires"); generate new credentials in the Kognic app`,
-			wantIs:  credentials.ErrExpired,
+			wantIs:  creds.ErrExpired,
 		},
 		{
 			name: "missing file", env: map[string]string{"KOGNIC_CREDENTIALS": "testdata/nope.json"},
@@ -58,7 +58,7 @@ func TestFromEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := credentials.FromEnv(env(tt.env), credentials.WithClock(func() time.Time { return now }))
+			got, err := creds.FromEnv(env(tt.env), creds.WithClock(func() time.Time { return now }))
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("error:\n got %v\nwant %s", err, tt.wantErr)
@@ -79,7 +79,7 @@ func TestFromEnv(t *testing.T) {
 }
 
 func TestLoadSecretFile(t *testing.T) {
-	got, err := credentials.LoadSecretFile("testdata/client.secret")
+	got, err := creds.LoadSecretFile("testdata/client.secret")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestLoadSecretFile(t *testing.T) {
 	if err := os.WriteFile(crlf, []byte("  s3cr3t-fake\r\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := credentials.LoadSecretFile(crlf); err != nil || got.Reveal() != "s3cr3t-fake" {
+	if got, err := creds.LoadSecretFile(crlf); err != nil || got.Reveal() != "s3cr3t-fake" {
 		t.Errorf("LoadSecretFile(crlf) = %q, %v", got.Reveal(), err)
 	}
 
@@ -99,13 +99,13 @@ func TestLoadSecretFile(t *testing.T) {
 		want   string
 		wantIs error
 	}{
-		{"testdata/empty.secret", "credentials: testdata/empty.secret: secret file is empty; write the client secret into it", credentials.ErrMalformed},
-		{"testdata/twolines.secret", "credentials: testdata/twolines.secret: secret file has more than one line; it must hold only the client secret", credentials.ErrMalformed},
+		{"testdata/empty.secret", "credentials: testdata/empty.secret: secret file is empty; write the client secret into it", creds.ErrMalformed},
+		{"testdata/twolines.secret", "credentials: testdata/twolines.secret: secret file has more than one line; it must hold only the client secret", creds.ErrMalformed},
 		{"testdata/nope.secret", "credentials: testdata/nope.secret: cannot open file: no such file or directory", os.ErrNotExist},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
-			_, err := credentials.LoadSecretFile(tt.path)
+			_, err := creds.LoadSecretFile(tt.path)
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("error:\n got %v\nwant %s", err, tt.want)
 			}
@@ -117,11 +117,11 @@ func TestLoadSecretFile(t *testing.T) {
 }
 
 func TestClientRedacts(t *testing.T) {
-	c := credentials.Client{ID: "id", Secret: fakeSecret, Source: "test"}
+	c := creds.Client{ID: "id", Secret: fakeSecret, Source: "test"}
 	if got, want := c.String(), "client id from test"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
-	if got, want := sprintfV(c), `credentials.Client{ID:"id", Secret:[REDACTED], Scopes:[]string(nil), Source:"test"}`; got != want {
+	if got, want := sprintfV(c), `creds.Client{ID:"id", Secret:[REDACTED], Scopes:[]string(nil), Source:"test"}`; got != want {
 		t.Errorf("%%#v = %s, want %s", got, want)
 	}
 }

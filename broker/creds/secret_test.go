@@ -1,4 +1,4 @@
-package credentials_test
+package creds_test
 
 import (
 	"bytes"
@@ -8,32 +8,32 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 const fakeSecret = "FAKE-SECRET-do-not-use-xyzzy"
 
 type holder struct {
 	Name   string
-	Secret credentials.Secret
-	Ptr    *credentials.Secret
-	List   []credentials.Secret
-	Map    map[string]credentials.Secret
+	Secret creds.Secret
+	Ptr    *creds.Secret
+	List   []creds.Secret
+	Map    map[string]creds.Secret
 }
 
 func newHolder() holder {
-	s := credentials.Secret(fakeSecret)
+	s := creds.Secret(fakeSecret)
 	return holder{
 		Name:   "acme",
 		Secret: s,
 		Ptr:    &s,
-		List:   []credentials.Secret{s},
-		Map:    map[string]credentials.Secret{"k": s},
+		List:   []creds.Secret{s},
+		Map:    map[string]creds.Secret{"k": s},
 	}
 }
 
 func TestSecretFormatting(t *testing.T) {
-	s := credentials.Secret(fakeSecret)
+	s := creds.Secret(fakeSecret)
 	tests := []struct {
 		name string
 		got  string
@@ -54,9 +54,9 @@ func TestSecretFormatting(t *testing.T) {
 		{"pointer %v", fmt.Sprintf("%v", &s), "[REDACTED]"},
 		{"Sprint", fmt.Sprint(s), "[REDACTED]"},
 		{"Sprintln", fmt.Sprintln(s), "[REDACTED]\n"},
-		{"empty String", credentials.Secret("").String(), ""},
-		{"empty %q", fmt.Sprintf("%q", credentials.Secret("")), `""`},
-		{"empty %#v", fmt.Sprintf("%#v", credentials.Secret("")), ""},
+		{"empty String", creds.Secret("").String(), ""},
+		{"empty %q", fmt.Sprintf("%q", creds.Secret("")), `""`},
+		{"empty %#v", fmt.Sprintf("%#v", creds.Secret("")), ""},
 		{"Reveal", s.Reveal(), fakeSecret},
 	}
 	for _, tt := range tests {
@@ -81,10 +81,10 @@ func TestSecretInStruct(t *testing.T) {
 			}
 		})
 	}
-	if got, want := fmt.Sprintf("%+v", struct{ S credentials.Secret }{"x"}), "{S:[REDACTED]}"; got != want {
+	if got, want := fmt.Sprintf("%+v", struct{ S creds.Secret }{"x"}), "{S:[REDACTED]}"; got != want {
 		t.Errorf("%%+v = %s, want %s", got, want)
 	}
-	if got, want := fmt.Sprintf("%#v", struct{ S credentials.Secret }{"x"}), "struct { S credentials.Secret }{S:[REDACTED]}"; got != want {
+	if got, want := fmt.Sprintf("%#v", struct{ S creds.Secret }{"x"}), "struct { S creds.Secret }{S:[REDACTED]}"; got != want {
 		t.Errorf("%%#v = %s, want %s", got, want)
 	}
 }
@@ -98,14 +98,14 @@ func TestSecretJSONAndText(t *testing.T) {
 	if string(out) != want {
 		t.Errorf("json.Marshal = %s, want %s", out, want)
 	}
-	out, err = json.Marshal(struct{ S credentials.Secret }{})
+	out, err = json.Marshal(struct{ S creds.Secret }{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(out) != `{"S":""}` {
 		t.Errorf("json.Marshal empty = %s", out)
 	}
-	text, _ := credentials.Secret(fakeSecret).MarshalText()
+	text, _ := creds.Secret(fakeSecret).MarshalText()
 	if string(text) != "[REDACTED]" {
 		t.Errorf("MarshalText = %s", text)
 	}
@@ -120,7 +120,7 @@ func TestSecretSlog(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var buf bytes.Buffer
 			log := slog.New(newHandler(&buf))
-			s := credentials.Secret(fakeSecret)
+			s := creds.Secret(fakeSecret)
 			log.Info("x", "secret", s, "holder", newHolder(), "ptr", &s)
 			log.Info("x", slog.Any("secret", s), slog.Group("g", "secret", s))
 			log.With("secret", s).Info("x")
@@ -136,7 +136,7 @@ func TestSecretSlog(t *testing.T) {
 }
 
 func TestSecretEqual(t *testing.T) {
-	a := credentials.Secret("abc")
+	a := creds.Secret("abc")
 	if !a.Equal("abc") || a.Equal("abd") || a.Equal("ab") || a.Equal("") {
 		t.Error("Equal gives wrong results")
 	}

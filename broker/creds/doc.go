@@ -1,4 +1,4 @@
-// Package credentials loads OAuth2 client credentials for the Kognic API and
+// Package creds loads OAuth2 client credentials for the Kognic API and
 // keeps the client secret out of logs and error messages.
 //
 // A [Secret] redacts itself in every textual form the standard library
@@ -18,4 +18,4 @@
 //
 // This package depends on the standard library only; its functions are safe
 // for concurrent use.
-package credentials
+package creds

@@ -1,4 +1,4 @@
-package credentials_test
+package creds_test
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // FuzzCredentialsFile: ParseFile never panics, and every rejection is a
@@ -17,7 +17,7 @@ func FuzzCredentialsFile(f *testing.F) {
 	f.Add([]byte(`{"clientId":"a","clientSecret":"fuzz-secret-1","email":"e","userId":1,"issuer":"i"}`))
 	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		file, err := credentials.ParseFile(data, "fuzz.json", credentials.WithClock(func() time.Time { return now }))
+		file, err := creds.ParseFile(data, "fuzz.json", creds.WithClock(func() time.Time { return now }))
 		if err == nil {
 			if file.ClientID == "" || file.ClientSecret.Reveal() == "" || file.UserID == "" {
 				t.Fatalf("accepted a file without clientId, clientSecret or userId: %v", file)
@@ -27,12 +27,12 @@ func FuzzCredentialsFile(f *testing.F) {
 			}
 			return
 		}
-		fe, ok := errors.AsType[*credentials.FileError](err)
+		fe, ok := errors.AsType[*creds.FileError](err)
 		if !ok {
-			t.Fatalf("error %T %v, want *credentials.FileError", err, err)
+			t.Fatalf("error %T %v, want *creds.FileError", err, err)
 		}
-		if !errors.Is(err, credentials.ErrMalformed) && !errors.Is(err, credentials.ErrMissingKey) &&
-			!errors.Is(err, credentials.ErrInvalidValue) && !errors.Is(err, credentials.ErrExpired) {
+		if !errors.Is(err, creds.ErrMalformed) && !errors.Is(err, creds.ErrMissingKey) &&
+			!errors.Is(err, creds.ErrInvalidValue) && !errors.Is(err, creds.ErrExpired) {
 			t.Fatalf("error %v is of no known kind", err)
 		}
 		msg := err.Error()
@@ -46,7 +46,7 @@ func FuzzCredentialsFile(f *testing.F) {
 			const marker = "Qx9-marker-secret-7Zk"
 			obj["clientSecret"] = json.RawMessage(`"` + marker + `"`)
 			again, _ := json.Marshal(obj)
-			if _, err := credentials.ParseFile(again, "fuzz.json", credentials.WithClock(func() time.Time { return now })); err != nil && strings.Contains(err.Error(), marker) {
+			if _, err := creds.ParseFile(again, "fuzz.json", creds.WithClock(func() time.Time { return now })); err != nil && strings.Contains(err.Error(), marker) {
 				t.Fatalf("error %q contains the client secret", err)
 			}
 		}

@@ -1,4 +1,4 @@
-package credentials_test
+package creds_test
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 const envFile = `{
@@ -25,7 +25,7 @@ const envFile = `{
 func TestParseEnvironments(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("HOME", home)
-	e, err := credentials.ParseEnvironments([]byte(envFile), "environments.json")
+	e, err := creds.ParseEnvironments([]byte(envFile), "environments.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +80,11 @@ func TestParseEnvironmentsErrors(t *testing.T) {
 		{"not JSON", `nope`, `credentials: f.json: not a JSON object with "environments": invalid JSON syntax at byte offset 2`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := credentials.ParseEnvironments([]byte(tc.data), "f.json")
+			_, err := creds.ParseEnvironments([]byte(tc.data), "f.json")
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("error = %v\nwant    %s", err, tc.want)
 			}
-			if tc.name == "keyring" && !errors.Is(err, credentials.ErrUnsupportedScheme) {
+			if tc.name == "keyring" && !errors.Is(err, creds.ErrUnsupportedScheme) {
 				t.Error("the keyring error does not wrap ErrUnsupportedScheme")
 			}
 		})
@@ -94,7 +94,7 @@ func TestParseEnvironmentsErrors(t *testing.T) {
 func TestLoadEnvironmentsTilde(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("HOME", home)
-	if _, err := credentials.LoadEnvironments(credentials.DefaultEnvironmentsPath); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing default file: %v, want fs.ErrNotExist", err)
 	}
 	dir := filepath.Join(home, ".config", "kognic")
@@ -104,7 +104,7 @@ func TestLoadEnvironmentsTilde(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "environments.json"), []byte(envFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e, err := credentials.LoadEnvironments(credentials.DefaultEnvironmentsPath)
+	e, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath)
 	if err != nil || e.Path != filepath.Join(dir, "environments.json") || len(e.Envs) != 3 {
 		t.Fatalf("LoadEnvironments(~/...) = %+v, %v", e, err)
 	}
@@ -121,12 +121,12 @@ func TestExpandHome(t *testing.T) {
 		"~other/x":   "~other/x",
 		"":           "",
 	} {
-		if got, err := credentials.ExpandHome(in); err != nil || got != want {
+		if got, err := creds.ExpandHome(in); err != nil || got != want {
 			t.Errorf("ExpandHome(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
 	t.Setenv("HOME", "")
-	if _, err := credentials.ExpandHome("~/x"); err == nil {
+	if _, err := creds.ExpandHome("~/x"); err == nil {
 		t.Error("ExpandHome without HOME succeeded")
 	}
 }
@@ -137,12 +137,12 @@ func TestLoadFileTilde(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(home, "c.json"), []byte(`{"clientId":"id","clientSecret":"s3cr3t","email":"a@b.c","userId":1,"issuer":"kognic"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := credentials.LoadFile("~/c.json")
+	f, err := creds.LoadFile("~/c.json")
 	if err != nil || f.ClientID != "id" {
 		t.Fatalf("LoadFile(~/c.json) = %v, %v", f, err)
 	}
-	c, err := credentials.FromEnv(func(k string) (string, bool) {
-		if k == credentials.EnvCredentials {
+	c, err := creds.FromEnv(func(k string) (string, bool) {
+		if k == creds.EnvCredentials {
 			return "~/c.json", true
 		}
 		return "", false

@@ -1,15 +1,15 @@
-package credentials_test
+package creds_test
 
 import (
 	"fmt"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker/credentials"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 func Example() {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	f, err := credentials.LoadFile("testdata/valid.json", credentials.WithClock(func() time.Time { return now }))
+	f, err := creds.LoadFile("testdata/valid.json", creds.WithClock(func() time.Time { return now }))
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -19,7 +19,7 @@ func Example() {
 	fmt.Printf("%v %q\n", c.Secret, c.Secret)
 	fmt.Println(c.Source)
 
-	_, err = credentials.LoadFile("testdata/expired.json", credentials.WithClock(func() time.Time { return now }))
+	_, err = creds.LoadFile("testdata/expired.json", creds.WithClock(func() time.Time { return now }))
 	fmt.Println(err)
 	// Output:
 	// fake-client-id-0001 [write:inputs read:inputs]
@@ -32,7 +32,7 @@ func ExampleFromEnv() {
 	env := map[string]string{"KOGNIC_CLIENT_ID": "my-client"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 
-	_, err := credentials.FromEnv(lookup)
+	_, err := creds.FromEnv(lookup)
 	fmt.Println(err)
 	// Output:
 	// credentials: KOGNIC_CLIENT_ID is set but KOGNIC_CLIENT_SECRET is not; set both, or set KOGNIC_CREDENTIALS to a credentials file
