@@ -47,7 +47,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// files changes.
 	d, err := daemon.New(cfg, daemon.Options{
 		Logger: log, Listen: *listen, Dev: *dev, AuditOutput: stdout, Notice: stderr,
-		UserAgent: "tokenbroker/" + version(), Load: load,
+		UserAgent: "tokenbroker/" + version(), Version: version(), Load: load,
 	})
 	if err != nil {
 		return err
@@ -74,7 +74,13 @@ func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Log
 	case path != "":
 		return config.LoadWith(path, opts)
 	case dev:
-		return &config.Config{Listen: config.DefaultListen}, nil
+		// The dev IdP's tenant is added by the daemon; the admin listener
+		// (status page, metrics) is on loopback, and ^C stops at once.
+		return &config.Config{
+			Listen:   config.DefaultListen,
+			Admin:    config.Admin{Listen: config.DefaultAdminListen},
+			Shutdown: config.Shutdown{Timeout: config.DefaultShutdownTimeout},
+		}, nil
 	}
 	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
 	return config.FromEnvWith(lookup, opts)

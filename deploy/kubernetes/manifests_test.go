@@ -284,3 +284,38 @@ func TestNetworkPolicyLimitsPorts(t *testing.T) {
 		t.Errorf("ingress opens ports %v, want only grpc and admin", rules)
 	}
 }
+
+// TestConfigMatchesDeployment: the broker.yaml in the ConfigMap listens
+// where the container's ports and probes point, exposes the admin port to
+// the cluster (Prometheus), and drains within the pod's grace period.
+func TestConfigMatchesDeployment(t *testing.T) {
+	m := load(t)
+	var cfg struct {
+		Listen string `json:"listen"`
+		Admin  struct {
+			Listen string `json:"listen"`
+		} `json:"admin"`
+		Shutdown struct {
+			Drain   string `json:"drain"`
+			Timeout string `json:"timeout"`
+		} `json:"shutdown"`
+	}
+	if err := yaml.Unmarshal([]byte(m.cm.Data["broker.yaml"]), &cfg); err != nil {
+		t.Fatalf("broker.yaml: %v", err)
+	}
+	if !strings.HasSuffix(cfg.Listen, ":50051") || !strings.HasSuffix(cfg.Admin.Listen, ":9464") {
+		t.Errorf("broker.yaml listens on %q and admin %q; want :50051 and :9464 as the container ports say", cfg.Listen, cfg.Admin.Listen)
+	}
+	if strings.HasPrefix(cfg.Admin.Listen, "127.") {
+		t.Errorf("admin.listen %q is loopback: Prometheus could not scrape the pod", cfg.Admin.Listen)
+	}
+	d, err1 := time.ParseDuration(cfg.Shutdown.Drain)
+	to, err2 := time.ParseDuration(cfg.Shutdown.Timeout)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("shutdown drain %q, timeout %q: want durations", cfg.Shutdown.Drain, cfg.Shutdown.Timeout)
+	}
+	grace := time.Duration(*m.deploy.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	if d+to >= grace {
+		t.Errorf("drain %s + timeout %s do not fit the grace period %s", d, to, grace)
+	}
+}

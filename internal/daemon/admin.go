@@ -15,6 +15,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -25,7 +26,7 @@ import (
 //	/readyz   200 once every tenant has settled (see ready), until the
 //	          drain starts or the audit trail fails; 503 otherwise
 //	/metrics  Prometheus
-//	/         the status page (Options.StatusPage), else a short index
+//	/         the status page (internal/statuspage; /status.json too)
 
 // StatusSource is what a status page reads: the tenants and their
 // default-scope token states. *broker.Broker implements it.
@@ -96,7 +97,7 @@ func settled(t broker.TenantInfo) bool {
 }
 
 // newAdmin opens the admin listener on addr.
-func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, statusPage func(StatusSource) http.Handler, log *slog.Logger) (*adminServer, error) {
+func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, version string, log *slog.Logger) (*adminServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
@@ -118,13 +119,9 @@ func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, st
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
-	if statusPage != nil {
-		mux.Handle("GET /", statusPage(src))
-	} else {
-		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-			text(w, http.StatusOK, "tokenbroker admin: /healthz /readyz /metrics")
-		})
-	}
+	// The status page answers the rest: /, /status.json and its
+	// stylesheet, with its own security headers and 405 for non-GET.
+	mux.Handle("/", statuspage.Handler(statuspage.FromBroker(src), statuspage.WithVersion(version), statuspage.WithLogger(log)))
 	a.srv = &http.Server{
 		Handler:           noSniff(mux),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -71,9 +71,8 @@ type Options struct {
 	// it when one changes, unless the config's watch.enabled is false.
 	// nil: no watching, and Reread fails.
 	Load func() (*config.Config, error)
-	// StatusPage, if set, builds the handler served at "/" on the admin
-	// listener from the broker's tenants; nil serves a short index.
-	StatusPage func(StatusSource) http.Handler
+	// Version names the build on the status page.
+	Version string
 	// TracerProvider traces gRPC calls and identity-provider requests;
 	// nil means the one the OTEL_* environment configures, if any (see
 	// tracing.go: off unless asked for).
@@ -236,7 +235,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
 	if cfg.Admin.Listen != "" {
-		if d.admin, err = newAdmin(cfg.Admin.Listen, d.metrics, d.broker, healthServing(hs), opts.StatusPage, log); err != nil {
+		if d.admin, err = newAdmin(cfg.Admin.Listen, d.metrics, d.broker, healthServing(hs), opts.Version, log); err != nil {
 			return nil, err
 		}
 		if !isLoopbackAddr(cfg.Admin.Listen) {

@@ -135,12 +135,20 @@ var (
 	stateDesc = prometheus.NewDesc("tokenbroker_token_state",
 		"State of the tenant's default-scope token: 1 for the current state (pending, ready, stale, failing), 0 for the others.",
 		[]string{"tenant", "state"}, nil)
+	watchesDesc = prometheus.NewDesc("tokenbroker_watch_streams",
+		"Open WatchToken streams (broker watches) over all the tenant's scope sets.",
+		[]string{"tenant"}, nil)
+	scopeSetsDesc = prometheus.NewDesc("tokenbroker_scope_sets",
+		"Scope sets the broker holds for the tenant, its default set included.",
+		[]string{"tenant"}, nil)
 	states = []broker.State{broker.StatePending, broker.StateReady, broker.StateStale, broker.StateFailing}
 )
 
 func (c tenantCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- expiryDesc
 	ch <- stateDesc
+	ch <- watchesDesc
+	ch <- scopeSetsDesc
 }
 
 func (c tenantCollector) Collect(ch chan<- prometheus.Metric) {
@@ -155,5 +163,7 @@ func (c tenantCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, v, t.Name, s.String())
 		}
+		ch <- prometheus.MustNewConstMetric(watchesDesc, prometheus.GaugeValue, float64(t.Watches), t.Name)
+		ch <- prometheus.MustNewConstMetric(scopeSetsDesc, prometheus.GaugeValue, float64(t.ScopeSets), t.Name)
 	}
 }

@@ -98,7 +98,19 @@ func TestMetricsAfterRefreshFailureAndDenial(t *testing.T) {
 	if _, err := s.Get(t.Context(), api, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Get(t.Context(), api, "hidden")
+	// An open watch on a second scope set of acme.
+	watchCtx, stopWatch := context.WithCancel(t.Context())
+	defer stopWatch()
+	watch, err := api.WatchToken(watchCtx, &tbv1.WatchTokenRequest{Tenant: "acme", Scopes: []string{"read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := watch.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Record(first.GetToken(), nil)
+	_, err = s.Get(t.Context(), api, "hidden")
 	brokertest.WantStatus(t, "billing asks for hidden", err, codes.PermissionDenied)
 	_, err = s.Get(brokertest.Bearer(t.Context(), s.WrongKey), s.API(s.TLSOnly()), "team-a")
 	brokertest.WantStatus(t, "a wrong API key", err, codes.Unauthenticated)
@@ -117,7 +129,7 @@ func TestMetricsAfterRefreshFailureAndDenial(t *testing.T) {
 # HELP tokenbroker_token_refreshes_total Token requests to identity providers (refreshes and first fetches, every scope set), by tenant and result: success, error (transient, retried) or rejected (permanent, e.g. invalid_client).
 # TYPE tokenbroker_token_refreshes_total counter
 tokenbroker_token_refreshes_total{result="rejected",tenant="broken"} 1
-tokenbroker_token_refreshes_total{result="success",tenant="acme"} 1
+tokenbroker_token_refreshes_total{result="success",tenant="acme"} 2
 tokenbroker_token_refreshes_total{result="success",tenant="hidden"} 1
 tokenbroker_token_refreshes_total{result="success",tenant="team-a"} 1
 # HELP tokenbroker_denials_total Refused calls (the audit trail's deny events), by gRPC status code.
@@ -141,9 +153,12 @@ tokenbroker_audit_write_errors_total 0
 		series   string
 		min, max float64
 	}{
-		{`tokenbroker_idp_request_duration_seconds_count{status="200",tenant="acme"}`, 1, 1},
+		{`tokenbroker_idp_request_duration_seconds_count{status="200",tenant="acme"}`, 2, 2},
 		{`tokenbroker_idp_request_duration_seconds_count{status="401",tenant="broken"}`, 1, 1},
 		{`tokenbroker_token_state{state="ready",tenant="acme"}`, 1, 1},
+		{`tokenbroker_scope_sets{tenant="acme"}`, 2, 2},
+		{`tokenbroker_watch_streams{tenant="acme"}`, 1, 1},
+		{`tokenbroker_watch_streams{tenant="team-a"}`, 0, 0},
 		{`tokenbroker_token_state{state="failing",tenant="acme"}`, 0, 0},
 		{`tokenbroker_token_state{state="failing",tenant="broken"}`, 1, 1},
 		{`tokenbroker_token_expiry_timestamp_seconds{tenant="acme"}`, now, now + 24*3600},
@@ -315,4 +330,40 @@ func drainLog(logs string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestAdminServesStatusPage: the admin listener's "/" is the status page
+// of the running broker (every tenant, its state) and /status.json its
+// data, with the page's strict Content-Security-Policy, and neither shows
+// a token, a client secret or an API key.
+func TestAdminServesStatusPage(t *testing.T) {
+	s := brokertest.StartSecured(t)
+	d := s.Daemon
+	tok, err := s.Get(t.Context(), s.API(s.WithCert(brokertest.BillingSPIFFE)), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + d.AdminAddr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'none'") {
+		t.Errorf("GET / = %d, CSP %q; want 200 with the status page's CSP", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+	code, data := adminGet(t, d, "/status.json")
+	if code != 200 {
+		t.Errorf("GET /status.json = %d", code)
+	}
+	for _, tenant := range []string{"acme", "team-a", "hidden"} {
+		if !strings.Contains(string(page), tenant) || !strings.Contains(data, `"`+tenant+`"`) {
+			t.Errorf("status page or JSON does not show tenant %s", tenant)
+		}
+	}
+	for what, secret := range map[string]string{"token": tok.GetAccessToken(), "client secret": s.Client.Secret, "API key": s.APIKey, "client id": s.Client.ID} {
+		if strings.Contains(string(page), secret) || strings.Contains(data, secret) {
+			t.Errorf("the status page shows the %s", what)
+		}
+	}
 }

@@ -10,14 +10,19 @@ import (
 // the token URL is reduced to its host, and the last error loses the
 // token URL's query (upstream errors quote the full URL).
 // It panics if b is nil.
-func FromBroker(b *broker.Broker) Source {
+func FromBroker(b Tenants) Source {
 	if b == nil {
-		panic("statuspage: FromBroker: nil *broker.Broker")
+		panic("statuspage: FromBroker: nil broker")
 	}
 	return brokerSource{b}
 }
 
-type brokerSource struct{ b *broker.Broker }
+// Tenants is what FromBroker needs of a *broker.Broker.
+type Tenants interface {
+	Tenants() []broker.TenantInfo
+}
+
+type brokerSource struct{ b Tenants }
 
 func (s brokerSource) Tenants() []Tenant {
 	infos := s.b.Tenants()
