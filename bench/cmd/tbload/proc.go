@@ -74,7 +74,7 @@ func writeConfig(dir, addr string, s brokerSpec) (string, error) {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %s\nwatch:\n  enabled: false\naudit:\n  path: %s\n", addr, filepath.Join(dir, "audit.log"))
+	fmt.Fprintf(&b, "listen: %s\nadmin:\n  listen: 127.0.0.1:0\nwatch:\n  enabled: false\naudit:\n  path: %s\n", addr, filepath.Join(dir, "audit.log"))
 	if s.deployed {
 		sum := sha256.Sum256([]byte(apiKey))
 		fmt.Fprintf(&b, "callers:\n  - name: bench\n    api_key_sha256: %s\n    tenants: [\"*\"]\n", hex.EncodeToString(sum[:]))
