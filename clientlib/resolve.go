@@ -235,18 +235,11 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	return &plan{mode: modeDirect, from: from, direct: spec}, nil
 }
 
-// checkAuthServer checks an auth server base URL.
+// checkAuthServer checks an auth server base URL with the broker's one
+// URL rule; plain http is refused later, naming where the URL came from.
 func checkAuthServer(s string) error {
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return errors.New("not a valid URL")
-	case u.User != nil:
-		return errors.New("the URL must not contain a user or password")
-	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Opaque != "":
-		return fmt.Errorf("%q is not an absolute http(s) URL, e.g. %s", s, kognic.DefaultAuthServer)
-	case u.RawQuery != "" || u.Fragment != "":
-		return fmt.Errorf("%q must not have a query or fragment", s)
+	if err := upstream.CheckURL(s, upstream.URLRules{Base: true, AllowInsecureHTTP: true}); err != nil {
+		return fmt.Errorf("%w; e.g. %s", err, kognic.DefaultAuthServer)
 	}
 	return nil
 }
