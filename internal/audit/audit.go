@@ -32,10 +32,8 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -199,13 +197,13 @@ func (l *Logger) Log(r Record) error {
 	if r.Event == EventDeny {
 		r = clipDenial(r)
 	}
-	enc, err := encode(r)
-	if err != nil {
-		return err
-	}
+	sp := scratch.Get().(*[]byte)
+	enc := appendRecord((*sp)[:0], &r)
 	l.mu.Lock()
 	b, err := l.enqueueLocked(r.Time, enc)
 	l.mu.Unlock()
+	*sp = enc
+	scratch.Put(sp)
 	if err != nil {
 		return err
 	}
@@ -213,34 +211,13 @@ func (l *Logger) Log(r Record) error {
 	return b.err
 }
 
-// zeroTime is how encoding/json starts a Record whose Time is zero.
-const zeroTime = `{"time":"0001-01-01T00:00:00Z"`
-
-// encode marshals r. When r.Time is zero, the result lacks the opening
-// {"time":"…" (enqueueLocked adds it under the lock, so that times follow
-// the line order); the marshalling itself runs outside the lock.
-func encode(r Record) ([]byte, error) {
-	zero := r.Time.IsZero()
-	if zero {
-		r.Time = time.Time{}
-	} else {
-		r.Time = r.Time.UTC()
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("audit: %w", err)
-	}
-	if zero {
-		if !bytes.HasPrefix(b, []byte(zeroTime)) {
-			return nil, fmt.Errorf("audit: unexpected encoding of a record") // unreachable: Time is the first field
-		}
-		b = b[len(zeroTime):]
-	}
-	return b, nil
-}
+// scratch holds buffers for encoding a line outside the lock.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // enqueueLocked appends a line to the current batch and makes sure a
-// writer goroutine runs. enc is encode's result for a record with time t.
+// writer goroutine runs. enc is appendRecord's encoding of a record with
+// time t; the time (now if t is zero) is added here, under the lock, so
+// that times follow the line order.
 func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
 	if l.closed {
 		return nil, fmt.Errorf("audit: logger is closed")
@@ -251,10 +228,9 @@ func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
 	}
 	b := l.cur
 	if t.IsZero() {
-		b.buf = append(b.buf, `{"time":"`...)
-		b.buf = l.now().UTC().AppendFormat(b.buf, time.RFC3339Nano)
-		b.buf = append(b.buf, '"')
+		t = l.now()
 	}
+	b.buf = appendTime(b.buf, t)
 	b.buf = append(b.buf, enc...)
 	b.buf = append(b.buf, '\n')
 	b.lines++

@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"time"
@@ -86,11 +85,7 @@ func (l *Logger) LogDenial(r Record) error {
 	if host, _, err := net.SplitHostPort(r.Peer); err == nil {
 		r.Peer = host
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	key := string(b)
+	key := string(appendRecord(nil, &r))
 	l.mu.Lock()
 	w, err := l.denyLocked(key, r)
 	l.mu.Unlock()
@@ -132,13 +127,10 @@ func (l *Logger) denyLocked(key string, r Record) (*batch, error) {
 	return l.queueLocked(r)
 }
 
-// queueLocked encodes r and adds it to the current batch.
+// queueLocked encodes r and adds it to the current batch (denial lines
+// are rare: encoding them under the lock costs nothing that matters).
 func (l *Logger) queueLocked(r Record) (*batch, error) {
-	enc, err := encode(r)
-	if err != nil {
-		return nil, err
-	}
-	return l.enqueueLocked(r.Time, enc)
+	return l.enqueueLocked(r.Time, appendRecord(nil, &r))
 }
 
 func (l *Logger) flush() {
