@@ -142,9 +142,6 @@ func New(cfg Config) *Server {
 		// grown already, instead of a new goroutine per call that grows
 		// its stack again (runtime.copystack was ~15% of a cache hit).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		// An idle connection (one holding only idle watches) returns its
-		// write buffer to a shared pool.
-		grpc.SharedWriteBuffer(true),
 	}, limits.serverOptions()...)
 	streams := &streamLimiter{
 		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
