@@ -5,17 +5,35 @@
 // Fingerprint, the first 12 hex digits of its SHA-256, which is enough to
 // match it with the token_sha256 a client sends to InvalidateToken.
 //
-// A Logger is safe for concurrent use; each line is written with a single
-// Write call. A write that fails part-way (a full disk) can leave a torn,
-// partial line; the next record then starts with a newline, so every
-// complete record is on a line of its own, and a reader should skip a
-// line that is not valid JSON (it is such a torn remainder).
+// A Logger is safe for concurrent use. It commits lines in groups: a call
+// appends its line to the current batch under a short lock and waits; one
+// writer goroutine writes each batch with a single Write call, so that
+// many concurrent calls cost one write system call. Log returns only once
+// its line's batch is written, and a failed write fails every call of
+// that batch, so a caller that hands out a token only after Log succeeds
+// never hands one out without its line. Lines reach the file in the order
+// their calls took the lock.
+//
+// Durability: a line is acknowledged once write(2) returned, i.e. it is in
+// the kernel's page cache. A process crash (panic, OOM kill, SIGKILL)
+// therefore loses no acknowledged line. A power loss or kernel crash can
+// lose what the kernel had not yet written back (on Linux up to about
+// 30 s, vm.dirty_expire_centisecs) unless SetSyncInterval asks for fsync:
+// SyncEachBatch fsyncs every batch before acknowledging it (a power loss
+// then loses no acknowledged line either), a positive interval bounds
+// the loss to that interval.
+//
+// A write that fails part-way (a full disk) can leave a torn, partial
+// line; the next batch then starts with a newline, so every complete
+// record is on a line of its own, and a reader should skip a line that
+// is not valid JSON (it is such a torn remainder). The lines of a batch
+// whose write failed may still be in the file, complete: their calls
+// failed all the same.
 package audit
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -83,23 +101,60 @@ func Fingerprint(accessToken string) string {
 	return hex.EncodeToString(sum[:])[:FingerprintLen]
 }
 
-// Logger writes Records as JSON lines.
+// Logger writes Records as JSON lines; see the package comment for how
+// it batches and what it guarantees.
 type Logger struct {
 	mu     sync.Mutex
-	w      io.Writer
+	idle   sync.Cond // signalled when the writer goroutine exits; uses mu
+	w      io.Writer // written by the writer goroutine only; nil once closed
 	closer io.Closer
 	now    func() time.Time
+
+	cur     *batch // lines waiting for the writer; guarded by mu
+	spare   []byte // a written batch's buffer, for reuse; guarded by mu
+	running bool   // a writer goroutine is running; guarded by mu
+	closed  bool   // guarded by mu
+
+	// Owned by the writer goroutine (one at a time, handed over under mu).
 	// torn reports that the last write left a partial line (a short
-	// write, e.g. on ENOSPC): the next record starts with a newline, so
+	// write, e.g. on ENOSPC): the next batch starts with a newline, so
 	// that every complete record is on a line of its own.
 	torn bool
 
+	syncEvery time.Duration // see SetSyncInterval; guarded by mu
+	dirty     bool          // written since the last fsync; guarded by mu
+	syncTimer *time.Timer   // pending interval fsync; guarded by mu
+
 	collapse collapser // guarded by mu
-	onError  func()    // guarded by mu; see OnWriteError
+	onError  func()    // see OnWriteError; set before use
+}
+
+// batch is a group of lines committed by one Write.
+type batch struct {
+	buf   []byte
+	lines int
+	done  chan struct{} // closed once the batch is written (or failed)
+	err   error         // set before done is closed
+}
+
+// SyncEachBatch, given to SetSyncInterval, fsyncs every batch before its
+// calls return.
+const SyncEachBatch time.Duration = -1
+
+// SetSyncInterval sets when the file is fsynced (only writers with a
+// Sync method, such as *os.File, are): 0, the default, never — the
+// kernel writes back in its own time; SyncEachBatch before every batch
+// is acknowledged, so that a power loss loses no acknowledged line;
+// a positive d at most every d, and within d of a write. Set it before
+// the Logger is used.
+func (l *Logger) SetSyncInterval(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.syncEvery = d
 }
 
 // OnWriteError sets f to be called once for every line that could not be
-// written (metrics count them). f runs with the Logger locked: it must
+// written (metrics count them). f runs on the writer goroutine: it must
 // not block or call the Logger. Set it before the Logger is used.
 func (l *Logger) OnWriteError(f func()) {
 	l.mu.Lock()
@@ -107,9 +162,13 @@ func (l *Logger) OnWriteError(f func()) {
 	l.onError = f
 }
 
-// New returns a Logger writing to w. It does not close w.
+// New returns a Logger writing to w. It does not close w. Closing it is
+// needed only to write pending denial counts: its writer goroutine exits
+// whenever no line is waiting.
 func New(w io.Writer) *Logger {
-	return &Logger{w: w, now: time.Now, collapse: collapser{interval: DefaultCollapseInterval}}
+	l := &Logger{w: w, now: time.Now, collapse: collapser{interval: DefaultCollapseInterval}}
+	l.idle.L = &l.mu
+	return l
 }
 
 // Open returns a Logger appending to the file at path, created with mode
@@ -128,8 +187,9 @@ func Open(path string) (*Logger, error) {
 	return l, nil
 }
 
-// Log writes r as one line, setting Time to now if it is zero. A nil
-// Logger discards r.
+// Log writes r as one line, setting Time to now if it is zero, and
+// returns once the line is written (or its write failed). A nil Logger
+// discards r.
 func (l *Logger) Log(r Record) error {
 	if l == nil {
 		return nil
@@ -137,58 +197,153 @@ func (l *Logger) Log(r Record) error {
 	if r.Event == EventDeny {
 		r = clipDenial(r)
 	}
+	sp := scratch.Get().(*[]byte)
+	enc := appendRecord((*sp)[:0], &r)
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.writeLocked(r)
-}
-
-func (l *Logger) writeLocked(r Record) error {
-	err := l.encodeLocked(r)
-	if err != nil && l.onError != nil {
-		l.onError()
-	}
-	return err
-}
-
-func (l *Logger) encodeLocked(r Record) error {
-	if r.Time.IsZero() {
-		r.Time = l.now()
-	}
-	r.Time = r.Time.UTC()
-	b, err := json.Marshal(r)
+	b, err := l.enqueueLocked(r.Time, enc)
+	l.mu.Unlock()
+	*sp = enc
+	scratch.Put(sp)
 	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+		return err
 	}
-	b = append(b, '\n')
-	if l.w == nil {
-		return fmt.Errorf("audit: logger is closed")
+	<-b.done
+	return b.err
+}
+
+// scratch holds buffers for encoding a line outside the lock.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// enqueueLocked appends a line to the current batch and makes sure a
+// writer goroutine runs. enc is appendRecord's encoding of a record with
+// time t; the time (now if t is zero) is added here, under the lock, so
+// that times follow the line order.
+func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
+	if l.closed {
+		return nil, fmt.Errorf("audit: logger is closed")
 	}
+	if l.cur == nil {
+		l.cur = &batch{buf: l.spare[:0], done: make(chan struct{})}
+		l.spare = nil
+	}
+	b := l.cur
+	if t.IsZero() {
+		t = l.now()
+	}
+	b.buf = appendTime(b.buf, t)
+	b.buf = append(b.buf, enc...)
+	b.buf = append(b.buf, '\n')
+	b.lines++
+	if !l.running {
+		l.running = true
+		go l.run()
+	}
+	return b, nil
+}
+
+// maxSpare bounds the batch buffer kept for reuse.
+const maxSpare = 1 << 20
+
+// run is the writer goroutine: it writes batches until none is waiting.
+func (l *Logger) run() {
+	l.mu.Lock()
+	for l.cur != nil {
+		b := l.cur
+		l.cur = nil
+		syncEach := l.syncEvery < 0
+		l.mu.Unlock()
+
+		err := l.write(b.buf, syncEach)
+		b.err = err
+		if err != nil && l.onError != nil {
+			for range b.lines {
+				l.onError()
+			}
+		}
+		close(b.done)
+
+		l.mu.Lock()
+		if cap(b.buf) <= maxSpare {
+			l.spare = b.buf[:0]
+		}
+		if err == nil && l.syncEvery > 0 {
+			l.dirty = true
+			if l.syncTimer == nil {
+				l.syncTimer = time.AfterFunc(l.syncEvery, l.syncNow)
+			}
+		}
+	}
+	l.running = false
+	l.idle.Broadcast()
+	l.mu.Unlock()
+}
+
+// write writes one batch with a single Write call (and fsyncs it if
+// syncEach).
+func (l *Logger) write(p []byte, syncEach bool) error {
 	if l.torn {
-		b = append([]byte{'\n'}, b...)
+		p = append([]byte{'\n'}, p...)
 	}
-	n, err := l.w.Write(b)
+	n, err := l.w.Write(p)
 	if n > 0 {
-		l.torn = b[n-1] != '\n'
+		l.torn = p[n-1] != '\n'
 	}
-	if err == nil && n < len(b) {
+	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
 		return fmt.Errorf("audit: write: %w", err)
 	}
+	if s, ok := l.w.(interface{ Sync() error }); ok && syncEach {
+		if err := s.Sync(); err != nil {
+			return fmt.Errorf("audit: fsync: %w", err)
+		}
+	}
 	return nil
 }
 
-// Close closes the file Open opened; later Logs fail. It is idempotent.
+// syncNow is the interval fsync. It runs while the writer may write:
+// fsync and write on one file are safe together.
+func (l *Logger) syncNow() {
+	l.mu.Lock()
+	l.syncTimer = nil
+	dirty := l.dirty
+	l.dirty = false
+	w := l.w
+	l.mu.Unlock()
+	if s, ok := w.(interface{ Sync() error }); ok && dirty {
+		_ = s.Sync() // best effort: the lines were acknowledged already
+	}
+}
+
+// Close writes pending denial counts, waits for every line to be
+// written and closes the file Open opened; later Logs fail. It is
+// idempotent.
 func (l *Logger) Close() error {
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
 	l.flushLocked(true)
-	c := l.closer
+	l.closed = true
+	for l.running {
+		l.idle.Wait()
+	}
+	if l.syncTimer != nil {
+		l.syncTimer.Stop()
+		l.syncTimer = nil
+	}
+	w, c := l.w, l.closer
 	l.w, l.closer = nil, nil
+	dirty := l.dirty && l.syncEvery > 0
+	l.mu.Unlock()
+	if s, ok := w.(interface{ Sync() error }); ok && dirty {
+		_ = s.Sync()
+	}
 	if c != nil {
 		return c.Close()
 	}

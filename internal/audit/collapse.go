@@ -1,7 +1,7 @@
 package audit
 
 import (
-	"encoding/json"
+	"fmt"
 	"net"
 	"time"
 	"unicode/utf8"
@@ -85,40 +85,60 @@ func (l *Logger) LogDenial(r Record) error {
 	if host, _, err := net.SplitHostPort(r.Peer); err == nil {
 		r.Peer = host
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
+	key := string(appendRecord(nil, &r))
+	l.mu.Lock()
+	w, err := l.denyLocked(key, r)
+	l.mu.Unlock()
+	if w == nil || err != nil {
 		return err
 	}
-	key := string(b)
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	<-w.done
+	return w.err
+}
+
+// denyLocked counts a repeated denial or queues a new one's line,
+// returning the batch to wait for (nil when counted).
+func (l *Logger) denyLocked(key string, r Record) (*batch, error) {
+	if l.closed {
+		return nil, fmt.Errorf("audit: logger is closed")
+	}
 	c := &l.collapse
 	if c.seen == nil {
 		c.seen = map[string]*pending{}
 	}
 	if p, ok := c.seen[key]; ok {
 		p.count++
-		return nil
+		return nil, nil
 	}
 	if len(c.seen) >= maxCollapseKeys {
 		key = ""
 		if p, ok := c.seen[key]; ok {
 			p.count++
-			return nil
+			return nil, nil
 		}
 		c.seen[key] = &pending{r: Record{Event: EventDeny, Result: ResultDenied,
 			Reason: "further distinct denials, not itemised: too many in one interval"}, count: 1}
-		return nil
+		return nil, nil
 	}
 	c.seen[key] = &pending{r: r}
 	if c.timer == nil && c.interval > 0 {
 		c.timer = time.AfterFunc(c.interval, l.flush)
 	}
-	return l.writeLocked(r)
+	return l.queueLocked(r)
+}
+
+// queueLocked encodes r and adds it to the current batch (denial lines
+// are rare: encoding them under the lock costs nothing that matters).
+func (l *Logger) queueLocked(r Record) (*batch, error) {
+	return l.enqueueLocked(r.Time, appendRecord(nil, &r))
 }
 
 func (l *Logger) flush() {
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
 	defer l.mu.Unlock()
 	l.flushLocked(false)
 }
@@ -139,7 +159,8 @@ func (l *Logger) flushLocked(final bool) {
 		}
 		r := p.r
 		r.Count = p.count
-		_ = l.writeLocked(r) // no caller to tell; a failing writer fails the next Log too
+		// No caller waits: a failing writer fails the next Log too.
+		_, _ = l.queueLocked(r)
 		p.count = 0
 	}
 	if final {

@@ -69,12 +69,18 @@ func freePort() (string, error) {
 }
 
 func writeConfig(dir, addr string, s brokerSpec) (string, error) {
+	// The admin listener (metrics) on a port of its own: the default
+	// 9464 clashes with any other broker on the machine.
+	admin, err := freePort()
+	if err != nil {
+		return "", err
+	}
 	secret := filepath.Join(dir, "s")
 	if err := os.WriteFile(secret, []byte("bench-client-secret\n"), 0o600); err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %s\nadmin:\n  listen: 127.0.0.1:0\nwatch:\n  enabled: false\naudit:\n  path: %s\n", addr, filepath.Join(dir, "audit.log"))
+	fmt.Fprintf(&b, "listen: %s\nadmin:\n  listen: %s\nwatch:\n  enabled: false\naudit:\n  path: %s\n", addr, admin, filepath.Join(dir, "audit.log"))
 	if s.deployed {
 		sum := sha256.Sum256([]byte(apiKey))
 		fmt.Fprintf(&b, "callers:\n  - name: bench\n    api_key_sha256: %s\n    tenants: [\"*\"]\n", hex.EncodeToString(sum[:]))

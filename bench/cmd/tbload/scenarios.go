@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -33,6 +34,16 @@ func goVersion() string {
 func dial(addr string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+}
+
+// dialFrom is dial from a source address of its own in 127.0.0.0/8 (i
+// picks it), so that many connections look like many clients: the broker
+// caps open streams per peer IP (512).
+func dialFrom(addr string, i int) (*grpc.ClientConn, error) {
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, byte(1+i/250), byte(1+i%250))}
+	d := net.Dialer{LocalAddr: local}
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }))
 }
 
 // callerCtx adds the bench caller's API key in the deployed configuration.
@@ -194,7 +205,7 @@ func scenarioWatch(ctx context.Context, o options) error {
 	}()
 	start := time.Now()
 	for ci := range nconn {
-		cc, err := dial(b.addr)
+		cc, err := dialFrom(b.addr, ci)
 		if err != nil {
 			return err
 		}
