@@ -39,6 +39,14 @@ const (
 	// instead of waiting for the backoff timer (never during a Retry-After
 	// or after a permanent error).
 	CallerRetryInterval = time.Second
+	// ReloadRetryInterval: a reload (SetTenants) that leaves a tenant's
+	// configuration unchanged retries a key that failed permanently
+	// (invalid_client…) at once, but at most once per this interval per
+	// key; a reload within it moves the key's next attempt to the end of
+	// the interval instead. A storm of reloads thus cannot hammer the
+	// identity provider, and a fix made there is still tried within 30 s
+	// of a reload. A changed configuration always fetches at once.
+	ReloadRetryInterval = 30 * time.Second
 	// refreshFloor: a token is refreshed no later than the larger of this
 	// and a quarter of its lifetime before it expires (at most half the
 	// lifetime), which leaves room for several retries before callers

@@ -27,6 +27,7 @@ type entry struct {
 	noAnswer  bool      // the last attempt got no answer in FetchTimeout
 	lastStart time.Time // when the last request started
 	forcedAt  time.Time // when Invalidate last forced a request
+	reloadAt  time.Time // when a reload last retried a permanent failure
 	next      time.Time // when the timer fires
 	bo        *backoff.ExponentialBackOff
 	inflight  *call

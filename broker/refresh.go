@@ -10,14 +10,41 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// retryPermanent retries at once a key whose last request failed
-// permanently, e.g. after a reload.
+// retryPermanent retries a key whose last request failed permanently,
+// after a reload: at once, but at most once per ReloadRetryInterval (and
+// never during a Retry-After); within it, the next attempt moves to the
+// interval's end if that is sooner than planned.
 func (e *entry) retryPermanent() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.permanent && e.dead == nil && e.inflight == nil {
-		e.startLocked()
+	if !e.permanent || e.dead != nil || e.inflight != nil {
+		return
 	}
+	now := e.b.clock.Now()
+	at := e.hold
+	if !e.reloadAt.IsZero() {
+		at = latest(at, e.reloadAt.Add(ReloadRetryInterval))
+	}
+	if !now.Before(at) {
+		e.reloadAt = now
+		e.startLocked()
+		return
+	}
+	if at.Before(e.retryAt) {
+		e.retryAt = at
+		if e.timer == nil || at.Before(e.next) { // else the timer moves on to retryAt
+			e.scheduleLocked(now, at)
+		}
+		e.b.log.Debug("reload: permanently failed key retried at most every "+ReloadRetryInterval.String(),
+			"tenant", e.t.spec.Name, "scopes", e.requestScopes(), "retry_in", at.Sub(now))
+	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // startLocked starts the shared request for the key on the broker's own

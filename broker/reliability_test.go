@@ -375,3 +375,67 @@ func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
 		}
 	}
 }
+
+// A storm of reloads that change nothing retries a permanently failed key
+// at most once per ReloadRetryInterval, yet a fix made at the identity
+// provider is still tried within that interval, and changed credentials
+// are tried at once.
+func TestReloadStormRetriesPermanentFailureBounded(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")))
+	next(t, w, inState(broker.StateFailing))
+	if _, err := e.token(t.Context(), []string{"x"}, 0); err == nil {
+		t.Fatal("scope set x got a token from a failing IdP")
+	}
+	spec := broker.Tenant{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}
+	// Both keys have failed and planned their next attempt (5 min away).
+	planned := func() {
+		t.Helper()
+		if err := e.clock.BlockUntilContext(t.Context(), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	planned()
+	before := f.Requests()
+	for i := range 50 {
+		if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			planned() // the first reload's retries failed again
+		}
+	}
+	planned()
+	if n := f.Requests() - before; n != 2 {
+		t.Fatalf("50 reloads caused %d IdP requests for 2 permanently failed keys, want 2 (one per key)", n)
+	}
+	if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.ReloadRetryInterval {
+		t.Errorf("after the reloads the next attempt is in %s, want within %s", d, broker.ReloadRetryInterval)
+	}
+
+	// The reloads within the interval moved each key's attempt to its end.
+	e.clock.Advance(broker.ReloadRetryInterval)
+	planned()
+	if n := f.Requests() - before; n != 4 {
+		t.Fatalf("%d IdP requests after the interval, want 4 (one more per key)", n)
+	}
+	for range 10 {
+		if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.Requests() - before; n != 4 {
+		t.Fatalf("%d IdP requests after more reloads right after a retry, want still 4", n)
+	}
+
+	// Changed credentials are tried at once, however recent the last retry.
+	spec.ClientSecret = "n3w-s3cr3t-value"
+	f.SetDefault(faultidp.OK("tok-new-secret", 3600))
+	e.issued["tok-new-secret"] = true
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.token(t.Context(), nil, 0)
+	if err != nil || tok.AccessToken != "tok-new-secret" {
+		t.Fatalf("after new credentials: %v, want the new token at once", err)
+	}
+}

@@ -58,8 +58,9 @@ func (t Tenant) same(o Tenant) bool {
 // ErrTenantRemoved; reconfigured tenants (credentials, URL or scopes
 // changed) drop their tokens, end their watches with ErrTenantChanged and
 // fetch again at once. Unchanged tenants keep their tokens, but a scope set
-// that failed permanently (invalid_client…) is retried at once: the
-// operator may have fixed the client at the identity provider. Token
+// that failed permanently (invalid_client…) is retried, since the operator
+// may have fixed the client at the identity provider: at once, yet at most
+// once per ReloadRetryInterval per key (see there). Token
 // versions keep increasing across all of this. On error nothing changes.
 func (b *Broker) SetTenants(specs []Tenant) error {
 	next := map[string]Tenant{}

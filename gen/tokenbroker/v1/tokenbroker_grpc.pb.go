@@ -76,7 +76,9 @@ type TokenBrokerServiceClient interface {
 	// While a key has no usable token and the broker is backing off after a
 	// failure, a call may start one early attempt, shared by all callers, at
 	// most once per second per key (never during a Retry-After or after a
-	// permanent error); other calls get the last error at once.
+	// permanent error); other calls get the last error at once. A permanent
+	// error is retried every 5 minutes, or on a configuration reload: at once
+	// if the tenant's configuration changed, else at most every 30 s per key.
 	GetToken(ctx context.Context, in *GetTokenRequest, opts ...grpc.CallOption) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
@@ -227,7 +229,9 @@ type TokenBrokerServiceServer interface {
 	// While a key has no usable token and the broker is backing off after a
 	// failure, a call may start one early attempt, shared by all callers, at
 	// most once per second per key (never during a Retry-After or after a
-	// permanent error); other calls get the last error at once.
+	// permanent error); other calls get the last error at once. A permanent
+	// error is retried every 5 minutes, or on a configuration reload: at once
+	// if the tenant's configuration changed, else at most every 30 s per key.
 	GetToken(context.Context, *GetTokenRequest) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
