@@ -47,6 +47,9 @@ const (
 	// identity provider, and a fix made there is still tried within 30 s
 	// of a reload. A changed configuration always fetches at once.
 	ReloadRetryInterval = 30 * time.Second
+	// MinAttemptTimeout is the least time one request may take when the
+	// lifetime of the key's tokens shortens FetchTimeout (Config).
+	MinAttemptTimeout = time.Second
 	// refreshFloor: a token is refreshed no later than the larger of this
 	// and a quarter of its lifetime before it expires (at most half the
 	// lifetime), which leaves room for several retries before callers
@@ -77,7 +80,11 @@ type Config struct {
 	MaxConcurrentFetchesPerHost int
 	// UserAgent is sent to identity providers.
 	UserAgent string
-	// FetchTimeout bounds one identity-provider request (default 30s).
+	// FetchTimeout bounds one identity-provider request (default 10s). A
+	// request of a key whose token lifetime is known is bounded by a sixth
+	// of that lifetime if shorter (at least MinAttemptTimeout), so that
+	// with short-lived tokens a hung request leaves room for more attempts
+	// before the token expires.
 	FetchTimeout time.Duration
 	// MaxScopeSetsPerTenant bounds the scope sets per tenant, its default
 	// set included (default 64), and MaxScopeSets the non-default scope

@@ -24,7 +24,7 @@ type entry struct {
 	retryAt   time.Time // after a failure, the backoff timer's next attempt
 	hold      time.Time // no request at all before this (Retry-After)
 	permanent bool      // lastErr is permanent (invalid_client…)
-	noAnswer  bool      // the last attempt got no answer in FetchTimeout
+	noAnswer  bool      // the last attempt got no answer within its timeout
 	lastStart time.Time // when the last request started
 	forcedAt  time.Time // when Invalidate last forced a request
 	reloadAt  time.Time // when a reload last retried a permanent failure

@@ -13,7 +13,7 @@ import (
 
 // Defaults of Config.
 const (
-	defaultFetchTimeout          = 30 * time.Second
+	defaultFetchTimeout          = 10 * time.Second
 	defaultMaxScopeSetsPerTenant = 64
 	defaultMaxScopeSets          = 4096
 	defaultIdleTimeout           = time.Hour

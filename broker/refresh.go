@@ -63,20 +63,36 @@ func (e *entry) startLocked() *call {
 	e.lastStart = b.clock.Now()
 	e.stopTimerLocked()
 	b.wg.Add(1)
-	go e.run(c)
+	go e.run(c, e.attemptTimeoutLocked())
 	return c
 }
 
-func (e *entry) run(c *call) {
+// attemptTimeoutLocked bounds one request of the key: FetchTimeout, or
+// for a key whose tokens' lifetime is known, a sixth of that lifetime if
+// shorter (at least MinAttemptTimeout). With short-lived tokens one hung
+// request then cannot use up the time left before expiry: a refresh has
+// room for several attempts, and the next attempt, which waits for the
+// hung one, comes soon.
+func (e *entry) attemptTimeoutLocked() time.Duration {
+	d := e.b.cfg.FetchTimeout
+	if e.tok != nil {
+		d = min(d, max(MinAttemptTimeout, e.tok.lifetime()/6))
+	}
+	return d
+}
+
+func (e *entry) run(c *call, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
-	ctx, cancel := context.WithTimeout(b.base, b.cfg.FetchTimeout)
+	// The timeout is real time, not the broker's clock: it bounds a
+	// network request.
+	ctx, cancel := context.WithTimeout(b.base, timeout)
 	start := b.clock.Now()
 	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
-	noAnswer := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	noAnswer := err != nil && (errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err))
 	cancel()
 	if noAnswer {
-		err = noAnswerError(err, b.cfg.FetchTimeout)
+		err = noAnswerError(err, timeout)
 	}
 
 	e.mu.Lock()
@@ -100,12 +116,19 @@ func (e *entry) run(c *call) {
 	e.publishLocked(now)
 }
 
-// noAnswerError replaces the context error of a request that ran out of
-// FetchTimeout: it is the identity provider's failure, not a caller's
-// deadline, and must not look like one (a caller would see
-// DEADLINE_EXCEEDED instead of UNAVAILABLE).
+// isTimeout reports a request that an HTTP client's own timeout ended.
+func isTimeout(err error) bool {
+	var te *upstream.TransportError
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// noAnswerError replaces the error of a request that ran out of time
+// (the attempt's timeout, or an HTTP client's own): it is the identity
+// provider's failure, not a caller's deadline, and must not look like one
+// (a caller would see DEADLINE_EXCEEDED instead of UNAVAILABLE), and
+// every path reports it in the same words.
 func noAnswerError(err error, timeout time.Duration) error {
-	reason := fmt.Errorf("no answer within %s", timeout)
+	reason := fmt.Errorf("no answer within %s", readable(timeout))
 	var ue *upstream.Error
 	if errors.As(err, &ue) {
 		cp := *ue

@@ -439,3 +439,50 @@ func TestReloadStormRetriesPermanentFailureBounded(t *testing.T) {
 		t.Fatalf("after new credentials: %v, want the new token at once", err)
 	}
 }
+
+// Issue 10 W1/W2: with short-lived tokens one hung request must not be an
+// outage. The attempt's timeout shrinks to a sixth of the lifetime, so
+// when the refresh at half the lifetime hangs, a second attempt follows
+// before the token expires, and an IdP that answers again yields a new
+// token in time; callers keep the old token meanwhile. Real clock: the
+// attempt timeout bounds a real network request.
+func TestHungRefreshLeavesRoomBeforeExpiry(t *testing.T) {
+	const lifetime = 8 // seconds: attempts time out after 1.33 s, not FetchTimeout's 10 s
+	f := faultidp.Start()
+	t.Cleanup(f.Close)
+	f.Push(faultidp.OK("tok-1", lifetime), faultidp.Response{Hang: true}, faultidp.OK("tok-2", 3600))
+	f.SetDefault(faultidp.Response{Hang: true})
+	b, err := broker.New(broker.Config{Tenants: []broker.Tenant{{
+		Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value",
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	w, err := b.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	first := next(t, w, hasVersion(1)).Token
+	if first.AccessToken != "tok-1" {
+		t.Fatalf("first token %q", first.AccessToken)
+	}
+	stale := next(t, w, inState(broker.StateStale))
+	if msg := stale.Status.LastError.Error(); !strings.Contains(msg, "no answer within 1.333") {
+		t.Errorf("the hung refresh failed with %q, want no answer within a sixth of the 8 s lifetime", msg)
+	}
+	if tok, err := b.Token(t.Context(), "acme", nil, 0); err != nil || tok.AccessToken != "tok-1" {
+		t.Errorf("during the hang: %v, want the cached token", err)
+	}
+	u := next(t, w, func(u broker.Update) bool { return u.Token != nil && u.Token.AccessToken == "tok-2" })
+	if now := time.Now(); !now.Before(first.Expiry) {
+		t.Errorf("new token at %s, after the old one expired at %s", now.Format(time.StampMilli), first.Expiry.Format(time.StampMilli))
+	}
+	if u.Status.State != broker.StateReady {
+		t.Errorf("state %s after recovery, want READY", u.Status.State)
+	}
+	if n := f.Requests(); n != 3 {
+		t.Errorf("%d IdP requests, want 3 (first, hung, recovered)", n)
+	}
+}

@@ -58,9 +58,10 @@ type TokenBrokerServiceClient interface {
 	//	                    (answered without a new request until a scheduled
 	//	                    refresh brings longer-lived tokens).
 	//	UNAVAILABLE         the identity provider cannot be reached, does not
-	//	                    answer within the broker's fetch timeout (30s by
-	//	                    default, which also bounds a call without a
-	//	                    deadline) or fails, and no token valid for
+	//	                    answer within the broker's fetch timeout (10s by
+	//	                    default, or a sixth of the tokens' lifetime if
+	//	                    shorter, at least 1s; it also bounds a call
+	//	                    without a deadline) or fails, and no token valid for
 	//	                    min_valid is cached; retry with backoff.
 	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
 	//	                    never for the identity provider's timeouts.
@@ -211,9 +212,10 @@ type TokenBrokerServiceServer interface {
 	//	                    (answered without a new request until a scheduled
 	//	                    refresh brings longer-lived tokens).
 	//	UNAVAILABLE         the identity provider cannot be reached, does not
-	//	                    answer within the broker's fetch timeout (30s by
-	//	                    default, which also bounds a call without a
-	//	                    deadline) or fails, and no token valid for
+	//	                    answer within the broker's fetch timeout (10s by
+	//	                    default, or a sixth of the tokens' lifetime if
+	//	                    shorter, at least 1s; it also bounds a call
+	//	                    without a deadline) or fails, and no token valid for
 	//	                    min_valid is cached; retry with backoff.
 	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
 	//	                    never for the identity provider's timeouts.
