@@ -198,7 +198,9 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 // error), so that recovery does not wait for the backoff timer; other
 // callers get the last error at once. If the identity provider did not
 // answer the last attempt at all, callers do not wait for the next one
-// either: they get the last error at once while it runs.
+// either: they get the last error at once while it runs. Callers waiting
+// when the tenant is removed or reconfigured return at once with
+// ErrTenantRemoved or ErrTenantChanged.
 //
 // A minimum longer than the lifetime the identity provider grants this
 // key fails with *TooShortLivedError without a request, until a scheduled

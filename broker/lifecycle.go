@@ -79,7 +79,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		b.mu.Lock()
 		for _, t := range b.tenants {
 			for _, e := range t.keys {
-				e.kill(ErrClosed)
+				e.drop(ErrClosed)
 			}
 		}
 		b.mu.Unlock()

@@ -486,3 +486,64 @@ func TestHungRefreshLeavesRoomBeforeExpiry(t *testing.T) {
 		t.Errorf("%d IdP requests, want 3 (first, hung, recovered)", n)
 	}
 }
+
+// Issue 10 W4: removing or reconfiguring a tenant releases the callers
+// waiting for its hung request at once, with the reason, instead of after
+// the fetch timeout.
+func TestDropReleasesWaitersAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		specs func(broker.Tenant) []broker.Tenant
+		want  error
+	}{
+		{"removed", func(broker.Tenant) []broker.Tenant { return nil }, broker.ErrTenantRemoved},
+		{"reconfigured", func(s broker.Tenant) []broker.Tenant { s.ClientSecret = "n3w-s3cr3t-value"; return []broker.Tenant{s} }, broker.ErrTenantChanged},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := faultidp.Start()
+			t.Cleanup(f.Close)
+			f.SetDefault(faultidp.Response{Hang: true})
+			spec := broker.Tenant{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}
+			b, err := broker.New(broker.Config{Tenants: []broker.Tenant{spec}, FetchTimeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			errc := make(chan error, 1)
+			go func() {
+				_, err := b.Token(context.Background(), "acme", []string{"x"}, 0)
+				errc <- err
+			}()
+			// The default key's and the caller's key's requests hang.
+			for deadline := time.Now().Add(10 * time.Second); f.InFlight() < 2; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the caller's request never reached the IdP")
+				}
+			}
+			if err := b.SetTenants(tc.specs(spec)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, tc.want) {
+					t.Errorf("waiting caller got %v, want %v", err, tc.want)
+				}
+			case <-time.After(5 * time.Second): // a bound for a broken test; the fetch timeout is a minute
+				t.Fatal("the waiting caller was not released when the tenant was dropped")
+			}
+		})
+	}
+}
+
+// Issue 10 W5a: durations in messages keep the precision that tells them
+// apart.
+func TestTooShortLivedMessagePrecision(t *testing.T) {
+	err := &broker.TooShortLivedError{Lifetime: 944 * time.Millisecond, MinValid: time.Second}
+	if want := "valid for 944ms, less than the requested minimum validity 1s"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q, want it to contain %q", err, want)
+	}
+	err = &broker.TooShortLivedError{Lifetime: 59*time.Minute + 59*time.Second + 600*time.Millisecond, MinValid: 30 * time.Minute}
+	if want := "valid for 1h0m0s,"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q, want it to contain %q", err, want)
+	}
+}

@@ -139,7 +139,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 
 func (b *Broker) dropTenantLocked(t *tenant, reason error) {
 	for _, e := range t.keys {
-		e.kill(reason)
+		e.drop(reason)
 	}
 	b.nsets -= len(t.keys) - 1 // all but the default set
 	delete(b.tenants, t.spec.Name)
