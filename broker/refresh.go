@@ -183,6 +183,12 @@ func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 			delay = min(ue.RetryAfter, maxRetryAfter)
 			e.hold = now.Add(delay)
 		}
+		if ue.RetryAfter > maxRetryAfter && err == error(ue) {
+			// Say the wait that applies, not the one the IdP asked for.
+			cp := *ue
+			cp.RetryAfter = maxRetryAfter
+			err = fmt.Errorf("%w (the identity provider asked for %s; the broker waits at most %s)", &cp, readable(ue.RetryAfter), maxRetryAfter)
+		}
 	}
 	err = fmt.Errorf("tenant %q: %w", e.t.spec.Name, err)
 	e.lastErr = err

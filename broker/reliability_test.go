@@ -547,3 +547,38 @@ func TestTooShortLivedMessagePrecision(t *testing.T) {
 		t.Errorf("message %q, want it to contain %q", err, want)
 	}
 }
+
+// Issue 10 W5b: a Retry-After beyond the broker's 10-minute cap is
+// reported with the wait that applies.
+func TestLongRetryAfterSaysEffectiveWait(t *testing.T) {
+	e, _, w := faultEnv(t, nil, faultidp.TooManyRequests("86400"))
+	u := next(t, w, inState(broker.StateFailing))
+	if d := u.Status.NextRefresh.Sub(e.clock.Now()); d != 10*time.Minute {
+		t.Errorf("next attempt in %s, want the 10m cap", d)
+	}
+	msg := u.Status.LastError.Error()
+	if !strings.Contains(msg, "retry after 10m0s") || !strings.Contains(msg, "asked for 24h0m0s") || strings.Contains(msg, "retry after 24h") {
+		t.Errorf("message %q, want the effective wait of 10m0s and the IdP's ask", msg)
+	}
+	var ue *upstream.Error
+	if !errors.As(u.Status.LastError, &ue) || ue.StatusCode != 429 || ue.RetryAfter != 10*time.Minute {
+		t.Errorf("error %#v, want the 429 with the effective Retry-After", ue)
+	}
+}
+
+// Issue 10 W5c: a reconfigured tenant is logged as reconfigured, once,
+// not as added.
+func TestReconfiguredTenantIsLoggedAsSuch(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	spec := broker.Tenant{Name: "acme", TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: creds.Secret(e.client.Secret), Scopes: []string{"read"}}
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	if n := strings.Count(logs, `"msg":"tenant added"`); n != 1 {
+		t.Errorf("%d 'tenant added' lines, want 1 (at start):\n%s", n, logs)
+	}
+	if n := strings.Count(logs, `"msg":"tenant reconfigured"`); n != 1 {
+		t.Errorf("%d 'tenant reconfigured' lines, want 1:\n%s", n, logs)
+	}
+}

@@ -104,6 +104,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 	if b.isClosed() {
 		return ErrClosed
 	}
+	changed := map[string]bool{}
 	for name, t := range b.tenants {
 		s, keep := next[name]
 		switch {
@@ -112,7 +113,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			b.log.Info("tenant removed", "tenant", name)
 		case !t.spec.same(s):
 			b.dropTenantLocked(t, ErrTenantChanged)
-			b.log.Info("tenant reconfigured", "tenant", name)
+			changed[name] = true // started again below
 		default:
 			for _, e := range t.keys {
 				e.retryPermanent()
@@ -132,7 +133,11 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		t.def.mu.Lock()
 		t.def.startLocked()
 		t.def.mu.Unlock()
-		b.log.Info("tenant added", "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
+		msg := "tenant added"
+		if changed[name] {
+			msg = "tenant reconfigured"
+		}
+		b.log.Info(msg, "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
 	}
 	return nil
 }
