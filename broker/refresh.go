@@ -87,12 +87,17 @@ func (e *entry) run(c *call, timeout time.Duration) {
 	// The timeout is real time, not the broker's clock: it bounds a
 	// network request.
 	ctx, cancel := context.WithTimeout(b.base, timeout)
-	start := b.clock.Now()
+	start, began := b.clock.Now(), time.Now()
 	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
-	noAnswer := err != nil && (errors.Is(ctx.Err(), context.DeadlineExceeded) || isTimeout(err))
+	expired := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
+	noAnswer := expired || err != nil && isTimeout(err)
 	if noAnswer {
-		err = noAnswerError(err, timeout)
+		waited := timeout
+		if !expired { // an HTTP client's own, shorter timeout
+			waited = time.Since(began)
+		}
+		err = noAnswerError(err, waited)
 	}
 
 	e.mu.Lock()

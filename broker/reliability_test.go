@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -580,5 +581,42 @@ func TestReconfiguredTenantIsLoggedAsSuch(t *testing.T) {
 	}
 	if n := strings.Count(logs, `"msg":"tenant reconfigured"`); n != 1 {
 		t.Errorf("%d 'tenant reconfigured' lines, want 1:\n%s", n, logs)
+	}
+}
+
+// Issue 10 W5d: a request that gets no answer reads the same whichever
+// path started it (GetToken, InvalidateToken) and whichever timeout ended
+// it (the attempt's, or the HTTP client's own shorter one).
+func TestNoAnswerTextIsUniform(t *testing.T) {
+	f := faultidp.Start()
+	t.Cleanup(f.Close)
+	f.Push(faultidp.OK("tok-1", 3600))
+	f.SetDefault(faultidp.Response{Hang: true})
+	b, err := broker.New(broker.Config{
+		Tenants:    []broker.Tenant{{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}},
+		HTTPClient: &http.Client{Timeout: 300 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	tok, err := b.Token(t.Context(), "acme", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, invErr := b.Invalidate(t.Context(), "acme", nil, tok.SHA256())
+	_, getErr := b.Token(t.Context(), "acme", []string{"x"}, 0)
+	for name, err := range map[string]error{"InvalidateToken": invErr, "GetToken": getErr} {
+		if err == nil {
+			t.Errorf("%s: no error from a hanging IdP", name)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "no answer within 3") || strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, "details withheld") {
+			t.Errorf("%s: %q, want \"no answer within\" the HTTP client's 300ms", name, msg)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s: %v reads as a caller's deadline", name, err)
+		}
 	}
 }
