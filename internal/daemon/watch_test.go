@@ -18,6 +18,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/daemon"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
 )
 
@@ -602,4 +603,50 @@ func TestWatchConfigFileAddsFiles(t *testing.T) {
 		"acme secret": acme.Secret, "globex secret": globex.Secret, "wrong secret": wrong,
 		"token": resp.GetToken().GetAccessToken(),
 	})
+}
+
+// TestRereadStormBounded (issue 10 D1): 50 re-reads (SIGHUPs) of an
+// unchanged configuration whose tenant the IdP rejects (invalid_client,
+// both credentials of a rotation) retry the tenant once, not 50 times:
+// at most once per broker.ReloadRetryInterval per key.
+func TestRereadStormBounded(t *testing.T) {
+	f := faultidp.Start()
+	t.Cleanup(f.Close)
+	f.SetDefault(faultidp.OAuthError(401, "invalid_client", "bad secret"))
+	dir := t.TempDir()
+	for name, secret := range map[string]string{"new.secret": "n3w-s3cr3t\n", "old.secret": "0ld-s3cr3t\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(secret), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "broker.yaml")
+	yaml := fmt.Sprintf("listen: 127.0.0.1:0\nshutdown:\n  drain: 0s\nwatch:\n  enabled: false\ntenants:\n  - name: acme\n    token_url: %s\n    client_id: c\n    client_secret_files: [new.secret, old.secret]\n", f.TokenURL())
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func() (*config.Config, error) {
+		return config.LoadWith(path, config.Options{KeepTenantsOnFileError: true})
+	}
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := brokertest.Run(t, cfg, daemon.Options{Load: load})
+	c := api(t, d)
+	if _, err := c.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("GetToken = %v, want FAILED_PRECONDITION", err)
+	}
+	before := f.Requests() // 2: both credentials tried
+	for range 50 {
+		if err := d.Reread(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// GetToken waits for a retry still in flight.
+	if _, err := c.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "acme"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("GetToken after the storm = %v, want FAILED_PRECONDITION", err)
+	}
+	if n := f.Requests() - before; n > 2 {
+		t.Errorf("50 re-reads caused %d IdP requests, want at most 2 (one retry, both credentials)", n)
+	}
 }
