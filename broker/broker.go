@@ -39,6 +39,17 @@ const (
 	// instead of waiting for the backoff timer (never during a Retry-After
 	// or after a permanent error).
 	CallerRetryInterval = time.Second
+	// ReloadRetryInterval: a reload (SetTenants) that leaves a tenant's
+	// configuration unchanged retries a key that failed permanently
+	// (invalid_client…) at once, but at most once per this interval per
+	// key; a reload within it moves the key's next attempt to the end of
+	// the interval instead. A storm of reloads thus cannot hammer the
+	// identity provider, and a fix made there is still tried within 30 s
+	// of a reload. A changed configuration always fetches at once.
+	ReloadRetryInterval = 30 * time.Second
+	// MinAttemptTimeout is the least time one request may take when the
+	// lifetime of the key's tokens shortens FetchTimeout (Config).
+	MinAttemptTimeout = time.Second
 	// refreshFloor: a token is refreshed no later than the larger of this
 	// and a quarter of its lifetime before it expires (at most half the
 	// lifetime), which leaves room for several retries before callers
@@ -69,7 +80,11 @@ type Config struct {
 	MaxConcurrentFetchesPerHost int
 	// UserAgent is sent to identity providers.
 	UserAgent string
-	// FetchTimeout bounds one identity-provider request (default 30s).
+	// FetchTimeout bounds one identity-provider request (default 10s). A
+	// request of a key whose token lifetime is known is bounded by a sixth
+	// of that lifetime if shorter (at least MinAttemptTimeout), so that
+	// with short-lived tokens a hung request leaves room for more attempts
+	// before the token expires.
 	FetchTimeout time.Duration
 	// MaxScopeSetsPerTenant bounds the scope sets per tenant, its default
 	// set included (default 64), and MaxScopeSets the non-default scope
@@ -183,7 +198,9 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 // error), so that recovery does not wait for the backoff timer; other
 // callers get the last error at once. If the identity provider did not
 // answer the last attempt at all, callers do not wait for the next one
-// either: they get the last error at once while it runs.
+// either: they get the last error at once while it runs. Callers waiting
+// when the tenant is removed or reconfigured return at once with
+// ErrTenantRemoved or ErrTenantChanged.
 //
 // A minimum longer than the lifetime the identity provider grants this
 // key fails with *TooShortLivedError without a request, until a scheduled

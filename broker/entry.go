@@ -24,17 +24,19 @@ type entry struct {
 	retryAt   time.Time // after a failure, the backoff timer's next attempt
 	hold      time.Time // no request at all before this (Retry-After)
 	permanent bool      // lastErr is permanent (invalid_client…)
-	noAnswer  bool      // the last attempt got no answer in FetchTimeout
+	noAnswer  bool      // the last attempt got no answer within its timeout
 	lastStart time.Time // when the last request started
 	forcedAt  time.Time // when Invalidate last forced a request
+	reloadAt  time.Time // when a reload last retried a permanent failure
 	next      time.Time // when the timer fires
 	bo        *backoff.ExponentialBackOff
 	inflight  *call
 	timer     clockwork.Timer
 	subs      map[*Watch]struct{}
 	lastUsed  time.Time
-	dead      error // why the entry was dropped; nil while live
-	serving   bool  // last health reported for a default entry
+	dead      error         // why the entry was dropped; nil while live
+	gone      chan struct{} // closed by drop, releasing every waiter at once
+	serving   bool          // last health reported for a default entry
 	sent      published
 }
 
@@ -168,9 +170,33 @@ func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 	return e.await(ctx, c, want)
 }
 
+// drop ends the entry for reason (kill) and releases the callers waiting
+// for its in-flight request at once with that reason: a removed or
+// reconfigured tenant must not keep them waiting for a request whose
+// answer nobody will use.
+func (e *entry) drop(reason error) {
+	e.kill(reason)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	select {
+	case <-e.gone:
+	default:
+		close(e.gone)
+	}
+}
+
 func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, error) {
 	select {
 	case <-c.done:
+	case <-e.gone:
+		select {
+		case <-c.done: // the answer arrived too: it wins
+		default:
+			e.mu.Lock()
+			err := e.dead
+			e.mu.Unlock()
+			return nil, err
+		}
 	case <-ctx.Done():
 		select {
 		case <-c.done: // the answer arrived too: it wins

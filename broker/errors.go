@@ -36,5 +36,15 @@ type TooShortLivedError struct {
 
 func (e *TooShortLivedError) Error() string {
 	return fmt.Sprintf("broker: the identity provider issues tokens valid for %s, less than the requested minimum validity %s; request a shorter min_valid",
-		e.Lifetime.Round(time.Second), e.MinValid)
+		readable(e.Lifetime), readable(e.MinValid))
+}
+
+// readable rounds d for a message: to the millisecond below 10 s, so that
+// two close durations (a 944 ms lifetime, a 1 s minimum) never print
+// alike, else to the second.
+func readable(d time.Duration) time.Duration {
+	if d < 10*time.Second && d > -10*time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }

@@ -127,6 +127,7 @@ func (b *Broker) newEntryLocked(t *tenant, scopes []string, owner string) *entry
 	e := &entry{
 		b: b, t: t, scopes: scopes, isDefault: scopes == nil, owner: owner,
 		subs:     map[*Watch]struct{}{},
+		gone:     make(chan struct{}),
 		lastUsed: b.clock.Now(),
 		bo: &backoff.ExponentialBackOff{
 			InitialInterval: time.Second, RandomizationFactor: 0.2,
@@ -181,7 +182,7 @@ func (b *Broker) removeEntryLocked(e *entry, reason error) {
 	if e.t.owned[e.owner]--; e.t.owned[e.owner] <= 0 {
 		delete(e.t.owned, e.owner)
 	}
-	e.kill(reason)
+	e.drop(reason)
 	b.log.Debug("scope set dropped", "tenant", e.t.spec.Name, "scopes", e.scopes)
 }
 

@@ -13,7 +13,7 @@ import (
 
 // Defaults of Config.
 const (
-	defaultFetchTimeout          = 30 * time.Second
+	defaultFetchTimeout          = 10 * time.Second
 	defaultMaxScopeSetsPerTenant = 64
 	defaultMaxScopeSets          = 4096
 	defaultIdleTimeout           = time.Hour
@@ -79,7 +79,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		b.mu.Lock()
 		for _, t := range b.tenants {
 			for _, e := range t.keys {
-				e.kill(ErrClosed)
+				e.drop(ErrClosed)
 			}
 		}
 		b.mu.Unlock()

@@ -10,14 +10,41 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// retryPermanent retries at once a key whose last request failed
-// permanently, e.g. after a reload.
+// retryPermanent retries a key whose last request failed permanently,
+// after a reload: at once, but at most once per ReloadRetryInterval (and
+// never during a Retry-After); within it, the next attempt moves to the
+// interval's end if that is sooner than planned.
 func (e *entry) retryPermanent() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.permanent && e.dead == nil && e.inflight == nil {
-		e.startLocked()
+	if !e.permanent || e.dead != nil || e.inflight != nil {
+		return
 	}
+	now := e.b.clock.Now()
+	at := e.hold
+	if !e.reloadAt.IsZero() {
+		at = latest(at, e.reloadAt.Add(ReloadRetryInterval))
+	}
+	if !now.Before(at) {
+		e.reloadAt = now
+		e.startLocked()
+		return
+	}
+	if at.Before(e.retryAt) {
+		e.retryAt = at
+		if e.timer == nil || at.Before(e.next) { // else the timer moves on to retryAt
+			e.scheduleLocked(now, at)
+		}
+		e.b.log.Debug("reload: permanently failed key retried at most every "+ReloadRetryInterval.String(),
+			"tenant", e.t.spec.Name, "scopes", e.requestScopes(), "retry_in", at.Sub(now))
+	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // startLocked starts the shared request for the key on the broker's own
@@ -36,20 +63,41 @@ func (e *entry) startLocked() *call {
 	e.lastStart = b.clock.Now()
 	e.stopTimerLocked()
 	b.wg.Add(1)
-	go e.run(c)
+	go e.run(c, e.attemptTimeoutLocked())
 	return c
 }
 
-func (e *entry) run(c *call) {
+// attemptTimeoutLocked bounds one request of the key: FetchTimeout, or
+// for a key whose tokens' lifetime is known, a sixth of that lifetime if
+// shorter (at least MinAttemptTimeout). With short-lived tokens one hung
+// request then cannot use up the time left before expiry: a refresh has
+// room for several attempts, and the next attempt, which waits for the
+// hung one, comes soon.
+func (e *entry) attemptTimeoutLocked() time.Duration {
+	d := e.b.cfg.FetchTimeout
+	if e.tok != nil {
+		d = min(d, max(MinAttemptTimeout, e.tok.lifetime()/6))
+	}
+	return d
+}
+
+func (e *entry) run(c *call, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
-	ctx, cancel := context.WithTimeout(b.base, b.cfg.FetchTimeout)
-	start := b.clock.Now()
+	// The timeout is real time, not the broker's clock: it bounds a
+	// network request.
+	ctx, cancel := context.WithTimeout(b.base, timeout)
+	start, began := b.clock.Now(), time.Now()
 	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
-	noAnswer := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+	expired := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 	cancel()
+	noAnswer := expired || err != nil && isTimeout(err)
 	if noAnswer {
-		err = noAnswerError(err, b.cfg.FetchTimeout)
+		waited := timeout
+		if !expired { // an HTTP client's own, shorter timeout
+			waited = time.Since(began)
+		}
+		err = noAnswerError(err, waited)
 	}
 
 	e.mu.Lock()
@@ -73,12 +121,19 @@ func (e *entry) run(c *call) {
 	e.publishLocked(now)
 }
 
-// noAnswerError replaces the context error of a request that ran out of
-// FetchTimeout: it is the identity provider's failure, not a caller's
-// deadline, and must not look like one (a caller would see
-// DEADLINE_EXCEEDED instead of UNAVAILABLE).
+// isTimeout reports a request that an HTTP client's own timeout ended.
+func isTimeout(err error) bool {
+	var te *upstream.TransportError
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// noAnswerError replaces the error of a request that ran out of time
+// (the attempt's timeout, or an HTTP client's own): it is the identity
+// provider's failure, not a caller's deadline, and must not look like one
+// (a caller would see DEADLINE_EXCEEDED instead of UNAVAILABLE), and
+// every path reports it in the same words.
 func noAnswerError(err error, timeout time.Duration) error {
-	reason := fmt.Errorf("no answer within %s", timeout)
+	reason := fmt.Errorf("no answer within %s", readable(timeout))
 	var ue *upstream.Error
 	if errors.As(err, &ue) {
 		cp := *ue
@@ -132,6 +187,12 @@ func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 		if ue.RetryAfter > delay {
 			delay = min(ue.RetryAfter, maxRetryAfter)
 			e.hold = now.Add(delay)
+		}
+		if ue.RetryAfter > maxRetryAfter && err == error(ue) {
+			// Say the wait that applies, not the one the IdP asked for.
+			cp := *ue
+			cp.RetryAfter = maxRetryAfter
+			err = fmt.Errorf("%w (the identity provider asked for %s; the broker waits at most %s)", &cp, readable(ue.RetryAfter), maxRetryAfter)
 		}
 	}
 	err = fmt.Errorf("tenant %q: %w", e.t.spec.Name, err)

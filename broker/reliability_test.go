@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -372,6 +373,250 @@ func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
 	for _, n := range []string{"acme", "globex"} {
 		if _, err := e.broker.Token(t.Context(), n, []string{"custom"}, 0); err != nil {
 			t.Fatalf("non-default set of %s with 3 tenants and MaxScopeSets 1: %v", n, err)
+		}
+	}
+}
+
+// A storm of reloads that change nothing retries a permanently failed key
+// at most once per ReloadRetryInterval, yet a fix made at the identity
+// provider is still tried within that interval, and changed credentials
+// are tried at once.
+func TestReloadStormRetriesPermanentFailureBounded(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")))
+	next(t, w, inState(broker.StateFailing))
+	if _, err := e.token(t.Context(), []string{"x"}, 0); err == nil {
+		t.Fatal("scope set x got a token from a failing IdP")
+	}
+	spec := broker.Tenant{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}
+	// Both keys have failed and planned their next attempt (5 min away).
+	planned := func() {
+		t.Helper()
+		if err := e.clock.BlockUntilContext(t.Context(), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	planned()
+	before := f.Requests()
+	for i := range 50 {
+		if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			planned() // the first reload's retries failed again
+		}
+	}
+	planned()
+	if n := f.Requests() - before; n != 2 {
+		t.Fatalf("50 reloads caused %d IdP requests for 2 permanently failed keys, want 2 (one per key)", n)
+	}
+	if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.ReloadRetryInterval {
+		t.Errorf("after the reloads the next attempt is in %s, want within %s", d, broker.ReloadRetryInterval)
+	}
+
+	// The reloads within the interval moved each key's attempt to its end.
+	e.clock.Advance(broker.ReloadRetryInterval)
+	planned()
+	if n := f.Requests() - before; n != 4 {
+		t.Fatalf("%d IdP requests after the interval, want 4 (one more per key)", n)
+	}
+	for range 10 {
+		if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.Requests() - before; n != 4 {
+		t.Fatalf("%d IdP requests after more reloads right after a retry, want still 4", n)
+	}
+
+	// Changed credentials are tried at once, however recent the last retry.
+	spec.ClientSecret = "n3w-s3cr3t-value"
+	f.SetDefault(faultidp.OK("tok-new-secret", 3600))
+	e.issued["tok-new-secret"] = true
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.token(t.Context(), nil, 0)
+	if err != nil || tok.AccessToken != "tok-new-secret" {
+		t.Fatalf("after new credentials: %v, want the new token at once", err)
+	}
+}
+
+// Issue 10 W1/W2: with short-lived tokens one hung request must not be an
+// outage. The attempt's timeout shrinks to a sixth of the lifetime, so
+// when the refresh at half the lifetime hangs, a second attempt follows
+// before the token expires, and an IdP that answers again yields a new
+// token in time; callers keep the old token meanwhile. Real clock: the
+// attempt timeout bounds a real network request.
+func TestHungRefreshLeavesRoomBeforeExpiry(t *testing.T) {
+	const lifetime = 8 // seconds: attempts time out after 1.33 s, not FetchTimeout's 10 s
+	f := faultidp.Start()
+	t.Cleanup(f.Close)
+	f.Push(faultidp.OK("tok-1", lifetime), faultidp.Response{Hang: true}, faultidp.OK("tok-2", 3600))
+	f.SetDefault(faultidp.Response{Hang: true})
+	b, err := broker.New(broker.Config{Tenants: []broker.Tenant{{
+		Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value",
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	w, err := b.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	first := next(t, w, hasVersion(1)).Token
+	if first.AccessToken != "tok-1" {
+		t.Fatalf("first token %q", first.AccessToken)
+	}
+	stale := next(t, w, inState(broker.StateStale))
+	if msg := stale.Status.LastError.Error(); !strings.Contains(msg, "no answer within 1.333") {
+		t.Errorf("the hung refresh failed with %q, want no answer within a sixth of the 8 s lifetime", msg)
+	}
+	if tok, err := b.Token(t.Context(), "acme", nil, 0); err != nil || tok.AccessToken != "tok-1" {
+		t.Errorf("during the hang: %v, want the cached token", err)
+	}
+	u := next(t, w, func(u broker.Update) bool { return u.Token != nil && u.Token.AccessToken == "tok-2" })
+	if now := time.Now(); !now.Before(first.Expiry) {
+		t.Errorf("new token at %s, after the old one expired at %s", now.Format(time.StampMilli), first.Expiry.Format(time.StampMilli))
+	}
+	if u.Status.State != broker.StateReady {
+		t.Errorf("state %s after recovery, want READY", u.Status.State)
+	}
+	if n := f.Requests(); n != 3 {
+		t.Errorf("%d IdP requests, want 3 (first, hung, recovered)", n)
+	}
+}
+
+// Issue 10 W4: removing or reconfiguring a tenant releases the callers
+// waiting for its hung request at once, with the reason, instead of after
+// the fetch timeout.
+func TestDropReleasesWaitersAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		specs func(broker.Tenant) []broker.Tenant
+		want  error
+	}{
+		{"removed", func(broker.Tenant) []broker.Tenant { return nil }, broker.ErrTenantRemoved},
+		{"reconfigured", func(s broker.Tenant) []broker.Tenant { s.ClientSecret = "n3w-s3cr3t-value"; return []broker.Tenant{s} }, broker.ErrTenantChanged},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := faultidp.Start()
+			t.Cleanup(f.Close)
+			f.SetDefault(faultidp.Response{Hang: true})
+			spec := broker.Tenant{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}
+			b, err := broker.New(broker.Config{Tenants: []broker.Tenant{spec}, FetchTimeout: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			errc := make(chan error, 1)
+			go func() {
+				_, err := b.Token(context.Background(), "acme", []string{"x"}, 0)
+				errc <- err
+			}()
+			// The default key's and the caller's key's requests hang.
+			for deadline := time.Now().Add(10 * time.Second); f.InFlight() < 2; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the caller's request never reached the IdP")
+				}
+			}
+			if err := b.SetTenants(tc.specs(spec)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errc:
+				if !errors.Is(err, tc.want) {
+					t.Errorf("waiting caller got %v, want %v", err, tc.want)
+				}
+			case <-time.After(5 * time.Second): // a bound for a broken test; the fetch timeout is a minute
+				t.Fatal("the waiting caller was not released when the tenant was dropped")
+			}
+		})
+	}
+}
+
+// Issue 10 W5a: durations in messages keep the precision that tells them
+// apart.
+func TestTooShortLivedMessagePrecision(t *testing.T) {
+	err := &broker.TooShortLivedError{Lifetime: 944 * time.Millisecond, MinValid: time.Second}
+	if want := "valid for 944ms, less than the requested minimum validity 1s"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q, want it to contain %q", err, want)
+	}
+	err = &broker.TooShortLivedError{Lifetime: 59*time.Minute + 59*time.Second + 600*time.Millisecond, MinValid: 30 * time.Minute}
+	if want := "valid for 1h0m0s,"; !strings.Contains(err.Error(), want) {
+		t.Errorf("message %q, want it to contain %q", err, want)
+	}
+}
+
+// Issue 10 W5b: a Retry-After beyond the broker's 10-minute cap is
+// reported with the wait that applies.
+func TestLongRetryAfterSaysEffectiveWait(t *testing.T) {
+	e, _, w := faultEnv(t, nil, faultidp.TooManyRequests("86400"))
+	u := next(t, w, inState(broker.StateFailing))
+	if d := u.Status.NextRefresh.Sub(e.clock.Now()); d != 10*time.Minute {
+		t.Errorf("next attempt in %s, want the 10m cap", d)
+	}
+	msg := u.Status.LastError.Error()
+	if !strings.Contains(msg, "retry after 10m0s") || !strings.Contains(msg, "asked for 24h0m0s") || strings.Contains(msg, "retry after 24h") {
+		t.Errorf("message %q, want the effective wait of 10m0s and the IdP's ask", msg)
+	}
+	var ue *upstream.Error
+	if !errors.As(u.Status.LastError, &ue) || ue.StatusCode != 429 || ue.RetryAfter != 10*time.Minute {
+		t.Errorf("error %#v, want the 429 with the effective Retry-After", ue)
+	}
+}
+
+// Issue 10 W5c: a reconfigured tenant is logged as reconfigured, once,
+// not as added.
+func TestReconfiguredTenantIsLoggedAsSuch(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	spec := broker.Tenant{Name: "acme", TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: creds.Secret(e.client.Secret), Scopes: []string{"read"}}
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	if n := strings.Count(logs, `"msg":"tenant added"`); n != 1 {
+		t.Errorf("%d 'tenant added' lines, want 1 (at start):\n%s", n, logs)
+	}
+	if n := strings.Count(logs, `"msg":"tenant reconfigured"`); n != 1 {
+		t.Errorf("%d 'tenant reconfigured' lines, want 1:\n%s", n, logs)
+	}
+}
+
+// Issue 10 W5d: a request that gets no answer reads the same whichever
+// path started it (GetToken, InvalidateToken) and whichever timeout ended
+// it (the attempt's, or the HTTP client's own shorter one).
+func TestNoAnswerTextIsUniform(t *testing.T) {
+	f := faultidp.Start()
+	t.Cleanup(f.Close)
+	f.Push(faultidp.OK("tok-1", 3600))
+	f.SetDefault(faultidp.Response{Hang: true})
+	b, err := broker.New(broker.Config{
+		Tenants:    []broker.Tenant{{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientSecret: "s3cr3t-value"}},
+		HTTPClient: &http.Client{Timeout: 300 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	tok, err := b.Token(t.Context(), "acme", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, invErr := b.Invalidate(t.Context(), "acme", nil, tok.SHA256())
+	_, getErr := b.Token(t.Context(), "acme", []string{"x"}, 0)
+	for name, err := range map[string]error{"InvalidateToken": invErr, "GetToken": getErr} {
+		if err == nil {
+			t.Errorf("%s: no error from a hanging IdP", name)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "no answer within 3") || strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, "details withheld") {
+			t.Errorf("%s: %q, want \"no answer within\" the HTTP client's 300ms", name, msg)
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s: %v reads as a caller's deadline", name, err)
 		}
 	}
 }

@@ -58,8 +58,9 @@ func (t Tenant) same(o Tenant) bool {
 // ErrTenantRemoved; reconfigured tenants (credentials, URL or scopes
 // changed) drop their tokens, end their watches with ErrTenantChanged and
 // fetch again at once. Unchanged tenants keep their tokens, but a scope set
-// that failed permanently (invalid_client…) is retried at once: the
-// operator may have fixed the client at the identity provider. Token
+// that failed permanently (invalid_client…) is retried, since the operator
+// may have fixed the client at the identity provider: at once, yet at most
+// once per ReloadRetryInterval per key (see there). Token
 // versions keep increasing across all of this. On error nothing changes.
 func (b *Broker) SetTenants(specs []Tenant) error {
 	next := map[string]Tenant{}
@@ -103,6 +104,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 	if b.isClosed() {
 		return ErrClosed
 	}
+	changed := map[string]bool{}
 	for name, t := range b.tenants {
 		s, keep := next[name]
 		switch {
@@ -111,7 +113,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			b.log.Info("tenant removed", "tenant", name)
 		case !t.spec.same(s):
 			b.dropTenantLocked(t, ErrTenantChanged)
-			b.log.Info("tenant reconfigured", "tenant", name)
+			changed[name] = true // started again below
 		default:
 			for _, e := range t.keys {
 				e.retryPermanent()
@@ -131,14 +133,18 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		t.def.mu.Lock()
 		t.def.startLocked()
 		t.def.mu.Unlock()
-		b.log.Info("tenant added", "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
+		msg := "tenant added"
+		if changed[name] {
+			msg = "tenant reconfigured"
+		}
+		b.log.Info(msg, "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
 	}
 	return nil
 }
 
 func (b *Broker) dropTenantLocked(t *tenant, reason error) {
 	for _, e := range t.keys {
-		e.kill(reason)
+		e.drop(reason)
 	}
 	b.nsets -= len(t.keys) - 1 // all but the default set
 	delete(b.tenants, t.spec.Name)

@@ -231,6 +231,11 @@ type Tenant struct {
 	// (credentials_files or client_secret_files after the first entry),
 	// tried in order when the IdP answers invalid_client.
 	Fallbacks []Credential
+	// LoadErr, set only with Options.KeepTenantsOnFileError, is why the
+	// tenant's own files could not be loaded; it names the file. All other
+	// fields but Name are then zero: such a tenant must not be served as
+	// is (keep its running configuration, or leave it out).
+	LoadErr error
 }
 
 // Credential is a fallback client credential of a tenant.
@@ -303,6 +308,14 @@ type Options struct {
 	// Logger receives warnings, such as a secret file that group or others
 	// can read; nil discards them.
 	Logger *slog.Logger
+	// KeepTenantsOnFileError makes a tenant whose own files (credentials,
+	// client secret or ca_file) cannot be loaded not fail the whole
+	// configuration: the tenant is returned with only Name and LoadErr set,
+	// and its files stay in Config.Files. Every other error still fails.
+	// For re-reading a running configuration, where one tenant's broken
+	// file must not hold up the others' changes (see Tenant.LoadErr); a
+	// program must refuse to start from a tenant with a LoadErr.
+	KeepTenantsOnFileError bool
 }
 
 func (o Options) now() time.Time {

@@ -47,7 +47,7 @@ func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
 // secret file (credentials_file, client_secret_file, tls.key_file) that
 // group or others can read, or fails if strict_file_permissions is set.
 func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
-	p := &parser{name: name, baseDir: baseDir, now: o.now(), log: o.logger(), lines: map[string]int{}}
+	p := &parser{name: name, baseDir: baseDir, now: o.now(), log: o.logger(), lines: map[string]int{}, keep: o.KeepTenantsOnFileError}
 	if len(data) > MaxFileSize {
 		return nil, p.errf(nil, "", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
 	}
@@ -86,6 +86,12 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	firstLine := map[string]int{}
 	for i, n := range e.val.Content {
 		t, err := p.tenant(resolve(n), fmt.Sprintf("tenants[%d]", i), firstLine)
+		if fe, ok := errors.AsType[*tenantFileError](err); ok {
+			if !p.keep {
+				return nil, fe.err
+			}
+			t, err = Tenant{Name: t.Name, LoadErr: fe.err}, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -205,7 +211,15 @@ type parser struct {
 	log     *slog.Logger
 	lines   map[string]int // callers field → line, for Config.ErrorAt
 	files   []string       // files read, for Config.Files
+	keep    bool           // Options.KeepTenantsOnFileError
 }
+
+// tenantFileError marks a failure to load one of a tenant's own files,
+// which Options.KeepTenantsOnFileError confines to that tenant.
+type tenantFileError struct{ err error }
+
+func (e *tenantFileError) Error() string { return e.err.Error() }
+func (e *tenantFileError) Unwrap() error { return e.err }
 
 // entry is a key and its value in a YAML mapping.
 type entry struct{ key, val *yaml.Node }
@@ -348,7 +362,7 @@ func (p *parser) tenant(n *yaml.Node, field string, firstLine map[string]int) (T
 	}
 	if e, ok := m["ca_file"]; ok {
 		if t.CAFile, t.RootCAs, err = p.caFile(e, field+".ca_file", t.Name); err != nil {
-			return Tenant{}, err
+			return t, err
 		}
 	}
 	if e, ok := m["auth_style"]; ok {
@@ -369,7 +383,7 @@ func (p *parser) tenant(n *yaml.Node, field string, firstLine map[string]int) (T
 		}
 	}
 	if err := p.credentials(m, n, field, &t, len(scopes) > 0); err != nil {
-		return Tenant{}, err
+		return t, err
 	}
 	if len(scopes) > 0 {
 		t.Scopes = scopes
@@ -492,13 +506,14 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 		if err != nil {
 			return err
 		}
+		p.addFiles(paths) // watched even if one fails to load, so that its fix is noticed
 		for i, pa := range paths {
 			cf, err := creds.LoadFile(pa.path, creds.WithClock(func() time.Time { return p.now }))
 			if err != nil {
-				return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
+				return &tenantFileError{p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)}
 			}
 			if err := p.secretFile(pa.node, pa.field, pa.path); err != nil {
-				return err
+				return &tenantFileError{err}
 			}
 			c := cf.Client()
 			if i > 0 {
@@ -508,7 +523,7 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 			if ownScopes {
 				c.Scopes = nil
 			} else if c.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {
-				return p.errf(pa.node, pa.field, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, pa.path, err)
+				return &tenantFileError{p.errf(pa.node, pa.field, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, pa.path, err)}
 			}
 			t.ClientID, t.ClientSecret, t.Scopes, t.CredentialsSource = c.ID, c.Secret, c.Scopes, c.Source
 		}
@@ -530,13 +545,14 @@ func (p *parser) credentials(m map[string]entry, n *yaml.Node, field string, t *
 	if err != nil {
 		return err
 	}
+	p.addFiles(paths)
 	for i, pa := range paths {
 		s, err := creds.LoadSecretFile(pa.path)
 		if err != nil {
-			return p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)
+			return &tenantFileError{p.errf(pa.node, pa.field, "tenant %q: %w", t.Name, err)}
 		}
 		if err := p.secretFile(pa.node, pa.field, pa.path); err != nil {
-			return err
+			return &tenantFileError{err}
 		}
 		if i > 0 {
 			t.Fallbacks = append(t.Fallbacks, Credential{ClientID: t.ClientID, ClientSecret: s, Source: key + " " + pa.path})

@@ -104,6 +104,13 @@ func (p *parser) secretFile(n *yaml.Node, field, path string) error {
 	return nil
 }
 
+// addFiles records the files of paths (addFile).
+func (p *parser) addFiles(paths []pathAt) {
+	for _, pa := range paths {
+		p.addFile(pa.path)
+	}
+}
+
 // addFile records a file the configuration is read from, once.
 func (p *parser) addFile(path string) {
 	if !slices.Contains(p.files, path) {
@@ -140,11 +147,11 @@ func (p *parser) caFile(e entry, field, tenant string) (string, *x509.CertPool, 
 		return "", nil, err
 	}
 	if err := p.readable(e.val, field, path); err != nil {
-		return "", nil, err
+		return "", nil, &tenantFileError{err}
 	}
 	pool, err := upstream.RootCAs(path)
 	if err != nil {
-		return "", nil, p.errf(e.val, field, "tenant %q: %s holds no PEM certificate; give the private CA's certificate in PEM (-----BEGIN CERTIFICATE-----)", tenant, path)
+		return "", nil, &tenantFileError{p.errf(e.val, field, "tenant %q: %s holds no PEM certificate; give the private CA's certificate in PEM (-----BEGIN CERTIFICATE-----)", tenant, path)}
 	}
 	return path, pool, nil
 }

@@ -181,6 +181,9 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 	return e
 }
 
+// kindTimeout is the TransportError kind of a request that ran out of time.
+const kindTimeout = "timeout"
+
 // TransportError is a token request that got no usable HTTP response. It
 // holds only a description from a fixed vocabulary (see transportKind):
 // never text or bytes the server sent.
@@ -189,6 +192,9 @@ type TransportError struct {
 	// has expired or is not yet valid" or "malformed HTTP response".
 	Kind string
 }
+
+// Timeout reports that the request ran out of time (no answer).
+func (t *TransportError) Timeout() bool { return t.Kind == kindTimeout }
 
 func (t *TransportError) Error() string {
 	return t.Kind + " (details withheld: they may quote the server's bytes)"
@@ -234,7 +240,7 @@ func transportKind(err error) string {
 	case errors.As(err, &maxBytes):
 		return "response too large"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout"
+		return kindTimeout
 	case errors.As(err, &syscallErr):
 		switch syscallErr {
 		case syscall.ECONNREFUSED:

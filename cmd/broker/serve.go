@@ -69,7 +69,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 }
 
 func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Logger) (*config.Config, error) {
-	opts := config.Options{Logger: log}
+	// A tenant whose files fail to load fails the start; on a re-read it
+	// keeps its running configuration (daemon.Reload).
+	opts := config.Options{Logger: log, KeepTenantsOnFileError: true}
 	switch {
 	case path != "":
 		return config.LoadWith(path, opts)

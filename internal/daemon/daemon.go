@@ -66,7 +66,9 @@ type Options struct {
 	// UserAgent is sent to identity providers, e.g. "tokenbroker/v1.2.3".
 	UserAgent string
 	// Load loads the configuration again the way New's was loaded (the
-	// config file, or the environment). Reread uses it, and with it Run
+	// config file, or the environment), best with
+	// config.Options.KeepTenantsOnFileError so that one tenant's broken
+	// file does not hold up the others' changes. Reread uses it, and with it Run
 	// watches the configuration's files (config.Config.Files) and re-reads
 	// it when one changes, unless the config's watch.enabled is false.
 	// nil: no watching, and Reread fails.
@@ -116,8 +118,14 @@ type Daemon struct {
 // New builds the service that cfg describes and opens its listener; it
 // serves nothing until Run. cfg is not modified. Errors about the
 // configuration carry the config file's line (*config.Error) where it has
-// one. On error everything New acquired is released.
+// one. A tenant with a LoadErr (config.Options.KeepTenantsOnFileError)
+// fails New with that error. On error everything New acquired is released.
 func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
+	for _, t := range cfg.Tenants {
+		if t.LoadErr != nil { // start fails fast; only a reload keeps a running tenant
+			return nil, t.LoadErr
+		}
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

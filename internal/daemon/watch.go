@@ -166,7 +166,10 @@ func (d *Daemon) reread(changed []string) error {
 		old := w.cur
 		w.mu.Unlock()
 		if err = d.reload(cfg, snap); err == nil {
-			added, removed, updated := tenantChanges(old, cfg, changed)
+			w.mu.Lock()
+			applied := w.cur // cfg with tenants whose files failed kept as they ran
+			w.mu.Unlock()
+			added, removed, updated := tenantChanges(old, applied, changed)
 			d.log.Info("configuration re-read", "changed_files", changed,
 				"tenants_added", added, "tenants_removed", removed, "tenants_changed", updated)
 			return nil

@@ -58,9 +58,10 @@ type TokenBrokerServiceClient interface {
 	//	                    (answered without a new request until a scheduled
 	//	                    refresh brings longer-lived tokens).
 	//	UNAVAILABLE         the identity provider cannot be reached, does not
-	//	                    answer within the broker's fetch timeout (30s by
-	//	                    default, which also bounds a call without a
-	//	                    deadline) or fails, and no token valid for
+	//	                    answer within the broker's fetch timeout (10s by
+	//	                    default, or a sixth of the tokens' lifetime if
+	//	                    shorter, at least 1s; it also bounds a call
+	//	                    without a deadline) or fails, and no token valid for
 	//	                    min_valid is cached; retry with backoff.
 	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
 	//	                    never for the identity provider's timeouts.
@@ -76,7 +77,9 @@ type TokenBrokerServiceClient interface {
 	// While a key has no usable token and the broker is backing off after a
 	// failure, a call may start one early attempt, shared by all callers, at
 	// most once per second per key (never during a Retry-After or after a
-	// permanent error); other calls get the last error at once.
+	// permanent error); other calls get the last error at once. A permanent
+	// error is retried every 5 minutes, or on a configuration reload: at once
+	// if the tenant's configuration changed, else at most every 30 s per key.
 	GetToken(ctx context.Context, in *GetTokenRequest, opts ...grpc.CallOption) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
@@ -209,9 +212,10 @@ type TokenBrokerServiceServer interface {
 	//	                    (answered without a new request until a scheduled
 	//	                    refresh brings longer-lived tokens).
 	//	UNAVAILABLE         the identity provider cannot be reached, does not
-	//	                    answer within the broker's fetch timeout (30s by
-	//	                    default, which also bounds a call without a
-	//	                    deadline) or fails, and no token valid for
+	//	                    answer within the broker's fetch timeout (10s by
+	//	                    default, or a sixth of the tokens' lifetime if
+	//	                    shorter, at least 1s; it also bounds a call
+	//	                    without a deadline) or fails, and no token valid for
 	//	                    min_valid is cached; retry with backoff.
 	//	DEADLINE_EXCEEDED   the caller's own deadline passed while waiting;
 	//	                    never for the identity provider's timeouts.
@@ -227,7 +231,9 @@ type TokenBrokerServiceServer interface {
 	// While a key has no usable token and the broker is backing off after a
 	// failure, a call may start one early attempt, shared by all callers, at
 	// most once per second per key (never during a Retry-After or after a
-	// permanent error); other calls get the last error at once.
+	// permanent error); other calls get the last error at once. A permanent
+	// error is retried every 5 minutes, or on a configuration reload: at once
+	// if the tenant's configuration changed, else at most every 30 s per key.
 	GetToken(context.Context, *GetTokenRequest) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
