@@ -25,7 +25,7 @@ const (
 	// Every open stream (call) of one peer IP, counted from its HEADERS.
 	DefaultMaxStreamsPerIP          = 512
 	DefaultMaxAnonymousStreamsPerIP = 16 // peers without credentials that the policy would not serve
-	DefaultHandshakeTimeout         = 10 * time.Second
+	DefaultHandshakeTimeout         = 5 * time.Second
 	DefaultMaxConnectionIdle        = 5 * time.Minute
 	DefaultKeepaliveTime            = time.Minute
 	DefaultKeepaliveTimeout         = 20 * time.Second
