@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"golang.org/x/time/rate"
 
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
@@ -92,6 +93,13 @@ type Config struct {
 	// may hold at most half of a tenant's non-default sets; see Get.
 	MaxScopeSetsPerTenant int
 	MaxScopeSets          int
+	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast each named
+	// owner (WithOwner) creates scope sets that do not exist yet: each costs
+	// an identity-provider request (defaults 5/s, burst 50; a negative rate
+	// means no limit). Past it, Get fails with ErrNewScopeSetsTooFast.
+	// Existing scope sets, and requests without an owner, are not limited.
+	NewScopeSetsPerSecond float64
+	NewScopeSetBurst      int
 	// IdleTimeout drops a scope set nobody asked for or watched for this
 	// long, at its next refresh (default 1h). Default scopes are kept.
 	IdleTimeout time.Duration
@@ -113,7 +121,8 @@ type Broker struct {
 
 	mu      sync.Mutex // guards tenants, nsets and lock-orders before entry.mu
 	tenants map[string]*tenant
-	nsets   int // non-default scope sets of all tenants
+	nsets   int                      // non-default scope sets of all tenants
+	newSets map[string]*rate.Limiter // per owner: creation of new scope sets
 
 	// version numbers every token of the broker, so that a key's versions
 	// only increase, across reconfigurations and evictions too.
@@ -208,7 +217,8 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 //
 // A new scope set is created for the owner in ctx (WithOwner), within that
 // owner's share of the tenant's budget (Config.MaxScopeSetsPerTenant); past
-// it, Get fails with ErrTooManyScopeSets.
+// it, Get fails with ErrTooManyScopeSets. Owners creating new scope sets
+// faster than Config.NewScopeSetsPerSecond get ErrNewScopeSetsTooFast.
 func (b *Broker) Get(ctx context.Context, r Request) (*Token, error) {
 	var want minValid
 	if r.MinValid != nil {

@@ -24,6 +24,10 @@ var (
 	// ErrTooManyScopeSets: the caller's share, the tenant or the broker
 	// holds as many scope sets as allowed and none can be evicted.
 	ErrTooManyScopeSets = errors.New("broker: too many scope sets")
+	// ErrNewScopeSetsTooFast: the caller (WithOwner) created new scope sets
+	// faster than Config.NewScopeSetsPerSecond allows. Scope sets that
+	// exist are never limited.
+	ErrNewScopeSetsTooFast = errors.New("broker: creating new scope sets too fast; reuse scope sets or retry in a second")
 	// ErrInvalidArgument marks errors caused by the request itself.
 	ErrInvalidArgument = errors.New("broker: invalid argument")
 )

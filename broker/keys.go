@@ -66,6 +66,9 @@ func (b *Broker) key(tenantName string, scopes []string, owner string) (*entry, 
 		// Touched under b.mu so that idle eviction cannot take it now.
 		return e.touch(), nil
 	}
+	if err := b.allowNewSetLocked(owner); err != nil {
+		return nil, err
+	}
 	if err := b.makeRoomLocked(t, owner); err != nil {
 		return nil, err
 	}

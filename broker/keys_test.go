@@ -1,7 +1,9 @@
 package broker_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -79,5 +81,64 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("error %q does not mention %q", err, tc.msg)
 			}
 		})
+	}
+}
+
+// TestNewScopeSetRate: a named owner creates new scope sets at most at
+// NewScopeSetsPerSecond after its burst (issue D4); existing sets, other
+// owners and the embedding program (no owner) are not limited.
+func TestNewScopeSetRate(t *testing.T) {
+	e := newEnv(t, broker.Config{NewScopeSetsPerSecond: 2, NewScopeSetBurst: 3, MaxScopeSetsPerTenant: 1000})
+	mallory := broker.WithOwner(t.Context(), "mallory")
+	get := func(ctx context.Context, scope string) error {
+		_, err := e.broker.Token(ctx, "acme", []string{scope}, 0)
+		return err
+	}
+	for i := range 3 {
+		if err := get(mallory, fmt.Sprint("s", i)); err != nil {
+			t.Fatalf("new set %d within the burst: %v", i, err)
+		}
+	}
+	before := e.idp.RequestsFor(e.client.ID)
+	err := get(mallory, "s3")
+	if !errors.Is(err, broker.ErrNewScopeSetsTooFast) {
+		t.Fatalf("fourth new set at once: %v, want ErrNewScopeSetsTooFast", err)
+	}
+	if !strings.Contains(err.Error(), "creating new scope sets too fast; reuse scope sets or retry in a second") {
+		t.Errorf("message %q does not say what to do", err)
+	}
+	if n := e.idp.RequestsFor(e.client.ID) - before; n != 0 {
+		t.Errorf("a refused new set cost %d identity-provider requests", n)
+	}
+	// Existing sets are served; other owners and the program are not limited.
+	if err := get(mallory, "s0"); err != nil {
+		t.Errorf("existing set refused: %v", err)
+	}
+	if err := get(broker.WithOwner(t.Context(), "alice"), "a0"); err != nil {
+		t.Errorf("another owner refused: %v", err)
+	}
+	for i := range 10 {
+		if err := get(t.Context(), fmt.Sprint("p", i)); err != nil {
+			t.Fatalf("the embedding program refused: %v", err)
+		}
+	}
+	// Half a second later, one more token (2/s) is there.
+	e.clock.Advance(500 * time.Millisecond)
+	if err := get(mallory, "s3"); err != nil {
+		t.Errorf("after refill: %v", err)
+	}
+	if err := get(mallory, "s4"); !errors.Is(err, broker.ErrNewScopeSetsTooFast) {
+		t.Errorf("second new set after one refilled: %v", err)
+	}
+}
+
+// TestNewScopeSetRateOff: a negative rate disables the limit.
+func TestNewScopeSetRateOff(t *testing.T) {
+	e := newEnv(t, broker.Config{NewScopeSetsPerSecond: -1, MaxScopeSetsPerTenant: 1000})
+	ctx := broker.WithOwner(t.Context(), "bulk")
+	for i := range 60 {
+		if _, err := e.broker.Token(ctx, "acme", []string{fmt.Sprint("s", i)}, 0); err != nil {
+			t.Fatalf("set %d: %v", i, err)
+		}
 	}
 }

@@ -38,6 +38,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.MaxScopeSets <= 0 {
 		cfg.MaxScopeSets = defaultMaxScopeSets
 	}
+	if cfg.NewScopeSetsPerSecond == 0 {
+		cfg.NewScopeSetsPerSecond = DefaultNewScopeSetsPerSecond
+	}
+	if cfg.NewScopeSetBurst <= 0 {
+		cfg.NewScopeSetBurst = DefaultNewScopeSetBurst
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}

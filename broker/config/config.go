@@ -177,6 +177,10 @@ type Limits struct {
 	MaxStreamsPerCaller int
 	MaxScopesPerRequest int
 	MaxMessageBytes     int
+	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast one
+	// caller creates scope sets not yet cached (broker.Config).
+	NewScopeSetsPerSecond float64
+	NewScopeSetBurst      int
 	ConnLimits
 }
 

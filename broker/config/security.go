@@ -31,7 +31,9 @@ var (
 	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes",
 		"invalidations_per_second", "invalidation_burst", "denials_per_second_per_ip", "denial_burst_per_ip",
 		"max_header_list_bytes", "max_streams_per_connection", "max_connections", "max_connections_per_ip",
-		"max_open_streams_per_ip", "handshake_timeout", "max_connection_idle"}
+		"max_open_streams_per_ip", "handshake_timeout", "max_connection_idle",
+		"max_streams_per_ip", "max_anonymous_streams_per_ip", "max_streams_per_api_key",
+		"new_scope_sets_per_second", "new_scope_set_burst"}
 )
 
 // ConnLimits bound connections and what a peer may send before it is
@@ -46,8 +48,14 @@ type ConnLimits struct {
 	MaxConnections         int
 	MaxConnectionsPerIP    int
 	MaxOpenStreamsPerIP    int
-	HandshakeTimeout       time.Duration
-	MaxConnectionIdle      time.Duration
+	// MaxStreamsPerIP, MaxAnonymousStreamsPerIP and MaxStreamsPerAPIKey
+	// cap every open call's stream from its HEADERS: per peer IP with
+	// credentials, per peer IP without, and per API key over all IPs.
+	MaxStreamsPerIP          int
+	MaxAnonymousStreamsPerIP int
+	MaxStreamsPerAPIKey      int
+	HandshakeTimeout         time.Duration
+	MaxConnectionIdle        time.Duration
 }
 
 // Bounds of the limits section.
@@ -399,6 +407,7 @@ func (p *parser) limits(e entry) (Limits, error) {
 		{"requests_per_second", &l.RequestsPerSecond},
 		{"invalidations_per_second", &l.InvalidationsPerSecond},
 		{"denials_per_second_per_ip", &l.DenialsPerSecondPerIP},
+		{"new_scope_sets_per_second", &l.NewScopeSetsPerSecond},
 	}
 	for _, f := range floats {
 		if ne, ok := m[f.key]; ok {
@@ -448,6 +457,10 @@ func (p *parser) limits(e entry) (Limits, error) {
 		{"max_connections", &l.MaxConnections, 1, maxLimit},
 		{"max_connections_per_ip", &l.MaxConnectionsPerIP, 1, maxLimit},
 		{"max_open_streams_per_ip", &l.MaxOpenStreamsPerIP, 1, maxLimit},
+		{"max_streams_per_ip", &l.MaxStreamsPerIP, 1, maxLimit},
+		{"max_anonymous_streams_per_ip", &l.MaxAnonymousStreamsPerIP, 1, maxLimit},
+		{"max_streams_per_api_key", &l.MaxStreamsPerAPIKey, 1, maxLimit},
+		{"new_scope_set_burst", &l.NewScopeSetBurst, 1, maxLimit},
 	}
 	for _, f := range ints {
 		if ie, ok := m[f.key]; ok {

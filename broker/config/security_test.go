@@ -107,6 +107,11 @@ limits:
   max_open_streams_per_ip: 30
   handshake_timeout: 3s
   max_connection_idle: 2m
+  max_streams_per_ip: 64
+  max_anonymous_streams_per_ip: 8
+  max_streams_per_api_key: 500
+  new_scope_sets_per_second: 2
+  new_scope_set_burst: 20
 insecure_plaintext: true
 `
 	cfg, err := config.ParseWith([]byte(yaml), "broker.yaml", dir, config.Options{Now: now})
@@ -153,7 +158,9 @@ insecure_plaintext: true
 		t.Errorf("Audit.Path = %q, want %q", cfg.Audit.Path, want)
 	}
 	wantLimits := config.Limits{RequestsPerSecond: 2.5, Burst: 10, MaxStreamsPerCaller: 3, MaxScopesPerRequest: 4, MaxMessageBytes: 32768,
+		NewScopeSetsPerSecond: 2, NewScopeSetBurst: 20,
 		ConnLimits: config.ConnLimits{
+			MaxStreamsPerIP: 64, MaxAnonymousStreamsPerIP: 8, MaxStreamsPerAPIKey: 500,
 			InvalidationsPerSecond: 0.5, InvalidationBurst: 3, DenialsPerSecondPerIP: 2, DenialBurstPerIP: 4,
 			MaxHeaderListBytes: 8192, MaxStreamsPerConn: 50, MaxConnections: 500, MaxConnectionsPerIP: 20,
 			MaxOpenStreamsPerIP: 30, HandshakeTimeout: 3 * time.Second, MaxConnectionIdle: 2 * time.Minute,
@@ -399,7 +406,7 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "limits unknown key",
 			yaml: tenant + "limits:\n  rps: 5\n",
-			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes, invalidations_per_second, invalidation_burst, denials_per_second_per_ip, denial_burst_per_ip, max_header_list_bytes, max_streams_per_connection, max_connections, max_connections_per_ip, max_open_streams_per_ip, handshake_timeout, max_connection_idle`,
+			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes, invalidations_per_second, invalidation_burst, denials_per_second_per_ip, denial_burst_per_ip, max_header_list_bytes, max_streams_per_connection, max_connections, max_connections_per_ip, max_open_streams_per_ip, handshake_timeout, max_connection_idle, max_streams_per_ip, max_anonymous_streams_per_ip, max_streams_per_api_key, new_scope_sets_per_second, new_scope_set_burst`,
 		},
 		{
 			name: "max_header_list_bytes too small",

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,6 +240,87 @@ func TestTornWriteDoesNotGlueTheNextRecord(t *testing.T) {
 		var r Record
 		if err := json.Unmarshal([]byte(lines[i+1]), &r); err != nil || r.Tenant != want {
 			t.Errorf("line %d %q: %v, tenant %q; want a complete record for %s", i+2, lines[i+1], err, r.Tenant, want)
+		}
+	}
+}
+
+// TestDenialFloodBytesBounded (issue D6): one caller sending distinct
+// denied requests with 32 long scopes each writes a bounded number of
+// bytes per interval: at most maxCollapseKeys itemised lines, each with
+// its scopes clipped to MaxDeniedScopesBytes in total, then one overflow
+// line with the count.
+func TestDenialFloodBytesBounded(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf)
+	l.SetCollapseInterval(time.Hour) // one interval for the whole test
+	const calls = 3000
+	for i := range calls {
+		scopes := make([]string, 32)
+		for j := range scopes {
+			scopes[j] = fmt.Sprintf("scope-%d-%d-%s", i, j, strings.Repeat("x", 110))
+		}
+		r := Record{Method: "/tokenbroker.v1.TokenBrokerService/GetToken", Peer: "192.0.2.1:1000", Caller: "mallory",
+			Tenant: "acme", Scopes: scopes, Result: ResultDenied, Code: "PermissionDenied",
+			Reason: fmt.Sprintf("caller \"mallory\" may not request scope %q", scopes[0])}
+		if err := l.LogDenial(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != maxCollapseKeys+1 {
+		t.Errorf("%d lines, want %d itemised and one overflow line", len(lines), maxCollapseKeys+1)
+	}
+	const perLine = 1200
+	if n := buf.Len(); n > (maxCollapseKeys+1)*perLine {
+		t.Errorf("%d bytes written for %d denials in one interval, want at most %d", n, calls, (maxCollapseKeys+1)*perLine)
+	}
+	var total int
+	for _, ln := range lines {
+		var r Record
+		if err := json.Unmarshal([]byte(ln), &r); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range r.Scopes {
+			n += len(s)
+		}
+		if n > MaxDeniedScopesBytes {
+			t.Errorf("scopes of %d bytes on one line, want at most %d: %q", n, MaxDeniedScopesBytes, r.Scopes)
+		}
+		total += max(r.Count, 1)
+	}
+	if total != calls {
+		t.Errorf("lines account for %d denials, want %d", total, calls)
+	}
+}
+
+func TestClipScopes(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want []string
+	}{
+		{[]string{"a", "b"}, []string{"a", "b"}},
+		{[]string{strings.Repeat("a", 100), strings.Repeat("b", 100)}, []string{strings.Repeat("a", 100), strings.Repeat("b", 15) + "…"}},
+		{[]string{strings.Repeat("a", 120), "b", "c"}, []string{strings.Repeat("a", 120), "b", "c"}},
+		{[]string{strings.Repeat("a", 120), "b", "c", "dddddddddddd"}, []string{strings.Repeat("a", 110), "…+3 more"}[:0]},
+		{[]string{strings.Repeat("a", 60), strings.Repeat("b", 60), "cccccccccc", "d"}, []string{strings.Repeat("a", 60), strings.Repeat("b", 55) + "…", "…+2 more"}[:0]},
+	} {
+		got := clipScopes(tc.in, MaxDeniedScopesBytes)
+		n := 0
+		for _, s := range got {
+			n += len(s)
+		}
+		if n > MaxDeniedScopesBytes {
+			t.Errorf("clipScopes(%q) = %d bytes", tc.in, n)
+		}
+		if len(tc.want) > 0 && !slices.Equal(got, tc.want) {
+			t.Errorf("clipScopes(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if len(tc.want) == 0 && !strings.HasPrefix(got[len(got)-1], "…+") {
+			t.Errorf("clipScopes(%q) = %q, want a marker of the dropped scopes", tc.in, got)
 		}
 	}
 }

@@ -13,14 +13,19 @@ const (
 	MaxDeniedFieldBytes = 128
 	// MaxDeniedScopes caps the scopes listed on a denial line.
 	MaxDeniedScopes = 32
+	// MaxDeniedScopesBytes caps the scopes of a denial line in total
+	// (their bytes summed, the "…+N more" marker included).
+	MaxDeniedScopesBytes = 128
 	// maxReasonBytes caps a denial's reason, which quotes the request.
 	maxReasonBytes = 512
 	// DefaultCollapseInterval is how long LogDenial collects identical
 	// denials before it writes one line with their count.
 	DefaultCollapseInterval = 10 * time.Second
 	// maxCollapseKeys bounds the distinct denials held in one interval;
-	// beyond it, denials are counted on one overflow line.
-	maxCollapseKeys = 1024
+	// beyond it, denials are counted on one overflow line. With the clips
+	// above, a flood of distinct denials writes at most about 64 × 1 KiB
+	// per interval.
+	maxCollapseKeys = 64
 )
 
 // Clip returns s cut to at most max bytes on a UTF-8 boundary, marked
@@ -39,15 +44,47 @@ func Clip(s string, max int) string {
 func clipDenial(r Record) Record {
 	r.Tenant = Clip(r.Tenant, MaxDeniedFieldBytes)
 	if len(r.Scopes) > 0 {
-		n := min(len(r.Scopes), MaxDeniedScopes)
-		scopes := make([]string, n)
-		for i := range n {
-			scopes[i] = Clip(r.Scopes[i], MaxDeniedFieldBytes)
-		}
-		r.Scopes = scopes
+		r.Scopes = clipScopes(r.Scopes, MaxDeniedScopesBytes)
 	}
 	r.Reason = Clip(r.Reason, maxReasonBytes)
 	return r
+}
+
+// clipScopes returns scopes cut to at most budget bytes in total: the
+// scopes that fit, the first that does not clipped into the room left,
+// then a "…+N more" marker for those dropped.
+func clipScopes(scopes []string, budget int) []string {
+	out := make([]string, 0, min(len(scopes), MaxDeniedScopes))
+	used := 0
+	for i, sc := range scopes {
+		if used+len(sc) <= budget && i < MaxDeniedScopes {
+			out = append(out, sc)
+			used += len(sc)
+			continue
+		}
+		marker := fmt.Sprintf("…+%d more", len(scopes)-i)
+		room := budget - used - len(marker)
+		if room >= 8 && i < MaxDeniedScopes {
+			out = append(out, Clip(sc, room))
+			marker = fmt.Sprintf("…+%d more", len(scopes)-i-1)
+			if i == len(scopes)-1 {
+				return out
+			}
+		}
+		for len(out) > 0 && sum(out)+len(marker) > budget {
+			out = out[:len(out)-1]
+		}
+		return append(out, marker)
+	}
+	return out
+}
+
+func sum(ss []string) int {
+	n := 0
+	for _, s := range ss {
+		n += len(s)
+	}
+	return n
 }
 
 // collapser holds the denials of the current interval, under Logger.mu.

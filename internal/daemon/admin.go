@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -96,12 +97,20 @@ func settled(t broker.TenantInfo) bool {
 	return false
 }
 
+// adminMaxConns caps the admin listener's open connections: probes and
+// scrapers need a handful, and each connection costs a goroutine and
+// buffers. Past the cap, new connections wait in the kernel's backlog
+// until one closes (idle ones close after IdleTimeout, silent ones after
+// ReadHeaderTimeout).
+const adminMaxConns = 64
+
 // newAdmin opens the admin listener on addr.
 func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, version string, log *slog.Logger) (*adminServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
 	}
+	lis = netutil.LimitListener(lis, adminMaxConns)
 	a := &adminServer{lis: lis, ready: readiness{tenants: src.Tenants, serving: serving}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

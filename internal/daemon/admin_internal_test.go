@@ -1,8 +1,14 @@
 package daemon
 
 import (
+	"bufio"
 	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
@@ -45,3 +51,66 @@ func TestReadiness(t *testing.T) {
 		t.Errorf("draining: %v %q", ok, why)
 	}
 }
+
+// TestAdminConnectionCap: the admin listener serves at most adminMaxConns
+// connections at once (issue D7); a further one is served only after one
+// of them closes.
+func TestAdminConnectionCap(t *testing.T) {
+	src := statusFunc(func() []broker.TenantInfo { return nil })
+	a, err := newAdmin("127.0.0.1:0", newMetrics(), src, func() bool { return true }, "test", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.serve() }()
+	t.Cleanup(func() {
+		a.shutdown()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	addr := a.lis.Addr().String()
+	// Hold adminMaxConns keep-alive connections, each proven accepted by
+	// one answered request.
+	held := make([]net.Conn, 0, adminMaxConns)
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range adminMaxConns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	get := func(timeout time.Duration) error {
+		client := &http.Client{Timeout: timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(300 * time.Millisecond); err == nil {
+		t.Fatalf("connection %d was served while %d were open", adminMaxConns+1, adminMaxConns)
+	}
+	held[0].Close()
+	if err := get(10 * time.Second); err != nil {
+		t.Fatalf("after one connection closed: %v", err)
+	}
+}
+
+type statusFunc func() []broker.TenantInfo
+
+func (f statusFunc) Tenants() []broker.TenantInfo { return f() }

@@ -200,7 +200,8 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	hs := health.NewServer()
 	if d.broker, err = broker.New(broker.Config{
 		Tenants: tenants, Logger: log, UserAgent: opts.UserAgent,
-		OnTenantHealth: server.TenantHealth(hs),
+		OnTenantHealth:        server.TenantHealth(hs),
+		NewScopeSetsPerSecond: cfg.Limits.NewScopeSetsPerSecond, NewScopeSetBurst: cfg.Limits.NewScopeSetBurst,
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}

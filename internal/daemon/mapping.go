@@ -176,6 +176,7 @@ func connLimits(l config.Limits) server.ConnLimits {
 		MaxConnections: l.MaxConnections, MaxConnectionsPerIP: l.MaxConnectionsPerIP,
 		MaxOpenStreamsPerIP: l.MaxOpenStreamsPerIP, HandshakeTimeout: l.HandshakeTimeout,
 		MaxConnectionIdle: l.MaxConnectionIdle,
+		MaxStreamsPerIP:   l.MaxStreamsPerIP, MaxAnonymousStreamsPerIP: l.MaxAnonymousStreamsPerIP, MaxStreamsPerAPIKey: l.MaxStreamsPerAPIKey,
 	}
 }
 

@@ -43,19 +43,24 @@ func (c *Caller) Identity() authn.Identity {
 	return authn.Identity{}
 }
 
+// scopeMeta are the characters that make a requested scope literal-only:
+// glob metacharacters of this and other matchers, and the list separator.
+const scopeMeta = "*?[]\\,"
+
 // TenantAllowed reports whether the caller may use tenant.
 func (c *Caller) TenantAllowed(tenant string) bool { return matchAny(c.Tenants, tenant) }
 
 // ScopesAllowed reports whether the caller may request every scope. A
-// requested scope containing '*' or ',' matches only an identical entry
-// of the allow-list, never a glob: an IdP may read it as a wildcard or a
-// list, and so grant more than the glob meant.
+// requested scope containing a glob metacharacter ('*', '?', '[', ']',
+// '\\') or ',' matches only an identical entry of the allow-list, never a
+// glob: an IdP may read it as a wildcard, a class or a list, and so grant
+// more than the glob meant.
 func (c *Caller) ScopesAllowed(scopes []string) bool {
 	if len(c.Scopes) == 0 {
 		return true
 	}
 	for _, s := range scopes {
-		if strings.ContainsAny(s, "*,") {
+		if strings.ContainsAny(s, scopeMeta) {
 			if !slices.Contains(c.Scopes, s) {
 				return false
 			}

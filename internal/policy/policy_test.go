@@ -229,10 +229,21 @@ func TestScopesWithWildcardOrCommaMatchLiterally(t *testing.T) {
 		{"read:a,read:b", false},
 		{"write:x", false},
 		{"admin:all", true},
+		// Other glob metacharacters: '?' and '[' would pass the matcher's
+		// '*' but an IdP may expand them (issue D9).
+		{"read:?", false},
+		{"read:[a-z]", false},
+		{"read:a]", false},
+		{`read:\x`, false},
+		{"read:inv?ices", false},
 	} {
 		if got := c.ScopesAllowed([]string{tc.scope}); got != tc.want {
 			t.Errorf("ScopesAllowed(%q) = %v, want %v", tc.scope, got, tc.want)
 		}
+	}
+	literal := Caller{Name: "lit", APIKeySHA256: strings.Repeat("b", 64), Tenants: []string{"acme"}, Scopes: []string{"read:*", "read:[a-z]"}}
+	if !literal.ScopesAllowed([]string{"read:[a-z]"}) {
+		t.Error("a scope with '[' must pass an identical allow-list entry")
 	}
 	unrestricted := Caller{Name: "ops", Tenants: []string{"*"}}
 	if !unrestricted.ScopesAllowed([]string{"*", "a,b"}) {

@@ -23,9 +23,11 @@ const (
 	DefaultMaxConnectionsPerIP = 16
 	DefaultMaxOpenStreamsPerIP = 100 // health Watch and reflection streams
 	// Every open stream (call) of one peer IP, counted from its HEADERS.
-	DefaultMaxStreamsPerIP          = 512
+	DefaultMaxStreamsPerIP = 128
+	// Every open stream of one verified API key, over all its peer IPs.
+	DefaultMaxStreamsPerAPIKey      = 1000
 	DefaultMaxAnonymousStreamsPerIP = 16 // peers without credentials that the policy would not serve
-	DefaultHandshakeTimeout         = 10 * time.Second
+	DefaultHandshakeTimeout         = 5 * time.Second
 	DefaultMaxConnectionIdle        = 5 * time.Minute
 	DefaultKeepaliveTime            = time.Minute
 	DefaultKeepaliveTimeout         = 20 * time.Second
@@ -67,6 +69,10 @@ type ConnLimits struct {
 	// MaxAnonymousStreamsPerIP is MaxStreamsPerIP for peers that present
 	// no credentials and that the policy would not serve.
 	MaxAnonymousStreamsPerIP int
+	// MaxStreamsPerAPIKey caps the open streams, counted like
+	// MaxStreamsPerIP, of one API key that verified, over all peer
+	// addresses: more addresses must not multiply MaxStreamsPerIP.
+	MaxStreamsPerAPIKey int
 	// HandshakeTimeout closes a connection that has not completed its
 	// TLS and HTTP/2 handshake in time.
 	HandshakeTimeout time.Duration
@@ -88,6 +94,7 @@ func (l ConnLimits) withDefaults() ConnLimits {
 	def(&l.MaxOpenStreamsPerIP, DefaultMaxOpenStreamsPerIP)
 	def(&l.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
 	def(&l.MaxAnonymousStreamsPerIP, DefaultMaxAnonymousStreamsPerIP)
+	def(&l.MaxStreamsPerAPIKey, DefaultMaxStreamsPerAPIKey)
 	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
 	}

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -146,6 +147,7 @@ func New(cfg Config) *Server {
 	streams := &streamLimiter{
 		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
 		access: cfg.TenantAccess, verify: cfg.VerifyCredentials, n: map[string]int{},
+		keyMax: limits.MaxStreamsPerAPIKey, byKey: map[[sha256.Size]byte]int{},
 		denied: everySecond(func(n int64) {
 			log.Warn("calls refused before their request: the API key does not verify", "count", n)
 		}),
@@ -338,7 +340,7 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, msg)
 	case errors.Is(err, broker.ErrUnknownTenant), errors.Is(err, broker.ErrTenantRemoved):
 		return status.Error(codes.NotFound, msg)
-	case errors.Is(err, broker.ErrTooManyScopeSets):
+	case errors.Is(err, broker.ErrTooManyScopeSets), errors.Is(err, broker.ErrNewScopeSetsTooFast):
 		return status.Error(codes.ResourceExhausted, msg)
 	case errors.Is(err, broker.ErrClosed), errors.Is(err, broker.ErrTenantChanged), errors.Is(err, broker.ErrEvicted):
 		// Retryable: calling or watching again serves the new state.

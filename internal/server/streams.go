@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,13 +40,17 @@ type streamLimiter struct {
 	verify func(ctx context.Context, fullMethod string) error
 	// denied is called for each stream refused for a bad API key.
 	denied func()
+	// keyMax caps the open streams of one verified API key over all peer
+	// addresses, so that a caller cannot multiply authMax by its IPs.
+	keyMax int
 
-	mu sync.Mutex
-	n  map[string]int
+	mu    sync.Mutex
+	n     map[string]int
+	byKey map[[sha256.Size]byte]int
 }
 
 func (l *streamLimiter) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	authed, err := l.authenticated(ctx, info)
+	authed, key, err := l.authenticated(ctx, info)
 	if err != nil {
 		if l.denied != nil {
 			l.denied()
@@ -55,28 +61,45 @@ func (l *streamLimiter) tap(ctx context.Context, info *tap.Info) (context.Contex
 	if authed {
 		max = l.authMax
 	}
-	if max < 0 {
-		return ctx, nil
-	}
 	ip := peerIP(ctx)
 	l.mu.Lock()
-	ok := l.n[ip] < max && (l.n[ip] > 0 || len(l.n) < openStreamsPerIPMaxTracked)
-	if ok {
-		l.n[ip]++
+	ipOK := max < 0 || l.n[ip] < max && (l.n[ip] > 0 || len(l.n) < openStreamsPerIPMaxTracked)
+	keyOK := key == nil || l.keyMax < 0 || l.byKey[*key] < l.keyMax && (l.byKey[*key] > 0 || len(l.byKey) < openStreamsPerIPMaxTracked)
+	if ipOK && keyOK {
+		if max >= 0 {
+			l.n[ip]++
+		}
+		if key != nil && l.keyMax >= 0 {
+			l.byKey[*key]++
+		}
 	}
 	l.mu.Unlock()
-	if !ok {
-		what := "streams without credentials"
+	switch {
+	case !ipOK:
+		what, knob := "streams without credentials", "limits.max_anonymous_streams_per_ip"
 		if authed {
-			what = "streams"
+			what, knob = "streams", "limits.max_streams_per_ip"
 		}
 		return nil, status.Errorf(codes.ResourceExhausted,
-			"%s already has %d open %s, the limit per peer address; finish or cancel some first", ip, max, what)
+			"%s already has %d open %s, the limit per peer address (%s); finish or cancel some first", ip, max, what, knob)
+	case !keyOK:
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"this API key already has %d open streams, the limit per caller over all its addresses (limits.max_streams_per_api_key); finish or cancel some first", l.keyMax)
+	}
+	if max < 0 && (key == nil || l.keyMax < 0) {
+		return ctx, nil
 	}
 	context.AfterFunc(ctx, func() {
 		l.mu.Lock()
-		if l.n[ip]--; l.n[ip] <= 0 {
-			delete(l.n, ip)
+		if max >= 0 {
+			if l.n[ip]--; l.n[ip] <= 0 {
+				delete(l.n, ip)
+			}
+		}
+		if key != nil && l.keyMax >= 0 {
+			if l.byKey[*key]--; l.byKey[*key] <= 0 {
+				delete(l.byKey, *key)
+			}
 		}
 		l.mu.Unlock()
 	})
@@ -86,23 +109,25 @@ func (l *streamLimiter) tap(ctx context.Context, info *tap.Info) (context.Contex
 // authenticated reports whether the stream's peer presented credentials
 // (a verified client certificate, or an API key that verifies), or is one
 // the policy serves without them (open mode). A token RPC whose API key
-// does not verify is an error.
-func (l *streamLimiter) authenticated(ctx context.Context, info *tap.Info) (bool, error) {
+// does not verify is an error. For an API key that verified, key is its
+// SHA-256, which stands for the caller in the per-key count.
+func (l *streamLimiter) authenticated(ctx context.Context, info *tap.Info) (authed bool, key *[sha256.Size]byte, err error) {
 	if verifiedClientCert(ctx) {
-		return true, nil
+		return true, nil, nil
 	}
-	if len(info.Header.Get("authorization")) > 0 {
+	if auth := info.Header.Get("authorization"); len(auth) > 0 {
 		if l.verify == nil || unauthenticatedService(info.FullMethodName) {
-			return true, nil
+			return true, nil, nil
 		}
 		if err := l.verify(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName); err != nil {
-			return false, err
+			return false, nil, err
 		}
-		return true, nil
+		d := sha256.Sum256([]byte(strings.Join(auth, "\x00")))
+		return true, &d, nil
 	}
 	// Open mode serves credential-less (loopback) peers: an impossible
 	// tenant name is allowed only by the allow-all of open mode.
-	return l.access == nil || l.access(ctx)("\x00"), nil
+	return l.access == nil || l.access(ctx)("\x00"), nil, nil
 }
 
 // verifiedClientCert reports whether the peer's TLS handshake verified a

@@ -1,0 +1,60 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Config.NewScopeSetsPerSecond and NewScopeSetBurst.
+const (
+	DefaultNewScopeSetsPerSecond = 5
+	DefaultNewScopeSetBurst      = 50
+)
+
+// maxOwnerBuckets bounds the per-owner buckets of new scope sets. Owners
+// are the server's configured callers (and "loopback"); past the bound,
+// full buckets, which are as good as new, are dropped first.
+const maxOwnerBuckets = 1 << 14
+
+// allowNewSetLocked takes one token from owner's bucket of new scope
+// sets. Each new set costs an identity-provider request, so one caller
+// cycling through distinct scope sets would otherwise turn its own request
+// rate into the IdP's. Requests without an owner (the embedding program)
+// are not limited. b.mu must be held.
+func (b *Broker) allowNewSetLocked(owner string) error {
+	if owner == "" || b.cfg.NewScopeSetsPerSecond < 0 {
+		return nil
+	}
+	now := b.clock.Now()
+	lim := b.newSets[owner]
+	if lim == nil {
+		if len(b.newSets) >= maxOwnerBuckets {
+			b.pruneOwnerBucketsLocked(now)
+		}
+		if len(b.newSets) >= maxOwnerBuckets {
+			return fmt.Errorf("%w: %d owners are creating scope sets", ErrNewScopeSetsTooFast, len(b.newSets))
+		}
+		if b.newSets == nil {
+			b.newSets = map[string]*rate.Limiter{}
+		}
+		lim = rate.NewLimiter(rate.Limit(b.cfg.NewScopeSetsPerSecond), b.cfg.NewScopeSetBurst)
+		b.newSets[owner] = lim
+	}
+	if !lim.AllowN(now, 1) {
+		return fmt.Errorf("%w (caller %q: at most %g new scope sets per second, burst %d)",
+			ErrNewScopeSetsTooFast, owner, b.cfg.NewScopeSetsPerSecond, b.cfg.NewScopeSetBurst)
+	}
+	return nil
+}
+
+// pruneOwnerBucketsLocked drops the buckets that have refilled: a new
+// bucket would be the same.
+func (b *Broker) pruneOwnerBucketsLocked(now time.Time) {
+	for o, lim := range b.newSets {
+		if lim.TokensAt(now) >= float64(lim.Burst()) {
+			delete(b.newSets, o)
+		}
+	}
+}
