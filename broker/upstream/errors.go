@@ -191,10 +191,17 @@ type TransportError struct {
 	// Kind is, e.g., "timeout", "connection refused", "TLS: certificate
 	// has expired or is not yet valid" or "malformed HTTP response".
 	Kind string
+	// cause is context.Canceled or context.DeadlineExceeded when the
+	// request's context ended it (a sentinel: no server text); else nil.
+	cause error
 }
 
 // Timeout reports that the request ran out of time (no answer).
 func (t *TransportError) Timeout() bool { return t.Kind == kindTimeout }
+
+// Unwrap returns the context error that ended the request, if any, so
+// that errors.Is(err, context.DeadlineExceeded) keeps working.
+func (t *TransportError) Unwrap() error { return t.cause }
 
 func (t *TransportError) Error() string {
 	return t.Kind + " (details withheld: they may quote the server's bytes)"
@@ -216,6 +223,9 @@ func transportKind(err error) string {
 		maxBytes   *http.MaxBytesError
 		syscallErr syscall.Errno
 	)
+	if te, ok := errors.AsType[*TransportError](err); ok {
+		return te.Kind // already mapped (MapTransportErrors)
+	}
 	switch {
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsNotFound {
@@ -241,6 +251,8 @@ func transportKind(err error) string {
 		return "response too large"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return kindTimeout
+	case errors.Is(err, context.Canceled):
+		return "request canceled"
 	case errors.As(err, &syscallErr):
 		switch syscallErr {
 		case syscall.ECONNREFUSED:

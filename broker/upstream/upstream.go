@@ -160,7 +160,9 @@ func New(cfg Config) (*Client, error) {
 		base = http.DefaultTransport
 	}
 	slots, _ := base.(*limitTransport)
-	hc.Transport = observingTransport{base: base, ua: cfg.UserAgent}
+	// Mapped here too for callers whose client does not map beneath its
+	// own layers; a daemon that traces maps innermost (MapTransportErrors).
+	hc.Transport = observingTransport{base: MapTransportErrors(base), ua: cfg.UserAgent}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
