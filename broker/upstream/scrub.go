@@ -150,6 +150,9 @@ func normalise(s string) string {
 // containsNormalised reports whether s normalised, reversed or rot13'd
 // holds a normRun window of a normalised secret.
 func (sc *scrubber) containsNormalised(s string) bool {
+	if m := markup.ReplaceAllString(s, ""); m != s && sc.containsNormalised(m) {
+		return true // the letters of tags between the pieces removed
+	}
 	n := []rune(normalise(s))
 	rev := slices.Clone(n)
 	slices.Reverse(rev)
