@@ -36,8 +36,10 @@ type Error struct {
 	// secrets removed, control and non-ASCII characters replaced, and
 	// capped at MaxDescription characters. Empty unless Code is set.
 	Description string
-	// RedirectHost is the host of the Location of a 3xx answer ("" if it
-	// had none); set only for redirects, which are never followed.
+	// RedirectHost is the host (with port) of the Location of a 3xx
+	// answer; "" if it had none, or if the host echoed a credential or
+	// does not look like a host name (more than 8 labels, a label longer
+	// than 24 characters). Set only for redirects, never followed.
 	RedirectHost string
 	// RetryAfter is the server's Retry-After, zero when absent.
 	RetryAfter time.Duration
@@ -48,6 +50,8 @@ type Error struct {
 	// Tried is the number of credentials tried when every one of several
 	// (a rotation) was rejected; zero otherwise.
 	Tried int
+	// hostWithheld: the Location had a host that was not shown.
+	hostWithheld bool
 	// Err is the transport error, a summary of an unusable response, or
 	// the context's error; nil for OAuth2 error responses and redirects.
 	Err error
@@ -63,9 +67,12 @@ func (e *Error) Error() string {
 	}
 	if e.isRedirect() {
 		host := e.RedirectHost
-		if host == "" {
+		switch {
+		case e.hostWithheld:
+			host = "(withheld: it may encode the client credentials)"
+		case host == "":
 			host = "(no valid Location)"
-		} else {
+		default:
 			host = fmt.Sprintf("%q", host)
 		}
 		fmt.Fprintf(&b, ": redirect to host %s refused; the broker never follows redirects, which would re-send the client secret; set the tenant's token URL to the final endpoint", host)
@@ -134,8 +141,9 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		e.StatusCode = re.Response.StatusCode
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		if e.isRedirect() {
-			if h := locationHost(re.Response, c.tokenURL); !c.scrub.echoes(h) {
-				e.RedirectHost = h
+			if h := locationHost(re.Response, c.tokenURL); h != "" {
+				e.RedirectHost = c.scrub.host(h)
+				e.hostWithheld = e.RedirectHost == ""
 			}
 			return e
 		}
@@ -191,10 +199,17 @@ type TransportError struct {
 	// Kind is, e.g., "timeout", "connection refused", "TLS: certificate
 	// has expired or is not yet valid" or "malformed HTTP response".
 	Kind string
+	// cause is context.Canceled or context.DeadlineExceeded when the
+	// request's context ended it (a sentinel: no server text); else nil.
+	cause error
 }
 
 // Timeout reports that the request ran out of time (no answer).
 func (t *TransportError) Timeout() bool { return t.Kind == kindTimeout }
+
+// Unwrap returns the context error that ended the request, if any, so
+// that errors.Is(err, context.DeadlineExceeded) keeps working.
+func (t *TransportError) Unwrap() error { return t.cause }
 
 func (t *TransportError) Error() string {
 	return t.Kind + " (details withheld: they may quote the server's bytes)"
@@ -216,6 +231,9 @@ func transportKind(err error) string {
 		maxBytes   *http.MaxBytesError
 		syscallErr syscall.Errno
 	)
+	if te, ok := errors.AsType[*TransportError](err); ok {
+		return te.Kind // already mapped (MapTransportErrors)
+	}
 	switch {
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsNotFound {
@@ -241,6 +259,8 @@ func transportKind(err error) string {
 		return "response too large"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return kindTimeout
+	case errors.Is(err, context.Canceled):
+		return "request canceled"
 	case errors.As(err, &syscallErr):
 		switch syscallErr {
 		case syscall.ECONNREFUSED:
@@ -303,12 +323,27 @@ func certReason(r x509.InvalidReason) string {
 	return "certificate is invalid (reason " + strconv.Itoa(int(r)) + ")"
 }
 
-// contentType is ct unless its media type echoes a credential.
+// shownMediaTypes are the media types an error summary names; any other
+// is "withheld": the IdP chose it, so it may encode a credential.
+var shownMediaTypes = map[string]bool{
+	"application/json": true, "application/problem+json": true, "application/jwt": true,
+	"application/x-www-form-urlencoded": true, "application/xml": true, "application/xhtml+xml": true,
+	"application/octet-stream": true, "application/javascript": true, "multipart/form-data": true,
+	"text/html": true, "text/plain": true, "text/xml": true, "text/javascript": true, "text/css": true,
+}
+
+// contentType is ct's media type if it is one of shownMediaTypes,
+// "withheld" for any other, and ct as it is when unparsable or empty
+// (which mediaType names "unparsable" and "none").
 func (c *Client) contentType(ct string) string {
-	if mt, _, err := mime.ParseMediaType(ct); err == nil && c.scrub.echoes(mt) {
-		return "withheld"
+	mt, _, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+		return ct
+	case shownMediaTypes[mt]:
+		return mt
 	}
-	return ct
+	return "withheld"
 }
 
 // summaryError describes a response that is not shown.

@@ -21,3 +21,5 @@ func (l *lazyScrubber) text(s string, max int) string { return l.get().text(s, m
 func (l *lazyScrubber) description(s string) string { return l.get().description(s) }
 
 func (l *lazyScrubber) echoes(s string) bool { return l.get().echoes(s) }
+
+func (l *lazyScrubber) host(h string) string { return l.get().host(h) }

@@ -83,9 +83,9 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 	var rt http.RoundTripper
 	switch t := c.Transport.(type) {
 	case nil:
-		rt = p.tune(http.DefaultTransport.(*http.Transport).Clone(), roots)
+		rt = MapTransportErrors(p.tune(http.DefaultTransport.(*http.Transport).Clone(), roots))
 	case *http.Transport:
-		rt = p.tune(t.Clone(), roots)
+		rt = MapTransportErrors(p.tune(t.Clone(), roots))
 	default:
 		if roots != nil {
 			return nil, fmt.Errorf("upstream: root CAs need the HTTP client's Transport to be an *http.Transport, not %T", t)

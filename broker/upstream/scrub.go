@@ -5,10 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"html"
+	"net"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // scrubber decides what of an IdP's free text may be shown. Enumerating
@@ -29,6 +32,9 @@ type scrubber struct {
 	needles []string
 	// runs are the lower-cased echoRun-byte windows of every secret.
 	runs map[string]bool
+	// normRuns are the normRun-rune windows of every secret normalised
+	// (see normalise), or the whole of a shorter one.
+	normRuns map[string]bool
 }
 
 // redacted replaces each removed form.
@@ -36,6 +42,10 @@ const redacted = "[REDACTED]"
 
 // withheld replaces a description that echoed a credential.
 const withheld = "[description withheld: it echoed the client credentials]"
+
+// withheldOpaque replaces a description that does not look like plain
+// language (see plainText), so may encode a credential unrecognised.
+const withheldOpaque = "[description withheld: not plain text, it may encode the client credentials]"
 
 // echoRun is the length of a run of a secret's characters that counts as
 // an echo. Secrets are random, so 12 consecutive characters of one in an
@@ -49,7 +59,7 @@ const maxScanned = 8 << 10
 var genericSecrets = regexp.MustCompile(`(?i)(client_secret(=|"?\s*:\s*"?))[^&\s"'<>,;}]*|(basic\s+)[a-z0-9+/=_-]{4,}`)
 
 func newScrubber(creds []Credential) *scrubber {
-	sc := &scrubber{runs: map[string]bool{}}
+	sc := &scrubber{runs: map[string]bool{}, normRuns: map[string]bool{}}
 	var forms []string
 	add := func(s string) {
 		if s != "" && !slices.Contains(forms, s) {
@@ -62,6 +72,15 @@ func newScrubber(creds []Credential) *scrubber {
 		sc.needles = append(sc.needles, low, strings.ToLower(c.ClientID)+":"+low)
 		for i := 0; i+echoRun <= len(low); i++ {
 			sc.runs[low[i:i+echoRun]] = true
+		}
+		if n := []rune(normalise(s)); len(n) < normRun {
+			if len(n) >= minNormRun {
+				sc.normRuns[string(n)] = true
+			}
+		} else {
+			for i := 0; i+normRun <= len(n); i++ {
+				sc.normRuns[string(n[i:i+normRun])] = true
+			}
 		}
 		add(s)
 		add(url.QueryEscape(s))
@@ -103,12 +122,107 @@ func (sc *scrubber) echoes(s string) bool {
 		return true
 	}
 	for _, v := range variants(s) {
-		if sc.contains(strings.ToLower(v)) {
+		if sc.contains(strings.ToLower(v)) || sc.containsNormalised(v) {
 			return true
 		}
 	}
 	return false
 }
+
+// normRun is the length of a window of a normalised secret that counts
+// as an echo in normalised text, and minNormRun the shortest normalised
+// secret still looked for whole.
+const normRun, minNormRun = 8, 6
+
+// normalise lower-cases s and keeps only its letters and digits, undoing
+// separators an IdP may put between the pieces of a secret (spaces,
+// " | ", markup, zero-width characters, dots between host labels).
+func normalise(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// containsNormalised reports whether s normalised, reversed or rot13'd
+// holds a normRun window of a normalised secret.
+func (sc *scrubber) containsNormalised(s string) bool {
+	if m := markup.ReplaceAllString(s, ""); m != s && sc.containsNormalised(m) {
+		return true // the letters of tags between the pieces removed
+	}
+	n := []rune(normalise(s))
+	rev := slices.Clone(n)
+	slices.Reverse(rev)
+	rot := make([]rune, len(n))
+	for i, r := range n {
+		if 'a' <= r && r <= 'z' {
+			r = 'a' + (r-'a'+13)%26
+		}
+		rot[i] = r
+	}
+	for _, t := range [][]rune{n, rev, rot} {
+		for w := range sc.normRuns {
+			if strings.Contains(string(t), w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Limits of plainText.
+const (
+	maxWord    = 24 // runes in a word
+	maxSingles = 30 // percent of words of one letter or digit, or none
+	minWordy   = 50 // percent of words of letters only
+)
+
+// opaqueRun is a run of 16 of the characters of hex, base32/64 and
+// escapes.
+var opaqueRun = regexp.MustCompile(`[A-Za-z0-9+/=_%:.-]{16,}`)
+
+// markup is an HTML or XML tag.
+var markup = regexp.MustCompile(`<[^<>]*>`)
+
+// plainText reports whether s looks like natural language, the only
+// kind of IdP text shown: no word (with or without markup) longer than
+// maxWord runes or holding an opaqueRun; at most maxSingles percent of
+// words of a single letter or digit (a secret spelt out); at least
+// minWordy percent of words of letters only (not byte lists, spaced hex
+// or escapes); and no format characters such as U+200B. Decodings cannot
+// be enumerated; this bounds what an unrecognised one can carry.
+func plainText(s string) bool {
+	if strings.ContainsFunc(s, func(r rune) bool { return unicode.Is(unicode.Cf, r) }) {
+		return false
+	}
+	for _, w := range append(strings.Fields(s), strings.Fields(markup.ReplaceAllString(s, ""))...) {
+		if utf8.RuneCountInString(w) > maxWord || opaqueRun.MatchString(w) {
+			return false
+		}
+	}
+	words := strings.Fields(markup.ReplaceAllString(s, " "))
+	if len(words) == 0 {
+		return true
+	}
+	singles, wordy := 0, 0
+	for _, w := range words {
+		core := strings.TrimFunc(w, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+		if utf8.RuneCountInString(core) <= 1 {
+			singles++
+		}
+		if core != "" && !strings.ContainsFunc(core, unicode.IsDigit) {
+			wordy++
+		}
+	}
+	return singles*100 <= maxSingles*len(words) && wordy*100 >= minWordy*len(words)
+}
+
+// shows reports whether IdP text s may be shown: it echoes no credential
+// (echoes) and looks like plain language (plainText).
+func (sc *scrubber) shows(s string) bool { return !sc.echoes(s) && plainText(s) }
 
 func (sc *scrubber) contains(low string) bool {
 	for _, n := range sc.needles {
@@ -313,6 +427,9 @@ func (sc *scrubber) text(s string, max int) string {
 	if sc.echoes(s) {
 		return withheld
 	}
+	if !plainText(s) {
+		return withheldOpaque
+	}
 	s = sc.secrets.ReplaceAllLiteralString(s, redacted)
 	s = genericSecrets.ReplaceAllString(s, "${1}${3}"+redacted)
 	s = strings.Map(func(r rune) rune {
@@ -329,3 +446,29 @@ func (sc *scrubber) text(s string, max int) string {
 
 // description is text for an error_description.
 func (sc *scrubber) description(s string) string { return sc.text(s, MaxDescription) }
+
+// maxLabels and maxLabel bound a redirect host that is shown.
+const maxLabels, maxLabel = 8, 24
+
+// host returns h (a Location's host, port included) if it may be shown:
+// it echoes no credential, normalised or not, and has at most maxLabels
+// labels of at most maxLabel characters each; else "".
+func (sc *scrubber) host(h string) string {
+	if h == "" || sc.echoes(h) {
+		return ""
+	}
+	name := h
+	if hn, _, err := net.SplitHostPort(h); err == nil {
+		name = hn
+	}
+	labels := strings.FieldsFunc(name, func(r rune) bool { return r == '.' || r == ':' })
+	if len(labels) > maxLabels {
+		return ""
+	}
+	for _, l := range labels {
+		if len(l) > maxLabel {
+			return ""
+		}
+	}
+	return h
+}

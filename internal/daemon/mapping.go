@@ -92,7 +92,9 @@ func (u *upstreams) httpClient(roots *x509.CertPool) *http.Client {
 	if roots != nil {
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	}
-	var rt http.RoundTripper = tr
+	// Innermost, so that tracing (otelhttp puts err.Error() in the span
+	// status) never sees transport text that quotes the IdP's bytes.
+	rt := upstream.MapTransportErrors(tr)
 	if u.wrap != nil {
 		rt = u.wrap(rt)
 	}

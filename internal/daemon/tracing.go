@@ -32,7 +32,12 @@ import (
 // Spans carry what otelgrpc and otelhttp record by default: RPC method,
 // status code, peer address, HTTP method, URL and status. Neither records
 // metadata, headers or bodies, so no API key, authorization header,
-// client secret or token reaches a span (TestTracesCarryNoSecrets).
+// client secret or token reaches a span (TestTracesCarryNoSecrets). A
+// failed IdP request's span status is err.Error(): the IdP transport is
+// wrapped innermost by upstream.MapTransportErrors, so that text is
+// upstream's fixed vocabulary, never net/http's or crypto/tls's, which
+// quote the IdP's bytes (TestIdPSpansCarryNoTransportText). On responses
+// otelhttp records the status code and protocol version, not the body.
 
 // tracingEnabled applies the rules above to getenv.
 func tracingEnabled(getenv func(string) string) bool {

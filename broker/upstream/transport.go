@@ -1,0 +1,86 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+)
+
+// MapTransportErrors wraps rt (nil: http.DefaultTransport) so that every
+// error it returns, from RoundTrip or from reading a response body, is a
+// *TransportError: a fixed description, never net/http's or crypto/tls's
+// text, which quotes bytes the server sent (a malformed header line, a
+// certificate's names). Put it innermost, directly over the
+// *http.Transport, so that every outer layer (tracing, metrics, the
+// http.Client, Error) only ever sees the mapped error. Timeouts stay
+// recognisable: the error's Timeout method reports them, and
+// errors.Is(err, context.Canceled / context.DeadlineExceeded) holds when
+// the request's context ended.
+func MapTransportErrors(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if m, ok := rt.(mappingTransport); ok {
+		return m
+	}
+	return mappingTransport{base: rt}
+}
+
+type mappingTransport struct{ base http.RoundTripper }
+
+func (t mappingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		if resp != nil && resp.Body != nil {
+			_ = resp.Body.Close()
+		}
+		return nil, mapTransportError(err)
+	}
+	if resp != nil && resp.Body != nil && resp.Body != http.NoBody {
+		resp.Body = &mappingBody{ReadCloser: resp.Body}
+	}
+	return resp, nil
+}
+
+// mappingBody maps the errors of reading a response body (a malformed
+// chunk, a connection cut mid-body); io.EOF passes as it is.
+type mappingBody struct{ io.ReadCloser }
+
+func (b *mappingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = mapTransportError(err)
+	}
+	return n, err
+}
+
+func (b *mappingBody) Close() error {
+	if err := b.ReadCloser.Close(); err != nil {
+		return mapTransportError(err)
+	}
+	return nil
+}
+
+// mapTransportError returns err as a *TransportError, keeping only which
+// context error (if any) ended it.
+func mapTransportError(err error) error {
+	if te, ok := errors.AsType[*TransportError](err); ok {
+		return te
+	}
+	te := &TransportError{Kind: transportKind(err)}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		te.cause = context.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		te.cause = context.Canceled
+	}
+	return te
+}
+
+// CloseIdleConnections passes on to the wrapped transport.
+func (t mappingTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
