@@ -1,0 +1,66 @@
+package config
+
+import (
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var (
+	adminKeys    = []string{"listen"}
+	shutdownKeys = []string{"drain", "timeout"}
+)
+
+func (p *parser) admin(e entry) (Admin, error) {
+	m, err := p.mapping(e.val, "admin", adminKeys)
+	if err != nil {
+		return Admin{}, err
+	}
+	a := Admin{Listen: DefaultAdminListen}
+	if le, ok := m["listen"]; ok {
+		if le.val.Kind == yaml.ScalarNode && le.val.ShortTag() == "!!str" && le.val.Value == "" {
+			return Admin{}, nil // explicitly disabled
+		}
+		if a.Listen, err = p.hostPort(le, "admin.listen", DefaultAdminListen); err != nil {
+			return Admin{}, err
+		}
+	}
+	return a, nil
+}
+
+func (p *parser) shutdown(e entry) (Shutdown, error) {
+	m, err := p.mapping(e.val, "shutdown", shutdownKeys)
+	if err != nil {
+		return Shutdown{}, err
+	}
+	s := Shutdown{Drain: DefaultShutdownDrain, Timeout: DefaultShutdownTimeout}
+	if de, ok := m["drain"]; ok {
+		if s.Drain, err = p.duration(de, "shutdown.drain", 0, MaxShutdownDrain); err != nil {
+			return Shutdown{}, err
+		}
+	}
+	if te, ok := m["timeout"]; ok {
+		if s.Timeout, err = p.duration(te, "shutdown.timeout", MinShutdownTimeout, MaxShutdownTimeout); err != nil {
+			return Shutdown{}, err
+		}
+	}
+	return s, nil
+}
+
+// duration returns a duration string such as "5s" in [min, max].
+func (p *parser) duration(e entry, field string, min, max time.Duration) (time.Duration, error) {
+	s, err := p.str(e, field)
+	if err != nil {
+		return 0, err
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, p.errf(e.val, field, "%q is not a duration; write e.g. 10s or 500ms", s)
+	case d < min:
+		return 0, p.errf(e.val, field, "%s is too short; use at least %s", d, min)
+	case d > max:
+		return 0, p.errf(e.val, field, "%s is too long; use at most %s", d, max)
+	}
+	return d, nil
+}
