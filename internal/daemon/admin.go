@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 )
 
@@ -97,12 +97,17 @@ func settled(t broker.TenantInfo) bool {
 	return false
 }
 
-// adminMaxConns caps the admin listener's open connections: probes and
-// scrapers need a handful, and each connection costs a goroutine and
-// buffers. Past the cap, new connections wait in the kernel's backlog
-// until one closes (idle ones close after IdleTimeout, silent ones after
-// ReadHeaderTimeout).
-const adminMaxConns = 64
+// The admin listener's connection caps: probes and scrapers need a
+// handful, and each connection costs a goroutine and buffers. Accept never
+// waits on them (server.LimitListener): a peer IP past adminMaxConnsPerIP
+// has its new connection closed at once, and at adminMaxConns the IP that
+// holds the most gives way, so one flooding address cannot keep a
+// scraper or a probe from another address out. Silent connections close
+// after ReadHeaderTimeout, idle ones after IdleTimeout.
+const (
+	adminMaxConns      = 64
+	adminMaxConnsPerIP = 8
+)
 
 // newAdmin opens the admin listener on addr.
 func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, version string, log *slog.Logger) (*adminServer, error) {
@@ -110,7 +115,7 @@ func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, ve
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
 	}
-	lis = netutil.LimitListener(lis, adminMaxConns)
+	lis = server.LimitListener(lis, server.ConnLimits{MaxConnections: adminMaxConns, MaxConnectionsPerIP: adminMaxConnsPerIP})
 	a := &adminServer{lis: lis, ready: readiness{tenants: src.Tenants, serving: serving}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

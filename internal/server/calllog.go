@@ -3,9 +3,11 @@ package server
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 )
 
@@ -16,11 +18,26 @@ import (
 // took slow or longer, which is logged at info with slow=true; failures
 // at the levels of go-grpc-middleware (info for client errors, warn for
 // unavailable/denied, error for internal errors).
+//
+// Lines at info and above are rate limited per status code (callLogRate,
+// callLogBurst): one caller looping on a denied call must not fill the
+// log pipeline (the audit trail and tokenbroker_denials_total count every
+// denial). The next line of a code says how many were dropped before it.
 func callLog(log *slog.Logger, slow time.Duration) (logging.Logger, []logging.Option) {
+	limit := newLineLimiter()
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		if lvl == logging.LevelDebug && isSlowUnary(fields, slow) {
 			lvl = logging.LevelInfo
 			fields = append(fields, "slow", true)
+		}
+		if lvl >= logging.LevelInfo && log.Enabled(ctx, slog.Level(lvl)) {
+			ok, dropped := limit.allow(codeOf(fields))
+			if !ok {
+				return
+			}
+			if dropped > 0 {
+				fields = append(fields, "suppressed_before", dropped)
+			}
 		}
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -36,6 +53,54 @@ func callLog(log *slog.Logger, slow time.Duration) (logging.Logger, []logging.Op
 			return logging.Fields{durationField, float64(d.Microseconds()) / 1000}
 		}),
 	}
+}
+
+// Request-log lines at info and above, per status code.
+const (
+	callLogRate  = 5 // per second
+	callLogBurst = 20
+)
+
+// lineLimiter rate limits log lines per key (a status code: few keys).
+type lineLimiter struct {
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+	dropped map[string]int
+}
+
+func newLineLimiter() *lineLimiter {
+	return &lineLimiter{buckets: map[string]*rate.Limiter{}, dropped: map[string]int{}}
+}
+
+// allow reports whether a line for key may be written, and how many were
+// dropped since the last one that was.
+func (l *lineLimiter) allow(key string) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	if b == nil {
+		b = rate.NewLimiter(callLogRate, callLogBurst)
+		l.buckets[key] = b
+	}
+	if !b.Allow() {
+		l.dropped[key]++
+		return false, 0
+	}
+	n := l.dropped[key]
+	delete(l.dropped, key)
+	return true, n
+}
+
+// codeOf returns the status code field of a finished call's log fields.
+func codeOf(fields []any) string {
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == "grpc.code" {
+			if s, ok := fields[i+1].(string); ok {
+				return s
+			}
+		}
+	}
+	return ""
 }
 
 // durationField is the call's duration in milliseconds.
