@@ -71,7 +71,7 @@ func TestHungIdPGivesUnavailableUnlessCallerDeadlinePassed(t *testing.T) {
 	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no answer within") {
 		t.Errorf("caller without deadline: %s %q, want UNAVAILABLE saying the IdP did not answer", st.Code(), st.Message())
 	}
-	if took < fetchTimeout || took > 10*fetchTimeout {
+	if took < fetchTimeout*9/10 || took > 10*fetchTimeout { // timers may fire a hair early
 		t.Errorf("caller without deadline waited %s, want about the fetch timeout %s", took, fetchTimeout)
 	}
 
