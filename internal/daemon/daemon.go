@@ -259,6 +259,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		"mutual_tls", cfg.TLS != nil && cfg.TLS.ClientCAFile != "", "callers", len(cfg.Callers), "open", d.guard.Open())
 	if opts.Dev {
 		d.banner = devBanner(d.idp.URL(), d.Addr().String(), d.guard.Open())
+		if d.admin != nil {
+			d.banner += fmt.Sprintf("  Status page and metrics: http://%s/ and http://%s/metrics\n\n", d.AdminAddr(), d.AdminAddr())
+		}
 	}
 	return d, nil
 }
