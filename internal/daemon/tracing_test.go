@@ -32,6 +32,17 @@ func TestTracesCarryNoSecrets(t *testing.T) {
 	}
 	_, err := s.Get(brokertest.Bearer(t.Context(), s.WrongKey), api, "team-a")
 	brokertest.WantStatus(t, "a wrong key", err, codes.Unauthenticated)
+	// Each tenant's first fetch runs in the background from the start:
+	// wait until their IdP request spans have ended.
+	eventually(t, "the tenants' IdP request spans", func() bool {
+		n := 0
+		for _, sp := range rec.Ended() {
+			if strings.HasPrefix(sp.Name(), "HTTP POST") || sp.Name() == "POST" {
+				n++
+			}
+		}
+		return n >= 3
+	})
 
 	var b strings.Builder
 	var server, idp int
