@@ -337,10 +337,11 @@ func (o Options) logger() *slog.Logger {
 }
 
 // Load reads the config file at path and parses it with Parse; relative
-// paths in it resolve against the file's directory. now is used to reject
-// expired creds. Warnings are discarded; see LoadWith.
-func Load(path string, now time.Time) (*Config, error) {
-	return LoadWith(path, Options{Now: now})
+// paths in it resolve against the file's directory. Credentials files whose
+// expires is past are rejected (Options.Now sets the clock). Warnings are
+// discarded; see LoadWith.
+func Load(path string) (*Config, error) {
+	return LoadWith(path, Options{})
 }
 
 // MaxFileSize bounds a config file; a larger one is refused unread, as

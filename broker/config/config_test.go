@@ -22,7 +22,7 @@ var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 const acmeSecret = "FAKE-acme-secret-not-real"
 
 func TestLoadExample(t *testing.T) {
-	cfg, err := config.Load("testdata/broker.yaml", now)
+	cfg, err := config.LoadWith("testdata/broker.yaml", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ tenants:
     client_id: 12345
     client_secret_file: globex.secret
 `, abs)
-	cfg, err := config.Parse([]byte(yaml), "b.yaml", "testdata", now)
+	cfg, err := config.ParseWith([]byte(yaml), "b.yaml", "testdata", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestTenantScopesOverrideFileScopes(t *testing.T) {
 	// badscopes.json holds an invalid scope; it is ignored when the tenant
 	// sets its own scopes.
 	yaml := "tenants:\n  - name: acme\n    credentials_file: badscopes.json\n    scopes: [read:inputs]\n"
-	cfg, err := config.Parse([]byte(yaml), "broker.yaml", "testdata", now)
+	cfg, err := config.ParseWith([]byte(yaml), "broker.yaml", "testdata", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +377,7 @@ func TestParseErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := config.Parse([]byte(tt.yaml), "broker.yaml", "testdata", now)
+			cfg, err := config.ParseWith([]byte(tt.yaml), "broker.yaml", "testdata", config.Options{Now: now})
 			if err == nil {
 				t.Fatalf("Parse succeeded: %+v", cfg)
 			}
@@ -406,7 +406,7 @@ func manyScopes(n int) string {
 }
 
 func TestLoadUnreadable(t *testing.T) {
-	_, err := config.Load("testdata/nope.yaml", now)
+	_, err := config.LoadWith("testdata/nope.yaml", config.Options{Now: now})
 	if want := "config: cannot read config file: open testdata/nope.yaml: no such file or directory"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
@@ -416,7 +416,7 @@ func TestLoadUnreadable(t *testing.T) {
 }
 
 func TestConfigRedactsSecrets(t *testing.T) {
-	cfg, err := config.Load("testdata/broker.yaml", now)
+	cfg, err := config.LoadWith("testdata/broker.yaml", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

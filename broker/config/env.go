@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"strings"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
@@ -29,8 +28,8 @@ func (e noCredentialsError) Unwrap() error { return e.err }
 //
 // With no credentials in the environment the error wraps
 // creds.ErrNoCredentials and tells the user about --config and --dev.
-func FromEnv(lookup func(string) (string, bool), now time.Time) (*Config, error) {
-	return FromEnvWith(lookup, Options{Now: now})
+func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
+	return FromEnvWith(lookup, Options{})
 }
 
 // FromEnvWith is FromEnv with options. Files holds the KOGNIC_CREDENTIALS

@@ -65,7 +65,7 @@ func TestFromEnv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := config.FromEnv(lookup(tt.env), now)
+			cfg, err := config.FromEnvWith(lookup(tt.env), config.Options{Now: now})
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("error:\n got %v\nwant %s", err, tt.wantErr)
@@ -100,7 +100,7 @@ tenants:
     credentials_file: acme.json
     scopes: *common
 `
-	cfg, err := config.Parse([]byte(yaml), "b.yaml", "testdata", now)
+	cfg, err := config.ParseWith([]byte(yaml), "b.yaml", "testdata", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ tenants:
     scopes: [write:inputs, read:inputs]
 `
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	cfg, err := config.Parse([]byte(yaml), "broker.yaml", "testdata", now)
+	cfg, err := config.ParseWith([]byte(yaml), "broker.yaml", "testdata", config.Options{Now: now})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -25,7 +25,7 @@ tenants:
 	fmt.Println(t.Name, t.TokenURL, t.AuthStyle)
 	fmt.Println(t.ClientID, t.ClientSecret, t.Scopes)
 
-	_, err = config.Parse([]byte("tenants:\n  - name: acme\n    credentials_file: acme.json\n    scope: [x]\n"), "broker.yaml", "testdata", now)
+	_, err = config.ParseWith([]byte("tenants:\n  - name: acme\n    credentials_file: acme.json\n    scope: [x]\n"), "broker.yaml", "testdata", config.Options{Now: now})
 	fmt.Println(err)
 	// Output:
 	// 127.0.0.1:50051

@@ -26,7 +26,7 @@ func FuzzConfig(f *testing.F) {
 	}
 	f.Add([]byte("tenants:\n  - name: a\n    credentials_file: c.json\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg, err := config.Parse(data, "fuzz.yaml", dir, now)
+		cfg, err := config.ParseWith(data, "fuzz.yaml", dir, config.Options{Now: now})
 		if err == nil {
 			if len(cfg.Tenants) == 0 {
 				t.Fatal("accepted a config without tenants")

@@ -41,7 +41,7 @@ func TestParseAdminAndShutdown(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := config.Parse([]byte(tc.yaml), "broker.yaml", "testdata", now)
+			cfg, err := config.ParseWith([]byte(tc.yaml), "broker.yaml", "testdata", config.Options{Now: now})
 			if tc.wantError != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
 					t.Fatalf("error %v, want one containing %q", err, tc.wantError)
@@ -62,7 +62,7 @@ func TestParseAdminAndShutdown(t *testing.T) {
 // gets the same admin and shutdown defaults as a file.
 func TestFromEnvOpsDefaults(t *testing.T) {
 	env := map[string]string{"KOGNIC_CLIENT_ID": "id", "KOGNIC_CLIENT_SECRET": "FAKE-secret"}
-	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, now)
+	cfg, err := config.FromEnvWith(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,15 +27,16 @@ var (
 // Parse parses and validates a config file's contents. name is used in
 // errors. Relative credentials_file and client_secret_file paths resolve
 // against baseDir (normally the config file's directory). The credential
-// files are read, and credentials whose expiry is not after now rejected.
+// files are read, and credentials already expired rejected (the clock is
+// Options.Now in ParseWith).
 //
 // The YAML is walked as a yaml.Node tree rather than decoded into structs:
 // that is what lets every error, unknown keys included, carry its line and
 // field path. (yaml.Decoder.KnownFields does not apply to Node decoding.)
 //
 // Warnings are discarded; see ParseWith.
-func Parse(data []byte, name, baseDir string, now time.Time) (*Config, error) {
-	return ParseWith(data, name, baseDir, Options{Now: now})
+func Parse(data []byte, name, baseDir string) (*Config, error) {
+	return ParseWith(data, name, baseDir, Options{})
 }
 
 // ParseWith is Parse with options. Besides Parse's checks it refuses an

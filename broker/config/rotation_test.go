@@ -86,10 +86,10 @@ func TestLoadRefusesHugeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "config: " + path + ": file is larger than 1048576 bytes (1 MiB)"
-	if _, err := config.Load(path, now); err == nil || !strings.HasPrefix(err.Error(), want) {
+	if _, err := config.LoadWith(path, config.Options{Now: now}); err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("Load(2 MiB file) = %v, want prefix %q", err, want)
 	}
-	if _, err := config.Parse([]byte(huge), "b.yaml", dir, now); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := config.ParseWith([]byte(huge), "b.yaml", dir, config.Options{Now: now}); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("Parse(2 MiB) = %v", err)
 	}
 }

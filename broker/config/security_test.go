@@ -174,14 +174,14 @@ insecure_plaintext: true
 }
 
 func TestParseSecurityDefaults(t *testing.T) {
-	cfg, err := config.Parse([]byte("tenants:\n  - name: acme\n    credentials_file: acme.json\n"), "broker.yaml", "testdata", now)
+	cfg, err := config.ParseWith([]byte("tenants:\n  - name: acme\n    credentials_file: acme.json\n"), "broker.yaml", "testdata", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.TLS != nil || cfg.Callers != nil || cfg.Audit != (config.Audit{}) || cfg.Limits != (config.Limits{}) || cfg.StrictFilePermissions {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	cfg, err = config.Parse([]byte("audit: {path: '-'}\ntenants:\n  - name: acme\n    credentials_file: acme.json\n"), "broker.yaml", "testdata", now)
+	cfg, err = config.ParseWith([]byte("audit: {path: '-'}\ntenants:\n  - name: acme\n    credentials_file: acme.json\n"), "broker.yaml", "testdata", config.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +593,7 @@ func TestErrorAt(t *testing.T) {
 
 func TestFromEnvInsecureAuthServer(t *testing.T) {
 	env := map[string]string{"KOGNIC_CLIENT_ID": "env-id", "KOGNIC_CLIENT_SECRET": "env-secret-not-real", "KOGNIC_AUTH_SERVER": "http://auth.example.com"}
-	_, err := config.FromEnv(lookup(env), now)
+	_, err := config.FromEnvWith(lookup(env), config.Options{Now: now})
 	want := "config: KOGNIC_AUTH_SERVER: insecure upstream URL http://auth.example.com: http sends the client secret in clear text; use https (http is accepted only for localhost and loopback addresses), or a config file whose tenant sets allow_insecure_http: true"
 	if err == nil || err.Error() != want {
 		t.Fatalf("error:\n got %v\nwant %s", err, want)
@@ -603,7 +603,7 @@ func TestFromEnvInsecureAuthServer(t *testing.T) {
 	}
 	for _, ok := range []string{"http://localhost:8080", "http://127.0.0.1:9", "http://[::1]:9", "https://auth.example.com"} {
 		env["KOGNIC_AUTH_SERVER"] = ok
-		if _, err := config.FromEnv(lookup(env), now); err != nil {
+		if _, err := config.FromEnvWith(lookup(env), config.Options{Now: now}); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}

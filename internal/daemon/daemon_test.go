@@ -707,7 +707,7 @@ func TestServeFromEnvironment(t *testing.T) {
 	}
 	defer idp.Close()
 	env := map[string]string{"KOGNIC_CLIENT_ID": client.ID, "KOGNIC_CLIENT_SECRET": client.Secret, "KOGNIC_AUTH_SERVER": idp.URL()}
-	cfg, err := config.FromEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, time.Now())
+	cfg, err := config.FromEnvWith(func(k string) (string, bool) { v, ok := env[k]; return v, ok }, config.Options{Now: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}

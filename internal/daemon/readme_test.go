@@ -57,7 +57,7 @@ func TestReadmeConfigsParse(t *testing.T) {
 				testpki.WriteFile(t, p, fakeFile(key, ca.CertPEM, leaf))
 			}
 		}
-		if _, err := config.Parse([]byte(text), "README block", dir, time.Now()); err != nil {
+		if _, err := config.ParseWith([]byte(text), "README block", dir, config.Options{Now: time.Now()}); err != nil {
 			t.Errorf("README yaml block %d does not parse: %v\n%s", i, err, text)
 		}
 		parsed++
