@@ -98,6 +98,11 @@ func writeConfig(dir, addr string, s brokerSpec) (string, error) {
   max_connections: 1000000
   max_connections_per_ip: 1000000
   max_open_streams_per_ip: 1000000
+  max_streams_per_ip: 1000000
+  max_anonymous_streams_per_ip: 1000000
+  max_streams_per_api_key: 1000000
+  new_scope_sets_per_second: 1000000
+  new_scope_set_burst: 1000000
 tenants:
 `, spc)
 	for i := range s.tenants {
