@@ -32,16 +32,20 @@ func TestTracesCarryNoSecrets(t *testing.T) {
 	}
 	_, err := s.Get(brokertest.Bearer(t.Context(), s.WrongKey), api, "team-a")
 	brokertest.WantStatus(t, "a wrong key", err, codes.Unauthenticated)
-	// Each tenant's first fetch runs in the background from the start:
-	// wait until their IdP request spans have ended.
-	eventually(t, "the tenants' IdP request spans", func() bool {
-		n := 0
+	// Each tenant's first fetch runs in the background from the start, and
+	// a server span ends just after the client has its answer: wait until
+	// the spans have ended.
+	eventually(t, "the GetToken server span and the tenants' IdP request spans", func() bool {
+		server, idp := 0, 0
 		for _, sp := range rec.Ended() {
-			if strings.HasPrefix(sp.Name(), "HTTP POST") || sp.Name() == "POST" {
-				n++
+			switch {
+			case sp.Name() == "tokenbroker.v1.TokenBrokerService/GetToken":
+				server++
+			case strings.HasPrefix(sp.Name(), "HTTP POST") || sp.Name() == "POST":
+				idp++
 			}
 		}
-		return n >= 3
+		return server >= 1 && idp >= 3
 	})
 
 	var b strings.Builder
