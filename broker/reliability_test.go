@@ -424,8 +424,11 @@ func TestReloadStormRetriesPermanentFailureBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := f.Requests() - before; n != 4 {
-		t.Fatalf("%d IdP requests after more reloads right after a retry, want still 4", n)
+	// The scheduled retries above were not reload retries, so a reload
+	// right after them may still spend each key's one reload retry: 10
+	// reloads cost at most one more request per key, never ten.
+	if n := f.Requests() - before; n > 6 {
+		t.Fatalf("%d IdP requests after 10 more reloads, want at most 6 (one more per key)", n)
 	}
 
 	// Changed credentials are tried at once, however recent the last retry.
