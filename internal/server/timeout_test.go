@@ -2,14 +2,11 @@ package server_test
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -33,25 +30,12 @@ func hangingBroker(t *testing.T, fetchTimeout time.Duration) tbv1.TokenBrokerSer
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := server.New(server.Config{Broker: b})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = srv.GRPC.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Cleanups run last-registered first: the server stops before these.
 	t.Cleanup(func() {
-		conn.Close()
-		shutdown(t, srv)
-		<-served
-		b.Close()
+		_ = b.Close()
 		idp.Close()
 	})
-	return tbv1.NewTokenBrokerServiceClient(conn)
+	return serveOnLoopback(t, server.New(server.Config{Broker: b}))
 }
 
 // timed calls GetToken and reports its status and duration.
