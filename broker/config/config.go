@@ -158,6 +158,10 @@ type Admin struct {
 	// it. Off loopback it shows tenant names and states to anyone who
 	// can connect.
 	Listen string
+	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
+	// listener. Off by default: profiles show no secrets, but a CPU
+	// profile costs the broker CPU for its duration.
+	Pprof bool
 }
 
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING

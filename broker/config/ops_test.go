@@ -17,6 +17,7 @@ func TestParseAdminAndShutdown(t *testing.T) {
 		name      string
 		yaml      string
 		admin     string
+		pprof     bool
 		drain     time.Duration
 		timeout   time.Duration
 		wantError string
@@ -24,10 +25,12 @@ func TestParseAdminAndShutdown(t *testing.T) {
 		{name: "defaults", yaml: tenant, admin: "127.0.0.1:9464", drain: 5 * time.Second, timeout: 10 * time.Second},
 		{name: "set", yaml: tenant + "admin:\n  listen: 0.0.0.0:9000\nshutdown:\n  drain: 0s\n  timeout: 2s\n",
 			admin: "0.0.0.0:9000", drain: 0, timeout: 2 * time.Second},
+		{name: "pprof", yaml: tenant + "admin:\n  pprof: true\n", admin: "127.0.0.1:9464", pprof: true, drain: 5 * time.Second, timeout: 10 * time.Second},
+		{name: "bad pprof", yaml: tenant + "admin:\n  pprof: yes please\n", wantError: "admin.pprof"},
 		{name: "disabled", yaml: tenant + "admin:\n  listen: \"\"\n", admin: "", drain: 5 * time.Second, timeout: 10 * time.Second},
 		{name: "empty sections keep defaults", yaml: tenant + "admin: {}\nshutdown: {}\n", admin: "127.0.0.1:9464", drain: 5 * time.Second, timeout: 10 * time.Second},
 		{name: "unknown admin key", yaml: tenant + "admin:\n  address: x\n",
-			wantError: `config: broker.yaml:5: admin: unknown key "address"; allowed keys: listen`},
+			wantError: `config: broker.yaml:5: admin: unknown key "address"; allowed keys: listen, pprof`},
 		{name: "bad admin listen", yaml: tenant + "admin:\n  listen: 9464\n",
 			wantError: `admin.listen: "9464" is not host:port (missing port in address); use e.g. 127.0.0.1:9464`},
 		{name: "bad drain", yaml: tenant + "shutdown:\n  drain: soon\n",
@@ -50,6 +53,9 @@ func TestParseAdminAndShutdown(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if cfg.Admin.Pprof != tc.pprof {
+				t.Errorf("admin.pprof %v, want %v", cfg.Admin.Pprof, tc.pprof)
 			}
 			if cfg.Admin.Listen != tc.admin || cfg.Shutdown.Drain != tc.drain || cfg.Shutdown.Timeout != tc.timeout {
 				t.Errorf("admin %q, shutdown %+v; want %q, drain %s, timeout %s", cfg.Admin.Listen, cfg.Shutdown, tc.admin, tc.drain, tc.timeout)

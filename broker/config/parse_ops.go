@@ -7,7 +7,7 @@ import (
 )
 
 var (
-	adminKeys    = []string{"listen"}
+	adminKeys    = []string{"listen", "pprof"}
 	shutdownKeys = []string{"drain", "timeout"}
 )
 
@@ -22,6 +22,11 @@ func (p *parser) admin(e entry) (Admin, error) {
 			return Admin{}, nil // explicitly disabled
 		}
 		if a.Listen, err = p.hostPort(le, "admin.listen", DefaultAdminListen); err != nil {
+			return Admin{}, err
+		}
+	}
+	if pe, ok := m["pprof"]; ok {
+		if a.Pprof, err = p.boolean(pe, "admin.pprof"); err != nil {
 			return Admin{}, err
 		}
 	}

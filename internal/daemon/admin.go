@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -110,7 +111,7 @@ const (
 )
 
 // newAdmin opens the admin listener on addr.
-func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, version string, log *slog.Logger) (*adminServer, error) {
+func newAdmin(addr string, pprof bool, m *metrics, src StatusSource, serving func() bool, version string, log *slog.Logger) (*adminServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
@@ -133,6 +134,13 @@ func newAdmin(addr string, m *metrics, src StatusSource, serving func() bool, ve
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
+	if pprof {
+		mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
+	}
 	// The status page answers the rest: /, /status.json and its
 	// stylesheet, with its own security headers and 405 for non-GET.
 	mux.Handle("/", statuspage.Handler(statuspage.FromBroker(src), statuspage.WithVersion(version), statuspage.WithLogger(log)))

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,7 @@ func TestReadiness(t *testing.T) {
 // unanswered for as long as they were held).
 func TestAdminConnectionCap(t *testing.T) {
 	src := statusFunc(func() []broker.TenantInfo { return nil })
-	a, err := newAdmin("127.0.0.1:0", newMetrics(), src, func() bool { return true }, "test", slog.New(slog.DiscardHandler))
+	a, err := newAdmin("127.0.0.1:0", false, newMetrics(), src, func() bool { return true }, "test", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,3 +123,40 @@ func TestAdminConnectionCap(t *testing.T) {
 type statusFunc func() []broker.TenantInfo
 
 func (f statusFunc) Tenants() []broker.TenantInfo { return f() }
+
+// TestAdminPprofOnlyWhenEnabled: Go's profiles are served on the admin
+// listener only with admin.pprof, and never take over the status page.
+func TestAdminPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		src := statusFunc(func() []broker.TenantInfo { return nil })
+		a, err := newAdmin("127.0.0.1:0", enabled, newMetrics(), src, func() bool { return true }, "test", slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- a.serve() }()
+		base := "http://" + a.lis.Addr().String()
+		for path, wantOn := range map[string]int{"/debug/pprof/goroutine?debug=1": 200, "/debug/pprof/heap": 200, "/healthz": 200} {
+			resp, err := http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := wantOn
+			if !enabled && strings.HasPrefix(path, "/debug/") {
+				want = http.StatusNotFound
+			}
+			if resp.StatusCode != want {
+				t.Errorf("pprof=%v: GET %s = %d, want %d", enabled, path, resp.StatusCode, want)
+			}
+			if enabled && path == "/debug/pprof/goroutine?debug=1" && !strings.Contains(string(body), "goroutine profile") {
+				t.Errorf("pprof=%v: %s does not look like a goroutine profile: %.80q", enabled, path, body)
+			}
+		}
+		a.shutdown()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -244,7 +244,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
 	if cfg.Admin.Listen != "" {
-		if d.admin, err = newAdmin(cfg.Admin.Listen, d.metrics, d.broker, healthServing(hs), opts.Version, log); err != nil {
+		if d.admin, err = newAdmin(cfg.Admin.Listen, cfg.Admin.Pprof, d.metrics, d.broker, healthServing(hs), opts.Version, log); err != nil {
 			return nil, err
 		}
 		if !isLoopbackAddr(cfg.Admin.Listen) {

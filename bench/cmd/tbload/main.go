@@ -36,6 +36,8 @@ type options struct {
 	tenants    int
 	idpLatency time.Duration
 	coalesceN  int
+	// profile, if set, is a directory for the broker's pprof profiles.
+	profile string
 }
 
 func main() {
@@ -50,6 +52,7 @@ func main() {
 	flag.IntVar(&o.tenants, "tenants", 1000, "tenants: tenants")
 	flag.DurationVar(&o.idpLatency, "idp-latency", 50*time.Millisecond, "tenants: identity provider latency")
 	flag.IntVar(&o.coalesceN, "n", 10000, "coalesce: concurrent calls")
+	flag.StringVar(&o.profile, "profile", "", "directory to write the broker's profiles to (CPU during the first GetToken and floor runs, heap and goroutines when idle)")
 	flag.Parse()
 	if *smoke {
 		o.rounds, o.dur, o.conc, o.streams, o.tenants, o.coalesceN = 2, time.Second, 10, 300, 50, 500

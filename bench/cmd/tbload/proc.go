@@ -46,11 +46,14 @@ type brokerSpec struct {
 	tokenURL string
 	// streamsPerConn is limits.max_streams_per_connection.
 	streamsPerConn int
+	// pprof turns on admin.pprof, for -profile.
+	pprof bool
 }
 
 type brokerProc struct {
 	cmd    *exec.Cmd
 	addr   string
+	admin  string // admin listener host:port
 	dir    string
 	stderr *os.File
 	start  time.Time
@@ -68,19 +71,13 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func writeConfig(dir, addr string, s brokerSpec) (string, error) {
-	// The admin listener (metrics) on a port of its own: the default
-	// 9464 clashes with any other broker on the machine.
-	admin, err := freePort()
-	if err != nil {
-		return "", err
-	}
+func writeConfig(dir, addr, admin string, s brokerSpec) (string, error) {
 	secret := filepath.Join(dir, "s")
 	if err := os.WriteFile(secret, []byte("bench-client-secret\n"), 0o600); err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: %s\nadmin:\n  listen: %s\nwatch:\n  enabled: false\naudit:\n  path: %s\n", addr, admin, filepath.Join(dir, "audit.log"))
+	fmt.Fprintf(&b, "listen: %s\nadmin:\n  listen: %s\n  pprof: %t\nwatch:\n  enabled: false\naudit:\n  path: %s\n", addr, admin, s.pprof, filepath.Join(dir, "audit.log"))
 	if s.deployed {
 		sum := sha256.Sum256([]byte(apiKey))
 		fmt.Fprintf(&b, "callers:\n  - name: bench\n    api_key_sha256: %s\n    tenants: [\"*\"]\n", hex.EncodeToString(sum[:]))
@@ -124,7 +121,13 @@ func startBroker(ctx context.Context, bin string, s brokerSpec) (*brokerProc, er
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := writeConfig(dir, addr, s)
+	// The admin listener (metrics, pprof) on a port of its own: the
+	// default 9464 clashes with any other broker on the machine.
+	admin, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := writeConfig(dir, addr, admin, s)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +139,7 @@ func startBroker(ctx context.Context, bin string, s brokerSpec) (*brokerProc, er
 	cmd.Stdout = errf
 	cmd.Stderr = errf
 	cmd.Env = append(os.Environ(), "GODEBUG=gctrace=1")
-	p := &brokerProc{cmd: cmd, addr: addr, dir: dir, stderr: errf, start: time.Now()}
+	p := &brokerProc{cmd: cmd, addr: addr, admin: admin, dir: dir, stderr: errf, start: time.Now()}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

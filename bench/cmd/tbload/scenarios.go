@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -60,7 +61,7 @@ func setup(ctx context.Context, o options, deployed bool, tenants int, latency t
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := startBroker(ctx, o.bin, brokerSpec{deployed: deployed, tenants: tenants, tokenURL: p.tokenURL(), streamsPerConn: streamsPerConn})
+	b, err := startBroker(ctx, o.bin, brokerSpec{deployed: deployed, tenants: tenants, tokenURL: p.tokenURL(), streamsPerConn: streamsPerConn, pprof: o.profile != ""})
 	if err != nil {
 		p.close()
 		return nil, nil, err
@@ -135,12 +136,24 @@ func hitRounds(ctx context.Context, o options, b *brokerProc, mode, label string
 	var rpsRatio, p99Ratio []float64
 	for i := range o.rounds {
 		var f, g run
+		measure := func(name string, call func(context.Context) error) run {
+			if i > 0 || o.profile == "" {
+				return closedLoop(ctx, o.conc, o.dur, call)
+			}
+			// The first round also records the broker's CPU profile.
+			prof := b.cpuProfile(ctx, o, "hit-"+label+"-"+name, o.dur*4/5)
+			r := closedLoop(ctx, o.conc, o.dur, call)
+			if err := <-prof; err != nil {
+				fmt.Fprintln(os.Stderr, "tbload: profile:", err)
+			}
+			return r
+		}
 		if i%2 == 0 {
-			f = closedLoop(ctx, o.conc, o.dur, floor)
-			g = closedLoop(ctx, o.conc, o.dur, hit)
+			f = measure("floor", floor)
+			g = measure("gettoken", hit)
 		} else {
-			g = closedLoop(ctx, o.conc, o.dur, hit)
-			f = closedLoop(ctx, o.conc, o.dur, floor)
+			g = measure("gettoken", hit)
+			f = measure("floor", floor)
 		}
 		for _, r := range []run{f, g} {
 			if r.errs > 0 {
@@ -256,6 +269,7 @@ func scenarioWatch(ctx context.Context, o options) error {
 	openTime := time.Since(start)
 	time.Sleep(2 * time.Second) // idle
 	rss1, heap1 := b.rss(), b.liveHeap()
+	b.snapshot(ctx, o, "watch")
 
 	t0.Store(time.Now().UnixNano())
 	if _, err := tb.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{Tenant: "t0", TokenSha256: fingerprint(tok.GetAccessToken())}); err != nil {
@@ -374,6 +388,7 @@ func scenarioTenants(ctx context.Context, o options) error {
 	first, last := p.window()
 	time.Sleep(2 * time.Second)
 	rssT, heapT := b.rss(), b.liveHeap()
+	b.snapshot(ctx, o, "tenants")
 	fmt.Printf("IdP: %d requests, peak %d concurrent, first-to-last answer %s; broker RSS 1 tenant %s, %d tenants %s; live heap %s -> %s\n",
 		p.total.Load(), p.peak.Load(), last.Sub(first).Round(time.Millisecond), mib(rss1), o.tenants, mib(rssT), mib(heap1), mib(heapT))
 	fmt.Printf("RESULT tenants=%d all READY %s after broker start, %s after it served (target <= 5s at 10000); per idle tenant: RSS %.1f KiB (target <= 8 KiB), live heap %.1f KiB; peak concurrent IdP requests %d\n",
