@@ -38,6 +38,8 @@ type options struct {
 	coalesceN  int
 	// profile, if set, is a directory for the broker's pprof profiles.
 	profile string
+	// ghz, if set, is a ghz binary: the hit scenario also measures with it.
+	ghz string
 }
 
 func main() {
@@ -53,6 +55,7 @@ func main() {
 	flag.DurationVar(&o.idpLatency, "idp-latency", 50*time.Millisecond, "tenants: identity provider latency")
 	flag.IntVar(&o.coalesceN, "n", 10000, "coalesce: concurrent calls")
 	flag.StringVar(&o.profile, "profile", "", "directory to write the broker's profiles to (CPU during the first GetToken and floor runs, heap and goroutines when idle)")
+	flag.StringVar(&o.ghz, "ghz", "", "hit: also measure with this ghz binary (the issue's load tool; go build -modfile=../tools/ghz.mod -o ghz github.com/bojand/ghz/cmd/ghz)")
 	flag.Parse()
 	if *smoke {
 		o.rounds, o.dur, o.conc, o.streams, o.tenants, o.coalesceN = 2, time.Second, 10, 300, 50, 500

@@ -99,7 +99,11 @@ func scenarioHit(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		err = hitRounds(callerCtx(ctx, deployed), o, b, mode, map[bool]string{true: "deployed", false: "open"}[deployed])
+		label := map[bool]string{true: "deployed", false: "open"}[deployed]
+		err = hitRounds(callerCtx(ctx, deployed), o, b, mode, label)
+		if err == nil && o.ghz != "" {
+			err = ghzRounds(ctx, o, b, deployed, label)
+		}
 		b.stop()
 		p.close()
 		if err != nil {
