@@ -98,7 +98,9 @@ func Fingerprint(accessToken string) string {
 		return ""
 	}
 	sum := sha256.Sum256([]byte(accessToken))
-	return hex.EncodeToString(sum[:])[:FingerprintLen]
+	var fp [FingerprintLen]byte
+	hex.Encode(fp[:], sum[:FingerprintLen/2])
+	return string(fp[:])
 }
 
 // Logger writes Records as JSON lines; see the package comment for how

@@ -82,19 +82,26 @@ func (g *Guard) decide(pol *policy.Policy, c *Caller, t target) (effective []str
 	return effective, nil
 }
 
-func (g *Guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	c, err := mustCaller(ctx)
+// unary is the guard's unary interceptor: authentication, the call rate
+// limit, authorization (and the InvalidateToken limit), then the audit
+// line of the result, in one layer.
+func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !guarded(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	c, err := g.authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t, ok := targetOf(req)
-	if !ok {
+	t, known := targetOf(req)
+	logCall(ctx, c, t.tenant)
+	if err := g.limitCall(ctx, c); err != nil {
+		return nil, err
+	}
+	if !known {
 		err := status.Errorf(codes.PermissionDenied, "%s is not covered by the access policy", info.FullMethod)
 		g.deny(ctx, c, "", nil, err)
 		return nil, err
-	}
-	if t.tenant != "" {
-		logField(ctx, "tenant", clip(t.tenant))
 	}
 	if _, err := g.decide(g.holder.Load(), c, t); err != nil {
 		g.deny(ctx, c, t.tenant, t.scopes, err)
@@ -106,6 +113,7 @@ func (g *Guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnarySer
 			return nil, err
 		}
 	}
+	ctx = context.WithValue(ctx, callerKey{}, c)
 	resp, err := handler(ctx, req)
 	if aerr := g.auditResult(ctx, c, info.FullMethod, req, resp, err); aerr != nil && err == nil {
 		return nil, errAuditUnavailable // no token without its audit line
@@ -116,10 +124,7 @@ func (g *Guard) authorizeUnary(ctx context.Context, req any, info *grpc.UnarySer
 // auditResult records the outcome of GetToken and InvalidateToken and
 // returns the write's error.
 func (g *Guard) auditResult(ctx context.Context, c *Caller, method string, req, resp any, err error) error {
-	r := audit.Record{Method: method, Caller: c.Name, Peer: c.Peer, Result: audit.ResultOK}
-	if c.Identity.Kind != 0 {
-		r.Identity = c.Identity.String()
-	}
+	r := audit.Record{Method: method, Caller: c.Name, Identity: c.identity, Peer: c.Peer, Result: audit.ResultOK}
 	var tok *tbv1.Token
 	switch q := req.(type) {
 	case *tbv1.GetTokenRequest:
@@ -170,28 +175,64 @@ func fingerprintPrefix(s string) string {
 	return s
 }
 
-func (g *Guard) authorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	c, err := mustCaller(ss.Context())
+// stream is the guard's stream interceptor: authentication, the call
+// rate limit and the caller's stream cap when the stream opens, then
+// authorization on its request message and at every policy change (see
+// guardedStream), in one layer.
+func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if !guarded(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ctx := ss.Context()
+	c, err := g.authenticate(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancelCause(ss.Context())
-	defer cancel(nil)
-	gs := &guardedStream{ServerStream: ss, ctx: ctx, cancel: cancel, g: g, c: c, method: info.FullMethod}
+	if err := g.limitCall(ctx, c); err != nil {
+		logCall(ctx, c, "")
+		return err
+	}
+	if err := g.acquireStream(ctx, c); err != nil {
+		logCall(ctx, c, "")
+		return err
+	}
+	defer g.streams.release(c.Name)
+	gs := &guardedStream{ServerStream: ss, g: g, c: c, method: info.FullMethod}
+	var cctx context.Context
+	cctx, gs.cancel = context.WithCancelCause(ctx)
+	gs.ctx = callerContext{Context: cctx, c: c}
 	err = handler(srv, gs)
-	cancel(nil)
-	gs.wg.Wait()
+	g.untrack(gs)
+	gs.cancel(nil)
 	if st := gs.revoked.Load(); st != nil {
+		// Audited before the status reaches the client.
+		g.deny(gs.ctx, c, gs.t.tenant, gs.t.scopes, st.Err())
+		g.log.Info("stream ended: policy change revoked access", "caller", c.Name, "tenant", gs.t.tenant, "method", gs.method)
 		return st.Err()
 	}
 	return err
 }
 
+// callerContext is a stream's context with its caller, as
+// context.WithValue(ctx, callerKey{}, c) but held in the guardedStream.
+type callerContext struct {
+	context.Context
+	c *Caller
+}
+
+func (x callerContext) Value(key any) any {
+	if key == (callerKey{}) {
+		return x.c
+	}
+	return x.Context.Value(key)
+}
+
 // guardedStream authorizes a stream on its request message, ends it when
-// a policy change revokes the right, and audits the tokens it sends.
+// a policy change revokes the right (see openStreams), and audits the
+// tokens it sends.
 type guardedStream struct {
 	grpc.ServerStream
-	ctx    context.Context
+	ctx    callerContext
 	cancel context.CancelCauseFunc
 	g      *Guard
 	c      *Caller
@@ -201,7 +242,6 @@ type guardedStream struct {
 	t           target
 	lastVersion uint64
 	revoked     atomic.Pointer[status.Status] // set when a policy change ends the stream
-	wg          sync.WaitGroup
 }
 
 func (s *guardedStream) Context() context.Context { return s.ctx }
@@ -214,45 +254,19 @@ func (s *guardedStream) RecvMsg(m any) error {
 		return nil
 	}
 	t, ok := targetOf(m)
+	logCall(s.ctx, s.c, t.tenant)
 	if !ok || t.listing {
 		err := status.Errorf(codes.PermissionDenied, "%s is not covered by the access policy", s.method)
 		s.g.deny(s.ctx, s.c, "", nil, err)
 		return err
 	}
-	logField(s.ctx, "tenant", clip(t.tenant))
-	pol, changed := s.g.holder.Snapshot()
-	if _, err := s.g.decide(pol, s.c, t); err != nil {
+	s.t = t
+	if err := s.g.track(s); err != nil {
 		s.g.deny(s.ctx, s.c, t.tenant, t.scopes, err)
 		return err
 	}
-	s.authorized, s.t = true, t
-	s.wg.Add(1)
-	go s.watchPolicy(changed)
+	s.authorized = true
 	return nil
-}
-
-// watchPolicy re-decides at every policy change until the stream ends.
-func (s *guardedStream) watchPolicy(changed <-chan struct{}) {
-	defer s.wg.Done()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-changed:
-		}
-		var pol *policy.Policy
-		pol, changed = s.g.holder.Snapshot()
-		_, err := s.g.decide(pol, s.c, s.t)
-		if err == nil {
-			continue
-		}
-		st := status.Newf(codes.PermissionDenied, "access revoked by a policy change: %s", status.Convert(err).Message())
-		s.revoked.Store(st)
-		s.g.deny(s.ctx, s.c, s.t.tenant, s.t.scopes, st.Err())
-		s.g.log.Info("stream ended: policy change revoked access", "caller", s.c.Name, "tenant", s.t.tenant, "method", s.method)
-		s.cancel(st.Err())
-		return
-	}
 }
 
 func (s *guardedStream) SendMsg(m any) error {
@@ -266,11 +280,8 @@ func (s *guardedStream) SendMsg(m any) error {
 	// without its audit line: if the line cannot be written, the stream
 	// ends with UNAVAILABLE and the client reconnects later.
 	if r, ok := m.(*tbv1.WatchTokenResponse); ok && r.GetToken() != nil && r.GetToken().GetVersion() != s.lastVersion {
-		rec := audit.Record{Event: audit.EventIssue, Method: s.method, Caller: s.c.Name, Peer: s.c.Peer,
+		rec := audit.Record{Event: audit.EventIssue, Method: s.method, Caller: s.c.Name, Identity: s.c.identity, Peer: s.c.Peer,
 			Tenant: s.t.tenant, Scopes: s.t.scopes, Result: audit.ResultOK}
-		if s.c.Identity.Kind != 0 {
-			rec.Identity = s.c.Identity.String()
-		}
 		fillToken(&rec, r.GetToken())
 		if err := s.g.auditLog(s.ctx, rec); err != nil {
 			return errAuditUnavailable
@@ -278,4 +289,88 @@ func (s *guardedStream) SendMsg(m any) error {
 		s.lastVersion = r.GetToken().GetVersion()
 	}
 	return s.ServerStream.SendMsg(m)
+}
+
+// openStreams are the authorized streams, each with the policy it was
+// last decided under. One goroutine, running while any stream is open,
+// re-decides them at every policy change and ends those whose right was
+// revoked: a stream costs a map entry, not a goroutine of its own.
+type openStreams struct {
+	mu      sync.Mutex
+	set     map[*guardedStream]*policy.Policy
+	running bool          // watchPolicy runs
+	empty   chan struct{} // 1-slot: the set became empty, watchPolicy may exit
+}
+
+// track authorizes s.t under the current policy and, if allowed, adds s
+// to the open streams. Deciding and adding under one lock means that
+// watchPolicy sees every stream with the policy it was decided under.
+func (g *Guard) track(s *guardedStream) error {
+	o := &g.open
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	pol := g.holder.Load()
+	if _, err := g.decide(pol, s.c, s.t); err != nil {
+		return err
+	}
+	if o.set == nil {
+		o.set, o.empty = map[*guardedStream]*policy.Policy{}, make(chan struct{}, 1)
+	}
+	o.set[s] = pol
+	if !o.running {
+		o.running = true
+		go g.watchPolicy()
+	}
+	return nil
+}
+
+// untrack removes s from the open streams.
+func (g *Guard) untrack(s *guardedStream) {
+	o := &g.open
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.set[s]; !ok {
+		return
+	}
+	delete(o.set, s)
+	if len(o.set) == 0 {
+		select {
+		case o.empty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// watchPolicy re-decides every open stream decided under an older
+// policy, then waits for the next policy change; it exits when no stream
+// is open. A stream whose right was revoked is cancelled with
+// PERMISSION_DENIED; its own goroutine audits that (see stream).
+func (g *Guard) watchPolicy() {
+	o := &g.open
+	for {
+		pol, changed := g.holder.Snapshot()
+		o.mu.Lock()
+		for s, decided := range o.set {
+			if decided == pol {
+				continue
+			}
+			o.set[s] = pol
+			if _, err := g.decide(pol, s.c, s.t); err != nil {
+				st := status.Newf(codes.PermissionDenied, "access revoked by a policy change: %s", status.Convert(err).Message())
+				s.revoked.Store(st)
+				s.cancel(st.Err())
+				delete(o.set, s)
+			}
+		}
+		if len(o.set) == 0 {
+			o.running = false
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		select {
+		case <-changed:
+		case <-o.empty:
+		}
+	}
 }

@@ -29,9 +29,10 @@ type Caller struct {
 	// Loopback reports whether the peer connects from a loopback address.
 	Loopback bool
 
-	open   bool            // admitted only because the policy had no callers
-	digest authn.KeyDigest // for API key callers: to re-resolve after reloads
-	holder *policy.Holder
+	open     bool            // admitted only because the policy had no callers
+	identity string          // Identity.String(), for audit records
+	digest   authn.KeyDigest // for API key callers: to re-resolve after reloads
+	holder   *policy.Holder
 }
 
 // OpenCallerName is the Caller.Name of peers admitted without callers.
@@ -78,8 +79,11 @@ func TenantVisible(ctx context.Context) func(tenant string) bool {
 	return pc.TenantAllowed
 }
 
-// authenticate is the auth.AuthFunc.
-func (g *Guard) authenticate(ctx context.Context) (context.Context, error) {
+// authenticate returns the caller of ctx, or a status error, audited:
+// UNAUTHENTICATED for missing or bad credentials, PERMISSION_DENIED for
+// a verified identity that is no caller, RESOURCE_EXHAUSTED past the
+// peer's budget of refusals.
+func (g *Guard) authenticate(ctx context.Context) (*Caller, error) {
 	pol := g.holder.Load()
 	c := &Caller{Peer: authn.PeerAddr(ctx), Loopback: authn.PeerIsLoopback(ctx), holder: g.holder}
 	err := g.identify(ctx, pol, c)
@@ -91,16 +95,26 @@ func (g *Guard) authenticate(ctx context.Context) (context.Context, error) {
 		g.deny(ctx, c, "", nil, err)
 		return nil, err
 	}
-	logField(ctx, "caller", c.Name)
-	return context.WithValue(ctx, callerKey{}, c), nil
+	if c.Identity.Kind != authn.KindNone {
+		c.identity = c.Identity.String()
+	}
+	return c, nil
 }
 
-// logField adds a field to the request log line of the call of ctx
-// (go-grpc-middleware logging, which runs before the guard; a no-op
-// without it). Call it only from the call's own goroutine: the log line
-// reads the fields when the handler returns.
-func logField(ctx context.Context, key, value string) {
-	logging.AddFields(ctx, logging.Fields{key, value})
+// logCall adds the caller, and the tenant if not empty, to the request
+// log line of the call of ctx (go-grpc-middleware logging, which runs
+// before the guard; a no-op without it), in one step: each addition
+// copies the call's fields. Call it only from the call's own goroutine:
+// the log line reads the fields when the handler returns.
+func logCall(ctx context.Context, c *Caller, tenant string) {
+	// AddFields appends the call's fields (about a dozen: method, peer…)
+	// to these: room for them saves a growth of the slice per field.
+	f := make(logging.Fields, 0, 32)
+	f = append(f, "caller", c.Name)
+	if tenant != "" {
+		f = append(f, "tenant", clip(tenant))
+	}
+	logging.AddFields(ctx, f)
 }
 
 // TenantAccess returns which tenants the peer of ctx may see, by the
@@ -191,11 +205,12 @@ func (g *Guard) identify(ctx context.Context, pol *policy.Policy, c *Caller) err
 	case present && !authn.PeerIsTLS(ctx) && !c.Loopback:
 		return status.Error(codes.Unauthenticated, "API keys are accepted only over TLS; connect with TLS")
 	case present:
-		pc, ok := pol.LookupKey(key)
+		digest := authn.HashKey(key) // once: the lookup and later re-resolves use it
+		pc, ok := pol.LookupKeyDigest(digest)
 		if !ok {
 			return status.Error(codes.Unauthenticated, "API key not recognised")
 		}
-		c.Name, c.Identity, c.digest = pc.Name, authn.Identity{Kind: authn.KindAPIKey}, authn.HashKey(key)
+		c.Name, c.Identity, c.digest = pc.Name, authn.Identity{Kind: authn.KindAPIKey}, digest
 		return nil
 	}
 	id, ok, err := authn.PeerCertIdentity(ctx)

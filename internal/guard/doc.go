@@ -5,16 +5,17 @@
 // The interceptors cover every service except grpc.health.v1.Health and
 // server reflection, which stay open so that probes and grpcurl work;
 // TenantAccess applies the same identity rules to per-tenant health.
-// For the covered calls, in order:
+// For the covered calls, in order, in one interceptor per kind (unary,
+// stream), since each layer costs every call:
 //
-//   - authentication (go-grpc-middleware auth): an "authorization: Bearer
+//   - authentication: an "authorization: Bearer
 //     <api key>" header, when present, decides; otherwise the verified
 //     client certificate. No or bad credentials → UNAUTHENTICATED; a
 //     verified identity that no caller in the policy has →
 //     PERMISSION_DENIED. Refusals are rate limited per peer IP (then
 //     RESOURCE_EXHAUSTED). The caller is put in the context.
-//   - a per-caller token-bucket rate limit (go-grpc-middleware ratelimit,
-//     golang.org/x/time/rate; per connection in open mode), and a stricter
+//   - a per-caller token-bucket rate limit (golang.org/x/time/rate; per
+//     connection in open mode), and a stricter
 //     one for InvalidateToken → RESOURCE_EXHAUSTED;
 //   - for streams, a per-caller limit on concurrent streams →
 //     RESOURCE_EXHAUSTED;
@@ -22,8 +23,9 @@
 //     with a message that does not depend on whether the tenant exists
 //     (the guard never asks), and a cap on scopes per request →
 //     INVALID_ARGUMENT. WatchToken is authorized on its request message and
-//     re-checked at every policy change: a stream whose caller lost the
-//     right ends with PERMISSION_DENIED and sends nothing more.
+//     re-checked at every policy change (by one goroutine for all open
+//     streams): a stream whose caller lost the right ends with
+//     PERMISSION_DENIED and sends nothing more.
 //
 // With a policy that has no callers the guard serves loopback peers only,
 // all of them allowed everything, and refuses others with UNAUTHENTICATED.

@@ -35,5 +35,5 @@ func Example() {
 	)
 	defer srv.Stop()
 	fmt.Println(len(g.UnaryInterceptors()), len(g.StreamInterceptors()), g.Open())
-	// Output: 3 4 false
+	// Output: 1 1 false
 }

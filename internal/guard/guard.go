@@ -1,16 +1,11 @@
 package guard
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"math"
 	"strings"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/ratelimit"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -96,10 +91,11 @@ type Guard struct {
 	log           *slog.Logger
 	limits        Limits
 	defaultScopes func(string) []string
-	rates         *rateLimiter
+	rates         *buckets // per caller, every call
 	invalidations *buckets
 	denials       *buckets // per peer IP, refused authentications
 	streams       *streamCounter
+	open          openStreams // authorized streams, re-checked at policy changes
 	auditState    auditState
 	onDenial      func(codes.Code)
 }
@@ -144,14 +140,13 @@ func New(cfg Config) (*Guard, error) {
 		log:           log,
 		limits:        l,
 		defaultScopes: cfg.DefaultScopes,
-		rates:         &rateLimiter{buckets: bucketsOf(l.RequestsPerSecond, l.Burst)},
+		rates:         bucketsOf(l.RequestsPerSecond, l.Burst),
 		invalidations: bucketsOf(l.InvalidationsPerSecond, l.InvalidationBurst),
 		denials:       bucketsOf(l.DenialsPerSecondPerIP, l.DenialBurstPerIP),
 		streams:       &streamCounter{n: map[string]int{}},
 		auditState:    auditState{hook: cfg.OnAuditFailure},
 		onDenial:      cfg.OnDenial,
 	}
-	g.rates.g = g
 	if cfg.Policy.Load().Empty() {
 		log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused; add callers to the config before serving anything but this host")
 	}
@@ -163,26 +158,19 @@ func New(cfg Config) (*Guard, error) {
 func (g *Guard) Open() bool { return g.holder.Load().Empty() }
 
 // UnaryInterceptors returns the unary interceptors, in order, for
-// server.Config.UnaryInterceptors.
+// server.Config.UnaryInterceptors: one interceptor that authenticates,
+// rate limits, authorizes and audits a call (one layer, not one per
+// step: every layer costs a closure, a method match and stack on every
+// call).
 func (g *Guard) UnaryInterceptors() []grpc.UnaryServerInterceptor {
-	m := selector.MatchFunc(guarded)
-	return []grpc.UnaryServerInterceptor{
-		selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(g.authenticate), m),
-		selector.UnaryServerInterceptor(ratelimit.UnaryServerInterceptor(g.rates), m),
-		selector.UnaryServerInterceptor(g.authorizeUnary, m),
-	}
+	return []grpc.UnaryServerInterceptor{g.unary}
 }
 
 // StreamInterceptors returns the stream interceptors, in order, for
-// server.Config.StreamInterceptors.
+// server.Config.StreamInterceptors: one interceptor that authenticates,
+// rate limits, counts and authorizes a stream.
 func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
-	m := selector.MatchFunc(guarded)
-	return []grpc.StreamServerInterceptor{
-		selector.StreamServerInterceptor(auth.StreamServerInterceptor(g.authenticate), m),
-		selector.StreamServerInterceptor(ratelimit.StreamServerInterceptor(g.rates), m),
-		selector.StreamServerInterceptor(g.limitStreams, m),
-		selector.StreamServerInterceptor(g.authorizeStream, m),
-	}
+	return []grpc.StreamServerInterceptor{g.stream}
 }
 
 // ServerOptions returns the grpc.ServerOptions the limits need, for
@@ -195,9 +183,14 @@ func (g *Guard) ServerOptions() []grpc.ServerOption {
 	return nil
 }
 
-// guarded selects every service but health and reflection.
-func guarded(_ context.Context, c interceptors.CallMeta) bool {
-	return c.Service != "grpc.health.v1.Health" && !strings.HasPrefix(c.Service, "grpc.reflection.")
+// guarded selects every service but health and reflection, by the full
+// method name "/service/method".
+func guarded(fullMethod string) bool {
+	service := strings.TrimPrefix(fullMethod, "/")
+	if i := strings.LastIndexByte(service, '/'); i >= 0 {
+		service = service[:i]
+	}
+	return service != "grpc.health.v1.Health" && !strings.HasPrefix(service, "grpc.reflection.")
 }
 
 // bucketsOf returns token buckets of rps and burst; a negative rps

@@ -2,10 +2,12 @@ package guard
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -371,6 +373,88 @@ func TestPolicyReloadRemovingCallerEndsWatch(t *testing.T) {
 	mustStore(t, e.holder, callers()[:3]) // ci is gone
 	_, err = s.Recv()
 	wantCode(t, "stream of a removed API key caller", err, codes.PermissionDenied)
+}
+
+// TestPolicyReloadEndsOnlyRevokedWatches: a reload ends the streams of
+// the caller that lost the right and leaves the others open; once every
+// stream ended, the guard tracks none (and its watcher exits: goleak).
+func TestPolicyReloadEndsOnlyRevokedWatches(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	e := start(t, options{callers: callers()})
+	open := func(c tbv1.TokenBrokerServiceClient) tbv1.TokenBrokerService_WatchTokenClient {
+		t.Helper()
+		s, err := c.WatchToken(ctx, &tbv1.WatchTokenRequest{Tenant: "team-a", Scopes: []string{"read:x"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Recv(); err != nil {
+			t.Fatalf("first message: %v", err)
+		}
+		return s
+	}
+	const n = 5
+	var billing []tbv1.TokenBrokerService_WatchTokenClient
+	for range n {
+		billing = append(billing, open(e.certClient(billingCert)))
+		open(e.certClient(batchCert))
+	}
+	drop := callers()
+	drop[0].Tenants = []string{"acme"} // billing loses team-a, batch keeps it
+	mustStore(t, e.holder, drop)
+	for i, s := range billing {
+		_, err := s.Recv()
+		wantCode(t, fmt.Sprintf("billing stream %d", i), err, codes.PermissionDenied)
+	}
+	e.guard.open.mu.Lock()
+	left := len(e.guard.open.set)
+	for s := range e.guard.open.set {
+		if s.c.Name != "batch" {
+			t.Errorf("stream of %s still open", s.c.Name)
+		}
+	}
+	e.guard.open.mu.Unlock()
+	if left != n {
+		t.Errorf("%d streams open after the reload, want batch's %d", left, n)
+	}
+	cancel()
+	e.stop()
+	e.guard.open.mu.Lock()
+	defer e.guard.open.mu.Unlock()
+	if len(e.guard.open.set) != 0 {
+		t.Errorf("%d streams tracked after every stream ended", len(e.guard.open.set))
+	}
+}
+
+// TestReloadDuringWatchAuthorization: a stream authorized while a reload
+// that revokes its right is stored still ends PERMISSION_DENIED, at
+// authorization or right after, never left open under the old policy.
+func TestReloadDuringWatchAuthorization(t *testing.T) {
+	e := start(t, options{callers: callers()})
+	allow, deny := callers(), callers()
+	deny[0].Tenants = []string{"acme"}
+	denyPolicy, err := policy.New(deny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		s, err := e.certClient(billingCert).WatchToken(ctx, &tbv1.WatchTokenRequest{Tenant: "team-a", Scopes: []string{"read:x"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := make(chan error, 1)
+		go func() { stored <- e.holder.Store(denyPolicy) }()
+		for err == nil {
+			_, err = s.Recv()
+		}
+		if err := <-stored; err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		wantCode(t, fmt.Sprintf("round %d", i), err, codes.PermissionDenied)
+		mustStore(t, e.holder, allow)
+	}
 }
 
 func mustStore(t *testing.T, h *policy.Holder, cs []policy.Caller) {

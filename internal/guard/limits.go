@@ -2,12 +2,10 @@ package guard
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -60,25 +58,15 @@ func rateKey(c *Caller) string {
 	return c.Name
 }
 
-// rateLimiter is a ratelimit.Limiter with one token bucket per caller.
-type rateLimiter struct {
-	g *Guard // audits refusals
-	*buckets
-}
-
-// Limit implements ratelimit.Limiter.
-func (r *rateLimiter) Limit(ctx context.Context) error {
-	c, ok := CallerFromContext(ctx)
-	if !ok {
-		return fmt.Errorf("no authenticated caller")
-	}
-	if r.allow(rateKey(c)) {
+// limitCall takes a token from c's bucket of calls; past the limit it
+// audits and returns RESOURCE_EXHAUSTED.
+func (g *Guard) limitCall(ctx context.Context, c *Caller) error {
+	if g.rates.allow(rateKey(c)) {
 		return nil
 	}
-	err := fmt.Errorf("caller %q is over its rate limit of %g calls/s (burst %d); slow down or ask for a higher limits.requests_per_second",
-		c.Name, float64(r.limit), r.burst)
-	// The middleware turns err into RESOURCE_EXHAUSTED; audit it as such.
-	r.g.deny(ctx, c, "", nil, status.Error(codes.ResourceExhausted, err.Error()))
+	err := status.Errorf(codes.ResourceExhausted, "caller %q is over its rate limit of %g calls/s (burst %d); slow down or ask for a higher limits.requests_per_second",
+		c.Name, float64(g.rates.limit), g.rates.burst)
+	g.deny(ctx, c, "", nil, err)
 	return err
 }
 
@@ -117,18 +105,15 @@ func (s *streamCounter) release(name string) {
 	}
 }
 
-func (g *Guard) limitStreams(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx := ss.Context()
-	c, err := mustCaller(ctx)
-	if err != nil {
-		return err
+// acquireStream takes one of c's concurrent streams; at the limit it
+// audits and returns RESOURCE_EXHAUSTED. Release it with
+// g.streams.release(c.Name).
+func (g *Guard) acquireStream(ctx context.Context, c *Caller) error {
+	if g.streams.acquire(c.Name, g.limits.MaxStreamsPerCaller) {
+		return nil
 	}
-	if !g.streams.acquire(c.Name, g.limits.MaxStreamsPerCaller) {
-		err := status.Errorf(codes.ResourceExhausted,
-			"caller %q already has %d open streams, its limit (limits.max_streams_per_caller); close some first", c.Name, g.limits.MaxStreamsPerCaller)
-		g.deny(ctx, c, "", nil, err)
-		return err
-	}
-	defer g.streams.release(c.Name)
-	return handler(srv, ss)
+	err := status.Errorf(codes.ResourceExhausted,
+		"caller %q already has %d open streams, its limit (limits.max_streams_per_caller); close some first", c.Name, g.limits.MaxStreamsPerCaller)
+	g.deny(ctx, c, "", nil, err)
+	return err
 }

@@ -1,0 +1,124 @@
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/tokenbroker/tokenbroker/broker/config"
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/daemon"
+	"github.com/tokenbroker/tokenbroker/internal/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
+)
+
+// The deployed configuration of the load harness (bench/cmd/tbload) in
+// one process: one API-key caller, the audit trail in a file, metrics
+// on, log level info. A cache hit should cost about what the floor, an
+// empty health check on the same server, costs; compare allocs/op and
+// CPU profiles side by side:
+//
+//	go test -run '^$' -bench 'Deployed' -benchmem -count 5 ./internal/daemon/ | benchstat -
+
+func startDeployed(b *testing.B) (context.Context, *daemon.Daemon) {
+	b.Helper()
+	client := devidp.NewClient()
+	idp, err := devidp.Start(b.Context(), devidp.Config{Clients: []devidp.Client{client}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { idp.Close() })
+	dir := b.TempDir()
+	key := brokertest.RandomKey(b)
+	if err := os.WriteFile(filepath.Join(dir, "idp.secret"), []byte(client.Secret), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(dir, "broker.yaml")
+	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+tenants:
+  - name: acme
+    token_url: %s
+    client_id: %s
+    client_secret_file: idp.secret
+callers:
+  - name: bench
+    api_key_sha256: %s
+    tenants: ["*"]
+audit:
+  path: audit.log
+limits:
+  requests_per_second: 1000000
+  burst: 1000000
+`, idp.TokenURL(), client.ID, brokertest.SHA256Hex(key))
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil)) // info
+	cfg, err := config.LoadWith(path, config.Options{Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := brokertest.Run(b, cfg, daemon.Options{Logger: log})
+	return brokertest.Bearer(b.Context(), key), d
+}
+
+func BenchmarkDeployedGetTokenHit(b *testing.B) {
+	ctx, d := startDeployed(b)
+	c := apiOf(b, d)
+	req := &tbv1.GetTokenRequest{Tenant: "acme"}
+	if _, err := c.GetToken(ctx, req); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(25) // 50 concurrent calls on 2 cores, as tbload -c 50
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := c.GetToken(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkDeployedFloor is GetToken's baseline: grpc.health.v1 Check
+// on the same server and connection kind.
+func BenchmarkDeployedFloor(b *testing.B) {
+	ctx, d := startDeployed(b)
+	h := healthpb.NewHealthClient(dialOf(b, d))
+	req := &healthpb.HealthCheckRequest{}
+	b.ReportAllocs()
+	b.SetParallelism(25) // 50 concurrent calls on 2 cores, as tbload -c 50
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := h.Check(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func dialOf(tb testing.TB, d *daemon.Daemon) *grpc.ClientConn {
+	tb.Helper()
+	cc, err := grpc.NewClient(d.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func apiOf(tb testing.TB, d *daemon.Daemon) tbv1.TokenBrokerServiceClient {
+	return tbv1.NewTokenBrokerServiceClient(dialOf(tb, d))
+}
