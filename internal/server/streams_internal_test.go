@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"runtime"
+	"time"
 	"strings"
 	"testing"
 
@@ -62,8 +62,10 @@ func TestStreamsPerAPIKeyOverAllIPs(t *testing.T) {
 	}
 	// A stream that ends gives its slot back (AfterFunc runs async).
 	cancels[0]()
+	// Bounded in time, not in spins: on a loaded machine the AfterFunc
+	// goroutine may wait for a CPU longer than any fixed number of yields.
 	deadlineOK := false
-	for range 1000 {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		l.mu.Lock()
 		total := 0
 		for _, v := range l.byKey {
@@ -74,7 +76,7 @@ func TestStreamsPerAPIKeyOverAllIPs(t *testing.T) {
 			deadlineOK = true
 			break
 		}
-		runtime.Gosched()
+		time.Sleep(time.Millisecond)
 	}
 	if !deadlineOK {
 		t.Fatal("the ended stream was not counted out")
