@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"time"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
