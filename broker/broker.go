@@ -75,7 +75,7 @@ type Config struct {
 	HTTPClient *http.Client
 	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
 	// requests to one token endpoint host (per CA set), over all tenants;
-	// more wait their turn within FetchTimeout (default 32). It keeps a
+	// more wait their turn within FetchTimeout (default 128). It keeps a
 	// broker with thousands of tenants of one IdP from opening thousands of
 	// connections at start.
 	MaxConcurrentFetchesPerHost int

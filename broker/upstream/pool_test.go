@@ -14,7 +14,7 @@ import (
 )
 
 func TestPoolsShareByHostAndCAs(t *testing.T) {
-	p := NewPools(nil, 4)
+	p := NewPools(PoolsConfig{MaxConcurrentPerHost: 4})
 	a, err := p.Client("http://127.0.0.1:1/token", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +36,7 @@ func TestPoolsShareByHostAndCAs(t *testing.T) {
 	if d != e {
 		t.Error("equal CA sets got different pools; tenants with the same ca_file must share one")
 	}
-	if _, err := NewPools(&http.Client{Transport: roundTripFunc(nil)}, 1).Client("https://127.0.0.1:1/", roots1); err == nil {
+	if _, err := NewPools(PoolsConfig{HTTPClient: &http.Client{Transport: roundTripFunc(nil)}, MaxConcurrentPerHost: 1}).Client("https://127.0.0.1:1/", roots1); err == nil {
 		t.Error("custom CAs over a non-*http.Transport: want an error")
 	}
 }
@@ -54,7 +54,7 @@ func TestPoolsBoundConcurrentFetchesPerHost(t *testing.T) {
 		_, _ = w.Write([]byte(`{"access_token":"tok","token_type":"Bearer","expires_in":3600}`))
 	}))
 	defer srv.Close()
-	pools := NewPools(nil, bound)
+	pools := NewPools(PoolsConfig{MaxConcurrentPerHost: bound})
 	hc, err := pools.Client(srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -85,5 +85,44 @@ func TestPoolsBoundConcurrentFetchesPerHost(t *testing.T) {
 	defer cancel()
 	if _, err := c.Fetch(ctx, nil); err == nil {
 		t.Error("fetch with every slot taken and an ending context: want an error")
+	}
+}
+
+// TestPoolsWrapSeesMappedErrors: a wrapping layer (tracing) sits over
+// MapTransportErrors, so it never sees transport text, and beneath the
+// concurrency bound, which Fetch still finds.
+func TestPoolsWrapSeesMappedErrors(t *testing.T) {
+	var seen []error
+	var mu sync.Mutex
+	p := NewPools(PoolsConfig{MaxConcurrentPerHost: 2, Wrap: func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			mu.Lock()
+			seen = append(seen, err)
+			mu.Unlock()
+			return resp, err
+		})
+	}})
+	hc, err := p.Client("http://127.0.0.1:1/token", nil) // nothing listens on port 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := hc.Transport.(*limitTransport); !ok {
+		t.Fatalf("outermost transport is %T, want the pool's concurrency bound", hc.Transport)
+	}
+	c, err := New(Config{TokenURL: "http://127.0.0.1:1/token", ClientID: "cid", ClientSecret: creds.Secret("s3cr3t-value"), HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Fetch(t.Context(), nil); err == nil {
+		t.Fatal("Fetch from a closed port succeeded")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("wrap saw %d requests, want 1", len(seen))
+	}
+	if _, ok := seen[0].(*TransportError); !ok {
+		t.Errorf("wrap saw %T (%v), want the mapped *TransportError", seen[0], seen[0])
 	}
 }
