@@ -74,10 +74,12 @@ type Config struct {
 	// connection pool.
 	HTTPClient *http.Client
 	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
-	// requests to one token endpoint host (per CA set), over all tenants;
-	// more wait their turn within FetchTimeout (default 128). It keeps a
-	// broker with thousands of tenants of one IdP from opening thousands of
-	// connections at start.
+	// requests to one token endpoint host, over all tenants, custom
+	// Fetchers included (keyed by Tenant.TokenURL's host); more wait their
+	// turn in order, within their attempt's timeout (default 128,
+	// upstream.DefaultMaxConcurrentPerHost). It keeps a broker with
+	// thousands of tenants of one IdP from opening thousands of connections,
+	// or running thousands of goroutines, at start.
 	MaxConcurrentFetchesPerHost int
 	// UserAgent is sent to identity providers.
 	UserAgent string
@@ -123,6 +125,7 @@ type Broker struct {
 	tenants map[string]*tenant
 	nsets   int                      // non-default scope sets of all tenants
 	newSets map[string]*rate.Limiter // per owner: creation of new scope sets
+	queues  map[string]*fetchQueue   // by token endpoint host
 
 	// version numbers every token of the broker, so that a key's versions
 	// only increase, across reconfigurations and evictions too.
@@ -141,6 +144,7 @@ type Broker struct {
 type tenant struct {
 	spec    Tenant
 	fetcher Fetcher
+	queue   *fetchQueue // of the token endpoint's host
 	keys    map[string]*entry
 	def     *entry
 	owned   map[string]int // non-default scope sets per owner

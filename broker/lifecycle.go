@@ -44,6 +44,9 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.NewScopeSetBurst <= 0 {
 		cfg.NewScopeSetBurst = DefaultNewScopeSetBurst
 	}
+	if cfg.MaxConcurrentFetchesPerHost <= 0 {
+		cfg.MaxConcurrentFetchesPerHost = upstream.DefaultMaxConcurrentPerHost
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}

@@ -63,7 +63,8 @@ func (e *entry) startLocked() *call {
 	e.lastStart = b.clock.Now()
 	e.stopTimerLocked()
 	b.wg.Add(1)
-	go e.run(c, e.attemptTimeoutLocked())
+	timeout := e.attemptTimeoutLocked()
+	e.t.queue.add(queuedFetch{e: e, c: c, timeout: timeout, deadline: time.Now().Add(timeout)})
 	return c
 }
 
@@ -81,16 +82,26 @@ func (e *entry) attemptTimeoutLocked() time.Duration {
 	return d
 }
 
-func (e *entry) run(c *call, timeout time.Duration) {
+// run makes the request of call c (queued by startLocked) and publishes
+// its outcome. deadline is the attempt's timeout counted from when it was
+// queued: real time, not the broker's clock, as it bounds a network
+// request.
+func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
-	// The timeout is real time, not the broker's clock: it bounds a
-	// network request.
-	ctx, cancel := context.WithTimeout(b.base, timeout)
+	e.mu.Lock()
+	dead := e.dead
+	e.mu.Unlock()
+	var g upstream.Grant
+	var err error
+	var expired bool
 	start, began := b.clock.Now(), time.Now()
-	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
-	expired := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	cancel()
+	if dead == nil { // else dropped while queued: no request
+		ctx, cancel := context.WithDeadline(b.base, deadline)
+		g, err = e.t.fetcher.Fetch(ctx, e.requestScopes())
+		expired = err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+		cancel()
+	}
 	noAnswer := expired || err != nil && isTimeout(err)
 	if noAnswer {
 		waited := timeout

@@ -124,7 +124,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		if _, ok := b.tenants[name]; ok {
 			continue
 		}
-		t := &tenant{spec: s, fetcher: fetchers[name], keys: map[string]*entry{}, owned: map[string]int{}}
+		t := &tenant{spec: s, fetcher: fetchers[name], queue: b.queueLocked(s.TokenURL), keys: map[string]*entry{}, owned: map[string]int{}}
 		b.tenants[name] = t
 		t.def = b.newEntryLocked(t, nil, "")
 		if b.cfg.OnTenantHealth != nil {

@@ -17,6 +17,10 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
+var tenantsIdPLatency = flag.Duration("tenants.idplatency", 0, "BenchmarkTenantsIdle: the token endpoint's latency")
+
+var tenantsPerHost = flag.Int("tenants.perhost", 0, "BenchmarkTenantsIdle: MaxConcurrentFetchesPerHost (0: the default)")
+
 var tenantsHeapProfile = flag.String("tenants.heapprofile", "",
 	"BenchmarkTenantsIdle: write a heap profile here while the last broker's tenants are all READY and idle")
 
@@ -25,7 +29,7 @@ var tenantsHeapProfile = flag.String("tenants.heapprofile", "",
 // idle tenant costs: live heap (HeapAlloc) and in-use heap plus stacks
 // (HeapInuse+StackInuse) per tenant over the process before the broker,
 // after a forced GC. ns/op is the time from New to all READY. The token
-// endpoint answers at once; bench/cmd/tbload adds IdP latency.
+// endpoint answers after -tenants.idplatency (default at once).
 //
 //	go test -run '^$' -bench TenantsIdle/10000 -benchtime 1x -memprofilerate 512 ./broker/ \
 //	    -tenants.heapprofile /tmp/heap.out
@@ -43,6 +47,7 @@ func benchTenantsIdle(b *testing.B, n int) {
 	// count here).
 	pad := strings.Repeat("x", 200)
 	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(*tenantsIdPLatency)
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"access_token":"eyJ.%d.%s","token_type":"Bearer","expires_in":3600}`, issued.Add(1), pad)
 	}))
@@ -61,7 +66,7 @@ func benchTenantsIdle(b *testing.B, n int) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		br, err := broker.New(broker.Config{Tenants: specs, OnTenantHealth: func(_ string, serving bool) {
+		br, err := broker.New(broker.Config{Tenants: specs, MaxConcurrentFetchesPerHost: *tenantsPerHost, OnTenantHealth: func(_ string, serving bool) {
 			if serving && ready.Add(1) == int64(n) {
 				close(all)
 			}
