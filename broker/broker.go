@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -141,13 +142,30 @@ type Broker struct {
 	stopped chan struct{} // closed when wg is done after shutdown
 }
 
+// A tenant's maps stay nil until it has a non-default scope set: most
+// tenants of a large broker never have one, and an empty map still costs
+// its header and first group.
 type tenant struct {
 	spec    Tenant
 	fetcher Fetcher
 	queue   *fetchQueue // of the token endpoint's host
-	keys    map[string]*entry
-	def     *entry
-	owned   map[string]int // non-default scope sets per owner
+	def     *entry            // the default scope set
+	keys    map[string]*entry // the other scope sets; nil while there are none
+	owned   map[string]int    // non-default scope sets per owner; nil while none
+}
+
+// entries yields the tenant's scope sets, the default first.
+func (t *tenant) entries() iter.Seq[*entry] {
+	return func(yield func(*entry) bool) {
+		if !yield(t.def) {
+			return
+		}
+		for _, e := range t.keys {
+			if !yield(e) {
+				return
+			}
+		}
+	}
 }
 
 // ownerKey is the context key of WithOwner.

@@ -29,13 +29,12 @@ type entry struct {
 	forcedAt  time.Time // when Invalidate last forced a request
 	reloadAt  time.Time // when a reload last retried a permanent failure
 	next      time.Time // when the timer fires
-	bo        *backoff.ExponentialBackOff
+	bo        *backoff.ExponentialBackOff // nil until a failure
 	inflight  *call
 	timer     clockwork.Timer
 	subs      map[*Watch]struct{}
 	lastUsed  time.Time
-	dead      error         // why the entry was dropped; nil while live
-	gone      chan struct{} // closed by drop, releasing every waiter at once
+	dead      error // why the entry was dropped; nil while live
 	serving   bool          // last health reported for a default entry
 	sent      published
 }
@@ -43,6 +42,9 @@ type entry struct {
 // call is one shared identity-provider request.
 type call struct {
 	done chan struct{}
+	// gone is closed by drop, releasing every waiter at once; it lives
+	// with the call, not the entry, since only a call has waiters.
+	gone chan struct{}
 	tok  *Token
 	err  error
 }
@@ -178,17 +180,19 @@ func (e *entry) drop(reason error) {
 	e.kill(reason)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	select {
-	case <-e.gone:
-	default:
-		close(e.gone)
+	if c := e.inflight; c != nil {
+		select {
+		case <-c.gone:
+		default:
+			close(c.gone)
+		}
 	}
 }
 
 func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, error) {
 	select {
 	case <-c.done:
-	case <-e.gone:
+	case <-c.gone:
 		select {
 		case <-c.done: // the answer arrived too: it wins
 		default:

@@ -87,7 +87,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	if first {
 		b.mu.Lock()
 		for _, t := range b.tenants {
-			for _, e := range t.keys {
+			for e := range t.entries() {
 				e.drop(ErrClosed)
 			}
 		}
