@@ -57,6 +57,7 @@ func New(cfg Config) (*Broker, error) {
 		_ = b.Close() // nothing has started that could fail to stop
 		return nil, err
 	}
+	b.cfg.Tenants = nil // the tenants hold their copies
 	return b, nil
 }
 
