@@ -148,7 +148,7 @@ type Broker struct {
 type tenant struct {
 	spec    Tenant
 	fetcher Fetcher
-	queue   *fetchQueue // of the token endpoint's host
+	queue   *fetchQueue       // of the token endpoint's host
 	def     *entry            // the default scope set
 	keys    map[string]*entry // the other scope sets; nil while there are none
 	owned   map[string]int    // non-default scope sets per owner; nil while none

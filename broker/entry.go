@@ -15,27 +15,27 @@ type entry struct {
 	b         *Broker
 	t         *tenant
 	scopes    []string // nil for the tenant's default scopes
-	isDefault bool
-	owner     string // who created it (WithOwner), for the fair share
+	owner     string   // who created it (WithOwner), for the fair share
+	isDefault bool     // beside mu, which needs only 4-byte alignment
 
 	mu        sync.Mutex
-	tok       *Token    // latest token, possibly expired
-	lastErr   error     // last fetch error; nil after a success
-	retryAt   time.Time // after a failure, the backoff timer's next attempt
-	hold      time.Time // no request at all before this (Retry-After)
-	permanent bool      // lastErr is permanent (invalid_client…)
-	noAnswer  bool      // the last attempt got no answer within its timeout
-	lastStart time.Time // when the last request started
-	forcedAt  time.Time // when Invalidate last forced a request
-	reloadAt  time.Time // when a reload last retried a permanent failure
-	next      time.Time // when the timer fires
+	tok       *Token                      // latest token, possibly expired
+	lastErr   error                       // last fetch error; nil after a success
+	retryAt   time.Time                   // after a failure, the backoff timer's next attempt
+	hold      time.Time                   // no request at all before this (Retry-After)
+	permanent bool                        // lastErr is permanent (invalid_client…)
+	noAnswer  bool                        // the last attempt got no answer within its timeout
+	serving   bool                        // last health reported for a default entry
+	lastStart time.Time                   // when the last request started
+	forcedAt  time.Time                   // when Invalidate last forced a request
+	reloadAt  time.Time                   // when a reload last retried a permanent failure
+	next      time.Time                   // when the timer fires
 	bo        *backoff.ExponentialBackOff // nil until a failure
 	inflight  *call
 	timer     clockwork.Timer
 	subs      map[*Watch]struct{}
 	lastUsed  time.Time
 	dead      error // why the entry was dropped; nil while live
-	serving   bool          // last health reported for a default entry
 	sent      published
 }
 

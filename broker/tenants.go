@@ -84,6 +84,12 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			fetchers[name] = s.Fetcher
 			continue
 		}
+		// upstream logs only about fallback credentials: a tenant without
+		// them needs no logger of its own.
+		log := b.log
+		if len(s.Fallbacks) > 0 {
+			log = lazyWith(b.log, "tenant", name)
+		}
 		hc, err := b.pools.Client(s.TokenURL, s.RootCAs)
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)
@@ -91,7 +97,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
-			Fallbacks: s.Fallbacks, Logger: lazyWith(b.log, "tenant", name),
+			Fallbacks: s.Fallbacks, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)

@@ -143,6 +143,32 @@ func (p *Pools) CloseIdleConnections() {
 type limitTransport struct {
 	base http.RoundTripper
 	sem  chan struct{}
+
+	mu      sync.Mutex
+	clients map[preparedKey]*http.Client // see prepared
+}
+
+type preparedKey struct {
+	base      *http.Client
+	userAgent string
+}
+
+// prepared is prepare(base, userAgent), made once per pool client and user
+// agent: a broker's thousands of tenants of one host then share one copy
+// instead of holding one each.
+func (t *limitTransport) prepared(base *http.Client, userAgent string) *http.Client {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := preparedKey{base, userAgent}
+	hc := t.clients[k]
+	if hc == nil {
+		hc = prepare(base, userAgent)
+		if t.clients == nil {
+			t.clients = map[preparedKey]*http.Client{}
+		}
+		t.clients[k] = hc
+	}
+	return hc
 }
 
 // slotKey marks a context whose fetch already holds its slot (Client.Fetch).

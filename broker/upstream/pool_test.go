@@ -126,3 +126,31 @@ func TestPoolsWrapSeesMappedErrors(t *testing.T) {
 		t.Errorf("wrap saw %T (%v), want the mapped *TransportError", seen[0], seen[0])
 	}
 }
+
+// TestPoolClientsShareOneCopy: the Clients of one pool share one copy of
+// its http.Client (per user agent), so that thousands of tenants do not
+// each hold one, and that copy still refuses redirects.
+func TestPoolClientsShareOneCopy(t *testing.T) {
+	p := NewPools(PoolsConfig{})
+	hc, err := p.Client("http://127.0.0.1:1/token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(id, ua string) *Client {
+		c, err := New(Config{TokenURL: "http://127.0.0.1:1/token", ClientID: id, ClientSecret: creds.Secret("s"), HTTPClient: hc, UserAgent: ua})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b, other := mk("a", "tb/1"), mk("b", "tb/1"), mk("c", "tb/2")
+	if a.http != b.http {
+		t.Error("two clients of one pool hold separate http.Client copies")
+	}
+	if a.http == other.http {
+		t.Error("clients with different user agents share a copy")
+	}
+	if a.http == hc || a.http.CheckRedirect == nil {
+		t.Error("the shared copy is the pool's own client or follows redirects")
+	}
+}
