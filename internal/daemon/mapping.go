@@ -105,10 +105,17 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
 			}
+			// upstream logs only about fallback credentials; a logger of
+			// its own (With preformats its attributes: ~200 bytes) only
+			// for a tenant that has them.
+			log := u.log
+			if len(fallbacks) > 0 {
+				log = u.log.With("tenant", t.Name)
+			}
 			c, err := upstream.New(upstream.Config{
 				TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
 				AuthStyle: t.AuthStyle.OAuth2(), HTTPClient: hc, UserAgent: u.userAgent,
-				Fallbacks: fallbacks, Logger: u.log.With("tenant", t.Name),
+				Fallbacks: fallbacks, Logger: log,
 			})
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
