@@ -5,12 +5,15 @@ import (
 	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 func TestPoolsShareByHostAndCAs(t *testing.T) {
@@ -152,5 +155,39 @@ func TestPoolClientsShareOneCopy(t *testing.T) {
 	}
 	if a.http == hc || a.http.CheckRedirect == nil {
 		t.Error("the shared copy is the pool's own client or follows redirects")
+	}
+}
+
+// TestPoolsShareByCAFile: tenants that name the same ca_file each read it
+// into a CertPool of their own (RootCAs, as the config parser does), yet
+// share one pool; another CA's file gets another.
+func TestPoolsShareByCAFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, ca *testpki.CA) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, ca.CertPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	same, other := write("a.pem", testpki.NewCA(t, "idp-ca")), write("b.pem", testpki.NewCA(t, "other-ca"))
+	p := NewPools(PoolsConfig{})
+	client := func(file string) *http.Client {
+		roots, err := RootCAs(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := p.Client("https://127.0.0.1:8443/token", roots)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b, c := client(same), client(same), client(other)
+	if a != b {
+		t.Error("two tenants with the same ca_file got different connection pools")
+	}
+	if a == c {
+		t.Error("tenants with different ca_files share a connection pool")
 	}
 }
