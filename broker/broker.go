@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -74,10 +75,12 @@ type Config struct {
 	// connection pool.
 	HTTPClient *http.Client
 	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
-	// requests to one token endpoint host (per CA set), over all tenants;
-	// more wait their turn within FetchTimeout (default 32). It keeps a
-	// broker with thousands of tenants of one IdP from opening thousands of
-	// connections at start.
+	// requests to one token endpoint host, over all tenants, custom
+	// Fetchers included (keyed by Tenant.TokenURL's host); more wait their
+	// turn in order, within their attempt's timeout (default 128,
+	// upstream.DefaultMaxConcurrentPerHost). It keeps a broker with
+	// thousands of tenants of one IdP from opening thousands of connections,
+	// or running thousands of goroutines, at start.
 	MaxConcurrentFetchesPerHost int
 	// UserAgent is sent to identity providers.
 	UserAgent string
@@ -123,6 +126,7 @@ type Broker struct {
 	tenants map[string]*tenant
 	nsets   int                      // non-default scope sets of all tenants
 	newSets map[string]*rate.Limiter // per owner: creation of new scope sets
+	queues  map[string]*fetchQueue   // by token endpoint host
 
 	// version numbers every token of the broker, so that a key's versions
 	// only increase, across reconfigurations and evictions too.
@@ -138,12 +142,30 @@ type Broker struct {
 	stopped chan struct{} // closed when wg is done after shutdown
 }
 
+// A tenant's maps stay nil until it has a non-default scope set: most
+// tenants of a large broker never have one, and an empty map still costs
+// its header and first group.
 type tenant struct {
 	spec    Tenant
 	fetcher Fetcher
-	keys    map[string]*entry
-	def     *entry
-	owned   map[string]int // non-default scope sets per owner
+	queue   *fetchQueue       // of the token endpoint's host
+	def     *entry            // the default scope set
+	keys    map[string]*entry // the other scope sets; nil while there are none
+	owned   map[string]int    // non-default scope sets per owner; nil while none
+}
+
+// entries yields the tenant's scope sets, the default first.
+func (t *tenant) entries() iter.Seq[*entry] {
+	return func(yield func(*entry) bool) {
+		if !yield(t.def) {
+			return
+		}
+		for _, e := range t.keys {
+			if !yield(e) {
+				return
+			}
+		}
+	}
 }
 
 // ownerKey is the context key of WithOwner.

@@ -15,34 +15,36 @@ type entry struct {
 	b         *Broker
 	t         *tenant
 	scopes    []string // nil for the tenant's default scopes
-	isDefault bool
-	owner     string // who created it (WithOwner), for the fair share
+	owner     string   // who created it (WithOwner), for the fair share
+	isDefault bool     // beside mu, which needs only 4-byte alignment
 
 	mu        sync.Mutex
-	tok       *Token    // latest token, possibly expired
-	lastErr   error     // last fetch error; nil after a success
-	retryAt   time.Time // after a failure, the backoff timer's next attempt
-	hold      time.Time // no request at all before this (Retry-After)
-	permanent bool      // lastErr is permanent (invalid_client…)
-	noAnswer  bool      // the last attempt got no answer within its timeout
-	lastStart time.Time // when the last request started
-	forcedAt  time.Time // when Invalidate last forced a request
-	reloadAt  time.Time // when a reload last retried a permanent failure
-	next      time.Time // when the timer fires
-	bo        *backoff.ExponentialBackOff
+	tok       *Token                      // latest token, possibly expired
+	lastErr   error                       // last fetch error; nil after a success
+	retryAt   time.Time                   // after a failure, the backoff timer's next attempt
+	hold      time.Time                   // no request at all before this (Retry-After)
+	permanent bool                        // lastErr is permanent (invalid_client…)
+	noAnswer  bool                        // the last attempt got no answer within its timeout
+	serving   bool                        // last health reported for a default entry
+	lastStart time.Time                   // when the last request started
+	forcedAt  time.Time                   // when Invalidate last forced a request
+	reloadAt  time.Time                   // when a reload last retried a permanent failure
+	next      time.Time                   // when the timer fires
+	bo        *backoff.ExponentialBackOff // nil until a failure
 	inflight  *call
 	timer     clockwork.Timer
 	subs      map[*Watch]struct{}
 	lastUsed  time.Time
-	dead      error         // why the entry was dropped; nil while live
-	gone      chan struct{} // closed by drop, releasing every waiter at once
-	serving   bool          // last health reported for a default entry
+	dead      error // why the entry was dropped; nil while live
 	sent      published
 }
 
 // call is one shared identity-provider request.
 type call struct {
 	done chan struct{}
+	// gone is closed by drop, releasing every waiter at once; it lives
+	// with the call, not the entry, since only a call has waiters.
+	gone chan struct{}
 	tok  *Token
 	err  error
 }
@@ -178,17 +180,19 @@ func (e *entry) drop(reason error) {
 	e.kill(reason)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	select {
-	case <-e.gone:
-	default:
-		close(e.gone)
+	if c := e.inflight; c != nil {
+		select {
+		case <-c.gone:
+		default:
+			close(c.gone)
+		}
 	}
 }
 
 func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, error) {
 	select {
 	case <-c.done:
-	case <-e.gone:
+	case <-c.gone:
 		select {
 		case <-c.done: // the answer arrived too: it wins
 		default:

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
-
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
@@ -92,7 +90,7 @@ func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
 				ErrTooManyScopeSets, owner, t.owned[owner], t.spec.Name)
 		}
 	}
-	if len(t.keys) >= b.cfg.MaxScopeSetsPerTenant {
+	if 1+len(t.keys) >= b.cfg.MaxScopeSetsPerTenant { // the default counts
 		owners := make([]string, 0, len(t.owned))
 		for o := range t.owned {
 			owners = append(owners, o)
@@ -130,16 +128,13 @@ func (b *Broker) newEntryLocked(t *tenant, scopes []string, owner string) *entry
 	e := &entry{
 		b: b, t: t, scopes: scopes, isDefault: scopes == nil, owner: owner,
 		subs:     map[*Watch]struct{}{},
-		gone:     make(chan struct{}),
 		lastUsed: b.clock.Now(),
-		bo: &backoff.ExponentialBackOff{
-			InitialInterval: time.Second, RandomizationFactor: 0.2,
-			Multiplier: 2, MaxInterval: 2 * time.Minute,
-		},
 	}
-	e.bo.Reset()
-	t.keys[strings.Join(scopes, " ")] = e
 	if !e.isDefault {
+		if t.keys == nil {
+			t.keys, t.owned = map[string]*entry{}, map[string]int{}
+		}
+		t.keys[strings.Join(scopes, " ")] = e
 		b.nsets++
 		t.owned[owner]++
 	}
@@ -180,10 +175,14 @@ func (b *Broker) evictLRULocked(t *tenant, match func(*entry) bool) bool {
 }
 
 func (b *Broker) removeEntryLocked(e *entry, reason error) {
-	delete(e.t.keys, strings.Join(e.scopes, " "))
+	t := e.t
+	delete(t.keys, strings.Join(e.scopes, " "))
 	b.nsets--
-	if e.t.owned[e.owner]--; e.t.owned[e.owner] <= 0 {
-		delete(e.t.owned, e.owner)
+	if t.owned[e.owner]--; t.owned[e.owner] <= 0 {
+		delete(t.owned, e.owner)
+	}
+	if len(t.keys) == 0 {
+		t.keys, t.owned = nil, nil // give their memory back
 	}
 	e.drop(reason)
 	b.log.Debug("scope set dropped", "tenant", e.t.spec.Name, "scopes", e.scopes)

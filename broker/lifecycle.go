@@ -44,16 +44,20 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.NewScopeSetBurst <= 0 {
 		cfg.NewScopeSetBurst = DefaultNewScopeSetBurst
 	}
+	if cfg.MaxConcurrentFetchesPerHost <= 0 {
+		cfg.MaxConcurrentFetchesPerHost = upstream.DefaultMaxConcurrentPerHost
+	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}, stopped: make(chan struct{})}
-	b.pools = upstream.NewPools(cfg.HTTPClient, cfg.MaxConcurrentFetchesPerHost)
+	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient, MaxConcurrentPerHost: cfg.MaxConcurrentFetchesPerHost})
 	b.base, b.cancel = context.WithCancel(context.Background())
 	if err := b.SetTenants(cfg.Tenants); err != nil {
 		_ = b.Close() // nothing has started that could fail to stop
 		return nil, err
 	}
+	b.cfg.Tenants = nil // the tenants hold their copies
 	return b, nil
 }
 
@@ -84,7 +88,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	if first {
 		b.mu.Lock()
 		for _, t := range b.tenants {
-			for _, e := range t.keys {
+			for e := range t.entries() {
 				e.drop(ErrClosed)
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -50,7 +52,7 @@ func latest(a, b time.Time) time.Time {
 // startLocked starts the shared request for the key on the broker's own
 // context, so no caller's cancellation fails it for the others.
 func (e *entry) startLocked() *call {
-	c := &call{done: make(chan struct{})}
+	c := &call{done: make(chan struct{}), gone: make(chan struct{})}
 	b := e.b
 	b.life.RLock()
 	defer b.life.RUnlock()
@@ -63,7 +65,8 @@ func (e *entry) startLocked() *call {
 	e.lastStart = b.clock.Now()
 	e.stopTimerLocked()
 	b.wg.Add(1)
-	go e.run(c, e.attemptTimeoutLocked())
+	timeout := e.attemptTimeoutLocked()
+	e.t.queue.add(queuedFetch{e: e, c: c, timeout: timeout, deadline: time.Now().Add(timeout)})
 	return c
 }
 
@@ -81,16 +84,26 @@ func (e *entry) attemptTimeoutLocked() time.Duration {
 	return d
 }
 
-func (e *entry) run(c *call, timeout time.Duration) {
+// run makes the request of call c (queued by startLocked) and publishes
+// its outcome. deadline is the attempt's timeout counted from when it was
+// queued: real time, not the broker's clock, as it bounds a network
+// request.
+func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
-	// The timeout is real time, not the broker's clock: it bounds a
-	// network request.
-	ctx, cancel := context.WithTimeout(b.base, timeout)
+	e.mu.Lock()
+	dead := e.dead
+	e.mu.Unlock()
+	var g upstream.Grant
+	var err error
+	var expired bool
 	start, began := b.clock.Now(), time.Now()
-	g, err := e.t.fetcher.Fetch(ctx, e.requestScopes())
-	expired := err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
-	cancel()
+	if dead == nil { // else dropped while queued: no request
+		ctx, cancel := context.WithDeadline(b.base, deadline)
+		g, err = e.t.fetcher.Fetch(ctx, e.requestScopes())
+		expired = err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
+		cancel()
+	}
 	noAnswer := expired || err != nil && isTimeout(err)
 	if noAnswer {
 		waited := timeout
@@ -164,7 +177,7 @@ func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) (*Token,
 	tok.sha256 = Fingerprint(tok.AccessToken)
 	e.tok, e.lastErr = tok, nil
 	e.permanent, e.noAnswer = false, false
-	e.bo.Reset()
+	e.bo = nil // a fresh backoff after the next failure
 	e.retryAt, e.hold = time.Time{}, time.Time{}
 	e.scheduleLocked(now, refreshAt(start, expiry.Sub(start)))
 	log.Info("token issued", "version", tok.Version, "expiry", tok.Expiry, "expiry_source", source,
@@ -175,6 +188,13 @@ func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) (*Token,
 func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 	if errors.Is(err, context.Canceled) && e.b.isClosed() {
 		return ErrClosed
+	}
+	if e.bo == nil { // made on the first failure: most keys never fail
+		e.bo = &backoff.ExponentialBackOff{
+			InitialInterval: time.Second, RandomizationFactor: 0.2,
+			Multiplier: 2, MaxInterval: 2 * time.Minute,
+		}
+		e.bo.Reset()
 	}
 	delay := e.bo.NextBackOff()
 	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}

@@ -84,6 +84,12 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			fetchers[name] = s.Fetcher
 			continue
 		}
+		// upstream logs only about fallback credentials: a tenant without
+		// them needs no logger of its own.
+		log := b.log
+		if len(s.Fallbacks) > 0 {
+			log = lazyWith(b.log, "tenant", name)
+		}
 		hc, err := b.pools.Client(s.TokenURL, s.RootCAs)
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)
@@ -91,7 +97,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
 			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
-			Fallbacks: s.Fallbacks, Logger: lazyWith(b.log, "tenant", name),
+			Fallbacks: s.Fallbacks, Logger: log,
 		})
 		if err != nil {
 			return fmt.Errorf("broker: tenant %q: %w", name, err)
@@ -115,7 +121,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			b.dropTenantLocked(t, ErrTenantChanged)
 			changed[name] = true // started again below
 		default:
-			for _, e := range t.keys {
+			for e := range t.entries() {
 				e.retryPermanent()
 			}
 		}
@@ -124,7 +130,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		if _, ok := b.tenants[name]; ok {
 			continue
 		}
-		t := &tenant{spec: s, fetcher: fetchers[name], keys: map[string]*entry{}, owned: map[string]int{}}
+		t := &tenant{spec: s, fetcher: fetchers[name], queue: b.queueLocked(s.TokenURL)}
 		b.tenants[name] = t
 		t.def = b.newEntryLocked(t, nil, "")
 		if b.cfg.OnTenantHealth != nil {
@@ -143,10 +149,10 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 }
 
 func (b *Broker) dropTenantLocked(t *tenant, reason error) {
-	for _, e := range t.keys {
+	for e := range t.entries() {
 		e.drop(reason)
 	}
-	b.nsets -= len(t.keys) - 1 // all but the default set
+	b.nsets -= len(t.keys)
 	delete(b.tenants, t.spec.Name)
 	if b.cfg.OnTenantHealth != nil {
 		b.cfg.OnTenantHealth(t.spec.Name, false)
@@ -177,8 +183,8 @@ func (b *Broker) Tenants() []TenantInfo {
 	b.mu.Lock()
 	vs := make([]view, 0, len(b.tenants))
 	for _, t := range b.tenants {
-		v := view{t: t, keys: make([]*entry, 0, len(t.keys))}
-		for _, e := range t.keys {
+		v := view{t: t, keys: make([]*entry, 0, 1+len(t.keys))}
+		for e := range t.entries() {
 			v.keys = append(v.keys, e)
 		}
 		vs = append(vs, v)

@@ -170,3 +170,81 @@ func BenchmarkReuseTokenSourceParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSourceTokenVsReuse interleaves batches of Source.Token and of
+// x/oauth2's ReuseTokenSource.Token, so that a shared machine's load
+// falls on both alike, and reports each one's ns per call and their
+// ratio (target: at most 0.5).
+func BenchmarkSourceTokenVsReuse(b *testing.B) {
+	s := startStack(b, stackConfig{})
+	src := newSource(b, s)
+	reuse := oauth2.ReuseTokenSource(nil, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t", Expiry: time.Now().Add(time.Hour)}))
+	const batch = 1000
+	var inSource, inReuse time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		for range batch {
+			if _, err := src.Token(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		mid := time.Now()
+		for range batch {
+			if _, err := reuse.Token(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		inSource += mid.Sub(start)
+		inReuse += time.Since(mid)
+	}
+	calls := float64(b.N) * batch
+	b.ReportMetric(float64(inSource.Nanoseconds())/calls, "source-ns/call")
+	b.ReportMetric(float64(inReuse.Nanoseconds())/calls, "reuse-ns/call")
+	b.ReportMetric(float64(inSource)/float64(inReuse), "ratio")
+}
+
+// BenchmarkTransportVsBare alternates loopback GETs through
+// Transport and straight through its base transport, and reports their
+// ratio (target: at most 1.05).
+func BenchmarkTransportVsBare(b *testing.B) {
+	s := startStack(b, stackConfig{})
+	src := newSource(b, s)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	withToken := &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
+	bare := &http.Client{Transport: base}
+	get := func(hc *http.Client) {
+		resp, err := hc.Get(srv.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// Alternate request by request: the machine's load changes at a
+	// millisecond scale, which would swamp a difference of microseconds.
+	// The order swaps every time, so that neither gains from going second.
+	var inTransport, inBare time.Duration
+	timed := func(hc *http.Client) time.Duration {
+		start := time.Now()
+		get(hc)
+		return time.Since(start)
+	}
+	for i := 0; b.Loop(); i++ {
+		if i%2 == 0 {
+			inTransport += timed(withToken)
+			inBare += timed(bare)
+		} else {
+			inBare += timed(bare)
+			inTransport += timed(withToken)
+		}
+	}
+	b.ReportMetric(float64(inTransport.Nanoseconds())/float64(b.N), "transport-ns/get")
+	b.ReportMetric(float64(inBare.Nanoseconds())/float64(b.N), "bare-ns/get")
+	b.ReportMetric(float64(inTransport)/float64(inBare), "ratio")
+}

@@ -166,11 +166,14 @@ func (s *Source) current(ctx context.Context) (*token, error) {
 	if st.err != nil {
 		return nil, st.err
 	}
-	if t := st.tok; t != nil && time.Now().Before(t.freshUntil) {
+	if t := st.tok; t != nil && nowMicros() < t.freshUntilMicros {
 		return t, nil
 	}
 	return s.fetch(ctx)
 }
+
+// nowMicros reads the wall clock for the cached path; tests replace it.
+var nowMicros = wallMicros
 
 // noTokenError explains why no token could be returned by the time ctx
 // ended.

@@ -22,7 +22,10 @@ type token struct {
 	expiry     time.Time
 	lifetime   time.Duration
 	freshUntil time.Time // Token answers from the cache until then
-	refreshAt  time.Time // after this, a newer token likely exists
+	// freshUntilMicros is freshUntil as Unix microseconds, rounded down,
+	// for the cached path's comparison with wallMicros.
+	freshUntilMicros int64
+	refreshAt        time.Time // after this, a newer token likely exists
 }
 
 func (t *token) valid(now time.Time) bool { return now.Before(t.expiry) }
@@ -42,13 +45,15 @@ func newToken(r rawToken, minValid time.Duration, now time.Time) *token {
 	sha := broker.Fingerprint(r.access)
 	o := (&oauth2.Token{AccessToken: r.access, TokenType: typ, Expiry: r.expiry}).
 		WithExtra(map[string]any{ExtraTokenSHA256: sha})
+	freshUntil := r.expiry.Add(-min(minValid, lifetime/2))
 	return &token{
-		oauth:      o,
-		sha256:     sha,
-		authz:      []string{o.Type() + " " + r.access},
-		expiry:     r.expiry,
-		lifetime:   lifetime,
-		freshUntil: r.expiry.Add(-min(minValid, lifetime/2)),
-		refreshAt:  issued.Add(lifetime / 2),
+		oauth:            o,
+		sha256:           sha,
+		authz:            []string{o.Type() + " " + r.access},
+		expiry:           r.expiry,
+		lifetime:         lifetime,
+		freshUntil:       freshUntil,
+		freshUntilMicros: freshUntil.UnixMicro(),
+		refreshAt:        issued.Add(lifetime / 2),
 	}
 }

@@ -26,11 +26,26 @@ const DefaultMaxConcurrentPerHost = 128
 // one per distinct (scheme, host, CAs) ever asked for, whose idle
 // connections close after the transport's idle timeout.
 type Pools struct {
-	base    *http.Client
-	perHost int
+	cfg PoolsConfig
 
 	mu sync.Mutex
 	by map[poolKey][]*pool // several CA sets may share a host
+}
+
+// PoolsConfig configures Pools. Zero values mean defaults.
+type PoolsConfig struct {
+	// HTTPClient is the template of the pools' clients (nil: a client with
+	// a 30 s timeout over a clone of http.DefaultTransport); each pool gets
+	// a copy over its own clone of the Transport. Custom roots need its
+	// Transport to be nil or an *http.Transport.
+	HTTPClient *http.Client
+	// MaxConcurrentPerHost bounds the concurrent requests of one pool
+	// (default DefaultMaxConcurrentPerHost).
+	MaxConcurrentPerHost int
+	// Wrap, when set, wraps each pool's transport (after MapTransportErrors,
+	// so it only sees mapped errors; beneath the concurrency bound, so a
+	// request waiting for its turn is not yet in flight), e.g. for tracing.
+	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
 type poolKey struct{ scheme, host string }
@@ -40,14 +55,12 @@ type pool struct {
 	client *http.Client
 }
 
-// NewPools returns Pools whose clients copy base (nil: a client with a 30 s
-// timeout over a clone of http.DefaultTransport) and allow perHost
-// concurrent requests per pool (<= 0: DefaultMaxConcurrentPerHost).
-func NewPools(base *http.Client, perHost int) *Pools {
-	if perHost <= 0 {
-		perHost = DefaultMaxConcurrentPerHost
+// NewPools returns Pools configured by cfg.
+func NewPools(cfg PoolsConfig) *Pools {
+	if cfg.MaxConcurrentPerHost <= 0 {
+		cfg.MaxConcurrentPerHost = DefaultMaxConcurrentPerHost
 	}
-	return &Pools{base: base, perHost: perHost, by: map[poolKey][]*pool{}}
+	return &Pools{cfg: cfg, by: map[poolKey][]*pool{}}
 }
 
 // Client returns the shared client for tokenURL trusting roots (nil: the
@@ -77,8 +90,8 @@ func (p *Pools) Client(tokenURL string, roots *x509.CertPool) (*http.Client, err
 
 func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 	c := http.Client{Timeout: 30 * time.Second}
-	if p.base != nil {
-		c = *p.base
+	if p.cfg.HTTPClient != nil {
+		c = *p.cfg.HTTPClient
 	}
 	var rt http.RoundTripper
 	switch t := c.Transport.(type) {
@@ -92,15 +105,18 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 		}
 		rt = t // the caller's transport, pooled as it pools
 	}
-	c.Transport = &limitTransport{base: rt, sem: make(chan struct{}, p.perHost)}
+	if p.cfg.Wrap != nil {
+		rt = p.cfg.Wrap(rt)
+	}
+	c.Transport = &limitTransport{base: rt, sem: make(chan struct{}, p.cfg.MaxConcurrentPerHost)}
 	return &c, nil
 }
 
 // tune sizes tr's idle pool to the concurrency bound, so that a burst of
 // requests reuses its connections instead of opening new ones each time.
 func (p *Pools) tune(tr *http.Transport, roots *x509.CertPool) *http.Transport {
-	tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, p.perHost)
-	tr.MaxIdleConns = max(tr.MaxIdleConns, p.perHost)
+	tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, p.cfg.MaxConcurrentPerHost)
+	tr.MaxIdleConns = max(tr.MaxIdleConns, p.cfg.MaxConcurrentPerHost)
 	if roots != nil {
 		if tr.TLSClientConfig == nil {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -127,6 +143,32 @@ func (p *Pools) CloseIdleConnections() {
 type limitTransport struct {
 	base http.RoundTripper
 	sem  chan struct{}
+
+	mu      sync.Mutex
+	clients map[preparedKey]*http.Client // see prepared
+}
+
+type preparedKey struct {
+	base      *http.Client
+	userAgent string
+}
+
+// prepared is prepare(base, userAgent), made once per pool client and user
+// agent: a broker's thousands of tenants of one host then share one copy
+// instead of holding one each.
+func (t *limitTransport) prepared(base *http.Client, userAgent string) *http.Client {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := preparedKey{base, userAgent}
+	hc := t.clients[k]
+	if hc == nil {
+		hc = prepare(base, userAgent)
+		if t.clients == nil {
+			t.clients = map[preparedKey]*http.Client{}
+		}
+		t.clients[k] = hc
+	}
+	return hc
 }
 
 // slotKey marks a context whose fetch already holds its slot (Client.Fetch).

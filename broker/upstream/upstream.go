@@ -150,20 +150,14 @@ func New(cfg Config) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("upstream: unknown auth style %d", style)
 	}
-	hc := http.Client{Timeout: 30 * time.Second}
-	if cfg.HTTPClient != nil {
-		hc = *cfg.HTTPClient // a copy: the caller's client keeps its own policy
+	var hc *http.Client
+	slots, _ := transportOf(cfg.HTTPClient).(*limitTransport)
+	if slots != nil {
+		// The clients of one pool share their copy of its client.
+		hc = slots.prepared(cfg.HTTPClient, cfg.UserAgent)
+	} else {
+		hc = prepare(cfg.HTTPClient, cfg.UserAgent)
 	}
-	// Never follow: the 3xx itself comes back and is classified.
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	base := hc.Transport
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	slots, _ := base.(*limitTransport)
-	// Mapped here too for callers whose client does not map beneath its
-	// own layers; a daemon that traces maps innermost (MapTransportErrors).
-	hc.Transport = observingTransport{base: MapTransportErrors(base), ua: cfg.UserAgent}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -173,10 +167,36 @@ func New(cfg Config) (*Client, error) {
 		style:    style,
 		creds:    creds,
 		scrub:    &lazyScrubber{creds: creds},
-		http:     &hc,
+		http:     hc,
 		log:      log,
 		slots:    slots,
 	}, nil
+}
+
+func transportOf(hc *http.Client) http.RoundTripper {
+	if hc == nil {
+		return nil
+	}
+	return hc.Transport
+}
+
+// prepare returns the copy of base (nil: a client with a 30 s timeout)
+// that a Client uses: a copy, so the caller's client keeps its own policy.
+func prepare(base *http.Client, userAgent string) *http.Client {
+	hc := http.Client{Timeout: 30 * time.Second}
+	if base != nil {
+		hc = *base
+	}
+	// Never follow: the 3xx itself comes back and is classified.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	rt := hc.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	// Mapped here too for callers whose client does not map beneath its
+	// own layers; a daemon that traces maps innermost (MapTransportErrors).
+	hc.Transport = observingTransport{base: MapTransportErrors(rt), ua: userAgent}
+	return &hc
 }
 
 // Fetch requests a token for scopes (none: the client's default scopes).

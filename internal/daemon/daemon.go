@@ -403,6 +403,9 @@ func (d *Daemon) Close() error {
 	if d.broker != nil {
 		d.broker.Close()
 	}
+	if d.ups != nil {
+		d.ups.pools.CloseIdleConnections() // the tenants' fetchers ended with the broker
+	}
 	if d.audit != nil {
 		errs = append(errs, d.audit.Close())
 	}

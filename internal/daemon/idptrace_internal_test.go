@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log"
@@ -33,8 +34,12 @@ func TestIdPSpansCarryNoTransportText(t *testing.T) {
 	defer tp.Shutdown(t.Context())
 	u := newUpstreams(nil, "tokenbroker-test", slog.New(slog.DiscardHandler), httpTracing(tp))
 
-	fetch := func(t *testing.T, tokenURL, secret string, hc *http.Client) {
+	fetch := func(t *testing.T, tokenURL, secret string, roots *x509.CertPool) {
 		t.Helper()
+		hc, err := u.pools.Client(tokenURL, roots)
+		if err != nil {
+			t.Fatal(err)
+		}
 		c, err := upstream.New(upstream.Config{TokenURL: tokenURL, ClientID: "cid", ClientSecret: creds.Secret(secret), HTTPClient: hc})
 		if err != nil {
 			t.Fatal(err)
@@ -50,7 +55,7 @@ func TestIdPSpansCarryNoTransportText(t *testing.T) {
 	idp := faultidp.Start()
 	defer idp.Close()
 	idp.Push(faultidp.MalformedEcho())
-	fetch(t, idp.TokenURL(), faultidp.RedTeamSecret, u.httpClient(nil))
+	fetch(t, idp.TokenURL(), faultidp.RedTeamSecret, nil)
 
 	// A certificate from a trusted CA whose names hold the secret but not
 	// the host dialled (127.0.0.1): x509's error lists those names.
@@ -61,7 +66,7 @@ func TestIdPSpansCarryNoTransportText(t *testing.T) {
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
 	srv.StartTLS()
 	defer srv.Close()
-	fetch(t, srv.URL+"/token", tlsSecret, u.httpClient(ca.Pool()))
+	fetch(t, srv.URL+"/token", tlsSecret, ca.Pool())
 
 	var b strings.Builder
 	write := func(kvs []attribute.KeyValue) {

@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +10,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -66,11 +63,12 @@ type upstreams struct {
 	metrics   *metrics
 	userAgent string
 	log       *slog.Logger
-	shared    *http.Client // for tenants without a private CA
+	// pools shares one connection pool per token endpoint host and CA set
+	// among the tenants and bounds the concurrent requests to each.
+	pools *upstream.Pools
 
 	mu      sync.Mutex
 	current map[string]fetcherOf
-	wrap    func(http.RoundTripper) http.RoundTripper // tracing; nil for none
 }
 
 // fetcherOf is a tenant's Fetcher and the settings it was built from.
@@ -80,25 +78,12 @@ type fetcherOf struct {
 }
 
 func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) *upstreams {
-	u := &upstreams{metrics: m, userAgent: userAgent, log: log, wrap: wrap, current: map[string]fetcherOf{}}
-	u.shared = u.httpClient(nil)
+	// Pools maps transport errors innermost, so that tracing (otelhttp
+	// puts err.Error() in the span status) never sees transport text that
+	// quotes the IdP's bytes.
+	u := &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
+		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap})}
 	return u
-}
-
-// httpClient is upstream's default client (30 s timeout), trusting roots
-// (nil: the system's) and traced if tracing is on.
-func (u *upstreams) httpClient(roots *x509.CertPool) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if roots != nil {
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
-	}
-	// Innermost, so that tracing (otelhttp puts err.Error() in the span
-	// status) never sees transport text that quotes the IdP's bytes.
-	rt := upstream.MapTransportErrors(tr)
-	if u.wrap != nil {
-		rt = u.wrap(rt)
-	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: rt}
 }
 
 // tenants maps the config's tenants to the core's; the config parser has
@@ -116,14 +101,21 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 		}
 		built, ok := u.current[t.Name]
 		if !ok || !sameUpstream(built.spec, t) {
-			hc := u.shared
-			if t.RootCAs != nil {
-				hc = u.httpClient(t.RootCAs)
+			hc, err := u.pools.Client(t.TokenURL, t.RootCAs)
+			if err != nil {
+				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
+			}
+			// upstream logs only about fallback credentials; a logger of
+			// its own (With preformats its attributes: ~200 bytes) only
+			// for a tenant that has them.
+			log := u.log
+			if len(fallbacks) > 0 {
+				log = u.log.With("tenant", t.Name)
 			}
 			c, err := upstream.New(upstream.Config{
 				TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
 				AuthStyle: t.AuthStyle.OAuth2(), HTTPClient: hc, UserAgent: u.userAgent,
-				Fallbacks: fallbacks, Logger: u.log.With("tenant", t.Name),
+				Fallbacks: fallbacks, Logger: log,
 			})
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
