@@ -120,7 +120,7 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
 			}
-			built = fetcherOf{spec: t, f: &instrumentedFetcher{tenant: t.Name, next: c, m: u.metrics}}
+			built = fetcherOf{spec: t, f: &instrumentedFetcher{next: c, stats: u.metrics.idp.stats(t.Name)}}
 		}
 		next[t.Name] = built
 		out = append(out, broker.Tenant{
