@@ -38,6 +38,9 @@ type entry struct {
 	gone      chan struct{} // closed by drop, releasing every waiter at once
 	serving   bool          // last health reported for a default entry
 	sent      published
+	// pub is the update last offered to the watchers (its Shared value
+	// included), for a new watcher of the same state.
+	pub Update
 }
 
 // call is one shared identity-provider request.

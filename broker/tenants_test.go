@@ -109,3 +109,53 @@ func TestTenantsCountsScopeSetsAndWatches(t *testing.T) {
 		t.Errorf("after closing both watches: %d watches, want 0", watches)
 	}
 }
+
+// Watchers of one key receive each state with one Shared value: a
+// consumer converts an update once for all of them, also for a watcher
+// that starts while the state is current.
+func TestWatchersShareEachUpdate(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	var ws []*broker.Watch
+	for range 3 {
+		w, err := e.broker.Watch("acme", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		ws = append(ws, w)
+	}
+	builds := 0
+	build := func() any { builds++; return new(int) }
+	shared := func(v uint64) any {
+		var first any
+		for i, w := range ws {
+			u := next(t, w, hasVersion(v))
+			got := u.Shared(build)
+			if i > 0 && got != first {
+				t.Errorf("version %d: watcher %d got its own shared value", v, i)
+			}
+			first = got
+		}
+		return first
+	}
+	v1 := shared(1)
+	late, err := e.broker.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if got := next(t, late, hasVersion(1)).Shared(build); got != v1 {
+		t.Error("a watcher that started on the current state got its own shared value")
+	}
+	ws = append(ws, late)
+	e.clock.Advance(broker.ForcedRefreshInterval)
+	if _, err := e.broker.Invalidate(t.Context(), "acme", nil, e.mustToken(nil, 0).SHA256()); err != nil {
+		t.Fatal(err)
+	}
+	if shared(2) == v1 {
+		t.Error("a new state kept the old shared value")
+	}
+	if builds != 2 {
+		t.Errorf("build ran %d times for 2 states watched by 4 watchers, want 2", builds)
+	}
+}

@@ -18,6 +18,8 @@ func (e *entry) publishLocked(now time.Time) {
 	}
 	if p != e.sent {
 		e.sent = p
+		u.shared = new(sharedValue)
+		e.pub = u
 		for w := range e.subs {
 			w.offer(u)
 		}
@@ -55,7 +57,13 @@ func (e *entry) watch() (*Watch, error) {
 	now := e.b.clock.Now()
 	e.lastUsed = now
 	e.subs[w] = struct{}{}
-	w.offer(e.snapshotLocked(now))
+	// The state the other watchers hold, if it is still current, so that
+	// they share its Shared value (a thousand new streams, one encoding).
+	u := e.snapshotLocked(now)
+	if sameState(u, e.pub) {
+		u = e.pub
+	}
+	w.offer(u)
 	if !e.usableLocked(now, 0) && e.inflight == nil && !now.Before(e.retryAt) {
 		e.startLocked()
 	}
@@ -117,4 +125,17 @@ func (w *Watch) end(reason error) {
 		w.err = reason
 		close(w.done)
 	})
+}
+
+// sameState reports whether a and b describe the same state of a key.
+func sameState(a, b Update) bool {
+	return a.Token == b.Token && a.Status.State == b.Status.State &&
+		a.Status.NextRefresh.Equal(b.Status.NextRefresh) && errText(a.Status.LastError) == errText(b.Status.LastError)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -97,6 +97,8 @@ type Server struct {
 	// context is cancelled with it, and the call ends UNAVAILABLE.
 	abort     context.Context
 	abortCall context.CancelCauseFunc
+	// codec encodes each WatchToken update once for all its streams.
+	codec *watchCodec
 }
 
 // New builds the gRPC server and registers TokenBrokerService,
@@ -110,7 +112,7 @@ func New(cfg Config) *Server {
 		cfg.Health = health.NewServer()
 	}
 	limits := cfg.Limits.withDefaults()
-	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits}
+	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: newWatchCodec()}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	slow := cfg.SlowCall
@@ -143,6 +145,7 @@ func New(cfg Config) *Server {
 		// grown already, instead of a new goroutine per call that grows
 		// its stack again (runtime.copystack was ~15% of a cache hit).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.ForceServerCodecV2(s.codec),
 	}, limits.serverOptions()...)
 	streams := &streamLimiter{
 		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
@@ -293,7 +296,7 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	for {
 		select {
 		case u := <-w.Updates():
-			if err := stream.Send(toWatchResponse(u)); err != nil {
+			if err := stream.Send(s.watchResponse(u)); err != nil {
 				return err
 			}
 		case <-w.Done():
@@ -304,6 +307,12 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// watchResponse is u as a message, one shared by every stream that
+// receives the same update and encoded once for all of them.
+func (s *Server) watchResponse(u broker.Update) *tbv1.WatchTokenResponse {
+	return u.Shared(func() any { return s.codec.share(toWatchResponse(u)) }).(*sharedResponse).msg
 }
 
 // withOwner names the authenticated caller as the owner of the scope sets
