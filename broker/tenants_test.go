@@ -24,14 +24,13 @@ func TestSlowWatcherGetsLatestNotBacklog(t *testing.T) {
 			t.Fatalf("invalidate: %v, version %d", err, tok.Version)
 		}
 	}
-	u := <-w.Updates()
-	if u.Token.Version != 4 {
-		t.Errorf("slow watcher first sees version %d, want the latest 4", u.Token.Version)
+	<-w.Ready()
+	u, _, _ := w.Next()
+	if u.Token == nil || u.Token.Version != 4 {
+		t.Fatalf("slow watcher first sees %+v, want the latest version 4", u)
 	}
-	select {
-	case u := <-w.Updates():
+	if u, ok, _ := w.Next(); ok {
 		t.Errorf("backlog: another update (version %d) queued", u.Token.Version)
-	default:
 	}
 }
 
@@ -45,13 +44,8 @@ func TestTenantRemovalEndsWatches(t *testing.T) {
 	if err := e.broker.SetTenants(nil); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-w.Done():
-	case <-t.Context().Done():
-		t.Fatal("watch did not end")
-	}
-	if !errors.Is(w.Err(), broker.ErrTenantRemoved) {
-		t.Errorf("watch ended with %v, want ErrTenantRemoved", w.Err())
+	if err := awaitEnd(t, w); !errors.Is(err, broker.ErrTenantRemoved) {
+		t.Errorf("watch ended with %v, want ErrTenantRemoved", err)
 	}
 	if _, err := e.token(t.Context(), nil, 0); !errors.Is(err, broker.ErrUnknownTenant) {
 		t.Errorf("token of removed tenant: %v, want ErrUnknownTenant", err)
@@ -157,5 +151,34 @@ func TestWatchersShareEachUpdate(t *testing.T) {
 	}
 	if builds != 2 {
 		t.Errorf("build ran %d times for 2 states watched by 4 watchers, want 2", builds)
+	}
+}
+
+// An update still unread when the broker ends a watch is read first;
+// the end follows (one signal channel carries both).
+func TestWatchDeliversUnreadUpdateThenEnd(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	w, err := e.broker.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	next(t, w, hasVersion(1))
+	e.clock.Advance(broker.ForcedRefreshInterval)
+	if _, err := e.broker.Invalidate(t.Context(), "acme", nil, e.mustToken(nil, 0).SHA256()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.broker.SetTenants(nil); err != nil {
+		t.Fatal(err)
+	}
+	<-w.Ready()
+	if u, ok, ended := w.Next(); !ok || ended || u.Token == nil || u.Token.Version != 2 {
+		t.Fatalf("Next = %+v, %t, %t; want version 2, then the end", u, ok, ended)
+	}
+	if err := awaitEnd(t, w); !errors.Is(err, broker.ErrTenantRemoved) {
+		t.Errorf("watch ended with %v, want ErrTenantRemoved", err)
+	}
+	if err := w.Close(); err != nil || !errors.Is(w.Err(), broker.ErrTenantRemoved) {
+		t.Errorf("Close after the end: %v; Err %v, want ErrTenantRemoved kept", err, w.Err())
 	}
 }

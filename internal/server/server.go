@@ -301,17 +301,23 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	defer w.Close()
 	ctx := stream.Context()
 	for {
+		// Three cases, so three sudogs parked per idle stream; the
+		// broker's updates and its end share one channel.
 		select {
-		case u := <-w.Updates():
-			if err := stream.Send(s.watchResponse(u)); err != nil {
-				return err
-			}
-		case <-w.Done():
-			return toStatus(w.Err())
+		case <-w.Ready():
 		case <-s.drain:
 			return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		}
+		u, ok, ended := w.Next()
+		if ended {
+			return toStatus(w.Err())
+		}
+		if ok {
+			if err := stream.Send(s.watchResponse(u)); err != nil {
+				return err
+			}
 		}
 	}
 }
