@@ -120,16 +120,35 @@ func (e *env) status() broker.Status { return e.broker.Tenants()[0].Status }
 // next waits for the watch's next update that satisfies ok.
 func next(t *testing.T, w *broker.Watch, ok func(broker.Update) bool) broker.Update {
 	t.Helper()
+	bound := time.After(30 * time.Second) // a bound for a broken test, not a synchronisation
 	for {
 		select {
-		case u := <-w.Updates():
-			if ok(u) {
-				return u
-			}
-		case <-w.Done():
-			t.Fatalf("watch ended: %v", w.Err())
-		case <-time.After(30 * time.Second): // a bound for a broken test, not a synchronisation
+		case <-w.Ready():
+		case <-bound:
 			t.Fatal("no matching update within 30s")
+		}
+		u, got, ended := w.Next()
+		if ended {
+			t.Fatalf("watch ended: %v", w.Err())
+		}
+		if got && ok(u) {
+			return u
+		}
+	}
+}
+
+// awaitEnd reads w until the broker ends it, and returns why.
+func awaitEnd(t *testing.T, w *broker.Watch) error {
+	t.Helper()
+	bound := time.After(30 * time.Second) // a bound for a broken test, not a synchronisation
+	for {
+		select {
+		case <-w.Ready():
+		case <-bound:
+			t.Fatal("watch did not end within 30s")
+		}
+		if _, _, ended := w.Next(); ended {
+			return w.Err()
 		}
 	}
 }

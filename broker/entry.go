@@ -37,6 +37,9 @@ type entry struct {
 	lastUsed  time.Time
 	dead      error // why the entry was dropped; nil while live
 	sent      published
+	// pub is the update last offered to the watchers (its Shared value
+	// included), for a new watcher of the same state.
+	pub Update
 }
 
 // call is one shared identity-provider request.

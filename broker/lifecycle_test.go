@@ -42,9 +42,8 @@ func TestCloseIsIdempotentAndEndsWatches(t *testing.T) {
 			t.Errorf("concurrent Close %d: %v", i, err)
 		}
 	}
-	<-w.Done()
-	if !errors.Is(w.Err(), broker.ErrClosed) {
-		t.Errorf("watch ended with %v, want ErrClosed", w.Err())
+	if err := awaitEnd(t, w); !errors.Is(err, broker.ErrClosed) {
+		t.Errorf("watch ended with %v, want ErrClosed", err)
 	}
 	if err := w.Close(); err != nil {
 		t.Errorf("Watch.Close after the broker closed: %v", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -121,4 +122,26 @@ type Update struct {
 	// Token is the current valid token, nil when none is cached.
 	Token  *Token
 	Status Status
+	// shared is one per state the broker delivers: every watcher that
+	// receives that state holds a copy of this pointer.
+	shared *sharedValue
+}
+
+type sharedValue struct {
+	once sync.Once
+	v    any
+}
+
+// Shared returns what build returns, calling build once for all the
+// watchers that the broker delivered this state to: a consumer that
+// converts one update for each of many watchers (the gRPC server encodes
+// it once for all its streams) shares that work. Treat the result as
+// immutable: other watchers read it concurrently. For an Update that did
+// not come from a Watch, build runs every time.
+func (u Update) Shared(build func() any) any {
+	if u.shared == nil {
+		return build()
+	}
+	u.shared.once.Do(func() { u.shared.v = build() })
+	return u.shared.v
 }

@@ -18,6 +18,8 @@ func (e *entry) publishLocked(now time.Time) {
 	}
 	if p != e.sent {
 		e.sent = p
+		u.shared = new(sharedValue)
+		e.pub = u
 		for w := range e.subs {
 			w.offer(u)
 		}
@@ -46,7 +48,7 @@ func (e *entry) kill(reason error) {
 }
 
 func (e *entry) watch() (*Watch, error) {
-	w := &Watch{e: e, ch: make(chan Update, 1), done: make(chan struct{})}
+	w := &Watch{e: e, ready: make(chan struct{}, 1)}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.dead != nil {
@@ -55,7 +57,13 @@ func (e *entry) watch() (*Watch, error) {
 	now := e.b.clock.Now()
 	e.lastUsed = now
 	e.subs[w] = struct{}{}
-	w.offer(e.snapshotLocked(now))
+	// The state the other watchers hold, if it is still current, so that
+	// they share its Shared value (a thousand new streams, one encoding).
+	u := e.snapshotLocked(now)
+	if sameState(u, e.pub) {
+		u = e.pub
+	}
+	w.offer(u)
 	if !e.usableLocked(now, 0) && e.inflight == nil && !now.Before(e.retryAt) {
 		e.startLocked()
 	}
@@ -65,34 +73,51 @@ func (e *entry) watch() (*Watch, error) {
 // Watch is a subscription to a key's updates. Updates are latest-wins: a
 // slow reader skips intermediate states and never holds up the broker. A
 // watched scope set is never evicted. The caller must Close the watch.
+//
+// A watch is one small struct and one signal channel (a server holds one
+// per WatchToken stream, 100,000 of them): wait on Ready, then call Next.
 type Watch struct {
-	e    *entry
-	ch   chan Update
-	done chan struct{}
-	once sync.Once
-	err  error // set before done is closed
+	e     *entry
+	ready chan struct{} // one slot: Next has something new
+
+	mu     sync.Mutex // not e.mu: a woken reader must not wait for a fan-out
+	next   Update     // the latest update, unread while has
+	has    bool
+	ended  bool
+	reason error // why the broker ended the watch; nil after Close
 }
 
-// Updates delivers the key's states, the current one first.
-func (w *Watch) Updates() <-chan Update { return w.ch }
+// Ready receives when Next has something new: an update, or the end of
+// the watch. The current state is waiting from the start.
+func (w *Watch) Ready() <-chan struct{} { return w.ready }
 
-// Done is closed when the broker ends the watch; Err then says why
-// (ErrTenantRemoved, ErrTenantChanged or ErrClosed).
-func (w *Watch) Done() <-chan struct{} { return w.done }
-
-// Err returns why the watch ended, nil while it runs or after Close.
-func (w *Watch) Err() error {
-	select {
-	case <-w.done:
-		return w.err
-	default:
-		return nil
+// Next returns the latest update not returned yet; ok is false when none
+// is waiting. ended reports that the watch has ended and nothing is left
+// to read: Err says why.
+func (w *Watch) Next() (u Update, ok, ended bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.has {
+		u, w.next, w.has = w.next, Update{}, false
+		if w.ended {
+			w.signal() // the end's signal was taken by this update's
+		}
+		return u, true, false
 	}
+	return Update{}, false, w.ended
 }
 
-// Close unsubscribes; Updates then receives nothing new and Done is
-// closed. It is idempotent and safe for concurrent use, and returns nil: a
-// watch holds no resource whose release can fail.
+// Err returns why the watch ended (ErrTenantRemoved, ErrTenantChanged or
+// ErrClosed), nil while it runs or after Close.
+func (w *Watch) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reason
+}
+
+// Close unsubscribes; Next then returns nothing new and reports the end.
+// It is idempotent and safe for concurrent use, and returns nil: a watch
+// holds no resource whose release can fail.
 func (w *Watch) Close() error {
 	w.e.mu.Lock()
 	delete(w.e.subs, w)
@@ -103,18 +128,42 @@ func (w *Watch) Close() error {
 }
 
 // offer replaces any unread update with u; called with e.mu held, which
-// makes the drain-then-send atomic with respect to other senders.
+// orders the offers of one key.
 func (w *Watch) offer(u Update) {
-	select {
-	case <-w.ch:
-	default:
+	w.mu.Lock()
+	if !w.ended {
+		w.next, w.has = u, true
 	}
-	w.ch <- u
+	w.mu.Unlock()
+	w.signal()
 }
 
 func (w *Watch) end(reason error) {
-	w.once.Do(func() {
-		w.err = reason
-		close(w.done)
-	})
+	w.mu.Lock()
+	if !w.ended {
+		w.ended, w.reason = true, reason
+	}
+	w.mu.Unlock()
+	w.signal()
+}
+
+// signal wakes the reader; a signal already waiting covers this one too.
+func (w *Watch) signal() {
+	select {
+	case w.ready <- struct{}{}:
+	default:
+	}
+}
+
+// sameState reports whether a and b describe the same state of a key.
+func sameState(a, b Update) bool {
+	return a.Token == b.Token && a.Status.State == b.Status.State &&
+		a.Status.NextRefresh.Equal(b.Status.NextRefresh) && errText(a.Status.LastError) == errText(b.Status.LastError)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

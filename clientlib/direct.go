@@ -92,8 +92,22 @@ type directStream struct {
 }
 
 func (s *directStream) recv() (update, error) {
-	select {
-	case u := <-s.w.Updates():
+	for {
+		select {
+		case <-s.w.Ready():
+		case <-s.ctx.Done():
+			return update{}, s.ctx.Err()
+		}
+		u, ok, ended := s.w.Next()
+		if ended {
+			if err := s.w.Err(); err != nil {
+				return update{}, err
+			}
+			return update{}, broker.ErrClosed
+		}
+		if !ok {
+			continue
+		}
 		out := update{state: u.Status.State.String(), failing: u.Status.State == broker.StateFailing}
 		if u.Status.LastError != nil {
 			out.lastErr = u.Status.LastError.Error()
@@ -103,13 +117,6 @@ func (s *directStream) recv() (update, error) {
 			out.tok = &t
 		}
 		return out, nil
-	case <-s.w.Done():
-		if err := s.w.Err(); err != nil {
-			return update{}, err
-		}
-		return update{}, broker.ErrClosed
-	case <-s.ctx.Done():
-		return update{}, s.ctx.Err()
 	}
 }
 

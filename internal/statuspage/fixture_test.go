@@ -86,14 +86,16 @@ func awaitState(ctx context.Context, t *testing.T, b *broker.Broker, tenant stri
 	defer w.Close()
 	for {
 		select {
-		case u := <-w.Updates():
-			if u.Status.State == want {
-				return
-			}
-		case <-w.Done():
-			t.Fatalf("watch of %s ended: %v", tenant, w.Err())
+		case <-w.Ready():
 		case <-ctx.Done():
 			t.Fatalf("tenant %s never became %v", tenant, want)
+		}
+		u, ok, ended := w.Next()
+		if ended {
+			t.Fatalf("watch of %s ended: %v", tenant, w.Err())
+		}
+		if ok && u.Status.State == want {
+			return
 		}
 	}
 }

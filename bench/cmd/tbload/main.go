@@ -27,15 +27,17 @@ import (
 )
 
 type options struct {
-	bin        string
-	only       map[string]bool
-	rounds     int
-	dur        time.Duration
-	conc       int
-	streams    int
-	tenants    int
-	idpLatency time.Duration
-	coalesceN  int
+	bin     string
+	only    map[string]bool
+	rounds  int
+	dur     time.Duration
+	conc    int
+	streams int
+	// streamsPerConn is the watch scenario's streams per connection.
+	streamsPerConn int
+	tenants        int
+	idpLatency     time.Duration
+	coalesceN      int
 	// profile, if set, is a directory for the broker's pprof profiles.
 	profile string
 	// ghz, if set, is a ghz binary: the hit scenario also measures with it.
@@ -50,7 +52,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "hit: rounds, each running floor and GetToken once, order alternating")
 	flag.DurationVar(&o.dur, "d", 5*time.Second, "hit: duration of one run")
 	flag.IntVar(&o.conc, "c", 50, "hit: concurrent callers (over one connection, as ghz does)")
-	flag.IntVar(&o.streams, "streams", 10000, "watch: WatchToken streams, 100 per connection")
+	flag.IntVar(&o.streams, "streams", 10000, "watch: WatchToken streams")
+	flag.IntVar(&o.streamsPerConn, "streams-per-conn", 100, "watch: streams per connection (each connection from a source address of its own in 127.0.0.0/8)")
 	flag.IntVar(&o.tenants, "tenants", 1000, "tenants: tenants")
 	flag.DurationVar(&o.idpLatency, "idp-latency", 50*time.Millisecond, "tenants: identity provider latency")
 	flag.IntVar(&o.coalesceN, "n", 10000, "coalesce: concurrent calls")
@@ -59,6 +62,10 @@ func main() {
 	flag.Parse()
 	if *smoke {
 		o.rounds, o.dur, o.conc, o.streams, o.tenants, o.coalesceN = 2, time.Second, 10, 300, 50, 500
+	}
+	if o.streamsPerConn < 1 {
+		fmt.Fprintln(os.Stderr, "tbload: -streams-per-conn must be at least 1")
+		os.Exit(2)
 	}
 	o.only = map[string]bool{}
 	for s := range strings.SplitSeq(*only, ",") {
@@ -84,6 +91,13 @@ func runAll(ctx context.Context, o options) error {
 		}
 	}
 	fmt.Printf("tbload: GOMAXPROCS=%d go=%s\n", numCPU(), goVersion())
+	if o.only["watch"] {
+		// Each watch connection is a descriptor here and one in the
+		// broker, which inherits this process's limit.
+		if err := raiseNoFile(uint64(2*((o.streams+o.streamsPerConn-1)/o.streamsPerConn) + 4096)); err != nil {
+			return err
+		}
+	}
 	steps := []struct {
 		name string
 		f    func(context.Context, options) error
