@@ -299,7 +299,9 @@ func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenR
 // halves a stack only while its use plus 800 bytes is under a quarter of
 // it (16 KiB at 6.2 KiB deep; under 3.2 KiB deep it would be 8 KiB). The
 // work per update is in sendNext and the endings in watchEnd, out of
-// line, so that this frame stays small.
+// line, so that this frame stays small; and sendNext runs on a goroutine
+// of its own (sendApart), so that the deeper send path never grows this
+// stack past 8 KiB in the first place.
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
 	w, err := s.broker.WatchContext(withOwner(stream.Context()), req.GetTenant(), req.GetScopes())
 	if err != nil {
@@ -312,7 +314,7 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 		// broker's updates and its end share one channel.
 		select {
 		case <-w.Ready():
-			if end, err := s.sendNext(w, stream); end {
+			if end, err := s.sendApart(w, stream); end {
 				return err
 			}
 		case <-s.drain:
@@ -339,6 +341,28 @@ func (s *Server) sendNext(w *broker.Watch, stream grpc.ServerStreamingServer[tbv
 		return true, err
 	}
 	return false, nil
+}
+
+// sendApart runs sendNext on a goroutine of its own and waits for it.
+// The send path (the guard's audit, the codec, the transport) is deep;
+// run on the stream's goroutine it would grow that stack, which the
+// stream then keeps for its whole life, to 16 KiB. A goroutine per
+// update costs about a microsecond; a stream's one send at a time is
+// kept (grpc-go allows SendMsg from any goroutine, not concurrently).
+//
+//go:noinline
+func (s *Server) sendApart(w *broker.Watch, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) (end bool, err error) {
+	type result struct {
+		end bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		end, err := s.sendNext(w, stream)
+		done <- result{end, err}
+	}()
+	r := <-done
+	return r.end, r.err
 }
 
 // watchEnd is the status of a stream ended by a drain or by its context.
