@@ -94,7 +94,8 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 		return nil, err
 	}
 	t, known := targetOf(req)
-	logCall(ctx, c, t.tenant)
+	ci := CallInfoFrom(ctx)
+	ci.note(c, t.tenant)
 	if err := g.limitCall(ctx, c); err != nil {
 		return nil, err
 	}
@@ -113,7 +114,11 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 			return nil, err
 		}
 	}
-	ctx = context.WithValue(ctx, callerKey{}, c)
+	if ci != nil {
+		ci.authorized = c // CallerFromContext finds it there
+	} else {
+		ctx = context.WithValue(ctx, callerKey{}, c)
+	}
 	resp, err := handler(ctx, req)
 	if aerr := g.auditResult(ctx, c, info.FullMethod, req, resp, err); aerr != nil && err == nil {
 		return nil, errAuditUnavailable // no token without its audit line

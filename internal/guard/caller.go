@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -99,22 +98,6 @@ func (g *Guard) authenticate(ctx context.Context) (*Caller, error) {
 		c.identity = c.Identity.String()
 	}
 	return c, nil
-}
-
-// logCall adds the caller, and the tenant if not empty, to the request
-// log line of the call of ctx (go-grpc-middleware logging, which runs
-// before the guard; a no-op without it), in one step: each addition
-// copies the call's fields. Call it only from the call's own goroutine:
-// the log line reads the fields when the handler returns.
-func logCall(ctx context.Context, c *Caller, tenant string) {
-	// AddFields appends the call's fields (about a dozen: method, peer…)
-	// to these: room for them saves a growth of the slice per field.
-	f := make(logging.Fields, 0, 32)
-	f = append(f, "caller", c.Name)
-	if tenant != "" {
-		f = append(f, "tenant", clip(tenant))
-	}
-	logging.AddFields(ctx, f)
 }
 
 // TenantAccess returns which tenants the peer of ctx may see, by the

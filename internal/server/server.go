@@ -125,12 +125,12 @@ func New(cfg Config) *Server {
 	// The abort interceptors come last, so that the logs, metrics and
 	// audit of the outer ones see the UNAVAILABLE of an aborted call.
 	unary := append([]grpc.UnaryServerInterceptor{
-		recovery.UnaryServerInterceptor(recoverOpt),
+		withCallInfo(recovery.UnaryServerInterceptor(recoverOpt)),
 		logging.UnaryServerInterceptor(logger, logOpts...),
 	}, cfg.UnaryInterceptors...)
 	unary = append(unary, s.abortableUnary)
 	stream := append([]grpc.StreamServerInterceptor{
-		recovery.StreamServerInterceptor(recoverOpt),
+		withCallInfoStream(recovery.StreamServerInterceptor(recoverOpt)),
 		logging.StreamServerInterceptor(logger, logOpts...),
 		perIP.interceptor,
 	}, cfg.StreamInterceptors...)
