@@ -88,11 +88,12 @@ type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
 
-	broker   Broker
-	log      *slog.Logger
-	limits   ConnLimits
-	drain    chan struct{}
-	drainOne sync.Once
+	broker    Broker
+	responses *responseCache // GetToken responses, shared by calls
+	log       *slog.Logger
+	limits    ConnLimits
+	drain     chan struct{}
+	drainOne  sync.Once
 	// abort is cancelled when Shutdown's timeout ends: every call's
 	// context is cancelled with it, and the call ends UNAVAILABLE.
 	abort     context.Context
@@ -110,7 +111,7 @@ func New(cfg Config) *Server {
 		cfg.Health = health.NewServer()
 	}
 	limits := cfg.Limits.withDefaults()
-	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits}
+	s := &Server{broker: cfg.Broker, responses: newResponseCache(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	slow := cfg.SlowCall
@@ -270,7 +271,7 @@ func (s *Server) GetToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1
 	if err != nil {
 		return nil, callStatus(ctx, err)
 	}
-	return &tbv1.GetTokenResponse{Token: toProto(tok)}, nil
+	return s.responses.get(tok), nil
 }
 
 // InvalidateToken implements TokenBrokerService.
