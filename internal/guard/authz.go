@@ -94,7 +94,8 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 		return nil, err
 	}
 	t, known := targetOf(req)
-	logCall(ctx, c, t.tenant)
+	ci := CallInfoFrom(ctx)
+	ci.note(c, t.tenant)
 	if err := g.limitCall(ctx, c); err != nil {
 		return nil, err
 	}
@@ -113,7 +114,11 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 			return nil, err
 		}
 	}
-	ctx = context.WithValue(ctx, callerKey{}, c)
+	if ci != nil {
+		ci.authorized = c // CallerFromContext finds it there
+	} else {
+		ctx = context.WithValue(ctx, callerKey{}, c)
+	}
 	resp, err := handler(ctx, req)
 	if aerr := g.auditResult(ctx, c, info.FullMethod, req, resp, err); aerr != nil && err == nil {
 		return nil, errAuditUnavailable // no token without its audit line
@@ -145,15 +150,15 @@ func (g *Guard) auditResult(ctx context.Context, c *Caller, method string, req, 
 		st := status.Convert(err)
 		r.Result, r.Code, r.Reason = audit.ResultError, st.Code().String(), st.Message()
 	}
-	fillToken(&r, tok)
+	g.fillToken(&r, tok)
 	return g.auditLog(ctx, r)
 }
 
-func fillToken(r *audit.Record, tok *tbv1.Token) {
+func (g *Guard) fillToken(r *audit.Record, tok *tbv1.Token) {
 	if tok == nil {
 		return
 	}
-	r.TokenFingerprint = audit.Fingerprint(tok.GetAccessToken())
+	r.TokenFingerprint = g.fingerprints.of(tok)
 	r.Version = tok.GetVersion()
 	if s := tok.GetScopes(); len(s) > 0 {
 		r.Scopes = s
@@ -282,7 +287,7 @@ func (s *guardedStream) SendMsg(m any) error {
 	if r, ok := m.(*tbv1.WatchTokenResponse); ok && r.GetToken() != nil && r.GetToken().GetVersion() != s.lastVersion {
 		rec := audit.Record{Event: audit.EventIssue, Method: s.method, Caller: s.c.Name, Identity: s.c.identity, Peer: s.c.Peer,
 			Tenant: s.t.tenant, Scopes: s.t.scopes, Result: audit.ResultOK}
-		fillToken(&rec, r.GetToken())
+		s.g.fillToken(&rec, r.GetToken())
 		if err := s.g.auditLog(s.ctx, rec); err != nil {
 			return errAuditUnavailable
 		}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -101,22 +100,6 @@ func (g *Guard) authenticate(ctx context.Context) (*Caller, error) {
 	return c, nil
 }
 
-// logCall adds the caller, and the tenant if not empty, to the request
-// log line of the call of ctx (go-grpc-middleware logging, which runs
-// before the guard; a no-op without it), in one step: each addition
-// copies the call's fields. Call it only from the call's own goroutine:
-// the log line reads the fields when the handler returns.
-func logCall(ctx context.Context, c *Caller, tenant string) {
-	// AddFields appends the call's fields (about a dozen: method, peer…)
-	// to these: room for them saves a growth of the slice per field.
-	f := make(logging.Fields, 0, 32)
-	f = append(f, "caller", c.Name)
-	if tenant != "" {
-		f = append(f, "tenant", clip(tenant))
-	}
-	logging.AddFields(ctx, f)
-}
-
 // TenantAccess returns which tenants the peer of ctx may see, by the
 // rules of the token calls, for services the interceptors do not cover
 // (per-tenant health): nothing without valid credentials, every tenant
@@ -146,19 +129,68 @@ func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
 // counted like any denial, under the same per-peer denial rate limit;
 // the interceptors still authenticate every call that gets through.
 func (g *Guard) VerifyAPIKey(ctx context.Context, fullMethod string) error {
+	_, err := g.verifyKey(ctx, fullMethod)
+	return err
+}
+
+// VerifyStream is VerifyAPIKey for the server's tap (grpc.InTapHandle),
+// which has the stream's context tapCtx and its header: it returns
+// tapCtx, marked with the verified key's digest when a key verified, for
+// the tap to return as the stream's context. The interceptors then take
+// the digest from the context instead of reading and hashing the key
+// again (they still resolve it against the policy current at the call,
+// and still require TLS for it).
+func (g *Guard) VerifyStream(tapCtx context.Context, header metadata.MD, fullMethod string) (context.Context, error) {
+	d, err := g.verifyKey(metadata.NewIncomingContext(tapCtx, header), fullMethod)
+	if err != nil || d == nil {
+		return tapCtx, err
+	}
+	return &verifiedKeyContext{Context: tapCtx, digest: *d}, nil
+}
+
+// VerifiedKeyDigest returns the digest of the API key VerifyStream
+// verified for the stream of ctx.
+func VerifiedKeyDigest(ctx context.Context) (authn.KeyDigest, bool) {
+	v, ok := ctx.Value(verifiedKeyKey{}).(*verifiedKeyContext)
+	if !ok {
+		return authn.KeyDigest{}, false
+	}
+	return v.digest, true
+}
+
+type verifiedKeyKey struct{}
+
+// verifiedKeyContext carries a verified key's digest: one allocation.
+// Only VerifyStream makes one, so a client cannot forge it.
+type verifiedKeyContext struct {
+	context.Context
+	digest authn.KeyDigest
+}
+
+func (c *verifiedKeyContext) Value(key any) any {
+	if key == (verifiedKeyKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// verifyKey is VerifyAPIKey, returning the digest of a key that verified
+// (nil when there was nothing to verify).
+func (g *Guard) verifyKey(ctx context.Context, fullMethod string) (*authn.KeyDigest, error) {
 	pol := g.holder.Load()
 	if pol.Empty() {
-		return nil
+		return nil, nil
 	}
 	key, present, err := authn.BearerKey(ctx)
 	switch {
 	case err != nil:
 		err = status.Error(codes.Unauthenticated, err.Error())
 	case !present:
-		return nil
+		return nil, nil
 	default:
-		if _, ok := pol.LookupKey(key); ok {
-			return nil
+		d := authn.HashKey(key)
+		if _, ok := pol.LookupKeyDigest(d); ok {
+			return &d, nil
 		}
 		err = status.Error(codes.Unauthenticated, "API key not recognised")
 	}
@@ -168,7 +200,7 @@ func (g *Guard) VerifyAPIKey(ctx context.Context, fullMethod string) error {
 			"too many refused calls from %s (more than %g/s); fix the client's credentials and retry later", ip, float64(g.denials.limit))
 	}
 	g.deny(grpc.NewContextWithServerTransportStream(ctx, methodOnly(fullMethod)), c, "", nil, err)
-	return err
+	return nil, err
 }
 
 // methodOnly is the grpc.ServerTransportStream of a stream not yet
@@ -198,14 +230,22 @@ func (g *Guard) identify(ctx context.Context, pol *policy.Policy, c *Caller) err
 		c.Name, c.open = OpenCallerName, true
 		return nil
 	}
-	key, present, err := authn.BearerKey(ctx)
+	var key string
+	digest, verified := VerifiedKeyDigest(ctx) // the tap's, for this stream
+	present := verified
+	if !verified {
+		var err error
+		if key, present, err = authn.BearerKey(ctx); err != nil {
+			return status.Error(codes.Unauthenticated, err.Error())
+		}
+	}
 	switch {
-	case err != nil:
-		return status.Error(codes.Unauthenticated, err.Error())
 	case present && !authn.PeerIsTLS(ctx) && !c.Loopback:
 		return status.Error(codes.Unauthenticated, "API keys are accepted only over TLS; connect with TLS")
 	case present:
-		digest := authn.HashKey(key) // once: the lookup and later re-resolves use it
+		if !verified {
+			digest = authn.HashKey(key) // once: the lookup and later re-resolves use it
+		}
 		pc, ok := pol.LookupKeyDigest(digest)
 		if !ok {
 			return status.Error(codes.Unauthenticated, "API key not recognised")

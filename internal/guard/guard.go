@@ -2,6 +2,7 @@ package guard
 
 import (
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"strings"
@@ -98,6 +99,7 @@ type Guard struct {
 	open          openStreams // authorized streams, re-checked at policy changes
 	auditState    auditState
 	onDenial      func(codes.Code)
+	fingerprints  fingerprints // of issued tokens, for audit lines
 }
 
 // New returns a Guard. It logs a warning when the policy has no callers.
@@ -146,6 +148,7 @@ func New(cfg Config) (*Guard, error) {
 		streams:       &streamCounter{n: map[string]int{}},
 		auditState:    auditState{hook: cfg.OnAuditFailure},
 		onDenial:      cfg.OnDenial,
+		fingerprints:  fingerprints{seed: maphash.MakeSeed()},
 	}
 	if cfg.Policy.Load().Empty() {
 		log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused; add callers to the config before serving anything but this host")

@@ -172,11 +172,14 @@ func start(t *testing.T, o options) *env {
 		t.Fatal(err)
 	}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		log.Log(ctx, slog.Level(lvl), msg, fields...)
+		log.Log(ctx, slog.Level(lvl), msg, CallInfoFrom(ctx).LogFields(fields)...)
 	})
+	callInfo := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return h(WithCallInfo(ctx), req)
+	}
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{logging.UnaryServerInterceptor(logger, logOpts...)}, e.guard.UnaryInterceptors()...)...),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{callInfo, logging.UnaryServerInterceptor(logger, logOpts...)}, e.guard.UnaryInterceptors()...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}, e.guard.StreamInterceptors()...)...),
 	}
 	if !o.plaintext {

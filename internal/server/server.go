@@ -88,11 +88,12 @@ type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
 
-	broker   Broker
-	log      *slog.Logger
-	limits   ConnLimits
-	drain    chan struct{}
-	drainOne sync.Once
+	broker    Broker
+	responses *responseCache // GetToken responses, shared by calls
+	log       *slog.Logger
+	limits    ConnLimits
+	drain     chan struct{}
+	drainOne  sync.Once
 	// abort is cancelled when Shutdown's timeout ends: every call's
 	// context is cancelled with it, and the call ends UNAVAILABLE.
 	abort     context.Context
@@ -112,7 +113,7 @@ func New(cfg Config) *Server {
 		cfg.Health = health.NewServer()
 	}
 	limits := cfg.Limits.withDefaults()
-	s := &Server{broker: cfg.Broker, log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: newWatchCodec()}
+	s := &Server{broker: cfg.Broker, responses: newResponseCache(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: newWatchCodec()}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	slow := cfg.SlowCall
@@ -127,12 +128,12 @@ func New(cfg Config) *Server {
 	// The abort interceptors come last, so that the logs, metrics and
 	// audit of the outer ones see the UNAVAILABLE of an aborted call.
 	unary := append([]grpc.UnaryServerInterceptor{
-		recovery.UnaryServerInterceptor(recoverOpt),
+		withCallInfo(recovery.UnaryServerInterceptor(recoverOpt)),
 		logging.UnaryServerInterceptor(logger, logOpts...),
 	}, cfg.UnaryInterceptors...)
 	unary = append(unary, s.abortableUnary)
 	stream := append([]grpc.StreamServerInterceptor{
-		recovery.StreamServerInterceptor(recoverOpt),
+		withCallInfoStream(recovery.StreamServerInterceptor(recoverOpt)),
 		logging.StreamServerInterceptor(logger, logOpts...),
 		perIP.interceptor,
 	}, cfg.StreamInterceptors...)
@@ -280,7 +281,7 @@ func (s *Server) GetToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1
 	if err != nil {
 		return nil, callStatus(ctx, err)
 	}
-	return &tbv1.GetTokenResponse{Token: toProto(tok)}, nil
+	return s.responses.get(tok), nil
 }
 
 // InvalidateToken implements TokenBrokerService.

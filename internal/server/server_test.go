@@ -291,3 +291,57 @@ func shutdown(t testing.TB, srv *server.Server) {
 		t.Errorf("Shutdown: %v", err)
 	}
 }
+
+// TestGetTokenConcurrentHits: concurrent cache hits on two keys each get
+// their key's token (the server shares one response message per token
+// among calls: -race checks that marshalling it concurrently is safe),
+// and once the broker replaces a token, hits get the new one.
+func TestGetTokenConcurrentHits(t *testing.T) {
+	f := brokertest.Start(t)
+	reqs := []*tbv1.GetTokenRequest{{Tenant: "acme"}, {Tenant: "acme", Scopes: []string{"read"}}}
+	first := make([]*tbv1.Token, len(reqs))
+	for i, req := range reqs {
+		tok, err := f.GetToken(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[i] = tok
+	}
+	if first[0].GetAccessToken() == first[1].GetAccessToken() {
+		t.Fatal("two scope sets got one token; the test needs two")
+	}
+	hits := func(want []string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for range 20 {
+			for i, req := range reqs {
+				wg.Go(func() {
+					for range 20 {
+						tok, err := f.GetToken(t.Context(), req)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if tok.GetAccessToken() != want[i] || tok.GetTenant() != "acme" {
+							t.Errorf("request %d got another token (tenant %q)", i, tok.GetTenant())
+							return
+						}
+					}
+				})
+			}
+		}
+		wg.Wait()
+	}
+	hits([]string{first[0].GetAccessToken(), first[1].GetAccessToken()})
+
+	resp, err := f.API.InvalidateToken(t.Context(), &tbv1.InvalidateTokenRequest{Tenant: "acme", TokenSha256: broker.Fingerprint(first[0].GetAccessToken())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := resp.GetToken().GetAccessToken()
+	f.Token(renewed)
+	if renewed == first[0].GetAccessToken() || resp.GetToken().GetVersion() <= first[0].GetVersion() {
+		t.Fatalf("InvalidateToken returned the rejected token (version %d)", resp.GetToken().GetVersion())
+	}
+	hits([]string{renewed, first[1].GetAccessToken()})
+}

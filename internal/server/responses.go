@@ -1,0 +1,46 @@
+package server
+
+import (
+	"hash/maphash"
+	"sync/atomic"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+)
+
+// responseCache holds the GetToken response of recently served tokens,
+// so that a cache hit builds no message: a *broker.Token never changes,
+// and the broker returns the same one until it gets a new token. The
+// cached messages are shared by concurrent calls and must never be
+// modified; marshalling one message concurrently is safe (protobuf-go
+// keeps its size cache with atomic operations; TestGetTokenConcurrentHits
+// runs it under -race).
+//
+// It is direct-mapped: a slot per hash of the token pointer, replaced on
+// a collision, so it holds at most responseSlots messages and a lookup
+// costs a hash and an atomic load. Keys hotter than that rebuild a
+// message now and then, as every call did before.
+type responseCache struct {
+	seed  maphash.Seed
+	slots [responseSlots]atomic.Pointer[cachedResponse]
+}
+
+const responseSlots = 256
+
+type cachedResponse struct {
+	tok  *broker.Token
+	resp *tbv1.GetTokenResponse
+}
+
+func newResponseCache() *responseCache { return &responseCache{seed: maphash.MakeSeed()} }
+
+// get returns the GetToken response for tok.
+func (c *responseCache) get(tok *broker.Token) *tbv1.GetTokenResponse {
+	slot := &c.slots[maphash.Comparable(c.seed, tok)%responseSlots]
+	if e := slot.Load(); e != nil && e.tok == tok {
+		return e.resp
+	}
+	e := &cachedResponse{tok: tok, resp: &tbv1.GetTokenResponse{Token: toProto(tok)}}
+	slot.Store(e)
+	return e.resp
+}
