@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -78,8 +77,10 @@ func BearerKey(ctx context.Context) (key string, present bool, err error) {
 	if len(vals) > 1 {
 		return "", true, ErrBadAuthorization
 	}
-	key, err = auth.AuthFromMD(ctx, "bearer")
-	if err != nil || strings.TrimSpace(key) == "" || strings.ContainsAny(key, " \t") {
+	// Parsed here rather than by auth.AuthFromMD, which would copy the
+	// incoming metadata once more on every call.
+	scheme, key, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(key) == "" || strings.ContainsAny(key, " \t") {
 		return "", true, ErrBadAuthorization
 	}
 	return key, true, nil

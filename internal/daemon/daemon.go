@@ -239,7 +239,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
 		Limits:             connLimits(cfg.Limits),
 		TenantAccess:       d.guard.TenantAccess,
-		VerifyCredentials:  d.guard.VerifyAPIKey,
+		VerifyCredentials:  d.guard.VerifyStream,
 	})
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})

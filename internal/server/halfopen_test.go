@@ -54,11 +54,11 @@ func startPolicyServer(t *testing.T) string {
 			ok := keyOK(ctx)
 			return func(string) bool { return ok }
 		},
-		VerifyCredentials: func(ctx context.Context, _ string) error {
-			if !keyOK(ctx) {
-				return status.Error(codes.Unauthenticated, "bad key")
+		VerifyCredentials: func(ctx context.Context, h metadata.MD, _ string) (context.Context, error) {
+			if !keyOK(metadata.NewIncomingContext(ctx, h)) {
+				return ctx, status.Error(codes.Unauthenticated, "bad key")
 			}
-			return nil
+			return ctx, nil
 		},
 	})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -61,13 +62,16 @@ type Config struct {
 	// SlowCall is the duration from which a successful unary call is
 	// logged at info; zero means DefaultSlowCall. See New.
 	SlowCall time.Duration
-	// VerifyCredentials, if set, checks the API key in the incoming
-	// metadata of ctx (nil error: it verifies). Token RPCs whose key does
-	// not verify are then refused before any message is read; without it
-	// any presented key counts as credentials for the stream caps.
-	// It gets the full method name, for its audit of a refusal, and its
-	// error (a status error) is what the client receives.
-	VerifyCredentials func(ctx context.Context, fullMethod string) error
+	// VerifyCredentials, if set, checks the API key in a new stream's
+	// header (nil error: it verifies). Token RPCs whose key does not
+	// verify are then refused before any message is read; without it any
+	// presented key counts as credentials for the stream caps. It gets
+	// the stream's context as the tap has it and returns the context the
+	// stream gets (guard.Guard.VerifyStream marks it with the verified
+	// key, so the interceptors do not hash the key again), and the full
+	// method name, for its audit of a refusal; its error (a status error)
+	// is what the client receives.
+	VerifyCredentials func(ctx context.Context, header metadata.MD, fullMethod string) (context.Context, error)
 }
 
 // DefaultSlowCall is Config.SlowCall's default: a cache hit takes

@@ -37,7 +37,7 @@ type streamLimiter struct {
 	access func(ctx context.Context) func(tenant string) bool
 	// verify is Config.VerifyCredentials; nil counts any presented
 	// credential as authenticated.
-	verify func(ctx context.Context, fullMethod string) error
+	verify func(ctx context.Context, header metadata.MD, fullMethod string) (context.Context, error)
 	// denied is called for each stream refused for a bad API key.
 	denied func()
 	// keyMax caps the open streams of one verified API key over all peer
@@ -50,7 +50,7 @@ type streamLimiter struct {
 }
 
 func (l *streamLimiter) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	authed, key, err := l.authenticated(ctx, info)
+	ctx, authed, key, err := l.authenticated(ctx, info)
 	if err != nil {
 		if l.denied != nil {
 			l.denied()
@@ -111,23 +111,27 @@ func (l *streamLimiter) tap(ctx context.Context, info *tap.Info) (context.Contex
 // the policy serves without them (open mode). A token RPC whose API key
 // does not verify is an error. For an API key that verified, key is its
 // SHA-256, which stands for the caller in the per-key count.
-func (l *streamLimiter) authenticated(ctx context.Context, info *tap.Info) (authed bool, key *[sha256.Size]byte, err error) {
+//
+// It returns the context for the stream: the verifier's, which may carry
+// the verified key.
+func (l *streamLimiter) authenticated(ctx context.Context, info *tap.Info) (_ context.Context, authed bool, key *[sha256.Size]byte, err error) {
 	if verifiedClientCert(ctx) {
-		return true, nil, nil
+		return ctx, true, nil, nil
 	}
 	if auth := info.Header.Get("authorization"); len(auth) > 0 {
 		if l.verify == nil || unauthenticatedService(info.FullMethodName) {
-			return true, nil, nil
+			return ctx, true, nil, nil
 		}
-		if err := l.verify(metadata.NewIncomingContext(ctx, info.Header), info.FullMethodName); err != nil {
-			return false, nil, err
+		vctx, err := l.verify(ctx, info.Header, info.FullMethodName)
+		if err != nil {
+			return ctx, false, nil, err
 		}
 		d := sha256.Sum256([]byte(strings.Join(auth, "\x00")))
-		return true, &d, nil
+		return vctx, true, &d, nil
 	}
 	// Open mode serves credential-less (loopback) peers: an impossible
 	// tenant name is allowed only by the allow-all of open mode.
-	return l.access == nil || l.access(ctx)("\x00"), nil, nil
+	return ctx, l.access == nil || l.access(ctx)("\x00"), nil, nil
 }
 
 // verifiedClientCert reports whether the peer's TLS handshake verified a

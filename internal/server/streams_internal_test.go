@@ -22,7 +22,7 @@ import (
 // multiply the per-IP cap; other keys and each IP's own cap still apply.
 func TestStreamsPerAPIKeyOverAllIPs(t *testing.T) {
 	l := &streamLimiter{authMax: 4, anonMax: 1, keyMax: 10, n: map[string]int{}, byKey: map[[32]byte]int{},
-		verify: func(context.Context, string) error { return nil }}
+		verify: func(ctx context.Context, _ metadata.MD, _ string) (context.Context, error) { return ctx, nil }}
 	open := func(ip, key string) (context.CancelFunc, error) {
 		ctx, cancel := context.WithCancel(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 1}}))
 		_, err := l.tap(ctx, &tap.Info{FullMethodName: "/tokenbroker.v1.TokenBrokerService/GetToken",
