@@ -4,6 +4,8 @@ import (
 	"hash/maphash"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/tokenbroker/tokenbroker/broker"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
@@ -21,6 +23,9 @@ import (
 // costs a hash and an atomic load. Keys hotter than that rebuild a
 // message now and then, as every call did before.
 type responseCache struct {
+	// codec, if set, keeps each cached message's encoding, so that a hit
+	// is not marshalled again either.
+	codec *watchCodec
 	seed  maphash.Seed
 	slots [responseSlots]atomic.Pointer[cachedResponse]
 }
@@ -32,7 +37,9 @@ type cachedResponse struct {
 	resp *tbv1.GetTokenResponse
 }
 
-func newResponseCache() *responseCache { return &responseCache{seed: maphash.MakeSeed()} }
+func newResponseCache(codec *watchCodec) *responseCache {
+	return &responseCache{codec: codec, seed: maphash.MakeSeed()}
+}
 
 // get returns the GetToken response for tok.
 func (c *responseCache) get(tok *broker.Token) *tbv1.GetTokenResponse {
@@ -41,6 +48,16 @@ func (c *responseCache) get(tok *broker.Token) *tbv1.GetTokenResponse {
 		return e.resp
 	}
 	e := &cachedResponse{tok: tok, resp: &tbv1.GetTokenResponse{Token: toProto(tok)}}
-	slot.Store(e)
+	if c.codec != nil {
+		if b, err := proto.Marshal(e.resp); err == nil { // else the ordinary Marshal reports it
+			c.codec.wire.Store(e.resp, b)
+		}
+	}
+	// Every entry stored is either in its slot or swapped out here, so
+	// the codec forgets each replaced message: no encoding outlives its
+	// slot. A call still sending a replaced message marshals it anew.
+	if old := slot.Swap(e); old != nil && c.codec != nil {
+		c.codec.wire.Delete(old.resp)
+	}
 	return e.resp
 }

@@ -117,7 +117,8 @@ func New(cfg Config) *Server {
 		cfg.Health = health.NewServer()
 	}
 	limits := cfg.Limits.withDefaults()
-	s := &Server{broker: cfg.Broker, responses: newResponseCache(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: newWatchCodec()}
+	codec := newWatchCodec()
+	s := &Server{broker: cfg.Broker, responses: newResponseCache(codec), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: codec}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	slow := cfg.SlowCall

@@ -13,16 +13,18 @@ import (
 )
 
 // watchCodec is the server's codec: grpc-go's proto codec, except that a
-// WatchTokenResponse that WatchToken shares between streams is sent as
-// the encoding made once when it was shared. A refresh pushed to 100,000
+// WatchTokenResponse that WatchToken shares between streams, and a
+// GetTokenResponse the response cache holds, are sent as the encoding
+// made once when they were shared. A refresh pushed to 100,000
 // streams is marshalled once instead of 100,000 times, like a
 // grpc.PreparedMsg; unlike one, the streams still send the message itself,
 // so that every interceptor (the guard's audit of each token handed out)
 // sees it.
 type watchCodec struct {
 	encoding.CodecV2
-	// wire maps a shared *tbv1.WatchTokenResponse to its encoding
-	// ([]byte), until the message is no longer shared (see share).
+	// wire maps a shared *tbv1.WatchTokenResponse or cached
+	// *tbv1.GetTokenResponse to its encoding ([]byte), until the message
+	// is no longer shared (see share and responseCache.get).
 	wire sync.Map
 }
 
@@ -31,8 +33,9 @@ func newWatchCodec() *watchCodec {
 }
 
 func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if m, ok := v.(*tbv1.WatchTokenResponse); ok {
-		if b, ok := c.wire.Load(m); ok {
+	switch v.(type) {
+	case *tbv1.WatchTokenResponse, *tbv1.GetTokenResponse:
+		if b, ok := c.wire.Load(v); ok {
 			// Read-only and never freed into a pool: grpc-go copies
 			// (or compresses) it into the frames it writes.
 			return mem.BufferSlice{mem.SliceBuffer(b.([]byte))}, nil
