@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -243,6 +244,10 @@ func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
 	return b, nil
 }
 
+// yieldBelow is the batch size under which the writer yields once before
+// writing, so that more lines join the batch.
+const yieldBelow = 8
+
 // maxSpare bounds the batch buffer kept for reuse.
 const maxSpare = 1 << 20
 
@@ -250,6 +255,14 @@ const maxSpare = 1 << 20
 func (l *Logger) run() {
 	l.mu.Lock()
 	for l.cur != nil {
+		if l.cur.lines < yieldBelow {
+			// Let the calls that are running add their lines first: one
+			// yield turns a write per call or two into a write per
+			// dozens under load, for a scheduling round of latency.
+			l.mu.Unlock()
+			runtime.Gosched()
+			l.mu.Lock()
+		}
 		b := l.cur
 		l.cur = nil
 		syncEach := l.syncEvery < 0
