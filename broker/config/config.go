@@ -150,7 +150,16 @@ type Audit struct {
 	// Path is the file audit lines are appended to (mode 0600); "" or "-"
 	// means standard output.
 	Path string
+	// Fsync is audit.fsync: 0 (never: an acknowledged line is in the
+	// kernel, which a process crash does not lose), AuditFsyncEachBatch
+	// (before acknowledging each batch: a power loss loses no
+	// acknowledged line), or a positive interval (a power loss loses at
+	// most that long).
+	Fsync time.Duration
 }
+
+// AuditFsyncEachBatch is Audit.Fsync for audit.fsync: always.
+const AuditFsyncEachBatch time.Duration = -1
 
 // Admin configures the admin HTTP listener.
 type Admin struct {

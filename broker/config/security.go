@@ -26,7 +26,7 @@ var (
 	tlsKeys    = []string{"cert_file", "key_file", "client_ca_file", "require_client_cert", "reload_interval"}
 	callerKeys = []string{"name", "spiffe_id", "dns_name", "common_name", "api_key_sha256", "tenants", "scopes"}
 	idKeys     = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
-	auditKeys  = []string{"path"}
+	auditKeys  = []string{"path", "fsync"}
 	watchKeys  = []string{"enabled", "interval"}
 	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes",
 		"invalidations_per_second", "invalidation_burst", "denials_per_second_per_ip", "denial_burst_per_ip",
@@ -266,10 +266,28 @@ func (p *parser) audit(e entry) (Audit, error) {
 	if err != nil {
 		return Audit{}, err
 	}
-	if s == "-" {
-		return Audit{Path: s}, nil
+	a := Audit{Path: s}
+	if s != "-" {
+		a.Path = p.resolvePath(s)
 	}
-	return Audit{Path: p.resolvePath(s)}, nil
+	if fe, ok := m["fsync"]; ok {
+		v, err := p.str(fe, "audit.fsync")
+		if err != nil {
+			return Audit{}, err
+		}
+		switch v {
+		case "never":
+		case "always":
+			a.Fsync = AuditFsyncEachBatch
+		default:
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 10*time.Millisecond || d > time.Minute {
+				return Audit{}, p.errf(fe.val, "audit.fsync", "%q is not never, always or an interval from 10ms to 1m; write e.g. always or 1s", v)
+			}
+			a.Fsync = d
+		}
+	}
+	return a, nil
 }
 
 func (p *parser) limits(e entry) (Limits, error) {

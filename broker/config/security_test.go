@@ -188,6 +188,15 @@ func TestParseSecurityDefaults(t *testing.T) {
 	if cfg.Audit.Path != "-" {
 		t.Errorf("audit.path - resolved to %q", cfg.Audit.Path)
 	}
+	for fsync, want := range map[string]time.Duration{"never": 0, "always": config.AuditFsyncEachBatch, "250ms": 250 * time.Millisecond} {
+		cfg, err = config.ParseWith([]byte("audit: {path: a.log, fsync: "+fsync+"}\ntenants:\n  - name: acme\n    credentials_file: acme.json\n"), "broker.yaml", "testdata", config.Options{Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Audit.Fsync != want {
+			t.Errorf("audit.fsync %s: %s, want %s", fsync, cfg.Audit.Fsync, want)
+		}
+	}
 }
 
 func TestParseSecurityErrors(t *testing.T) {
@@ -388,6 +397,16 @@ func TestParseSecurityErrors(t *testing.T) {
 		},
 		// audit
 		{
+			name: "audit fsync not a policy",
+			yaml: tenant + "audit: {path: a.log, fsync: sometimes}\n",
+			want: `config: broker.yaml:4: audit.fsync: "sometimes" is not never, always or an interval from 10ms to 1m; write e.g. always or 1s`,
+		},
+		{
+			name: "audit fsync interval too long",
+			yaml: tenant + "audit: {path: a.log, fsync: 1h}\n",
+			want: `config: broker.yaml:4: audit.fsync: "1h" is not never, always or an interval from 10ms to 1m; write e.g. always or 1s`,
+		},
+		{
 			name: "audit without path",
 			yaml: tenant + "audit: {}\n",
 			want: `config: broker.yaml:4: audit: missing required key "path"; set the file audit lines are appended to, or "-" for standard output`,
@@ -395,7 +414,7 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "audit a string",
 			yaml: tenant + "audit: audit.log\n",
-			want: `config: broker.yaml:4: audit: must be a mapping with keys path, got a string`,
+			want: `config: broker.yaml:4: audit: must be a mapping with keys path, fsync, got a string`,
 		},
 		{
 			name: "audit path empty",

@@ -181,7 +181,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.audit, err = openAudit(cfg.Audit.Path, opts.AuditOutput, log); err != nil {
+	if d.audit, err = openAudit(cfg.Audit, opts.AuditOutput, log); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	d.audit.OnWriteError(d.metrics.auditErrors.Inc)

@@ -174,14 +174,22 @@ func connLimits(l config.Limits) server.ConnLimits {
 	}
 }
 
-// openAudit opens the audit trail: the file at path, or out for "" and "-".
-func openAudit(path string, out io.Writer, log *slog.Logger) (*audit.Logger, error) {
+// openAudit opens the audit trail: the file at a.Path, or out for "" and
+// "-", with a.Fsync's policy.
+func openAudit(a config.Audit, out io.Writer, log *slog.Logger) (*audit.Logger, error) {
+	path := a.Path
 	if path == "" || path == "-" {
 		return audit.New(out), nil
 	}
 	l, err := audit.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case a.Fsync == config.AuditFsyncEachBatch:
+		l.SetSyncInterval(audit.SyncEachBatch)
+	case a.Fsync > 0:
+		l.SetSyncInterval(a.Fsync)
 	}
 	if err := creds.CheckFileMode(path); err != nil {
 		log.Warn("audit file readable by group or others; it is created 0600, but this one already existed", "file", path, "error", err)
