@@ -136,6 +136,8 @@ func (u *upstreams) commit(next map[string]fetcherOf) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.current = next
+	// A removed tenant's IdP series end with it, like its state gauges.
+	u.metrics.idp.retain(func(tenant string) bool { _, ok := next[tenant]; return ok })
 }
 
 // sameUpstream reports whether two tenants' upstream clients would be

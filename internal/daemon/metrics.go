@@ -131,7 +131,8 @@ var (
 // words per tenant and builds the series on scrape, because a
 // CounterVec and HistogramVec child per tenant cost ~1.9 KiB, a third of
 // an idle tenant's memory at 10,000 tenants. Figures are kept by tenant
-// name, so they survive a reload that rebuilds the tenant's fetcher.
+// name, so they survive a reload that rebuilds the tenant's fetcher, and
+// dropped when a reload removes the tenant (retain).
 type idpCollector struct {
 	mu       sync.Mutex
 	byTenant map[string]*idpStats
@@ -147,6 +148,17 @@ func (c *idpCollector) stats(tenant string) *idpStats {
 		c.byTenant[tenant] = s
 	}
 	return s
+}
+
+// retain forgets the figures of every tenant keep rejects.
+func (c *idpCollector) retain(keep func(tenant string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name := range c.byTenant {
+		if !keep(name) {
+			delete(c.byTenant, name)
+		}
+	}
 }
 
 func (c *idpCollector) Describe(ch chan<- *prometheus.Desc) {

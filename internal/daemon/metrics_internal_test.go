@@ -75,3 +75,23 @@ tokenbroker_token_refreshes_total{result="success",tenant="acme"} 2
 		t.Error(err)
 	}
 }
+
+// TestIDPCollectorForgetsRemovedTenants (red team, issue 11): a tenant a
+// reload removed has no IdP series left; the others keep theirs.
+func TestIDPCollectorForgetsRemovedTenants(t *testing.T) {
+	c := &idpCollector{byTenant: map[string]*idpStats{}}
+	c.stats("acme").observe("200", resultSuccess, 0.1)
+	c.stats("gone").observe("200", resultSuccess, 0.1)
+	c.retain(func(tenant string) bool { return tenant == "acme" })
+	want := `
+# HELP tokenbroker_token_refreshes_total Token requests to identity providers (refreshes and first fetches, every scope set), by tenant and result: success, error (transient, retried) or rejected (permanent, e.g. invalid_client).
+# TYPE tokenbroker_token_refreshes_total counter
+tokenbroker_token_refreshes_total{result="success",tenant="acme"} 1
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "tokenbroker_token_refreshes_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(c, "tokenbroker_idp_request_duration_seconds"); n != 1 {
+		t.Errorf("%d latency histograms after the removal, want acme's only", n)
+	}
+}

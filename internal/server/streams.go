@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/sha256"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +13,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
+
+	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
 // streamLimiter counts every open stream (unary calls too) per peer IP
@@ -126,8 +128,16 @@ func (l *streamLimiter) authenticated(ctx context.Context, info *tap.Info) (_ co
 		if err != nil {
 			return ctx, false, nil, err
 		}
-		d := sha256.Sum256([]byte(strings.Join(auth, "\x00")))
-		return vctx, true, &d, nil
+		// Counted by the key itself, never by the header's spelling: the
+		// scheme is case-insensitive, and 64 spellings of "Bearer" must
+		// not multiply the per-key cap (red team, issue 11).
+		d, ok := guard.VerifiedKeyDigest(vctx)
+		if !ok { // a verifier that does not hand the digest on
+			k, _, _ := authn.BearerKey(metadata.NewIncomingContext(ctx, info.Header))
+			d = authn.HashKey(k)
+		}
+		key := [sha256.Size]byte(d)
+		return vctx, true, &key, nil
 	}
 	// Open mode serves credential-less (loopback) peers: an impossible
 	// tenant name is allowed only by the allow-all of open mode.

@@ -107,3 +107,29 @@ func TestNewScopeSetsTooFastIsResourceExhausted(t *testing.T) {
 		t.Errorf("got %s %q, want RESOURCE_EXHAUSTED with the advice", st.Code(), st.Message())
 	}
 }
+
+// TestStreamsPerAPIKeyIgnoreSchemeSpelling (red team, issue 11): the
+// per-key cap counts the key, not the header's spelling of it: the
+// scheme is case-insensitive, so "bearer" and "BEARER" are the same key
+// as "Bearer" and must not each get a fresh allowance.
+func TestStreamsPerAPIKeyIgnoreSchemeSpelling(t *testing.T) {
+	l := &streamLimiter{authMax: 100, anonMax: 1, keyMax: 3, n: map[string]int{}, byKey: map[[32]byte]int{},
+		verify: func(ctx context.Context, _ metadata.MD, _ string) (context.Context, error) { return ctx, nil }}
+	ctx, cancel := context.WithCancel(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 1}}))
+	defer cancel()
+	open := func(scheme string) error {
+		_, err := l.tap(ctx, &tap.Info{FullMethodName: "/tokenbroker.v1.TokenBrokerService/GetToken",
+			Header: metadata.Pairs("authorization", scheme+" the-key")})
+		return err
+	}
+	for range 3 {
+		if err := open("Bearer"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
+		if err := open(scheme); status.Code(err) != codes.ResourceExhausted {
+			t.Errorf("%q: %v, want RESOURCE_EXHAUSTED (the key already holds its 3 streams)", scheme, err)
+		}
+	}
+}
