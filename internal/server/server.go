@@ -94,6 +94,7 @@ type Server struct {
 
 	broker    Broker
 	responses *responseCache // GetToken responses, shared by calls
+	senders   *senders       // run WatchToken sends (see sendApart)
 	log       *slog.Logger
 	limits    ConnLimits
 	drain     chan struct{}
@@ -118,7 +119,7 @@ func New(cfg Config) *Server {
 	}
 	limits := cfg.Limits.withDefaults()
 	codec := newWatchCodec()
-	s := &Server{broker: cfg.Broker, responses: newResponseCache(codec), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: codec}
+	s := &Server{broker: cfg.Broker, responses: newResponseCache(codec), senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: codec}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	slow := cfg.SlowCall
@@ -349,12 +350,12 @@ func (s *Server) sendNext(w *broker.Watch, stream grpc.ServerStreamingServer[tbv
 	return false, nil
 }
 
-// sendApart runs sendNext on a goroutine of its own and waits for it.
-// The send path (the guard's audit, the codec, the transport) is deep;
-// run on the stream's goroutine it would grow that stack, which the
-// stream then keeps for its whole life, to 16 KiB. A goroutine per
-// update costs about a microsecond; a stream's one send at a time is
-// kept (grpc-go allows SendMsg from any goroutine, not concurrently).
+// sendApart runs sendNext on one of the senders and waits for it: the
+// send path is deep, and run on the stream's goroutine it would grow
+// that stack, which the stream keeps for its whole life, to 16 KiB (see
+// senders). A stream's one send at a time is kept (grpc-go allows
+// SendMsg from any goroutine, not concurrently), and the stream's
+// goroutine returns only after its send ended.
 //
 //go:noinline
 func (s *Server) sendApart(w *broker.Watch, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) (end bool, err error) {
@@ -363,10 +364,10 @@ func (s *Server) sendApart(w *broker.Watch, stream grpc.ServerStreamingServer[tb
 		err error
 	}
 	done := make(chan result, 1)
-	go func() {
+	s.senders.do(func() {
 		end, err := s.sendNext(w, stream)
 		done <- result{end, err}
-	}()
+	})
 	r := <-done
 	return r.end, r.err
 }
