@@ -292,5 +292,19 @@ func (b *Broker) Watch(tenantName string, scopes []string) (*Watch, error) {
 // WatchContext is Watch on behalf of the owner in ctx (WithOwner). ctx is
 // read only for that; it does not bound the watch.
 func (b *Broker) WatchContext(ctx context.Context, tenantName string, scopes []string) (*Watch, error) {
-	return withEntry(b, ctx, tenantName, scopes, (*entry).watch)
+	return withEntry(b, ctx, tenantName, scopes, func(e *entry) (*Watch, error) { return e.watch(nil) })
+}
+
+// WatchNotify is WatchContext for a reader that does not wait on Ready
+// (which is then nil): notify is called instead whenever Next has
+// something new — the current state at once, later updates, the end. It
+// is called with the broker's locks held, so it must not block or call
+// the broker; a server pushing to many watches queues the watch for a
+// worker that then calls Next. Spurious calls are allowed: Next may
+// then return nothing.
+func (b *Broker) WatchNotify(ctx context.Context, tenantName string, scopes []string, notify func()) (*Watch, error) {
+	if notify == nil {
+		return nil, fmt.Errorf("%w: WatchNotify needs a notify function", ErrInvalidArgument)
+	}
+	return withEntry(b, ctx, tenantName, scopes, func(e *entry) (*Watch, error) { return e.watch(notify) })
 }

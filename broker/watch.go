@@ -47,8 +47,11 @@ func (e *entry) kill(reason error) {
 	clear(e.subs)
 }
 
-func (e *entry) watch() (*Watch, error) {
-	w := &Watch{e: e, ready: make(chan struct{}, 1)}
+func (e *entry) watch(notify func()) (*Watch, error) {
+	w := &Watch{e: e, notify: notify}
+	if notify == nil {
+		w.ready = make(chan struct{}, 1)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.dead != nil {
@@ -77,8 +80,9 @@ func (e *entry) watch() (*Watch, error) {
 // A watch is one small struct and one signal channel (a server holds one
 // per WatchToken stream, 100,000 of them): wait on Ready, then call Next.
 type Watch struct {
-	e     *entry
-	ready chan struct{} // one slot: Next has something new
+	e      *entry
+	ready  chan struct{} // one slot: Next has something new; nil with notify
+	notify func()        // see WatchNotify
 
 	mu     sync.Mutex // not e.mu: a woken reader must not wait for a fan-out
 	next   Update     // the latest update, unread while has
@@ -149,6 +153,10 @@ func (w *Watch) end(reason error) {
 
 // signal wakes the reader; a signal already waiting covers this one too.
 func (w *Watch) signal() {
+	if w.notify != nil {
+		w.notify()
+		return
+	}
 	select {
 	case w.ready <- struct{}{}:
 	default:

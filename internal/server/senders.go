@@ -1,7 +1,7 @@
 package server
 
 import (
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -10,53 +10,88 @@ import (
 // path (the guard's audit, the codec, the transport) and keeps an 8 KiB
 // stack instead of 16 KiB for its whole life.
 //
-// A send is handed to an idle worker whose stack has already grown; a
-// fresh goroutine per send would grow its stack from 2 KiB on every
-// update (runtime.copystack: a refresh pushed to 100,000 streams cost
-// ~56 µs of broker CPU per stream that way, against ~18 µs on the
-// streams' own goroutines). When no worker is idle a new one starts, up
-// to maxSenders; past that a send gets a goroutine of its own. So a send
-// blocked on a client that does not read (flow control) holds one
-// goroutine and never holds up the others. Workers exit after
-// senderIdle without work, so an idle broker keeps none.
+// Sends wait in a queue that up to maxSenders workers drain; a worker
+// exits when the queue is empty, so an idle broker runs none. A fresh
+// goroutine per send would grow its stack from 2 KiB on every update
+// (runtime.copystack, stack allocation): a refresh pushed to 100,000
+// streams spent most of its CPU there.
+//
+// A send blocks while its client does not read (flow control), holding
+// its worker. So that such clients cannot stall everyone's sends, a
+// watchdog adds a worker, beyond maxSenders, whenever the queue made no
+// progress for stallAfter: a stalled send costs one goroutine, as it
+// would on the stream's own.
 type senders struct {
-	work chan func()
-	n    atomic.Int32 // running workers
+	mu       sync.Mutex
+	queue    []func() // FIFO from head
+	head     int
+	workers  int
+	taken    uint64 // sends dequeued, for the watchdog
+	watching bool   // a watchdog timer is armed
 }
 
 const (
 	maxSenders = 64
-	senderIdle = 100 * time.Millisecond
+	stallAfter = 50 * time.Millisecond
 )
 
-func newSenders() *senders { return &senders{work: make(chan func())} }
+func newSenders() *senders { return &senders{} }
 
-// do runs f on a worker or a goroutine of its own; it does not wait.
+// do queues f; it does not wait.
 func (p *senders) do(f func()) {
-	select {
-	case p.work <- f: // an idle worker took it
-		return
-	default:
+	p.mu.Lock()
+	p.queue = append(p.queue, f)
+	if p.workers < maxSenders {
+		p.workers++
+		go p.worker()
 	}
-	if p.n.Add(1) <= maxSenders {
-		go p.worker(f)
-		return
+	if !p.watching {
+		p.watching = true
+		time.AfterFunc(stallAfter, p.watch(p.taken))
 	}
-	p.n.Add(-1)
-	go f()
+	p.mu.Unlock()
 }
 
-func (p *senders) worker(f func()) {
-	defer p.n.Add(-1)
-	idle := time.NewTimer(senderIdle)
-	defer idle.Stop()
+// next dequeues a send, or retires the calling worker when none waits.
+func (p *senders) next() (func(), bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.head == len(p.queue) {
+		p.workers--
+		p.queue, p.head = p.queue[:0], 0
+		return nil, false
+	}
+	f := p.queue[p.head]
+	p.queue[p.head] = nil
+	p.head++
+	p.taken++
+	return f, true
+}
+
+func (p *senders) worker() {
 	for {
-		f()
-		idle.Reset(senderIdle) // Go 1.23 timers: no stale tick survives a Reset
-		select {
-		case f = <-p.work:
-		case <-idle.C:
+		f, ok := p.next()
+		if !ok {
 			return
 		}
+		f()
+	}
+}
+
+// watch returns the watchdog's check: sends still waiting and none taken
+// since taken0 means every worker is blocked; one more starts.
+func (p *senders) watch(taken0 uint64) func() {
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.head == len(p.queue) {
+			p.watching = false
+			return
+		}
+		if p.taken == taken0 {
+			p.workers++
+			go p.worker()
+		}
+		time.AfterFunc(stallAfter, p.watch(p.taken))
 	}
 }

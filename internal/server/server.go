@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
@@ -36,7 +37,7 @@ import (
 type Broker interface {
 	Get(ctx context.Context, r broker.Request) (*broker.Token, error)
 	Invalidate(ctx context.Context, tenant string, scopes []string, sha256Hex string) (*broker.Token, error)
-	WatchContext(ctx context.Context, tenant string, scopes []string) (*broker.Watch, error)
+	WatchNotify(ctx context.Context, tenant string, scopes []string, notify func()) (*broker.Watch, error)
 	Tenants() []broker.TenantInfo
 }
 
@@ -301,75 +302,112 @@ func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenR
 
 // WatchToken implements TokenBrokerService.
 //
-// An idle stream's goroutine parks in the select below for as long as the
-// stream lives, so the depth of its stack there is held per stream: Go
-// halves a stack only while its use plus 800 bytes is under a quarter of
-// it (16 KiB at 6.2 KiB deep; under 3.2 KiB deep it would be 8 KiB). The
-// work per update is in sendNext and the endings in watchEnd, out of
-// line, so that this frame stays small; and sendNext runs on a goroutine
-// of its own (sendApart), so that the deeper send path never grows this
-// stack past 8 KiB in the first place.
+// The stream's goroutine only waits for the stream's end; the senders
+// push the updates (see pushedWatch). An idle stream's goroutine parks
+// here for as long as the stream lives, and Go keeps the stack it grew
+// (halving it only while its use plus 800 bytes is under a quarter), so
+// the deep send path (the guard's audit, the codec, the transport) never
+// runs on it: its stack stays at 8 KiB instead of 16 KiB. A refresh wakes
+// no stream goroutine at all.
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
-	w, err := s.broker.WatchContext(withOwner(stream.Context()), req.GetTenant(), req.GetScopes())
+	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 1)}
+	w, err := s.broker.WatchNotify(withOwner(stream.Context()), req.GetTenant(), req.GetScopes(), p.notify)
 	if err != nil {
 		return toStatus(err)
 	}
-	defer w.Close()
+	p.start(w)
+	defer p.close()
 	ctx := stream.Context()
+	select {
+	case err := <-p.end:
+		return err
+	case <-s.drain:
+		return watchEnd(ctx, true)
+	case <-ctx.Done():
+		return watchEnd(ctx, false)
+	}
+}
+
+// pushedWatch is one WatchToken stream whose updates the senders send.
+type pushedWatch struct {
+	s      *Server
+	stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]
+	end    chan error  // one slot: why the stream ends (a failed send, the watch's end)
+	busy   atomic.Bool // a push is queued or running: at most one per stream
+	again  atomic.Bool // a notice came since the running push looked
+
+	mu     sync.Mutex // held while sending: one send at a time, none after close
+	w      *broker.Watch
+	closed bool
+}
+
+// notify is the broker's notice that the watch has something new: it
+// queues a push unless one is queued or running, which then looks again
+// (latest-wins: a push sends what Next has then). So a stream whose
+// client does not read holds at most one sender, however many updates
+// come meanwhile.
+func (p *pushedWatch) notify() {
+	p.again.Store(true)
+	if p.busy.CompareAndSwap(false, true) {
+		p.s.senders.do(p.push)
+	}
+}
+
+// start hands the watch over; the broker's first notices may have come
+// before there was one to read, so it notifies once more.
+func (p *pushedWatch) start(w *broker.Watch) {
+	p.mu.Lock()
+	p.w = w
+	p.mu.Unlock()
+	p.notify()
+}
+
+// push sends the watch's latest update until no notice is left.
+func (p *pushedWatch) push() {
 	for {
-		// Three cases, so three sudogs parked per idle stream; the
-		// broker's updates and its end share one channel.
-		select {
-		case <-w.Ready():
-			if end, err := s.sendApart(w, stream); end {
-				return err
-			}
-		case <-s.drain:
-			return watchEnd(ctx, true)
-		case <-ctx.Done():
-			return watchEnd(ctx, false)
+		p.again.Store(false)
+		p.sendLatest()
+		p.busy.Store(false)
+		// A notice that came before busy was cleared found it set: take
+		// it over, unless a push of its own already did.
+		if !p.again.Load() || !p.busy.CompareAndSwap(false, true) {
+			return
 		}
 	}
 }
 
-// sendNext sends the watch's next update, if any; end reports that the
-// stream ends, with err.
-//
-//go:noinline
-func (s *Server) sendNext(w *broker.Watch, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) (end bool, err error) {
-	u, ok, ended := w.Next()
-	if ended {
-		return true, toStatus(w.Err())
+// sendLatest sends the watch's latest update, or ends the stream when the
+// watch ended or a send failed.
+func (p *pushedWatch) sendLatest() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.w == nil {
+		return
 	}
-	if !ok {
-		return false, nil
+	u, ok, ended := p.w.Next()
+	switch {
+	case ended:
+		p.finish(toStatus(p.w.Err()))
+	case ok:
+		if err := p.stream.Send(p.s.watchResponse(u)); err != nil {
+			p.finish(err)
+		}
 	}
-	if err := stream.Send(s.watchResponse(u)); err != nil {
-		return true, err
-	}
-	return false, nil
 }
 
-// sendApart runs sendNext on one of the senders and waits for it: the
-// send path is deep, and run on the stream's goroutine it would grow
-// that stack, which the stream keeps for its whole life, to 16 KiB (see
-// senders). A stream's one send at a time is kept (grpc-go allows
-// SendMsg from any goroutine, not concurrently), and the stream's
-// goroutine returns only after its send ended.
-//
-//go:noinline
-func (s *Server) sendApart(w *broker.Watch, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) (end bool, err error) {
-	type result struct {
-		end bool
-		err error
-	}
-	done := make(chan result, 1)
-	s.senders.do(func() {
-		end, err := s.sendNext(w, stream)
-		done <- result{end, err}
-	})
-	r := <-done
-	return r.end, r.err
+// finish ends the stream with err; p.mu is held.
+func (p *pushedWatch) finish(err error) {
+	p.closed = true
+	p.end <- err // the one slot: closed is set, so this runs once
+}
+
+// close waits for a send in progress and unsubscribes. The handler calls
+// it before it returns: grpc-go forbids a send after that.
+func (p *pushedWatch) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	_ = p.w.Close()
 }
 
 // watchEnd is the status of a stream ended by a drain or by its context.
