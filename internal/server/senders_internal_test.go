@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 )
@@ -13,17 +14,17 @@ func TestSendersNeverWaitOnABlockedSend(t *testing.T) {
 	p := newSenders()
 	release := make(chan struct{})
 	var blocked sync.WaitGroup
-	for range maxSenders + 10 { // every worker blocked, and more waiting
+	for i := range maxSenders + 10 { // every worker blocked, and more waiting
 		blocked.Add(1)
-		p.do(func() { defer blocked.Done(); <-release })
+		p.do(fmt.Sprint(i), func() { defer blocked.Done(); <-release }) // a connection each
 	}
 	ran := make(chan struct{})
-	p.do(func() { close(ran) })
+	p.do("another", func() { close(ran) })
 	<-ran // would hang if the blocked sends held it up
 	close(release)
 	blocked.Wait()
 	idle := make(chan struct{})
-	p.do(func() { close(idle) })
+	p.do("idle", func() { close(idle) })
 	<-idle
 	// goleak (TestMain) checks that the workers have exited.
 }
@@ -38,7 +39,7 @@ func TestSendersRunEachSendOnce(t *testing.T) {
 	seen := make(map[int]int, n)
 	for i := range n {
 		wg.Add(1)
-		p.do(func() {
+		p.do(fmt.Sprint(i%100), func() { // 100 connections
 			defer wg.Done()
 			mu.Lock()
 			seen[i]++
@@ -73,4 +74,23 @@ func TestPushedWatchHoldsOneSenderWhileBlocked(t *testing.T) {
 	if !p.again.Load() {
 		t.Error("the notices were lost: the running push would not look again")
 	}
+}
+
+// TestSendersHandBackTheRestOfABlockedConnection: one stream of a
+// connection blocks (its client does not read); the connection's other
+// sends, queued in the same batch behind it, still run.
+func TestSendersHandBackTheRestOfABlockedConnection(t *testing.T) {
+	p := newSenders()
+	release := make(chan struct{})
+	done := make(chan struct{})
+	p.mu.Lock() // queue the whole batch before any worker takes it
+	p.enqueueLocked("conn", func() { <-release }, func() { close(done) })
+	p.workers++
+	go p.worker()
+	p.mu.Unlock()
+	<-done // would hang without the hand-back
+	close(release)
+	idle := make(chan struct{})
+	p.do("conn", func() { close(idle) })
+	<-idle
 }

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -311,6 +312,9 @@ func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenR
 // no stream goroutine at all.
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
 	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 1)}
+	if pr, ok := peer.FromContext(stream.Context()); ok && pr.Addr != nil {
+		p.conn = pr.Addr.String() // a string: any net.Addr's type may not be comparable
+	}
 	w, err := s.broker.WatchNotify(withOwner(stream.Context()), req.GetTenant(), req.GetScopes(), p.notify)
 	if err != nil {
 		return toStatus(err)
@@ -331,6 +335,7 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 // pushedWatch is one WatchToken stream whose updates the senders send.
 type pushedWatch struct {
 	s      *Server
+	conn   string // the connection's remote address: its pushes run together
 	stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]
 	end    chan error  // one slot: why the stream ends (a failed send, the watch's end)
 	busy   atomic.Bool // a push is queued or running: at most one per stream
@@ -349,7 +354,7 @@ type pushedWatch struct {
 func (p *pushedWatch) notify() {
 	p.again.Store(true)
 	if p.busy.CompareAndSwap(false, true) {
-		p.s.senders.do(p.push)
+		p.s.senders.do(p.conn, p.push)
 	}
 }
 
