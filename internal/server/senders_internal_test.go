@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestSendersNeverWaitOnABlockedSend: sends blocked on clients that do
@@ -76,21 +77,29 @@ func TestPushedWatchHoldsOneSenderWhileBlocked(t *testing.T) {
 	}
 }
 
-// TestSendersHandBackTheRestOfABlockedConnection: one stream of a
-// connection blocks (its client does not read); the connection's other
-// sends, queued in the same batch behind it, still run.
-func TestSendersHandBackTheRestOfABlockedConnection(t *testing.T) {
+// TestSendersNeverStallBehindBlockedSendsOfOneConnection (red team,
+// issue 11): one connection with more blocked sends (clients that do not
+// read) than there are workers, then the send of a stream on the same
+// connection whose client reads: it runs, within a few stall periods,
+// and so does another connection's.
+func TestSendersNeverStallBehindBlockedSendsOfOneConnection(t *testing.T) {
 	p := newSenders()
 	release := make(chan struct{})
-	done := make(chan struct{})
-	p.mu.Lock() // queue the whole batch before any worker takes it
-	p.enqueueLocked("conn", func() { <-release }, func() { close(done) })
-	p.workers++
-	go p.worker()
-	p.mu.Unlock()
-	<-done // would hang without the hand-back
+	var blocked sync.WaitGroup
+	for range 3 * maxSenders {
+		blocked.Add(1)
+		p.do("conn", func() { defer blocked.Done(); <-release })
+	}
+	same, other := make(chan struct{}), make(chan struct{})
+	p.do("conn", func() { close(same) })
+	p.do("other", func() { close(other) })
+	for name, ch := range map[string]chan struct{}{"same connection": same, "other connection": other} {
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second): // ~3 stall periods expected; bounded generously for a loaded machine
+			t.Fatalf("the reading stream's send on the %s never ran", name)
+		}
+	}
 	close(release)
-	idle := make(chan struct{})
-	p.do("conn", func() { close(idle) })
-	<-idle
+	blocked.Wait()
 }
