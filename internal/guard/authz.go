@@ -243,7 +243,11 @@ type guardedStream struct {
 	c      *Caller
 	method string
 
-	authorized  bool // set by RecvMsg, read by SendMsg: both on the handler's goroutine
+	// authorized and t are set by RecvMsg before the handler sends;
+	// SendMsg reads them and keeps lastVersion. Sends may run on other
+	// goroutines than the handler's (the server's WatchToken senders),
+	// one at a time and ordered after RecvMsg by the server's locks.
+	authorized  bool
 	t           target
 	lastVersion uint64
 	revoked     atomic.Pointer[status.Status] // set when a policy change ends the stream
