@@ -194,6 +194,10 @@ type Limits struct {
 	// caller creates scope sets not yet cached (broker.Config).
 	NewScopeSetsPerSecond float64
 	NewScopeSetBurst      int
+	// MaxIdPRequestsPerHost bounds the concurrent token requests to one
+	// identity-provider host (broker.Config.MaxConcurrentFetchesPerHost);
+	// zero means its default, 128.
+	MaxIdPRequestsPerHost int
 	ConnLimits
 }
 

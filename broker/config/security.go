@@ -33,7 +33,7 @@ var (
 		"max_header_list_bytes", "max_streams_per_connection", "max_connections", "max_connections_per_ip",
 		"max_open_streams_per_ip", "handshake_timeout", "max_connection_idle",
 		"max_streams_per_ip", "max_anonymous_streams_per_ip", "max_streams_per_api_key",
-		"new_scope_sets_per_second", "new_scope_set_burst"}
+		"new_scope_sets_per_second", "new_scope_set_burst", "max_idp_requests_per_host"}
 )
 
 // ConnLimits bound connections and what a peer may send before it is
@@ -357,6 +357,7 @@ func (p *parser) limits(e entry) (Limits, error) {
 		{"max_anonymous_streams_per_ip", &l.MaxAnonymousStreamsPerIP, 1, maxLimit},
 		{"max_streams_per_api_key", &l.MaxStreamsPerAPIKey, 1, maxLimit},
 		{"new_scope_set_burst", &l.NewScopeSetBurst, 1, maxLimit},
+		{"max_idp_requests_per_host", &l.MaxIdPRequestsPerHost, 1, 10000},
 	}
 	for _, f := range ints {
 		if ie, ok := m[f.key]; ok {

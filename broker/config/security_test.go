@@ -112,6 +112,7 @@ limits:
   max_streams_per_api_key: 500
   new_scope_sets_per_second: 2
   new_scope_set_burst: 20
+  max_idp_requests_per_host: 32
 insecure_plaintext: true
 `
 	cfg, err := config.ParseWith([]byte(yaml), "broker.yaml", dir, config.Options{Now: now})
@@ -158,7 +159,7 @@ insecure_plaintext: true
 		t.Errorf("Audit.Path = %q, want %q", cfg.Audit.Path, want)
 	}
 	wantLimits := config.Limits{RequestsPerSecond: 2.5, Burst: 10, MaxStreamsPerCaller: 3, MaxScopesPerRequest: 4, MaxMessageBytes: 32768,
-		NewScopeSetsPerSecond: 2, NewScopeSetBurst: 20,
+		NewScopeSetsPerSecond: 2, NewScopeSetBurst: 20, MaxIdPRequestsPerHost: 32,
 		ConnLimits: config.ConnLimits{
 			MaxStreamsPerIP: 64, MaxAnonymousStreamsPerIP: 8, MaxStreamsPerAPIKey: 500,
 			InvalidationsPerSecond: 0.5, InvalidationBurst: 3, DenialsPerSecondPerIP: 2, DenialBurstPerIP: 4,
@@ -425,7 +426,7 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "limits unknown key",
 			yaml: tenant + "limits:\n  rps: 5\n",
-			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes, invalidations_per_second, invalidation_burst, denials_per_second_per_ip, denial_burst_per_ip, max_header_list_bytes, max_streams_per_connection, max_connections, max_connections_per_ip, max_open_streams_per_ip, handshake_timeout, max_connection_idle, max_streams_per_ip, max_anonymous_streams_per_ip, max_streams_per_api_key, new_scope_sets_per_second, new_scope_set_burst`,
+			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes, invalidations_per_second, invalidation_burst, denials_per_second_per_ip, denial_burst_per_ip, max_header_list_bytes, max_streams_per_connection, max_connections, max_connections_per_ip, max_open_streams_per_ip, handshake_timeout, max_connection_idle, max_streams_per_ip, max_anonymous_streams_per_ip, max_streams_per_api_key, new_scope_sets_per_second, new_scope_set_burst, max_idp_requests_per_host`,
 		},
 		{
 			name: "max_header_list_bytes too small",

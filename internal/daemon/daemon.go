@@ -176,7 +176,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if tp != nil {
 		traceHTTP = httpTracing(tp)
 	}
-	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP)
+	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP, cfg.Limits.MaxIdPRequestsPerHost)
 	tenants, fetchers, err := d.ups.tenants(cfg.Tenants)
 	if err != nil {
 		return nil, err
@@ -202,6 +202,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		Tenants: tenants, Logger: log, UserAgent: opts.UserAgent,
 		OnTenantHealth:        server.TenantHealth(hs),
 		NewScopeSetsPerSecond: cfg.Limits.NewScopeSetsPerSecond, NewScopeSetBurst: cfg.Limits.NewScopeSetBurst,
+		MaxConcurrentFetchesPerHost: cfg.Limits.MaxIdPRequestsPerHost,
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}

@@ -77,12 +77,12 @@ type fetcherOf struct {
 	f    broker.Fetcher
 }
 
-func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) *upstreams {
+func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper, perHost int) *upstreams {
 	// Pools maps transport errors innermost, so that tracing (otelhttp
 	// puts err.Error() in the span status) never sees transport text that
 	// quotes the IdP's bytes.
 	u := &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
-		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap})}
+		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap, MaxConcurrentPerHost: perHost})}
 	return u
 }
 
