@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,7 +48,7 @@ func TestIdPRequestsPerHostBound(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := runFile(t, path, io_Discard{}, io_Discard{})
+	d := runFile(t, path, io.Discard, io.Discard)
 	c := api(t, d)
 	var wg sync.WaitGroup
 	for i := range tenants {
@@ -65,8 +66,3 @@ func TestIdPRequestsPerHostBound(t *testing.T) {
 		t.Errorf("%d IdP requests served for %d tenants", s, tenants)
 	}
 }
-
-// io_Discard is io.Discard as a named type the helpers accept.
-type io_Discard struct{}
-
-func (io_Discard) Write(p []byte) (int, error) { return len(p), nil }
