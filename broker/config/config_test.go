@@ -430,4 +430,11 @@ func TestConfigRedactsSecrets(t *testing.T) {
 	if out := logs.String(); strings.Contains(out, "not-real") || !strings.Contains(out, `"client_secret":"[REDACTED]"`) {
 		t.Errorf("logged tenant: %s", out)
 	}
+	// A rotation's fallback credential logs its source, never its secret.
+	logs.Reset()
+	fallback := config.Credential{ClientID: "old-id", ClientSecret: creds.Secret("not-real-fallback"), Source: "client_secret_files old.secret"}
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("fallback", "credential", fallback)
+	if out := logs.String(); strings.Contains(out, "not-real") || !strings.Contains(out, `"client_secret":"[REDACTED]"`) || !strings.Contains(out, `"source":"client_secret_files old.secret"`) {
+		t.Errorf("logged fallback credential: %s", out)
+	}
 }
