@@ -121,25 +121,19 @@ func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
 	return pc.TenantAllowed
 }
 
-// VerifyAPIKey checks the API key in ctx's incoming metadata against the
-// policy: nil when the key is a caller's, or when no key is sent or the
-// broker is in open mode (nothing to verify). It is cheap (a SHA-256 and
-// a map lookup), so the server can refuse a bad key when a stream for
-// fullMethod opens, before any message is read. A refusal is audited and
-// counted like any denial, under the same per-peer denial rate limit;
-// the interceptors still authenticate every call that gets through.
-func (g *Guard) VerifyAPIKey(ctx context.Context, fullMethod string) error {
-	_, err := g.verifyKey(ctx, fullMethod)
-	return err
-}
-
-// VerifyStream is VerifyAPIKey for the server's tap (grpc.InTapHandle),
-// which has the stream's context tapCtx and its header: it returns
-// tapCtx, marked with the verified key's digest when a key verified, for
-// the tap to return as the stream's context. The interceptors then take
-// the digest from the context instead of reading and hashing the key
-// again (they still resolve it against the policy current at the call,
-// and still require TLS for it).
+// VerifyStream checks the API key in a new stream's header against the
+// policy, for the server's tap (grpc.InTapHandle): nil when the key is a
+// caller's, or when no key is sent or the broker is in open mode (nothing
+// to verify). It is cheap (a SHA-256 and a map lookup), so the server can
+// refuse a bad key when a stream for fullMethod opens, before any message
+// is read. A refusal is audited and counted like any denial, under the
+// same per-peer denial rate limit.
+//
+// It returns tapCtx, marked with the verified key's digest when a key
+// verified, for the tap to return as the stream's context. The
+// interceptors then take the digest from the context instead of reading
+// and hashing the key again (they still resolve it against the policy
+// current at the call, and still require TLS for it).
 func (g *Guard) VerifyStream(tapCtx context.Context, header metadata.MD, fullMethod string) (context.Context, error) {
 	d, err := g.verifyKey(metadata.NewIncomingContext(tapCtx, header), fullMethod)
 	if err != nil || d == nil {
@@ -174,8 +168,9 @@ func (c *verifiedKeyContext) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// verifyKey is VerifyAPIKey, returning the digest of a key that verified
-// (nil when there was nothing to verify).
+// verifyKey is VerifyStream's check of the key in ctx's incoming
+// metadata, returning the digest of a key that verified (nil when there
+// was nothing to verify).
 func (g *Guard) verifyKey(ctx context.Context, fullMethod string) (*authn.KeyDigest, error) {
 	pol := g.holder.Load()
 	if pol.Empty() {

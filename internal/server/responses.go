@@ -25,7 +25,7 @@ import (
 type responseCache struct {
 	// codec, if set, keeps each cached message's encoding, so that a hit
 	// is not marshalled again either.
-	codec *watchCodec
+	codec *sharedCodec
 	seed  maphash.Seed
 	slots [responseSlots]atomic.Pointer[cachedResponse]
 }
@@ -37,7 +37,7 @@ type cachedResponse struct {
 	resp *tbv1.GetTokenResponse
 }
 
-func newResponseCache(codec *watchCodec) *responseCache {
+func newResponseCache(codec *sharedCodec) *responseCache {
 	return &responseCache{codec: codec, seed: maphash.MakeSeed()}
 }
 

@@ -16,7 +16,7 @@ import (
 // each message as its own encoding and keeps no more encodings than
 // there are slots.
 func TestResponseCacheAnswersEachToken(t *testing.T) {
-	codec := newWatchCodec()
+	codec := newSharedCodec()
 	c := newResponseCache(codec)
 	toks := make([]*broker.Token, 4*responseSlots)
 	for i := range toks {

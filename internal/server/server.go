@@ -106,7 +106,7 @@ type Server struct {
 	abort     context.Context
 	abortCall context.CancelCauseFunc
 	// codec encodes each WatchToken update once for all its streams.
-	codec *watchCodec
+	codec *sharedCodec
 }
 
 // New builds the gRPC server and registers TokenBrokerService,
@@ -120,7 +120,7 @@ func New(cfg Config) *Server {
 		cfg.Health = health.NewServer()
 	}
 	limits := cfg.Limits.withDefaults()
-	codec := newWatchCodec()
+	codec := newSharedCodec()
 	s := &Server{broker: cfg.Broker, responses: newResponseCache(codec), senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: codec}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}

@@ -16,7 +16,7 @@ import (
 // once nothing holds the shared value, and any other message is marshalled
 // as grpc-go's proto codec does.
 func TestWatchCodecSendsSharedEncodingUntilDropped(t *testing.T) {
-	c := newWatchCodec()
+	c := newSharedCodec()
 	m := &tbv1.WatchTokenResponse{Token: &tbv1.Token{AccessToken: "x", Tenant: "acme", Version: 7}}
 	want, err := proto.Marshal(m)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
-// watchCodec is the server's codec: grpc-go's proto codec, except that a
+// sharedCodec is the server's codec: grpc-go's proto codec, except that a
 // WatchTokenResponse that WatchToken shares between streams, and a
 // GetTokenResponse the response cache holds, are sent as the encoding
 // made once when they were shared. A refresh pushed to 100,000
@@ -20,7 +20,7 @@ import (
 // grpc.PreparedMsg; unlike one, the streams still send the message itself,
 // so that every interceptor (the guard's audit of each token handed out)
 // sees it.
-type watchCodec struct {
+type sharedCodec struct {
 	encoding.CodecV2
 	// wire maps a shared *tbv1.WatchTokenResponse or cached
 	// *tbv1.GetTokenResponse to its encoding ([]byte), until the message
@@ -28,11 +28,11 @@ type watchCodec struct {
 	wire sync.Map
 }
 
-func newWatchCodec() *watchCodec {
-	return &watchCodec{CodecV2: encoding.GetCodecV2("proto")}
+func newSharedCodec() *sharedCodec {
+	return &sharedCodec{CodecV2: encoding.GetCodecV2("proto")}
 }
 
-func (c *watchCodec) Marshal(v any) (mem.BufferSlice, error) {
+func (c *sharedCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch v.(type) {
 	case *tbv1.WatchTokenResponse, *tbv1.GetTokenResponse:
 		if b, ok := c.wire.Load(v); ok {
@@ -52,7 +52,7 @@ type sharedResponse struct{ msg *tbv1.WatchTokenResponse }
 // dropped when the returned value is garbage, that is when no stream
 // holds the update any more; a stream still sending m then marshals it
 // the ordinary way.
-func (c *watchCodec) share(m *tbv1.WatchTokenResponse) *sharedResponse {
+func (c *sharedCodec) share(m *tbv1.WatchTokenResponse) *sharedResponse {
 	h := &sharedResponse{msg: m}
 	b, err := proto.Marshal(m)
 	if err != nil {
