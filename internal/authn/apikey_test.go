@@ -67,6 +67,12 @@ func TestBearerKey(t *testing.T) {
 		{"no scheme", metadata.Pairs("authorization", key), "", true, true},
 		{"empty key", metadata.Pairs("authorization", "Bearer "), "", true, true},
 		{"two headers", metadata.Pairs("authorization", "Bearer a", "authorization", "Bearer b"), "", true, true},
+		{"tab separator", metadata.Pairs("authorization", "Bearer\t"+key), "", true, true},
+		{"two spaces", metadata.Pairs("authorization", "Bearer  "+key), "", true, true},
+		{"space inside the key", metadata.Pairs("authorization", "Bearer a b"), "", true, true},
+		{"trailing tab", metadata.Pairs("authorization", "Bearer "+key+"\t"), "", true, true},
+		{"scheme only", metadata.Pairs("authorization", "Bearer"), "", true, true},
+		{"scheme prefix", metadata.Pairs("authorization", "Bearerx "+key), "", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := metadata.NewIncomingContext(context.Background(), tc.md)
