@@ -380,11 +380,16 @@ func TestConnectionCaps(t *testing.T) {
 		// A slot is free again once the server has seen the close.
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			again := http2Conn(t, addr)
-			_ = again.SetReadDeadline(deadline)
-			f, err := http2.NewFramer(io.Discard, again).ReadFrame()
-			if _, ok := f.(*http2.SettingsFrame); ok {
-				break
+			// Until the server has seen the close, a newcomer is closed at
+			// once, possibly before its preface is written.
+			again, err := tryHTTP2Conn(t, addr)
+			if err == nil {
+				_ = again.SetReadDeadline(deadline)
+				var f http2.Frame
+				f, err = http2.NewFramer(io.Discard, again).ReadFrame()
+				if _, ok := f.(*http2.SettingsFrame); ok {
+					break
+				}
 			}
 			if time.Now().After(deadline) {
 				t.Fatalf("no slot after a connection closed: %v", err)
@@ -476,18 +481,30 @@ func TestConnectionCapNotStarvedByOtherAddresses(t *testing.T) {
 
 func http2Conn(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := tryHTTP2Conn(t, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// tryHTTP2Conn connects and sends the client preface and SETTINGS. Its
+// error is not fatal: a server at its connection cap may close the
+// connection before the preface is written.
+func tryHTTP2Conn(t *testing.T, addr string) (net.Conn, error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
 	t.Cleanup(func() { c.Close() })
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := http2.NewFramer(c, nil).WriteSettings(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return c
+	return c, nil
 }
 
 func readSettings(t *testing.T, c net.Conn, deadline time.Time) {
