@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -473,8 +474,17 @@ func TestHungRefreshLeavesRoomBeforeExpiry(t *testing.T) {
 		t.Fatalf("first token %q", first.AccessToken)
 	}
 	stale := next(t, w, inState(broker.StateStale))
-	if msg := stale.Status.LastError.Error(); !strings.Contains(msg, "no answer within 1.333") {
-		t.Errorf("the hung refresh failed with %q, want no answer within a sixth of the 8 s lifetime", msg)
+	// The lifetime counts from the request's start, so it is a little
+	// under 8 s by the time the answer came: the bound is a little under
+	// 1.333 s, and far under FetchTimeout.
+	msg := stale.Status.LastError.Error()
+	m := regexp.MustCompile(`no answer within ([0-9.]+m?s)`).FindStringSubmatch(msg)
+	var within time.Duration
+	if m != nil {
+		within, _ = time.ParseDuration(m[1])
+	}
+	if sixth := lifetime * time.Second / 6; within <= sixth-100*time.Millisecond || within > sixth {
+		t.Errorf("the hung refresh failed with %q, want no answer within a sixth of the 8 s lifetime (%s)", msg, sixth)
 	}
 	if tok, err := b.Token(t.Context(), "acme", nil, 0); err != nil || tok.AccessToken != "tok-1" {
 		t.Errorf("during the hang: %v, want the cached token", err)
