@@ -341,9 +341,9 @@ type pushedWatch struct {
 	busy   atomic.Bool // a push is queued or running: at most one per stream
 	again  atomic.Bool // a notice came since the running push looked
 
-	mu     sync.Mutex // held while sending: one send at a time, none after close
+	mu     sync.Mutex // held while sending: one send at a time
 	w      *broker.Watch
-	closed bool
+	closed atomic.Bool // no send starts once set
 }
 
 // notify is the broker's notice that the watch has something new: it
@@ -386,7 +386,7 @@ func (p *pushedWatch) push() {
 func (p *pushedWatch) sendLatest() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || p.w == nil {
+	if p.closed.Load() || p.w == nil {
 		return
 	}
 	u, ok, ended := p.w.Next()
@@ -400,18 +400,38 @@ func (p *pushedWatch) sendLatest() {
 	}
 }
 
-// finish ends the stream with err; p.mu is held.
+// finish ends the stream with err, unless it is ending already; p.mu is
+// held.
 func (p *pushedWatch) finish(err error) {
-	p.closed = true
-	p.end <- err // the one slot: closed is set, so this runs once
+	if p.closed.CompareAndSwap(false, true) {
+		p.end <- err // the one slot, filled once
+	}
 }
 
-// close waits for a send in progress and unsubscribes. The handler calls
-// it before it returns: grpc-go forbids a send after that.
+// abandonSendAfter bounds how long a stream that is ending (a drain, a
+// revocation, the client's cancel) waits for its send in progress.
+const abandonSendAfter = 250 * time.Millisecond
+
+// close stops the pushes and unsubscribes. The handler calls it before it
+// returns. It waits for a send in progress, but not for one that a client
+// that does not read has blocked on flow control: only the handler's
+// return ends the transport stream and so fails that send (grpc-go's
+// answer to a send that may block for ever), so waiting for it would
+// keep a revoked or drained stream open until its connection closes.
 func (p *pushedWatch) close() {
-	p.mu.Lock()
-	p.closed = true
-	p.mu.Unlock()
+	p.closed.Store(true)
+	if p.mu.TryLock() {
+		p.mu.Unlock()
+	} else {
+		sent := make(chan struct{})
+		go func() { p.mu.Lock(); p.mu.Unlock(); close(sent) }() // ends with the send
+		t := time.NewTimer(abandonSendAfter)
+		select {
+		case <-sent:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	_ = p.w.Close()
 }
 
