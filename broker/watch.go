@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -89,6 +90,8 @@ type Watch struct {
 	has    bool
 	ended  bool
 	reason error // why the broker ended the watch; nil after Close
+
+	endedByBroker atomic.Bool // reason is set: Ended reads it without mu
 }
 
 // Ready receives when Next has something new: an update, or the end of
@@ -119,6 +122,11 @@ func (w *Watch) Err() error {
 	return w.reason
 }
 
+// Ended reports whether the broker has ended the watch (Err is not nil),
+// though an update may still wait to be read. Unlike Err it takes no
+// lock, so a WatchNotify callback may call it.
+func (w *Watch) Ended() bool { return w.endedByBroker.Load() }
+
 // Close unsubscribes; Next then returns nothing new and reports the end.
 // It is idempotent and safe for concurrent use, and returns nil: a watch
 // holds no resource whose release can fail.
@@ -146,6 +154,7 @@ func (w *Watch) end(reason error) {
 	w.mu.Lock()
 	if !w.ended {
 		w.ended, w.reason = true, reason
+		w.endedByBroker.Store(reason != nil)
 	}
 	w.mu.Unlock()
 	w.signal()

@@ -311,7 +311,7 @@ func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenR
 // runs on it: its stack stays at 8 KiB instead of 16 KiB. A refresh wakes
 // no stream goroutine at all.
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
-	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 1)}
+	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 2)}
 	if pr, ok := peer.FromContext(stream.Context()); ok && pr.Addr != nil {
 		p.conn = pr.Addr.String() // a string: any net.Addr's type may not be comparable
 	}
@@ -320,10 +320,23 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 		return toStatus(err)
 	}
 	p.start(w)
-	defer p.close()
+	wait := abandonSendAfter
+	defer func() { p.close(wait) }()
 	ctx := stream.Context()
 	select {
 	case err := <-p.end:
+		if err == errWatchEnded {
+			// The broker ended the watch while a push was queued or
+			// running: that push sends what is left and then the end,
+			// unless a client that does not read holds its send.
+			t := time.NewTimer(abandonSendAfter)
+			defer t.Stop()
+			select {
+			case err = <-p.end:
+			case <-t.C:
+				err, wait = toStatus(w.Err()), 0
+			}
+		}
 		return err
 	case <-s.drain:
 		return watchEnd(ctx, true)
@@ -337,33 +350,46 @@ type pushedWatch struct {
 	s      *Server
 	conn   string // the connection's remote address: its pushes run together
 	stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]
-	end    chan error  // one slot: why the stream ends (a failed send, the watch's end)
-	busy   atomic.Bool // a push is queued or running: at most one per stream
-	again  atomic.Bool // a notice came since the running push looked
+	// end receives why the stream ends: from finish, once (a failed send,
+	// or the watch's end after its last update), and errWatchEnded from
+	// notify, once. Two slots, so that neither ever blocks.
+	end        chan error
+	busy       atomic.Bool // a push is queued or running: at most one per stream
+	again      atomic.Bool // a notice came since the running push looked
+	endNoticed atomic.Bool // errWatchEnded was sent
 
 	mu     sync.Mutex // held while sending: one send at a time
-	w      *broker.Watch
+	w      atomic.Pointer[broker.Watch]
 	closed atomic.Bool // no send starts once set
 }
+
+// errWatchEnded tells the handler that the broker ended the watch (a
+// tenant removed or reconfigured) while a push was queued or running.
+var errWatchEnded = errors.New("server: watch ended")
 
 // notify is the broker's notice that the watch has something new: it
 // queues a push unless one is queued or running, which then looks again
 // (latest-wins: a push sends what Next has then). So a stream whose
 // client does not read holds at most one sender, however many updates
 // come meanwhile.
+//
+// When the broker ends the watch, the handler hears of it here too, not
+// only from the push: a push blocked by a client that does not read would
+// never report it, and the stream would outlive its tenant.
 func (p *pushedWatch) notify() {
 	p.again.Store(true)
 	if p.busy.CompareAndSwap(false, true) {
 		p.s.senders.do(p.conn, p.push)
+	}
+	if w := p.w.Load(); w != nil && w.Ended() && p.endNoticed.CompareAndSwap(false, true) {
+		p.end <- errWatchEnded
 	}
 }
 
 // start hands the watch over; the broker's first notices may have come
 // before there was one to read, so it notifies once more.
 func (p *pushedWatch) start(w *broker.Watch) {
-	p.mu.Lock()
-	p.w = w
-	p.mu.Unlock()
+	p.w.Store(w)
 	p.notify()
 }
 
@@ -386,13 +412,14 @@ func (p *pushedWatch) push() {
 func (p *pushedWatch) sendLatest() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed.Load() || p.w == nil {
+	w := p.w.Load()
+	if p.closed.Load() || w == nil {
 		return
 	}
-	u, ok, ended := p.w.Next()
+	u, ok, ended := w.Next()
 	switch {
 	case ended:
-		p.finish(toStatus(p.w.Err()))
+		p.finish(toStatus(w.Err()))
 	case ok:
 		if err := p.stream.Send(p.s.watchResponse(u)); err != nil {
 			p.finish(err)
@@ -409,30 +436,32 @@ func (p *pushedWatch) finish(err error) {
 }
 
 // abandonSendAfter bounds how long a stream that is ending (a drain, a
-// revocation, the client's cancel) waits for its send in progress.
+// revocation, the client's cancel, the watch's end) waits for its send
+// in progress.
 const abandonSendAfter = 250 * time.Millisecond
 
 // close stops the pushes and unsubscribes. The handler calls it before it
-// returns. It waits for a send in progress, but not for one that a client
-// that does not read has blocked on flow control: only the handler's
-// return ends the transport stream and so fails that send (grpc-go's
-// answer to a send that may block for ever), so waiting for it would
-// keep a revoked or drained stream open until its connection closes.
-func (p *pushedWatch) close() {
+// returns. It waits for a send in progress, but at most wait: a client
+// that does not read can block a send on flow control for ever, and only
+// the handler's return ends the transport stream and so fails that send
+// (grpc-go's answer to a send that may block), so waiting for it would
+// keep a revoked, drained or ended stream open until its connection
+// closes.
+func (p *pushedWatch) close(wait time.Duration) {
 	p.closed.Store(true)
 	if p.mu.TryLock() {
 		p.mu.Unlock()
-	} else {
+	} else if wait > 0 {
 		sent := make(chan struct{})
 		go func() { p.mu.Lock(); p.mu.Unlock(); close(sent) }() // ends with the send
-		t := time.NewTimer(abandonSendAfter)
+		t := time.NewTimer(wait)
 		select {
 		case <-sent:
 		case <-t.C:
 		}
 		t.Stop()
 	}
-	_ = p.w.Close()
+	_ = p.w.Load().Close()
 }
 
 // watchEnd is the status of a stream ended by a drain or by its context.
