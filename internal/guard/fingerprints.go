@@ -21,6 +21,11 @@ type fingerprints struct {
 
 const fingerprintSlots = 256
 
+// maxFingerprintedToken is the largest access token the cache keeps: an
+// entry holds its token, and 256 of an IdP's 200 KB tokens would pin
+// 50 MB of old tokens. Larger tokens are hashed on every call.
+const maxFingerprintedToken = 8 << 10
+
 type fingerprintEntry struct {
 	token, fp string
 }
@@ -35,6 +40,9 @@ func (f *fingerprints) of(tok *tbv1.Token) string {
 	access := tok.GetAccessToken()
 	if access == "" {
 		return ""
+	}
+	if len(access) > maxFingerprintedToken {
+		return audit.Fingerprint(access)
 	}
 	slot := &f.slots[maphash.Comparable(f.seed, tokenKey{tok.GetTenant(), tok.GetVersion()})%fingerprintSlots]
 	if e := slot.Load(); e != nil && e.token == access {

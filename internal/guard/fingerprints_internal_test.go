@@ -31,3 +31,21 @@ func TestFingerprintsMatchEachToken(t *testing.T) {
 		t.Errorf("token without access token: fingerprint %q, want none", got)
 	}
 }
+
+// Red team (issue 11, round 3): the cache held every slot's token, so an
+// IdP's 200 KB tokens pinned 50 MB of old tokens. Tokens over the bound
+// get their own fingerprint and are never kept.
+func TestFingerprintsKeepNoLargeToken(t *testing.T) {
+	f := &fingerprints{seed: maphash.MakeSeed()}
+	for i := range 2 * fingerprintSlots {
+		access := fmt.Sprintf("%d-%0*d", i, maxFingerprintedToken, 0)
+		if got, want := f.of(&tbv1.Token{AccessToken: access, Tenant: "acme", Version: uint64(i)}), audit.Fingerprint(access); got != want {
+			t.Fatalf("token %d: fingerprint %s, want %s", i, got, want)
+		}
+	}
+	for i := range f.slots {
+		if e := f.slots[i].Load(); e != nil {
+			t.Fatalf("slot %d keeps a %d-byte token; want tokens over %d bytes never kept", i, len(e.token), maxFingerprintedToken)
+		}
+	}
+}

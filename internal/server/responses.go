@@ -32,6 +32,11 @@ type responseCache struct {
 
 const responseSlots = 256
 
+// maxCachedToken is the largest access token whose response the cache
+// keeps: an entry holds the token and its encoding, and 256 of an IdP's
+// 200 KB tokens would pin 100 MB. Larger ones get a message per call.
+const maxCachedToken = 8 << 10
+
 type cachedResponse struct {
 	tok  *broker.Token
 	resp *tbv1.GetTokenResponse
@@ -43,6 +48,9 @@ func newResponseCache(codec *sharedCodec) *responseCache {
 
 // get returns the GetToken response for tok.
 func (c *responseCache) get(tok *broker.Token) *tbv1.GetTokenResponse {
+	if len(tok.AccessToken) > maxCachedToken {
+		return &tbv1.GetTokenResponse{Token: toProto(tok)}
+	}
 	slot := &c.slots[maphash.Comparable(c.seed, tok)%responseSlots]
 	if e := slot.Load(); e != nil && e.tok == tok {
 		return e.resp

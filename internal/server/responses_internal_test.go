@@ -51,3 +51,27 @@ func TestResponseCacheAnswersEachToken(t *testing.T) {
 		t.Error("a token asked twice in a row got two messages; want the cached one")
 	}
 }
+
+// Red team (issue 11, round 3): each slot held its token and encoding, so
+// an IdP's 200 KB tokens pinned 100 MB. Responses of tokens over the
+// bound are built per call and never kept.
+func TestResponseCacheKeepsNoLargeToken(t *testing.T) {
+	codec := newSharedCodec()
+	c := newResponseCache(codec)
+	for i := range 2 * responseSlots {
+		tok := &broker.Token{AccessToken: fmt.Sprintf("%d-%0*d", i, maxCachedToken, 0), Tenant: "acme", Version: uint64(i + 1)}
+		if got := c.get(tok).GetToken(); got.GetAccessToken() != tok.AccessToken || got.GetVersion() != tok.Version {
+			t.Fatalf("token %d answered with version %d", i, got.GetVersion())
+		}
+	}
+	for i := range c.slots {
+		if e := c.slots[i].Load(); e != nil {
+			t.Fatalf("slot %d keeps a %d-byte token; want tokens over %d bytes never kept", i, len(e.tok.AccessToken), maxCachedToken)
+		}
+	}
+	n := 0
+	codec.wire.Range(func(any, any) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("the codec keeps %d encodings of large tokens, want 0", n)
+	}
+}
