@@ -254,7 +254,7 @@ type guardedStream struct {
 
 	// checking is held by SendMsg from its revoked check until its audit
 	// line is written, never over the network send; a revocation takes it
-	// once after setting revoked (see revoke).
+	// once after setting revoked (see redecide).
 	checking sync.Mutex
 }
 
