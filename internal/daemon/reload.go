@@ -27,13 +27,16 @@ func restartOnlyOf(cfg *config.Config) restartOnly {
 
 // Reload applies cfg to the running daemon: the policy is built first,
 // then the tenants are replaced, then the policy goes live, then the TLS
-// files are re-read. Any error before the policy goes live keeps the
-// running configuration and is returned; a TLS file that cannot be read
-// keeps the current certificate and is only logged. Listen, tls, audit,
-// limits, watch and admin changes take effect at restart only (a warning
-// says so); shutdown applies to the next shutdown. The development tenant
-// is kept. cfg is not modified. The files watched for changes become
-// cfg.Files. Every call counts in tokenbroker_config_reloads_total.
+// files are re-read. When the policy has gone live, every open stream has
+// been re-decided under it: one it revokes is cancelled and admits no
+// further token (see guard.Config.Policy). Any error before the policy
+// goes live keeps the running configuration and is returned; a TLS file
+// that cannot be read keeps the current certificate and is only logged.
+// Listen, tls, audit, limits, watch and admin changes take effect at
+// restart only (a warning says so); shutdown applies to the next
+// shutdown. The development tenant is kept. cfg is not modified. The
+// files watched for changes become cfg.Files. Every call counts in
+// tokenbroker_config_reloads_total.
 //
 // A tenant whose own files failed to load (config.Tenant.LoadErr, see
 // config.Options.KeepTenantsOnFileError) keeps its running configuration,

@@ -251,6 +251,11 @@ type guardedStream struct {
 	t           target
 	lastVersion uint64
 	revoked     atomic.Pointer[status.Status] // set when a policy change ends the stream
+
+	// checking is held by SendMsg from its revoked check until its audit
+	// line is written, never over the network send; a revocation takes it
+	// once after setting revoked (see redecide).
+	checking sync.Mutex
 }
 
 func (s *guardedStream) Context() context.Context { return s.ctx }
@@ -282,6 +287,28 @@ func (s *guardedStream) SendMsg(m any) error {
 	if !s.authorized {
 		return status.Error(codes.PermissionDenied, "stream not authorized")
 	}
+	if err := s.admit(m); err != nil {
+		return err
+	}
+	// Not under checking: a policy change never waits for the network.
+	return s.ServerStream.SendMsg(m)
+}
+
+// admit refuses m if a policy change revoked the stream, else writes the
+// audit line of the token m carries, if new. It runs under checking, so
+// that a revocation, which takes checking once after setting revoked,
+// returns only when no admit that passed the check is still writing: once
+// holder.Store returns, the stream writes no more issue lines. What is
+// left is the send of a message admitted before the change: its token
+// was authorized under the policy live at its check and its line is
+// written before Store returns; the wire may still carry it (waiting for
+// the send would let a client that stopped reading hold up a reload).
+// The wait costs Store at most the audit write already in flight (with
+// audit.fsync: always, one fsync, shared by the group commit with every
+// other stream's), and only for a revoked stream that is sending.
+func (s *guardedStream) admit(m any) error {
+	s.checking.Lock()
+	defer s.checking.Unlock()
 	if st := s.revoked.Load(); st != nil {
 		return st.Err()
 	}
@@ -297,23 +324,29 @@ func (s *guardedStream) SendMsg(m any) error {
 		}
 		s.lastVersion = r.GetToken().GetVersion()
 	}
-	return s.ServerStream.SendMsg(m)
+	return nil
 }
 
 // openStreams are the authorized streams, each with the policy it was
-// last decided under. One goroutine, running while any stream is open,
-// re-decides them at every policy change and ends those whose right was
-// revoked: a stream costs a map entry, not a goroutine of its own.
+// last decided under. The guard re-decides them inside every
+// policy.Holder.Store (see redecide), so that a stream costs a map entry,
+// not a goroutine, and a revocation is done when the policy goes live.
 type openStreams struct {
-	mu      sync.Mutex
-	set     map[*guardedStream]*policy.Policy
-	running bool          // watchPolicy runs
-	empty   chan struct{} // 1-slot: the set became empty, watchPolicy may exit
+	mu  sync.Mutex
+	set map[*guardedStream]*policy.Policy
 }
 
 // track authorizes s.t under the current policy and, if allowed, adds s
-// to the open streams. Deciding and adding under one lock means that
-// watchPolicy sees every stream with the policy it was decided under.
+// to the open streams.
+//
+// Deciding and adding under o.mu, with the policy loaded under it, is
+// what keeps a stream from surviving under a stale policy while Store(p)
+// races: Store swaps p in, then runs redecide(p), which takes o.mu. If
+// track holds o.mu first, redecide finds s (decided under the older
+// policy) and re-decides it under p; if redecide holds it first, the
+// swap came before, so track's Load returns p (or a newer policy, whose
+// own redecide follows). Lock order: the Holder's lock, then o.mu;
+// track takes no Holder lock (Load is atomic).
 func (g *Guard) track(s *guardedStream) error {
 	o := &g.open
 	o.mu.Lock()
@@ -323,13 +356,9 @@ func (g *Guard) track(s *guardedStream) error {
 		return err
 	}
 	if o.set == nil {
-		o.set, o.empty = map[*guardedStream]*policy.Policy{}, make(chan struct{}, 1)
+		o.set = map[*guardedStream]*policy.Policy{}
 	}
 	o.set[s] = pol
-	if !o.running {
-		o.running = true
-		go g.watchPolicy()
-	}
 	return nil
 }
 
@@ -338,48 +367,39 @@ func (g *Guard) untrack(s *guardedStream) {
 	o := &g.open
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if _, ok := o.set[s]; !ok {
-		return
-	}
 	delete(o.set, s)
-	if len(o.set) == 0 {
-		select {
-		case o.empty <- struct{}{}:
-		default:
-		}
-	}
 }
 
-// watchPolicy re-decides every open stream decided under an older
-// policy, then waits for the next policy change; it exits when no stream
-// is open. A stream whose right was revoked is cancelled with
-// PERMISSION_DENIED; its own goroutine audits that (see stream).
-func (g *Guard) watchPolicy() {
+// redecide is the guard's policy.Holder observer: it runs inside
+// Store(pol), after the swap, and re-decides every open stream under
+// pol. A stream whose right was revoked gets revoked set and its context
+// cancelled with PERMISSION_DENIED (its own goroutine audits that, see
+// stream) and is dropped from the set; then redecide waits until none of
+// them is still in admit (see there), with o.mu released so that streams
+// opening meanwhile are not held up.
+func (g *Guard) redecide(pol *policy.Policy) {
 	o := &g.open
-	for {
-		pol, changed := g.holder.Snapshot()
-		o.mu.Lock()
-		for s, decided := range o.set {
-			if decided == pol {
-				continue
-			}
-			o.set[s] = pol
-			if _, err := g.decide(pol, s.c, s.t); err != nil {
-				st := status.Newf(codes.PermissionDenied, "access revoked by a policy change: %s", status.Convert(err).Message())
-				s.revoked.Store(st)
-				s.cancel(st.Err())
-				delete(o.set, s)
-			}
+	var revoked []*guardedStream
+	o.mu.Lock()
+	for s, decided := range o.set {
+		if decided == pol {
+			continue
 		}
-		if len(o.set) == 0 {
-			o.running = false
-			o.mu.Unlock()
-			return
+		o.set[s] = pol
+		if _, err := g.decide(pol, s.c, s.t); err != nil {
+			st := status.Newf(codes.PermissionDenied, "access revoked by a policy change: %s", status.Convert(err).Message())
+			s.revoked.Store(st)
+			s.cancel(st.Err())
+			delete(o.set, s)
+			revoked = append(revoked, s)
 		}
-		o.mu.Unlock()
-		select {
-		case <-changed:
-		case <-o.empty:
-		}
+	}
+	o.mu.Unlock()
+	// Every revoked flag is set before the first wait, so that the
+	// admits still writing finish together (one audit group commit). An
+	// empty critical section on purpose: taking the lock is the barrier.
+	for _, s := range revoked {
+		s.checking.Lock()
+		s.checking.Unlock()
 	}
 }

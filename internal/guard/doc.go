@@ -23,9 +23,11 @@
 //     with a message that does not depend on whether the tenant exists
 //     (the guard never asks), and a cap on scopes per request →
 //     INVALID_ARGUMENT. WatchToken is authorized on its request message and
-//     re-checked at every policy change (by one goroutine for all open
-//     streams): a stream whose caller lost the right ends with
-//     PERMISSION_DENIED and sends nothing more.
+//     re-checked inside every policy.Holder.Store: when Store returns, a
+//     stream whose caller lost the right has its context cancelled, ends
+//     with PERMISSION_DENIED, and admits and audits no further message
+//     (one admitted before the change, with its audit line written
+//     before Store returned, may still be on its way to the client).
 //
 // With a policy that has no callers the guard serves loopback peers only,
 // all of them allowed everything, and refuses others with UNAUTHENTICATED.

@@ -60,7 +60,9 @@ type Limits struct {
 // Config configures a Guard.
 type Config struct {
 	// Policy holds the access policy; required. Store a new policy in it
-	// to reload: later calls and open streams follow it.
+	// to reload: later calls follow it, and when Store returns every open
+	// stream has been re-decided under it (New registers an OnStore
+	// observer): a stream it revokes admits and audits no further message.
 	Policy *policy.Holder
 	// Audit receives the audit trail; nil writes none.
 	Audit *audit.Logger
@@ -150,6 +152,7 @@ func New(cfg Config) (*Guard, error) {
 		onDenial:      cfg.OnDenial,
 		fingerprints:  fingerprints{seed: maphash.MakeSeed()},
 	}
+	cfg.Policy.OnStore(g.redecide)
 	if cfg.Policy.Load().Empty() {
 		log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused; add callers to the config before serving anything but this host")
 	}

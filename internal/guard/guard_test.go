@@ -377,7 +377,7 @@ func TestPolicyReloadRemovingCallerEndsWatch(t *testing.T) {
 
 // TestPolicyReloadEndsOnlyRevokedWatches: a reload ends the streams of
 // the caller that lost the right and leaves the others open; once every
-// stream ended, the guard tracks none (and its watcher exits: goleak).
+// stream ended, the guard tracks none.
 func TestPolicyReloadEndsOnlyRevokedWatches(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()

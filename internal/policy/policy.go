@@ -263,10 +263,12 @@ func (p *Policy) VisibleTenants(caller string, tenants []string) []string {
 var ErrNoPolicy = errors.New("policy: nil policy")
 
 // Holder holds the current policy. Store replaces it; Snapshot returns it
-// with a channel that is closed by the next Store.
+// with a channel that is closed by the next Store; OnStore registers
+// observers that Store runs before it returns.
 type Holder struct {
-	mu  sync.Mutex // serialises Store
-	cur atomic.Pointer[generation]
+	mu        sync.Mutex // serialises Store and the observers
+	cur       atomic.Pointer[generation]
+	observers []func(*Policy) // guarded by mu
 }
 
 type generation struct {
@@ -294,7 +296,21 @@ func (h *Holder) Snapshot() (*Policy, <-chan struct{}) {
 	return g.p, g.changed
 }
 
-// Store makes p the current policy and wakes Snapshot's waiters.
+// OnStore registers f to be called by every later Store with the new
+// policy, after Load returns it and before Store returns, in registration
+// order, one Store at a time: what f does is done when Store returns, so
+// that a policy change takes effect synchronously (the guard ends the
+// streams it revokes this way). f runs under the Holder's lock: it must
+// not call Store or OnStore, and should not block for long. An observer
+// is kept for the Holder's lifetime.
+func (h *Holder) OnStore(f func(*Policy)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.observers = append(h.observers, f)
+}
+
+// Store makes p the current policy, runs the OnStore observers and wakes
+// Snapshot's waiters.
 func (h *Holder) Store(p *Policy) error {
 	if p == nil {
 		return ErrNoPolicy
@@ -302,6 +318,9 @@ func (h *Holder) Store(p *Policy) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old := h.cur.Swap(&generation{p: p, changed: make(chan struct{})})
+	for _, f := range h.observers {
+		f(p)
+	}
 	close(old.changed)
 	return nil
 }

@@ -211,6 +211,39 @@ func TestHolder(t *testing.T) {
 	}
 }
 
+// TestHolderOnStore: Store runs every observer, in registration order,
+// with the new policy already current, and returns only after them; a
+// Store(nil) runs none.
+func TestHolderOnStore(t *testing.T) {
+	p1, p2, p3 := testPolicy(t), &Policy{}, testPolicy(t)
+	h, err := NewHolder(p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []string
+	for _, name := range []string{"first", "second"} {
+		h.OnStore(func(p *Policy) {
+			if h.Load() != p {
+				t.Errorf("observer %s: Load does not return the policy being stored", name)
+			}
+			calls = append(calls, name)
+		})
+	}
+	for _, p := range []*Policy{p2, p3} {
+		if err := h.Store(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.Store(nil) == nil {
+		t.Error("Store(nil) accepted")
+	}
+	// Read right after Store returned, without other synchronisation:
+	// -race reports it if an observer ran after Store returned.
+	if got := strings.Join(calls, " "); got != "first second first second" {
+		t.Errorf("observers ran %q, want each Store to run first, second", got)
+	}
+}
+
 // TestScopesWithWildcardOrCommaMatchLiterally: a requested "*" or
 // "read:*" or "read:a,write:b" would be read by some IdPs as a wildcard
 // or a list, so it passes only an identical allow-list entry, not a glob.
