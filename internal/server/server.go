@@ -326,16 +326,7 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	select {
 	case err := <-p.end:
 		if err == errWatchEnded {
-			// The broker ended the watch while a push was queued or
-			// running: that push sends what is left and then the end,
-			// unless a client that does not read holds its send.
-			t := time.NewTimer(abandonSendAfter)
-			defer t.Stop()
-			select {
-			case err = <-p.end:
-			case <-t.C:
-				err, wait = toStatus(w.Err()), 0
-			}
+			err, wait = p.awaitEnd(ctx, w)
 		}
 		return err
 	case <-s.drain:
@@ -354,9 +345,10 @@ type pushedWatch struct {
 	// or the watch's end after its last update), and errWatchEnded from
 	// notify, once. Two slots, so that neither ever blocks.
 	end        chan error
-	busy       atomic.Bool // a push is queued or running: at most one per stream
-	again      atomic.Bool // a notice came since the running push looked
-	endNoticed atomic.Bool // errWatchEnded was sent
+	busy       atomic.Bool   // a push is queued or running: at most one per stream
+	again      atomic.Bool   // a notice came since the running push looked
+	endNoticed atomic.Bool   // errWatchEnded was sent
+	sends      atomic.Uint32 // odd while a send runs (see awaitEnd)
 
 	mu     sync.Mutex // held while sending: one send at a time
 	w      atomic.Pointer[broker.Watch]
@@ -421,7 +413,10 @@ func (p *pushedWatch) sendLatest() {
 	case ended:
 		p.finish(toStatus(w.Err()))
 	case ok:
-		if err := p.stream.Send(p.s.watchResponse(u)); err != nil {
+		p.sends.Add(1)
+		err := p.stream.Send(p.s.watchResponse(u))
+		p.sends.Add(1)
+		if err != nil {
 			p.finish(err)
 		}
 	}
@@ -434,6 +429,38 @@ func (p *pushedWatch) finish(err error) {
 		p.end <- err // the one slot, filled once
 	}
 }
+
+// awaitEnd runs when the broker has ended the watch while a push was
+// queued or running: that push sends what is left and then the status.
+// It waits for that push, also while it is queued behind other streams'
+// sends on the connection (up to maxEndWait), but gives up a send that
+// has not finished in abandonSendAfter: a client that does not read. It
+// returns the stream's status and how long close may still wait.
+func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (error, time.Duration) {
+	t := time.NewTicker(abandonSendAfter)
+	defer t.Stop()
+	seen := p.sends.Load()
+	for range maxEndWait / abandonSendAfter {
+		select {
+		case err := <-p.end:
+			return err, abandonSendAfter
+		case <-p.s.drain:
+			return watchEnd(ctx, true), abandonSendAfter
+		case <-ctx.Done():
+			return watchEnd(ctx, false), abandonSendAfter
+		case <-t.C:
+		}
+		now := p.sends.Load()
+		if now == seen && now%2 == 1 {
+			return toStatus(w.Err()), 0 // the same send, blocked
+		}
+		seen = now
+	}
+	return toStatus(w.Err()), 0
+}
+
+// maxEndWait bounds awaitEnd.
+const maxEndWait = 5 * time.Second
 
 // abandonSendAfter bounds how long a stream that is ending (a drain, a
 // revocation, the client's cancel, the watch's end) waits for its send
