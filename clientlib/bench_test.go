@@ -40,27 +40,37 @@ func BenchmarkSourceTokenParallel(b *testing.B) {
 	})
 }
 
-// loopbackGET measures GET requests to a loopback server through the
-// transport wrap builds. Both Transport benchmarks run the same broker
-// stack, so that they differ only in the RoundTripper.
-func loopbackGET(b *testing.B, wrap func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper) {
-	s := startStack(b, stackConfig{})
-	src := newSource(b, s)
+// loopbackGETs starts the broker stack and a loopback HTTP server, and
+// returns a Source, a base transport and get, which GETs the server
+// through hc and reads the answer. Both Transport benchmarks run it, so
+// that they differ only in the RoundTripper.
+func loopbackGETs(b *testing.B) (src *clientlib.Source, base *http.Transport, get func(hc *http.Client)) {
+	src = newSource(b, startStack(b, stackConfig{}))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok")
 	}))
-	defer srv.Close()
-	base := &http.Transport{}
-	defer base.CloseIdleConnections()
-	hc := &http.Client{Transport: wrap(src, base)}
-	b.ReportAllocs()
-	for b.Loop() {
+	b.Cleanup(srv.Close)
+	base = &http.Transport{}
+	b.Cleanup(base.CloseIdleConnections)
+	get = func(hc *http.Client) {
 		resp, err := hc.Get(srv.URL)
 		if err != nil {
 			b.Fatal(err)
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+	return src, base, get
+}
+
+// loopbackGET measures GET requests to a loopback server through the
+// transport wrap builds.
+func loopbackGET(b *testing.B, wrap func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper) {
+	src, base, get := loopbackGETs(b)
+	hc := &http.Client{Transport: wrap(src, base)}
+	b.ReportAllocs()
+	for b.Loop() {
+		get(hc)
 	}
 }
 
@@ -208,24 +218,9 @@ func BenchmarkSourceTokenVsReuse(b *testing.B) {
 // Transport and straight through its base transport, and reports their
 // ratio (target: at most 1.05).
 func BenchmarkTransportVsBare(b *testing.B) {
-	s := startStack(b, stackConfig{})
-	src := newSource(b, s)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok")
-	}))
-	defer srv.Close()
-	base := &http.Transport{}
-	defer base.CloseIdleConnections()
+	src, base, get := loopbackGETs(b)
 	withToken := &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
 	bare := &http.Client{Transport: base}
-	get := func(hc *http.Client) {
-		resp, err := hc.Get(srv.URL)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
 	// Alternate request by request: the machine's load changes at a
 	// millisecond scale, which would swamp a difference of microseconds.
 	// The order swaps every time, so that neither gains from going second.
