@@ -262,18 +262,12 @@ func (p *Policy) VisibleTenants(caller string, tenants []string) []string {
 // ErrNoPolicy is returned by NewHolder for a nil policy.
 var ErrNoPolicy = errors.New("policy: nil policy")
 
-// Holder holds the current policy. Store replaces it; Snapshot returns it
-// with a channel that is closed by the next Store; OnStore registers
+// Holder holds the current policy. Store replaces it; OnStore registers
 // observers that Store runs before it returns.
 type Holder struct {
 	mu        sync.Mutex // serialises Store and the observers
-	cur       atomic.Pointer[generation]
+	cur       atomic.Pointer[Policy]
 	observers []func(*Policy) // guarded by mu
-}
-
-type generation struct {
-	p       *Policy
-	changed chan struct{}
 }
 
 // NewHolder returns a Holder of p.
@@ -282,19 +276,12 @@ func NewHolder(p *Policy) (*Holder, error) {
 		return nil, ErrNoPolicy
 	}
 	h := &Holder{}
-	h.cur.Store(&generation{p: p, changed: make(chan struct{})})
+	h.cur.Store(p)
 	return h, nil
 }
 
 // Load returns the current policy.
-func (h *Holder) Load() *Policy { return h.cur.Load().p }
-
-// Snapshot returns the current policy and a channel closed as soon as it
-// is replaced.
-func (h *Holder) Snapshot() (*Policy, <-chan struct{}) {
-	g := h.cur.Load()
-	return g.p, g.changed
-}
+func (h *Holder) Load() *Policy { return h.cur.Load() }
 
 // OnStore registers f to be called by every later Store with the new
 // policy, after Load returns it and before Store returns, in registration
@@ -309,18 +296,16 @@ func (h *Holder) OnStore(f func(*Policy)) {
 	h.observers = append(h.observers, f)
 }
 
-// Store makes p the current policy, runs the OnStore observers and wakes
-// Snapshot's waiters.
+// Store makes p the current policy and runs the OnStore observers.
 func (h *Holder) Store(p *Policy) error {
 	if p == nil {
 		return ErrNoPolicy
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	old := h.cur.Swap(&generation{p: p, changed: make(chan struct{})})
+	h.cur.Store(p)
 	for _, f := range h.observers {
 		f(p)
 	}
-	close(old.changed)
 	return nil
 }
