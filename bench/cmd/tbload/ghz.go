@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"slices"
 	"time"
 )
 
@@ -59,44 +58,17 @@ func ghzRun(ctx context.Context, o options, addr, method, data string, deployed 
 }
 
 // ghzRounds is hitRounds with ghz as the load generator, the way the
-// issue measured: the floor and GetToken alternate round by round.
-func ghzRounds(ctx context.Context, o options, b *brokerProc, deployed bool, label string) error {
-	floor := func() (run, error) {
-		return ghzRun(ctx, o, b.addr, "grpc.health.v1.Health.Check", `{}`, deployed)
-	}
-	hit := func() (run, error) {
-		return ghzRun(ctx, o, b.addr, "tokenbroker.v1.TokenBrokerService.GetToken", `{"tenant":"t0"}`, deployed)
-	}
+// issue measured: bare floor, the broker's Check and GetToken, the order
+// rotating round by round.
+func ghzRounds(ctx context.Context, o options, b *brokerProc, bareAddr string, deployed bool, label string) error {
 	fmt.Printf("-- the same with ghz (%s): c=%d, one connection, %s per run, %d rounds\n", o.ghz, o.conc, o.dur, o.rounds)
-	var rpsRatio, p99Ratio []float64
-	for i := range o.rounds {
-		first, second := floor, hit
-		if i%2 == 1 {
-			first, second = hit, floor
+	return hitTable(o, label, "hit-ghz", func(_ int, name string) (run, error) {
+		switch name {
+		case "bare":
+			return ghzRun(ctx, o, bareAddr, "grpc.health.v1.Health.Check", `{}`, false)
+		case "check":
+			return ghzRun(ctx, o, b.addr, "grpc.health.v1.Health.Check", `{}`, deployed)
 		}
-		r1, err := first()
-		if err != nil {
-			return err
-		}
-		r2, err := second()
-		if err != nil {
-			return err
-		}
-		f, g := r1, r2
-		if i%2 == 1 {
-			f, g = r2, r1
-		}
-		for _, r := range []run{f, g} {
-			if r.errs > 0 {
-				return fmt.Errorf("ghz: %w", r.firstErr)
-			}
-		}
-		rr, pr := g.rps/f.rps, float64(g.p99)/float64(f.p99)
-		rpsRatio, p99Ratio = append(rpsRatio, rr), append(p99Ratio, pr)
-		fmt.Printf("round %d: floor %8.0f req/s p50 %-9s p99 %-9s | GetToken %8.0f req/s p50 %-9s p99 %-9s | ratio req/s %.2fx p99 %.2fx\n",
-			i+1, f.rps, f.p50.Round(time.Microsecond), f.p99.Round(time.Microsecond), g.rps, g.p50.Round(time.Microsecond), g.p99.Round(time.Microsecond), rr, pr)
-	}
-	fmt.Printf("RESULT hit-ghz %-8s req/s ratio median %.2fx min %.2fx (target >= 0.90x); p99 ratio median %.2fx max %.2fx (target <= 1.20x)\n",
-		label, median(rpsRatio), slices.Min(rpsRatio), median(p99Ratio), slices.Max(p99Ratio))
-	return nil
+		return ghzRun(ctx, o, b.addr, "tokenbroker.v1.TokenBrokerService.GetToken", `{"tenant":"t0"}`, deployed)
+	})
 }

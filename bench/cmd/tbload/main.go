@@ -3,9 +3,11 @@
 // generated config against a tiny in-process identity provider, and prints
 // ratios for the targets of the performance issue:
 //
-//	hit       GetToken cache hit vs grpc.health.v1.Health/Check on the same
-//	          server (deployed: one API-key caller, audit to a file, log
-//	          level info; and open mode), rounds alternating
+//	hit       GetToken cache hit and the broker's own grpc.health.v1.Health/
+//	          Check against the bare floor (grpc-go with no interceptors
+//	          serving Check, a process of its own), and GetToken against the
+//	          broker's Check (deployed: one API-key caller, audit to a file,
+//	          log level info; and open mode), the order rotating by round
 //	watch     WatchToken fan-out: time for a refresh to reach S streams,
 //	          broker RSS and live heap per idle stream
 //	tenants   T tenants against an IdP with 50 ms latency: time until all
@@ -45,6 +47,7 @@ type options struct {
 }
 
 func main() {
+	maybeServeFloor()
 	var o options
 	smoke := flag.Bool("smoke", false, "small sizes: every scenario in a few seconds (CI)")
 	only := flag.String("only", "hit,watch,tenants,coalesce", "comma-separated scenarios to run")
