@@ -23,12 +23,15 @@
 // then loses no acknowledged line either), a positive interval bounds
 // the loss to that interval.
 //
-// A write that fails part-way (a full disk) can leave a torn, partial
-// line; the next batch then starts with a newline, so every complete
+// A write that fails part-way (a full disk) is undone in a file that
+// Open opened: the file is cut back to where the batch began, so that it
+// keeps neither a torn line nor the lines of the calls that failed.
+// Where that cannot be done (a writer given to New, such as standard
+// output, or a file another process appended to meanwhile), the torn
+// line stays and the next batch starts with a newline: every complete
 // record is on a line of its own, and a reader should skip a line that
-// is not valid JSON (it is such a torn remainder). The lines of a batch
-// whose write failed may still be in the file, complete: their calls
-// failed all the same.
+// is not valid JSON. Complete lines of such a batch may stay too; their
+// calls failed all the same.
 package audit
 
 import (
@@ -111,6 +114,7 @@ type Logger struct {
 	idle   sync.Cond // signalled when the writer goroutine exits; uses mu
 	w      io.Writer // written by the writer goroutine only; nil once closed
 	closer io.Closer
+	file   *os.File // the file Open opened, nil for New: failed writes are undone in it
 	now    func() time.Time
 
 	cur     *batch // lines waiting for the writer; guarded by mu
@@ -119,9 +123,9 @@ type Logger struct {
 	closed  bool   // guarded by mu
 
 	// Owned by the writer goroutine (one at a time, handed over under mu).
-	// torn reports that the last write left a partial line (a short
-	// write, e.g. on ENOSPC): the next batch starts with a newline, so
-	// that every complete record is on a line of its own.
+	// torn reports that a failed write left a partial line it could not
+	// undo (a short write, e.g. on ENOSPC): the next batch starts with a
+	// newline, so that every complete record is on a line of its own.
 	torn bool
 
 	syncEvery time.Duration // see SetSyncInterval; guarded by mu
@@ -175,7 +179,8 @@ func New(w io.Writer) *Logger {
 }
 
 // Open returns a Logger appending to the file at path, created with mode
-// 0600 if missing; "" or "-" means standard output. Close the Logger to
+// 0600 if missing; "" or "-" means standard output. A write to the file
+// that fails part-way is undone (truncated away). Close the Logger to
 // close the file.
 func Open(path string) (*Logger, error) {
 	if path == "" || path == "-" {
@@ -186,7 +191,7 @@ func Open(path string) (*Logger, error) {
 		return nil, fmt.Errorf("audit: open audit.path: %w", err)
 	}
 	l := New(f)
-	l.closer = f
+	l.closer, l.file = f, f
 	return l, nil
 }
 
@@ -300,21 +305,40 @@ func (l *Logger) write(p []byte, syncEach bool) error {
 		p = append([]byte{'\n'}, p...)
 	}
 	n, err := l.w.Write(p)
-	if n > 0 {
-		l.torn = p[n-1] != '\n'
-	}
 	if err == nil && n < len(p) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
+		if n > 0 && !l.undo(int64(n)) {
+			l.torn = p[n-1] != '\n'
+		}
 		return fmt.Errorf("audit: write: %w", err)
 	}
+	l.torn = false
 	if s, ok := l.w.(interface{ Sync() error }); ok && syncEach {
 		if err := s.Sync(); err != nil {
 			return fmt.Errorf("audit: fsync: %w", err)
 		}
 	}
 	return nil
+}
+
+// undo cuts the n bytes that a failed write appended off the file Open
+// opened, and reports whether it did. It leaves the file alone unless
+// those bytes are still its end.
+func (l *Logger) undo(n int64) bool {
+	if l.file == nil {
+		return false
+	}
+	end, err := l.file.Seek(0, io.SeekCurrent) // O_APPEND: where the write ended
+	if err != nil || end < n {
+		return false
+	}
+	fi, err := l.file.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != end {
+		return false
+	}
+	return l.file.Truncate(end-n) == nil
 }
 
 // syncNow is the interval fsync. It runs while the writer may write:

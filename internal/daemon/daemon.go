@@ -24,7 +24,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -198,9 +197,10 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}
 	d.lis = server.LimitListener(lis, connLimits(cfg.Limits))
 	hs := health.NewServer()
+	hstatus := server.NewHealthStatus(hs)
 	if d.broker, err = broker.New(broker.Config{
 		Tenants: tenants, Logger: log, UserAgent: opts.UserAgent,
-		OnTenantHealth:        server.TenantHealth(hs),
+		OnTenantHealth:        hstatus.SetTenant,
 		NewScopeSetsPerSecond: cfg.Limits.NewScopeSetsPerSecond, NewScopeSetBurst: cfg.Limits.NewScopeSetBurst,
 		MaxConcurrentFetchesPerHost: cfg.Limits.MaxIdPRequestsPerHost,
 	}); err != nil {
@@ -211,16 +211,10 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if d.guard, err = guard.New(guard.Config{
 		Policy: d.holder, Audit: d.audit, Logger: log,
 		Limits: guardLimits(cfg.Limits), DefaultScopes: d.defaults.get,
-		OnAuditFailure: func(failing bool) {
-			// No token without its audit line: take this replica out of
-			// service until the trail is writable again.
-			st := healthpb.HealthCheckResponse_SERVING
-			if failing {
-				st = healthpb.HealthCheckResponse_NOT_SERVING
-			}
-			hs.SetServingStatus("", st)
-		},
-		OnDenial: d.metrics.denied,
+		// No token without its audit line: take this replica and its
+		// tenants out of service until the trail is writable again.
+		OnAuditFailure: hstatus.Hold,
+		OnDenial:       d.metrics.denied,
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -68,4 +69,67 @@ func (h *healthServer) Watch(req *healthpb.HealthCheckRequest, stream grpc.Serve
 		return errUnknownService
 	}
 	return h.Server.Watch(req, stream)
+}
+
+// TenantHealthService is the health service name of a tenant.
+func TenantHealthService(tenant string) string { return tenantHealthPrefix + tenant }
+
+// TenantHealth returns NewHealthStatus(h).SetTenant, for a server that
+// never holds its health (no audit trail).
+func TenantHealth(h *health.Server) func(tenant string, serving bool) {
+	return NewHealthStatus(h).SetTenant
+}
+
+// HealthStatus sets the health of the service ("") and of each tenant
+// ("tenant/<name>") on a health.Server: a tenant is SERVING while it
+// holds a valid token, unless Hold has taken everything out of service
+// (the audit trail cannot be written, so no token is handed out). It is
+// safe for concurrent use; its methods never block on the network.
+type HealthStatus struct {
+	h       *health.Server
+	mu      sync.Mutex          // orders the updates of h
+	serving map[string]struct{} // tenants with a valid token, held or not
+	held    bool
+}
+
+// NewHealthStatus returns a HealthStatus that sets the statuses of h.
+func NewHealthStatus(h *health.Server) *HealthStatus {
+	return &HealthStatus{h: h, serving: map[string]struct{}{}}
+}
+
+// SetTenant records whether tenant holds a valid token; it is the
+// broker's broker.Config.OnTenantHealth. While held, the tenant's health
+// stays NOT_SERVING and the change applies at release.
+func (s *HealthStatus) SetTenant(tenant string, serving bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if serving {
+		s.serving[tenant] = struct{}{}
+	} else {
+		delete(s.serving, tenant)
+	}
+	s.h.SetServingStatus(TenantHealthService(tenant), servingStatus(serving && !s.held))
+}
+
+// Hold, with true, turns "" and every tenant NOT_SERVING; with false,
+// "" SERVING again and each tenant to what it is at that moment. It is
+// the guard's OnAuditFailure.
+func (s *HealthStatus) Hold(hold bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if hold == s.held {
+		return
+	}
+	s.held = hold
+	s.h.SetServingStatus("", servingStatus(!hold))
+	for tenant := range s.serving {
+		s.h.SetServingStatus(TenantHealthService(tenant), servingStatus(!hold))
+	}
+}
+
+func servingStatus(serving bool) healthpb.HealthCheckResponse_ServingStatus {
+	if serving {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
 }

@@ -46,7 +46,8 @@ type Broker interface {
 type Config struct {
 	Broker Broker
 	// Health serves grpc.health.v1; nil means a new one. Create it before
-	// the broker to pass TenantHealth(h) as broker.Config.OnTenantHealth.
+	// the broker to pass NewHealthStatus(h).SetTenant (or TenantHealth(h))
+	// as broker.Config.OnTenantHealth.
 	Health *health.Server
 	Logger *slog.Logger
 	// ServerOptions are appended to the server's own (interceptors, TLS…).
@@ -178,21 +179,6 @@ func New(cfg Config) *Server {
 	healthpb.RegisterHealthServer(s.GRPC, &healthServer{Server: s.Health, access: cfg.TenantAccess})
 	reflection.Register(s.GRPC)
 	return s
-}
-
-// TenantHealthService is the health service name of a tenant.
-func TenantHealthService(tenant string) string { return "tenant/" + tenant }
-
-// TenantHealth returns a broker.Config.OnTenantHealth that records on h
-// whether each tenant has a valid token, as service "tenant/<name>".
-func TenantHealth(h *health.Server) func(tenant string, serving bool) {
-	return func(tenant string, serving bool) {
-		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if serving {
-			st = healthpb.HealthCheckResponse_SERVING
-		}
-		h.SetServingStatus(TenantHealthService(tenant), st)
-	}
 }
 
 // Drain marks every service NOT_SERVING and ends open WatchToken streams
