@@ -78,7 +78,7 @@ type Config struct {
 	DefaultScopes func(tenant string) []string
 	// OnAuditFailure, if set, is called with true when an audit write
 	// fails after succeeding, and with false when writes succeed again;
-	// the server turns health "" NOT_SERVING meanwhile.
+	// the daemon holds health "" and every tenant/<name> NOT_SERVING meanwhile.
 	OnAuditFailure func(failing bool)
 	// OnDenial, if set, is called with the status code of every refused
 	// call (the same calls as the audit trail's deny lines, before their
