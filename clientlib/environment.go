@@ -37,8 +37,14 @@ func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundT
 
 // RoundTrip implements http.RoundTripper.
 func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
+	// A redirect stays with the environment of the request that entered
+	// the client, whose Transport sends no token to another origin.
+	u := req.URL
+	if entry, ok := entryURL(req); ok {
+		u = entry
+	}
 	var env *creds.Environment
-	if e, ok := r.envs.ForHost(req.URL.Hostname()); ok {
+	if e, ok := r.envs.ForHost(u.Hostname()); ok {
 		env = &e
 	}
 	tr, err := r.transport(req.Context(), env)
@@ -91,7 +97,7 @@ func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Tr
 		_ = closeFn()
 		e.err = ErrClosed
 	default:
-		e.tr = &Transport{Source: src, Base: r.base, AllowInsecureHTTP: r.cfg.insecureHTTP}
+		e.tr = &Transport{Source: src, Base: r.base, AllowInsecureHTTP: r.cfg.insecureHTTP, statusErrors: r.cfg.statusErrors}
 		e.closeFn = closeFn
 	}
 	return e.tr, e.err
