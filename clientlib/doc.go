@@ -15,6 +15,15 @@
 // is never sent over plain http to a host other than loopback (a loopback
 // IP address or "localhost", nothing else) unless allowed explicitly.
 //
+// A token goes only to the origin the caller asked for: the scheme, host
+// and port of the request that entered the http.Client. A redirect to any
+// other origin — another host, a subdomain, another port, or https to
+// http — is followed without an Authorization header: no token, and not
+// the caller's own header either, which net/http would copy to the same
+// host name or a subdomain of it. A 401 from such a request replaces no
+// token and is not retried. This holds for Transport over any
+// TokenSource and so for NewHTTPClient in every mode.
+//
 //   - NewHTTPClient builds an *http.Client from options or the environment
 //     (TOKENBROKER_ADDR, else KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and
 //     KOGNIC_CLIENT_SECRET). It must be closed.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/kognic"
 )
 
 // hostRouter is the transport of WithEnvironmentByHost: it sends each
@@ -35,13 +37,23 @@ func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundT
 	return &hostRouter{envs: envs, cfg: cfg, base: base, entries: make(map[string]*envEntry)}
 }
 
+// ErrUnknownHost is wrapped by the error of a request, in by-host mode,
+// whose host no environment names: it gets no token.
+var ErrUnknownHost = errors.New("clientlib: no environment for host")
+
 // RoundTrip implements http.RoundTripper.
 func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
-	var env *creds.Environment
-	if e, ok := r.envs.ForHost(req.URL.Hostname()); ok {
-		env = &e
+	// A redirect stays with the environment of the request that entered
+	// the client, whose Transport sends no token to another origin.
+	u := req.URL
+	if entry, ok := entryURL(req); ok {
+		u = entry
 	}
-	tr, err := r.transport(req.Context(), env)
+	env, err := r.environment(u.Hostname())
+	var tr *Transport
+	if err == nil {
+		tr, err = r.transport(req.Context(), env)
+	}
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
@@ -49,6 +61,28 @@ func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	return tr.RoundTrip(req)
+}
+
+// environment returns the environment for requests to host: the one of
+// the file whose host is host or a parent domain of it, else, for the
+// Kognic platform's host and its subdomains, nil: the KOGNIC_* variables,
+// kognic-auth's built-in environment. Any other host is an error.
+func (r *hostRouter) environment(host string) (*creds.Environment, error) {
+	if e, ok := r.envs.ForHost(host); ok {
+		return &e, nil
+	}
+	if creds.HostMatches(host, kognic.DefaultAPIHost) {
+		return nil, nil
+	}
+	known := fmt.Sprintf("%s defines no environments", r.envs.Path)
+	if names := r.envs.Names(); len(names) > 0 {
+		for i, n := range names {
+			names[i] = fmt.Sprintf("%s (%s)", n, r.envs.Envs[n].Host)
+		}
+		known = fmt.Sprintf("the environments of %s are %s", r.envs.Path, strings.Join(names, ", "))
+	}
+	return nil, fmt.Errorf("%w %q, so no token is sent there: %s, and the KOGNIC_* variables serve only %s; add the host to an environment, or name the environment to use (WithEnvironment; --env in broker call)",
+		ErrUnknownHost, host, known, kognic.DefaultAPIHost)
 }
 
 // transport returns env's Transport, starting its token source if this is
@@ -91,14 +125,14 @@ func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Tr
 		_ = closeFn()
 		e.err = ErrClosed
 	default:
-		e.tr = &Transport{Source: src, Base: r.base, AllowInsecureHTTP: r.cfg.insecureHTTP}
+		e.tr = &Transport{Source: src, Base: r.base, AllowInsecureHTTP: r.cfg.insecureHTTP, statusErrors: r.cfg.statusErrors}
 		e.closeFn = closeFn
 	}
 	return e.tr, e.err
 }
 
 func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source, func() error, error) {
-	what := "the KOGNIC_* environment variables (no environment in " + r.envs.Path + " matches)"
+	what := "the KOGNIC_* environment variables, for " + kognic.DefaultAPIHost
 	if env != nil {
 		what = fmt.Sprintf("environment %q", env.Name)
 	}

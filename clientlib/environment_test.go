@@ -1,6 +1,7 @@
 package clientlib_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -146,5 +148,69 @@ func TestWithEnvironmentByHost(t *testing.T) {
 	}
 	if _, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); !errors.Is(err, clientlib.ErrClosed) {
 		t.Errorf("request after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestWithEnvironmentByHostUnknownHost checks that a host no environment
+// names gets no token, not default_environment's nor the KOGNIC_*
+// variables', and that those serve app.kognic.com and its subdomains.
+func TestWithEnvironmentByHostUnknownHost(t *testing.T) {
+	home := t.TempDir()
+	var idps [2]*devidp.Server
+	var clients [2]devidp.Client
+	for i := range idps {
+		clients[i] = devidp.NewClient()
+		idp, err := devidp.Start(t.Context(), devidp.Config{Clients: []devidp.Client{clients[i]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer idp.Close()
+		idps[i] = idp
+	}
+	creds := writeCreds(t, home, "c.json", clients[0])
+	envs := filepath.Join(home, "envs.json")
+	body := fmt.Sprintf(`{"default_environment":"dev","environments":{"dev":{"host":"127.0.0.1","auth_server":%q,"credentials":%q}}}`, idps[0].URL(), creds)
+	if err := os.WriteFile(envs, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var hosts []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hosts = append(hosts, r.Host)
+		mu.Unlock()
+		sub, _ := claimsOf(t, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		fmt.Fprint(w, sub)
+	}))
+	defer api.Close()
+	// Every host name leads to the API on loopback.
+	var d net.Dialer
+	base := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, api.Listener.Addr().String())
+	}}
+	defer base.CloseIdleConnections()
+	hc := newHTTPClient(t, env("KOGNIC_CLIENT_ID", clients[1].ID, "KOGNIC_CLIENT_SECRET", clients[1].Secret, "KOGNIC_AUTH_SERVER", idps[1].URL()),
+		clientlib.WithEnvironmentsFile(envs), clientlib.WithEnvironmentByHost(), clientlib.WithBaseTransport(base), clientlib.WithInsecureHTTP())
+
+	for _, host := range []string{"localhost", "evil.test", "evilapp.kognic.com", "kognic.com"} {
+		_, err := hc.Get("http://" + host + "/v1/x")
+		want := fmt.Sprintf(`no environment for host %q, so no token is sent there: the environments of %s are dev (127.0.0.1), and the KOGNIC_* variables serve only app.kognic.com`, host, envs)
+		if !errors.Is(err, clientlib.ErrUnknownHost) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want ErrUnknownHost: …%s…", host, err, want)
+		}
+	}
+	mu.Lock()
+	if len(hosts) != 0 || idps[0].Requests()+idps[1].Requests() != 0 {
+		t.Fatalf("hosts no environment names: requests reached the API from %q, the IdPs %d and %d; want none", hosts, idps[0].Requests(), idps[1].Requests())
+	}
+	mu.Unlock()
+	for host, want := range map[string]string{
+		"127.0.0.1":          clients[0].ID, // the environment
+		"app.kognic.com":     clients[1].ID, // the KOGNIC_* variables
+		"api.app.kognic.com": clients[1].ID,
+	} {
+		if code, got := getBody(t, hc.Client, "http://"+host+"/v1/x"); code != 200 || got != want {
+			t.Errorf("%s: %d, token for %q, want %q", host, code, got, want)
+		}
 	}
 }

@@ -102,10 +102,7 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 		rt = r
 	}
 	if c.src != nil {
-		rt = &Transport{Source: c.src, Base: inner, AllowInsecureHTTP: cfg.insecureHTTP}
-	}
-	if cfg.statusErrors {
-		rt = statusErrors{next: rt}
+		rt = &Transport{Source: c.src, Base: inner, AllowInsecureHTTP: cfg.insecureHTTP, statusErrors: cfg.statusErrors}
 	}
 	c.Client = &http.Client{Transport: rt}
 	return c, nil

@@ -251,12 +251,18 @@ func WithEnvironment(name string) Option {
 	})
 }
 
-// WithEnvironmentByHost picks the environment of each request, as kog
-// does: the one in the environments file whose host is the request URL's
-// host, or a parent domain of it, else default_environment, else the
-// KOGNIC_* environment variables. Each environment gets its own token
-// source, started by its first request (which waits for the first token)
-// and closed by Close. HTTPClient.Source is nil in this mode.
+// WithEnvironmentByHost picks the environment of each request by its URL's
+// host, as kog does: the one in the environments file whose host is the
+// URL's host or a parent domain of it; for app.kognic.com and its
+// subdomains, if no environment names them, the KOGNIC_* environment
+// variables (kognic-auth's built-in environment). Unlike kog, a host that
+// matches none gets no token, not default_environment's: the request
+// fails with an error wrapping ErrUnknownHost that lists the environments.
+// A redirect keeps the environment of the request that entered the client
+// (and gets no token if it leaves its origin, see Transport). Each
+// environment gets its own token source, started by its first request
+// (which waits for the first token) and closed by Close. HTTPClient.Source
+// is nil in this mode.
 func WithEnvironmentByHost() Option {
 	return clientOption(func(c *clientConfig) {
 		c.choices = append(c.choices, choice{option: "WithEnvironmentByHost"})

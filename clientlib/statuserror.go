@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strings"
 )
 
 // StatusError is the error of a request answered with a status other than
@@ -18,7 +20,9 @@ type StatusError struct {
 	StatusCode int
 	Status     string
 	// Body is the start of the response body (at most 512 bytes), with
-	// control characters replaced and bearer tokens redacted.
+	// control characters replaced and credentials redacted: the token
+	// sent with the request, wherever it appears, and anything after
+	// "Bearer" or "Basic".
 	Body string
 }
 
@@ -36,30 +40,75 @@ const maxExcerpt = 512
 // WithStatusErrors makes responses with a status other than 2xx errors:
 // the client returns a *StatusError (wrapped in a *url.Error by
 // http.Client) and closes the body. 401 is handled (token replaced,
-// request retried) before that.
+// request retried) before that, and redirects that http.Client follows
+// (301, 302, 303, 307, 308 with a Location) are followed.
 func WithStatusErrors() Option {
 	return clientOption(func(c *clientConfig) { c.statusErrors = true })
 }
 
-// statusErrors turns non-2xx responses into *StatusError.
-type statusErrors struct{ next http.RoundTripper }
-
-func (s statusErrors) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := s.next.RoundTrip(req)
-	if err != nil || resp.StatusCode/100 == 2 {
-		return resp, err
+// failed reports whether resp is an error for WithStatusErrors.
+func failed(resp *http.Response) bool {
+	switch resp.StatusCode {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return resp.Header.Get("Location") == ""
 	}
-	return nil, newStatusError(req, resp)
+	return resp.StatusCode/100 != 2
 }
 
 // bearer matches credentials a server might echo back.
 var bearer = regexp.MustCompile(`(?i)(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*`)
 
-func newStatusError(req *http.Request, resp *http.Response) *StatusError {
+// redacted replaces credentials in excerpts.
+const redacted = "[REDACTED]"
+
+// newStatusError reads an excerpt of resp's body, with tokens, the access
+// tokens sent for the request, redacted, and closes the body.
+func newStatusError(req *http.Request, resp *http.Response, tokens ...string) *StatusError {
 	defer resp.Body.Close()
-	buf, _ := io.ReadAll(io.LimitReader(resp.Body, maxExcerpt+1))
+	longest := 0
+	for _, tok := range tokens {
+		longest = max(longest, len(url.QueryEscape(tok)), len(strings.ReplaceAll(tok, "/", `\/`)))
+	}
+	// Enough to see whole any token that starts within the excerpt.
+	limit := maxExcerpt + int64(longest)
+	buf, _ := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
-	body := bearer.ReplaceAllString(string(buf), "$1 [REDACTED]")
 	return &StatusError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, Status: resp.Status,
-		Body: printable(body, maxExcerpt)}
+		Body: excerpt(buf, int64(len(buf)) > limit, tokens)}
+}
+
+// excerpt is the start of body for an error message: at most maxExcerpt
+// bytes of valid UTF-8 without control characters, in which the tokens
+// (also URL- or JSON-escaped) and anything after "Bearer" or "Basic" are
+// replaced with [REDACTED], and which never ends with the start of a
+// token. more says the body went on beyond body.
+func excerpt(body []byte, more bool, tokens []string) string {
+	s := strings.ToValidUTF8(string(body), "?")
+	var forms []string
+	for _, tok := range tokens {
+		if tok != "" {
+			forms = append(forms, tok, url.QueryEscape(tok), strings.ReplaceAll(tok, "/", `\/`))
+		}
+	}
+	for _, f := range forms {
+		s = strings.ReplaceAll(s, f, redacted)
+	}
+	s = strings.TrimSpace(bearer.ReplaceAllString(s, "$1 "+redacted))
+	if !more && len(s) <= maxExcerpt {
+		return printable(s, maxExcerpt)
+	}
+	cut := min(len(s), maxExcerpt)
+	for cut > 0 && cut < len(s) && !utf8RuneStart(s[cut]) {
+		cut--
+	}
+	s = s[:cut]
+	for _, f := range append(forms, redacted) { // a token (or its mark) cut short
+		for k := min(len(f)-1, len(s)); k > 0; k-- {
+			if strings.HasSuffix(s, f[:k]) {
+				s = s[:len(s)-k]
+				break
+			}
+		}
+	}
+	return printable(s, maxExcerpt) + "…"
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"golang.org/x/oauth2"
 
@@ -53,19 +54,25 @@ func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, erro
 // TokenContext(context.Context) method, as *Source does, the request's
 // context bounds waiting for a token.
 //
-// When the server answers 401 Unauthorized and Source is an Invalidator
-// (a *Source is), Transport reports the token it sent, which the source
-// replaces, and sends the request once more with the new token if the body
-// can be replayed: no body, http.NoBody, or Request.GetBody set (as
-// http.NewRequest does for bytes and strings readers). With a *Source,
-// concurrent 401s for the same token cause a single InvalidateToken call.
-// Other sources get the 401 passed through.
+// The token goes only to the origin (scheme, host and port) of the request
+// the caller made. When an http.Client follows a redirect to another
+// origin — another host or port, or https to http — Transport sends that
+// request without any Authorization header: neither the token nor one the
+// caller set, which net/http would copy to a subdomain or another port.
+//
+// When the server answers 401 Unauthorized to a request that carried the
+// token and Source is an Invalidator (a *Source is), Transport reports the
+// token it sent, which the source replaces, and sends the request once
+// more with the new token if the body can be replayed: no body,
+// http.NoBody, or Request.GetBody set (as http.NewRequest does for bytes
+// and strings readers). With a *Source, concurrent 401s for the same token
+// cause a single InvalidateToken call. Other sources get the 401 passed
+// through, as does a request that carried no token.
 //
 // Transport refuses to send a token over plain http to a host other than
 // loopback (a loopback IP address or "localhost") unless AllowInsecureHTTP
-// is set. Otherwise it authorises every request it carries, redirects
-// included, whatever the host: use it only for hosts that are meant to
-// receive the token.
+// is set. The responses it returns have their Request set to the request
+// it was given, which does not hold the token.
 //
 // A Transport is safe for concurrent use if its Source is. Its fields must
 // not change once it is in use.
@@ -77,6 +84,8 @@ type Transport struct {
 	// AllowInsecureHTTP allows sending tokens over plain http to any host.
 	// Loopback hosts are always allowed.
 	AllowInsecureHTTP bool
+
+	statusErrors bool // WithStatusErrors
 }
 
 // maxDrain bounds how much of a 401 body is read so that its connection can
@@ -91,8 +100,23 @@ type sent struct {
 	tok   *oauth2.Token // from any other source
 }
 
+// access is the access token; "" for none.
+func (s sent) access() string {
+	switch {
+	case s.fast != nil:
+		return s.fast.oauth.AccessToken
+	case s.tok != nil:
+		return s.tok.AccessToken
+	}
+	return ""
+}
+
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !forEntryOrigin(req) {
+		resp, err := t.base().RoundTrip(withoutAuthorization(req))
+		return t.finish(req, resp, err, sent{}, sent{})
+	}
 	bodyOwned := req.Body != nil
 	defer func() {
 		if bodyOwned {
@@ -112,23 +136,39 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	bodyOwned = false // the base transport closes it from here on
 	resp, err := t.base().RoundTrip(authorized(req, tok.authz, req.Body))
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
-		return resp, err
+		return t.finish(req, resp, err, tok, sent{})
 	}
 	// Report the token even when the request cannot be retried, so that
 	// the next request gets a new one.
 	fresh, ok := t.replacement(req.Context(), tok)
 	if !ok || !replayable(req) {
-		return resp, nil // the caller gets the 401
+		return t.finish(req, resp, nil, tok, sent{}) // the caller gets the 401
 	}
 	body := req.Body
 	if req.GetBody != nil && body != nil && body != http.NoBody {
 		if body, err = req.GetBody(); err != nil {
-			return resp, nil
+			return t.finish(req, resp, nil, tok, sent{})
 		}
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
-	return t.base().RoundTrip(authorized(req, fresh.authz, body))
+	resp, err = t.base().RoundTrip(authorized(req, fresh.authz, body))
+	return t.finish(req, resp, err, tok, fresh)
+}
+
+// finish hands resp back with the request as the caller made it, without
+// the token, so that net/http's redirect chain leads back to the request
+// that entered the client. With WithStatusErrors a failed response becomes
+// a *StatusError, its excerpt redacted of the tokens sent.
+func (t *Transport) finish(req *http.Request, resp *http.Response, err error, first, retry sent) (*http.Response, error) {
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	resp.Request = req
+	if t.statusErrors && failed(resp) {
+		return nil, newStatusError(req, resp, first.access(), retry.access())
+	}
+	return resp, nil
 }
 
 // token returns the token to send.
@@ -200,6 +240,25 @@ func authorized(req *http.Request, authz []string, body io.ReadCloser) *http.Req
 	r.Header["Authorization"] = authz // appending to it would copy: cap 1
 	r.Body = body
 	return r
+}
+
+// withoutAuthorization returns req, or a shallow copy of it without the
+// Authorization header if it has one.
+func withoutAuthorization(req *http.Request) *http.Request {
+	for k := range req.Header {
+		if strings.EqualFold(k, "Authorization") {
+			r := new(http.Request)
+			*r = *req
+			r.Header = req.Header.Clone()
+			for k := range r.Header {
+				if strings.EqualFold(k, "Authorization") {
+					delete(r.Header, k)
+				}
+			}
+			return r
+		}
+	}
+	return req
 }
 
 func replayable(req *http.Request) bool {

@@ -34,7 +34,7 @@ type Environments struct {
 	// Path is the file the environments were loaded from, expanded.
 	Path string
 	// Default is "default_environment"; empty when absent. It names an
-	// entry of Envs.
+	// entry of Envs. ForHost does not fall back to it.
 	Default string
 	// Envs are the environments by name.
 	Envs map[string]Environment
@@ -162,29 +162,28 @@ func (e *Environments) Lookup(name string) (Environment, error) {
 	return Environment{}, fmt.Errorf("credentials: environment %q is not in %s; known environments: %s", name, e.Path, strings.Join(e.Names(), ", "))
 }
 
-// ForHost returns the environment for requests to host, as kog chooses
-// it: the environment whose host equals host, else one whose host host is
-// a subdomain of (the longest such), else the default environment. ok is
-// false when none applies.
+// ForHost returns the environment for requests to host: the one whose host
+// equals host, else the one with the longest host that host is a
+// subdomain of. ok is false when none matches. Unlike kog,
+// default_environment is no fallback: no environment's token goes to a
+// host that no environment names.
 func (e *Environments) ForHost(host string) (env Environment, ok bool) {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
 	var best Environment
 	for _, n := range e.Names() { // sorted: the same answer every time
 		c := e.Envs[n]
-		switch {
-		case c.Host == host:
-			return c, true
-		case strings.HasSuffix(host, "."+c.Host) && len(c.Host) > len(best.Host):
+		if HostMatches(host, c.Host) && len(c.Host) > len(best.Host) {
 			best = c
 		}
 	}
-	if best.Name != "" {
-		return best, true
-	}
-	if e.Default != "" {
-		return e.Envs[e.Default], true
-	}
-	return Environment{}, false
+	return best, best.Name != ""
+}
+
+// HostMatches reports whether host, a request URL's host name, is envHost
+// or a subdomain of it; case and a trailing dot do not matter.
+func HostMatches(host, envHost string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	envHost = strings.ToLower(strings.TrimSuffix(envHost, "."))
+	return envHost != "" && (host == envHost || strings.HasSuffix(host, "."+envHost))
 }
 
 // envErr is a problem in an environments file: a *FileError wrapping

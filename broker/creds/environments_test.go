@@ -53,15 +53,17 @@ func TestParseEnvironments(t *testing.T) {
 		"example.kognic.com":     "example",
 		"api.example.kognic.com": "example", // subdomain of example, not of app
 		"api.app.kognic.com":     "production",
-		"elsewhere.test":         "production", // default_environment
 	} {
 		if got, ok := e.ForHost(host); !ok || got.Name != want {
 			t.Errorf("ForHost(%q) = %q, %v; want %q", host, got.Name, ok, want)
 		}
 	}
-	e.Default = ""
-	if got, ok := e.ForHost("elsewhere.test"); ok {
-		t.Errorf("ForHost without a default = %q, want no environment", got.Name)
+	// default_environment is no fallback: a host no environment names gets
+	// none, nor does one that merely ends like one.
+	for _, host := range []string{"elsewhere.test", "evilapp.kognic.com", "kognic.com", ""} {
+		if got, ok := e.ForHost(host); ok {
+			t.Errorf("ForHost(%q) = %q, want no environment", host, got.Name)
+		}
 	}
 }
 

@@ -23,6 +23,10 @@ import (
 const (
 	// DefaultAuthServer is the Kognic authentication server.
 	DefaultAuthServer = "https://auth.app.kognic.com"
+	// DefaultAPIHost is the host of the Kognic platform's APIs: the host of
+	// kognic-auth's built-in environment, whose credentials are the
+	// KOGNIC_* variables.
+	DefaultAPIHost = "app.kognic.com"
 	// TokenPath is appended to an auth server URL to form its token URL.
 	TokenPath = "/v1/auth/oauth/token"
 	// EnvAuthServer overrides DefaultAuthServer in FromEnv.

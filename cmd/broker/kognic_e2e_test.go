@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
@@ -28,6 +30,17 @@ type kognicWorld struct {
 	home   string
 	env    []string
 	broker string
+
+	mu       sync.Mutex
+	apiHosts []string // the Host of every request the API got
+	apiToken string   // the last token the API got
+}
+
+// seen returns the Host of every request the API got, and the last token.
+func (w *kognicWorld) seen() (hosts []string, token string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.apiHosts), w.apiToken
 }
 
 // claims decodes a JWT's payload without verifying it.
@@ -60,6 +73,9 @@ func newKognicWorld(t *testing.T) *kognicWorld {
 	t.Cleanup(func() { w.idp.Close() })
 	w.api = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		w.mu.Lock()
+		w.apiHosts, w.apiToken = append(w.apiHosts, r.Host), tok
+		w.mu.Unlock()
 		if !ok || claims(t, tok)["sub"] != w.client.ID {
 			http.Error(rw, `{"message":"who are you?"}`, http.StatusUnauthorized)
 			return
@@ -68,6 +84,9 @@ func newKognicWorld(t *testing.T) *kognicWorld {
 		switch r.URL.Path {
 		case "/v1/projects":
 			io.WriteString(rw, projects)
+		case "/v1/echo-token": // a server that puts the token in an error
+			rw.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(rw, `{"message":"token %s may not do that"}`, tok)
 		case "/v1/echo":
 			body, _ := io.ReadAll(r.Body)
 			fmt.Fprintf(rw, `{"method":%q,"type":%q,"body":%s}`, r.Method, r.Header.Get("Content-Type"), body)
@@ -236,9 +255,37 @@ func TestKognicCall(t *testing.T) {
 		}
 	})
 	t.Run("no environment and no credentials", func(t *testing.T) {
-		_, errOut, code := w.run(t, []string{"HOME=" + t.TempDir()}, "call", "get", url)
+		_, errOut, code := w.run(t, []string{"HOME=" + t.TempDir()}, "call", "get", "https://app.kognic.com/v1/projects")
 		if code != 1 || !strings.Contains(errOut, "no token source configured") {
 			t.Errorf("exit %d: %s", code, errOut)
+		}
+	})
+	t.Run("a host no environment names gets no token", func(t *testing.T) {
+		// localhost is the API too, but the environments name 127.0.0.1
+		// only: default_environment is no fallback, as it is in kog.
+		other := strings.Replace(url, "127.0.0.1", "localhost", 1)
+		before, _ := w.seen()
+		out, errOut, code := w.run(t, nil, "call", "get", other)
+		after, _ := w.seen()
+		wantErr := `broker: call: GET ` + other + `: clientlib: no environment for host "localhost", so no token is sent there: the environments of ` +
+			filepath.Join(w.home, ".config/kognic/environments.json") + ` are dev (127.0.0.1), and the KOGNIC_* variables serve only app.kognic.com; add the host to an environment, or name the environment to use (WithEnvironment; --env in broker call)` + "\n"
+		if code != 1 || out != "" || errOut != wantErr || len(after) != len(before) {
+			t.Errorf("exit %d, %d requests reached the API, stdout %q, stderr:\n%s\nwant:\n%s", code, len(after)-len(before), out, errOut, wantErr)
+		}
+		// Naming the environment is the explicit choice.
+		if out, errOut, code := w.run(t, nil, "call", "get", other, "--env", "dev"); code != 0 || out != want["json"] {
+			t.Errorf("--env dev: exit %d, stdout:\n%s\nstderr: %s", code, out, errOut)
+		}
+	})
+	t.Run("an error body never shows the token", func(t *testing.T) {
+		_, errOut, code := w.run(t, nil, "call", "get", w.api.URL+"/v1/echo-token")
+		_, tok := w.seen()
+		wantErr := "broker: call: GET " + w.api.URL + `/v1/echo-token: 403 Forbidden: {"message":"token [REDACTED] may not do that"}` + "\n"
+		switch {
+		case tok == "" || strings.Contains(errOut, tok):
+			t.Errorf("exit %d: stderr shows the token the API got", code)
+		case code != 1 || errOut != wantErr:
+			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, wantErr)
 		}
 	})
 }

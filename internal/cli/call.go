@@ -32,11 +32,13 @@ func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 // Call runs `broker call`, a small curl that authenticates like kog: the
 // token comes from the broker (--addr or TOKENBROKER_ADDR) or straight
 // from the auth server of the environment --env names or the URL's host
-// selects in the environments file (else the KOGNIC_* variables). A 401
-// replaces the token and repeats the request once; 502, 503 and 504 are
-// retried for idempotent methods. The response body is printed in the
-// chosen format on a 2xx status; otherwise the status and the start of the
-// body go to stderr and the error is returned. The token is never printed.
+// selects (clientlib.WithEnvironmentByHost: a host no environment names
+// gets no token). It goes only to the URL's origin, not to another one a
+// redirect names. A 401 replaces the token and repeats the request once;
+// 502, 503 and 504 are retried for idempotent methods. The response body
+// is printed in the chosen format on a 2xx status; otherwise the status
+// and the start of the body, the token redacted, make the error. The
+// token is never printed.
 func Call(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("call", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -67,69 +69,16 @@ func Call(ctx context.Context, args []string, getenv func(string) string, stdout
 		fmt.Fprintf(stderr, "call: want METHOD and URL, got %d arguments\nUsage: %s\n", len(pos), CallUsage)
 		return ErrUsage
 	}
-	method := strings.ToUpper(pos[0])
-	switch method {
-	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
-	default:
-		return fmt.Errorf("call: method %q: want get, post, put, patch, delete, head or options", pos[0])
-	}
-	u, err := url.Parse(pos[1])
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("call: URL %q: want an absolute http(s) URL, e.g. https://app.kognic.com/v1/projects", pos[1])
-	}
 	if !validFormat(*format) {
 		return fmt.Errorf("call: --format %q: want json, jsonl, csv, tsv or table", *format)
 	}
-	body, err := readData(data)
+	req, err := newCallRequest(ctx, pos[0], pos[1], data, headers)
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	opts, err := callOptions(*addr, *tenant, *scopes, d, c, getenv, stderr)
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
-	}
-	if body == nil {
-		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
-	}
-	for _, h := range headers {
-		k, v, ok := strings.Cut(h, ":")
-		if !ok || strings.TrimSpace(k) == "" {
-			return fmt.Errorf("call: header %q: want 'Key: Value'", h)
-		}
-		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
-	}
-	if body != nil && req.Header.Get("Content-Type") == "" && jsonValid(body) {
-		req.Header.Set("Content-Type", "application/json")
-	}
-
-	opts := []clientlib.Option{clientlib.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
-	if sc := splitScopes(*scopes); len(sc) > 0 {
-		opts = append(opts, clientlib.WithScopes(sc...))
-	}
-	if *addr != "" {
-		if f := d.given(); f != "" {
-			return fmt.Errorf("call: %s applies to direct mode, but --addr (or %s) asks the broker; drop one of them", f, clientlib.EnvBrokerAddr)
-		}
-		opts = append(opts, clientlib.WithBroker(*addr, *tenant))
-		if c.given() {
-			dialOpts, err := c.dialOptions(*addr, stderr)
-			if err != nil {
-				return fmt.Errorf("call: %w", err)
-			}
-			opts = append(opts, clientlib.WithGRPCDialOptions(dialOpts...))
-		}
-	} else {
-		if c.given() {
-			return errors.New("call: the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode")
-		}
-		direct, err := d.options(getenv, nil)
-		if err != nil {
-			return fmt.Errorf("call: %w", err)
-		}
-		opts = append(opts, direct...)
-		if d.env == "" && d.credentials == "" {
-			opts = append(opts, clientlib.WithEnvironmentByHost()) // as kog: the URL's host picks the environment
-		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -138,7 +87,98 @@ func Call(ctx context.Context, args []string, getenv func(string) string, stdout
 		return fmt.Errorf("call: %w", err)
 	}
 	defer hc.Close()
-	resp, err := hc.Do(req.WithContext(ctx))
+	return send(hc, req.WithContext(ctx), *format, stdout)
+}
+
+// newCallRequest builds the request of METHOD URL, -d and -H.
+func newCallRequest(ctx context.Context, method, rawURL, data string, headers headerList) (*http.Request, error) {
+	m := strings.ToUpper(method)
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
+	default:
+		return nil, fmt.Errorf("method %q: want get, post, put, patch, delete, head or options", method)
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("URL %q: want an absolute http(s) URL, e.g. https://app.kognic.com/v1/projects", rawURL)
+	}
+	body, err := readData(data)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, m, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if body == nil {
+		req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
+	}
+	for _, h := range headers {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(k) == "" {
+			return nil, fmt.Errorf("header %q: want 'Key: Value'", h)
+		}
+		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	if body != nil && req.Header.Get("Content-Type") == "" && jsonValid(body) {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+// callOptions are the clientlib options of `broker call`: a broker with
+// --addr, else direct mode with --env or --credentials, else by the URL's
+// host, as kog does, but with no token for a host no environment names.
+func callOptions(addr, tenant, scopes string, d directFlags, c clientFlags, getenv func(string) string, stderr io.Writer) ([]clientlib.Option, error) {
+	// Status errors: clientlib builds the excerpt of a failed response, with
+	// the token redacted, in one place.
+	opts := []clientlib.Option{clientlib.WithStatusErrors(),
+		clientlib.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
+	if sc := splitScopes(scopes); len(sc) > 0 {
+		opts = append(opts, clientlib.WithScopes(sc...))
+	}
+	if addr != "" {
+		if f := d.given(); f != "" {
+			return nil, fmt.Errorf("%s applies to direct mode, but --addr (or %s) asks the broker; drop one of them", f, clientlib.EnvBrokerAddr)
+		}
+		opts = append(opts, clientlib.WithBroker(addr, tenant))
+		if c.given() {
+			dialOpts, err := c.dialOptions(addr, stderr)
+			if err != nil {
+				return nil, err
+			}
+			opts = append(opts, clientlib.WithGRPCDialOptions(dialOpts...))
+		}
+		return opts, nil
+	}
+	if c.given() {
+		return nil, errors.New("the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode")
+	}
+	direct, err := d.options(getenv, nil)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, direct...)
+	if d.env == "" && d.credentials == "" {
+		opts = append(opts, clientlib.WithEnvironmentByHost())
+	}
+	return opts, nil
+}
+
+// send sends req and prints a 2xx response's body in format; any other
+// status is an error with the start of the body, the token redacted.
+func send(hc *clientlib.HTTPClient, req *http.Request, format string, stdout io.Writer) error {
+	resp, err := hc.Do(req)
+	if se, ok := errors.AsType[*clientlib.StatusError](err); ok {
+		msg := fmt.Sprintf("call: %s %s: %s", se.Method, se.URL, se.Status)
+		if se.Body != "" {
+			msg += ": " + se.Body
+		}
+		return errors.New(msg)
+	}
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return fmt.Errorf("call: %s %s: %w", req.Method, redact(req.URL), ue.Err) // the URL without its query
+	}
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
 	}
@@ -150,10 +190,7 @@ func Call(ctx context.Context, args []string, getenv func(string) string, stdout
 	if len(out) > maxResponse {
 		return fmt.Errorf("call: the response is larger than %d bytes", maxResponse)
 	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("call: %s %s: %s%s", method, redact(u), resp.Status, excerpt(out))
-	}
-	return printResponse(stdout, resp.Header.Get("Content-Type"), out, *format)
+	return printResponse(stdout, resp.Header.Get("Content-Type"), out, format)
 }
 
 // parseInterleaved parses flags that may come before, between and after
@@ -186,24 +223,6 @@ func readData(data string) ([]byte, error) {
 		return b, nil
 	}
 	return []byte(data), nil
-}
-
-// excerpt is the start of a response body for an error message.
-func excerpt(b []byte) string {
-	const n = 300
-	s := strings.TrimSpace(strings.ToValidUTF8(string(b), "?"))
-	if s == "" {
-		return ""
-	}
-	if len(s) > n {
-		s = strings.ToValidUTF8(s[:n], "") + "…"
-	}
-	return ": " + strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
 }
 
 // redact drops user info and query from u for messages.

@@ -1,0 +1,62 @@
+package clientlib
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// The origin rule: a token goes only to the origin (scheme, host, port) of
+// the request the caller made, and a redirect elsewhere gets no
+// Authorization header at all.
+
+// maxHops bounds the walk back along a redirect chain; http.Client stops
+// after 10 redirects by default.
+const maxHops = 64
+
+// entryURL returns the URL of the request that entered the http.Client.
+// For a redirect, net/http sets Request.Response to the redirect response,
+// whose Request is the previous hop (Transport makes sure of it). ok is
+// false when the chain is broken or absurdly long: the origin is unknown.
+func entryURL(req *http.Request) (_ *url.URL, ok bool) {
+	for range maxHops {
+		if req.Response == nil {
+			return req.URL, req.URL != nil
+		}
+		if req = req.Response.Request; req == nil {
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// forEntryOrigin reports whether req goes to the origin of the request that
+// entered the client: the only requests that may carry a token.
+func forEntryOrigin(req *http.Request) bool {
+	if req.Response == nil { // not a redirect: the common case
+		return true
+	}
+	entry, ok := entryURL(req)
+	return ok && sameOrigin(entry, req.URL)
+}
+
+// sameOrigin reports whether a and b have the same scheme, host and port
+// (RFC 6454), with default ports filled in. An https URL and an http one
+// never match, so no token follows a downgrade.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+// port is u's port, or its scheme's default.
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		return "443"
+	case "http":
+		return "80"
+	}
+	return ""
+}
