@@ -25,7 +25,8 @@ import (
 // the HTTP status, a registered OAuth2 error code, a scrubbed and bounded
 // error_description, or a summary (status, content type, length).
 type Error struct {
-	// TokenURL is the endpoint that failed.
+	// TokenURL is the endpoint that failed, as RedactURL shows it: no
+	// user info, query or fragment.
 	TokenURL string
 	// StatusCode is the HTTP status, zero when no response arrived.
 	StatusCode int
@@ -136,7 +137,7 @@ var permanentCodes = map[string]bool{
 const MaxDescription = 200
 
 func (c *Client) classify(ctx context.Context, err error, seen *response) *Error {
-	e := &Error{TokenURL: c.tokenURL}
+	e := &Error{TokenURL: RedactURL(c.tokenURL)}
 	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil {
 		e.StatusCode = re.Response.StatusCode
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())

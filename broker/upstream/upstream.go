@@ -127,7 +127,7 @@ func (g Grant) LogValue() slog.Value {
 func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.TokenURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", cfg.TokenURL)
+		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", RedactURL(cfg.TokenURL))
 	}
 	creds := append([]Credential{{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret}}, cfg.Fallbacks...)
 	for i, c := range creds {
@@ -210,7 +210,7 @@ func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
 		// when thousands of tenants start at once.
 		release, err := c.slots.hold(ctx)
 		if err != nil {
-			return Grant{}, &Error{TokenURL: c.tokenURL, Err: err}
+			return Grant{}, &Error{TokenURL: RedactURL(c.tokenURL), Err: err}
 		}
 		defer release()
 		ctx = context.WithValue(ctx, slotKey{}, true)
@@ -299,7 +299,7 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 // a summary naming the field, never its value or the body.
 func (c *Client) invalid(seen *response, why string) *Error {
 	status, ct, n := seen.summary()
-	return &Error{TokenURL: c.tokenURL, StatusCode: status, Err: &summaryError{
+	return &Error{TokenURL: RedactURL(c.tokenURL), StatusCode: status, Err: &summaryError{
 		what: "a token response " + why, status: status, contentType: c.contentType(ct), length: n,
 	}}
 }
