@@ -268,10 +268,10 @@ func (x echoIndex) contains(low string) bool {
 // token reports whether an access token (of b64token syntax, which has
 // no escapes) carries a credential: as it is, with '+' read as a space,
 // or in a base64 decoding of one of its runs (see decodeBase64Run), as
-// decoded or, if it is text, with one unescape undone (a JWT claim holding
-// the secret JSON-escaped). Unlike echoes it is linear in len(tok), for tokens of
-// any size, and it has no normalised matching, which would refuse
-// genuine tokens by chance.
+// decoded or, if it is text, with one unescape undone (a JWT claim
+// holding the secret JSON-escaped). Unlike echoes it is linear in
+// len(tok), for tokens of any size, and has no normalised matching,
+// which would refuse genuine tokens by chance.
 func (x echoIndex) token(tok string) bool {
 	found := func(v string) bool { return x.contains(lower(v)) }
 	if found(tok) || strings.Contains(tok, "+") && found(strings.ReplaceAll(tok, "+", " ")) {
