@@ -216,6 +216,21 @@ func (t *TransportError) Error() string {
 	return t.Kind + " (details withheld: they may quote the server's bytes)"
 }
 
+// errnoKind names a system call error by its number.
+func errnoKind(e syscall.Errno) string {
+	switch e {
+	case syscall.ECONNREFUSED:
+		return "connection refused"
+	case syscall.ECONNRESET:
+		return "connection reset by peer"
+	case syscall.EPIPE:
+		return "broken pipe"
+	case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
+		return "network unreachable"
+	}
+	return "network error (errno " + strconv.Itoa(int(e)) + ")"
+}
+
 // transportKind maps a transport error to a fixed description by its type
 // (and, for net/http's untyped errors, by matching known messages; the
 // message itself is dropped).
@@ -263,17 +278,7 @@ func transportKind(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "request canceled"
 	case errors.As(err, &syscallErr):
-		switch syscallErr {
-		case syscall.ECONNREFUSED:
-			return "connection refused"
-		case syscall.ECONNRESET:
-			return "connection reset by peer"
-		case syscall.EPIPE:
-			return "broken pipe"
-		case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
-			return "network unreachable"
-		}
-		return "network error (errno " + strconv.Itoa(int(syscallErr)) + ")"
+		return errnoKind(syscallErr)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed by the server before a complete response"
 	}
