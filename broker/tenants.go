@@ -143,7 +143,7 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		if changed[name] {
 			msg = "tenant reconfigured"
 		}
-		b.log.Info(msg, "tenant", name, "token_url", s.TokenURL, "default_scopes", s.Scopes)
+		b.log.Info(msg, "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes)
 	}
 	return nil
 }
@@ -160,7 +160,7 @@ func (b *Broker) dropTenantLocked(t *tenant, reason error) {
 }
 
 // TenantInfo describes a tenant and its default-scope token. It holds no
-// secret.
+// secret: TokenURL is as upstream.RedactURL shows it, without its query.
 type TenantInfo struct {
 	Name     string
 	TokenURL string
@@ -195,7 +195,7 @@ func (b *Broker) Tenants() []TenantInfo {
 	for _, v := range vs {
 		t := v.t
 		u := t.def.snapshot()
-		info := TenantInfo{Name: t.spec.Name, TokenURL: t.spec.TokenURL, Scopes: t.spec.Scopes, Status: u.Status, ScopeSets: len(v.keys)}
+		info := TenantInfo{Name: t.spec.Name, TokenURL: upstream.RedactURL(t.spec.TokenURL), Scopes: t.spec.Scopes, Status: u.Status, ScopeSets: len(v.keys)}
 		if u.Token != nil {
 			info.Expiry = u.Token.Expiry
 		}

@@ -144,7 +144,7 @@ func TestResolve(t *testing.T) {
 		{name: "WithAuthServer with password", env: idEnv, opts: []Option{WithAuthServer("https://u:p@auth.example")},
 			wantErr: "clientlib: WithAuthServer: must not contain a user or password (put credentials in credentials_file or client_secret_file); e.g. https://auth.app.kognic.com"},
 		{name: "WithAuthServer with query", env: idEnv, opts: []Option{WithAuthServer("https://auth.example?x=1")},
-			wantErr: `clientlib: WithAuthServer: "https://auth.example?x=1" must not have a query or fragment; e.g. https://auth.app.kognic.com`},
+			wantErr: `clientlib: WithAuthServer: "https://auth.example" must not have a query or fragment; e.g. https://auth.app.kognic.com`},
 		{name: "WithAuthServer plain http", env: idEnv, opts: []Option{WithAuthServer("http://auth.example")},
 			wantErr: "clientlib: refusing to send credentials without TLS: the auth server http://auth.example (WithAuthServer) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)"},
 		{name: "two options", opts: []Option{WithCredentialsFile(file), WithClientCredentials("a", "b")},

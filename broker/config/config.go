@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // DefaultListen is the address the broker listens on when none is set.
@@ -276,7 +277,7 @@ func (c Credential) LogValue() slog.Value {
 func (t Tenant) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("name", t.Name),
-		slog.String("token_url", t.TokenURL),
+		slog.String("token_url", upstream.RedactURL(t.TokenURL)),
 		slog.String("client_id", t.ClientID),
 		slog.Any("client_secret", t.ClientSecret),
 		slog.Any("scopes", t.Scopes),

@@ -274,7 +274,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "auth_server with query",
 			yaml: fileTenant + "    auth_server: https://a.example.com/?x=1\n",
-			want: `config: broker.yaml:4: tenants[0].auth_server: "https://a.example.com/?x=1" must not have a query or fragment; use e.g. https://auth.app.kognic.com`,
+			want: `config: broker.yaml:4: tenants[0].auth_server: "https://a.example.com/" must not have a query or fragment; use e.g. https://auth.app.kognic.com`,
 		},
 		{
 			name: "credentials_file and client_id",

@@ -37,7 +37,7 @@ func TestFromEnv(t *testing.T) {
 		{name: "plain http", lookup: env(id, "c", secret, "FAKE-s", "KOGNIC_AUTH_SERVER", "http://auth.example"), wantIs: upstream.ErrInsecureURL, wantError: true,
 			wantErr: "kognic: KOGNIC_AUTH_SERVER: insecure upstream URL http://auth.example: http sends the client secret in clear text"},
 		{name: "query", lookup: env(id, "c", secret, "FAKE-s", "KOGNIC_AUTH_SERVER", "https://auth.example?x=1"), wantError: true,
-			wantErr: `kognic: KOGNIC_AUTH_SERVER: "https://auth.example?x=1" must not have a query or fragment; use e.g. https://auth.app.kognic.com`},
+			wantErr: `kognic: KOGNIC_AUTH_SERVER: "https://auth.example" must not have a query or fragment; use e.g. https://auth.app.kognic.com`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := kognic.FromEnv(tc.lookup, kognic.Options{Now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -33,9 +34,9 @@ type URLRules struct {
 // http(s) URL without user info (credentials belong in credentials files),
 // without a fragment, and https unless its host is loopback (see
 // IsLoopbackHost) or r.AllowInsecureHTTP is set. Only the insecure-http
-// error wraps ErrInsecureURL; the others describe a malformed URL and never
-// quote one that has user info, as it may hold a password. Callers add
-// their own hint on what to write instead.
+// error wraps ErrInsecureURL; the others describe a malformed URL. Errors
+// show the URL only as RedactURL does. Callers add their own hint on what
+// to write instead.
 func CheckURL(raw string, r URLRules) error {
 	u, err := url.Parse(raw)
 	switch {
@@ -44,13 +45,36 @@ func CheckURL(raw string, r URLRules) error {
 	case u.User != nil:
 		return errors.New("must not contain a user or password (put credentials in credentials_file or client_secret_file)")
 	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.Hostname() == "" || u.Opaque != "":
-		return fmt.Errorf("%q is not an absolute http(s) URL", raw)
+		return fmt.Errorf("%q is not an absolute http(s) URL", RedactURL(raw))
 	case u.Fragment != "" || r.Base && u.RawQuery != "":
-		return fmt.Errorf("%q must not have a query or fragment", raw)
+		return fmt.Errorf("%q must not have a query or fragment", RedactURL(raw))
 	case u.Scheme == "http" && !r.AllowInsecureHTTP && !IsLoopbackHost(u.Hostname()):
-		return fmt.Errorf("%w %s: http sends the client secret in clear text; use https, or set allow_insecure_http: true on the tenant if the network is trusted", ErrInsecureURL, raw)
+		return fmt.Errorf("%w %s: http sends the client secret in clear text; use https, or set allow_insecure_http: true on the tenant if the network is trusted", ErrInsecureURL, RedactURL(raw))
 	}
 	return nil
+}
+
+// RedactURL is the one way a token URL is shown (logs, errors, spans, the
+// status page, ListTenants): scheme, host (with port) and path only, never
+// user info, query or fragment, where some IdPs want keys. The opaque
+// part of a URL missing its "//" counts as its path unless it holds an
+// "@" (user info, then). A URL that does not parse shows as "[invalid URL]".
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "[invalid URL]"
+	}
+	return shownURL(u).String()
+}
+
+// shownURL is RedactURL's rule on a parsed URL: a copy of u's scheme,
+// host and path.
+func shownURL(u *url.URL) *url.URL {
+	s := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
+	if !strings.Contains(u.Opaque, "@") {
+		s.Opaque = u.Opaque
+	}
+	return s
 }
 
 // IsLoopbackHost is the one loopback rule, for the hosts to which secrets

@@ -25,7 +25,8 @@ import (
 // the HTTP status, a registered OAuth2 error code, a scrubbed and bounded
 // error_description, or a summary (status, content type, length).
 type Error struct {
-	// TokenURL is the endpoint that failed.
+	// TokenURL is the endpoint that failed, as RedactURL shows it: no
+	// user info, query or fragment.
 	TokenURL string
 	// StatusCode is the HTTP status, zero when no response arrived.
 	StatusCode int
@@ -136,7 +137,7 @@ var permanentCodes = map[string]bool{
 const MaxDescription = 200
 
 func (c *Client) classify(ctx context.Context, err error, seen *response) *Error {
-	e := &Error{TokenURL: c.tokenURL}
+	e := &Error{TokenURL: RedactURL(c.tokenURL)}
 	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil {
 		e.StatusCode = re.Response.StatusCode
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
@@ -215,6 +216,21 @@ func (t *TransportError) Error() string {
 	return t.Kind + " (details withheld: they may quote the server's bytes)"
 }
 
+// errnoKind names a system call error by its number.
+func errnoKind(e syscall.Errno) string {
+	switch e {
+	case syscall.ECONNREFUSED:
+		return "connection refused"
+	case syscall.ECONNRESET:
+		return "connection reset by peer"
+	case syscall.EPIPE:
+		return "broken pipe"
+	case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
+		return "network unreachable"
+	}
+	return "network error (errno " + strconv.Itoa(int(e)) + ")"
+}
+
 // transportKind maps a transport error to a fixed description by its type
 // (and, for net/http's untyped errors, by matching known messages; the
 // message itself is dropped).
@@ -262,17 +278,7 @@ func transportKind(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "request canceled"
 	case errors.As(err, &syscallErr):
-		switch syscallErr {
-		case syscall.ECONNREFUSED:
-			return "connection refused"
-		case syscall.ECONNRESET:
-			return "connection reset by peer"
-		case syscall.EPIPE:
-			return "broken pipe"
-		case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
-			return "network unreachable"
-		}
-		return "network error (errno " + strconv.Itoa(int(syscallErr)) + ")"
+		return errnoKind(syscallErr)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed by the server before a complete response"
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -17,9 +18,13 @@ import (
 
 // FuzzTokenResponse drives the real Fetch against a loopback token
 // endpoint answering with the fuzzed status, content type and body: no
-// panic, no hang, a grant only with an access token, and every failure an
-// *upstream.Error whose message holds no form of the secret, even when
-// the body echoes it. Seeds are in testdata/fuzz/FuzzTokenResponse.
+// panic, no hang, a grant only with an RFC 6750 access token that holds
+// no form of the secret, and every failure an *upstream.Error whose
+// message holds none either, even when the body echoes it. Seeds are in
+// testdata/fuzz/FuzzTokenResponse.
+// b64token is RFC 6750 §2.1's token syntax.
+var b64token = regexp.MustCompile(`^[A-Za-z0-9._~+/-]+=*$`)
+
 func FuzzTokenResponse(f *testing.F) {
 	const id, secret = "fuzz client", `fz/s3c+r=et&%41`
 	var mu sync.Mutex
@@ -46,8 +51,9 @@ func FuzzTokenResponse(f *testing.F) {
 
 	f.Add(200, "application/json", []byte(`{"access_token":"a","token_type":"Bearer","expires_in":3600}`))
 	f.Fuzz(func(t *testing.T, st int, ct string, b []byte) {
-		// Statuses net/http can send; 1xx are interim answers.
-		st = 200 + (st%400+400)%400
+		// Statuses net/http can send (1xx are interim answers); 200-599
+		// stay as they are, so that a seed's status is the one sent.
+		st = 200 + ((st-200)%400+400)%400
 		if strings.ContainsAny(ct, "\r\n\x00") {
 			ct = "text/plain"
 		}
@@ -61,8 +67,13 @@ func FuzzTokenResponse(f *testing.F) {
 			t.Fatal("Fetch hung")
 		}
 		if err == nil {
-			if g.AccessToken == "" {
-				t.Fatal("a grant without an access token")
+			if !b64token.MatchString(g.AccessToken) {
+				t.Fatalf("a grant whose access token is no b64token: %q", g.AccessToken)
+			}
+			for _, form := range forms {
+				if strings.Contains(g.AccessToken, form) {
+					t.Fatalf("a grant whose access token holds the secret form %q", form)
+				}
 			}
 			return
 		}

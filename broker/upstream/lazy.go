@@ -16,8 +16,6 @@ func (l *lazyScrubber) get() *scrubber {
 	return l.sc
 }
 
-func (l *lazyScrubber) text(s string, max int) string { return l.get().text(s, max) }
-
 func (l *lazyScrubber) description(s string) string { return l.get().description(s) }
 
 func (l *lazyScrubber) echoes(s string) bool { return l.get().echoes(s) }

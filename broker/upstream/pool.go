@@ -45,6 +45,8 @@ type PoolsConfig struct {
 	// Wrap, when set, wraps each pool's transport (after MapTransportErrors,
 	// so it only sees mapped errors; beneath the concurrency bound, so a
 	// request waiting for its turn is not yet in flight), e.g. for tracing.
+	// The layers it adds see each request's URL as RedactURL shows it; the
+	// request sent beneath them keeps its query.
 	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
@@ -70,7 +72,7 @@ func NewPools(cfg PoolsConfig) *Pools {
 func (p *Pools) Client(tokenURL string, roots *x509.CertPool) (*http.Client, error) {
 	u, err := url.Parse(tokenURL)
 	if err != nil {
-		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", tokenURL)
+		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", RedactURL(tokenURL))
 	}
 	k := poolKey{scheme: u.Scheme, host: u.Host}
 	p.mu.Lock()
@@ -106,7 +108,7 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 		rt = t // the caller's transport, pooled as it pools
 	}
 	if p.cfg.Wrap != nil {
-		rt = p.cfg.Wrap(rt)
+		rt = redactingTransport{base: p.cfg.Wrap(restoringTransport{base: rt})}
 	}
 	c.Transport = &limitTransport{base: rt, sem: make(chan struct{}, p.cfg.MaxConcurrentPerHost)}
 	return &c, nil

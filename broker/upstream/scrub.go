@@ -27,11 +27,8 @@ import (
 // and the escaped "id:secret" of client_secret_basic) and whatever is left
 // of a client_secret= field or a Basic credential is removed.
 type scrubber struct {
+	echoIndex
 	secrets *regexp.Regexp
-	// needles are the lower-cased secrets and "id:secret" pairs.
-	needles []string
-	// runs are the lower-cased echoRun-byte windows of every secret.
-	runs map[string]bool
 	// normRuns are the normRun-rune windows of every secret normalised
 	// (see normalise), or the whole of a shorter one.
 	normRuns map[string]bool
@@ -58,8 +55,36 @@ const maxScanned = 8 << 10
 
 var genericSecrets = regexp.MustCompile(`(?i)(client_secret(=|"?\s*:\s*"?))[^&\s"'<>,;}]*|(basic\s+)[a-z0-9+/=_-]{4,}`)
 
+// echoIndex finds the credentials themselves in lower-cased text: a
+// secret or "id:secret" whole, or echoRun consecutive bytes of a secret.
+type echoIndex struct {
+	// needles are the lower-cased secrets and "id:secret" pairs.
+	needles []string
+	// runs are the lower-cased echoRun-byte windows of every secret.
+	runs map[string]bool
+	// pieces are the secrets' aligned echoRun/2-byte pieces: every run
+	// holds one, so text is searched for them and only checked for a
+	// run where one occurs.
+	pieces []string
+}
+
+func newEchoIndex(creds []Credential) echoIndex {
+	x := echoIndex{runs: map[string]bool{}}
+	for _, c := range creds {
+		low := strings.ToLower(c.ClientSecret.Reveal())
+		x.needles = append(x.needles, low, strings.ToLower(c.ClientID)+":"+low)
+		for i := 0; i+echoRun <= len(low); i++ {
+			x.runs[low[i:i+echoRun]] = true
+		}
+		for i := 0; len(low) >= echoRun && i+echoRun/2 <= len(low); i += echoRun / 2 {
+			x.pieces = append(x.pieces, low[i:i+echoRun/2])
+		}
+	}
+	return x
+}
+
 func newScrubber(creds []Credential) *scrubber {
-	sc := &scrubber{runs: map[string]bool{}, normRuns: map[string]bool{}}
+	sc := &scrubber{echoIndex: newEchoIndex(creds), normRuns: map[string]bool{}}
 	var forms []string
 	add := func(s string) {
 		if s != "" && !slices.Contains(forms, s) {
@@ -68,11 +93,6 @@ func newScrubber(creds []Credential) *scrubber {
 	}
 	for _, c := range creds {
 		s := c.ClientSecret.Reveal()
-		low := strings.ToLower(s)
-		sc.needles = append(sc.needles, low, strings.ToLower(c.ClientID)+":"+low)
-		for i := 0; i+echoRun <= len(low); i++ {
-			sc.runs[low[i:i+echoRun]] = true
-		}
 		if n := []rune(normalise(s)); len(n) < normRun {
 			if len(n) >= minNormRun {
 				sc.normRuns[string(n)] = true
@@ -220,22 +240,74 @@ func plainText(s string) bool {
 	return singles*100 <= maxSingles*len(words) && wordy*100 >= minWordy*len(words)
 }
 
-// shows reports whether IdP text s may be shown: it echoes no credential
-// (echoes) and looks like plain language (plainText).
-func (sc *scrubber) shows(s string) bool { return !sc.echoes(s) && plainText(s) }
-
-func (sc *scrubber) contains(low string) bool {
-	for _, n := range sc.needles {
+func (x echoIndex) contains(low string) bool {
+	for _, n := range x.needles {
 		if strings.Contains(low, n) {
 			return true
 		}
 	}
-	for i := 0; i+echoRun <= len(low); i++ {
-		if sc.runs[low[i:i+echoRun]] {
-			return true
+	for _, p := range x.pieces {
+		for at := 0; ; at++ {
+			i := strings.Index(low[at:], p)
+			if i < 0 {
+				break
+			}
+			at += i
+			// The runs that hold this piece start at most echoRun/2-1
+			// bytes before it.
+			for r := max(0, at+len(p)-echoRun); r <= at && r+echoRun <= len(low); r++ {
+				if x.runs[low[r:r+echoRun]] {
+					return true
+				}
+			}
 		}
 	}
 	return false
+}
+
+// token reports whether an access token (of b64token syntax, which has
+// no escapes) carries a credential: as it is, with '+' read as a space,
+// or in a base64 decoding of one of its runs (see decodeBase64Run), as
+// decoded or, if it is text, with one unescape undone (a JWT claim
+// holding the secret JSON-escaped). Unlike echoes it is linear in
+// len(tok), for tokens of any size, and has no normalised matching,
+// which would refuse genuine tokens by chance.
+func (x echoIndex) token(tok string) bool {
+	found := func(v string) bool { return x.contains(lower(v)) }
+	if found(tok) || strings.Contains(tok, "+") && found(strings.ReplaceAll(tok, "+", " ")) {
+		return true
+	}
+	for _, run := range base64Run.FindAllString(tok, -1) {
+		for _, d := range decodeBase64Run(run) {
+			if found(d) {
+				return true
+			}
+			if !utf8.ValidString(d) {
+				continue // binary, or the wrong alignment: no escaped text
+			}
+			for _, undo := range unescapes {
+				if u := undo(d); u != d && found(u) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// lower is strings.ToLower for text, and lowers only ASCII letters of
+// anything else (binary decodings), which strings.ToLower does slowly.
+func lower(s string) string {
+	if utf8.ValidString(s) {
+		return strings.ToLower(s)
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // maxVariants bounds the work per text: each is at most maxScanned bytes.
@@ -395,26 +467,32 @@ func hex4(s string) (rune, int) {
 // to hide part of a secret.
 var base64Run = regexp.MustCompile(`[A-Za-z0-9+/_-]{8,}`)
 
-// decodeBase64Run decodes run at each of its four alignments, in both
-// alphabets (unpadded, so that a truncated or glued-on encoding still
-// decodes as far as it goes). Invalid UTF-8 is kept: a truncated
-// encoding may cut a character of the secret and still hold a run of it.
+// decodeBase64Run decodes run in both alphabets, each stretch of the
+// alphabet's characters at each of its four alignments (a '+' of one
+// alphabet next to a '_' of the other would leave the whole run
+// undecodable). Unpadded, so that a truncated or glued-on encoding still
+// decodes as far as it goes; invalid UTF-8 is kept: a truncated encoding
+// may cut a character of the secret and still hold a run of it.
 func decodeBase64Run(run string) []string {
 	var out []string
-	for off := range 4 {
-		r := run[min(off, len(run)):]
-		if len(r)%4 == 1 { // cannot end a base64 text: drop it
-			r = r[:len(r)-1]
-		}
-		if len(r) < 8 {
-			continue
-		}
-		for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
-			b, err := enc.DecodeString(r)
-			if err != nil {
-				continue
+	for _, a := range []struct {
+		enc   *base64.Encoding
+		other string // the characters only the other alphabet has
+	}{{base64.RawStdEncoding, "-_"}, {base64.RawURLEncoding, "+/"}} {
+		stretches := strings.FieldsFunc(run, func(r rune) bool { return strings.ContainsRune(a.other, r) })
+		for _, st := range stretches {
+			for off := range 4 {
+				r := st[min(off, len(st)):]
+				if len(r)%4 == 1 { // cannot end a base64 text: drop it
+					r = r[:len(r)-1]
+				}
+				if len(r) < 8 {
+					continue
+				}
+				if b, err := a.enc.DecodeString(r); err == nil {
+					out = append(out, string(b))
+				}
 			}
-			out = append(out, string(b))
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 )
 
 // MapTransportErrors wraps rt (nil: http.DefaultTransport) so that every
@@ -81,6 +82,46 @@ func mapTransportError(err error) error {
 // CloseIdleConnections passes on to the wrapped transport.
 func (t mappingTransport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// sentURLKey is the context key of the URL a redactingTransport hid.
+type sentURLKey struct{}
+
+// redactingTransport hands base the request with its URL as RedactURL
+// shows it, so that layers such as tracing (otelhttp records url.full)
+// never see a key in the query; restoringTransport, beneath them, puts
+// the URL back before the request is sent.
+type redactingTransport struct{ base http.RoundTripper }
+
+func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	u := r.URL
+	if u.User == nil && u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && u.Opaque == "" {
+		return t.base.RoundTrip(r)
+	}
+	r = r.Clone(context.WithValue(r.Context(), sentURLKey{}, u))
+	r.URL = shownURL(u)
+	return t.base.RoundTrip(r)
+}
+
+func (t redactingTransport) CloseIdleConnections() { closeIdle(t.base) }
+
+type restoringTransport struct{ base http.RoundTripper }
+
+func (t restoringTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if u, ok := r.Context().Value(sentURLKey{}).(*url.URL); ok {
+		r = r.WithContext(r.Context()) // a shallow copy whose URL is replaced
+		sent := *u
+		r.URL = &sent
+	}
+	return t.base.RoundTrip(r)
+}
+
+func (t restoringTransport) CloseIdleConnections() { closeIdle(t.base) }
+
+func closeIdle(rt http.RoundTripper) {
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
 }

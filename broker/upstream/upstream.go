@@ -127,7 +127,7 @@ func (g Grant) LogValue() slog.Value {
 func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(cfg.TokenURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", cfg.TokenURL)
+		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", RedactURL(cfg.TokenURL))
 	}
 	creds := append([]Credential{{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret}}, cfg.Fallbacks...)
 	for i, c := range creds {
@@ -210,7 +210,7 @@ func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
 		// when thousands of tenants start at once.
 		release, err := c.slots.hold(ctx)
 		if err != nil {
-			return Grant{}, &Error{TokenURL: c.tokenURL, Err: err}
+			return Grant{}, &Error{TokenURL: RedactURL(c.tokenURL), Err: err}
 		}
 		defer release()
 		ctx = context.WithValue(ctx, slotKey{}, true)
@@ -268,16 +268,20 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 	if err != nil {
 		return Grant{}, c.classify(ctx, err, &seen)
 	}
+	// The access token and its type reach callers and terminals: only
+	// RFC 6750 and RFC 6749 syntax does, and never a credential echoed.
+	switch {
+	case !isB64Token(tok.AccessToken):
+		return Grant{}, c.invalid(&seen, "whose access_token is not an RFC 6750 token (b64token: letters, digits, -._~+/ and trailing =)")
+	case newEchoIndex(c.creds).token(tok.AccessToken):
+		return Grant{}, c.invalid(&seen, "whose access_token echoes the client credentials")
+	}
 	tt, ok := tokenType(tok.TokenType)
 	if ok && !wellKnownTypes[tt] && c.scrub.echoes(tt) {
 		ok = false // a name, but one made of the secret
 	}
 	if !ok {
-		// The IdP's token_type reaches callers: only RFC 6749 syntax does.
-		status, ct, n := seen.summary()
-		return Grant{}, &Error{TokenURL: c.tokenURL, StatusCode: status, Err: &summaryError{
-			what: "a token response with an invalid token_type", status: status, contentType: c.contentType(ct), length: n,
-		}}
+		return Grant{}, c.invalid(&seen, "with an invalid token_type")
 	}
 	g := Grant{
 		AccessToken: tok.AccessToken,
@@ -289,6 +293,28 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 		g.Scope = s
 	}
 	return g, nil
+}
+
+// invalid is the error of a 2xx token response with an unusable field:
+// a summary naming the field, never its value or the body.
+func (c *Client) invalid(seen *response, why string) *Error {
+	status, ct, n := seen.summary()
+	return &Error{TokenURL: RedactURL(c.tokenURL), StatusCode: status, Err: &summaryError{
+		what: "a token response " + why, status: status, contentType: c.contentType(ct), length: n,
+	}}
+}
+
+// isB64Token reports whether s is an RFC 6750 §2.1 b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isB64Token(s string) bool {
+	body := strings.TrimRight(s, "=")
+	for i := range len(body) {
+		c := body[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
+			return false
+		}
+	}
+	return body != ""
 }
 
 // tokenTypeSyntax is a token type name as RFC 6749 §7.1 and §11.1 use

@@ -71,7 +71,7 @@ func TestIdPSpansCarryNoTransportText(t *testing.T) {
 	var b strings.Builder
 	write := func(kvs []attribute.KeyValue) {
 		for _, kv := range kvs {
-			fmt.Fprintf(&b, "%s=%s\n", kv.Key, kv.Value.Emit())
+			fmt.Fprintf(&b, "%s=%s\n", kv.Key, kv.Value.String())
 		}
 	}
 	spans := rec.Ended()

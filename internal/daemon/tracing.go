@@ -30,9 +30,13 @@ import (
 // name defaults to "tokenbroker".
 //
 // Spans carry what otelgrpc and otelhttp record by default: RPC method,
-// status code, peer address, HTTP method, URL and status. Neither records
+// status code, peer address, HTTP method, URL and status. The IdP URL
+// is only scheme, host and path: upstream.Pools hands otelhttp each
+// request with its URL as upstream.RedactURL shows it, so a key in a
+// token URL's query is sent but never recorded. Neither records
 // metadata, headers or bodies, so no API key, authorization header,
-// client secret or token reaches a span (TestTracesCarryNoSecrets). A
+// client secret or token reaches a span (TestTracesCarryNoSecrets,
+// TestServeChecksWhatTheIdPReturns). A
 // failed IdP request's span status is err.Error(): the IdP transport is
 // wrapped innermost by upstream.MapTransportErrors, so that text is
 // upstream's fixed vocabulary, never net/http's or crypto/tls's, which

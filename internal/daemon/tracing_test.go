@@ -52,7 +52,7 @@ func TestTracesCarryNoSecrets(t *testing.T) {
 	var server, idp int
 	write := func(kvs []attribute.KeyValue) {
 		for _, kv := range kvs {
-			fmt.Fprintf(&b, "%s=%s\n", kv.Key, kv.Value.Emit())
+			fmt.Fprintf(&b, "%s=%s\n", kv.Key, kv.Value.String())
 		}
 	}
 	for _, sp := range rec.Ended() {

@@ -1,14 +1,10 @@
 package statuspage
 
-import (
-	"strings"
-
-	"github.com/tokenbroker/tokenbroker/broker"
-)
+import "github.com/tokenbroker/tokenbroker/broker"
 
 // FromBroker shows b's tenants. It copies only what the page may show:
-// the token URL is reduced to its host, and the last error loses the
-// token URL's query (upstream errors quote the full URL).
+// the token URL is reduced to its host; the last error shows URLs as
+// upstream.RedactURL does (see cleanError).
 // It panics if b is nil.
 func FromBroker(b Tenants) Source {
 	if b == nil {
@@ -38,9 +34,7 @@ func (s brokerSource) Tenants() []Tenant {
 			Watches:     ti.Watches,
 		}
 		if err := ti.Status.LastError; err != nil {
-			// cleanError strips URL queries too; replacing the exact URL
-			// first also covers one the URL pattern would cut short.
-			t.LastError = strings.ReplaceAll(err.Error(), ti.TokenURL, redactURL(ti.TokenURL))
+			t.LastError = err.Error() // upstream errors show the URL redacted
 		}
 		out = append(out, t)
 	}

@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Unknown marks a count the Source cannot tell; it renders as "—" and as
@@ -406,7 +408,7 @@ func cleanError(s string) string {
 	if s == "" {
 		return ""
 	}
-	s = urlRE.ReplaceAllStringFunc(s, redactURL)
+	s = urlRE.ReplaceAllStringFunc(s, upstream.RedactURL)
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || r == utf8.RuneError {
 			return ' '
@@ -418,16 +420,6 @@ func cleanError(s string) string {
 		s = string([]rune(s)[:MaxErrorLen-1]) + "…"
 	}
 	return s
-}
-
-// redactURL is a URL without user info, query or fragment.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "[URL]"
-	}
-	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
-	return u.String()
 }
 
 // cleanHost keeps only a host[:port]; anything else shows nothing.

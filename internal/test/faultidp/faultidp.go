@@ -37,7 +37,7 @@ type Response struct {
 	// server is closed, which drops the connection.
 	Hang bool
 
-	echo   echoMode                             // set by EchoJSON, EchoHTML, EchoEncoded and MalformedEcho
+	echo   echoMode                             // set by EchoJSON, EchoHTML, EchoEncoded, EchoAccessToken and MalformedEcho
 	encode func(clientID, secret string) string // EchoEncoded's encoding
 }
 
@@ -49,6 +49,7 @@ const (
 	echoHTML
 	echoEncoded
 	echoMalformed
+	echoToken
 )
 
 // Server is a loopback HTTP server answering with scripted responses.
@@ -181,6 +182,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case echoEncoded:
 		id, secret := credentialsOf(form, r)
 		resp = OAuthError(resp.Status, "invalid_request", "rejected "+resp.encode(id, secret)+" (see logs)")
+	case echoToken:
+		id, secret := credentialsOf(form, r)
+		resp = OK(resp.encode(id, secret), 3600)
 	default:
 		resp = echo(resp, raw, r)
 	}
@@ -267,6 +271,13 @@ func echo(resp Response, body []byte, r *http.Request) Response {
 // Encodings.
 func EchoEncoded(status int, encode func(clientID, secret string) string) Response {
 	return Response{Status: status, echo: echoEncoded, encode: encode}
+}
+
+// EchoAccessToken is a successful token response whose access_token is
+// the request's client credentials passed through encode, as an endpoint
+// that echoes its request might answer.
+func EchoAccessToken(encode func(clientID, secret string) string) Response {
+	return Response{echo: echoToken, encode: encode}
 }
 
 // MalformedEcho answers a malformed HTTP response whose header line
