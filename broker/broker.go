@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/time/rate"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -74,14 +75,14 @@ type Config struct {
 	// the same token endpoint host and CAs share one copy of it and its
 	// connection pool.
 	HTTPClient *http.Client
-	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
-	// requests to one token endpoint host, over all tenants, custom
-	// Fetchers included (keyed by Tenant.TokenURL's host); more wait their
-	// turn in order, within their attempt's timeout (default 128,
-	// upstream.DefaultMaxConcurrentPerHost). It keeps a broker with
-	// thousands of tenants of one IdP from opening thousands of connections,
-	// or running thousands of goroutines, at start.
-	MaxConcurrentFetchesPerHost int
+	// Limits: the broker reads MaxIdPRequestsPerHost (concurrent requests
+	// to one token endpoint host, over all tenants; more wait their turn
+	// in order, within their attempt's timeout), MaxScopeSetsPerTenant and
+	// MaxScopeSets (see Get), NewScopeSetsPerSecond and NewScopeSetBurst
+	// (how fast each named owner, WithOwner, creates scope sets that do not
+	// exist yet; past it Get fails with ErrNewScopeSetsTooFast). Zero fields
+	// mean the defaults; a negative NewScopeSetsPerSecond means no limit.
+	Limits limits.Limits
 	// UserAgent is sent to identity providers.
 	UserAgent string
 	// FetchTimeout bounds one identity-provider request (default 10s). A
@@ -90,19 +91,6 @@ type Config struct {
 	// with short-lived tokens a hung request leaves room for more attempts
 	// before the token expires.
 	FetchTimeout time.Duration
-	// MaxScopeSetsPerTenant bounds the scope sets per tenant, its default
-	// set included (default 64), and MaxScopeSets the non-default scope
-	// sets of the whole broker (default 4096). Each named owner (WithOwner)
-	// may hold at most half of a tenant's non-default sets; see Get.
-	MaxScopeSetsPerTenant int
-	MaxScopeSets          int
-	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast each named
-	// owner (WithOwner) creates scope sets that do not exist yet: each costs
-	// an identity-provider request (defaults 5/s, burst 50; a negative rate
-	// means no limit). Past it, Get fails with ErrNewScopeSetsTooFast.
-	// Existing scope sets, and requests without an owner, are not limited.
-	NewScopeSetsPerSecond float64
-	NewScopeSetBurst      int
 	// IdleTimeout drops a scope set nobody asked for or watched for this
 	// long, at its next refresh (default 1h). Default scopes are kept.
 	IdleTimeout time.Duration
@@ -238,9 +226,9 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 // refresh brings a longer lifetime.
 //
 // A new scope set is created for the owner in ctx (WithOwner), within that
-// owner's share of the tenant's budget (Config.MaxScopeSetsPerTenant); past
+// owner's share of the tenant's budget (Config.Limits.MaxScopeSetsPerTenant); past
 // it, Get fails with ErrTooManyScopeSets. Owners creating new scope sets
-// faster than Config.NewScopeSetsPerSecond get ErrNewScopeSetsTooFast.
+// faster than Config.Limits.NewScopeSetsPerSecond get ErrNewScopeSetsTooFast.
 func (b *Broker) Get(ctx context.Context, r Request) (*Token, error) {
 	var want minValid
 	if r.MinValid != nil {

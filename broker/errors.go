@@ -25,7 +25,7 @@ var (
 	// holds as many scope sets as allowed and none can be evicted.
 	ErrTooManyScopeSets = errors.New("broker: too many scope sets")
 	// ErrNewScopeSetsTooFast: the caller (WithOwner) created new scope sets
-	// faster than Config.NewScopeSetsPerSecond allows. Scope sets that
+	// faster than Config.Limits.NewScopeSetsPerSecond allows. Scope sets that
 	// exist are never limited.
 	ErrNewScopeSetsTooFast = errors.New("broker: creating new scope sets too fast; reuse scope sets or retry in a second")
 	// ErrInvalidArgument marks errors caused by the request itself.

@@ -8,7 +8,7 @@ import (
 
 // fetchQueue runs the identity-provider requests of the tenants of one
 // token endpoint host, at most limit at a time (Config.
-// MaxConcurrentFetchesPerHost); the others wait in order, as an entry and
+// Limits.MaxIdPRequestsPerHost); the others wait in order, as an entry and
 // its call, without a goroutine. A broker starting ten thousand tenants
 // so runs a few hundred goroutines, not ten thousand whose stacks and
 // descriptors the runtime would keep after they end. A request's timeout
@@ -38,7 +38,7 @@ func (b *Broker) queueLocked(tokenURL string) *fetchQueue {
 	}
 	q := b.queues[host]
 	if q == nil {
-		q = &fetchQueue{limit: b.cfg.MaxConcurrentFetchesPerHost}
+		q = &fetchQueue{limit: b.cfg.Limits.MaxIdPRequestsPerHost}
 		if b.queues == nil {
 			b.queues = map[string]*fetchQueue{}
 		}

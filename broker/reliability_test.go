@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"net/http"
 	"regexp"
 	"strings"
@@ -315,7 +316,7 @@ func TestInvalidateWhileIdPFailsKeepsServing(t *testing.T) {
 
 // Issue 7.6c: one owner cannot take a tenant's scope-set budget.
 func TestScopeSetShares(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 9}) // default + 8: a share is 4
+	e := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSetsPerTenant: 9}}) // default + 8: a share is 4
 	mallory := broker.WithOwner(t.Context(), "mallory")
 	alice := broker.WithOwner(t.Context(), "alice")
 	watch := func(ctx context.Context, scope string) error {
@@ -342,7 +343,7 @@ func TestScopeSetShares(t *testing.T) {
 	}
 
 	// Unwatched sets: an owner churning through many evicts its own.
-	e2 := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 9})
+	e2 := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSetsPerTenant: 9}})
 	kept, err := e2.broker.Token(alice, "acme", []string{"alice"}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +361,7 @@ func TestScopeSetShares(t *testing.T) {
 
 // Issue 11: tenants' default sets do not count against the global cap.
 func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxScopeSets: 1})
+	e := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSets: 1}})
 	spec := broker.Tenant{TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: creds.Secret(e.client.Secret)}
 	var specs []broker.Tenant
 	for _, n := range []string{"acme", "globex", "initech"} {

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"flag"
 	"fmt"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -66,7 +67,7 @@ func benchTenantsIdle(b *testing.B, n int) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		br, err := broker.New(broker.Config{Tenants: specs, MaxConcurrentFetchesPerHost: *tenantsPerHost, OnTenantHealth: func(_ string, serving bool) {
+		br, err := broker.New(broker.Config{Tenants: specs, Limits: limits.Limits{MaxIdPRequestsPerHost: *tenantsPerHost}, OnTenantHealth: func(_ string, serving bool) {
 			if serving && ready.Add(1) == int64(n) {
 				close(all)
 			}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -78,7 +79,8 @@ type Config struct {
 	// the broker serves loopback clients only, without authentication.
 	Callers []Caller
 	Audit   Audit
-	Limits  Limits
+	// Limits are the limits section; zero fields mean the defaults.
+	Limits limits.Limits
 	// InsecurePlaintext accepts callers over a plaintext listener on a
 	// non-loopback address (API keys in clear), e.g. behind a proxy.
 	InsecurePlaintext bool
@@ -180,26 +182,6 @@ type Admin struct {
 type Shutdown struct {
 	Drain   time.Duration
 	Timeout time.Duration
-}
-
-// Limits bound what one caller, and any peer before authentication, may
-// do. Zero values mean the defaults of the server and access control
-// layers (see the README's limits block).
-type Limits struct {
-	RequestsPerSecond   float64
-	Burst               int
-	MaxStreamsPerCaller int
-	MaxScopesPerRequest int
-	MaxMessageBytes     int
-	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast one
-	// caller creates scope sets not yet cached (broker.Config).
-	NewScopeSetsPerSecond float64
-	NewScopeSetBurst      int
-	// MaxIdPRequestsPerHost bounds the concurrent token requests to one
-	// identity-provider host (broker.Config.MaxConcurrentFetchesPerHost);
-	// zero means its default, 128.
-	MaxIdPRequestsPerHost int
-	ConnLimits
 }
 
 // ErrorAt returns a *Error for a problem that a later stage (such as the

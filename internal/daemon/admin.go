@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"log/slog"
 	"net"
 	"net/http"
@@ -116,7 +117,7 @@ func newAdmin(addr string, pprof bool, m *metrics, src StatusSource, serving fun
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
 	}
-	lis = server.LimitListener(lis, server.ConnLimits{MaxConnections: adminMaxConns, MaxConnectionsPerIP: adminMaxConnsPerIP})
+	lis = server.LimitListener(lis, limits.Limits{MaxConnections: adminMaxConns, MaxConnectionsPerIP: adminMaxConnsPerIP})
 	a := &adminServer{lis: lis, ready: readiness{tenants: src.Tenants, serving: serving}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -195,14 +195,13 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
 	}
-	d.lis = server.LimitListener(lis, connLimits(cfg.Limits))
+	d.lis = server.LimitListener(lis, cfg.Limits)
 	hs := health.NewServer()
 	hstatus := server.NewHealthStatus(hs)
 	if d.broker, err = broker.New(broker.Config{
 		Tenants: tenants, Logger: log, UserAgent: opts.UserAgent,
-		OnTenantHealth:        hstatus.SetTenant,
-		NewScopeSetsPerSecond: cfg.Limits.NewScopeSetsPerSecond, NewScopeSetBurst: cfg.Limits.NewScopeSetBurst,
-		MaxConcurrentFetchesPerHost: cfg.Limits.MaxIdPRequestsPerHost,
+		OnTenantHealth: hstatus.SetTenant,
+		Limits:         cfg.Limits,
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -210,7 +209,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	d.defaults.set(tenants)
 	if d.guard, err = guard.New(guard.Config{
 		Policy: d.holder, Audit: d.audit, Logger: log,
-		Limits: guardLimits(cfg.Limits), DefaultScopes: d.defaults.get,
+		Limits: cfg.Limits, DefaultScopes: d.defaults.get,
 		// No token without its audit line: take this replica and its
 		// tenants out of service until the trail is writable again.
 		OnAuditFailure: hstatus.Hold,
@@ -229,10 +228,10 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	// calls are counted too.
 	d.srv = server.New(server.Config{
 		Broker: d.broker, Health: hs, Logger: log,
-		ServerOptions:      append(sopts, d.guard.ServerOptions()...),
+		ServerOptions:      sopts,
 		UnaryInterceptors:  append([]grpc.UnaryServerInterceptor{d.metrics.grpc.UnaryServerInterceptor()}, d.guard.UnaryInterceptors()...),
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
-		Limits:             connLimits(cfg.Limits),
+		Limits:             cfg.Limits,
 		TenantAccess:       d.guard.TenantAccess,
 		VerifyCredentials:  d.guard.VerifyStream,
 	})

@@ -17,9 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
-	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
-	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
 // The mapping of the config file's sections to the domain packages.
@@ -155,25 +153,6 @@ func sameUpstream(a, b config.Tenant) bool {
 
 func tlsFiles(t *config.TLS) authn.TLSFiles {
 	return authn.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}
-}
-
-func guardLimits(l config.Limits) guard.Limits {
-	return guard.Limits{
-		RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst, MaxStreamsPerCaller: l.MaxStreamsPerCaller,
-		MaxScopesPerRequest: l.MaxScopesPerRequest, MaxMessageBytes: l.MaxMessageBytes,
-		InvalidationsPerSecond: l.InvalidationsPerSecond, InvalidationBurst: l.InvalidationBurst,
-		DenialsPerSecondPerIP: l.DenialsPerSecondPerIP, DenialBurstPerIP: l.DenialBurstPerIP,
-	}
-}
-
-func connLimits(l config.Limits) server.ConnLimits {
-	return server.ConnLimits{
-		MaxHeaderListBytes: l.MaxHeaderListBytes, MaxStreamsPerConn: l.MaxStreamsPerConn,
-		MaxConnections: l.MaxConnections, MaxConnectionsPerIP: l.MaxConnectionsPerIP,
-		MaxOpenStreamsPerIP: l.MaxOpenStreamsPerIP, HandshakeTimeout: l.HandshakeTimeout,
-		MaxConnectionIdle: l.MaxConnectionIdle,
-		MaxStreamsPerIP:   l.MaxStreamsPerIP, MaxAnonymousStreamsPerIP: l.MaxAnonymousStreamsPerIP, MaxStreamsPerAPIKey: l.MaxStreamsPerAPIKey,
-	}
 }
 
 // openAudit opens the audit trail: the file at a.Path, or out for "" and

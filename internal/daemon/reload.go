@@ -4,6 +4,7 @@ import (
 	"slices"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
 // restartOnly are the settings a reload does not apply.
@@ -12,7 +13,7 @@ type restartOnly struct {
 	tls    config.TLS
 	hasTLS bool
 	audit  config.Audit
-	limits config.Limits
+	limits limits.Limits
 	watch  config.Watch
 	admin  config.Admin
 }

@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"strings"
 	"testing"
 
@@ -92,7 +93,7 @@ func equal(a, b audit.Record) bool {
 // trail or an error a client sees.
 func TestNoSecretsInOutput(t *testing.T) {
 	ctx := t.Context()
-	e := start(t, options{callers: callers(), limits: Limits{RequestsPerSecond: 1e-9, Burst: 8}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{RequestsPerSecond: 1e-9, Burst: 8}})
 	var clientErrs []string
 	note := func(err error) {
 		if err != nil {

@@ -2,6 +2,7 @@ package guard_test
 
 import (
 	"fmt"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"io"
 
 	"google.golang.org/grpc"
@@ -24,7 +25,7 @@ func Example() {
 		return
 	}
 	holder, _ := policy.NewHolder(p)
-	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard), Limits: guard.Limits{MaxStreamsPerCaller: 10}})
+	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard), Limits: limits.Limits{MaxStreamsPerCaller: 10}})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -11,51 +11,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
-	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
-
-// Defaults for Limits' zero values. A busy service's hot path is a
-// cache hit, which costs the IdP nothing: the per-caller call limit only
-// stops runaway loops; what reaches the IdP is limited apart from it
-// (InvalidateToken here, forced refreshes per key in the broker).
-const (
-	DefaultRequestsPerSecond      = 2000
-	DefaultBurst                  = 4000
-	DefaultInvalidationsPerSecond = 5
-	DefaultInvalidationBurst      = 20
-	DefaultMaxStreamsPerCaller    = 100
-	DefaultMaxScopesPerRequest    = names.MaxScopes // the API's own bound; lower it per deployment
-	// Refused authentications (no or bad credentials) per peer IP: past
-	// the budget a peer is answered RESOURCE_EXHAUSTED.
-	DefaultDenialsPerSecondPerIP = 10
-	DefaultDenialBurstPerIP      = 50
-)
-
-// Limits bound what one caller may do. Zero values mean the defaults; a
-// negative value means no limit.
-type Limits struct {
-	// RequestsPerSecond and Burst shape each caller's token bucket; every
-	// call, unary or stream, takes one token.
-	RequestsPerSecond float64
-	Burst             int
-	// MaxStreamsPerCaller caps a caller's concurrent streams.
-	MaxStreamsPerCaller int
-	// MaxScopesPerRequest caps the scopes in one request.
-	MaxScopesPerRequest int
-	// MaxMessageBytes, if positive, caps the size of a received message
-	// (see ServerOptions); zero keeps the server's own limit.
-	MaxMessageBytes int
-	// InvalidationsPerSecond and InvalidationBurst shape each caller's
-	// bucket for InvalidateToken, on top of the call limit.
-	InvalidationsPerSecond float64
-	InvalidationBurst      int
-	// DenialsPerSecondPerIP and DenialBurstPerIP shape each peer IP's
-	// bucket of refused authentications.
-	DenialsPerSecondPerIP float64
-	DenialBurstPerIP      int
-}
 
 // Config configures a Guard.
 type Config struct {
@@ -69,7 +28,9 @@ type Config struct {
 	// Logger receives warnings (audit write failures, revoked streams);
 	// nil discards them. Nothing secret is ever logged.
 	Logger *slog.Logger
-	Limits Limits
+	// Limits are the caller limits (rates, streams, scopes per request)
+	// and the per-IP denial rate; zero fields mean the defaults.
+	Limits limits.Limits
 	// DefaultScopes returns a tenant's default scopes, or nil if it has
 	// none or does not exist. A request without scopes from a caller with
 	// a scope allow-list is checked against them; without this function
@@ -92,7 +53,7 @@ type Guard struct {
 	holder        *policy.Holder
 	audit         *audit.Logger
 	log           *slog.Logger
-	limits        Limits
+	limits        limits.Limits
 	defaultScopes func(string) []string
 	rates         *buckets // per caller, every call
 	invalidations *buckets
@@ -113,31 +74,7 @@ func New(cfg Config) (*Guard, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := cfg.Limits
-	if l.RequestsPerSecond == 0 {
-		l.RequestsPerSecond = DefaultRequestsPerSecond
-	}
-	if l.Burst == 0 {
-		l.Burst = DefaultBurst
-	}
-	if l.MaxStreamsPerCaller == 0 {
-		l.MaxStreamsPerCaller = DefaultMaxStreamsPerCaller
-	}
-	if l.MaxScopesPerRequest == 0 {
-		l.MaxScopesPerRequest = DefaultMaxScopesPerRequest
-	}
-	if l.InvalidationsPerSecond == 0 {
-		l.InvalidationsPerSecond = DefaultInvalidationsPerSecond
-	}
-	if l.InvalidationBurst == 0 {
-		l.InvalidationBurst = DefaultInvalidationBurst
-	}
-	if l.DenialsPerSecondPerIP == 0 {
-		l.DenialsPerSecondPerIP = DefaultDenialsPerSecondPerIP
-	}
-	if l.DenialBurstPerIP == 0 {
-		l.DenialBurstPerIP = DefaultDenialBurstPerIP
-	}
+	l := cfg.Limits.WithDefaults()
 	g := &Guard{
 		holder:        cfg.Policy,
 		audit:         cfg.Audit,
@@ -177,16 +114,6 @@ func (g *Guard) UnaryInterceptors() []grpc.UnaryServerInterceptor {
 // rate limits, counts and authorizes a stream.
 func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
 	return []grpc.StreamServerInterceptor{g.stream}
-}
-
-// ServerOptions returns the grpc.ServerOptions the limits need, for
-// server.Config.ServerOptions (after the server's own, which they
-// override): grpc.MaxRecvMsgSize when Limits.MaxMessageBytes is set.
-func (g *Guard) ServerOptions() []grpc.ServerOption {
-	if g.limits.MaxMessageBytes > 0 {
-		return []grpc.ServerOption{grpc.MaxRecvMsgSize(g.limits.MaxMessageBytes)}
-	}
-	return nil
 }
 
 // guarded selects every service but health and reflection, by the full

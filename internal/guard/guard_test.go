@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"fmt"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"net"
 	"slices"
 	"strings"
@@ -195,7 +196,7 @@ func TestScopes(t *testing.T) {
 	ctx := t.Context()
 	e := start(t, options{
 		callers: callers(),
-		limits:  Limits{MaxScopesPerRequest: 3},
+		limits:  limits.Limits{MaxScopesPerRequest: 3},
 		defaultScopes: func(tenant string) []string {
 			return map[string][]string{"acme": {"read:all"}, "team-a": {"write:all"}}[tenant]
 		},
@@ -251,7 +252,7 @@ func TestListTenantsFiltered(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	ctx := t.Context()
 	// A bucket of 2 that refills once in about 30 years: no sleeps needed.
-	e := start(t, options{callers: callers(), limits: Limits{RequestsPerSecond: 1e-9, Burst: 2}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{RequestsPerSecond: 1e-9, Burst: 2}})
 	billing := e.certClient(billingCert)
 	for i := range 2 {
 		if _, err := get(ctx, billing, "acme", "read:x"); err != nil {
@@ -286,7 +287,7 @@ func TestRateLimit(t *testing.T) {
 func TestStreamLimit(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	e := start(t, options{callers: callers(), limits: Limits{MaxStreamsPerCaller: 1}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{MaxStreamsPerCaller: 1}})
 	billing := e.certClient(billingCert)
 	watch := func(c tbv1.TokenBrokerServiceClient, ctx context.Context) error {
 		s, err := c.WatchToken(ctx, &tbv1.WatchTokenRequest{Tenant: "acme", Scopes: []string{"read:x"}})

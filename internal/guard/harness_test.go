@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"io"
 	"log/slog"
 	"net"
@@ -108,7 +109,7 @@ func (s *stub) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tb
 
 type options struct {
 	callers       []policy.Caller
-	limits        Limits
+	limits        limits.Limits
 	plaintext     bool
 	remote        net.Addr // pretend every peer connects from here
 	defaultScopes func(string) []string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"io"
 	"runtime"
 	"slices"
@@ -169,7 +170,7 @@ func TestPolicyFlipsLeaveNoStaleStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	w := &revocationWriter{}
-	e := start(t, options{callers: callers(), limits: Limits{RequestsPerSecond: -1}, auditTo: w})
+	e := start(t, options{callers: callers(), limits: limits.Limits{RequestsPerSecond: -1}, auditTo: w})
 	w.w = e.audit
 	allow, deny := policies(t)
 	billing, batch := e.certClient(billingCert), e.certClient(batchCert)

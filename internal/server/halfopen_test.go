@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"io"
 	"log/slog"
 	"net"
@@ -160,7 +161,7 @@ func TestHalfOpenUnaryFloodRefusedPerIP(t *testing.T) {
 
 	const conns, perConn = 8, 100
 	deadline := time.Now().Add(20 * time.Second)
-	want := conns*perConn - server.DefaultMaxAnonymousStreamsPerIP
+	want := conns*perConn - limits.Default().MaxAnonymousStreamsPerIP
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		if got := halfOpen(t, addr, ip, conns, perConn, want, deadline); got != want {
 			t.Errorf("from %s: %d of %d half-open streams refused, want %d", ip, got, conns*perConn, want)

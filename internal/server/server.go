@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
@@ -56,9 +57,10 @@ type Config struct {
 	// logging, before the handlers (authentication, policy, limits).
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
-	// Limits bound connections and unauthenticated streams; serve on
-	// Server.Listener for the connection caps.
-	Limits ConnLimits
+	// Limits bound messages, connections and unauthenticated streams
+	// (zero fields: the defaults); serve on Server.Listener for the
+	// connection caps.
+	Limits limits.Limits
 	// TenantAccess returns which tenants' health the peer of ctx may see
 	// (guard.Guard.TenantAccess); nil shows every tenant to everyone.
 	TenantAccess func(ctx context.Context) func(tenant string) bool
@@ -99,7 +101,7 @@ type Server struct {
 	responses *responseCache // GetToken responses, shared by calls
 	senders   *senders       // run WatchToken sends (see sendApart)
 	log       *slog.Logger
-	limits    ConnLimits
+	limits    limits.Limits
 	drain     chan struct{}
 	drainOne  sync.Once
 	// abort is cancelled when Shutdown's timeout ends: every call's
@@ -120,7 +122,7 @@ func New(cfg Config) *Server {
 	if cfg.Health == nil {
 		cfg.Health = health.NewServer()
 	}
-	limits := cfg.Limits.withDefaults()
+	limits := cfg.Limits.WithDefaults()
 	codec := newSharedCodec()
 	s := &Server{broker: cfg.Broker, responses: newResponseCache(codec), senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: codec}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
@@ -150,7 +152,6 @@ func New(cfg Config) *Server {
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
 		// Calls run on a few long-lived goroutines whose stacks have
 		// grown already, instead of a new goroutine per call that grows
 		// its stack again (runtime.copystack was ~15% of a cache hit).
@@ -163,7 +164,7 @@ func New(cfg Config) *Server {
 		// write buffer is grpc-go's shared pool (its default in v1.85),
 		// released after each flush.
 		grpc.ReadBufferSize(8 << 10),
-	}, limits.serverOptions()...)
+	}, serverOptions(limits)...)
 	streams := &streamLimiter{
 		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
 		access: cfg.TenantAccess, verify: cfg.VerifyCredentials, n: map[string]int{},

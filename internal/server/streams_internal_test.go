@@ -88,15 +88,6 @@ func TestStreamsPerAPIKeyOverAllIPs(t *testing.T) {
 	}
 }
 
-// TestDefaultStreamCaps: an authenticated peer address holds at most 128
-// open streams by default, an API key 1000 over all addresses (D5).
-func TestDefaultStreamCaps(t *testing.T) {
-	l := ConnLimits{}.withDefaults()
-	if l.MaxStreamsPerIP != 128 || l.MaxStreamsPerAPIKey != 1000 || l.HandshakeTimeout.Seconds() != 5 {
-		t.Errorf("defaults: per IP %d, per key %d, handshake %s; want 128, 1000, 5s", l.MaxStreamsPerIP, l.MaxStreamsPerAPIKey, l.HandshakeTimeout)
-	}
-}
-
 // TestNewScopeSetsTooFastIsResourceExhausted (issue D4): the broker's
 // refusal of a new scope set over the caller's rate reaches the client
 // as RESOURCE_EXHAUSTED with the broker's advice.
