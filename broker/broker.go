@@ -38,10 +38,22 @@ const (
 	// token without a new request.
 	ForcedRefreshInterval = 5 * time.Second
 	// CallerRetryInterval: while a key has no usable token, a caller's
-	// request may start one early, coalesced attempt at most this often,
-	// instead of waiting for the backoff timer (never during a Retry-After
-	// or after a permanent error).
+	// request, or the key's watchers, may start one early, coalesced
+	// attempt at most this often, instead of waiting for the backoff timer
+	// (never during a Retry-After or after a permanent error).
 	CallerRetryInterval = time.Second
+	// CredentialGrace: for this long after a tenant's credentials change,
+	// and after an attempt that got no HTTP answer or a 5xx (an IdP
+	// restarting may answer before it has registered its clients),
+	// invalid_client and unauthorized_client are retried on a short
+	// backoff (1 s doubling, at most CredentialGraceRetryMax, ±20 %)
+	// instead of being treated as permanent.
+	CredentialGrace = 2 * time.Minute
+	// CredentialGraceRetryMax caps the retry interval within CredentialGrace.
+	CredentialGraceRetryMax = 4 * time.Second
+	// lifetimeMemory is how many recent token lifetimes a key remembers:
+	// a min_valid longer than all of them is refused (TooShortLivedError).
+	lifetimeMemory = 3
 	// ReloadRetryInterval: a reload (SetTenants) that leaves a tenant's
 	// configuration unchanged retries a key that failed permanently
 	// (invalid_client…) at once, but at most once per this interval per
@@ -133,13 +145,18 @@ type Broker struct {
 // A tenant's maps stay nil until it has a non-default scope set: most
 // tenants of a large broker never have one, and an empty map still costs
 // its header and first group.
+//
+// A tenant's Name, TokenURL and Scopes never change; a credential change
+// (SetTenants, sameClient) replaces its other spec fields under Broker.mu
+// and its fetcher, which requests load when they start.
 type tenant struct {
 	spec    Tenant
-	fetcher Fetcher
+	fetcher atomic.Pointer[Fetcher]
 	queue   *fetchQueue       // of the token endpoint's host
 	def     *entry            // the default scope set
 	keys    map[string]*entry // the other scope sets; nil while there are none
 	owned   map[string]int    // non-default scope sets per owner; nil while none
+	grace   time.Time         // CredentialGrace after its last credential change, for new scope sets
 }
 
 // entries yields the tenant's scope sets, the default first.
@@ -212,18 +229,20 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 // not cancel the request for other callers.
 //
 // While the key has no usable token and is backing off after a failure,
-// a caller's request starts one early, coalesced attempt at most every
-// CallerRetryInterval (never during a Retry-After or after a permanent
-// error), so that recovery does not wait for the backoff timer; other
-// callers get the last error at once. If the identity provider did not
+// a caller's request (or the key's watchers) starts one early, coalesced
+// attempt at most every CallerRetryInterval (never during a Retry-After or
+// after a permanent error), so that recovery does not wait for the backoff
+// timer; other callers get the last error at once. If the identity provider did not
 // answer the last attempt at all, callers do not wait for the next one
 // either: they get the last error at once while it runs. Callers waiting
 // when the tenant is removed or reconfigured return at once with
 // ErrTenantRemoved or ErrTenantChanged.
 //
-// A minimum longer than the lifetime the identity provider grants this
-// key fails with *TooShortLivedError without a request, until a scheduled
-// refresh brings a longer lifetime.
+// A minimum longer than the lifetimes of all the key's recent tokens
+// fails with *TooShortLivedError without a request, until a refresh brings
+// a longer lifetime. One that only the latest token falls short of
+// fetches a new token, or fails with ErrShortLivedToken if the key's last
+// request started within CallerRetryInterval.
 //
 // A new scope set is created for the owner in ctx (WithOwner), within that
 // owner's share of the tenant's budget (Config.Limits.MaxScopeSetsPerTenant); past

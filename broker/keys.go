@@ -129,6 +129,7 @@ func (b *Broker) newEntryLocked(t *tenant, scopes []string, owner string) *entry
 		b: b, t: t, scopes: scopes, isDefault: scopes == nil, owner: owner,
 		subs:     map[*Watch]struct{}{},
 		lastUsed: b.clock.Now(),
+		grace:    t.grace, // a scope set new since a credential change gets its grace too
 	}
 	if !e.isDefault {
 		if t.keys == nil {

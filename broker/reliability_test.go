@@ -54,8 +54,8 @@ func TestVersionsMonotonicAcrossReconfiguration(t *testing.T) {
 // Issue 10.3: a caller's request retries at once (at most every
 // CallerRetryInterval) instead of waiting for the backoff timer.
 func TestRecoveryOnNextCallerRequest(t *testing.T) {
-	e, f, w := faultEnv(t, ptr(faultidp.Garbage()))
-	next(t, w, inState(broker.StateFailing))
+	// Unwatched: a watcher would be demand itself.
+	e, f := unwatchedFaultEnv(t, faultidp.Garbage())
 	for range 5 { // the backoff grows to about 30 s
 		e.step()
 	}
