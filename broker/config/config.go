@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -363,11 +362,11 @@ func Load(path string) (*Config, error) {
 
 // MaxFileSize bounds a config file; a larger one is refused unread, as
 // for credentials files. Real configurations are a few kilobytes.
-const MaxFileSize = 1 << 20
+const MaxFileSize = creds.MaxFileSize
 
 // LoadWith is Load with options.
 func LoadWith(path string, o Options) (*Config, error) {
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path) // a FIFO or device is an error, not a read that blocks
 	if err != nil {
 		return nil, fmt.Errorf("config: cannot read config file: %w", err)
 	}

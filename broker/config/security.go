@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,10 +125,11 @@ func (p *parser) addFile(path string) {
 	}
 }
 
-// readable checks that the file at path can be opened.
+// readable checks that the file at path is a regular file that can be
+// opened.
 func (p *parser) readable(n *yaml.Node, field, path string) error {
 	p.addFile(path)
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path)
 	if err != nil {
 		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
 			err = pathErr.Err

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // Watching the files a configuration was read from (config.Config.Files),
@@ -124,9 +124,10 @@ func (w *watchState) snapshot() (map[string]digest, []string) {
 }
 
 // digestOf reads the file at path (symlinks followed) up to a bound no
-// config, credentials or certificate file reaches.
+// config, credentials or certificate file reaches. What is not a regular
+// file is not read (creds.OpenFile): a FIFO must not block the watcher.
 func digestOf(path string) digest {
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path)
 	if err != nil {
 		return digest{}
 	}
