@@ -170,6 +170,11 @@ type Admin struct {
 	// listener. Off by default: profiles show no secrets, but a CPU
 	// profile costs the broker CPU for its duration.
 	Pprof bool
+	// Hosts are the host names, lower-cased and without port, the admin
+	// listener answers to besides IP literals and localhost (admin.hosts);
+	// any other Host header gets 421, so that a web page cannot read it
+	// through DNS rebinding.
+	Hosts []string
 }
 
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING

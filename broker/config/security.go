@@ -193,7 +193,8 @@ func (p *parser) tls(e entry) (*TLS, error) {
 		}
 		if f.key == "key_file" {
 			err = p.secretFile(fe.val, field, *f.dst)
-		} else {
+		}
+		if err == nil {
 			err = p.readable(fe.val, field, *f.dst)
 		}
 		if err != nil {
