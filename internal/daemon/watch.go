@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -55,11 +56,12 @@ type watchState struct {
 
 	rereadMu sync.Mutex // one Reread at a time: snapshot, load and apply stay in order
 
-	mu      sync.Mutex // guards the fields below
-	cur     *config.Config
-	sums    map[string]digest
-	failed  string        // the error of the last failed Reread, logged once
-	refresh chan struct{} // 1-slot: the set of files changed
+	mu       sync.Mutex // guards the fields below
+	cur      *config.Config
+	sums     map[string]digest
+	failed   string        // the error of the last failed Reread, logged once
+	rejected bool          // it was a refusal (ErrLowersSecurity), not retried
+	refresh  chan struct{} // 1-slot: the set of files changed
 }
 
 func (w *watchState) init(cfg *config.Config) {
@@ -84,7 +86,7 @@ func (w *watchState) applied(cfg *config.Config, snap map[string]digest) {
 		}
 	}
 	w.mu.Lock()
-	w.cur, w.sums, w.failed = cfg, sums, ""
+	w.cur, w.sums, w.failed, w.rejected = cfg, sums, "", false
 	w.mu.Unlock()
 	select {
 	case w.refresh <- struct{}{}:
@@ -144,16 +146,24 @@ func digestOf(path string) digest {
 // errNoLoad is Reread's error when the daemon was given no Options.Load.
 var errNoLoad = errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
 
+// errUnsettled is reread's error when a file changed while the
+// configuration was loaded: nothing is applied, the watcher tries again.
+var errUnsettled = errors.New("daemon: the configuration's files changed while they were read")
+
 // Reread loads the configuration again with Options.Load and applies it
 // with Reload, logging which tenants it changed; SIGHUP and the file
-// watcher call it. On error the running configuration is kept.
+// watcher call it. On error the running configuration is kept; a load
+// that fails counts as an error in tokenbroker_config_reloads_total.
 func (d *Daemon) Reread() error {
-	return d.reread(nil)
+	return d.reread(nil, nil)
 }
 
 // reread is Reread; changed names the files whose change triggered it,
-// nil for a request (SIGHUP).
-func (d *Daemon) reread(changed []string) error {
+// nil for a request (SIGHUP). settled, if not nil, holds the digests the
+// files kept for the debounce interval (the watcher): if they differ
+// after the load, a writer is still at work and nothing is applied
+// (errUnsettled).
+func (d *Daemon) reread(changed []string, settled map[string]digest) error {
 	if d.opts.Load == nil {
 		return errNoLoad
 	}
@@ -161,8 +171,18 @@ func (d *Daemon) reread(changed []string) error {
 	w.rereadMu.Lock()
 	defer w.rereadMu.Unlock()
 	snap, _ := w.snapshot()
+	if settled != nil && !maps.Equal(snap, settled) {
+		return errUnsettled
+	}
 	cfg, err := d.opts.Load()
-	if err == nil {
+	if settled != nil {
+		if after, _ := w.snapshot(); !maps.Equal(after, snap) {
+			return errUnsettled
+		}
+	}
+	if err != nil {
+		d.recordReload(err)
+	} else {
 		w.mu.Lock()
 		old := w.cur
 		w.mu.Unlock()
@@ -177,7 +197,8 @@ func (d *Daemon) reread(changed []string) error {
 		}
 	}
 	// Record the files as seen, so that the same bad contents are not
-	// reloaded again every interval.
+	// reloaded again every interval. A refusal is not retried either:
+	// only a change to the files can lift it.
 	w.mu.Lock()
 	for f, s := range snap {
 		if _, ok := w.sums[f]; ok {
@@ -185,13 +206,15 @@ func (d *Daemon) reread(changed []string) error {
 		}
 	}
 	w.failed = err.Error()
+	w.rejected = errors.Is(err, ErrLowersSecurity)
 	w.mu.Unlock()
 	return err
 }
 
-// watchFiles reloads when a file of the configuration changes, until ctx
-// is done. Without file system events (fsnotify unavailable) it compares
-// contents every interval only.
+// watchFiles reloads when a file of the configuration changes and then
+// stays the same for watchDebounce, until ctx is done. Without file
+// system events (fsnotify unavailable) it compares contents every
+// interval only.
 func (d *Daemon) watchFiles(ctx context.Context) {
 	w := &d.watch
 	fsw, err := fsnotify.NewWatcher()
@@ -213,6 +236,7 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
+	var pending map[string]digest // a change seen, waiting to stay the same
 	d.log.Info("watching configuration files", "files", len(w.files()), "interval", w.interval)
 	for {
 		select {
@@ -236,38 +260,54 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 			continue
 		case <-w.refresh:
 		case <-debounce.C:
-			d.checkFiles(false)
+			pending = d.checkFiles(pending, false)
 		case <-tick.C:
-			d.checkFiles(true)
+			pending = d.checkFiles(pending, true)
 		}
 		var added bool
-		if relevant, added = d.watchDirs(fsw, dirs); added {
+		if relevant, added = d.watchDirs(fsw, dirs); added || pending != nil {
 			// A file may have changed between the re-read that named it
-			// and its directory's watch: compare once now.
+			// and its directory's watch, or a change waits to settle:
+			// compare again.
 			debounce.Reset(watchDebounce)
 		}
 	}
 }
 
-// checkFiles re-reads the configuration if a file changed, or, on the
-// interval (retry), if the last re-read failed: a missing file may have
-// appeared without any watched file changing.
-func (d *Daemon) checkFiles(retry bool) {
+// checkFiles re-reads the configuration if a file changed and its
+// contents are those of pending, the last comparison's, a debounce
+// interval ago: a writer that is still at work (a truncated file being
+// written) is waited for. On the interval (retry) it also re-reads if the
+// last re-read failed, a missing file may have appeared without any
+// watched file changing, unless it was refused for lowering the security.
+// It returns the contents that must stay the same until the next
+// comparison, nil if none.
+func (d *Daemon) checkFiles(pending map[string]digest, retry bool) map[string]digest {
 	w := &d.watch
-	_, changed := w.snapshot()
+	snap, changed := w.snapshot()
 	w.mu.Lock()
-	failed := w.failed
+	failed, rejected := w.failed, w.rejected
 	w.mu.Unlock()
-	if len(changed) == 0 && !(retry && failed != "") {
-		return
-	}
-	err := d.reread(changed)
+	var err error
 	switch {
+	case len(changed) > 0 && !maps.Equal(snap, pending):
+		return snap
+	case len(changed) > 0:
+		err = d.reread(changed, snap)
+	case retry && failed != "" && !rejected:
+		err = d.reread(changed, nil)
+	default:
+		return nil
+	}
+	switch {
+	case errors.Is(err, errUnsettled):
+		return map[string]digest{} // compare again after the debounce
 	case err == nil && failed != "":
 		d.log.Info("configuration reload succeeded again")
-	case err != nil && err.Error() != failed:
+	case err != nil && !errors.Is(err, ErrLowersSecurity) && err.Error() != failed:
 		d.log.Error("config reload failed; keeping the running configuration", "files", changed, "error", err)
 	}
+	return nil
 }
 
 // watchDirs makes fsw watch the parent directories of the files and of
