@@ -233,8 +233,8 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 
 	tick := time.NewTicker(w.interval)
 	defer tick.Stop()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	// A first comparison: a file may have changed since New read it.
+	debounce := time.NewTimer(watchDebounce)
 	defer debounce.Stop()
 	var pending map[string]digest // a change seen, waiting to stay the same
 	d.log.Info("watching configuration files", "files", len(w.files()), "interval", w.interval)
