@@ -292,6 +292,9 @@ func TestNoCallersWarningOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if n := warnings(); n != 1 {
+		t.Errorf("%d NO CALLERS CONFIGURED warnings after 3 SIGHUPs, want 1 (at start)", n)
+	}
 	testpki.WriteFile(t, k.path, []byte(k.yaml+"strict_file_permissions: false\n"))
 	eventually(t, "the changed file applied", func() bool { return reloads(t, k.d, "success") >= 4 })
 	if n := reloads(t, k.d, "success"); n != 4 {
