@@ -146,7 +146,7 @@ func TestSlowWriterNeverOpensTheBroker(t *testing.T) {
 	if err := os.WriteFile(k.path, []byte(k.yaml[:cut]), 0o600); err != nil { // truncates, then writes the head
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)                            // the writer stalls: 4× the debounce
+	time.Sleep(time.Second) // the writer stalls: 4× the debounce
 	eventually(t, "the refusal on the status page", func() bool {
 		r, _ := lastReload(t, k.d)
 		return r == "rejected"
