@@ -66,18 +66,8 @@ func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
 		return nil, fileErr(name, "", ErrMalformed, "not a JSON object: %s; use the JSON file from \"Generate Credentials\" in the Kognic app", describeJSONError(err))
 	}
-	var missing []string
-	for _, key := range requiredKeys {
-		if _, ok := obj[key]; !ok {
-			missing = append(missing, strconv.Quote(key))
-		}
-	}
-	switch len(missing) {
-	case 0:
-	case 1:
-		return nil, fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required key %s; regenerate the file in the Kognic app or add the key", missing[0])
-	default:
-		return nil, fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required keys %s; regenerate the file in the Kognic app or add the keys", strings.Join(missing, ", "))
+	if err := checkRequired(obj, name); err != nil {
+		return nil, err
 	}
 	f := &File{Path: name}
 	var err error
@@ -121,6 +111,23 @@ func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 			f.Expires.Format(time.RFC3339Nano), "expires")
 	}
 	return f, nil
+}
+
+// checkRequired names every required key missing from obj, at once.
+func checkRequired(obj map[string]json.RawMessage, name string) error {
+	var missing []string
+	for _, key := range requiredKeys {
+		if _, ok := obj[key]; !ok {
+			missing = append(missing, strconv.Quote(key))
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required key %s; regenerate the file in the Kognic app or add the key", missing[0])
+	}
+	return fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required keys %s; regenerate the file in the Kognic app or add the keys", strings.Join(missing, ", "))
 }
 
 // Client returns the client credentials held by f.
