@@ -30,14 +30,18 @@ import (
 // comparison of the files' SHA-256 digests, which also runs every
 // interval as a fallback for missed events (a swapped symlinked
 // directory, network file systems, a full event queue); only a changed
-// digest reloads.
+// digest reloads, and only once it has stayed the same for watchDebounce
+// and through the load, so that a file still being written is not
+// applied half-way (unless its writer stalls: then lowers guards the
+// security).
 
 const (
 	// DefaultWatchInterval is how often the files' contents are compared
 	// when the config sets no watch.interval.
 	DefaultWatchInterval = 30 * time.Second
 	// watchDebounce gathers a burst of events (an atomic swap is several)
-	// into one comparison.
+	// into one comparison, and is how long changed contents must stay
+	// the same before they are applied.
 	watchDebounce = 250 * time.Millisecond
 )
 
