@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -174,6 +173,11 @@ type Admin struct {
 	// listener. Off by default: profiles show no secrets, but a CPU
 	// profile costs the broker CPU for its duration.
 	Pprof bool
+	// Hosts are the host names, lower-cased and without port, the admin
+	// listener answers to besides IP literals and localhost (admin.hosts);
+	// any other Host header gets 421, so that a web page cannot read it
+	// through DNS rebinding.
+	Hosts []string
 }
 
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING
@@ -346,11 +350,11 @@ func Load(path string) (*Config, error) {
 
 // MaxFileSize bounds a config file; a larger one is refused unread, as
 // for credentials files. Real configurations are a few kilobytes.
-const MaxFileSize = 1 << 20
+const MaxFileSize = creds.MaxFileSize
 
 // LoadWith is Load with options.
 func LoadWith(path string, o Options) (*Config, error) {
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path) // a FIFO or device is an error, not a read that blocks
 	if err != nil {
 		return nil, fmt.Errorf("config: cannot read config file: %w", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,10 +87,11 @@ func (p *parser) addFile(path string) {
 	}
 }
 
-// readable checks that the file at path can be opened.
+// readable checks that the file at path is a regular file that can be
+// opened.
 func (p *parser) readable(n *yaml.Node, field, path string) error {
 	p.addFile(path)
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path)
 	if err != nil {
 		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
 			err = pathErr.Err
@@ -155,7 +155,8 @@ func (p *parser) tls(e entry) (*TLS, error) {
 		}
 		if f.key == "key_file" {
 			err = p.secretFile(fe.val, field, *f.dst)
-		} else {
+		}
+		if err == nil {
 			err = p.readable(fe.val, field, *f.dst)
 		}
 		if err != nil {

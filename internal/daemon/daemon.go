@@ -34,6 +34,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/server"
+	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 )
 
 const (
@@ -90,6 +91,7 @@ type Daemon struct {
 	idp      *devidp.Server
 	dev      []config.Tenant // the dev IdP's tenant, kept across reloads
 	initial  restartOnly
+	posture  posture // the running security, which no reload may lower (guarded by reloadMu)
 	broker   *broker.Broker
 	holder   *policy.Holder
 	tls      *authn.Reloader
@@ -107,11 +109,12 @@ type Daemon struct {
 
 	reloadMu sync.Mutex // one reload at a time
 
-	mu       sync.Mutex // guards the fields below
-	started  bool
-	closed   bool
-	closeErr error
-	shutdown config.Shutdown // reloadable
+	mu         sync.Mutex // guards the fields below
+	started    bool
+	closed     bool
+	closeErr   error
+	shutdown   config.Shutdown // reloadable
+	lastReload statuspage.Reload
 }
 
 // New builds the service that cfg describes and opens its listener; it
@@ -132,7 +135,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if opts.AuditOutput == nil {
 		opts.AuditOutput = io.Discard
 	}
-	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg), shutdown: cfg.Shutdown, stopTP: func(context.Context) error { return nil }}
+	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg), posture: postureOf(cfg), shutdown: cfg.Shutdown, stopTP: func(context.Context) error { return nil }}
 	d.watch.init(cfg)
 	defer func() {
 		if err != nil {
@@ -238,7 +241,8 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
 	if cfg.Admin.Listen != "" {
-		if d.admin, err = newAdmin(cfg.Admin.Listen, cfg.Admin.Pprof, d.metrics, d.broker, healthServing(hs), opts.Version, log); err != nil {
+		if d.admin, err = newAdmin(cfg.Admin, d.metrics, d.broker, healthServing(hs), log,
+			statuspage.WithVersion(opts.Version), statuspage.WithReload(d.reloadStatus)); err != nil {
 			return nil, err
 		}
 		if !isLoopbackAddr(cfg.Admin.Listen) {
