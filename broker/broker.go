@@ -77,10 +77,11 @@ type Config struct {
 	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
 	// requests to one token endpoint host, over all tenants, custom
 	// Fetchers included (keyed by Tenant.TokenURL's host); more wait their
-	// turn in order, within their attempt's timeout (default 128,
-	// upstream.DefaultMaxConcurrentPerHost). It keeps a broker with
-	// thousands of tenants of one IdP from opening thousands of connections,
-	// or running thousands of goroutines, at start.
+	// turn in order, without a goroutine each, within their attempt's
+	// timeout (default 128). It keeps a broker with thousands of tenants of
+	// one IdP from opening thousands of connections, or running thousands
+	// of goroutines, at start. It is the only bound on them: an
+	// upstream.Client used without a Broker has none.
 	MaxConcurrentFetchesPerHost int
 	// UserAgent is sent to identity providers.
 	UserAgent string

@@ -17,6 +17,9 @@ const (
 	defaultMaxScopeSetsPerTenant = 64
 	defaultMaxScopeSets          = 4096
 	defaultIdleTimeout           = time.Hour
+	// defaultMaxConcurrentFetchesPerHost: at 50 ms a request, 10,000
+	// tenants of one IdP start in about 4 s.
+	defaultMaxConcurrentFetchesPerHost = 128
 )
 
 // New returns a Broker serving cfg.Tenants and starts fetching every
@@ -45,13 +48,13 @@ func New(cfg Config) (*Broker, error) {
 		cfg.NewScopeSetBurst = DefaultNewScopeSetBurst
 	}
 	if cfg.MaxConcurrentFetchesPerHost <= 0 {
-		cfg.MaxConcurrentFetchesPerHost = upstream.DefaultMaxConcurrentPerHost
+		cfg.MaxConcurrentFetchesPerHost = defaultMaxConcurrentFetchesPerHost
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}, stopped: make(chan struct{})}
-	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient, MaxConcurrentPerHost: cfg.MaxConcurrentFetchesPerHost})
+	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient})
 	b.base, b.cancel = context.WithCancel(context.Background())
 	if err := b.SetTenants(cfg.Tenants); err != nil {
 		_ = b.Close() // nothing has started that could fail to stop

@@ -90,7 +90,6 @@ type Client struct {
 	scrub    *lazyScrubber
 	http     *http.Client
 	log      *slog.Logger
-	slots    *limitTransport // the shared pool's request bound, if from Pools
 }
 
 // Grant is a token endpoint's successful answer.
@@ -151,10 +150,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("upstream: unknown auth style %d", style)
 	}
 	var hc *http.Client
-	slots, _ := transportOf(cfg.HTTPClient).(*limitTransport)
-	if slots != nil {
-		// The clients of one pool share their copy of its client.
-		hc = slots.prepared(cfg.HTTPClient, cfg.UserAgent)
+	if pt, ok := transportOf(cfg.HTTPClient).(*poolTransport); ok {
+		hc = pt.prepared(cfg.HTTPClient, cfg.UserAgent) // shared by the pool's clients
 	} else {
 		hc = prepare(cfg.HTTPClient, cfg.UserAgent)
 	}
@@ -169,7 +166,6 @@ func New(cfg Config) (*Client, error) {
 		scrub:    &lazyScrubber{creds: creds},
 		http:     hc,
 		log:      log,
-		slots:    slots,
 	}, nil
 }
 
@@ -204,17 +200,6 @@ func prepare(base *http.Client, userAgent string) *http.Client {
 // invalid_client answer makes it try the others in order, at most one
 // request per credential.
 func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
-	if c.slots != nil {
-		// Wait for the host's slot here, before the HTTP stack: a waiting
-		// fetch then holds a goroutine with a small stack, which matters
-		// when thousands of tenants start at once.
-		release, err := c.slots.hold(ctx)
-		if err != nil {
-			return Grant{}, &Error{TokenURL: RedactURL(c.tokenURL), Err: err}
-		}
-		defer release()
-		ctx = context.WithValue(ctx, slotKey{}, true)
-	}
 	first := int(c.current.Load())
 	var lastErr *Error
 	for n := range len(c.creds) {
