@@ -88,8 +88,10 @@ type Config struct {
 	// connection pool.
 	HTTPClient *http.Client
 	// Limits: the broker reads MaxIdPRequestsPerHost (concurrent requests
-	// to one token endpoint host, over all tenants; more wait their turn
-	// in order, within their attempt's timeout), MaxScopeSetsPerTenant and
+	// to one token endpoint host, over all tenants, custom Fetchers
+	// included; more wait their turn in order, without a goroutine each,
+	// within their attempt's timeout; the only bound on them: an
+	// upstream.Client used without a Broker has none), MaxScopeSetsPerTenant and
 	// MaxScopeSets (see Get), NewScopeSetsPerSecond and NewScopeSetBurst
 	// (how fast each named owner, WithOwner, creates scope sets that do not
 	// exist yet; past it Get fails with ErrNewScopeSetsTooFast). Zero fields

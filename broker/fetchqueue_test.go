@@ -61,7 +61,7 @@ func hostTenants(n int, f broker.Fetcher) []broker.Tenant {
 }
 
 // TestFetchesPerHostQueueWithoutGoroutines: tenants of one host fetch at
-// most MaxConcurrentFetchesPerHost at a time, the others wait in order
+// most Limits.MaxIdPRequestsPerHost at a time, the others wait in order
 // without a goroutine each, and every tenant gets its token.
 func TestFetchesPerHostQueueWithoutGoroutines(t *testing.T) {
 	const bound, n = 3, 200

@@ -35,7 +35,7 @@ func New(cfg Config) (*Broker, error) {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}, stopped: make(chan struct{})}
-	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient, MaxConcurrentPerHost: cfg.Limits.MaxIdPRequestsPerHost})
+	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient})
 	b.base, b.cancel = context.WithCancel(context.Background())
 	if err := b.SetTenants(cfg.Tenants); err != nil {
 		_ = b.Close() // nothing has started that could fail to stop

@@ -20,7 +20,7 @@ import (
 
 var tenantsIdPLatency = flag.Duration("tenants.idplatency", 0, "BenchmarkTenantsIdle: the token endpoint's latency")
 
-var tenantsPerHost = flag.Int("tenants.perhost", 0, "BenchmarkTenantsIdle: MaxConcurrentFetchesPerHost (0: the default)")
+var tenantsPerHost = flag.Int("tenants.perhost", 0, "BenchmarkTenantsIdle: Limits.MaxIdPRequestsPerHost (0: the default)")
 
 var tenantsHeapProfile = flag.String("tenants.heapprofile", "",
 	"BenchmarkTenantsIdle: write a heap profile here while the last broker's tenants are all READY and idle")

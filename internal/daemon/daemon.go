@@ -178,7 +178,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if tp != nil {
 		traceHTTP = httpTracing(tp)
 	}
-	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP, cfg.Limits.MaxIdPRequestsPerHost)
+	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP)
 	tenants, fetchers, err := d.ups.tenants(cfg.Tenants)
 	if err != nil {
 		return nil, err

@@ -62,7 +62,7 @@ type upstreams struct {
 	userAgent string
 	log       *slog.Logger
 	// pools shares one connection pool per token endpoint host and CA set
-	// among the tenants and bounds the concurrent requests to each.
+	// among the tenants (the broker bounds the requests to each host).
 	pools *upstream.Pools
 
 	mu      sync.Mutex
@@ -75,12 +75,12 @@ type fetcherOf struct {
 	f    broker.Fetcher
 }
 
-func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper, perHost int) *upstreams {
+func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) *upstreams {
 	// Pools maps transport errors innermost, so that tracing (otelhttp
 	// puts err.Error() in the span status) never sees transport text that
 	// quotes the IdP's bytes.
 	u := &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
-		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap, MaxConcurrentPerHost: perHost})}
+		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap})}
 	return u
 }
 
