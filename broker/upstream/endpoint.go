@@ -5,10 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 )
@@ -99,7 +99,7 @@ func RootCAs(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return nil, nil
 	}
-	pem, err := os.ReadFile(caFile)
+	pem, err := creds.ReadFile(caFile, creds.MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: ca_file: %w", err)
 	}
