@@ -3,13 +3,13 @@ package broker_test
 import (
 	"context"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
 func TestScopeSetLimits(t *testing.T) {

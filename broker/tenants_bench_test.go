@@ -3,7 +3,6 @@ package broker_test
 import (
 	"flag"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
 var tenantsIdPLatency = flag.Duration("tenants.idplatency", 0, "BenchmarkTenantsIdle: the token endpoint's latency")

@@ -5,12 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // The rules for an identity provider's endpoint: which URLs may receive a

@@ -2,11 +2,11 @@ package guard_test
 
 import (
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"io"
 
 	"google.golang.org/grpc"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"

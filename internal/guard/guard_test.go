@@ -3,7 +3,6 @@ package guard
 import (
 	"context"
 	"fmt"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"net"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"

@@ -3,7 +3,6 @@ package guard
 import (
 	"context"
 	"errors"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"io"
 	"net"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 )
