@@ -43,6 +43,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/flood"
 )
 
 // Event kinds.
@@ -87,8 +89,8 @@ type Record struct {
 	Code   string `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	// Count, when set, is the number of identical denials (same fields,
-	// peer IP without port) that this line stands for, refused in the
-	// collapse interval ending at Time; see Logger.LogDenial.
+	// peer IP without port) that this line stands for, refused since
+	// the previous line of that denial; see Logger.LogDenial.
 	Count int `json:"count,omitempty"`
 }
 
@@ -132,8 +134,8 @@ type Logger struct {
 	dirty     bool          // written since the last fsync; guarded by mu
 	syncTimer *time.Timer   // pending interval fsync; guarded by mu
 
-	collapse collapser // guarded by mu
-	onError  func()    // see OnWriteError; set before use
+	denials *flood.Gate[string] // collapses LogDenial's repeats; see SetCollapseInterval
+	onError func()              // see OnWriteError; set before use
 }
 
 // batch is a group of lines committed by one Write.
@@ -173,8 +175,9 @@ func (l *Logger) OnWriteError(f func()) {
 // needed only to write pending denial counts: its writer goroutine exits
 // whenever no line is waiting.
 func New(w io.Writer) *Logger {
-	l := &Logger{w: w, now: time.Now, collapse: collapser{interval: DefaultCollapseInterval}}
+	l := &Logger{w: w, now: time.Now}
 	l.idle.L = &l.mu
+	l.SetCollapseInterval(DefaultCollapseInterval)
 	return l
 }
 
@@ -205,13 +208,24 @@ func (l *Logger) Log(r Record) error {
 	if r.Event == EventDeny {
 		r = clipDenial(r)
 	}
-	sp := scratch.Get().(*[]byte)
-	enc := appendRecord((*sp)[:0], &r)
+	return l.log(&r, false)
+}
+
+// log encodes r and commits it, unless it is a denial (deny) that the
+// collapsing holds back, and waits for its batch.
+func (l *Logger) log(r *Record, deny bool) error {
+	e := encoders.Get().(*encoder)
+	enc := e.encode(r)
+	if deny {
+		if pass, _ := l.denials.Allow(string(enc)); !pass {
+			encoders.Put(e)
+			return nil
+		}
+	}
 	l.mu.Lock()
 	b, err := l.enqueueLocked(r.Time, enc)
 	l.mu.Unlock()
-	*sp = enc
-	scratch.Put(sp)
+	encoders.Put(e)
 	if err != nil {
 		return err
 	}
@@ -219,13 +233,10 @@ func (l *Logger) Log(r Record) error {
 	return b.err
 }
 
-// scratch holds buffers for encoding a line outside the lock.
-var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
 // enqueueLocked appends a line to the current batch and makes sure a
-// writer goroutine runs. enc is appendRecord's encoding of a record with
-// time t; the time (now if t is zero) is added here, under the lock, so
-// that times follow the line order.
+// writer goroutine runs. enc is encode's line of a record with time t;
+// the time (now if t is zero) is added here, under the lock, so that
+// times follow the line order.
 func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
 	if l.closed {
 		return nil, fmt.Errorf("audit: logger is closed")
@@ -238,9 +249,7 @@ func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
 	if t.IsZero() {
 		t = l.now()
 	}
-	b.buf = appendTime(b.buf, t)
-	b.buf = append(b.buf, enc...)
-	b.buf = append(b.buf, '\n')
+	b.buf = appendLine(b.buf, t, enc)
 	b.lines++
 	if !l.running {
 		l.running = true
@@ -362,12 +371,12 @@ func (l *Logger) Close() error {
 	if l == nil {
 		return nil
 	}
+	l.denials.Flush()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return nil
 	}
-	l.flushLocked(true)
 	l.closed = true
 	for l.running {
 		l.idle.Wait()

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
@@ -171,6 +172,41 @@ func TestLogDenialCollapses(t *testing.T) {
 	if n := len(lines[1].Tenant); n > MaxDeniedFieldBytes {
 		t.Errorf("tenant of %d bytes, want at most %d", n, MaxDeniedFieldBytes)
 	}
+}
+
+// TestDenialFloodOneLinePerInterval: a steady flood of one denial costs
+// its line, then one line with the count per collapse interval, written
+// without waiting for another denial or Close; the counts add up.
+func TestDenialFloodOneLinePerInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf logtest.Buffer
+		l := New(&buf)
+		deny := Record{Method: "/m", Peer: "192.0.2.1:1000", Result: ResultDenied, Code: "Unauthenticated", Reason: "API key not recognised"}
+		const calls = 2500 // 100 a second for 25 s
+		for range calls {
+			if err := l.LogDenial(deny); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		synctest.Wait()
+		before := strings.Count(buf.String(), "\n")
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, ln := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			var r Record
+			if err := json.Unmarshal([]byte(ln), &r); err != nil {
+				t.Fatal(err)
+			}
+			total += max(r.Count, 1)
+		}
+		if before != 3 || total != calls {
+			t.Errorf("%d lines before Close (want the denial and counts at 10 s and 20 s), accounting for %d denials in all (want %d):\n%s",
+				before, total, calls, buf.String())
+		}
+	})
 }
 
 type failWriter struct{}

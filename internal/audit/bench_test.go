@@ -60,3 +60,13 @@ func BenchmarkLogDenialRepeated(b *testing.B) {
 	b.StopTimer()
 	_ = l.Close()
 }
+
+// BenchmarkEncode: a line's encoding alone.
+func BenchmarkEncode(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		e := encoders.Get().(*encoder)
+		_ = e.encode(&benchIssue)
+		encoders.Put(e)
+	}
+}
