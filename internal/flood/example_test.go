@@ -10,9 +10,9 @@ import (
 // A log line per status code, 5 a second after a burst of 2; a line let
 // through says how many were dropped before it.
 func Example() {
-	lines := flood.New(flood.Config[string]{Every: time.Second / 5, Burst: 2, MaxKeys: 32})
+	lines := flood.New(flood.Config[string, struct{}]{Every: time.Second / 5, Burst: 2, MaxKeys: 32})
 	for i := range 4 {
-		ok, dropped := lines.Allow("PermissionDenied")
+		ok, dropped := lines.Allow("PermissionDenied", struct{}{})
 		fmt.Println(i, ok, dropped)
 	}
 	// Output:

@@ -19,16 +19,18 @@ type reports struct {
 	mu    sync.Mutex
 	lines int
 	byKey map[string]int
+	first map[string]int // the V reported with each key
 }
 
-func (r *reports) report(k string, n int) {
+func (r *reports) report(k string, first int, n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.byKey == nil {
-		r.byKey = map[string]int{}
+		r.byKey, r.first = map[string]int{}, map[string]int{}
 	}
 	r.lines++
 	r.byKey[k] += n
+	r.first[k] = first
 }
 
 // get returns the reports so far and the count reported for k.
@@ -43,10 +45,10 @@ func (r *reports) get(k string) (lines, n int) {
 // through carries the held count.
 func TestHeldCountRidesOnNextPass(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := flood.New(flood.Config[string]{Every: 200 * time.Millisecond, Burst: 20, MaxKeys: 8})
+		g := flood.New(flood.Config[string, int]{Every: 200 * time.Millisecond, Burst: 20, MaxKeys: 8})
 		passed := 0
 		for range 100 {
-			if ok, held := g.Allow("NotFound"); ok {
+			if ok, held := g.Allow("NotFound", 0); ok {
 				passed++
 				if held != 0 {
 					t.Fatalf("a pass of the burst carries %d held", held)
@@ -56,18 +58,18 @@ func TestHeldCountRidesOnNextPass(t *testing.T) {
 		if passed != 20 {
 			t.Fatalf("%d of 100 passed at once, want the burst of 20", passed)
 		}
-		if ok, _ := g.Allow("Internal"); !ok {
+		if ok, _ := g.Allow("Internal", 0); !ok {
 			t.Error("another key's first event was held")
 		}
 		time.Sleep(200 * time.Millisecond)
-		if ok, held := g.Allow("NotFound"); !ok || held != 80 {
+		if ok, held := g.Allow("NotFound", 0); !ok || held != 80 {
 			t.Errorf("after one interval: pass %v held %d, want true 80", ok, held)
 		}
-		if ok, held := g.Allow("NotFound"); ok || held != 0 {
+		if ok, held := g.Allow("NotFound", 0); ok || held != 0 {
 			t.Errorf("right after: pass %v held %d, want false 0", ok, held)
 		}
 		time.Sleep(200 * time.Millisecond)
-		if ok, held := g.Allow("NotFound"); !ok || held != 1 {
+		if ok, held := g.Allow("NotFound", 0); !ok || held != 1 {
 			t.Errorf("one interval later: pass %v held %d, want true 1 (only the one held since)", ok, held)
 		}
 	})
@@ -79,11 +81,11 @@ func TestHeldCountRidesOnNextPass(t *testing.T) {
 func TestSteadyFloodOneLinePerInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var r reports
-		g := flood.New(flood.Config[string]{Every: 10 * time.Second, Burst: 1, MaxKeys: 8, Report: r.report})
+		g := flood.New(flood.Config[string, int]{Every: 10 * time.Second, Burst: 1, MaxKeys: 8, Report: r.report})
 		const events = 3500 // 100 a second for 35 s
 		passed := 0
-		for range events {
-			if ok, _ := g.Allow("deny"); ok {
+		for i := range events {
+			if ok, _ := g.Allow("deny", i+1); ok {
 				passed++
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -97,9 +99,14 @@ func TestSteadyFloodOneLinePerInterval(t *testing.T) {
 		if lines, n := r.get("deny"); lines != 4 || passed+n != events {
 			t.Errorf("%d reports; passes and reports account for %d events, want 4 and %d", lines, passed+n, events)
 		}
+		r.mu.Lock()
+		if r.first["deny"] != 1 {
+			t.Errorf("reports carry the V of event %d, want the first event's", r.first["deny"])
+		}
+		r.mu.Unlock()
 		// Idle for an interval after its report, the key passes again.
 		time.Sleep(10 * time.Second)
-		if ok, _ := g.Allow("deny"); !ok {
+		if ok, _ := g.Allow("deny", 0); !ok {
 			t.Error("an idle key's event was held")
 		}
 	})
@@ -110,9 +117,9 @@ func TestSteadyFloodOneLinePerInterval(t *testing.T) {
 func TestBurstZeroReportsEveryInterval(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var r reports
-		g := flood.New(flood.Config[string]{Every: time.Second, Report: r.report})
+		g := flood.New(flood.Config[string, int]{Every: time.Second, Report: r.report})
 		for range 250 { // 2.5 s
-			if ok, _ := g.Allow(""); ok {
+			if ok, _ := g.Allow("", 0); ok {
 				t.Fatal("an event passed with Burst 0")
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -131,10 +138,10 @@ func TestBurstZeroReportsEveryInterval(t *testing.T) {
 func TestMaxKeysOverflow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var r reports
-		g := flood.New(flood.Config[string]{Every: 10 * time.Second, Burst: 1, MaxKeys: 4, Report: r.report})
+		g := flood.New(flood.Config[string, int]{Every: 10 * time.Second, Burst: 1, MaxKeys: 4, Report: r.report})
 		passed := 0
 		for i := range 100 {
-			if ok, _ := g.Allow(fmt.Sprint("k", i)); ok {
+			if ok, _ := g.Allow(fmt.Sprint("k", i), i); ok {
 				passed++
 			}
 		}
@@ -143,7 +150,7 @@ func TestMaxKeysOverflow(t *testing.T) {
 			t.Errorf("%d passed, %d held on %d reports under the zero key; want 4, 96 on 1", passed, n, lines)
 		}
 		time.Sleep(10 * time.Second)
-		if ok, _ := g.Allow("new"); !ok {
+		if ok, _ := g.Allow("new", 0); !ok {
 			t.Error("a new key is held after the others went idle")
 		}
 	})
@@ -153,14 +160,14 @@ func TestMaxKeysOverflow(t *testing.T) {
 // each either let through or reported exactly once.
 func TestConcurrentAllowAccountsForAll(t *testing.T) {
 	var r reports
-	g := flood.New(flood.Config[string]{Every: time.Millisecond, Burst: 3, MaxKeys: 2, Report: r.report})
+	g := flood.New(flood.Config[string, int]{Every: time.Millisecond, Burst: 3, MaxKeys: 2, Report: r.report})
 	var passed sync.Map
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
 			n := 0
 			for i := range 2000 {
-				if ok, _ := g.Allow(fmt.Sprint("k", (w+i)%3)); ok {
+				if ok, _ := g.Allow(fmt.Sprint("k", (w+i)%3), 0); ok {
 					n++
 				}
 			}
