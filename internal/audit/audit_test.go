@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -359,4 +360,48 @@ func TestClipScopes(t *testing.T) {
 			t.Errorf("clipScopes(%q) = %q, want a marker of the dropped scopes", tc.in, got)
 		}
 	}
+}
+
+// TestDenialKeyDistinguishesEveryField: denials that differ in any field
+// but Time and Count, or only in how their text splits into fields,
+// are not collapsed into one another.
+func TestDenialKeyDistinguishesEveryField(t *testing.T) {
+	base := Record{Event: EventDeny, Method: "/m", Peer: "192.0.2.1", Tenant: "acme", Scopes: []string{"a", "b"},
+		Result: ResultDenied, Code: "PermissionDenied", Reason: "no"}
+	keys := map[string]string{denialKey(&base): "base"}
+	add := func(name string, r Record) {
+		t.Helper()
+		if k := denialKey(&r); keys[k] != "" {
+			t.Errorf("%s has the key of %s", name, keys[k])
+		} else {
+			keys[k] = name
+		}
+	}
+	rt := reflect.TypeFor[Record]()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		r := base
+		r.Scopes = slices.Clone(base.Scopes)
+		v := reflect.ValueOf(&r).Elem().Field(i)
+		switch f.Type.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Uint64:
+			v.SetUint(7)
+		case reflect.Slice:
+			r.Scopes = append(r.Scopes, "c")
+		default: // Time, Count: not part of what makes denials identical
+			if k := denialKey(&r); keys[k] != "base" {
+				t.Errorf("changing %s changed the key", f.Name)
+			}
+			continue
+		}
+		add(f.Name, r)
+	}
+	split := base
+	split.Scopes = []string{"a:b"}
+	add("scopes a:b", split)
+	shifted := base
+	shifted.Tenant, shifted.Reason = "", "acme"
+	add("tenant moved to reason", shifted)
 }

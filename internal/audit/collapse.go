@@ -1,9 +1,9 @@
 package audit
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -92,7 +92,7 @@ func sum(ss []string) int {
 
 // SetCollapseInterval sets LogDenial's interval; call it before use.
 func (l *Logger) SetCollapseInterval(d time.Duration) {
-	l.denials = flood.New(flood.Config[string]{Every: d, Burst: 1, MaxKeys: maxCollapseKeys, Report: l.reportDenials})
+	l.denials = flood.New(flood.Config[string, Record]{Every: d, Burst: 1, MaxKeys: maxCollapseKeys, Report: l.reportDenials})
 }
 
 // LogDenial writes a denial (tenant, scopes and reason clipped) unless
@@ -111,26 +111,40 @@ func (l *Logger) LogDenial(r Record) error {
 	if host, _, err := net.SplitHostPort(r.Peer); err == nil {
 		r.Peer = host
 	}
-	return l.log(&r, true)
+	if pass, _ := l.denials.Allow(denialKey(&r), r); !pass {
+		return nil
+	}
+	return l.commit(&r)
 }
 
-// overflowReason is the reason of the line that counts the denials
-// beyond maxCollapseKeys distinct ones.
-const overflowReason = "further distinct denials, not itemised: too many in one interval"
+// denialKey returns r's fields (all but Time and Count), each
+// length-prefixed: two denials share a key only if they are identical.
+// It is cheap and shallow, unlike an encoding: denials may be a flood.
+func denialKey(r *Record) string {
+	b := make([]byte, 0, 256)
+	b = strconv.AppendUint(b, r.Version, 10)
+	for _, s := range [...]string{r.Event, r.Method, r.Caller, r.Identity, r.Peer, r.Tenant,
+		r.TokenFingerprint, r.RejectedFingerprint, r.Result, r.Code, r.Reason} {
+		b = append(strconv.AppendInt(append(b, ';'), int64(len(s)), 10), ':')
+		b = append(b, s...)
+	}
+	for _, s := range r.Scopes {
+		b = append(strconv.AppendInt(append(b, '['), int64(len(s)), 10), ':')
+		b = append(b, s...)
+	}
+	return string(b)
+}
 
-// reportDenials writes the count of the denials held under key, which is
-// the line of the first of them ("" for the overflow).
-func (l *Logger) reportDenials(key string, n int) {
-	r := Record{Event: EventDeny, Result: ResultDenied, Reason: overflowReason}
-	if key != "" {
-		r = Record{}
-		_ = json.Unmarshal([]byte(key), &r) // the encoder's own line
+// reportDenials writes the count of the denials held under a key, on a
+// copy of the first of them ("" is the overflow of maxCollapseKeys).
+func (l *Logger) reportDenials(key string, r Record, n int) {
+	if key == "" {
+		r = Record{Event: EventDeny, Result: ResultDenied,
+			Reason: "further distinct denials, not itemised: too many in one interval"}
 	}
 	r.Count = n
-	e := encoders.Get().(*encoder)
 	l.mu.Lock()
 	// No caller waits: a failing writer fails the next Log too.
-	_, _ = l.enqueueLocked(time.Time{}, e.encode(&r))
+	_, _ = l.enqueueLocked(&r)
 	l.mu.Unlock()
-	encoders.Put(e)
 }
