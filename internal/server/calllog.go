@@ -30,7 +30,7 @@ import (
 // log pipeline (the audit trail and tokenbroker_denials_total count every
 // denial). The next line of a code says how many were dropped before it.
 func callLog(log *slog.Logger, slow time.Duration) (logging.Logger, []logging.Option) {
-	limit := flood.New(flood.Config[string]{Every: time.Second / callLogRate, Burst: callLogBurst, MaxKeys: 64})
+	limit := flood.New(flood.Config[string, struct{}]{Every: time.Second / callLogRate, Burst: callLogBurst, MaxKeys: 64})
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		if lvl == logging.LevelDebug && isSlowUnary(fields, slow) {
 			lvl = logging.LevelInfo
@@ -40,7 +40,7 @@ func callLog(log *slog.Logger, slow time.Duration) (logging.Logger, []logging.Op
 			return
 		}
 		if lvl >= logging.LevelInfo {
-			ok, dropped := limit.Allow(codeOf(fields))
+			ok, dropped := limit.Allow(codeOf(fields), struct{}{})
 			if !ok {
 				return
 			}
@@ -75,10 +75,10 @@ const (
 // refused before their request (an API key that does not verify) and
 // logs their count at most once a second, off the refusing goroutine.
 func refusedEverySecond(log *slog.Logger) func() {
-	g := flood.New(flood.Config[struct{}]{Every: time.Second, Report: func(_ struct{}, n int) {
+	g := flood.New(flood.Config[struct{}, struct{}]{Every: time.Second, Report: func(_, _ struct{}, n int) {
 		log.Warn("calls refused before their request: the API key does not verify", "count", n)
 	}})
-	return func() { g.Allow(struct{}{}) }
+	return func() { g.Allow(struct{}{}, struct{}{}) }
 }
 
 // codeOf returns the status code field of a finished call's log fields.
