@@ -25,11 +25,10 @@ type Config[K comparable, V any] struct {
 	MaxKeys int
 	// Report, if set, receives the held counts, with the V of the key's
 	// first event, Every after the first one was held (and on Flush).
-	// Each report takes a token of its key, and
-	// a key lets no event through while it has held ones, so that a
-	// steady flood of one key costs one line per Every. Without Report,
-	// held counts ride on the key's next event let through. Report runs
-	// outside the Gate's lock.
+	// Each report takes a token of its key, and a key lets no event
+	// through while it has held ones, so that a steady flood of one key
+	// costs one line per Every. Without Report, held counts ride on the
+	// key's next event let through. Report runs outside the Gate's lock.
 	Report func(k K, v V, held int)
 }
 
@@ -86,12 +85,10 @@ func (g *Gate[K, V]) entry(k K, v V, now time.Time) *entry[V] {
 		g.forgetIdle(now)
 	}
 	if len(g.keys) >= g.cfg.MaxKeys {
-		var zero K
-		if e := g.keys[zero]; e != nil {
+		k, v, burst = *new(K), *new(V), 0
+		if e := g.keys[k]; e != nil {
 			return e
 		}
-		var none V
-		k, v, burst = zero, none, 0
 	}
 	e := &entry[V]{bucket: rate.NewLimiter(rate.Every(g.cfg.Every), burst), v: v}
 	g.keys[k] = e
