@@ -36,10 +36,13 @@ type Config[K comparable, V any] struct {
 // Config. It is safe for concurrent use. Its only goroutine is the
 // timer of a pending report; Flush stops it.
 type Gate[K comparable, V any] struct {
-	cfg   Config[K, V]
-	mu    sync.Mutex
-	keys  map[K]*entry[V]
-	timer *time.Timer // pending report; guarded by mu
+	cfg Config[K, V]
+	// flushing runs one Flush at a time, so that a Flush returns only
+	// once the counts held before it are reported (also by the timer's).
+	flushing sync.Mutex
+	mu       sync.Mutex
+	keys     map[K]*entry[V]
+	timer    *time.Timer // pending report; guarded by mu
 }
 
 type entry[V any] struct {
@@ -106,7 +109,7 @@ func (g *Gate[K, V]) forgetIdle(now time.Time) {
 }
 
 // Flush hands every held count to Config.Report now and stops the
-// pending report's timer.
+// pending report's timer. Report must not call Flush.
 func (g *Gate[K, V]) Flush() {
 	type count struct {
 		k K
@@ -114,6 +117,8 @@ func (g *Gate[K, V]) Flush() {
 		n int
 	}
 	var counts []count
+	g.flushing.Lock()
+	defer g.flushing.Unlock()
 	now := time.Now()
 	g.mu.Lock()
 	if g.timer != nil {

@@ -187,3 +187,26 @@ func TestConcurrentAllowAccountsForAll(t *testing.T) {
 		t.Errorf("passes and reports account for %d events, want %d", total, 8*2000)
 	}
 }
+
+// TestFlushWaitsForReportsInFlight: Flush returns only after the counts
+// the timer is reporting are delivered (audit.Logger.Close relies on it
+// to write every pending count before the trail closes).
+func TestFlushWaitsForReportsInFlight(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	g := flood.New(flood.Config[string, int]{Every: time.Millisecond, Burst: 1, MaxKeys: 2, Report: func(string, int, int) {
+		once.Do(func() { close(entered); <-release })
+	}})
+	g.Allow("k", 0)
+	g.Allow("k", 0) // held: the timer reports it
+	<-entered
+	flushed := make(chan struct{})
+	go func() { g.Flush(); close(flushed) }()
+	select {
+	case <-flushed:
+		t.Error("Flush returned while the timer's report was in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-flushed
+}
