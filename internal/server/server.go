@@ -169,9 +169,7 @@ func New(cfg Config) *Server {
 		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
 		access: cfg.TenantAccess, verify: cfg.VerifyCredentials, n: map[string]int{},
 		keyMax: limits.MaxStreamsPerAPIKey, byKey: map[[sha256.Size]byte]int{},
-		denied: everySecond(func(n int64) {
-			log.Warn("calls refused before their request: the API key does not verify", "count", n)
-		}),
+		denied: refusedEverySecond(log),
 	}
 	opts = append(opts, streams.serverOptions()...)
 	opts = append(opts, cfg.ServerOptions...)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -158,31 +157,4 @@ func verifiedClientCert(ctx context.Context) bool {
 // streamLimitOptions are the server options of l.
 func (l *streamLimiter) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.InTapHandle(l.tap)}
-}
-
-// everySecond returns a func that counts calls and reports the count to
-// report at most once a second (a flood of refusals must not flood the
-// logs); it never blocks on report.
-func everySecond(report func(n int64)) func() {
-	var (
-		mu      sync.Mutex
-		n       int64
-		pending bool
-	)
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		if pending {
-			return
-		}
-		pending = true
-		time.AfterFunc(time.Second, func() {
-			mu.Lock()
-			c := n
-			n, pending = 0, false
-			mu.Unlock()
-			report(c)
-		})
-	}
 }
