@@ -46,6 +46,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/flood"
 )
 
@@ -195,7 +196,7 @@ func Open(path string) (*Logger, error) {
 	if path == "" || path == "-" {
 		return New(os.Stdout), nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := creds.OpenRegular(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: open audit.path: %w", err)
 	}

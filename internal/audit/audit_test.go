@@ -105,6 +105,35 @@ func TestOpenAppends0600(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesWhatIsNotAFile: a FIFO or a directory at audit.path is an
+// error at once, never an open that waits for a reader (which hung the
+// start).
+func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	for _, path := range []string{fifo, dir} {
+		done := make(chan error, 1)
+		go func() {
+			l, err := Open(path)
+			if err == nil {
+				l.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("Open(%s) succeeded", path)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Open(%s) blocked", path)
+		}
+	}
+}
+
 func TestConcurrentLinesStayWhole(t *testing.T) {
 	var buf logtest.Buffer
 	l := New(&buf)
