@@ -57,12 +57,6 @@ func TestSecretChangeKeepsServingUntilTheNewOneWorks(t *testing.T) {
 	if form, _ := f.LastRequest(); form.Get("client_secret") != "n3w-s3cr3t-value" {
 		t.Fatal("the reload did not try the new secret at once")
 	}
-	// A scope set without a cached token: invalid_client, not permanent
-	// yet (callers see UNAVAILABLE and retry).
-	_, err := e.token(t.Context(), []string{"other"}, 0)
-	if ue, ok := errors.AsType[*upstream.Error](err); !ok || ue.Permanent || ue.Code != "invalid_client" {
-		t.Errorf("new scope set during the grace: %v, want a transient invalid_client", err)
-	}
 	start := e.clock.Now()
 	for e.clock.Since(start) < broker.CredentialGrace-10*time.Second {
 		if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.CredentialGraceRetryMax*6/5 {
@@ -83,6 +77,23 @@ func TestSecretChangeKeepsServingUntilTheNewOneWorks(t *testing.T) {
 	}
 	if tok := e.mustToken(nil, 0); tok.AccessToken != "tok-2" {
 		t.Errorf("served %v, want the new secret's token", tok)
+	}
+}
+
+// A scope set created during the grace, without a cached token, gets
+// invalid_client as a transient error (callers see UNAVAILABLE and retry).
+func TestNewScopeSetDuringTheGraceIsTransient(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")), faultidp.OK("tok-1", 3600))
+	e.issued["tok-1"] = true
+	next(t, w, hasVersion(1))
+	spec := acmeAt(f)
+	spec.ClientSecret = "n3w-s3cr3t-value"
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.token(t.Context(), []string{"other"}, 0)
+	if ue, ok := errors.AsType[*upstream.Error](err); !ok || ue.Permanent || ue.Code != "invalid_client" {
+		t.Errorf("new scope set during the grace: %v, want a transient invalid_client", err)
 	}
 }
 
