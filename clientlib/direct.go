@@ -2,12 +2,10 @@ package clientlib
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Direct mode runs the broker's own token core in process, for one tenant
@@ -75,16 +73,7 @@ func (d *directBackend) watch(ctx context.Context) (stream, error) {
 	return &directStream{ctx: ctx, w: w}, nil
 }
 
-func (d *directBackend) permanent(err error) bool {
-	return errors.Is(err, broker.ErrInvalidArgument) || errors.Is(err, broker.ErrUnknownTenant) ||
-		errors.Is(err, broker.ErrTenantRemoved) || errors.Is(err, broker.ErrClosed)
-}
-
-func (d *directBackend) startFatal(err error) bool {
-	var tooShort *broker.TooShortLivedError
-	ue, isUpstream := errors.AsType[*upstream.Error](err)
-	return d.permanent(err) || errors.As(err, &tooShort) || isUpstream && ue.Permanent
-}
+func (d *directBackend) kind(err error) error { return brokerKind(err) }
 
 type directStream struct {
 	ctx context.Context

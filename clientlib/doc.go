@@ -24,23 +24,32 @@
 // token and is not retried. This holds for Transport over any
 // TokenSource and so for NewHTTPClient in every mode.
 //
-//   - NewHTTPClient builds an *http.Client from options or the environment
+//   - NewHTTPClient builds, from options or the environment
 //     (TOKENBROKER_ADDR, else KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and
-//     KOGNIC_CLIENT_SECRET). It must be closed.
+//     KOGNIC_CLIENT_SECRET), an HTTPClient whose Client method returns
+//     *http.Clients that carry the token. It must be closed.
 //   - NewSource follows one tenant's token over a gRPC connection to the
 //     broker, in the manner of go-spiffe's workloadapi sources: the
 //     constructor blocks until the first token, a watch stream then keeps
 //     it current in the background, and Token answers from memory, without
 //     allocating. It must be closed.
-//   - Transport is the http.RoundTripper that authorises requests with any
-//     oauth2.TokenSource; when the source is also an Invalidator, as a
-//     *Source is, a 401 replaces the token and the request is sent again.
+//   - NewTransport returns the http.RoundTripper that authorises requests
+//     with any oauth2.TokenSource; when the source is also an Invalidator,
+//     as a *Source is, a 401 replaces the token and the request is sent
+//     again.
 //   - PerRPCCredentials authorises gRPC calls with any oauth2.TokenSource.
 //
-// Options follow one style: NewHTTPClient takes Options, NewSource takes
-// SourceOptions (each also an Option), PerRPCCredentials takes
-// PerRPCOptions. Every type that owns goroutines or connections has an
-// idempotent Close that waits for them and closes only what it created.
+// Every constructor takes options of one style, interfaces with an
+// unexported method: NewHTTPClient takes Options; NewSource takes
+// SourceOptions and NewTransport TransportOptions, each also an Option;
+// PerRPCCredentials takes PerRPCOptions. Every type that owns goroutines
+// or connections has an idempotent Close that waits for them and closes
+// only what it created.
+//
+// Errors that a caller may act on are the same in broker and direct mode:
+// errors.Is(err, ErrUnknownTenant), ErrPermissionDenied,
+// ErrCredentialsRejected, ErrUnavailable or ErrInvalidArgument, each
+// wrapping the underlying gRPC status or broker error.
 //
 // Everything in this package is safe for concurrent use.
 package clientlib

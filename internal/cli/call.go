@@ -168,7 +168,7 @@ func callOptions(addr, tenant, scopes string, d directFlags, c clientFlags, gete
 // send sends req and prints a 2xx response's body in format; any other
 // status is an error with the start of the body, the token redacted.
 func send(hc *clientlib.HTTPClient, req *http.Request, format string, stdout io.Writer) error {
-	resp, err := hc.Do(req)
+	resp, err := hc.Client().Do(req)
 	if se, ok := errors.AsType[*clientlib.StatusError](err); ok {
 		msg := fmt.Sprintf("call: %s %s: %s", se.Method, se.URL, se.Status)
 		if se.Body != "" {
