@@ -2,6 +2,7 @@ package clientlib
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -18,10 +19,10 @@ const directTenant = "default"
 // idpTimeout bounds one request to the auth server in direct mode.
 const idpTimeout = 30 * time.Second
 
-// newDirectBroker starts direct mode's in-process broker, with a transport
-// of its own for the auth server, and returns it with the function that
-// closes both.
-func newDirectBroker(t broker.Tenant, cfg *clientConfig) (*broker.Broker, func() error, error) {
+// startDirect starts direct mode's in-process broker, with a transport of
+// its own for the auth server, and a Source on it; closeFn closes all three.
+func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
+	t := p.direct
 	t.Name = directTenant
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b, err := broker.New(broker.Config{
@@ -32,14 +33,18 @@ func newDirectBroker(t broker.Tenant, cfg *clientConfig) (*broker.Broker, func()
 	})
 	if err != nil {
 		tr.CloseIdleConnections()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("clientlib: direct mode (%s): %w", p.from, err)
 	}
-	closeAll := func() error {
+	closeBroker := func() {
 		b.Close() // waits for the broker's goroutines
 		tr.CloseIdleConnections()
-		return nil
 	}
-	return b, closeAll, nil
+	src, err := startSource(ctx, &directBackend{b: b, tenant: directTenant}, directTenant, nil, cfg.source)
+	if err != nil {
+		closeBroker()
+		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)
+	}
+	return src, func() error { err := src.Close(); closeBroker(); return err }, nil
 }
 
 // directBackend is a Source's view of the in-process broker.

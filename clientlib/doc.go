@@ -15,14 +15,9 @@
 // is never sent over plain http to a host other than loopback (a loopback
 // IP address or "localhost", nothing else) unless allowed explicitly.
 //
-// A token goes only to the origin the caller asked for: the scheme, host
-// and port of the request that entered the http.Client. A redirect to any
-// other origin — another host, a subdomain, another port, or https to
-// http — is followed without an Authorization header: no token, and not
-// the caller's own header either, which net/http would copy to the same
-// host name or a subdomain of it. A 401 from such a request replaces no
-// token and is not retried. This holds for Transport over any
-// TokenSource and so for NewHTTPClient in every mode.
+// A token goes only to the origin the caller asked for: a redirect to
+// another scheme, host or port is followed without any Authorization
+// header (see Transport), in every mode.
 //
 //   - NewHTTPClient builds, from options or the environment
 //     (TOKENBROKER_ADDR, else KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and

@@ -26,9 +26,10 @@ type HTTPClient struct {
 }
 
 // NewHTTPClient returns an HTTPClient whose http.Clients authorise every
-// request with a token, refreshed ahead of expiry, replaced and retried once
-// on 401 (see Transport): the Go counterpart of kognic-auth's AuthSession. It blocks
-// until the first token arrives or ctx ends; ctx bounds only that.
+// request with a token, refreshed ahead of expiry, replaced and retried
+// once on 401 (see Transport): the Go counterpart of kognic-auth's
+// AuthSession. It blocks until the first token arrives or ctx ends; ctx
+// bounds only that.
 //
 // Where tokens come from, first match wins:
 //
@@ -43,18 +44,10 @@ type HTTPClient struct {
 //     WithAuthServer) at /v1/auth/oauth/token, with the broker's own token
 //     lifecycle running in process.
 //
-// With none of these it returns an error wrapping ErrNotConfigured.
-//
-// Like kognic-auth's base clients, the client retries transient failures
-// (see WithRetries), logs a warning once per endpoint whose responses carry
-// a Sunset, Sunset-Date or Deprecation header (to WithLogger's logger, else
-// slog.Default()), and with WithStatusErrors turns non-2xx responses into
-// a *StatusError.
-//
-// Broker mode dials "dns:///<addr>" with round_robin over every address and
-// keepalive, so that calls spread over replicas and the watch stream fails
-// over; a loopback or unix-socket broker is dialled without TLS, any other
-// with TLS unless WithGRPCDialOptions says otherwise.
+// With none of these it returns an error wrapping ErrNotConfigured. Like
+// kognic-auth's base clients, the client retries transient failures
+// (WithRetries) and warns once per endpoint that announces its Sunset or
+// Deprecation (to WithLogger's logger, else slog.Default()).
 func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 	cfg := defaultClientConfig(os.LookupEnv)
 	for _, o := range opts {
@@ -112,22 +105,6 @@ func (cfg *clientConfig) newTransport(src oauth2.TokenSource, base http.RoundTri
 	t := &Transport{src: src, cfg: cfg.transport}
 	t.cfg.base = base
 	return t
-}
-
-// startDirect starts direct mode's in-process broker and a Source on it;
-// closeFn closes both.
-func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
-	b, closeBroker, err := newDirectBroker(p.direct, cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("clientlib: direct mode (%s): %w", p.from, err)
-	}
-	be := &directBackend{b: b, tenant: directTenant}
-	src, err := startSource(ctx, be, directTenant, nil, cfg.source)
-	if err != nil {
-		_ = closeBroker()
-		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)
-	}
-	return src, func() error { return errors.Join(src.Close(), closeBroker()) }, nil
 }
 
 // withSourceConfig passes a resolved sourceConfig on as an option.

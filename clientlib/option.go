@@ -128,6 +128,11 @@ type choice struct {
 
 type clientOption func(*clientConfig)
 
+// choose is an option that chooses where tokens come from.
+func choose(ch choice) Option {
+	return clientOption(func(c *clientConfig) { c.choices = append(c.choices, ch) })
+}
+
 func (o clientOption) configureClient(c *clientConfig) { o(c) }
 
 type sourceOption func(*sourceConfig)
@@ -144,34 +149,26 @@ type perRPCOption func(*perRPC)
 
 func (o perRPCOption) configurePerRPC(p *perRPC) { o(p) }
 
-// Where tokens come from (NewHTTPClient; at most one of these).
-
 // WithBroker gets tokens of tenant (empty means "default") from the token
 // broker at addr: a host:port, resolved through DNS and balanced round-robin
 // over every address, or a gRPC target with a scheme such as
 // "dns:///broker.example:50051" or "unix:///run/tokenbroker.sock". It
 // overrides TOKENBROKER_ADDR and TOKENBROKER_TENANT.
 func WithBroker(addr, tenant string) Option {
-	return clientOption(func(c *clientConfig) {
-		c.choices = append(c.choices, choice{option: "WithBroker", addr: addr, tenant: tenant})
-	})
+	return choose(choice{option: "WithBroker", addr: addr, tenant: tenant})
 }
 
 // WithCredentialsFile fetches tokens directly from the auth server with the
 // client credentials in a Kognic credentials file. It overrides the
 // environment.
 func WithCredentialsFile(path string) Option {
-	return clientOption(func(c *clientConfig) {
-		c.choices = append(c.choices, choice{option: "WithCredentialsFile", file: path})
-	})
+	return choose(choice{option: "WithCredentialsFile", file: path})
 }
 
 // WithClientCredentials fetches tokens directly from the auth server with
 // the given client ID and secret. It overrides the environment.
 func WithClientCredentials(clientID, clientSecret string) Option {
-	return clientOption(func(c *clientConfig) {
-		c.choices = append(c.choices, choice{option: "WithClientCredentials", clientID: clientID, secret: clientSecret})
-	})
+	return choose(choice{option: "WithClientCredentials", clientID: clientID, secret: clientSecret})
 }
 
 // WithEnvironment fetches tokens directly from the auth server of the
@@ -181,30 +178,19 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 // overrides its auth_server, WithScopes its scopes; its scopes override
 // the credentials file's.
 func WithEnvironment(name string) Option {
-	return clientOption(func(c *clientConfig) {
-		c.choices = append(c.choices, choice{option: "WithEnvironment", env: name})
-	})
+	return choose(choice{option: "WithEnvironment", env: name})
 }
 
-// WithEnvironmentByHost picks the environment of each request by its URL's
-// host, as kog does: the one in the environments file whose host is the
-// URL's host or a parent domain of it; for app.kognic.com and its
-// subdomains, if no environment names them, the KOGNIC_* environment
-// variables (kognic-auth's built-in environment). Unlike kog, a host that
-// matches none gets no token, not default_environment's: the request
-// fails with an error wrapping ErrUnknownHost that lists the environments.
-// A redirect keeps the environment of the request that entered the client
-// (and gets no token if it leaves its origin, see Transport). Each
-// environment gets its own token source, started by its first request
-// (which waits for the first token) and closed by Close. HTTPClient.Source
-// is nil in this mode.
+// WithEnvironmentByHost picks each request's environment by its URL's host,
+// as kog does: the environment whose host is the host or a parent domain;
+// for app.kognic.com and its subdomains, else, the KOGNIC_* variables.
+// Unlike kog, any other host gets no token: the request fails with
+// ErrUnknownHost. A redirect keeps the environment of the request that
+// entered the client. Each environment's token source starts with its
+// first request and ends with Close; HTTPClient.Source is nil here.
 func WithEnvironmentByHost() Option {
-	return clientOption(func(c *clientConfig) {
-		c.choices = append(c.choices, choice{option: "WithEnvironmentByHost"})
-	})
+	return choose(choice{option: "WithEnvironmentByHost"})
 }
-
-// Direct mode and the environment (NewHTTPClient).
 
 // WithAuthServer sets the auth server of direct mode, e.g.
 // "https://auth.app.kognic.com" (the default); the token endpoint is its
@@ -269,8 +255,6 @@ func WithRetryBackoff(initial, max time.Duration) Option {
 	})
 }
 
-// The Source (NewSource and NewHTTPClient).
-
 // WithScopes sets the scopes to request. Without it the tenant's default
 // scopes are used. Order and duplicates do not matter.
 func WithScopes(scopes ...string) SourceOption {
@@ -334,8 +318,6 @@ func WithLogger(l *slog.Logger) SourceOption {
 	})
 }
 
-// The Transport (NewTransport and NewHTTPClient).
-
 // WithBaseTransport sets the transport that carries the authorised
 // requests. It is never closed. NewTransport's default is
 // http.DefaultTransport; NewHTTPClient's, a clone of it that the
@@ -360,8 +342,6 @@ func WithInsecureHTTP() TransportOption {
 func WithStatusErrors() TransportOption {
 	return transportOption(func(c *transportConfig) { c.statusErrors = true })
 }
-
-// PerRPCCredentials.
 
 // WithInsecureLoopback lets PerRPCCredentials send tokens over connections
 // without transport security, but only to loopback addresses (a loopback

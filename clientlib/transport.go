@@ -241,22 +241,20 @@ func authorized(req *http.Request, authz []string, body io.ReadCloser) *http.Req
 }
 
 // withoutAuthorization returns req, or a shallow copy of it without the
-// Authorization header if it has one.
+// Authorization header if it has one, in any case of the key.
 func withoutAuthorization(req *http.Request) *http.Request {
-	for k := range req.Header {
+	h := req.Header.Clone()
+	for k := range h {
 		if strings.EqualFold(k, "Authorization") {
-			r := new(http.Request)
-			*r = *req
-			r.Header = req.Header.Clone()
-			for k := range r.Header {
-				if strings.EqualFold(k, "Authorization") {
-					delete(r.Header, k)
-				}
-			}
-			return r
+			delete(h, k)
 		}
 	}
-	return req
+	if len(h) == len(req.Header) {
+		return req
+	}
+	r := *req
+	r.Header = h
+	return &r
 }
 
 func replayable(req *http.Request) bool {
