@@ -93,7 +93,7 @@ func TestRetries(t *testing.T) {
 			if tc.idempotencyKy {
 				req.Header.Set("Idempotency-Key", "k1")
 			}
-			resp, err := hc.Do(req)
+			resp, err := hc.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,14 +128,14 @@ func TestRetryConnectionReset(t *testing.T) {
 	}))
 	defer api.Close()
 	hc := directClient(t)
-	if code, body := getBody(t, hc.Client, api.URL); code != 200 || body != "ok" {
+	if code, body := getBody(t, hc.Client(), api.URL); code != 200 || body != "ok" {
 		t.Fatalf("GET = %d %q, want the retry's 200", code, body)
 	}
 	// A POST that may have reached the server is not repeated.
 	mu.Lock()
 	resets = 0
 	mu.Unlock()
-	if _, err := hc.Post(api.URL, "text/plain", strings.NewReader("x")); err == nil {
+	if _, err := hc.Client().Post(api.URL, "text/plain", strings.NewReader("x")); err == nil {
 		t.Error("POST after a closed connection succeeded: it was repeated")
 	}
 }
@@ -153,7 +153,7 @@ func TestDeprecationWarnedOncePerEndpoint(t *testing.T) {
 	defer api.Close()
 	hc := directClient(t, clientlib.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	for _, p := range []string{"/old?a=1", "/old?a=2", "/new", "/kognic", "/kognic"} {
-		getBody(t, hc.Client, api.URL+p)
+		getBody(t, hc.Client(), api.URL+p)
 	}
 	out := logs.String()
 	if strings.Count(out, "deprecated") != 2 || !strings.Contains(out, `endpoint="GET `+api.URL+`/old"`) ||
@@ -174,7 +174,7 @@ func TestStatusErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = hc.Get(api.URL + "/v1/thing?secret=1")
+	_, err = hc.Client().Get(api.URL + "/v1/thing?secret=1")
 	var se *clientlib.StatusError
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %v, want a *StatusError", err)

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // StatusError is the error of a request answered with a status other than
@@ -37,15 +39,6 @@ func (e *StatusError) Error() string {
 // maxExcerpt bounds StatusError.Body.
 const maxExcerpt = 512
 
-// WithStatusErrors makes responses with a status other than 2xx errors:
-// the client returns a *StatusError (wrapped in a *url.Error by
-// http.Client) and closes the body. 401 is handled (token replaced,
-// request retried) before that, and redirects that http.Client follows
-// (301, 302, 303, 307, 308 with a Location) are followed.
-func WithStatusErrors() Option {
-	return clientOption(func(c *clientConfig) { c.statusErrors = true })
-}
-
 // failed reports whether resp is an error for WithStatusErrors.
 func failed(resp *http.Response) bool {
 	switch resp.StatusCode {
@@ -73,7 +66,7 @@ func newStatusError(req *http.Request, resp *http.Response, tokens ...string) *S
 	limit := maxExcerpt + int64(longest)
 	buf, _ := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
-	return &StatusError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, Status: resp.Status,
+	return &StatusError{Method: req.Method, URL: upstream.RedactURL(req.URL.String()), StatusCode: resp.StatusCode, Status: resp.Status,
 		Body: excerpt(buf, int64(len(buf)) > limit, tokens)}
 }
 
