@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -187,7 +186,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 	if !c.useTLS() && !isLoopbackAddr(addr) {
 		return nil, fmt.Errorf("--api-key-file: %s is not a loopback address, and without TLS the key would cross the network in clear text; add --tls-ca (or --tls)", addr)
 	}
-	data, err := os.ReadFile(c.apiKeyFile)
+	data, err := creds.ReadFile(c.apiKeyFile, creds.MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("--api-key-file: %w", err)
 	}
@@ -212,7 +211,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 func (c *clientFlags) tlsConfig() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
 	if c.ca != "" {
-		pem, err := os.ReadFile(c.ca)
+		pem, err := creds.ReadFile(c.ca, creds.MaxFileSize)
 		if err != nil {
 			return nil, fmt.Errorf("--tls-ca: %w", err)
 		}
@@ -225,13 +224,27 @@ func (c *clientFlags) tlsConfig() (*tls.Config, error) {
 		return nil, errors.New("--tls-cert and --tls-key go together: give both for mutual TLS, or neither")
 	}
 	if c.cert != "" {
-		cert, err := tls.LoadX509KeyPair(c.cert, c.key)
+		cert, err := loadKeyPair(c.cert, c.key)
 		if err != nil {
 			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", c.cert, c.key, err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair through creds.ReadFile: regular
+// files only, so that a FIFO there is an error, not a hang.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	cert, err := creds.ReadFile(certFile, creds.MaxFileSize)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := creds.ReadFile(keyFile, creds.MaxFileSize)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(cert, key)
 }
 
 // isLoopbackAddr applies upstream's loopback rule to a host:port.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,6 +106,10 @@ func TestTokenBadArguments(t *testing.T) {
 	testpki.WriteFile(t, twoKeys, []byte("key-one key-two\n"))
 	empty := filepath.Join(f.dir, "empty.key")
 	testpki.WriteFile(t, empty, nil)
+	fifo := filepath.Join(f.dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	broker := []string{"TOKENBROKER_ADDR", "broker:50051"}
 	for _, tc := range []struct {
 		name   string
@@ -153,6 +158,13 @@ func TestTokenBadArguments(t *testing.T) {
 			want: "token: --api-key-file " + twoKeys + ": must hold one API key on one line"},
 		{name: "API key file empty", args: []string{"--addr", "127.0.0.1:1", "--api-key-file", empty},
 			want: "token: --api-key-file " + empty + ": must hold one API key on one line"},
+		// A FIFO is refused, never waited on (red team, issue 16: E).
+		{name: "API key file a FIFO", args: []string{"--addr", "127.0.0.1:1", "--api-key-file", fifo},
+			want: "token: --api-key-file: open " + fifo + ": is a named pipe (FIFO), not a regular file…"},
+		{name: "--tls-ca a FIFO", args: []string{"--addr", "b:1", "--tls-ca", fifo},
+			want: "token: --tls-ca: open " + fifo + ": is a named pipe (FIFO), not a regular file…"},
+		{name: "--tls-key a FIFO", args: []string{"--addr", "b:1", "--tls-cert", f.cert, "--tls-key", fifo},
+			want: "token: --tls-cert " + f.cert + " / --tls-key " + fifo + ": open " + fifo + ": is a named pipe (FIFO)…"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr strings.Builder
