@@ -127,6 +127,25 @@ func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Tr
 	return e.tr, e.err
 }
 
+// sources returns the token sources of the environments started so far.
+func (r *hostRouter) sources() []*Source {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Source
+	for _, e := range r.entries {
+		select {
+		case <-e.ready:
+			if e.tr != nil {
+				if src, ok := e.tr.src.(*Source); ok {
+					out = append(out, src)
+				}
+			}
+		default:
+		}
+	}
+	return out
+}
+
 func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source, func() error, error) {
 	what := "the KOGNIC_* environment variables, for " + kognic.DefaultAPIHost
 	if env != nil {

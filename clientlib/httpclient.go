@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // HTTPClient makes http.Clients whose requests carry a tenant's token, and
@@ -122,6 +124,25 @@ func (c *HTTPClient) Client() *http.Client { return &http.Client{Transport: c.rt
 // Invalidator, e.g. for PerRPCCredentials or a Transport of your own.
 // Closing the client closes it.
 func (c *HTTPClient) Source() *Source { return c.src }
+
+// Echoes reports whether text, e.g. an error message built from what a
+// server sent (a redirect's URL, a header), spells one of the tokens the
+// client holds (upstream.Echoes), so that it is not shown. The client's
+// own errors already withhold what echoes the token it sent.
+func (c *HTTPClient) Echoes(text string) bool {
+	var srcs []*Source
+	if c.src != nil {
+		srcs = append(srcs, c.src)
+	} else if r, ok := c.rt.(*hostRouter); ok {
+		srcs = r.sources()
+	}
+	for _, src := range srcs {
+		if tok, err := src.Token(); err == nil && upstream.Echoes(text, tok.AccessToken) {
+			return true
+		}
+	}
+	return false
+}
 
 // String describes where the client's tokens come from, without secrets.
 func (c *HTTPClient) String() string { return "clientlib.HTTPClient: " + c.mode }

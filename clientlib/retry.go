@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,13 +168,20 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 // Deprecation header, and Kognic's Sunset-Date.
 var deprecationHeaders = []string{"Sunset", "Sunset-Date", "Deprecation"}
 
+// deprecationValue is what those headers hold: an HTTP date, "@" and a
+// Unix time, an ISO date or "true"; anything else is not logged.
+var deprecationValue = regexp.MustCompile(`^[A-Za-z0-9 ,:@+\-]{1,40}$`)
+
 // warnDeprecated logs, once per endpoint, a response's deprecation
 // headers.
 func (t *apiTransport) warnDeprecated(req *http.Request, resp *http.Response) {
 	var attrs []any
 	for _, h := range deprecationHeaders {
 		if v := resp.Header.Get(h); v != "" {
-			attrs = append(attrs, strings.ToLower(h), printable(v, 100))
+			if !deprecationValue.MatchString(v) {
+				v = "[not a date]" // the server's bytes are not logged
+			}
+			attrs = append(attrs, strings.ToLower(h), v)
 		}
 	}
 	if attrs == nil {

@@ -149,16 +149,26 @@ func TestDeprecationWarnedOncePerEndpoint(t *testing.T) {
 		if r.URL.Path == "/kognic" {
 			w.Header().Set("Sunset-Date", "2033-12-31T23:59:59Z")
 		}
+		if r.URL.Path == "/echo" { // a server that puts the token in the header
+			w.Header().Set("Deprecation", r.Header.Get("Authorization"))
+		}
 	}))
 	defer api.Close()
 	hc := directClient(t, clientlib.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	for _, p := range []string{"/old?a=1", "/old?a=2", "/new", "/kognic", "/kognic"} {
+	for _, p := range []string{"/old?a=1", "/old?a=2", "/new", "/kognic", "/kognic", "/echo"} {
 		getBody(t, hc.Client(), api.URL+p)
 	}
 	out := logs.String()
-	if strings.Count(out, "deprecated") != 2 || !strings.Contains(out, `endpoint="GET `+api.URL+`/old"`) ||
+	tok, err := hc.Source().Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, tok.AccessToken[:12]) || !strings.Contains(out, `deprecation="[not a date]"`) {
+		t.Errorf("a header value that is not a date is logged:\n%s", out)
+	}
+	if strings.Count(out, "deprecated") != 3 || !strings.Contains(out, `endpoint="GET `+api.URL+`/old"`) ||
 		!strings.Contains(out, `sunset="Sat, 31 Dec 2033 23:59:59 GMT"`) || !strings.Contains(out, "sunset-date=2033-12-31T23:59:59Z") {
-		t.Errorf("want one warning for /old and one for /kognic, got:\n%s", out)
+		t.Errorf("want one warning for /old, /kognic and /echo each, got:\n%s", out)
 	}
 }
 

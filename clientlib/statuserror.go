@@ -24,7 +24,8 @@ type StatusError struct {
 	// Body is the start of the response body (at most 512 bytes), with
 	// control characters replaced and credentials redacted: the token
 	// sent with the request, wherever it appears, and anything after
-	// "Bearer" or "Basic".
+	// "Bearer" or "Basic"; a body that spells the token any other way
+	// (upstream.Echoes) is withheld whole.
 	Body string
 }
 
@@ -51,8 +52,12 @@ func failed(resp *http.Response) bool {
 // bearer matches credentials a server might echo back.
 var bearer = regexp.MustCompile(`(?i)(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*`)
 
-// redacted replaces credentials in excerpts.
-const redacted = "[REDACTED]"
+// redacted replaces credentials in excerpts; bodyWithheld is the excerpt
+// of a body that spells a token some other way.
+const (
+	redacted     = "[REDACTED]"
+	bodyWithheld = "[body withheld: it echoes the request's token]"
+)
 
 // newStatusError reads an excerpt of resp's body, with tokens, the access
 // tokens sent for the request, redacted, and closes the body.
@@ -87,6 +92,10 @@ func excerpt(body []byte, more bool, tokens []string) string {
 		s = strings.ReplaceAll(s, f, redacted)
 	}
 	s = strings.TrimSpace(bearer.ReplaceAllString(s, "$1 "+redacted))
+	if upstream.Echoes(s, tokens...) {
+		// Another spelling of a token (escaped, split, re-encoded).
+		return bodyWithheld
+	}
 	if !more && len(s) <= maxExcerpt {
 		return printable(s, maxExcerpt)
 	}

@@ -53,7 +53,13 @@ func Call(ctx context.Context, args []string, getenv func(string) string, stdout
 		return fmt.Errorf("call: %w", err)
 	}
 	defer hc.Close()
-	return send(hc.Client(), cmd.req.WithContext(ctx), cmd.format, stdout)
+	err = send(hc.Client(), cmd.req.WithContext(ctx), cmd.format, stdout)
+	if err != nil && hc.Echoes(err.Error()) {
+		// A URL or header the server chose spelt the token (a redirect to
+		// /s/<token>, a Location that does not parse).
+		return fmt.Errorf("call: %s %s failed; the details are withheld: they echo the token", cmd.req.Method, upstream.RedactURL(cmd.req.URL.String()))
+	}
+	return err
 }
 
 // callCmd is `broker call` with its arguments parsed.
