@@ -9,9 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
@@ -74,14 +77,11 @@ func (p *parser) tenants(d *fileDoc, cfg *Config) ([]Tenant, error) {
 		} else if err != nil {
 			return nil, p.errf("tenants_dir", "%w", err)
 		}
-		for _, f := range files {
-			p.addFile(f)
-			t, err := p.tenantFile(f)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, t)
+		tenants, err := p.tenantFiles(files)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, tenants...)
 		fix += fmt.Sprintf(", or a tenant file to tenants_dir %s (one of %s)", dir, strings.Join(TenantFileExts, ", "))
 	}
 	if len(out) == 0 {
@@ -96,7 +96,7 @@ func (p *parser) entry(d *tenantDoc, field string) (Tenant, error) {
 	if d.Name == "" {
 		return Tenant{}, p.required(field, "name", "add e.g. name: acme")
 	}
-	if err := p.unique(d.Name, join(field, "name")); err != nil {
+	if err := p.unique(d.Name, p, join(field, "name")); err != nil {
 		return Tenant{}, err
 	}
 	t, err := p.tenant(d, field)
@@ -109,34 +109,75 @@ func (p *parser) entry(d *tenantDoc, field string) (Tenant, error) {
 	return t, err
 }
 
-// tenantFile reads a tenant from a file in tenants_dir. With
-// KeepTenantsOnFileError any failure but a duplicate name is kept in its
-// LoadErr (Name is then a best guess; File is set).
-func (p *parser) tenantFile(path string) (Tenant, error) {
-	fp, d, err := p.readTenant(path)
+// tenantFiles reads the tenant files, GOMAXPROCS at a time, and adds them
+// in file order. With KeepTenantsOnFileError any failure but a duplicate
+// name is kept in the tenant's LoadErr (Name is then a best guess; File is
+// set).
+func (p *parser) tenantFiles(files []string) ([]Tenant, error) {
+	loaded := make([]fileTenant, len(files))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(files)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(files); i = int(next.Add(1)) - 1 {
+				loaded[i] = p.tenantFile(files[i])
+			}
+		})
+	}
+	wg.Wait()
+	out := make([]Tenant, 0, len(files))
+	for i, r := range loaded {
+		p.addFile(files[i])
+		for _, f := range r.fp.files {
+			p.addFile(f)
+		}
+		if r.named {
+			if err := p.unique(r.name, r.fp, "name"); err != nil {
+				return nil, err // refused, not confined: two tenants claim the name
+			}
+		}
+		err := r.err
+		if fe, ok := errors.AsType[*tenantFileError](err); ok {
+			err = fe.err
+		}
+		switch {
+		case err == nil:
+			out = append(out, r.t)
+		case !p.keep:
+			return nil, err
+		default:
+			out = append(out, Tenant{Name: r.name, File: files[i], LoadErr: err})
+		}
+	}
+	return out, nil
+}
+
+// fileTenant is a tenant file as tenantFile loaded it.
+type fileTenant struct {
+	fp    *parser
+	name  string // the tenant's name; a guess unless named
+	named bool   // the file decoded and names a valid tenant
+	t     Tenant
+	err   error
+}
+
+// tenantFile loads a tenant file on a load of its own, which tenantFiles
+// merges.
+func (p *parser) tenantFile(path string) fileTenant {
+	l := &load{now: p.now, log: p.log, keep: p.keep, strict: p.strict, seen: map[string]bool{}}
+	fp, d, err := readTenant(path, l)
+	r := fileTenant{fp: fp, name: d.Name, named: err == nil, err: err}
 	if err == nil {
-		if err := fp.unique(d.Name, "name"); err != nil {
-			return Tenant{}, err // refused, not confined: two tenants claim the name
-		}
-		var t Tenant
-		if t, err = fp.tenant(d, ""); err == nil {
-			t.File = path
-			return t, nil
-		}
+		r.t, r.err = fp.tenant(d, "")
+		r.t.File = path
 	}
-	if fe, ok := errors.AsType[*tenantFileError](err); ok {
-		err = fe.err
-	}
-	if !p.keep {
-		return Tenant{}, err
-	}
-	return Tenant{Name: d.Name, File: path, LoadErr: err}, nil
+	return r
 }
 
 // readTenant reads and decodes a tenant file. The tenant's name is its
 // name key, else the file name without extension.
-func (p *parser) readTenant(path string) (*parser, *tenantDoc, error) {
-	fp := &parser{name: path, baseDir: filepath.Dir(path), load: p.load}
+func readTenant(path string, l *load) (*parser, *tenantDoc, error) {
+	fp := &parser{name: path, baseDir: filepath.Dir(path), load: l}
 	d := &tenantDoc{}
 	data, err := creds.ReadFile(path, MaxFileSize) // regular files only
 	if err != nil {
@@ -161,23 +202,23 @@ func (p *parser) readTenant(path string) (*parser, *tenantDoc, error) {
 	return fp, d, nil
 }
 
-// unique records where the tenant name is set, or refuses a duplicate
-// naming both places.
-func (p *parser) unique(name, field string) error {
+// unique records where the tenant name is set (field of file at), or
+// refuses a duplicate naming both places.
+func (p *parser) unique(name string, at *parser, field string) error {
 	first, dup := p.names[name]
 	if !dup {
-		p.names[name] = nameAt{p, field}
+		p.names[name] = nameAt{at, field}
 		return nil
 	}
 	line := first.p.line(first.field)
 	where := fmt.Sprintf("on line %d", line)
-	if first.p.name != p.name {
+	if first.p.name != at.name {
 		where = "in " + first.p.name
 		if line > 0 {
 			where += ":" + strconv.Itoa(line)
 		}
 	}
-	return p.errf(field, "duplicate tenant name %q (first %s); tenant names must be unique", name, where)
+	return at.errf(field, "duplicate tenant name %q (first %s); tenant names must be unique", name, where)
 }
 
 // tenant validates d, whose name is checked, at field ("" in a tenant

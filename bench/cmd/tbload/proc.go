@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,6 +206,20 @@ func (p *brokerProc) stop() {
 	if !p.keep && os.Getenv("TBLOAD_KEEP") == "" {
 		_ = os.RemoveAll(p.dir)
 	}
+}
+
+// readyz reports whether the broker's admin /readyz answers 200.
+func (p *brokerProc) readyz(ctx context.Context) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = r.Body.Close()
+	return r.StatusCode == http.StatusOK
 }
 
 // rss is the broker's resident set size in bytes (Linux).
