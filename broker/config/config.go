@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -280,8 +280,8 @@ func (t Tenant) LogValue() slog.Value {
 
 // Error is a problem with a configuration.
 type Error struct {
-	// File is the config file name given to Load or Parse, or the
-	// environment variable at fault.
+	// File is the config file name given to Load or Parse, a tenants_dir
+	// file, or the environment variable at fault.
 	File string
 	// Line is the 1-based line of the offending YAML node; 0 if unknown.
 	Line int
@@ -294,19 +294,14 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString("config: ")
-	b.WriteString(e.File)
+	where, field := e.File, ""
 	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
+		where += ":" + strconv.Itoa(e.Line)
 	}
-	b.WriteString(": ")
 	if e.Field != "" {
-		b.WriteString(e.Field)
-		b.WriteString(": ")
+		field = e.Field + ": "
 	}
-	b.WriteString(e.Err.Error())
-	return b.String()
+	return "config: " + where + ": " + field + e.Err.Error()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -320,9 +315,10 @@ type Options struct {
 	// can read; nil discards them.
 	Logger *slog.Logger
 	// KeepTenantsOnFileError makes a tenant whose own files (credentials,
-	// client secret or ca_file) cannot be loaded not fail the whole
-	// configuration: the tenant is returned with only Name and LoadErr set,
-	// and its files stay in Config.Files. Every other error still fails.
+	// client secret, ca_file or tenants_dir file) cannot be loaded not fail
+	// the whole configuration: the tenant is returned with only Name, File
+	// and LoadErr set, and its files stay in Config.Files. Every other
+	// error (a duplicate tenant name too) still fails.
 	// For re-reading a running configuration, where one tenant's broken
 	// file must not hold up the others' changes (see Tenant.LoadErr); a
 	// program must refuse to start from a tenant with a LoadErr.
@@ -343,19 +339,12 @@ func (o Options) logger() *slog.Logger {
 	return o.Logger
 }
 
-// Load reads the config file at path and parses it with Parse; relative
-// paths in it resolve against the file's directory. Credentials files whose
-// expires is past are rejected (Options.Now sets the clock). Warnings are
-// discarded; see LoadWith.
-func Load(path string) (*Config, error) {
-	return LoadWith(path, Options{})
-}
-
 // MaxFileSize bounds a config file; a larger one is refused unread, as
 // for credentials files. Real configurations are a few kilobytes.
 const MaxFileSize = creds.MaxFileSize
 
-// LoadWith is Load with options.
+// LoadWith reads the config file at path and parses it with ParseWith;
+// relative paths in it resolve against the file's directory.
 func LoadWith(path string, o Options) (*Config, error) {
 	f, err := creds.OpenFile(path) // a FIFO or device is an error, not a read that blocks
 	if err != nil {

@@ -191,6 +191,11 @@ func TestParseErrors(t *testing.T) {
 			want: `config: broker.yaml:4: tenants[0]: unknown key "client_secret"; secrets do not belong in the config file: write the secret to a file and set client_secret_file`,
 		},
 		{
+			name: "key not a string",
+			yaml: fileTenant + "    ? [a]\n    : b\n",
+			want: "config: broker.yaml:4: tenants[0]: keys must be plain strings; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file",
+		},
+		{
 			name: "duplicate key",
 			yaml: fileTenant + "    name: other\n",
 			want: "config: broker.yaml:4: tenants[0].name: duplicate key (first on line 2); remove one",

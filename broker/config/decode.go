@@ -140,6 +140,7 @@ var (
 	dupRE      = regexp.MustCompile(`^line (\d+): mapping key "(.*)" already defined at line (\d+)$`)
 	typeRE     = regexp.MustCompile("^line (\\d+): cannot unmarshal (!!\\w+)(?: `.*`)? into (\\S+)$")
 	lineRE     = regexp.MustCompile(`^line (\d+): (.*)$`)
+	quotedRE   = regexp.MustCompile(" `.*` ")
 )
 
 func (p *parser) syntaxErr(err error) error {
@@ -154,38 +155,53 @@ func (p *parser) syntaxErr(err error) error {
 // typeErr turns yaml.v3's first decoding error, msg, into an *Error naming
 // the field and the fix; root is the type decoded into.
 func (p *parser) typeErr(msg string, root reflect.Type) error {
-	find := func(re *regexp.Regexp, ok func(s spot, m []string) bool) (spot, []string) {
-		if m := re.FindStringSubmatch(msg); m != nil {
-			for s := range spots(p.tree(), root) {
-				if ok(s, m) {
-					return s, m
-				}
+	for _, l := range located {
+		m := l.re.FindStringSubmatch(msg)
+		if m == nil {
+			continue
+		}
+		for s := range spots(p.tree(), root) {
+			if l.at(s, m) {
+				line, field, err := l.err(s, m)
+				return &Error{File: p.name, Line: line, Field: field, Err: err}
 			}
 		}
-		return spot{}, nil
 	}
-	isKey := func(s spot, m []string) bool {
-		return s.key != nil && strconv.Itoa(s.key.Line) == m[1] && s.key.Value == m[2]
-	}
-	if s, m := find(unknownRE, func(s spot, m []string) bool { return isKey(s, m) && s.t == nil }); m != nil {
-		up := strings.TrimSuffix(strings.TrimSuffix(s.path, s.key.Value), ".")
-		return &Error{File: p.name, Line: s.key.Line, Field: up, Err: unknownKey(m[2], s.parent)}
-	}
-	if s, m := find(dupRE, isKey); m != nil {
-		return &Error{File: p.name, Line: s.key.Line, Field: s.path, Err: fmt.Errorf("duplicate key (first on line %s); remove one", m[3])}
-	}
-	isVal := func(s spot, m []string) bool {
-		return s.t != nil && strconv.Itoa(s.val.Line) == m[1] && s.val.ShortTag() == m[2] && deref(s.t).String() == m[3]
-	}
-	if s, m := find(typeRE, isVal); m != nil {
-		return &Error{File: p.name, Line: s.val.Line, Field: s.path, Err: wrongType(s)}
-	}
-	e := &Error{File: p.name, Err: fmt.Errorf("invalid value: %s", msg)}
+	// Not located: yaml.v3's words, without the value it quotes.
+	e := &Error{File: p.name, Err: fmt.Errorf("invalid value: %s", quotedRE.ReplaceAllString(msg, ""))}
 	if m := lineRE.FindStringSubmatch(msg); m != nil {
 		e.Line, _ = strconv.Atoi(m[1])
-		e.Err = fmt.Errorf("invalid value: %s", m[2])
+		e.Err = fmt.Errorf("invalid value: %s", quotedRE.ReplaceAllString(m[2], ""))
 	}
 	return e
+}
+
+// located are the yaml.v3 errors typeErr places in the tree: the pattern
+// of the message, the spot it is about, and the error for that spot.
+var located = []struct {
+	re  *regexp.Regexp
+	at  func(s spot, m []string) bool
+	err func(s spot, m []string) (line int, field string, err error)
+}{
+	{unknownRE, func(s spot, m []string) bool { return keyAt(s, m) && s.t == nil },
+		func(s spot, m []string) (int, string, error) { return s.key.Line, s.up(), unknownKey(m[2], s.parent) }},
+	{dupRE, keyAt,
+		func(s spot, m []string) (int, string, error) {
+			return s.key.Line, s.path, fmt.Errorf("duplicate key (first on line %s); remove one", m[3])
+		}},
+	{typeRE, func(s spot, m []string) bool {
+		return s.t != nil && strconv.Itoa(s.val.Line) == m[1] && s.val.ShortTag() == m[2] && deref(s.t).String() == m[3]
+	}, func(s spot, _ []string) (int, string, error) { return s.val.Line, s.path, wrongType(s) }},
+	{typeRE, func(s spot, m []string) bool {
+		return s.key != nil && strconv.Itoa(s.key.Line) == m[1] && s.key.ShortTag() == m[2]
+	}, func(s spot, _ []string) (int, string, error) {
+		return s.key.Line, s.up(), fmt.Errorf("keys must be plain strings; allowed keys: %s", strings.Join(keysOf(s.parent), ", "))
+	}},
+}
+
+// keyAt reports whether s's key is the one on line m[1] named m[2].
+func keyAt(s spot, m []string) bool {
+	return s.key != nil && strconv.Itoa(s.key.Line) == m[1] && s.key.Value == m[2]
 }
 
 func unknownKey(key string, in reflect.Type) error {
@@ -233,6 +249,9 @@ type spot struct {
 	parent   reflect.Type
 	tag      reflect.StructTag
 }
+
+// up is the path of the mapping holding s.
+func (s spot) up() string { return strings.TrimSuffix(strings.TrimSuffix(s.path, s.key.Value), ".") }
 
 // spots yields every value under root in document order, with its type.
 func spots(root *yaml.Node, t reflect.Type) iter.Seq[spot] {
@@ -372,37 +391,29 @@ func isNull(n *yaml.Node) bool {
 	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
+// kindName names the kind of n, "a mapping" or "a number".
 func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
+	switch {
+	case n.Kind == yaml.MappingNode:
 		return "a mapping"
-	case yaml.SequenceNode:
+	case n.Kind == yaml.SequenceNode:
 		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "nothing"
-		case "!!int", "!!float":
-			return "a number"
-		case "!!bool":
-			return "a boolean"
-		}
-		return "a string"
+	case n.Kind != yaml.ScalarNode:
+		return "an unsupported YAML node"
 	}
-	return "an unsupported YAML node"
+	return cmp.Or(map[string]string{"!!null": "nothing", "!!int": "a number", "!!float": "a number", "!!bool": "a boolean"}[n.ShortTag()], "a string")
 }
 
-// describe is kindName, with the value of a number or boolean.
+// describe is kindName with the value of a scalar, for the fields that
+// expect a boolean or a number.
 func describe(n *yaml.Node) string {
-	if n.Kind == yaml.ScalarNode {
-		switch n.ShortTag() {
-		case "!!int", "!!float", "!!bool":
-			return n.Value
-		case "!!str":
-			return fmt.Sprintf("the string %q", n.Value)
-		}
+	switch tag := n.ShortTag(); {
+	case n.Kind != yaml.ScalarNode || tag == "!!null":
+		return kindName(n)
+	case tag == "!!str":
+		return fmt.Sprintf("the string %q", n.Value)
 	}
-	return kindName(n)
+	return n.Value
 }
 
 func join(field, key string) string {

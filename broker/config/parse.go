@@ -24,20 +24,13 @@ import (
 // watch.interval.
 const MinReloadInterval = time.Second
 
-// Parse parses and validates a config file's contents. name is used in
-// errors. Relative paths resolve against baseDir (normally the config
-// file's directory). The credential files are read, and credentials
-// already expired rejected (the clock is Options.Now in ParseWith).
-// Warnings are discarded; see ParseWith.
-func Parse(data []byte, name, baseDir string) (*Config, error) {
-	return ParseWith(data, name, baseDir, Options{})
-}
-
-// ParseWith is Parse with options. Besides Parse's checks it refuses an
-// upstream URL that is not https (unless its host is loopback or the
-// tenant sets allow_insecure_http), and warns on o.Logger about each
-// secret file (credentials_file, client_secret_file, tls.key_file) that
-// group or others can read, or fails if strict_file_permissions is set.
+// ParseWith parses and validates a config file's contents. name is used in
+// errors; relative paths resolve against baseDir (normally the config
+// file's directory). The files it names are read, credentials already
+// expired (at Options.Now) and upstream URLs that are not https (unless
+// loopback or allow_insecure_http) refused, and each secret file that
+// group or others can read is a warning on o.Logger, or an error with
+// strict_file_permissions.
 func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	p := &parser{name: name, baseDir: baseDir, data: data, load: &load{
 		now: o.now(), log: o.logger(), keep: o.KeepTenantsOnFileError, seen: map[string]bool{}, names: map[string]nameAt{},

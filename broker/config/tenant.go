@@ -27,11 +27,11 @@ import (
 // entry may cost one token request when the IdP rejects the others.
 const MaxRotationFiles = 3
 
-// TenantFileExts are the extensions of the files read from tenants_dir.
-var TenantFileExts = []string{".yaml", ".yml", ".json"}
+// tenantExts are the extensions of the files read from tenants_dir.
+var tenantExts = []string{".yaml", ".yml", ".json"}
 
-// TenantFiles lists the tenant files in dir, sorted: the entries whose
-// name has one of TenantFileExts and does not start with a dot (a
+// TenantFiles lists the tenant files of a tenants_dir, sorted: the entries
+// whose name ends in .yaml, .yml or .json and does not start with a dot (a
 // Kubernetes volume's "..data" and its timestamped directories). Symlinks
 // are listed as they are; reading follows them.
 func TenantFiles(dir string) ([]string, error) {
@@ -42,7 +42,7 @@ func TenantFiles(dir string) ([]string, error) {
 	var out []string
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, ".") && !e.IsDir() && slices.Contains(TenantFileExts, filepath.Ext(name)) {
+		if !strings.HasPrefix(name, ".") && !e.IsDir() && slices.Contains(tenantExts, filepath.Ext(name)) {
 			out = append(out, filepath.Join(dir, name))
 		}
 	}
@@ -82,7 +82,7 @@ func (p *parser) tenants(d *fileDoc, cfg *Config) ([]Tenant, error) {
 			return nil, err
 		}
 		out = append(out, tenants...)
-		fix += fmt.Sprintf(", or a tenant file to tenants_dir %s (one of %s)", dir, strings.Join(TenantFileExts, ", "))
+		fix += fmt.Sprintf(", or a tenant file to tenants_dir %s (one of %s)", dir, strings.Join(tenantExts, ", "))
 	}
 	if len(out) == 0 {
 		return nil, p.errf("tenants", "at least one tenant is required; %s", fix)
