@@ -25,18 +25,18 @@ import (
 // The tags want and eg give a type error's expected value and example.
 
 type fileDoc struct {
-	Listen                string      `yaml:"listen"`
-	Tenants               []tenantDoc `yaml:"tenants" want:"a list of tenants"`
-	TenantsDir            string      `yaml:"tenants_dir"`
-	StrictFilePermissions bool        `yaml:"strict_file_permissions"`
-	TLS                   *TLS        `yaml:"tls"`
-	Callers               []Caller    `yaml:"callers" want:"a list of callers"`
-	Audit                 *auditDoc   `yaml:"audit"`
-	Limits                limitsDoc   `yaml:"limits"`
-	InsecurePlaintext     bool        `yaml:"insecure_plaintext"`
-	Watch                 watchDoc    `yaml:"watch"`
-	Admin                 Admin       `yaml:"admin"`
-	Shutdown              Shutdown    `yaml:"shutdown"`
+	Listen                string       `yaml:"listen"`
+	Tenants               []*tenantDoc `yaml:"tenants" want:"a list of tenants"` // nil: a null entry
+	TenantsDir            string       `yaml:"tenants_dir"`
+	StrictFilePermissions bool         `yaml:"strict_file_permissions"`
+	TLS                   *TLS         `yaml:"tls"`
+	Callers               []*Caller    `yaml:"callers" want:"a list of callers"`
+	Audit                 *auditDoc    `yaml:"audit"`
+	Limits                limitsDoc    `yaml:"limits"`
+	InsecurePlaintext     bool         `yaml:"insecure_plaintext"`
+	Watch                 watchDoc     `yaml:"watch"`
+	Admin                 Admin        `yaml:"admin"`
+	Shutdown              Shutdown     `yaml:"shutdown"`
 }
 
 // tenantDoc is an entry of tenants, or a file in tenants_dir. The "3" in
@@ -138,9 +138,9 @@ var (
 	yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 	unknownRE  = regexp.MustCompile(`^line (\d+): field (.*) not found in type \S+$`)
 	dupRE      = regexp.MustCompile(`^line (\d+): mapping key "(.*)" already defined at line (\d+)$`)
-	typeRE     = regexp.MustCompile("^line (\\d+): cannot unmarshal (!!\\w+)(?: `.*`)? into (\\S+)$")
-	lineRE     = regexp.MustCompile(`^line (\d+): (.*)$`)
-	quotedRE   = regexp.MustCompile(" `.*` ")
+	typeRE     = regexp.MustCompile("(?s)^line (\\d+): cannot unmarshal (!\\S*)(?: `.*`)? into (\\S+)$")
+	lineRE     = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
+	quotedRE   = regexp.MustCompile("(?s) `.*` ")
 )
 
 func (p *parser) syntaxErr(err error) error {
@@ -168,10 +168,10 @@ func (p *parser) typeErr(msg string, root reflect.Type) error {
 		}
 	}
 	// Not located: yaml.v3's words, without the value it quotes.
-	e := &Error{File: p.name, Err: fmt.Errorf("invalid value: %s", quotedRE.ReplaceAllString(msg, ""))}
+	e := &Error{File: p.name, Err: fmt.Errorf("invalid value: %s", quotedRE.ReplaceAllString(msg, " "))}
 	if m := lineRE.FindStringSubmatch(msg); m != nil {
 		e.Line, _ = strconv.Atoi(m[1])
-		e.Err = fmt.Errorf("invalid value: %s", quotedRE.ReplaceAllString(m[2], ""))
+		e.Err = fmt.Errorf("invalid value: %s", quotedRE.ReplaceAllString(m[2], " "))
 	}
 	return e
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -161,6 +162,9 @@ func (p *parser) within(field string, d, min, max time.Duration) error {
 // hostPort checks a host:port whose port is a number; example is shown
 // in the error.
 func (p *parser) hostPort(field, s, example string) error {
+	if s == "" {
+		return p.errf(field, "must not be empty")
+	}
 	_, port, err := net.SplitHostPort(s)
 	if err == nil {
 		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
@@ -219,17 +223,21 @@ func (p *parser) tls(t *TLS) (*TLS, error) {
 
 var idKeys = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
 
-func (p *parser) callers(callers []Caller, tls *TLS) ([]Caller, error) {
-	if callers == nil && !p.has("callers") {
+func (p *parser) callers(list []*Caller, tls *TLS) ([]Caller, error) {
+	if list == nil && !p.has("callers") {
 		return nil, nil
 	}
-	if len(callers) == 0 {
+	if len(list) == 0 {
 		return nil, p.errf("callers", "empty list; list at least one caller, or remove the key to serve only clients on this host, without authentication")
 	}
 	first := map[string]string{}
-	for i := range callers {
-		c, field := &callers[i], fmt.Sprintf("callers[%d]", i)
-		if c.Name == "" {
+	callers := make([]Caller, 0, len(list))
+	for i, c := range list {
+		field := fmt.Sprintf("callers[%d]", i)
+		switch {
+		case c == nil:
+			return nil, p.nothing(field, reflect.TypeFor[Caller]())
+		case c.Name == "":
 			return nil, p.required(field, "name", "add e.g. name: billing")
 		}
 		if f, dup := first[c.Name]; dup {
@@ -239,6 +247,7 @@ func (p *parser) callers(callers []Caller, tls *TLS) ([]Caller, error) {
 		if err := p.caller(c, field, tls); err != nil {
 			return nil, err
 		}
+		callers = append(callers, *c)
 	}
 	return callers, nil
 }
@@ -325,6 +334,11 @@ func (p *parser) line(field string) int {
 		return v.Line
 	}
 	return 0
+}
+
+// nothing is the error for a null entry of a list of t.
+func (p *parser) nothing(field string, t reflect.Type) error {
+	return p.errf(field, "must be a mapping with keys %s, got nothing", strings.Join(keysOf(t), ", "))
 }
 
 // required is the error for a required key that is absent or empty.

@@ -59,8 +59,8 @@ func (e *tenantFileError) Unwrap() error { return e.err }
 // tenants validates the tenants list and reads tenants_dir.
 func (p *parser) tenants(d *fileDoc, cfg *Config) ([]Tenant, error) {
 	out := make([]Tenant, 0, len(d.Tenants))
-	for i := range d.Tenants {
-		t, err := p.entry(&d.Tenants[i], fmt.Sprintf("tenants[%d]", i))
+	for i, td := range d.Tenants {
+		t, err := p.entry(td, fmt.Sprintf("tenants[%d]", i))
 		if err != nil {
 			return nil, err
 		}
@@ -93,6 +93,9 @@ func (p *parser) tenants(d *fileDoc, cfg *Config) ([]Tenant, error) {
 // entry validates an entry of tenants. With KeepTenantsOnFileError, a
 // failure of its own files is kept in its LoadErr.
 func (p *parser) entry(d *tenantDoc, field string) (Tenant, error) {
+	if d == nil {
+		return Tenant{}, p.nothing(field, reflect.TypeFor[tenantDoc]())
+	}
 	if d.Name == "" {
 		return Tenant{}, p.required(field, "name", "add e.g. name: acme")
 	}
