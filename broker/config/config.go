@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
@@ -101,8 +102,8 @@ type Config struct {
 	// zero Timeout DefaultShutdownTimeout.
 	Shutdown Shutdown
 
-	name string // the file name given to Load or Parse
-	src  []byte // its contents if it has callers, for ErrorAt
+	name    string     // the file name given to LoadWith or ParseWith
+	callers *yaml.Node // the callers section's nodes, for ErrorAt
 }
 
 // TLS configures the listener's TLS. Paths are resolved.
@@ -196,8 +197,8 @@ type Shutdown struct {
 // line of that field, or of the closest enclosing field, in the file.
 func (c *Config) ErrorAt(field string, err error) error {
 	e := &Error{File: c.name, Field: field, Err: err}
-	p := &parser{data: c.src}
-	for f := field; f != "" && len(c.src) > 0; f = parentField(f) {
+	p := &parser{root: c.callers}
+	for f := field; f != "" && c.callers != nil; f = parentField(f) {
 		if k, v := p.at(f); k != nil {
 			e.Line = k.Line
 			break

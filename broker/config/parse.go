@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,8 +104,8 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 	if cfg.Callers, err = p.callers(d.Callers, cfg.TLS); err != nil {
 		return nil, err
 	}
-	if len(cfg.Callers) > 0 {
-		cfg.src = slices.Clone(p.data) // for ErrorAt
+	if k, v := p.at("callers"); len(cfg.Callers) > 0 && v != nil {
+		cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
 	}
 	if cfg.Audit, err = p.audit(d.Audit); err != nil {
 		return nil, err
