@@ -104,7 +104,8 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 	if cfg.Callers, err = p.callers(d.Callers, cfg.TLS); err != nil {
 		return nil, err
 	}
-	if k, v := p.at("callers"); len(cfg.Callers) > 0 && v != nil {
+	if len(cfg.Callers) > 0 {
+		k, v := p.at("callers")
 		cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
 	}
 	if cfg.Audit, err = p.audit(d.Audit); err != nil {
