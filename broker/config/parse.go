@@ -285,6 +285,10 @@ func (p *parser) caller(c *Caller, field string, tls *TLS) error {
 		return p.errf(field+".tenants", "empty list; give at least one tenant glob, e.g. [acme] or [\"team-*\"]")
 	case c.Scopes != nil && len(c.Scopes) == 0:
 		return p.errf(field+".scopes", "empty list; remove the key to allow every scope, or list the scope globs the caller may request, e.g. [\"read:*\"]")
+	case c.Scopes == nil && p.has(field+".scopes"):
+		// A key without a value is how a file written half-way ends: it
+		// must not widen the caller to every scope.
+		return p.errf(field+".scopes", "no value; remove the key to allow every scope, or list the scope globs the caller may request, e.g. [\"read:*\"]")
 	}
 	return nil
 }

@@ -88,7 +88,6 @@ callers:
   - name: ci
     api_key_sha256: ` + strings.ToUpper(keyDigest) + `
     tenants: [private]
-    scopes:
 audit:
   path: audit.log
 limits:
@@ -390,6 +389,11 @@ func TestParseSecurityErrors(t *testing.T) {
 			name: "caller tenant not a string",
 			yaml: tenant + "callers:\n  - name: ci\n    api_key_sha256: " + keyDigest + "\n    tenants:\n      - acme\n      - [b]\n",
 			want: `config: broker.yaml:9: callers[0].tenants[1]: must be a string, got a list`,
+		},
+		{
+			name: "caller scopes without a value",
+			yaml: tenant + "callers:\n  - name: ci\n    api_key_sha256: " + keyDigest + "\n    tenants: [acme]\n    scopes:\n",
+			want: `config: broker.yaml:8: callers[0].scopes: no value; remove the key to allow every scope, or list the scope globs the caller may request, e.g. ["read:*"]`,
 		},
 		{
 			name: "caller scopes empty",

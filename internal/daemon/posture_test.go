@@ -307,3 +307,80 @@ func TestNoCallersWarningOnce(t *testing.T) {
 		t.Errorf("open mode after the reloads: %v", err)
 	}
 }
+
+// TestSlowWriterNeverWidensACallersScopes is the red team's attack on a
+// caller with a scopes allow-list (issue 16, finding A): the running file
+// is cut just before the caller's "scopes:", then after "scopes:" with no
+// value, each stalled for 4× the debounce while a SIGHUP (Reread) also
+// arrives, then completed. The caller polling for a scope outside its
+// allow-list every 50 ms gets nothing; the cut files are refused
+// (rejected) or fail to load (error).
+func TestSlowWriterNeverWidensACallersScopes(t *testing.T) {
+	client := devidp.NewClient()
+	idp := startIdP(t, client)
+	dir := t.TempDir()
+	testpki.WriteFile(t, filepath.Join(dir, "idp.secret"), []byte(client.Secret+"\n"))
+	key := brokertest.RandomKey(t)
+	full := fmt.Sprintf(keyedConfig, idp.TokenURL(), client.ID, brokertest.SHA256Hex(key)) + "    scopes: [\"read:*\"]\n"
+	path := filepath.Join(dir, "broker.yaml")
+	testpki.WriteFile(t, path, []byte(full))
+	logs := &logtest.Buffer{}
+	log := jsonLogger(logs)
+	load := func() (*config.Config, error) {
+		return config.LoadWith(path, config.Options{Logger: log, KeepTenantsOnFileError: true})
+	}
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := brokertest.Run(t, cfg, daemon.Options{Logger: log, Load: load})
+	c := api(t, d)
+	wide := &tbv1.GetTokenRequest{Tenant: "acme", Scopes: []string{"write:all"}}
+	_, err = c.GetToken(brokertest.Bearer(t.Context(), key), wide)
+	brokertest.WantStatus(t, "write:all before the attack", err, codes.PermissionDenied)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var granted, polls int
+	wg.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if _, err := c.GetToken(brokertest.Bearer(ctx, key), wide); err == nil {
+				granted++
+			}
+			cancel()
+			polls++
+		}
+	})
+	cut := strings.Index(full, "    scopes:")
+	for _, partial := range []string{full[:cut], full[:cut] + "    scopes:\n"} {
+		if err := os.WriteFile(path, []byte(partial), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.Reread() // a SIGHUP while the writer stalls
+		time.Sleep(time.Second) // the writer stalls: 4× the debounce; the watcher applies what settled
+	}
+	testpki.WriteFile(t, path, []byte(full))
+	eventually(t, "the complete file applied", func() bool {
+		r, _ := lastReload(t, d)
+		return r == "success"
+	})
+	close(stop)
+	wg.Wait()
+	if granted != 0 || polls < 20 {
+		t.Errorf("over %d polls the caller got a scope outside its allow-list %d times; want none", polls, granted)
+	}
+	if n := reloads(t, d, "rejected"); n < 1 {
+		t.Errorf("tokenbroker_config_reloads_total{result=\"rejected\"} = %v, want the cut file refused", n)
+	}
+	if n := reloads(t, d, "error"); n < 1 {
+		t.Errorf("tokenbroker_config_reloads_total{result=\"error\"} = %v, want \"scopes:\" without a value refused", n)
+	}
+}

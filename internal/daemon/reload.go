@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -47,10 +48,16 @@ type posture struct {
 	clientCA    bool // client certificates verified (tls.client_ca_file)
 	requireCert bool // tls.require_client_cert
 	plaintext   bool // insecure_plaintext
+	// scoped says of each caller whether it has a scopes allow-list: a
+	// file cut short before one's scopes would grant it every scope.
+	scoped map[string]bool
 }
 
 func postureOf(cfg *config.Config) posture {
-	p := posture{callers: len(cfg.Callers) > 0, plaintext: cfg.InsecurePlaintext}
+	p := posture{callers: len(cfg.Callers) > 0, plaintext: cfg.InsecurePlaintext, scoped: map[string]bool{}}
+	for _, c := range cfg.Callers {
+		p.scoped[c.Name] = len(c.Scopes) > 0
+	}
 	if t := cfg.TLS; t != nil {
 		p.tls, p.clientCA, p.requireCert = true, t.ClientCAFile != "", t.RequireClientCert
 	}
@@ -76,11 +83,54 @@ func lowers(running, next posture) error {
 	if !running.plaintext && next.plaintext {
 		why = append(why, "it sets insecure_plaintext")
 	}
+	for _, name := range slices.Sorted(maps.Keys(next.scoped)) {
+		if scoped, was := running.scoped[name]; was && scoped && !next.scoped[name] {
+			why = append(why, fmt.Sprintf("it removes caller %q's scopes allow-list (it could request every scope)", name))
+		}
+	}
 	if len(why) == 0 {
 		return nil
 	}
 	return fmt.Errorf("daemon: reload refused: %w: %s; the running configuration is kept; restart the broker to apply such a change",
 		ErrLowersSecurity, strings.Join(why, "; "))
+}
+
+// widened names, for the log, each caller of both configurations that
+// next lets do more than running: every scope where it had an allow-list,
+// or tenant and scope globs it did not have. Not refused (granting access
+// is an operator's job), but never silent: a file cut short can widen.
+func widened(running, next []config.Caller) []string {
+	old := make(map[string]config.Caller, len(running))
+	for _, c := range running {
+		old[c.Name] = c
+	}
+	var out []string
+	for _, c := range next {
+		o, ok := old[c.Name]
+		if !ok {
+			continue
+		}
+		switch {
+		case len(o.Scopes) > 0 && len(c.Scopes) == 0:
+			out = append(out, fmt.Sprintf("caller %q may now request every scope (its scopes allow-list is gone)", c.Name))
+		case len(o.Scopes) > 0 && !subset(c.Scopes, o.Scopes):
+			out = append(out, fmt.Sprintf("caller %q may now request scopes %v (was %v)", c.Name, c.Scopes, o.Scopes))
+		}
+		if !subset(c.Tenants, o.Tenants) {
+			out = append(out, fmt.Sprintf("caller %q may now use tenants %v (was %v)", c.Name, c.Tenants, o.Tenants))
+		}
+	}
+	return out
+}
+
+// subset reports whether every glob of a is one of b.
+func subset(a, b []string) bool {
+	for _, g := range a {
+		if !slices.Contains(b, g) {
+			return false
+		}
+	}
+	return true
 }
 
 // recordReload counts a reload attempt in tokenbroker_config_reloads_total
@@ -152,6 +202,15 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 	full := withListen(cfg, "")
 	full.Tenants = append(full.Tenants, d.dev...)
 	pol, err := newPolicy(full)
+	if err == nil {
+		d.watch.mu.Lock()
+		if running := d.watch.cur; running != nil {
+			for _, w := range widened(running.Callers, cfg.Callers) {
+				d.log.Warn("config reload widens access: "+w, "caller_access", "widened")
+			}
+		}
+		d.watch.mu.Unlock()
+	}
 	if err != nil {
 		return err
 	}
@@ -170,6 +229,7 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 	// Open mode is entered only at start (the guard warns then): lowers
 	// refuses a reload that removes every caller.
 	d.posture.callers = !pol.Empty()
+	d.posture.scoped = postureOf(cfg).scoped
 	if d.tls != nil {
 		if _, err := d.tls.Reload(); err != nil {
 			d.log.Warn("TLS reload failed; keeping the current certificate", "error", err)

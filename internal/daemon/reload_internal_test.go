@@ -15,6 +15,7 @@ import (
 func TestLowers(t *testing.T) {
 	mtls := &config.TLS{CertFile: "c", KeyFile: "k", ClientCAFile: "ca", RequireClientCert: true}
 	full := &config.Config{Callers: []config.Caller{{Name: "a"}}, TLS: mtls}
+	scoped := &config.Config{Callers: []config.Caller{{Name: "a", Scopes: []string{"read:*"}}}, TLS: mtls}
 	with := func(f func(*config.Config)) *config.Config {
 		c := *full
 		tls := *mtls
@@ -38,6 +39,11 @@ func TestLowers(t *testing.T) {
 		{"callers and tls added", &config.Config{}, full, nil},
 		{"insecure_plaintext cleared", &config.Config{InsecurePlaintext: true}, &config.Config{}, nil},
 		{"other certificate files", full, with(func(c *config.Config) { c.TLS.CertFile, c.TLS.ClientCAFile = "c2", "ca2" }), nil},
+		// A file cut short before a caller's scopes (red team, issue 16: A).
+		{"scopes allow-list removed", scoped, with(func(c *config.Config) { c.Callers = []config.Caller{{Name: "a"}} }), []string{`it removes caller "a"'s scopes allow-list`}},
+		{"scopes allow-list changed", scoped, with(func(c *config.Config) { c.Callers = []config.Caller{{Name: "a", Scopes: []string{"write:*"}}} }), nil},
+		{"scoped caller removed", scoped, with(func(c *config.Config) { c.Callers = []config.Caller{{Name: "b"}} }), nil},
+		{"scopes allow-list added", full, scoped, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := lowers(postureOf(tc.running), postureOf(tc.next))

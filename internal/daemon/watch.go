@@ -171,9 +171,29 @@ var errUnsettled = errors.New("daemon: the configuration's files changed while t
 // with Reload, logging which tenants it changed; SIGHUP and the file
 // watcher call it. On error the running configuration is kept; a load
 // that fails counts as an error in tokenbroker_config_reloads_total.
+//
+// Like the watcher, it applies the files only once they have stayed the
+// same for watchDebounce and did not change while they were loaded, so
+// that a SIGHUP sent while a file is being written does not read it
+// half-way; it waits at most maxSettle for that.
 func (d *Daemon) Reread() error {
-	return d.reread(nil, nil)
+	deadline := time.Now().Add(maxSettle)
+	for {
+		snap, _ := d.watch.snapshot()
+		t := time.NewTimer(watchDebounce)
+		<-t.C
+		if after, _ := d.watch.snapshot(); !maps.Equal(after, snap) && time.Now().Before(deadline) {
+			continue // a writer is at work
+		}
+		err := d.reread(nil, snap)
+		if !errors.Is(err, errUnsettled) || !time.Now().Before(deadline) {
+			return err
+		}
+	}
 }
+
+// maxSettle bounds how long Reread waits for the files to settle.
+const maxSettle = 5 * time.Second
 
 // reread is Reread; changed names the files whose change triggered it,
 // nil for a request (SIGHUP). settled, if not nil, holds the digests the
