@@ -1,15 +1,12 @@
 package authn
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
-
-	"google.golang.org/grpc/metadata"
 )
 
 // KeyDigest is the SHA-256 of an API key.
@@ -61,16 +58,15 @@ func (s *KeySet) MatchDigest(sum KeyDigest) (int, bool) {
 // Len is the number of digests.
 func (s *KeySet) Len() int { return len(s.digests) }
 
-// ErrBadAuthorization is returned by BearerKey when the authorization
+// ErrBadAuthorization is returned by ParseBearer when the authorization
 // metadata is present but not a usable bearer key. Its message never
 // contains the metadata's value.
 var ErrBadAuthorization = errors.New(`authorization metadata must be "Bearer <api key>"`)
 
-// BearerKey returns the API key from the "authorization: Bearer <key>"
-// metadata in ctx. present is false when there is no authorization
-// metadata; err is ErrBadAuthorization when it is malformed or repeated.
-func BearerKey(ctx context.Context) (key string, present bool, err error) {
-	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
+// ParseBearer returns the API key of the values of a call's
+// "authorization: Bearer <key>" metadata. present is false when there
+// are none; err is ErrBadAuthorization when it is malformed or repeated.
+func ParseBearer(vals []string) (key string, present bool, err error) {
 	if len(vals) == 0 {
 		return "", false, nil
 	}

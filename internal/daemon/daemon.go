@@ -208,6 +208,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}
 	d.ups.commit(fetchers)
 	d.defaults.set(tenants)
+	warnDeprecatedLimits(cfg.Limits, log)
 	if d.guard, err = guard.New(guard.Config{
 		Policy: d.holder, Audit: d.audit, Logger: log,
 		Limits: guardLimits(cfg.Limits), DefaultScopes: d.defaults.get,
@@ -234,7 +235,6 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
 		Limits:             connLimits(cfg.Limits),
 		TenantAccess:       d.guard.TenantAccess,
-		VerifyCredentials:  d.guard.VerifyStream,
 	})
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})

@@ -159,7 +159,8 @@ func tlsFiles(t *config.TLS) authn.TLSFiles {
 
 func guardLimits(l config.Limits) guard.Limits {
 	return guard.Limits{
-		RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst, MaxStreamsPerCaller: l.MaxStreamsPerCaller,
+		RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst,
+		MaxStreamsPerCaller: l.MaxStreamsPerCaller, MaxAnonymousStreamsPerIP: l.MaxAnonymousStreamsPerIP,
 		MaxScopesPerRequest: l.MaxScopesPerRequest, MaxMessageBytes: l.MaxMessageBytes,
 		InvalidationsPerSecond: l.InvalidationsPerSecond, InvalidationBurst: l.InvalidationBurst,
 		DenialsPerSecondPerIP: l.DenialsPerSecondPerIP, DenialBurstPerIP: l.DenialBurstPerIP,
@@ -170,9 +171,26 @@ func connLimits(l config.Limits) server.ConnLimits {
 	return server.ConnLimits{
 		MaxHeaderListBytes: l.MaxHeaderListBytes, MaxStreamsPerConn: l.MaxStreamsPerConn,
 		MaxConnections: l.MaxConnections, MaxConnectionsPerIP: l.MaxConnectionsPerIP,
-		MaxOpenStreamsPerIP: l.MaxOpenStreamsPerIP, HandshakeTimeout: l.HandshakeTimeout,
-		MaxConnectionIdle: l.MaxConnectionIdle,
-		MaxStreamsPerIP:   l.MaxStreamsPerIP, MaxAnonymousStreamsPerIP: l.MaxAnonymousStreamsPerIP, MaxStreamsPerAPIKey: l.MaxStreamsPerAPIKey,
+		HandshakeTimeout: l.HandshakeTimeout, MaxConnectionIdle: l.MaxConnectionIdle,
+	}
+}
+
+// warnDeprecatedLimits names the limits a config sets that no longer
+// apply: the guard caps calls per caller and, without credentials, per
+// peer address, where five stream caps did before.
+func warnDeprecatedLimits(l config.Limits, log *slog.Logger) {
+	for _, d := range []struct {
+		key string
+		set bool
+	}{
+		{"max_streams_per_ip", l.MaxStreamsPerIP != 0},
+		{"max_streams_per_api_key", l.MaxStreamsPerAPIKey != 0},
+		{"max_open_streams_per_ip", l.MaxOpenStreamsPerIP != 0},
+	} {
+		if d.set {
+			log.Warn("limits."+d.key+" is deprecated and ignored; open calls are capped per caller over all its addresses (limits.max_streams_per_caller) and, without credentials, per peer address (limits.max_anonymous_streams_per_ip)",
+				"key", "limits."+d.key)
+		}
 	}
 }
 

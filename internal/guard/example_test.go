@@ -12,8 +12,8 @@ import (
 )
 
 // Example shows the wiring: a policy holder (Store into it on reload), a
-// guard, and its interceptors on a gRPC server. ListTenants handlers
-// filter with guard.TenantVisible(ctx).
+// guard, and its tap and interceptors on a gRPC server. ListTenants
+// handlers filter with guard.TenantVisible(ctx).
 func Example() {
 	p, err := policy.New([]policy.Caller{{
 		Name: "ci", APIKeySHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
@@ -29,10 +29,10 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(g.ServerOptions(),
 		grpc.ChainUnaryInterceptor(g.UnaryInterceptors()...),
 		grpc.ChainStreamInterceptor(g.StreamInterceptors()...),
-	)
+	)...)
 	defer srv.Stop()
 	fmt.Println(len(g.UnaryInterceptors()), len(g.StreamInterceptors()), g.Open())
 	// Output: 1 1 false

@@ -2,17 +2,13 @@ package guard
 
 import (
 	"errors"
-	"hash/maphash"
 	"log/slog"
-	"math"
-	"strings"
 
-	"golang.org/x/time/rate"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
@@ -25,23 +21,33 @@ const (
 	DefaultBurst                  = 4000
 	DefaultInvalidationsPerSecond = 5
 	DefaultInvalidationBurst      = 20
-	DefaultMaxStreamsPerCaller    = 100
-	DefaultMaxScopesPerRequest    = names.MaxScopes // the API's own bound; lower it per deployment
+	// Open calls (unary and streams) of one caller over all its
+	// addresses, counted from their HEADERS.
+	DefaultMaxStreamsPerCaller = 1000
+	// Open calls of one peer IP without credentials (that the policy
+	// would not serve), counted likewise.
+	DefaultMaxAnonymousStreamsPerIP = 16
+	DefaultMaxScopesPerRequest      = names.MaxScopes // the API's own bound; lower it per deployment
 	// Refused authentications (no or bad credentials) per peer IP: past
 	// the budget a peer is answered RESOURCE_EXHAUSTED.
 	DefaultDenialsPerSecondPerIP = 10
 	DefaultDenialBurstPerIP      = 50
 )
 
-// Limits bound what one caller may do. Zero values mean the defaults; a
-// negative value means no limit.
+// Limits bound what one caller, and a peer without credentials, may do.
+// Zero values mean the defaults; a negative value means no limit.
 type Limits struct {
 	// RequestsPerSecond and Burst shape each caller's token bucket; every
 	// call, unary or stream, takes one token.
 	RequestsPerSecond float64
 	Burst             int
-	// MaxStreamsPerCaller caps a caller's concurrent streams.
+	// MaxStreamsPerCaller caps a caller's open calls, unary ones and
+	// streams, over all its addresses, from the moment their HEADERS
+	// arrive (before any message, so a half-open call counts too).
 	MaxStreamsPerCaller int
+	// MaxAnonymousStreamsPerIP caps the open calls, counted likewise, of
+	// one peer IP that presents no credentials the policy accepts.
+	MaxAnonymousStreamsPerIP int
 	// MaxScopesPerRequest caps the scopes in one request.
 	MaxScopesPerRequest int
 	// MaxMessageBytes, if positive, caps the size of a received message
@@ -55,6 +61,30 @@ type Limits struct {
 	// bucket of refused authentications.
 	DenialsPerSecondPerIP float64
 	DenialBurstPerIP      int
+}
+
+// withDefaults replaces zero values by the defaults.
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	deff := func(v *float64, d float64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	deff(&l.RequestsPerSecond, DefaultRequestsPerSecond)
+	def(&l.Burst, DefaultBurst)
+	def(&l.MaxStreamsPerCaller, DefaultMaxStreamsPerCaller)
+	def(&l.MaxAnonymousStreamsPerIP, DefaultMaxAnonymousStreamsPerIP)
+	def(&l.MaxScopesPerRequest, DefaultMaxScopesPerRequest)
+	deff(&l.InvalidationsPerSecond, DefaultInvalidationsPerSecond)
+	def(&l.InvalidationBurst, DefaultInvalidationBurst)
+	deff(&l.DenialsPerSecondPerIP, DefaultDenialsPerSecondPerIP)
+	def(&l.DenialBurstPerIP, DefaultDenialBurstPerIP)
+	return l
 }
 
 // Config configures a Guard.
@@ -86,22 +116,23 @@ type Config struct {
 	OnDenial func(code codes.Code)
 }
 
-// Guard holds the interceptors' state: per-caller rate limiters and
-// stream counts.
+// Guard holds the state of the guard's steps: open calls per caller and
+// per anonymous peer, rate limiters, the open streams and whether audit
+// writes fail.
 type Guard struct {
 	holder        *policy.Holder
-	audit         *audit.Logger
+	trail         *audit.Logger
 	log           *slog.Logger
 	limits        Limits
 	defaultScopes func(string) []string
-	rates         *buckets // per caller, every call
+	onDenial      func(codes.Code)
+	callers       *counter[string] // open calls per caller name
+	anonymous     *counter[string] // open calls per peer IP without credentials
+	rates         *buckets         // per caller, every call
 	invalidations *buckets
-	denials       *buckets // per peer IP, refused authentications
-	streams       *streamCounter
+	denials       *buckets    // per peer IP, refused authentications
 	open          openStreams // authorized streams, re-checked at policy changes
 	auditState    auditState
-	onDenial      func(codes.Code)
-	fingerprints  fingerprints // of issued tokens, for audit lines
 }
 
 // New returns a Guard. It logs a warning when the policy has no callers.
@@ -113,44 +144,20 @@ func New(cfg Config) (*Guard, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := cfg.Limits
-	if l.RequestsPerSecond == 0 {
-		l.RequestsPerSecond = DefaultRequestsPerSecond
-	}
-	if l.Burst == 0 {
-		l.Burst = DefaultBurst
-	}
-	if l.MaxStreamsPerCaller == 0 {
-		l.MaxStreamsPerCaller = DefaultMaxStreamsPerCaller
-	}
-	if l.MaxScopesPerRequest == 0 {
-		l.MaxScopesPerRequest = DefaultMaxScopesPerRequest
-	}
-	if l.InvalidationsPerSecond == 0 {
-		l.InvalidationsPerSecond = DefaultInvalidationsPerSecond
-	}
-	if l.InvalidationBurst == 0 {
-		l.InvalidationBurst = DefaultInvalidationBurst
-	}
-	if l.DenialsPerSecondPerIP == 0 {
-		l.DenialsPerSecondPerIP = DefaultDenialsPerSecondPerIP
-	}
-	if l.DenialBurstPerIP == 0 {
-		l.DenialBurstPerIP = DefaultDenialBurstPerIP
-	}
+	l := cfg.Limits.withDefaults()
 	g := &Guard{
 		holder:        cfg.Policy,
-		audit:         cfg.Audit,
+		trail:         cfg.Audit,
 		log:           log,
 		limits:        l,
 		defaultScopes: cfg.DefaultScopes,
+		onDenial:      cfg.OnDenial,
+		callers:       newCounter[string](),
+		anonymous:     newCounter[string](),
 		rates:         bucketsOf(l.RequestsPerSecond, l.Burst),
 		invalidations: bucketsOf(l.InvalidationsPerSecond, l.InvalidationBurst),
 		denials:       bucketsOf(l.DenialsPerSecondPerIP, l.DenialBurstPerIP),
-		streams:       &streamCounter{n: map[string]int{}},
 		auditState:    auditState{hook: cfg.OnAuditFailure},
-		onDenial:      cfg.OnDenial,
-		fingerprints:  fingerprints{seed: maphash.MakeSeed()},
 	}
 	cfg.Policy.OnStore(g.redecide)
 	if cfg.Policy.Load().Empty() {
@@ -163,50 +170,44 @@ func New(cfg Config) (*Guard, error) {
 // guard serves loopback peers only, without authentication.
 func (g *Guard) Open() bool { return g.holder.Load().Empty() }
 
-// UnaryInterceptors returns the unary interceptors, in order, for
-// server.Config.UnaryInterceptors: one interceptor that authenticates,
-// rate limits, authorizes and audits a call (one layer, not one per
-// step: every layer costs a closure, a method match and stack on every
-// call).
-func (g *Guard) UnaryInterceptors() []grpc.UnaryServerInterceptor {
-	return []grpc.UnaryServerInterceptor{g.unary}
+// Caller is an authenticated caller, as put in the context.
+type Caller struct {
+	// Name is the caller's name in the policy, or "loopback" for a peer
+	// admitted because the policy has no callers.
+	Name string
+	// Identity is how the caller authenticated; KindNone for loopback.
+	Identity authn.Identity
+	// Peer is the peer's address.
+	Peer string
+	// Loopback reports whether the peer connects from a loopback address.
+	Loopback bool
+
+	open     bool            // admitted only because the policy had no callers
+	identity string          // Identity.String(), for audit records
+	digest   authn.KeyDigest // for API key callers: to re-resolve after reloads
+	holder   *policy.Holder
 }
 
-// StreamInterceptors returns the stream interceptors, in order, for
-// server.Config.StreamInterceptors: one interceptor that authenticates,
-// rate limits, counts and authorizes a stream.
-func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
-	return []grpc.StreamServerInterceptor{g.stream}
+// OpenCallerName is the Caller.Name of peers admitted without callers.
+const OpenCallerName = "loopback"
+
+// resolve returns the policy entry of the caller in pol, which may be
+// newer than the one it authenticated against.
+func (c *Caller) resolve(pol *policy.Policy) (*policy.Caller, bool) {
+	switch {
+	case c.open:
+		return nil, false
+	case c.Identity.Kind == authn.KindAPIKey:
+		return pol.LookupKeyDigest(c.digest)
+	}
+	return pol.Lookup(c.Identity)
 }
 
-// ServerOptions returns the grpc.ServerOptions the limits need, for
-// server.Config.ServerOptions (after the server's own, which they
-// override): grpc.MaxRecvMsgSize when Limits.MaxMessageBytes is set.
-func (g *Guard) ServerOptions() []grpc.ServerOption {
-	if g.limits.MaxMessageBytes > 0 {
-		return []grpc.ServerOption{grpc.MaxRecvMsgSize(g.limits.MaxMessageBytes)}
+// rateKey is the bucket of c: its name, or in open mode (everyone is
+// "loopback") its connection, so that one client cannot slow the others.
+func rateKey(c *Caller) string {
+	if c.open {
+		return "conn " + c.Peer
 	}
-	return nil
-}
-
-// guarded selects every service but health and reflection, by the full
-// method name "/service/method".
-func guarded(fullMethod string) bool {
-	service := strings.TrimPrefix(fullMethod, "/")
-	if i := strings.LastIndexByte(service, '/'); i >= 0 {
-		service = service[:i]
-	}
-	return service != "grpc.health.v1.Health" && !strings.HasPrefix(service, "grpc.reflection.")
-}
-
-// bucketsOf returns token buckets of rps and burst; a negative rps
-// means no limit, a negative burst an unbounded one.
-func bucketsOf(rps float64, burst int) *buckets {
-	if rps < 0 {
-		return newBuckets(rate.Inf, 0)
-	}
-	if burst < 0 {
-		burst = math.MaxInt32
-	}
-	return newBuckets(rate.Limit(rps), burst)
+	return c.Name
 }

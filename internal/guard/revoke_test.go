@@ -385,7 +385,7 @@ func TestStoreDoesNotWaitForANetworkSend(t *testing.T) {
 	if err := within(t, "Store while a send is held up", stored); err != nil {
 		t.Fatal(err)
 	}
-	if st := gs.revoked.Load(); st == nil || st.Code() != codes.PermissionDenied {
+	if st := gs.revoked.Load(); st == nil || st.Code != codes.PermissionDenied {
 		t.Errorf("revoked = %v after Store returned, want PERMISSION_DENIED", st)
 	}
 	wantCode(t, "the stream's context after Store", context.Cause(gs.Context()), codes.PermissionDenied)

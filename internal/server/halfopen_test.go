@@ -24,13 +24,14 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
+	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
 const goodKey = "good-api-key-for-the-half-open-test"
 
-// startPolicyServer serves a real broker (dev IdP) with a policy: only
-// the API key goodKey is served; credential-less peers are not.
+// startPolicyServer serves a real broker (dev IdP) with a guard whose
+// policy serves the API key goodKey only; credential-less peers are not.
 func startPolicyServer(t *testing.T) string {
 	t.Helper()
 	client := devidp.NewClient()
@@ -45,22 +46,7 @@ func startPolicyServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	keyOK := func(ctx context.Context) bool {
-		return len(metadata.ValueFromIncomingContext(ctx, "authorization")) == 1 &&
-			metadata.ValueFromIncomingContext(ctx, "authorization")[0] == "Bearer "+goodKey
-	}
-	srv := server.New(server.Config{Broker: b, Logger: slog.New(slog.DiscardHandler),
-		TenantAccess: func(ctx context.Context) func(string) bool {
-			ok := keyOK(ctx)
-			return func(string) bool { return ok }
-		},
-		VerifyCredentials: func(ctx context.Context, h metadata.MD, _ string) (context.Context, error) {
-			if !keyOK(metadata.NewIncomingContext(ctx, h)) {
-				return ctx, status.Error(codes.Unauthenticated, "bad key")
-			}
-			return ctx, nil
-		},
-	})
+	srv := server.New(guarded(t, server.Config{Broker: b, Logger: slog.New(slog.DiscardHandler)}, goodKey))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +134,7 @@ func halfOpen(t *testing.T, addr, srcIP string, conns, perConn, want int, deadli
 // GetToken with ~15 KiB metadata and never a message, 800 from each of
 // three loopback source addresses. grpc-go runs no interceptor before the
 // request message, so before the fix every stream was held (6,400 from
-// one IP took the broker to 215 MB). Now at most
+// one IP took the broker to 215 MB). Now at most the guard's
 // DefaultMaxAnonymousStreamsPerIP are held per address, the rest are
 // refused at once, RSS stays bounded, and a client with credentials on
 // 127.0.0.1 still gets tokens during the attack.
@@ -160,7 +146,7 @@ func TestHalfOpenUnaryFloodRefusedPerIP(t *testing.T) {
 
 	const conns, perConn = 8, 100
 	deadline := time.Now().Add(20 * time.Second)
-	want := conns*perConn - server.DefaultMaxAnonymousStreamsPerIP
+	want := conns*perConn - guard.DefaultMaxAnonymousStreamsPerIP
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		if got := halfOpen(t, addr, ip, conns, perConn, want, deadline); got != want {
 			t.Errorf("from %s: %d of %d half-open streams refused, want %d", ip, got, conns*perConn, want)

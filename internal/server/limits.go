@@ -1,17 +1,12 @@
 package server
 
 import (
-	"context"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 )
 
 // Defaults of ConnLimits' zero values: they bound what any peer, before
@@ -21,23 +16,17 @@ const (
 	DefaultMaxStreamsPerConn   = 100
 	DefaultMaxConnections      = 1024
 	DefaultMaxConnectionsPerIP = 16
-	DefaultMaxOpenStreamsPerIP = 100 // health Watch and reflection streams
-	// Every open stream (call) of one peer IP, counted from its HEADERS.
-	DefaultMaxStreamsPerIP = 128
-	// Every open stream of one verified API key, over all its peer IPs.
-	DefaultMaxStreamsPerAPIKey      = 1000
-	DefaultMaxAnonymousStreamsPerIP = 16 // peers without credentials that the policy would not serve
-	DefaultHandshakeTimeout         = 5 * time.Second
-	DefaultMaxConnectionIdle        = 5 * time.Minute
-	DefaultKeepaliveTime            = time.Minute
-	DefaultKeepaliveTimeout         = 20 * time.Second
-	keepaliveMinTime                = 20 * time.Second // clients ping every 30 s
-	openStreamsPerIPMaxTracked      = 1 << 16
+	DefaultHandshakeTimeout    = 5 * time.Second
+	DefaultMaxConnectionIdle   = 5 * time.Minute
+	DefaultKeepaliveTime       = time.Minute
+	DefaultKeepaliveTimeout    = 20 * time.Second
+	keepaliveMinTime           = 20 * time.Second // clients ping every 30 s
 )
 
 // ConnLimits bound connections and what arrives on them before any
-// authentication. Zero values mean the defaults; a negative value means
-// no limit (for tests and benchmarks, never production).
+// authentication; the guard caps the calls (guard.Limits). Zero values
+// mean the defaults; a negative value means no limit (for tests and
+// benchmarks, never production).
 type ConnLimits struct {
 	// MaxHeaderListBytes caps the metadata (HTTP/2 header list) of one
 	// request; a larger one is refused by the transport.
@@ -56,23 +45,6 @@ type ConnLimits struct {
 	// MaxConnectionsPerIP caps open connections from one peer IP address;
 	// further ones are closed as soon as they are accepted.
 	MaxConnectionsPerIP int
-	// MaxOpenStreamsPerIP caps the concurrent health Watch and reflection
-	// streams from one peer IP address; these services need no
-	// credentials, so the caller's own stream limit cannot apply.
-	MaxOpenStreamsPerIP int
-	// MaxStreamsPerIP caps the open streams (every call, unary ones
-	// included) of one peer IP address that presented credentials (a
-	// verified client certificate or an API key) or that the policy
-	// serves without them (open mode). Counted from the stream's HEADERS,
-	// before any message, and refused with RESOURCE_EXHAUSTED.
-	MaxStreamsPerIP int
-	// MaxAnonymousStreamsPerIP is MaxStreamsPerIP for peers that present
-	// no credentials and that the policy would not serve.
-	MaxAnonymousStreamsPerIP int
-	// MaxStreamsPerAPIKey caps the open streams, counted like
-	// MaxStreamsPerIP, of one API key that verified, over all peer
-	// addresses: more addresses must not multiply MaxStreamsPerIP.
-	MaxStreamsPerAPIKey int
 	// HandshakeTimeout closes a connection that has not completed its
 	// TLS and HTTP/2 handshake in time.
 	HandshakeTimeout time.Duration
@@ -91,10 +63,6 @@ func (l ConnLimits) withDefaults() ConnLimits {
 	def(&l.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
 	def(&l.MaxConnections, DefaultMaxConnections)
 	def(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
-	def(&l.MaxOpenStreamsPerIP, DefaultMaxOpenStreamsPerIP)
-	def(&l.MaxStreamsPerIP, DefaultMaxStreamsPerIP)
-	def(&l.MaxAnonymousStreamsPerIP, DefaultMaxAnonymousStreamsPerIP)
-	def(&l.MaxStreamsPerAPIKey, DefaultMaxStreamsPerAPIKey)
 	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
 	}
@@ -252,50 +220,4 @@ func hostOf(a net.Addr) string {
 		return h
 	}
 	return s
-}
-
-// unauthenticatedService reports whether method belongs to a service
-// that answers without credentials (health, reflection).
-func unauthenticatedService(method string) bool {
-	svc := strings.TrimPrefix(method, "/")
-	return strings.HasPrefix(svc, "grpc.health.v1.Health/") || strings.HasPrefix(svc, "grpc.reflection.")
-}
-
-// ipStreams counts open health and reflection streams per peer IP.
-type ipStreams struct {
-	max int
-	mu  sync.Mutex
-	n   map[string]int
-}
-
-func (s *ipStreams) interceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if s.max < 0 || !unauthenticatedService(info.FullMethod) {
-		return handler(srv, ss)
-	}
-	ip := peerIP(ss.Context())
-	s.mu.Lock()
-	ok := s.n[ip] < s.max && len(s.n) < openStreamsPerIPMaxTracked
-	if ok {
-		s.n[ip]++
-	}
-	s.mu.Unlock()
-	if !ok {
-		return status.Errorf(codes.ResourceExhausted,
-			"%s already has %d open health and reflection streams, the limit per peer address (limits.max_open_streams_per_ip); close some first", ip, s.max)
-	}
-	defer func() {
-		s.mu.Lock()
-		if s.n[ip]--; s.n[ip] <= 0 {
-			delete(s.n, ip)
-		}
-		s.mu.Unlock()
-	}()
-	return handler(srv, ss)
-}
-
-func peerIP(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok {
-		return hostOf(p.Addr)
-	}
-	return ""
 }

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,14 +29,42 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/guard"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
-// startLimited serves a server with limits, and no broker behind it (the
-// attacks below never reach a handler), on a limited loopback listener.
+// guarded adds to cfg a guard whose policy has one caller, of API key
+// key, allowed every tenant, auditing to nowhere.
+func guarded(t *testing.T, cfg server.Config, key string) server.Config {
+	t.Helper()
+	sum := sha256.Sum256([]byte(key))
+	pol, err := policy.New([]policy.Caller{{Name: "the-caller", APIKeySHA256: hex.EncodeToString(sum[:]), Tenants: []string{"*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := policy.NewHolder(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerOptions = append(cfg.ServerOptions, g.ServerOptions()...)
+	cfg.UnaryInterceptors = append(cfg.UnaryInterceptors, g.UnaryInterceptors()...)
+	cfg.StreamInterceptors = append(cfg.StreamInterceptors, g.StreamInterceptors()...)
+	cfg.TenantAccess = g.TenantAccess
+	return cfg
+}
+
+// startLimited serves a server with limits and a guard whose policy has
+// one API-key caller, and no broker behind it (the attacks below never
+// reach a handler), on a limited loopback listener.
 func startLimited(t *testing.T, limits server.ConnLimits) string {
 	t.Helper()
-	srv := server.New(server.Config{Health: health.NewServer(), Logger: slog.New(slog.DiscardHandler), Limits: limits})
+	srv := server.New(guarded(t, server.Config{Health: health.NewServer(), Logger: slog.New(slog.DiscardHandler), Limits: limits}, "the-only-key"))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -139,9 +169,8 @@ func sendHugeHeaders(addr string, block []byte) (string, error) {
 		rest = rest[n:]
 	}
 	if werr == nil {
-		werr = w.Flush()
+		_ = w.Flush() // a write error means the server closed the connection: fine
 	}
-	// A write error means the server closed the connection: fine.
 	return <-outcome, nil
 }
 
@@ -215,8 +244,9 @@ func TestOversizedMetadataRefusedMemoryBounded(t *testing.T) {
 }
 
 // TestHealthWatchFloodRefused: 20,000 health Watch streams from one peer
-// address; only the per-peer limit's worth stay open, the rest are
-// RESOURCE_EXHAUSTED, and a new peer stream is accepted once they close.
+// address without credentials; only the guard's per-peer limit's worth
+// stay open, the rest are RESOURCE_EXHAUSTED, and a new peer stream is
+// accepted once they close.
 func TestHealthWatchFloodRefused(t *testing.T) {
 	addr := startLimited(t, server.ConnLimits{})
 	dial := func() healthpb.HealthClient {
@@ -233,7 +263,7 @@ func TestHealthWatchFloodRefused(t *testing.T) {
 	holders, flood := dial(), dial()
 	// The first connection holds the peer's whole allowance.
 	var held []grpc.ServerStreamingClient[healthpb.HealthCheckResponse]
-	for range server.DefaultMaxOpenStreamsPerIP {
+	for range guard.DefaultMaxAnonymousStreamsPerIP {
 		w, err := holders.Watch(holdCtx, &healthpb.HealthCheckRequest{})
 		if err != nil {
 			t.Fatal(err)

@@ -17,17 +17,28 @@ func TestSendersNeverWaitOnABlockedSend(t *testing.T) {
 	var blocked sync.WaitGroup
 	for i := range maxSenders + 10 { // every worker blocked, and more waiting
 		blocked.Add(1)
-		p.do(fmt.Sprint(i), func() { defer blocked.Done(); <-release }) // a connection each
+		p.Add(fmt.Sprint(i), func() { defer blocked.Done(); <-release }) // a connection each
 	}
 	ran := make(chan struct{})
-	p.do("another", func() { close(ran) })
-	<-ran // would hang if the blocked sends held it up
+	p.Add("another", func() { close(ran) })
+	within(t, "a send behind blocked ones", ran) // would hang if the blocked sends held it up
 	close(release)
 	blocked.Wait()
 	idle := make(chan struct{})
-	p.do("idle", func() { close(idle) })
-	<-idle
+	p.Add("idle", func() { close(idle) })
+	within(t, "a send once the others ended", idle)
 	// goleak (TestMain) checks that the workers have exited.
+}
+
+// within fails the test if ch is not closed in 10 s: a bound for a
+// failure, not a wait for success.
+func within(t *testing.T, what string, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not done in 10 s", what)
+	}
 }
 
 // TestSendersRunEachSendOnce: a burst much larger than the workers runs
@@ -40,7 +51,7 @@ func TestSendersRunEachSendOnce(t *testing.T) {
 	seen := make(map[int]int, n)
 	for i := range n {
 		wg.Add(1)
-		p.do(fmt.Sprint(i%100), func() { // 100 connections
+		p.Add(fmt.Sprint(i%100), func() { // 100 connections
 			defer wg.Done()
 			mu.Lock()
 			seen[i]++
@@ -66,10 +77,7 @@ func TestPushedWatchHoldsOneSenderWhileBlocked(t *testing.T) {
 	for range 1000 {
 		p.notify()
 	}
-	s.senders.mu.Lock()
-	queued := len(s.senders.queue) - s.senders.head
-	s.senders.mu.Unlock()
-	if queued != 0 {
+	if queued := s.senders.Len(); queued != 0 {
 		t.Errorf("%d pushes queued behind a running one, want 0 (it looks again itself)", queued)
 	}
 	if !p.again.Load() {
@@ -88,18 +96,14 @@ func TestSendersNeverStallBehindBlockedSendsOfOneConnection(t *testing.T) {
 	var blocked sync.WaitGroup
 	for range 3 * maxSenders {
 		blocked.Add(1)
-		p.do("conn", func() { defer blocked.Done(); <-release })
+		p.Add("conn", func() { defer blocked.Done(); <-release })
 	}
 	same, other := make(chan struct{}), make(chan struct{})
-	p.do("conn", func() { close(same) })
-	p.do("other", func() { close(other) })
-	for name, ch := range map[string]chan struct{}{"same connection": same, "other connection": other} {
-		select {
-		case <-ch:
-		case <-time.After(10 * time.Second): // ~3 stall periods expected; bounded generously for a loaded machine
-			t.Fatalf("the reading stream's send on the %s never ran", name)
-		}
-	}
+	p.Add("conn", func() { close(same) })
+	p.Add("other", func() { close(other) })
+	// ~3 stall periods expected; bounded generously for a loaded machine.
+	within(t, "the reading stream's send on the same connection", same)
+	within(t, "the send on another connection", other)
 	close(release)
 	blocked.Wait()
 }

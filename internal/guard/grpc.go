@@ -1,0 +1,357 @@
+package guard
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
+
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+)
+
+// The guard's steps as gRPC runs them: tap when a call's HEADERS arrive,
+// unary (here) and stream (stream.go) once grpc-go hands over the call.
+
+// ServerOptions returns the grpc.ServerOptions of the guard, for
+// server.Config.ServerOptions (after the server's own, which they
+// override): the tap that admits every call from its HEADERS (see tap),
+// and grpc.MaxRecvMsgSize when Limits.MaxMessageBytes is set.
+func (g *Guard) ServerOptions() []grpc.ServerOption {
+	opts := []grpc.ServerOption{grpc.InTapHandle(g.tap)}
+	if g.limits.MaxMessageBytes > 0 {
+		opts = append(opts, grpc.MaxRecvMsgSize(g.limits.MaxMessageBytes))
+	}
+	return opts
+}
+
+// UnaryInterceptors returns the unary interceptors, in order, for
+// server.Config.UnaryInterceptors: one, which runs every step (a layer
+// per step would cost every call a closure, a method match and stack).
+func (g *Guard) UnaryInterceptors() []grpc.UnaryServerInterceptor {
+	return []grpc.UnaryServerInterceptor{g.unary}
+}
+
+// StreamInterceptors returns the stream interceptors, in order, for
+// server.Config.StreamInterceptors: one, as for unary calls.
+func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
+	return []grpc.StreamServerInterceptor{g.stream}
+}
+
+// GRPCStatus makes an *Error the status a gRPC client receives.
+func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
+
+// tap admits a call when its HEADERS arrive (grpc.InTapHandle), before
+// grpc-go reads its message or runs an interceptor, so that a peer
+// sending headers and never a message holds nothing unchecked. It works
+// out what the call's credentials prove (the key hashed once), refuses a
+// token call whose API key does not verify (audited, charged to the
+// peer), and takes the call's slot (admit) until the stream ends. The
+// returned context carries the proof to the interceptors.
+func (g *Guard) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	a := &admittedContext{Context: ctx, peer: authn.PeerOf(ctx)}
+	a.proof = prove(a.peer, credentialsOf(info.Header))
+	pol := g.holder.Load()
+	c, err := g.authenticate(pol, a.peer, &a.proof)
+	caller := c.Name
+	if err != nil {
+		if a.proof.keySent && !pol.Empty() && guarded(info.FullMethodName) {
+			return nil, g.deny(ctx, info.FullMethodName, c, target{}, g.charge(c.Peer, err))
+		}
+		caller = "" // counted by its IP; the interceptors refuse a token call
+	}
+	release, err := g.admit(caller, peerIP(c.Peer))
+	if err != nil {
+		return nil, g.deny(ctx, info.FullMethodName, c, target{}, err)
+	}
+	context.AfterFunc(ctx, release) // the transport cancels ctx when the stream ends
+	return a, nil
+}
+
+// unary runs a unary call's steps: authenticate, authorize, limit, the
+// handler, audit.
+func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !guarded(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	method, t := info.FullMethod, targetOf(req)
+	pol := g.holder.Load()
+	p, pr := proofOf(ctx)
+	c, err := g.authenticate(pol, p, pr)
+	if err != nil {
+		return nil, g.deny(ctx, method, c, target{}, g.charge(c.Peer, err))
+	}
+	ci := CallInfoFrom(ctx)
+	ci.note(c, t.tenant)
+	err = g.authorize(pol, c, method, t)
+	if err == nil {
+		err = g.limit(c, t)
+	}
+	if err != nil {
+		return nil, g.deny(ctx, method, c, t, err)
+	}
+	if ci != nil {
+		ci.authorized = c // CallerFromContext finds it there
+	} else {
+		ctx = context.WithValue(ctx, callerKey{}, c)
+	}
+	resp, herr := handler(ctx, req)
+	if aerr := g.auditUnary(ctx, method, c, t, req, resp, herr); aerr != nil && herr == nil {
+		return nil, errAuditUnavailable // no token without its audit line
+	}
+	return resp, herr
+}
+
+// auditUnary writes the line of a GetToken or InvalidateToken call: the
+// token it hands out, or its error.
+func (g *Guard) auditUnary(ctx context.Context, method string, c *Caller, t target, req, resp any, err error) error {
+	var r audit.Record
+	switch q := req.(type) {
+	case *tbv1.GetTokenRequest:
+		r = record(audit.EventIssue, method, c, t)
+	case *tbv1.InvalidateTokenRequest:
+		r = record(audit.EventInvalidate, method, c, t)
+		r.RejectedFingerprint = fingerprintPrefix(q.GetTokenSha256())
+	default:
+		return nil
+	}
+	if err != nil {
+		st := status.Convert(err)
+		r.Result, r.Code, r.Reason = audit.ResultError, st.Code().String(), st.Message()
+	}
+	if tok, ok := issuedOf(resp); ok {
+		r = withToken(r, tok)
+	}
+	return g.audit(ctx, r)
+}
+
+// Fingerprinted is implemented by a response that carries the audit
+// fingerprint of its token, computed once where the token was made (the
+// server's responses), so that the guard does not hash the token again.
+type Fingerprinted interface {
+	GetToken() *tbv1.Token
+	TokenFingerprint() string
+}
+
+// issuedOf returns the token a response hands out, if any.
+func issuedOf(resp any) (issued, bool) {
+	m, ok := resp.(interface{ GetToken() *tbv1.Token })
+	if !ok || m.GetToken() == nil {
+		return issued{}, false
+	}
+	tok := m.GetToken()
+	var fp string
+	if f, ok := resp.(Fingerprinted); ok {
+		fp = f.TokenFingerprint()
+	} else {
+		fp = audit.Fingerprint(tok.GetAccessToken())
+	}
+	return issued{fingerprint: fp, version: tok.GetVersion(), scopes: tok.GetScopes()}, true
+}
+
+// fingerprintPrefix returns the first audit.FingerprintLen characters of
+// a client-sent token hash if it is hex, else "".
+func fingerprintPrefix(s string) string {
+	s = strings.ToLower(s)
+	if len(s) > audit.FingerprintLen {
+		s = s[:audit.FingerprintLen]
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	return s
+}
+
+// targetOf is what a request asks for; a message the guard does not
+// know is an unknown target, which is denied.
+func targetOf(req any) target {
+	switch r := req.(type) {
+	case *tbv1.GetTokenRequest:
+		return target{tenant: r.GetTenant(), scopes: r.GetScopes()}
+	case *tbv1.WatchTokenRequest:
+		return target{tenant: r.GetTenant(), scopes: r.GetScopes()}
+	case *tbv1.InvalidateTokenRequest:
+		return target{tenant: r.GetTenant(), scopes: r.GetScopes(), invalidation: true}
+	case *tbv1.ListTenantsRequest:
+		return target{listing: true}
+	}
+	return target{unknown: true}
+}
+
+// guarded selects every service but health and reflection, by the full
+// method name "/service/method".
+func guarded(fullMethod string) bool {
+	service := strings.TrimPrefix(fullMethod, "/")
+	if i := strings.LastIndexByte(service, '/'); i >= 0 {
+		service = service[:i]
+	}
+	return service != "grpc.health.v1.Health" && !strings.HasPrefix(service, "grpc.reflection.")
+}
+
+// credentialsOf reads the API key of a call's metadata.
+func credentialsOf(md metadata.MD) Credentials {
+	key, sent, err := authn.ParseBearer(md.Get("authorization"))
+	return Credentials{KeySent: sent, Key: key, KeyErr: err}
+}
+
+// proofOf returns the peer of ctx and what its credentials prove: the
+// tap's, or, without the tap, worked out from ctx.
+func proofOf(ctx context.Context) (authn.Peer, *proof) {
+	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok {
+		return a.peer, &a.proof
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	p := authn.PeerOf(ctx)
+	pr := prove(p, credentialsOf(md))
+	return p, &pr
+}
+
+type admittedKey struct{}
+
+// admittedContext is the context of a call the tap admitted: one
+// allocation for the context and what the call proved. Only the tap
+// makes one, so a client cannot forge it.
+type admittedContext struct {
+	context.Context
+	peer  authn.Peer
+	proof proof
+}
+
+func (a *admittedContext) Value(key any) any {
+	if key == (admittedKey{}) {
+		return a
+	}
+	return a.Context.Value(key)
+}
+
+type callerKey struct{}
+
+// CallerFromContext returns the caller the guard authenticated.
+func CallerFromContext(ctx context.Context) (*Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	return c, ok
+}
+
+// TenantVisible returns the filter ListTenants applies to its list: it
+// reports whether the caller in ctx may use a tenant, under the policy
+// current at each call. Without a guard in the chain (no caller in ctx)
+// it allows every tenant, which is the server's behaviour without access
+// control.
+func TenantVisible(ctx context.Context) func(tenant string) bool {
+	c, ok := CallerFromContext(ctx)
+	if !ok {
+		return func(string) bool { return true }
+	}
+	return visible(c.holder.Load(), c)
+}
+
+// TenantAccess returns which tenants the peer of ctx may see, by the
+// rules of the token calls, for services the interceptors do not cover
+// (per-tenant health): nothing without valid credentials, every tenant
+// for a loopback peer in open mode.
+func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
+	pol := g.holder.Load()
+	p, pr := proofOf(ctx)
+	c, err := g.authenticate(pol, p, pr)
+	if err != nil {
+		return func(string) bool { return false }
+	}
+	return visible(pol, c)
+}
+
+// visible is the tenant filter of c under pol.
+func visible(pol *policy.Policy, c *Caller) func(tenant string) bool {
+	if pol.Empty() {
+		return func(string) bool { return c.Loopback }
+	}
+	pc, ok := c.resolve(pol)
+	if !ok {
+		return func(string) bool { return false }
+	}
+	return pc.TenantAllowed
+}
+
+// CallInfo is what the guard learns about a call for its request-log
+// line: the caller's name and the tenant it asked for. The server puts an
+// empty one in every call's context (WithCallInfo) outside its request
+// log; the guard fills it in; the request log appends it (LogFields) only
+// to a line it actually writes, so that a call that is not logged builds
+// nothing for the log.
+//
+// A CallInfo belongs to its call's goroutine: the guard writes it before
+// the handler runs (streams: when the request message arrives), the
+// request log reads it after the handler returned.
+type CallInfo struct {
+	caller, tenant string
+	// authorized is the caller the handler runs for, once the guard
+	// allowed the call: CallerFromContext finds it here, which saves a
+	// context per call.
+	authorized *Caller
+}
+
+type callInfoKey struct{}
+
+// callInfoContext carries a CallInfo: one allocation for the context and
+// the record.
+type callInfoContext struct {
+	context.Context
+	info CallInfo
+}
+
+func (c *callInfoContext) Value(key any) any {
+	switch key {
+	case callInfoKey{}:
+		return &c.info
+	case callerKey{}:
+		if c.info.authorized != nil {
+			return c.info.authorized
+		}
+	}
+	return c.Context.Value(key)
+}
+
+// WithCallInfo returns ctx with an empty CallInfo for the guard to fill.
+func WithCallInfo(ctx context.Context) context.Context {
+	return &callInfoContext{Context: ctx}
+}
+
+// CallInfoFrom returns the CallInfo of ctx, or nil.
+func CallInfoFrom(ctx context.Context) *CallInfo {
+	ci, _ := ctx.Value(callInfoKey{}).(*CallInfo)
+	return ci
+}
+
+// LogFields appends the request-log fields the guard learned, "caller"
+// and "tenant" (each only if known), to fields. A nil CallInfo appends
+// none.
+func (ci *CallInfo) LogFields(fields []any) []any {
+	if ci == nil {
+		return fields
+	}
+	if ci.caller != "" {
+		fields = append(fields, "caller", ci.caller)
+	}
+	if ci.tenant != "" {
+		fields = append(fields, "tenant", clip(ci.tenant))
+	}
+	return fields
+}
+
+// note names the caller, and the tenant if not empty, in the call's
+// request-log line (a no-op on a nil CallInfo).
+func (ci *CallInfo) note(c *Caller, tenant string) {
+	if ci == nil {
+		return
+	}
+	ci.caller = c.Name
+	if tenant != "" {
+		ci.tenant = tenant
+	}
+}

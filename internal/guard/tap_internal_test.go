@@ -1,0 +1,155 @@
+package guard
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/tap"
+
+	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/policy"
+)
+
+const getMethod = "/tokenbroker.v1.TokenBrokerService/GetToken"
+
+// tapGuard returns a guard over callers() with limits.
+func tapGuard(t *testing.T, limits Limits) *Guard {
+	t.Helper()
+	pol, err := policy.New(callers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := policy.NewHolder(pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Config{Policy: holder, Audit: audit.New(io.Discard), Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// tapFrom runs g's tap for a GetToken stream from ip with the given
+// authorization ("" for none); cancel ends the stream.
+func tapFrom(t *testing.T, g *Guard, ip, authorization string) (ctx context.Context, cancel context.CancelFunc, err error) {
+	t.Helper()
+	base, cancel := context.WithCancel(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 4242}}))
+	md := metadata.MD{}
+	if authorization != "" {
+		md = metadata.Pairs("authorization", authorization)
+	}
+	ctx, err = g.tap(base, &tap.Info{FullMethodName: getMethod, Header: md})
+	if err != nil {
+		cancel()
+	}
+	return ctx, cancel, err
+}
+
+// TestTapHandsTheProofToTheInterceptors: the context the tap returns for
+// a key that verifies authenticates its caller without the key being
+// read again; a bad key on a token call is refused before any message.
+func TestTapHandsTheProofToTheInterceptors(t *testing.T) {
+	g := tapGuard(t, Limits{})
+	ctx, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	p, pr := proofOf(ctx) // no incoming metadata: only the tap's proof
+	if c, err := g.authenticate(g.holder.Load(), p, pr); err != nil || c.Name != "ci" {
+		t.Fatalf("authenticate on the tap's context = %v, %v; want caller ci", c, err)
+	}
+	p, pr = proofOf(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}))
+	if _, err := g.authenticate(g.holder.Load(), p, pr); err == nil {
+		t.Fatal("a context without the tap's proof authenticated; the test proves nothing")
+	}
+	_, _, err = tapFrom(t, g, "127.0.0.1", "Bearer not-a-key")
+	wantCode(t, "the tap, for a bad key", err, codes.Unauthenticated)
+}
+
+// TestCallerCapOverAllAddresses (issue D5): one caller's calls are
+// capped over all its peer addresses, so that more addresses do not
+// multiply what it may hold; a peer without credentials has its own,
+// lower cap per address; a call that ends gives its slot back.
+func TestCallerCapOverAllAddresses(t *testing.T) {
+	g := tapGuard(t, Limits{MaxStreamsPerCaller: 10, MaxAnonymousStreamsPerIP: 2})
+	var cancels []context.CancelFunc
+	t.Cleanup(func() {
+		for _, c := range cancels {
+			c()
+		}
+	})
+	held := 0
+	for i := range 5 {
+		for range 4 {
+			_, cancel, err := tapFrom(t, g, fmt.Sprintf("127.0.0.%d", i+1), "Bearer "+ciKey)
+			switch {
+			case err == nil:
+				cancels = append(cancels, cancel)
+				held++
+			case statusCode(err) != codes.ResourceExhausted:
+				t.Fatalf("refusal: %v, want RESOURCE_EXHAUSTED", err)
+			}
+		}
+	}
+	if held != 10 {
+		t.Fatalf("ci holds %d calls over 5 addresses, want its cap 10", held)
+	}
+	for i := range 3 {
+		_, cancel, err := tapFrom(t, g, "127.0.0.9", "")
+		if i < 2 && err != nil {
+			t.Fatalf("anonymous call %d: %v", i, err)
+		}
+		if i == 2 {
+			wantCode(t, "a third anonymous call from one address", err, codes.ResourceExhausted)
+		} else {
+			cancels = append(cancels, cancel)
+		}
+	}
+	cancels[0]()
+	// The release runs on the context's AfterFunc goroutine: poll, bounded.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		_, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
+		if err == nil {
+			cancels = append(cancels, cancel)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after one of ci's calls ended: %v", err)
+		}
+	}
+}
+
+// TestCallerCapIgnoresSchemeSpelling (red team, issue 11): the cap
+// counts the caller, not the header's spelling of its key: "bearer" and
+// "BEARER" are the same key as "Bearer" and get no fresh allowance.
+func TestCallerCapIgnoresSchemeSpelling(t *testing.T) {
+	g := tapGuard(t, Limits{MaxStreamsPerCaller: 3})
+	for range 3 {
+		_, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+	}
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
+		_, _, err := tapFrom(t, g, "127.0.0.1", scheme+" "+ciKey)
+		wantCode(t, scheme+" (the caller already holds its 3 calls)", err, codes.ResourceExhausted)
+	}
+}
+
+// TestDefaultCallCaps: a caller holds at most 1000 open calls over all
+// its addresses by default, a peer without credentials 16 per address.
+func TestDefaultCallCaps(t *testing.T) {
+	if l := (Limits{}).withDefaults(); l.MaxStreamsPerCaller != 1000 || l.MaxAnonymousStreamsPerIP != 16 {
+		t.Errorf("defaults: per caller %d, anonymous per address %d; want 1000, 16", l.MaxStreamsPerCaller, l.MaxAnonymousStreamsPerIP)
+	}
+}
