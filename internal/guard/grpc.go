@@ -54,23 +54,26 @@ func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 // peer), and takes the call's slot (admit) until the stream ends. The
 // returned context carries the proof to the interceptors.
 func (g *Guard) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	a := &admittedContext{Context: ctx, peer: authn.PeerOf(ctx)}
-	a.proof = prove(a.peer, credentialsOf(info.Header))
+	p := authn.PeerOf(ctx)
+	pr := prove(p, credentialsOf(info.Header))
 	pol := g.holder.Load()
-	c, err := g.authenticate(pol, a.peer, &a.proof)
-	caller := c.Name
-	if err != nil {
-		if a.proof.keySent && !pol.Empty() && guarded(info.FullMethodName) {
-			return nil, g.deny(ctx, info.FullMethodName, c, target{}, g.charge(c.Peer, err))
+	token := guarded(info.FullMethodName)
+	var c Caller
+	if err := g.authenticate(&c, pol, p, &pr); err != nil {
+		if pr.keySent && !pol.Empty() && token {
+			return nil, g.deny(ctx, info.FullMethodName, &c, target{}, g.charge(c.Peer, err))
 		}
-		caller = "" // counted by its IP; the interceptors refuse a token call
+		c.Name = "" // counted by its IP; the interceptors refuse a token call
 	}
-	release, err := g.admit(caller, peerIP(c.Peer))
-	if err != nil {
-		return nil, g.deny(ctx, info.FullMethodName, c, target{}, err)
+	caller, ip := c.Name, peerIP(c.Peer)
+	if err := g.admit(caller, ip); err != nil {
+		return nil, g.deny(ctx, info.FullMethodName, &c, target{}, err)
 	}
-	context.AfterFunc(ctx, release) // the transport cancels ctx when the stream ends
-	return a, nil
+	context.AfterFunc(ctx, func() { g.release(caller, ip) }) // the transport cancels ctx when the stream ends
+	if !token {
+		return ctx, nil // health and reflection: no interceptor of the guard's reads the proof
+	}
+	return &admittedContext{Context: ctx, peer: p, proof: pr}, nil
 }
 
 // unary runs a unary call's steps: authenticate, authorize, limit, the
@@ -82,7 +85,8 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	method, t := info.FullMethod, targetOf(req)
 	pol := g.holder.Load()
 	p, pr := proofOf(ctx)
-	c, err := g.authenticate(pol, p, pr)
+	c := &Caller{}
+	err := g.authenticate(c, pol, p, pr)
 	if err != nil {
 		return nil, g.deny(ctx, method, c, target{}, g.charge(c.Peer, err))
 	}
@@ -259,8 +263,8 @@ func TenantVisible(ctx context.Context) func(tenant string) bool {
 func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
 	pol := g.holder.Load()
 	p, pr := proofOf(ctx)
-	c, err := g.authenticate(pol, p, pr)
-	if err != nil {
+	c := &Caller{}
+	if err := g.authenticate(c, pol, p, pr); err != nil {
 		return func(string) bool { return false }
 	}
 	return visible(pol, c)

@@ -86,67 +86,75 @@ var errAuditUnavailable = &Error{Code: codes.Unavailable,
 
 // admit takes the slot of a new call of caller (by name), or, for a call
 // without credentials that the policy accepts (caller ""), of its peer
-// IP; release gives it back when the call ends.
-func (g *Guard) admit(caller, ip string) (release func(), err *Error) {
-	n, key, max := g.callers, caller, g.limits.MaxStreamsPerCaller
-	if caller == "" {
-		n, key, max = g.anonymous, ip, g.limits.MaxAnonymousStreamsPerIP
-	}
-	if max < 0 {
-		return func() {}, nil
-	}
-	if n.acquire(key, max) {
-		return func() { n.release(key) }, nil
-	}
-	if caller == "" {
-		return nil, errorf(codes.ResourceExhausted,
+// IP; release(caller, ip) gives it back when the call ends.
+func (g *Guard) admit(caller, ip string) *Error {
+	n, key, max := g.slots(caller, ip)
+	switch {
+	case max < 0 || n.acquire(key, max):
+		return nil
+	case caller == "":
+		return errorf(codes.ResourceExhausted,
 			"%s already has %d open calls without credentials, the limit per peer address (limits.max_anonymous_streams_per_ip); finish or cancel some first", ip, max)
 	}
-	return nil, errorf(codes.ResourceExhausted,
+	return errorf(codes.ResourceExhausted,
 		"caller %q already has %d open calls, its limit over all its addresses (limits.max_streams_per_caller); finish or cancel some first", caller, max)
 }
 
-// authenticate returns the caller that p and pr prove under pol. It
+func (g *Guard) release(caller, ip string) {
+	if n, key, max := g.slots(caller, ip); max >= 0 {
+		n.release(key)
+	}
+}
+
+// slots returns the counter, key and cap of a call's slot.
+func (g *Guard) slots(caller, ip string) (*counter[string], string, int) {
+	if caller == "" {
+		return g.anonymous, ip, g.limits.MaxAnonymousStreamsPerIP
+	}
+	return g.callers, caller, g.limits.MaxStreamsPerCaller
+}
+
+// authenticate makes c the caller that p and pr prove under pol. It
 // refuses no or bad credentials with UNAUTHENTICATED, and a verified
-// identity that is no caller with PERMISSION_DENIED; the returned Caller
-// then holds what is known (peer, identity) for the denial's audit line.
-func (g *Guard) authenticate(pol *policy.Policy, p authn.Peer, pr *proof) (*Caller, *Error) {
-	c := &Caller{Peer: p.Addr, Loopback: p.Loopback, holder: g.holder}
+// identity that is no caller with PERMISSION_DENIED; c then holds what is
+// known (peer, identity) for the denial's audit line.
+func (g *Guard) authenticate(c *Caller, pol *policy.Policy, p authn.Peer, pr *proof) *Error {
+	*c = Caller{Peer: p.Addr, Loopback: p.Loopback, holder: g.holder}
 	if pol.Empty() {
 		if !p.Loopback {
-			return c, errorf(codes.Unauthenticated,
+			return errorf(codes.Unauthenticated,
 				"this broker has no callers configured, so it serves clients on its own host only; "+
 					"its operator must add callers (mTLS identities or API keys) to the config to serve %s", p.Addr)
 		}
 		c.Name, c.open = OpenCallerName, true
-		return c, nil
+		return nil
 	}
 	switch {
 	case pr.keyErr != nil:
-		return c, &Error{Code: codes.Unauthenticated, Msg: pr.keyErr.Error()}
+		return &Error{Code: codes.Unauthenticated, Msg: pr.keyErr.Error()}
 	case pr.keySent && !p.TLS && !p.Loopback:
-		return c, &Error{Code: codes.Unauthenticated, Msg: "API keys are accepted only over TLS; connect with TLS"}
+		return &Error{Code: codes.Unauthenticated, Msg: "API keys are accepted only over TLS; connect with TLS"}
 	case pr.keySent:
 		pc, ok := pol.LookupKeyDigest(pr.digest)
 		if !ok {
-			return c, &Error{Code: codes.Unauthenticated, Msg: "API key not recognised"}
+			return &Error{Code: codes.Unauthenticated, Msg: "API key not recognised"}
 		}
 		c.Name, c.Identity, c.digest = pc.Name, authn.Identity{Kind: authn.KindAPIKey}, pr.digest
 		c.identity = c.Identity.String()
-		return c, nil
+		return nil
 	case pr.certErr != nil:
-		return c, errorf(codes.Unauthenticated, "client certificate: %s", strings.TrimPrefix(pr.certErr.Error(), "authn: "))
+		return errorf(codes.Unauthenticated, "client certificate: %s", strings.TrimPrefix(pr.certErr.Error(), "authn: "))
 	case !pr.cert:
-		return c, &Error{Code: codes.Unauthenticated,
+		return &Error{Code: codes.Unauthenticated,
 			Msg: "no credentials: present a client certificate signed by the broker's client CA, or an \"authorization: Bearer <api key>\" header over TLS"}
 	}
 	c.Identity, c.identity = pr.certID, pr.certID.String()
 	pc, ok := pol.Lookup(pr.certID)
 	if !ok {
-		return c, errorf(codes.PermissionDenied, "%s is not a caller in this broker's policy; ask its operator to add it under callers", pr.certID)
+		return errorf(codes.PermissionDenied, "%s is not a caller in this broker's policy; ask its operator to add it under callers", pr.certID)
 	}
 	c.Name = pc.Name
-	return c, nil
+	return nil
 }
 
 // charge counts a refused authentication against the peer's IP: past

@@ -23,8 +23,8 @@ func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	}
 	ctx := ss.Context()
 	p, pr := proofOf(ctx)
-	c, aerr := g.authenticate(g.holder.Load(), p, pr)
-	if aerr != nil {
+	c := &Caller{}
+	if aerr := g.authenticate(c, g.holder.Load(), p, pr); aerr != nil {
 		return g.deny(ctx, info.FullMethod, c, target{}, g.charge(c.Peer, aerr))
 	}
 	CallInfoFrom(ctx).note(c, "")

@@ -64,11 +64,12 @@ func TestTapHandsTheProofToTheInterceptors(t *testing.T) {
 	}
 	defer cancel()
 	p, pr := proofOf(ctx) // no incoming metadata: only the tap's proof
-	if c, err := g.authenticate(g.holder.Load(), p, pr); err != nil || c.Name != "ci" {
-		t.Fatalf("authenticate on the tap's context = %v, %v; want caller ci", c, err)
+	var c Caller
+	if err := g.authenticate(&c, g.holder.Load(), p, pr); err != nil || c.Name != "ci" {
+		t.Fatalf("authenticate on the tap's context = %q, %v; want caller ci", c.Name, err)
 	}
 	p, pr = proofOf(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}))
-	if _, err := g.authenticate(g.holder.Load(), p, pr); err == nil {
+	if err := g.authenticate(&c, g.holder.Load(), p, pr); err == nil {
 		t.Fatal("a context without the tap's proof authenticated; the test proves nothing")
 	}
 	_, _, err = tapFrom(t, g, "127.0.0.1", "Bearer not-a-key")
