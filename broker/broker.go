@@ -13,6 +13,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"golang.org/x/time/rate"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -37,10 +38,22 @@ const (
 	// token without a new request.
 	ForcedRefreshInterval = 5 * time.Second
 	// CallerRetryInterval: while a key has no usable token, a caller's
-	// request may start one early, coalesced attempt at most this often,
-	// instead of waiting for the backoff timer (never during a Retry-After
-	// or after a permanent error).
+	// request, or the key's watchers, may start one early, coalesced
+	// attempt at most this often, instead of waiting for the backoff timer
+	// (never during a Retry-After or after a permanent error).
 	CallerRetryInterval = time.Second
+	// CredentialGrace: for this long after a tenant's credentials change,
+	// and after an attempt that got no HTTP answer or a 5xx (an IdP
+	// restarting may answer before it has registered its clients),
+	// invalid_client and unauthorized_client are retried on a short
+	// backoff (1 s doubling, at most CredentialGraceRetryMax, ±20 %)
+	// instead of being treated as permanent.
+	CredentialGrace = 2 * time.Minute
+	// CredentialGraceRetryMax caps the retry interval within CredentialGrace.
+	CredentialGraceRetryMax = 4 * time.Second
+	// lifetimeMemory is how many recent token lifetimes a key remembers:
+	// a min_valid longer than all of them is refused (TooShortLivedError).
+	lifetimeMemory = 3
 	// ReloadRetryInterval: a reload (SetTenants) that leaves a tenant's
 	// configuration unchanged retries a key that failed permanently
 	// (invalid_client…) at once, but at most once per this interval per
@@ -74,14 +87,16 @@ type Config struct {
 	// the same token endpoint host and CAs share one copy of it and its
 	// connection pool.
 	HTTPClient *http.Client
-	// MaxConcurrentFetchesPerHost bounds the concurrent identity-provider
-	// requests to one token endpoint host, over all tenants, custom
-	// Fetchers included (keyed by Tenant.TokenURL's host); more wait their
-	// turn in order, within their attempt's timeout (default 128,
-	// upstream.DefaultMaxConcurrentPerHost). It keeps a broker with
-	// thousands of tenants of one IdP from opening thousands of connections,
-	// or running thousands of goroutines, at start.
-	MaxConcurrentFetchesPerHost int
+	// Limits: the broker reads MaxIdPRequestsPerHost (concurrent requests
+	// to one token endpoint host, over all tenants, custom Fetchers
+	// included; more wait their turn in order, without a goroutine each,
+	// within their attempt's timeout; the only bound on them: an
+	// upstream.Client used without a Broker has none), MaxScopeSetsPerTenant and
+	// MaxScopeSets (see Get), NewScopeSetsPerSecond and NewScopeSetBurst
+	// (how fast each named owner, WithOwner, creates scope sets that do not
+	// exist yet; past it Get fails with ErrNewScopeSetsTooFast). Zero fields
+	// mean the defaults; a negative NewScopeSetsPerSecond means no limit.
+	Limits limits.Limits
 	// UserAgent is sent to identity providers.
 	UserAgent string
 	// FetchTimeout bounds one identity-provider request (default 10s). A
@@ -90,19 +105,6 @@ type Config struct {
 	// with short-lived tokens a hung request leaves room for more attempts
 	// before the token expires.
 	FetchTimeout time.Duration
-	// MaxScopeSetsPerTenant bounds the scope sets per tenant, its default
-	// set included (default 64), and MaxScopeSets the non-default scope
-	// sets of the whole broker (default 4096). Each named owner (WithOwner)
-	// may hold at most half of a tenant's non-default sets; see Get.
-	MaxScopeSetsPerTenant int
-	MaxScopeSets          int
-	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast each named
-	// owner (WithOwner) creates scope sets that do not exist yet: each costs
-	// an identity-provider request (defaults 5/s, burst 50; a negative rate
-	// means no limit). Past it, Get fails with ErrNewScopeSetsTooFast.
-	// Existing scope sets, and requests without an owner, are not limited.
-	NewScopeSetsPerSecond float64
-	NewScopeSetBurst      int
 	// IdleTimeout drops a scope set nobody asked for or watched for this
 	// long, at its next refresh (default 1h). Default scopes are kept.
 	IdleTimeout time.Duration
@@ -145,13 +147,18 @@ type Broker struct {
 // A tenant's maps stay nil until it has a non-default scope set: most
 // tenants of a large broker never have one, and an empty map still costs
 // its header and first group.
+//
+// A tenant's Name, TokenURL and Scopes never change; a credential change
+// (SetTenants, sameClient) replaces its other spec fields under Broker.mu
+// and its fetcher, which requests load when they start.
 type tenant struct {
 	spec    Tenant
-	fetcher Fetcher
+	fetcher atomic.Pointer[Fetcher]
 	queue   *fetchQueue       // of the token endpoint's host
 	def     *entry            // the default scope set
 	keys    map[string]*entry // the other scope sets; nil while there are none
 	owned   map[string]int    // non-default scope sets per owner; nil while none
+	grace   time.Time         // CredentialGrace after its last credential change, for new scope sets
 }
 
 // entries yields the tenant's scope sets, the default first.
@@ -224,23 +231,25 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 // not cancel the request for other callers.
 //
 // While the key has no usable token and is backing off after a failure,
-// a caller's request starts one early, coalesced attempt at most every
-// CallerRetryInterval (never during a Retry-After or after a permanent
-// error), so that recovery does not wait for the backoff timer; other
-// callers get the last error at once. If the identity provider did not
+// a caller's request (or the key's watchers) starts one early, coalesced
+// attempt at most every CallerRetryInterval (never during a Retry-After or
+// after a permanent error), so that recovery does not wait for the backoff
+// timer; other callers get the last error at once. If the identity provider did not
 // answer the last attempt at all, callers do not wait for the next one
 // either: they get the last error at once while it runs. Callers waiting
 // when the tenant is removed or reconfigured return at once with
 // ErrTenantRemoved or ErrTenantChanged.
 //
-// A minimum longer than the lifetime the identity provider grants this
-// key fails with *TooShortLivedError without a request, until a scheduled
-// refresh brings a longer lifetime.
+// A minimum longer than the lifetimes of all the key's recent tokens
+// fails with *TooShortLivedError without a request, until a refresh brings
+// a longer lifetime. One that only the latest token falls short of
+// fetches a new token, or fails with ErrShortLivedToken if the key's last
+// request started within CallerRetryInterval.
 //
 // A new scope set is created for the owner in ctx (WithOwner), within that
-// owner's share of the tenant's budget (Config.MaxScopeSetsPerTenant); past
+// owner's share of the tenant's budget (Config.Limits.MaxScopeSetsPerTenant); past
 // it, Get fails with ErrTooManyScopeSets. Owners creating new scope sets
-// faster than Config.NewScopeSetsPerSecond get ErrNewScopeSetsTooFast.
+// faster than Config.Limits.NewScopeSetsPerSecond get ErrNewScopeSetsTooFast.
 func (b *Broker) Get(ctx context.Context, r Request) (*Token, error) {
 	var want minValid
 	if r.MinValid != nil {

@@ -369,8 +369,8 @@ func TestServeStaleThenFail(t *testing.T) {
 }
 
 func TestBackoffGrowsAndRecovers(t *testing.T) {
-	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(500, "server_error", "")))
-	next(t, w, inState(broker.StateFailing))
+	// Unwatched: watchers are demand for early attempts (TestWatchersAreDemand).
+	e, f := unwatchedFaultEnv(t, faultidp.OAuthError(500, "server_error", ""))
 	e.settle()
 	var delays []time.Duration
 	for range 5 {
@@ -391,10 +391,8 @@ func TestBackoffGrowsAndRecovers(t *testing.T) {
 	}
 	f.SetDefault(faultidp.OK("tok-ok", 3600))
 	e.issued["tok-ok"] = true
-	e.step()
-	u := next(t, w, inState(broker.StateReady))
-	if u.Status.LastError != nil {
-		t.Errorf("recovered key still reports %v", u.Status.LastError)
+	if st := e.step(); st.State != broker.StateReady || st.LastError != nil {
+		t.Errorf("recovered key is %s and reports %v, want READY without error", st.State, st.LastError)
 	}
 }
 

@@ -12,7 +12,9 @@
 //
 // A Broker must be closed (Close, or Shutdown with a deadline). Tenants
 // can be replaced while it runs (SetTenants); watches (WatchContext) follow
-// a key's tokens and end when its tenant is removed or reconfigured.
+// a key's tokens and end when its tenant is removed or its identity changes;
+// a credential change keeps the cached tokens until the new credentials
+// obtain one.
 //
 // Errors are typed for errors.Is and errors.As (ErrUnknownTenant,
 // ErrTooManyScopeSets, *TooShortLivedError, *upstream.Error…); status

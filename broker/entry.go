@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +25,7 @@ type entry struct {
 	lastErr   error                       // last fetch error; nil after a success
 	retryAt   time.Time                   // after a failure, the backoff timer's next attempt
 	hold      time.Time                   // no request at all before this (Retry-After)
+	grace     time.Time                   // until then invalid_client is retried soon (CredentialGrace)
 	permanent bool                        // lastErr is permanent (invalid_client…)
 	noAnswer  bool                        // the last attempt got no answer within its timeout
 	serving   bool                        // last health reported for a default entry
@@ -40,16 +43,33 @@ type entry struct {
 	// pub is the update last offered to the watchers (its Shared value
 	// included), for a new watcher of the same state.
 	pub Update
+	// lifetimes are those of the key's latest tokens, newest first.
+	lifetimes [lifetimeMemory]time.Duration
 }
 
 // call is one shared identity-provider request.
 type call struct {
 	done chan struct{}
-	// gone is closed by drop, releasing every waiter at once; it lives
-	// with the call, not the entry, since only a call has waiters.
+	// gone is closed by release, freeing every waiter at once with why;
+	// it lives with the call, not the entry, since only a call has waiters.
 	gone chan struct{}
+	why  error
 	tok  *Token
 	err  error
+	// longest is the longest recent lifetime of the key's tokens when tok
+	// arrived (see entry.lifetimes).
+	longest time.Duration
+}
+
+// release frees the call's waiters with why (e.mu held), unless the
+// call was already released.
+func (c *call) release(why error) {
+	select {
+	case <-c.gone:
+	default:
+		c.why = why
+		close(c.gone)
+	}
 }
 
 // published is what subscribers last received, to skip repeats.
@@ -129,6 +149,35 @@ func (e *entry) earlyRetryLocked(now time.Time) bool {
 	return !e.permanent && !now.Before(e.hold) && now.Sub(e.lastStart) >= CallerRetryInterval
 }
 
+// nextAttemptLocked is when the key's next request is due: the backoff
+// timer's, or for a key whose watchers have no valid token, the earliest
+// early attempt (its watchers are demand, as a caller's request is).
+func (e *entry) nextAttemptLocked(now time.Time) time.Time {
+	at := e.retryAt
+	if len(e.subs) > 0 && !e.permanent && !e.usableLocked(now, 0) {
+		if early := latest(e.lastStart.Add(CallerRetryInterval), e.hold); early.Before(at) {
+			at = early
+		}
+	}
+	return at
+}
+
+// longestLocked is the longest lifetime of the key's recent tokens: what
+// the identity provider grants, as far as the broker knows.
+func (e *entry) longestLocked() time.Duration {
+	return slices.Max(e.lifetimes[:])
+}
+
+// tooShortLocked refuses a minimum validity that none of the key's
+// recent tokens had: a fresh token would not meet it either. One short
+// answer among longer ones is no reason to refuse.
+func (e *entry) tooShortLocked(d time.Duration) error {
+	if longest := e.longestLocked(); d > longest {
+		return &TooShortLivedError{Lifetime: longest, MinValid: d}
+	}
+	return nil
+}
+
 func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 	e.mu.Lock()
 	now := e.b.clock.Now()
@@ -144,11 +193,7 @@ func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 		e.mu.Unlock()
 		return nil, err
 	}
-	if e.tok != nil && d > e.tok.lifetime() {
-		// Even a fresh token would not do: answer from what the identity
-		// provider granted last, without a request. A scheduled refresh
-		// updates that knowledge.
-		err := &TooShortLivedError{Lifetime: e.tok.lifetime(), MinValid: d}
+	if err := e.shortLivedLocked(now, d); err != nil {
 		e.mu.Unlock()
 		return nil, err
 	}
@@ -175,6 +220,29 @@ func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 	return e.await(ctx, c, want)
 }
 
+// shortLivedLocked answers a minimum validity d that the cached token's
+// lifetime could not meet even fresh: TooShortLivedError, without a
+// request, when no recent token lived long enough; else nil, so that the
+// caller fetches, unless a request started within CallerRetryInterval
+// (then ErrShortLivedToken, which asks to retry).
+func (e *entry) shortLivedLocked(now time.Time, d time.Duration) error {
+	if e.tok == nil || d <= e.tok.lifetime() {
+		return nil
+	}
+	if err := e.tooShortLocked(d); err != nil {
+		return err
+	}
+	if e.inflight == nil && now.Sub(e.lastStart) < CallerRetryInterval {
+		return shortLivedError(e.tok.lifetime(), d, e.longestLocked())
+	}
+	return nil
+}
+
+func shortLivedError(lifetime, d, longest time.Duration) error {
+	return fmt.Errorf("%w (valid for %s, min_valid %s; recent tokens lived up to %s)",
+		ErrShortLivedToken, readable(lifetime), readable(d), readable(longest))
+}
+
 // drop ends the entry for reason (kill) and releases the callers waiting
 // for its in-flight request at once with that reason: a removed or
 // reconfigured tenant must not keep them waiting for a request whose
@@ -184,11 +252,7 @@ func (e *entry) drop(reason error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if c := e.inflight; c != nil {
-		select {
-		case <-c.gone:
-		default:
-			close(c.gone)
-		}
+		c.release(reason)
 	}
 }
 
@@ -199,10 +263,7 @@ func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, erro
 		select {
 		case <-c.done: // the answer arrived too: it wins
 		default:
-			e.mu.Lock()
-			err := e.dead
-			e.mu.Unlock()
-			return nil, err
+			return nil, c.why
 		}
 	case <-ctx.Done():
 		select {
@@ -215,7 +276,10 @@ func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, erro
 		return nil, c.err
 	}
 	if d := want.resolve(c.tok); !c.tok.validFor(e.b.clock.Now(), d) {
-		return nil, &TooShortLivedError{Lifetime: c.tok.lifetime(), MinValid: d}
+		if d > c.longest {
+			return nil, &TooShortLivedError{Lifetime: c.longest, MinValid: d}
+		}
+		return nil, shortLivedError(c.tok.lifetime(), d, c.longest)
 	}
 	return c.tok, nil
 }

@@ -11,8 +11,10 @@ var (
 	ErrUnknownTenant = errors.New("broker: unknown tenant")
 	// ErrTenantRemoved ends a watch whose tenant was removed.
 	ErrTenantRemoved = errors.New("broker: tenant removed")
-	// ErrTenantChanged ends a watch whose tenant was reconfigured; watching
-	// again serves the new configuration.
+	// ErrTenantChanged ends a watch whose tenant's identity changed (see
+	// SetTenants); watching again serves the new configuration. It also
+	// releases the callers waiting for a request that a credential change
+	// superseded; asking again joins the new credentials' request.
 	ErrTenantChanged = errors.New("broker: tenant reconfigured")
 	// ErrClosed: the broker is shutting down.
 	ErrClosed = errors.New("broker: shutting down")
@@ -25,15 +27,21 @@ var (
 	// holds as many scope sets as allowed and none can be evicted.
 	ErrTooManyScopeSets = errors.New("broker: too many scope sets")
 	// ErrNewScopeSetsTooFast: the caller (WithOwner) created new scope sets
-	// faster than Config.NewScopeSetsPerSecond allows. Scope sets that
+	// faster than Config.Limits.NewScopeSetsPerSecond allows. Scope sets that
 	// exist are never limited.
 	ErrNewScopeSetsTooFast = errors.New("broker: creating new scope sets too fast; reuse scope sets or retry in a second")
+	// ErrShortLivedToken: the identity provider's latest token does not
+	// stay valid for the requested minimum, though a recent one would
+	// have (see TooShortLivedError for a minimum it never meets). Asking
+	// again fetches another token, at most once per CallerRetryInterval.
+	ErrShortLivedToken = errors.New("broker: the identity provider's latest token is shorter-lived than the requested minimum validity, unlike recent ones; retry")
 	// ErrInvalidArgument marks errors caused by the request itself.
 	ErrInvalidArgument = errors.New("broker: invalid argument")
 )
 
 // TooShortLivedError reports that even a freshly issued token would not
-// stay valid for the requested minimum.
+// stay valid for the requested minimum: none of the key's last few tokens
+// lived that long (Lifetime is the longest of them).
 type TooShortLivedError struct {
 	Lifetime, MinValid time.Duration
 }

@@ -9,7 +9,7 @@ import (
 
 // fetchQueue runs the identity-provider requests of the tenants of one
 // token endpoint host, at most limit at a time (Config.
-// MaxConcurrentFetchesPerHost); the others wait in order, as an entry and
+// Limits.MaxIdPRequestsPerHost); the others wait in order, as an entry and
 // its call, without a goroutine. A broker starting ten thousand tenants
 // so runs a few hundred goroutines, not ten thousand whose stacks and
 // descriptors the runtime would keep after they end. A request's timeout
@@ -34,7 +34,7 @@ func (b *Broker) queueLocked(tokenURL string) *fetchQueue {
 	}
 	q := b.queues[host]
 	if q == nil {
-		q = &fetchQueue{q: queue.New[struct{}](b.cfg.MaxConcurrentFetchesPerHost, 0, func(f queuedFetch) {
+		q = &fetchQueue{q: queue.New[struct{}](b.cfg.Limits.MaxIdPRequestsPerHost, 0, func(f queuedFetch) {
 			f.e.run(f.c, f.deadline, f.timeout)
 		})}
 		if b.queues == nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -60,14 +61,14 @@ func hostTenants(n int, f broker.Fetcher) []broker.Tenant {
 }
 
 // TestFetchesPerHostQueueWithoutGoroutines: tenants of one host fetch at
-// most MaxConcurrentFetchesPerHost at a time, the others wait in order
+// most Limits.MaxIdPRequestsPerHost at a time, the others wait in order
 // without a goroutine each, and every tenant gets its token.
 func TestFetchesPerHostQueueWithoutGoroutines(t *testing.T) {
 	const bound, n = 3, 200
 	f := newHeldFetcher()
 	before := runtime.NumGoroutine()
 	ready := make(chan string, n)
-	b, err := broker.New(broker.Config{Tenants: hostTenants(n, f), MaxConcurrentFetchesPerHost: bound,
+	b, err := broker.New(broker.Config{Tenants: hostTenants(n, f), Limits: limits.Limits{MaxIdPRequestsPerHost: bound},
 		OnTenantHealth: func(name string, serving bool) {
 			if serving {
 				ready <- name
@@ -103,7 +104,7 @@ func TestFetchesPerHostQueueWithoutGoroutines(t *testing.T) {
 // instead of taking one timeout per request in turn.
 func TestQueuedFetchTimeoutCountsFromQueueing(t *testing.T) {
 	f := newHeldFetcher() // never released: the host hangs
-	b, err := broker.New(broker.Config{Tenants: hostTenants(2, f), MaxConcurrentFetchesPerHost: 1, FetchTimeout: 300 * time.Millisecond})
+	b, err := broker.New(broker.Config{Tenants: hostTenants(2, f), Limits: limits.Limits{MaxIdPRequestsPerHost: 1}, FetchTimeout: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestQueuedFetchTimeoutCountsFromQueueing(t *testing.T) {
 // request waits for a slot sends no request.
 func TestQueuedFetchOfRemovedTenantIsNotSent(t *testing.T) {
 	f := newHeldFetcher()
-	b, err := broker.New(broker.Config{Tenants: hostTenants(2, f), MaxConcurrentFetchesPerHost: 1})
+	b, err := broker.New(broker.Config{Tenants: hostTenants(2, f), Limits: limits.Limits{MaxIdPRequestsPerHost: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,14 +83,14 @@ func (b *Broker) key(tenantName string, scopes []string, owner string) (*entry, 
 // keeps all its sets watched, can lock the others out. Only sets that are
 // not watched and not being fetched are evicted; default sets never are.
 func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
-	budget := b.cfg.MaxScopeSetsPerTenant - 1 // the default set is always there
+	budget := b.cfg.Limits.MaxScopeSetsPerTenant - 1 // the default set is always there
 	if share := max(1, budget/2); owner != "" && t.owned[owner] >= share {
 		if !b.evictLRULocked(t, func(e *entry) bool { return e.owner == owner }) {
 			return fmt.Errorf("%w: caller %q already holds %d of tenant %q's scope sets, its share; request fewer distinct scope sets",
 				ErrTooManyScopeSets, owner, t.owned[owner], t.spec.Name)
 		}
 	}
-	if 1+len(t.keys) >= b.cfg.MaxScopeSetsPerTenant { // the default counts
+	if 1+len(t.keys) >= b.cfg.Limits.MaxScopeSetsPerTenant { // the default counts
 		owners := make([]string, 0, len(t.owned))
 		for o := range t.owned {
 			owners = append(owners, o)
@@ -104,11 +104,11 @@ func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
 		}
 		if !evicted {
 			return fmt.Errorf("%w: tenant %q already has %d in use; request fewer distinct scope sets",
-				ErrTooManyScopeSets, t.spec.Name, b.cfg.MaxScopeSetsPerTenant)
+				ErrTooManyScopeSets, t.spec.Name, b.cfg.Limits.MaxScopeSetsPerTenant)
 		}
 	}
-	if b.nsets >= b.cfg.MaxScopeSets && !b.evictLRULocked(nil, nil) {
-		return fmt.Errorf("%w: the broker already holds %d", ErrTooManyScopeSets, b.cfg.MaxScopeSets)
+	if b.nsets >= b.cfg.Limits.MaxScopeSets && !b.evictLRULocked(nil, nil) {
+		return fmt.Errorf("%w: the broker already holds %d", ErrTooManyScopeSets, b.cfg.Limits.MaxScopeSets)
 	}
 	return nil
 }
@@ -129,6 +129,7 @@ func (b *Broker) newEntryLocked(t *tenant, scopes []string, owner string) *entry
 		b: b, t: t, scopes: scopes, isDefault: scopes == nil, owner: owner,
 		subs:     map[*Watch]struct{}{},
 		lastUsed: b.clock.Now(),
+		grace:    t.grace, // a scope set new since a credential change gets its grace too
 	}
 	if !e.isDefault {
 		if t.keys == nil {

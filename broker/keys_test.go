@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
 func TestScopeSetLimits(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 3}) // default key + 2
+	e := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSetsPerTenant: 3}}) // default key + 2
 	var watches []*broker.Watch
 	for _, s := range []string{"a", "b"} {
 		w, err := e.broker.Watch("acme", []string{s})
@@ -88,7 +89,7 @@ func TestBadInput(t *testing.T) {
 // NewScopeSetsPerSecond after its burst (issue D4); existing sets, other
 // owners and the embedding program (no owner) are not limited.
 func TestNewScopeSetRate(t *testing.T) {
-	e := newEnv(t, broker.Config{NewScopeSetsPerSecond: 2, NewScopeSetBurst: 3, MaxScopeSetsPerTenant: 1000})
+	e := newEnv(t, broker.Config{Limits: limits.Limits{NewScopeSetsPerSecond: 2, NewScopeSetBurst: 3, MaxScopeSetsPerTenant: 1000}})
 	mallory := broker.WithOwner(t.Context(), "mallory")
 	get := func(ctx context.Context, scope string) error {
 		_, err := e.broker.Token(ctx, "acme", []string{scope}, 0)
@@ -134,7 +135,7 @@ func TestNewScopeSetRate(t *testing.T) {
 
 // TestNewScopeSetRateOff: a negative rate disables the limit.
 func TestNewScopeSetRateOff(t *testing.T) {
-	e := newEnv(t, broker.Config{NewScopeSetsPerSecond: -1, MaxScopeSetsPerTenant: 1000})
+	e := newEnv(t, broker.Config{Limits: limits.Limits{NewScopeSetsPerSecond: -1, MaxScopeSetsPerTenant: 1000}})
 	ctx := broker.WithOwner(t.Context(), "bulk")
 	for i := range 60 {
 		if _, err := e.broker.Token(ctx, "acme", []string{fmt.Sprint("s", i)}, 0); err != nil {

@@ -13,10 +13,8 @@ import (
 
 // Defaults of Config.
 const (
-	defaultFetchTimeout          = 10 * time.Second
-	defaultMaxScopeSetsPerTenant = 64
-	defaultMaxScopeSets          = 4096
-	defaultIdleTimeout           = time.Hour
+	defaultFetchTimeout = 10 * time.Second
+	defaultIdleTimeout  = time.Hour
 )
 
 // New returns a Broker serving cfg.Tenants and starts fetching every
@@ -32,26 +30,12 @@ func New(cfg Config) (*Broker, error) {
 	if cfg.FetchTimeout <= 0 {
 		cfg.FetchTimeout = defaultFetchTimeout
 	}
-	if cfg.MaxScopeSetsPerTenant <= 0 {
-		cfg.MaxScopeSetsPerTenant = defaultMaxScopeSetsPerTenant
-	}
-	if cfg.MaxScopeSets <= 0 {
-		cfg.MaxScopeSets = defaultMaxScopeSets
-	}
-	if cfg.NewScopeSetsPerSecond == 0 {
-		cfg.NewScopeSetsPerSecond = DefaultNewScopeSetsPerSecond
-	}
-	if cfg.NewScopeSetBurst <= 0 {
-		cfg.NewScopeSetBurst = DefaultNewScopeSetBurst
-	}
-	if cfg.MaxConcurrentFetchesPerHost <= 0 {
-		cfg.MaxConcurrentFetchesPerHost = upstream.DefaultMaxConcurrentPerHost
-	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = defaultIdleTimeout
 	}
 	b := &Broker{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, tenants: map[string]*tenant{}, stopped: make(chan struct{})}
-	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient, MaxConcurrentPerHost: cfg.MaxConcurrentFetchesPerHost})
+	b.pools = upstream.NewPools(upstream.PoolsConfig{HTTPClient: cfg.HTTPClient})
 	b.base, b.cancel = context.WithCancel(context.Background())
 	if err := b.SetTenants(cfg.Tenants); err != nil {
 		_ = b.Close() // nothing has started that could fail to stop

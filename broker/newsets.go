@@ -7,12 +7,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Defaults of Config.NewScopeSetsPerSecond and NewScopeSetBurst.
-const (
-	DefaultNewScopeSetsPerSecond = 5
-	DefaultNewScopeSetBurst      = 50
-)
-
 // maxOwnerBuckets bounds the per-owner buckets of new scope sets. Owners
 // are the server's configured callers (and "loopback"); past the bound,
 // full buckets, which are as good as new, are dropped first.
@@ -24,7 +18,7 @@ const maxOwnerBuckets = 1 << 14
 // rate into the IdP's. Requests without an owner (the embedding program)
 // are not limited. b.mu must be held.
 func (b *Broker) allowNewSetLocked(owner string) error {
-	if owner == "" || b.cfg.NewScopeSetsPerSecond < 0 {
+	if owner == "" || b.cfg.Limits.NewScopeSetsPerSecond < 0 {
 		return nil
 	}
 	now := b.clock.Now()
@@ -39,12 +33,12 @@ func (b *Broker) allowNewSetLocked(owner string) error {
 		if b.newSets == nil {
 			b.newSets = map[string]*rate.Limiter{}
 		}
-		lim = rate.NewLimiter(rate.Limit(b.cfg.NewScopeSetsPerSecond), b.cfg.NewScopeSetBurst)
+		lim = rate.NewLimiter(rate.Limit(b.cfg.Limits.NewScopeSetsPerSecond), b.cfg.Limits.NewScopeSetBurst)
 		b.newSets[owner] = lim
 	}
 	if !lim.AllowN(now, 1) {
 		return fmt.Errorf("%w (caller %q: at most %g new scope sets per second, burst %d)",
-			ErrNewScopeSetsTooFast, owner, b.cfg.NewScopeSetsPerSecond, b.cfg.NewScopeSetBurst)
+			ErrNewScopeSetsTooFast, owner, b.cfg.Limits.NewScopeSetsPerSecond, b.cfg.Limits.NewScopeSetBurst)
 	}
 	return nil
 }

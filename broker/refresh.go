@@ -42,6 +42,46 @@ func (e *entry) retryPermanent() {
 	}
 }
 
+// rotate moves the key to its tenant's new credentials (SetTenants).
+// The cached token keeps serving until they obtain one or it expires. A
+// request in flight with the old credentials is superseded: its waiters
+// are released with ErrTenantChanged and its answer is ignored. The new
+// credentials are tried at once (after a Retry-After), and for
+// CredentialGrace an invalid_client is retried within seconds.
+func (e *entry) rotate() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead != nil {
+		return
+	}
+	now := e.b.clock.Now()
+	if c := e.inflight; c != nil {
+		c.release(ErrTenantChanged)
+		e.inflight = nil
+	}
+	e.bo, e.permanent, e.noAnswer, e.reloadAt = nil, false, false, time.Time{}
+	e.grace = latest(now, e.hold).Add(CredentialGrace)
+	if now.Before(e.hold) {
+		e.retryAt = e.hold
+		e.scheduleLocked(now, e.hold)
+		return
+	}
+	e.startLocked()
+}
+
+// demandLocked starts the attempt that a new watcher of a key without a
+// valid token asks for, or schedules it (nextAttemptLocked).
+func (e *entry) demandLocked(now time.Time) {
+	at := e.nextAttemptLocked(now)
+	if !now.Before(at) {
+		e.startLocked()
+		return
+	}
+	if e.timer == nil || at.Before(e.next) {
+		e.scheduleLocked(now, at)
+	}
+}
+
 func latest(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -92,15 +132,15 @@ func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
 	e.mu.Lock()
-	dead := e.dead
+	live := e.dead == nil && e.inflight == c
 	e.mu.Unlock()
 	var g upstream.Grant
 	var err error
 	var expired bool
 	start, began := b.clock.Now(), time.Now()
-	if dead == nil { // else dropped while queued: no request
+	if live { // else dropped or superseded while queued: no request
 		ctx, cancel := context.WithDeadline(b.base, deadline)
-		g, err = e.t.fetcher.Fetch(ctx, e.requestScopes())
+		g, err = (*e.t.fetcher.Load()).Fetch(ctx, e.requestScopes())
 		expired = err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
 	}
@@ -116,10 +156,17 @@ func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	e.mu.Lock()
 	defer close(c.done) // after the unlock below: waiters see the new state
 	defer e.mu.Unlock()
-	e.inflight = nil
 	now := b.clock.Now()
-	if e.dead != nil {
+	superseded := e.inflight != c // by a credential change (rotate)
+	if !superseded {
+		e.inflight = nil
+	}
+	switch {
+	case e.dead != nil:
 		c.err = e.dead
+		return
+	case superseded:
+		c.err = ErrTenantChanged
 		return
 	}
 	var tok *Token
@@ -129,7 +176,7 @@ func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	if err != nil {
 		c.err = e.failedLocked(now, err, noAnswer)
 	} else {
-		c.tok = tok
+		c.tok, c.longest = tok, e.longestLocked()
 	}
 	e.publishLocked(now)
 }
@@ -178,7 +225,9 @@ func (e *entry) succeededLocked(start, now time.Time, g upstream.Grant) (*Token,
 	e.tok, e.lastErr = tok, nil
 	e.permanent, e.noAnswer = false, false
 	e.bo = nil // a fresh backoff after the next failure
-	e.retryAt, e.hold = time.Time{}, time.Time{}
+	e.retryAt, e.hold, e.grace = time.Time{}, time.Time{}, time.Time{}
+	copy(e.lifetimes[1:], e.lifetimes[:])
+	e.lifetimes[0] = tok.lifetime()
 	e.scheduleLocked(now, refreshAt(start, expiry.Sub(start)))
 	log.Info("token issued", "version", tok.Version, "expiry", tok.Expiry, "expiry_source", source,
 		"fingerprint", tok.sha256[:12], "next_refresh", e.next)
@@ -198,34 +247,75 @@ func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 	}
 	delay := e.bo.NextBackOff()
 	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}
-	var ue *upstream.Error
-	if errors.As(err, &ue) {
-		if ue.Permanent {
-			delay = permanentRetry
-			e.permanent = true
-		}
-		if ue.RetryAfter > delay {
-			delay = min(ue.RetryAfter, maxRetryAfter)
-			e.hold = now.Add(delay)
-		}
-		if ue.RetryAfter > maxRetryAfter && err == error(ue) {
-			// Say the wait that applies, not the one the IdP asked for.
-			cp := *ue
-			cp.RetryAfter = maxRetryAfter
-			err = fmt.Errorf("%w (the identity provider asked for %s; the broker waits at most %s)", &cp, readable(ue.RetryAfter), maxRetryAfter)
-		}
+	inGrace := now.Before(e.grace)
+	if noAnswer || unreachable(err) {
+		// A restarting identity provider may reject clients it has not
+		// registered yet when it answers again.
+		e.grace = now.Add(CredentialGrace)
+	}
+	if ue, ok := errors.AsType[*upstream.Error](err); ok {
+		delay, err = e.answeredLocked(now, err, ue, delay, inGrace)
 	}
 	err = fmt.Errorf("tenant %q: %w", e.t.spec.Name, err)
 	e.lastErr = err
 	e.retryAt = now.Add(delay)
-	wake := e.retryAt
+	at := e.nextAttemptLocked(now)
+	wake := at
 	if e.usableLocked(now, 0) && e.tok.Expiry.Before(wake) {
 		wake = e.tok.Expiry // to report the stale token's expiry on time
 	}
 	e.scheduleLocked(now, wake)
 	e.b.log.Warn("token request failed", "tenant", e.t.spec.Name, "scopes", e.requestScopes(),
-		"state", e.stateLocked(now), "retry_in", delay, "error", err)
+		"state", e.stateLocked(now), "retry_in", at.Sub(now), "error", err)
 	return err
+}
+
+// answeredLocked applies an identity provider's error ue (within err) to
+// the key's next attempt, planned after delay: a permanent error waits
+// permanentRetry, or a few seconds within the credential grace, and a
+// Retry-After holds every attempt. It returns the delay and the error to
+// report.
+func (e *entry) answeredLocked(now time.Time, err error, ue *upstream.Error, delay time.Duration, inGrace bool) (time.Duration, error) {
+	switch {
+	case ue.Permanent && inGrace && credentialRejected(ue):
+		// Right after a credential change or an outage: the IdP may
+		// accept the credentials within seconds. Not permanent yet, for
+		// callers either (UNAVAILABLE, not FAILED_PRECONDITION).
+		delay = min(delay, jitter(CredentialGraceRetryMax*4/5, CredentialGraceRetryMax*6/5))
+		cp := *ue
+		cp.Permanent = false
+		ue = &cp
+		err = fmt.Errorf("%w (retried every few seconds until %s: the credentials changed or the identity provider was unreachable just before)",
+			ue, e.grace.UTC().Format(time.RFC3339))
+	case ue.Permanent:
+		delay = permanentRetry
+		e.permanent = true
+	}
+	if ue.RetryAfter > 0 {
+		// The hold binds every attempt, however short next to the
+		// backoff: early ones, invalidations, reloads.
+		e.hold = now.Add(min(ue.RetryAfter, maxRetryAfter))
+		delay = max(delay, e.hold.Sub(now))
+	}
+	if ue.RetryAfter > maxRetryAfter && err == error(ue) {
+		// Say the wait that applies, not the one the IdP asked for.
+		cp := *ue
+		cp.RetryAfter = maxRetryAfter
+		err = fmt.Errorf("%w (the identity provider asked for %s; the broker waits at most %s)", &cp, readable(ue.RetryAfter), maxRetryAfter)
+	}
+	return delay, err
+}
+
+// unreachable reports a request that got no HTTP answer, or a 5xx.
+func unreachable(err error) bool {
+	var ue *upstream.Error
+	return errors.As(err, &ue) && (ue.StatusCode == 0 && ue.Code == "" || ue.StatusCode >= 500)
+}
+
+// credentialRejected reports an answer that rejects the client's
+// credentials, which a credential change or an IdP restart may explain.
+func credentialRejected(ue *upstream.Error) bool {
+	return ue.Code == "invalid_client" || ue.Code == "unauthorized_client"
 }
 
 func (e *entry) scheduleLocked(now, at time.Time) {
@@ -262,9 +352,9 @@ func (e *entry) onTimer() {
 		return
 	}
 	now := e.b.clock.Now()
-	if now.Before(e.retryAt) {
+	if at := e.nextAttemptLocked(now); now.Before(at) {
 		e.publishLocked(now)
-		e.scheduleLocked(now, e.retryAt)
+		e.scheduleLocked(now, at)
 		return
 	}
 	e.startLocked()

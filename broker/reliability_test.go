@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -53,8 +54,8 @@ func TestVersionsMonotonicAcrossReconfiguration(t *testing.T) {
 // Issue 10.3: a caller's request retries at once (at most every
 // CallerRetryInterval) instead of waiting for the backoff timer.
 func TestRecoveryOnNextCallerRequest(t *testing.T) {
-	e, f, w := faultEnv(t, ptr(faultidp.Garbage()))
-	next(t, w, inState(broker.StateFailing))
+	// Unwatched: a watcher would be demand itself.
+	e, f := unwatchedFaultEnv(t, faultidp.Garbage())
 	for range 5 { // the backoff grows to about 30 s
 		e.step()
 	}
@@ -315,7 +316,7 @@ func TestInvalidateWhileIdPFailsKeepsServing(t *testing.T) {
 
 // Issue 7.6c: one owner cannot take a tenant's scope-set budget.
 func TestScopeSetShares(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 9}) // default + 8: a share is 4
+	e := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSetsPerTenant: 9}}) // default + 8: a share is 4
 	mallory := broker.WithOwner(t.Context(), "mallory")
 	alice := broker.WithOwner(t.Context(), "alice")
 	watch := func(ctx context.Context, scope string) error {
@@ -342,7 +343,7 @@ func TestScopeSetShares(t *testing.T) {
 	}
 
 	// Unwatched sets: an owner churning through many evicts its own.
-	e2 := newEnv(t, broker.Config{MaxScopeSetsPerTenant: 9})
+	e2 := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSetsPerTenant: 9}})
 	kept, err := e2.broker.Token(alice, "acme", []string{"alice"}, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +361,7 @@ func TestScopeSetShares(t *testing.T) {
 
 // Issue 11: tenants' default sets do not count against the global cap.
 func TestGlobalCapIgnoresDefaultSets(t *testing.T) {
-	e := newEnv(t, broker.Config{MaxScopeSets: 1})
+	e := newEnv(t, broker.Config{Limits: limits.Limits{MaxScopeSets: 1}})
 	spec := broker.Tenant{TokenURL: e.idp.TokenURL(), ClientID: e.client.ID, ClientSecret: creds.Secret(e.client.Secret)}
 	var specs []broker.Tenant
 	for _, n := range []string{"acme", "globex", "initech"} {

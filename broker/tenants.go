@@ -53,15 +53,48 @@ func (t Tenant) same(o Tenant) bool {
 		slices.EqualFunc(t.Fallbacks, o.Fallbacks, upstream.Credential.Equal)
 }
 
+// sameClient reports whether o only changes how the same client
+// authenticates: same token endpoint and default scopes, and a client_id
+// in common (a rotation may list the old client among the fallbacks). A
+// new secret, fallback, auth style, CA set or Fetcher qualifies; another
+// client or endpoint is another identity, whose tokens must not be
+// served in its name.
+func (t Tenant) sameClient(o Tenant) bool {
+	return t.Name == o.Name && t.TokenURL == o.TokenURL && slices.Equal(t.Scopes, o.Scopes) &&
+		slices.ContainsFunc(t.clientIDs(), func(id string) bool { return slices.Contains(o.clientIDs(), id) })
+}
+
+func (t Tenant) clientIDs() []string {
+	ids := []string{t.ClientID}
+	for _, f := range t.Fallbacks {
+		ids = append(ids, f.ClientID)
+	}
+	return ids
+}
+
+// setCredentials gives t the credentials of s, a sameClient change:
+// every field but Name, TokenURL and Scopes, which stay the same.
+func (t *tenant) setCredentials(s Tenant, f Fetcher) {
+	t.spec.ClientID, t.spec.ClientSecret, t.spec.Fallbacks = s.ClientID, s.ClientSecret, s.Fallbacks
+	t.spec.AuthStyle, t.spec.RootCAs, t.spec.Fetcher = s.AuthStyle, s.RootCAs, s.Fetcher
+	t.fetcher.Store(&f)
+}
+
 // SetTenants replaces the broker's tenants. New tenants start fetching
 // their default token; removed tenants end their watches with
-// ErrTenantRemoved; reconfigured tenants (credentials, URL or scopes
-// changed) drop their tokens, end their watches with ErrTenantChanged and
-// fetch again at once. Unchanged tenants keep their tokens, but a scope set
-// that failed permanently (invalid_client…) is retried, since the operator
-// may have fixed the client at the identity provider: at once, yet at most
-// once per ReloadRetryInterval per key (see there). Token
-// versions keep increasing across all of this. On error nothing changes.
+// ErrTenantRemoved. A tenant whose credentials changed for the same client
+// (a new secret, fallback, auth style or CA set; see Tenant.sameClient)
+// keeps serving its cached tokens to the same scope sets, and its watches,
+// until the new credentials obtain a token or the cached one expires; each
+// scope set tries them at once (see CredentialGrace for invalid_client).
+// A tenant whose identity changed (token URL, default scopes, or a
+// client_id with none in common) drops its tokens, ends its watches with
+// ErrTenantChanged and fetches again at once. Unchanged tenants keep their
+// tokens, but a scope set that failed permanently (invalid_client…) is
+// retried, since the operator may have fixed the client at the identity
+// provider: at once, yet at most once per ReloadRetryInterval per key (see
+// there). No request is made during a Retry-After. Token versions keep
+// increasing across all of this. On error nothing changes.
 func (b *Broker) SetTenants(specs []Tenant) error {
 	next := map[string]Tenant{}
 	for _, s := range specs {
@@ -78,31 +111,9 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		s.Scopes = slices.Clone(scopes)
 		next[s.Name] = s
 	}
-	fetchers := map[string]Fetcher{}
-	for name, s := range next {
-		if s.Fetcher != nil {
-			fetchers[name] = s.Fetcher
-			continue
-		}
-		// upstream logs only about fallback credentials: a tenant without
-		// them needs no logger of its own.
-		log := b.log
-		if len(s.Fallbacks) > 0 {
-			log = lazyWith(b.log, "tenant", name)
-		}
-		hc, err := b.pools.Client(s.TokenURL, s.RootCAs)
-		if err != nil {
-			return fmt.Errorf("broker: tenant %q: %w", name, err)
-		}
-		c, err := upstream.New(upstream.Config{
-			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
-			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
-			Fallbacks: s.Fallbacks, Logger: log,
-		})
-		if err != nil {
-			return fmt.Errorf("broker: tenant %q: %w", name, err)
-		}
-		fetchers[name] = c
+	fetchers, err := b.fetchers(next)
+	if err != nil {
+		return err
 	}
 
 	b.mu.Lock()
@@ -117,20 +128,30 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		case !keep:
 			b.dropTenantLocked(t, ErrTenantRemoved)
 			b.log.Info("tenant removed", "tenant", name)
-		case !t.spec.same(s):
-			b.dropTenantLocked(t, ErrTenantChanged)
-			changed[name] = true // started again below
-		default:
+		case t.spec.same(s):
 			for e := range t.entries() {
 				e.retryPermanent()
 			}
+		case t.spec.sameClient(s):
+			t.setCredentials(s, fetchers[name])
+			t.grace = b.clock.Now().Add(CredentialGrace)
+			for e := range t.entries() {
+				e.rotate()
+			}
+			b.log.Info("tenant reconfigured", "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes,
+				"tokens", "kept until the new credentials obtain one")
+		default:
+			b.dropTenantLocked(t, ErrTenantChanged)
+			changed[name] = true // started again below
 		}
 	}
 	for name, s := range next {
 		if _, ok := b.tenants[name]; ok {
 			continue
 		}
-		t := &tenant{spec: s, fetcher: fetchers[name], queue: b.queueLocked(s.TokenURL)}
+		t := &tenant{spec: s, queue: b.queueLocked(s.TokenURL)}
+		f := fetchers[name]
+		t.fetcher.Store(&f)
 		b.tenants[name] = t
 		t.def = b.newEntryLocked(t, nil, "")
 		if b.cfg.OnTenantHealth != nil {
@@ -139,13 +160,45 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 		t.def.mu.Lock()
 		t.def.startLocked()
 		t.def.mu.Unlock()
-		msg := "tenant added"
 		if changed[name] {
-			msg = "tenant reconfigured"
+			b.log.Info("tenant reconfigured", "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes,
+				"tokens", "dropped: the client identity changed")
+		} else {
+			b.log.Info("tenant added", "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes)
 		}
-		b.log.Info(msg, "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes)
 	}
 	return nil
+}
+
+// fetchers returns each tenant's Fetcher: its own, or an upstream client.
+func (b *Broker) fetchers(specs map[string]Tenant) (map[string]Fetcher, error) {
+	fetchers := make(map[string]Fetcher, len(specs))
+	for name, s := range specs {
+		if s.Fetcher != nil {
+			fetchers[name] = s.Fetcher
+			continue
+		}
+		// upstream logs only about fallback credentials: a tenant without
+		// them needs no logger of its own.
+		log := b.log
+		if len(s.Fallbacks) > 0 {
+			log = lazyWith(b.log, "tenant", name)
+		}
+		hc, err := b.pools.Client(s.TokenURL, s.RootCAs)
+		if err != nil {
+			return nil, fmt.Errorf("broker: tenant %q: %w", name, err)
+		}
+		c, err := upstream.New(upstream.Config{
+			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
+			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
+			Fallbacks: s.Fallbacks, Logger: log,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("broker: tenant %q: %w", name, err)
+		}
+		fetchers[name] = c
+	}
+	return fetchers, nil
 }
 
 func (b *Broker) dropTenantLocked(t *tenant, reason error) {

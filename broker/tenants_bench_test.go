@@ -15,11 +15,12 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
 var tenantsIdPLatency = flag.Duration("tenants.idplatency", 0, "BenchmarkTenantsIdle: the token endpoint's latency")
 
-var tenantsPerHost = flag.Int("tenants.perhost", 0, "BenchmarkTenantsIdle: MaxConcurrentFetchesPerHost (0: the default)")
+var tenantsPerHost = flag.Int("tenants.perhost", 0, "BenchmarkTenantsIdle: Limits.MaxIdPRequestsPerHost (0: the default)")
 
 var tenantsHeapProfile = flag.String("tenants.heapprofile", "",
 	"BenchmarkTenantsIdle: write a heap profile here while the last broker's tenants are all READY and idle")
@@ -66,7 +67,7 @@ func benchTenantsIdle(b *testing.B, n int) {
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		b.StartTimer()
-		br, err := broker.New(broker.Config{Tenants: specs, MaxConcurrentFetchesPerHost: *tenantsPerHost, OnTenantHealth: func(_ string, serving bool) {
+		br, err := broker.New(broker.Config{Tenants: specs, Limits: limits.Limits{MaxIdPRequestsPerHost: *tenantsPerHost}, OnTenantHealth: func(_ string, serving bool) {
 			if serving && ready.Add(1) == int64(n) {
 				close(all)
 			}

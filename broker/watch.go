@@ -68,8 +68,8 @@ func (e *entry) watch(notify func()) (*Watch, error) {
 		u = e.pub
 	}
 	w.offer(u)
-	if !e.usableLocked(now, 0) && e.inflight == nil && !now.Before(e.retryAt) {
-		e.startLocked()
+	if !e.usableLocked(now, 0) && e.inflight == nil {
+		e.demandLocked(now)
 	}
 	return w, nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -78,7 +78,8 @@ type Config struct {
 	// the broker serves loopback clients only, without authentication.
 	Callers []Caller
 	Audit   Audit
-	Limits  Limits
+	// Limits are the limits section; zero fields mean the defaults.
+	Limits limits.Limits
 	// InsecurePlaintext accepts callers over a plaintext listener on a
 	// non-loopback address (API keys in clear), e.g. behind a proxy.
 	InsecurePlaintext bool
@@ -172,6 +173,11 @@ type Admin struct {
 	// listener. Off by default: profiles show no secrets, but a CPU
 	// profile costs the broker CPU for its duration.
 	Pprof bool
+	// Hosts are the host names, lower-cased and without port, the admin
+	// listener answers to besides IP literals and localhost (admin.hosts);
+	// any other Host header gets 421, so that a web page cannot read it
+	// through DNS rebinding.
+	Hosts []string
 }
 
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING
@@ -180,26 +186,6 @@ type Admin struct {
 type Shutdown struct {
 	Drain   time.Duration
 	Timeout time.Duration
-}
-
-// Limits bound what one caller, and any peer before authentication, may
-// do. Zero values mean the defaults of the server and access control
-// layers (see the README's limits block).
-type Limits struct {
-	RequestsPerSecond   float64
-	Burst               int
-	MaxStreamsPerCaller int
-	MaxScopesPerRequest int
-	MaxMessageBytes     int
-	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast one
-	// caller creates scope sets not yet cached (broker.Config).
-	NewScopeSetsPerSecond float64
-	NewScopeSetBurst      int
-	// MaxIdPRequestsPerHost bounds the concurrent token requests to one
-	// identity-provider host (broker.Config.MaxConcurrentFetchesPerHost);
-	// zero means its default, 128.
-	MaxIdPRequestsPerHost int
-	ConnLimits
 }
 
 // ErrorAt returns a *Error for a problem that a later stage (such as the
@@ -364,11 +350,11 @@ func Load(path string) (*Config, error) {
 
 // MaxFileSize bounds a config file; a larger one is refused unread, as
 // for credentials files. Real configurations are a few kilobytes.
-const MaxFileSize = 1 << 20
+const MaxFileSize = creds.MaxFileSize
 
 // LoadWith is Load with options.
 func LoadWith(path string, o Options) (*Config, error) {
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path) // a FIFO or device is an error, not a read that blocks
 	if err != nil {
 		return nil, fmt.Errorf("config: cannot read config file: %w", err)
 	}

@@ -49,6 +49,7 @@
 //
 //	admin:
 //	  listen: 127.0.0.1:9464          # default; "" disables /healthz, /readyz, /metrics, status page
+//	  hosts: [tokenbroker.monitoring.svc]  # Host names answered besides IP literals and localhost
 //	shutdown:
 //	  drain: 5s                       # serve NOT_SERVING this long after SIGTERM (0s: none)
 //	  timeout: 10s                    # then in-flight calls get this long

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ func TestParseAdminAndShutdown(t *testing.T) {
 		yaml      string
 		admin     string
 		pprof     bool
+		hosts     []string
 		drain     time.Duration
 		timeout   time.Duration
 		wantError string
@@ -30,7 +32,15 @@ func TestParseAdminAndShutdown(t *testing.T) {
 		{name: "disabled", yaml: tenant + "admin:\n  listen: \"\"\n", admin: "", drain: 5 * time.Second, timeout: 10 * time.Second},
 		{name: "empty sections keep defaults", yaml: tenant + "admin: {}\nshutdown: {}\n", admin: "127.0.0.1:9464", drain: 5 * time.Second, timeout: 10 * time.Second},
 		{name: "unknown admin key", yaml: tenant + "admin:\n  address: x\n",
-			wantError: `config: broker.yaml:5: admin: unknown key "address"; allowed keys: listen, pprof`},
+			wantError: `config: broker.yaml:5: admin: unknown key "address"; allowed keys: listen, pprof, hosts`},
+		{name: "hosts", yaml: tenant + "admin:\n  hosts: [TokenBroker.Monitoring.svc, tb-0.tb]\n", admin: "127.0.0.1:9464",
+			hosts: []string{"tokenbroker.monitoring.svc", "tb-0.tb"}, drain: 5 * time.Second, timeout: 10 * time.Second},
+		{name: "hosts not a list", yaml: tenant + "admin:\n  hosts: tb.example\n",
+			wantError: `config: broker.yaml:5: admin.hosts: must be a list of host names, got a string; write e.g. [tokenbroker.monitoring.svc, tokenbroker.example.com]`},
+		{name: "host with port", yaml: tenant + "admin:\n  hosts: [tb.example, \"tb.example:9464\"]\n",
+			wantError: `config: broker.yaml:5: admin.hosts[1]: "tb.example:9464" is not a host name; give the name clients put in the Host header, without scheme, port or wildcard, e.g. tokenbroker.monitoring.svc (IP literals and localhost are always accepted)`},
+		{name: "wildcard host", yaml: tenant + "admin:\n  hosts: [\"*.example\"]\n", wantError: `admin.hosts[0]: "*.example" is not a host name`},
+		{name: "URL host", yaml: tenant + "admin:\n  hosts: [\"http://tb.example\"]\n", wantError: `admin.hosts[0]: "http://tb.example" is not a host name`},
 		{name: "bad admin listen", yaml: tenant + "admin:\n  listen: 9464\n",
 			wantError: `admin.listen: "9464" is not host:port (missing port in address); use e.g. 127.0.0.1:9464`},
 		{name: "bad drain", yaml: tenant + "shutdown:\n  drain: soon\n",
@@ -53,6 +63,9 @@ func TestParseAdminAndShutdown(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !slices.Equal(cfg.Admin.Hosts, tc.hosts) {
+				t.Errorf("admin.hosts %q, want %q", cfg.Admin.Hosts, tc.hosts)
 			}
 			if cfg.Admin.Pprof != tc.pprof {
 				t.Errorf("admin.pprof %v, want %v", cfg.Admin.Pprof, tc.pprof)

@@ -1,13 +1,18 @@
 package config
 
 import (
+	"fmt"
+	"regexp"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 )
 
 var (
-	adminKeys    = []string{"listen", "pprof"}
+	adminKeys = []string{"listen", "pprof", "hosts"}
+	// hostNameRE is a DNS name as a Host header carries it, without port.
+	hostNameRE   = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$`)
 	shutdownKeys = []string{"drain", "timeout"}
 )
 
@@ -30,7 +35,33 @@ func (p *parser) admin(e entry) (Admin, error) {
 			return Admin{}, err
 		}
 	}
+	if he, ok := m["hosts"]; ok {
+		if a.Hosts, err = p.adminHosts(he); err != nil {
+			return Admin{}, err
+		}
+	}
 	return a, nil
+}
+
+// adminHosts returns admin.hosts: host names, lower-cased, without port.
+func (p *parser) adminHosts(e entry) ([]string, error) {
+	const example = `[tokenbroker.monitoring.svc, tokenbroker.example.com]`
+	if e.val.Kind != yaml.SequenceNode {
+		return nil, p.errf(e.val, "admin.hosts", "must be a list of host names, got %s; write e.g. %s", kindName(e.val), example)
+	}
+	var out []string
+	for i, n := range e.val.Content {
+		n = resolve(n)
+		f := fmt.Sprintf("admin.hosts[%d]", i)
+		if n.Kind != yaml.ScalarNode || isNull(n) {
+			return nil, p.errf(n, f, "must be a string, got %s", kindName(n))
+		}
+		if !hostNameRE.MatchString(n.Value) || strings.HasSuffix(n.Value, ".") || len(n.Value) > 253 {
+			return nil, p.errf(n, f, "%q is not a host name; give the name clients put in the Host header, without scheme, port or wildcard, e.g. tokenbroker.monitoring.svc (IP literals and localhost are always accepted)", n.Value)
+		}
+		out = append(out, strings.ToLower(n.Value))
+	}
+	return out, nil
 }
 
 func (p *parser) shutdown(e entry) (Shutdown, error) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
-	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -28,52 +27,14 @@ var (
 	idKeys     = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
 	auditKeys  = []string{"path", "fsync"}
 	watchKeys  = []string{"enabled", "interval"}
-	limitKeys  = []string{"requests_per_second", "burst", "max_streams_per_caller", "max_scopes_per_request", "max_message_bytes",
-		"invalidations_per_second", "invalidation_burst", "denials_per_second_per_ip", "denial_burst_per_ip",
-		"max_header_list_bytes", "max_streams_per_connection", "max_connections", "max_connections_per_ip",
-		"max_open_streams_per_ip", "handshake_timeout", "max_connection_idle",
-		"max_streams_per_ip", "max_anonymous_streams_per_ip", "max_streams_per_api_key",
-		"new_scope_sets_per_second", "new_scope_set_burst", "max_idp_requests_per_host"}
+	limitKeys  = limits.Keys()
 )
-
-// ConnLimits bound connections and what a peer may send before it is
-// authenticated; part of Limits. Zero values mean the server's defaults.
-type ConnLimits struct {
-	InvalidationsPerSecond float64
-	InvalidationBurst      int
-	DenialsPerSecondPerIP  float64
-	DenialBurstPerIP       int
-	MaxHeaderListBytes     int
-	MaxStreamsPerConn      int
-	MaxConnections         int
-	MaxConnectionsPerIP    int
-	MaxOpenStreamsPerIP    int
-	// MaxStreamsPerIP, MaxAnonymousStreamsPerIP and MaxStreamsPerAPIKey
-	// cap every open call's stream from its HEADERS: per peer IP with
-	// credentials, per peer IP without, and per API key over all IPs.
-	MaxStreamsPerIP          int
-	MaxAnonymousStreamsPerIP int
-	MaxStreamsPerAPIKey      int
-	HandshakeTimeout         time.Duration
-	MaxConnectionIdle        time.Duration
-}
 
 // Bounds of the limits section.
 const (
-	// MinMessageBytes is the smallest limits.max_message_bytes: a valid
-	// request (32 scopes of 256 bytes) is about 9 KiB.
-	MinMessageBytes = 16 << 10
-	// MaxMessageBytes is the largest limits.max_message_bytes.
-	MaxMessageBytes = 4 << 20
 	// MinReloadInterval is the shortest tls.reload_interval and
 	// watch.interval.
 	MinReloadInterval = time.Second
-	maxLimit          = 1_000_000
-	// MinHeaderListBytes and MaxHeaderListBytes bound
-	// limits.max_header_list_bytes: an API key header and gRPC's own
-	// headers fit in 4 KiB.
-	MinHeaderListBytes = 4 << 10
-	MaxHeaderListBytes = 1 << 20
 )
 
 // boolean returns the value of e, which must be true or false.
@@ -126,10 +87,11 @@ func (p *parser) addFile(path string) {
 	}
 }
 
-// readable checks that the file at path can be opened.
+// readable checks that the file at path is a regular file that can be
+// opened.
 func (p *parser) readable(n *yaml.Node, field, path string) error {
 	p.addFile(path)
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path)
 	if err != nil {
 		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
 			err = pathErr.Err
@@ -193,7 +155,8 @@ func (p *parser) tls(e entry) (*TLS, error) {
 		}
 		if f.key == "key_file" {
 			err = p.secretFile(fe.val, field, *f.dst)
-		} else {
+		}
+		if err == nil {
 			err = p.readable(fe.val, field, *f.dst)
 		}
 		if err != nil {
@@ -290,106 +253,54 @@ func (p *parser) audit(e entry) (Audit, error) {
 	return a, nil
 }
 
-func (p *parser) limits(e entry) (Limits, error) {
+// limits decodes the limits section; limits.Limits declares its keys,
+// defaults and bounds.
+func (p *parser) limits(e entry) (limits.Limits, error) {
 	m, err := p.mapping(e.val, "limits", limitKeys)
 	if err != nil {
-		return Limits{}, err
+		return limits.Limits{}, err
 	}
-	var l Limits
-	floats := []struct {
-		key string
-		dst *float64
-	}{
-		{"requests_per_second", &l.RequestsPerSecond},
-		{"invalidations_per_second", &l.InvalidationsPerSecond},
-		{"denials_per_second_per_ip", &l.DenialsPerSecondPerIP},
-		{"new_scope_sets_per_second", &l.NewScopeSetsPerSecond},
-	}
-	for _, f := range floats {
-		if ne, ok := m[f.key]; ok {
-			if *f.dst, err = p.positive(ne, "limits."+f.key, maxLimit); err != nil {
-				return Limits{}, err
-			}
+	var l limits.Limits
+	keys := make([]string, 0, len(m))
+	for key, ve := range m {
+		keys = append(keys, key)
+		field := "limits." + key
+		switch dst := l.Ptr(key).(type) {
+		case *float64:
+			*dst, err = p.number(ve, field)
+		case *int:
+			*dst, err = p.whole(ve, field)
+		case *time.Duration:
+			*dst, err = p.duration(ve, field, 0, math.MaxInt64)
+		}
+		if err != nil {
+			return limits.Limits{}, err
 		}
 	}
-	durations := []struct {
-		key string
-		dst *time.Duration
-		min time.Duration
-	}{
-		{"handshake_timeout", &l.HandshakeTimeout, 100 * time.Millisecond},
-		{"max_connection_idle", &l.MaxConnectionIdle, time.Second},
-	}
-	for _, f := range durations {
-		if de, ok := m[f.key]; ok {
-			field := "limits." + f.key
-			s, err := p.str(de, field)
-			if err != nil {
-				return Limits{}, err
-			}
-			d, err := time.ParseDuration(s)
-			switch {
-			case err != nil:
-				return Limits{}, p.errf(de.val, field, "%q is not a duration; write e.g. 10s or 5m", s)
-			case d < f.min:
-				return Limits{}, p.errf(de.val, field, "%s is too short; use at least %s", d, f.min)
-			}
-			*f.dst = d
-		}
-	}
-	ints := []struct {
-		key      string
-		dst      *int
-		min, max int
-	}{
-		{"burst", &l.Burst, 1, maxLimit},
-		{"max_streams_per_caller", &l.MaxStreamsPerCaller, 1, maxLimit},
-		{"max_scopes_per_request", &l.MaxScopesPerRequest, 1, names.MaxScopes},
-		{"max_message_bytes", &l.MaxMessageBytes, MinMessageBytes, MaxMessageBytes},
-		{"invalidation_burst", &l.InvalidationBurst, 1, maxLimit},
-		{"denial_burst_per_ip", &l.DenialBurstPerIP, 1, maxLimit},
-		{"max_header_list_bytes", &l.MaxHeaderListBytes, MinHeaderListBytes, MaxHeaderListBytes},
-		{"max_streams_per_connection", &l.MaxStreamsPerConn, 1, maxLimit},
-		{"max_connections", &l.MaxConnections, 1, maxLimit},
-		{"max_connections_per_ip", &l.MaxConnectionsPerIP, 1, maxLimit},
-		{"max_open_streams_per_ip", &l.MaxOpenStreamsPerIP, 1, maxLimit},
-		{"max_streams_per_ip", &l.MaxStreamsPerIP, 1, maxLimit},
-		{"max_anonymous_streams_per_ip", &l.MaxAnonymousStreamsPerIP, 1, maxLimit},
-		{"max_streams_per_api_key", &l.MaxStreamsPerAPIKey, 1, maxLimit},
-		{"new_scope_set_burst", &l.NewScopeSetBurst, 1, maxLimit},
-		{"max_idp_requests_per_host", &l.MaxIdPRequestsPerHost, 1, 10000},
-	}
-	for _, f := range ints {
-		if ie, ok := m[f.key]; ok {
-			if *f.dst, err = p.integer(ie, "limits."+f.key, f.min, f.max); err != nil {
-				return Limits{}, err
-			}
-		}
+	if fe, ok := errors.AsType[*limits.FieldError](l.Validate(keys...)); ok {
+		return limits.Limits{}, p.errf(m[fe.Key].val, "limits."+fe.Key, "%w", fe.Err)
 	}
 	return l, nil
 }
 
-// positive returns a number in (0, max].
-func (p *parser) positive(e entry, field string, max float64) (float64, error) {
+// number returns a number; its bounds are checked by the caller.
+func (p *parser) number(e entry, field string) (float64, error) {
 	tag := e.val.ShortTag()
 	if e.val.Kind != yaml.ScalarNode || tag != "!!int" && tag != "!!float" {
 		return 0, p.errf(e.val, field, "must be a number, got %s", describe(e.val))
 	}
 	f, err := strconv.ParseFloat(strings.ReplaceAll(e.val.Value, "_", ""), 64)
-	if err != nil || math.IsNaN(f) || f <= 0 || f > max {
-		return 0, p.errf(e.val, field, "must be a number greater than 0 and at most %g, got %s", max, e.val.Value)
+	if err != nil || math.IsNaN(f) {
+		return 0, p.errf(e.val, field, "must be a number, got %s", e.val.Value)
 	}
 	return f, nil
 }
 
-// integer returns a whole number in [min, max].
-func (p *parser) integer(e entry, field string, min, max int) (int, error) {
-	if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!int" {
-		return 0, p.errf(e.val, field, "must be a whole number, got %s", describe(e.val))
-	}
+// whole returns a whole number; its bounds are checked by the caller.
+func (p *parser) whole(e entry, field string) (int, error) {
 	var n int
-	if err := e.val.Decode(&n); err != nil || n < min || n > max {
-		return 0, p.errf(e.val, field, "must be from %d to %d, got %s", min, max, e.val.Value)
+	if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!int" || e.val.Decode(&n) != nil {
+		return 0, p.errf(e.val, field, "must be a whole number, got %s", describe(e.val))
 	}
 	return n, nil
 }

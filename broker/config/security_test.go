@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
@@ -158,14 +159,13 @@ insecure_plaintext: true
 	if want := filepath.Join(dir, "audit.log"); cfg.Audit.Path != want {
 		t.Errorf("Audit.Path = %q, want %q", cfg.Audit.Path, want)
 	}
-	wantLimits := config.Limits{RequestsPerSecond: 2.5, Burst: 10, MaxStreamsPerCaller: 3, MaxScopesPerRequest: 4, MaxMessageBytes: 32768,
+	wantLimits := limits.Limits{RequestsPerSecond: 2.5, Burst: 10, MaxStreamsPerCaller: 3, MaxScopesPerRequest: 4, MaxMessageBytes: 32768,
 		NewScopeSetsPerSecond: 2, NewScopeSetBurst: 20, MaxIdPRequestsPerHost: 32,
-		ConnLimits: config.ConnLimits{
-			MaxStreamsPerIP: 64, MaxAnonymousStreamsPerIP: 8, MaxStreamsPerAPIKey: 500,
-			InvalidationsPerSecond: 0.5, InvalidationBurst: 3, DenialsPerSecondPerIP: 2, DenialBurstPerIP: 4,
-			MaxHeaderListBytes: 8192, MaxStreamsPerConn: 50, MaxConnections: 500, MaxConnectionsPerIP: 20,
-			MaxOpenStreamsPerIP: 30, HandshakeTimeout: 3 * time.Second, MaxConnectionIdle: 2 * time.Minute,
-		}}
+		MaxStreamsPerIP: 64, MaxAnonymousStreamsPerIP: 8, MaxStreamsPerAPIKey: 500,
+		InvalidationsPerSecond: 0.5, InvalidationBurst: 3, DenialsPerSecondPerIP: 2, DenialBurstPerIP: 4,
+		MaxHeaderListBytes: 8192, MaxStreamsPerConn: 50, MaxConnections: 500, MaxConnectionsPerIP: 20,
+		MaxOpenStreamsPerIP: 30, HandshakeTimeout: 3 * time.Second, MaxConnectionIdle: 2 * time.Minute,
+	}
 	if cfg.Limits != wantLimits {
 		t.Errorf("Limits = %+v, want %+v", cfg.Limits, wantLimits)
 	}
@@ -179,7 +179,7 @@ func TestParseSecurityDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.TLS != nil || cfg.Callers != nil || cfg.Audit != (config.Audit{}) || cfg.Limits != (config.Limits{}) || cfg.StrictFilePermissions {
+	if cfg.TLS != nil || cfg.Callers != nil || cfg.Audit != (config.Audit{}) || cfg.Limits != (limits.Limits{}) || cfg.StrictFilePermissions {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	cfg, err = config.ParseWith([]byte("audit: {path: '-'}\ntenants:\n  - name: acme\n    credentials_file: acme.json\n"), "broker.yaml", "testdata", config.Options{Now: now})
@@ -426,7 +426,7 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "limits unknown key",
 			yaml: tenant + "limits:\n  rps: 5\n",
-			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: requests_per_second, burst, max_streams_per_caller, max_scopes_per_request, max_message_bytes, invalidations_per_second, invalidation_burst, denials_per_second_per_ip, denial_burst_per_ip, max_header_list_bytes, max_streams_per_connection, max_connections, max_connections_per_ip, max_open_streams_per_ip, handshake_timeout, max_connection_idle, max_streams_per_ip, max_anonymous_streams_per_ip, max_streams_per_api_key, new_scope_sets_per_second, new_scope_set_burst, max_idp_requests_per_host`,
+			want: `config: broker.yaml:5: limits: unknown key "rps"; allowed keys: ` + strings.Join(limits.Keys(), ", "),
 		},
 		{
 			name: "max_header_list_bytes too small",
@@ -436,7 +436,7 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "handshake_timeout not a duration",
 			yaml: tenant + "limits:\n  handshake_timeout: 10\n",
-			want: `config: broker.yaml:5: limits.handshake_timeout: "10" is not a duration; write e.g. 10s or 5m`,
+			want: `config: broker.yaml:5: limits.handshake_timeout: "10" is not a duration; write e.g. 10s or 500ms`,
 		},
 		{
 			name: "insecure_plaintext not a boolean",

@@ -74,13 +74,19 @@ func FromEnv(lookup func(string) (string, bool), opts ...Option) (Client, error)
 	case id == "":
 		return Client{}, fmt.Errorf("credentials: %s is set but %s is not; set both, or set %s to a credentials file",
 			EnvClientSecret, EnvClientID, EnvCredentials)
+	case secretProblem(secret) != "":
+		return Client{}, fmt.Errorf("credentials: %s %s; set it to the client secret", EnvClientSecret, secretProblem(secret))
 	}
 	return Client{ID: id, Secret: Secret(secret), Source: EnvClientID + "/" + EnvClientSecret}, nil
 }
 
 // LoadSecretFile reads a file holding only a client secret. Surrounding
 // whitespace, such as the trailing newline editors add, is removed. An empty
-// file, or one with more than one line, is an error wrapping ErrMalformed.
+// file, one with more than one line, or one that is not UTF-8 text or holds
+// a control character (a NUL, as in /proc/self/environ) is an error
+// wrapping ErrMalformed; a path that is not a regular file (a FIFO, a
+// device) is an error wrapping ErrNotRegular. Every secret file is read
+// here.
 func LoadSecretFile(path string) (Secret, error) {
 	path, err := ExpandHome(path)
 	if err != nil {
@@ -96,6 +102,9 @@ func LoadSecretFile(path string) (Secret, error) {
 		return "", fileErr(path, "", ErrMalformed, "secret file is empty; write the client secret into it")
 	case bytes.ContainsAny(data, "\r\n"):
 		return "", fileErr(path, "", ErrMalformed, "secret file has more than one line; it must hold only the client secret")
+	}
+	if p := secretProblem(string(data)); p != "" {
+		return "", fileErr(path, "", ErrMalformed, "secret file %s; it must hold only the client secret, as text", p)
 	}
 	return Secret(data), nil
 }

@@ -12,8 +12,9 @@ var ErrNoCredentials = errors.New("credentials: none found: set KOGNIC_CREDENTIA
 
 // Kinds of problem with a credentials or secret file, wrapped by *FileError.
 var (
-	// ErrMalformed: the file is not a JSON object, too large, or (for a
-	// secret file) empty or more than one line.
+	// ErrMalformed: the file is not a JSON object, too large, not UTF-8
+	// text, or (for a secret file) empty, more than one line or holding a
+	// control character.
 	ErrMalformed = errors.New("credentials: malformed file")
 	// ErrMissingKey: a required key is absent.
 	ErrMissingKey = errors.New("credentials: missing required key")

@@ -7,15 +7,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
-// maxFileSize bounds how much of a credentials or secret file is read.
-const maxFileSize = 1 << 20
+// MaxFileSize bounds the files the broker is configured with: a
+// credentials, secret, config, CA or TLS file larger than this is refused.
+const MaxFileSize = 1 << 20
 
 // File is a parsed Kognic credentials file, as produced by "Generate
 // Credentials" in the Kognic app.
@@ -57,22 +59,15 @@ func LoadFile(path string, opts ...Option) (*File, error) {
 // Errors are *FileError values; they never quote the client secret or, for
 // invalid JSON, any byte of data.
 func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
+	if !utf8.Valid(data) {
+		return nil, fileErr(name, "", ErrMalformed, "not valid UTF-8 text (e.g. a Latin-1 byte); use the JSON file from \"Generate Credentials\" in the Kognic app")
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
 		return nil, fileErr(name, "", ErrMalformed, "not a JSON object: %s; use the JSON file from \"Generate Credentials\" in the Kognic app", describeJSONError(err))
 	}
-	var missing []string
-	for _, key := range requiredKeys {
-		if _, ok := obj[key]; !ok {
-			missing = append(missing, strconv.Quote(key))
-		}
-	}
-	switch len(missing) {
-	case 0:
-	case 1:
-		return nil, fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required key %s; regenerate the file in the Kognic app or add the key", missing[0])
-	default:
-		return nil, fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required keys %s; regenerate the file in the Kognic app or add the keys", strings.Join(missing, ", "))
+	if err := checkRequired(obj, name); err != nil {
+		return nil, err
 	}
 	f := &File{Path: name}
 	var err error
@@ -88,6 +83,9 @@ func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 		if *field.dst, err = requiredString(obj, name, field.key); err != nil {
 			return nil, err
 		}
+	}
+	if p := secretProblem(f.ClientSecret.Reveal()); p != "" {
+		return nil, fileErr(name, "clientSecret", ErrInvalidValue, "key %q %s; it must be the client secret as text", "clientSecret", p)
 	}
 	if f.UserID, err = userID(obj, name); err != nil {
 		return nil, err
@@ -113,6 +111,23 @@ func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 			f.Expires.Format(time.RFC3339Nano), "expires")
 	}
 	return f, nil
+}
+
+// checkRequired names every required key missing from obj, at once.
+func checkRequired(obj map[string]json.RawMessage, name string) error {
+	var missing []string
+	for _, key := range requiredKeys {
+		if _, ok := obj[key]; !ok {
+			missing = append(missing, strconv.Quote(key))
+		}
+	}
+	switch len(missing) {
+	case 0:
+		return nil
+	case 1:
+		return fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required key %s; regenerate the file in the Kognic app or add the key", missing[0])
+	}
+	return fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required keys %s; regenerate the file in the Kognic app or add the keys", strings.Join(missing, ", "))
 }
 
 // Client returns the client credentials held by f.
@@ -245,19 +260,36 @@ func readHome(path string) (string, []byte, error) {
 	return path, data, err
 }
 
-// readLimited reads at most maxFileSize bytes of path.
+// readLimited reads at most MaxFileSize bytes of the regular file at
+// path (OpenFile: a FIFO or device is an error, not a read that blocks).
 func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := OpenFile(path)
 	if err != nil {
 		return nil, readErr(path, err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, readErr(path, err)
 	}
-	if len(data) > maxFileSize {
-		return nil, fileErr(path, "", ErrMalformed, "file is larger than %d bytes; point to the credentials file itself", maxFileSize)
+	if len(data) > MaxFileSize {
+		return nil, fileErr(path, "", ErrMalformed, "file is larger than %d bytes; point to the credentials file itself", MaxFileSize)
 	}
 	return data, nil
+}
+
+// secretProblem says why s cannot be a client secret, or returns "": it
+// must be UTF-8 text without control characters (a NUL, an escape, a C1
+// code), so that what reaches the IdP is what the operator wrote and not
+// a binary or /proc file.
+func secretProblem(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8 text (e.g. a Latin-1 byte)"
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "holds a NUL or another control character"
+		}
+	}
+	return ""
 }

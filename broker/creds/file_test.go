@@ -265,7 +265,7 @@ func TestLoadFileUnreadable(t *testing.T) {
 
 	dir := t.TempDir()
 	_, err = creds.LoadFile(dir, creds.WithClock(func() time.Time { return now }))
-	if want := "credentials: " + dir + ": cannot read file: is a directory"; err == nil || err.Error() != want {
+	if want := "credentials: " + dir + ": cannot open file: is a directory, not a regular file; point it at the file itself"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
 
@@ -312,9 +312,9 @@ func TestErrorsNeverContainSecret(t *testing.T) {
 	)
 	// JSON syntax errors from encoding/json quote the offending byte; ours
 	// must not quote any byte of the input.
-	malformed := regexp.MustCompile(`^credentials: /etc/x.json: not a JSON object: ` +
-		`(invalid JSON syntax at byte offset \d+|invalid JSON: unexpected end of input at byte offset \d+|found a JSON (array|string|number|bool)|found null); ` +
-		`use the JSON file from "Generate Credentials" in the Kognic app$`)
+	malformed := regexp.MustCompile(`^credentials: /etc/x.json: (not a JSON object: ` +
+		`(invalid JSON syntax at byte offset \d+|invalid JSON: unexpected end of input at byte offset \d+|found a JSON (array|string|number|bool)|found null)|` +
+		`not valid UTF-8 text \(e.g. a Latin-1 byte\)); use the JSON file from "Generate Credentials" in the Kognic app$`)
 	failures := 0
 	for _, in := range inputs {
 		_, err := creds.ParseFile(in, name, creds.WithClock(func() time.Time { return now }))

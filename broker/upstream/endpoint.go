@@ -8,9 +8,10 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // The rules for an identity provider's endpoint: which URLs may receive a
@@ -99,7 +100,7 @@ func RootCAs(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return nil, nil
 	}
-	pem, err := os.ReadFile(caFile)
+	pem, err := creds.ReadFile(caFile, creds.MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: ca_file: %w", err)
 	}

@@ -22,8 +22,9 @@ import (
 
 // Error is a failed token request. Its message is safe to log and to show
 // to callers: it holds no client secret and never the response body, only
-// the HTTP status, a registered OAuth2 error code, a scrubbed and bounded
-// error_description, or a summary (status, content type, length).
+// the HTTP status, a registered OAuth2 error code, an error_description
+// that is short plain text echoing no secret, or a summary (status,
+// content type, length).
 type Error struct {
 	// TokenURL is the endpoint that failed, as RedactURL shows it: no
 	// user info, query or fragment.
@@ -33,9 +34,10 @@ type Error struct {
 	// Code is RFC 6749's error, kept only when it is a registered code
 	// (see RegisteredCodes); otherwise empty.
 	Code string
-	// Description is error_description with every form of the tenant's
-	// secrets removed, control and non-ASCII characters replaced, and
-	// capped at MaxDescription characters. Empty unless Code is set.
+	// Description is error_description if it is plain text (ASCII letters,
+	// digits, spaces and light punctuation, no token-like run, at most
+	// MaxDescription bytes) holding no 8 consecutive characters of a secret
+	// of the client; else "description withheld". Empty unless Code is set.
 	Description string
 	// RedirectHost is the host (with port) of the Location of a 3xx
 	// answer; "" if it had none, or if the host echoed a credential or
@@ -132,10 +134,6 @@ var permanentCodes = map[string]bool{
 	"invalid_scope":       true,
 }
 
-// MaxDescription bounds how many characters of an IdP's
-// error_description are kept.
-const MaxDescription = 200
-
 func (c *Client) classify(ctx context.Context, err error, seen *response) *Error {
 	e := &Error{TokenURL: RedactURL(c.tokenURL)}
 	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil {
@@ -143,14 +141,14 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		if e.isRedirect() {
 			if h := locationHost(re.Response, c.tokenURL); h != "" {
-				e.RedirectHost = c.scrub.host(h)
+				e.RedirectHost = shownHost(c.creds, h)
 				e.hostWithheld = e.RedirectHost == ""
 			}
 			return e
 		}
 		if RegisteredCodes[re.ErrorCode] {
 			e.Code = re.ErrorCode
-			e.Description = c.scrub.description(re.ErrorDescription)
+			e.Description = describe(c.creds, re.ErrorDescription)
 			e.Permanent = permanentCodes[re.ErrorCode]
 			return e
 		}

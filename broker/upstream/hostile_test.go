@@ -12,15 +12,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"unicode/utf8"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
 
-// hostile are the encodings of the issue 7b red team's IdP, which no
-// decoding of the scrubber undoes: plainText or the normalised check must
-// withhold them.
+// hostile are the encodings of the issue 7b red team's IdP: plainText or
+// the normalised echo check must withhold them.
 var hostile = []struct {
 	name string
 	f    func(string) string
@@ -58,7 +56,7 @@ var hostile = []struct {
 		return s
 	}},
 	{"reversed", func(s string) string { r := []rune(s); slices.Reverse(r); return string(r) }},
-	{"rot13", rot13},
+	{"rot13", rot13Case},
 	{"one char at a time", func(s string) string { return strings.Join(strings.Split(s, ""), " ") }},
 	{"zero-width spaced", func(s string) string { return strings.Join(strings.Split(s, ""), "\u200b") }},
 	{"11-char chunks with bars", func(s string) string { return strings.Join(chunks(s, 11), " | ") }},
@@ -73,7 +71,7 @@ func joinBytes(s, format, sep string) string {
 	return strings.Join(parts, sep)
 }
 
-func rot13(s string) string {
+func rot13Case(s string) string {
 	return strings.Map(func(r rune) rune {
 		switch {
 		case 'a' <= r && r <= 'z':
@@ -96,17 +94,17 @@ func chunks(s string, n int) []string {
 	return out
 }
 
-func isWithheld(s string) bool { return s == withheld || s == withheldOpaque }
+func isWithheld(s string) bool { return s == descriptionWithheld }
 
 // Every hostile encoding of the red team's secret (and of id:secret) is
 // withheld.
-func TestScrubberWithholdsHostileEncodings(t *testing.T) {
+func TestDescribeWithholdsHostileEncodings(t *testing.T) {
 	for _, sec := range []string{faultidp.RedTeamSecret, faultidp.NastySecret, "Zr8vQm2LxW4nTk7pYc3H"} {
-		sc := newScrubber([]Credential{{ClientID: "rt7client", ClientSecret: creds.Secret(sec)}})
+		cs := []Credential{{ClientID: "rt7client", ClientSecret: creds.Secret(sec)}}
 		for _, h := range hostile {
 			for _, piece := range []string{sec, "rt7client:" + sec} {
 				text := "Client authentication failed: " + h.f(piece)
-				if got := sc.description(text); !isWithheld(got) {
+				if got := describe(cs, text); !isWithheld(got) {
 					t.Errorf("secret %q through %s as %q: shown as %q", sec, h.name, text, got)
 				}
 			}
@@ -115,9 +113,9 @@ func TestScrubberWithholdsHostileEncodings(t *testing.T) {
 }
 
 // Property: a random piece of a random secret (the whole, or a run with at
-// least normRun letters and digits) through one hostile encoding, inside
+// least textRun letters and digits) through one hostile encoding, inside
 // ordinary words, is withheld.
-func TestScrubberPropertyWithholdsHostileEncodings(t *testing.T) {
+func TestDescribePropertyWithholdsHostileEncodings(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	alphabet := []rune(secretAlphabet)
 	for i := range 2000 {
@@ -125,19 +123,19 @@ func TestScrubberPropertyWithholdsHostileEncodings(t *testing.T) {
 		for j := range secret {
 			secret[j] = alphabet[rng.IntN(len(alphabet))]
 		}
-		sc := newScrubber([]Credential{{ClientID: "client-7", ClientSecret: creds.Secret(string(secret))}})
+		cs := []Credential{{ClientID: "client-7", ClientSecret: creds.Secret(string(secret))}}
 		piece := string(secret)
 		if rng.IntN(2) == 0 {
 			n := 12 + rng.IntN(len(secret)-11)
 			start := rng.IntN(len(secret) - n + 1)
 			piece = string(secret[start : start+n])
 		}
-		if utf8.RuneCountInString(normalise(piece)) < normRun {
+		if len(normalise(piece)) < textRun {
 			continue // too little of the secret to tell from chance (see README)
 		}
 		h := hostile[rng.IntN(len(hostile))]
 		text := []string{"invalid client ", "The secret was ", "got: ", ""}[rng.IntN(4)] + h.f(piece) + []string{"", " rejected", ".", " please retry"}[rng.IntN(4)]
-		if got := sc.description(text); !isWithheld(got) {
+		if got := describe(cs, text); !isWithheld(got) {
 			t.Fatalf("case %d: secret %q piece %q through %s as %q: shown as %q", i, string(secret), piece, h.name, text, got)
 		}
 	}
@@ -145,9 +143,9 @@ func TestScrubberPropertyWithholdsHostileEncodings(t *testing.T) {
 
 // A redirect host split into labels of the secret, or with labels too
 // long for a name, is withheld; ordinary hosts are shown.
-func TestScrubberRedirectHost(t *testing.T) {
+func TestShownRedirectHost(t *testing.T) {
 	const sec = "Zr8vQm2LxW4nTk7pYc3H"
-	sc := newScrubber([]Credential{{ClientID: "cid", ClientSecret: creds.Secret(sec)}})
+	cs := []Credential{{ClientID: "cid", ClientSecret: creds.Secret(sec)}}
 	for _, h := range []string{
 		"zr8vq.m2lxw.4ntk7.pyc3h.evil.example",
 		"zr8vqm2l.idp.example:8443",
@@ -156,12 +154,12 @@ func TestScrubberRedirectHost(t *testing.T) {
 		"a.b.c.d.e.f.g.h.i.example",
 		"mzsgs3tf-ojzw2zlsmnzgk4tb.example",
 	} {
-		if got := sc.host(h); got != "" {
+		if got := shownHost(cs, h); got != "" {
 			t.Errorf("host(%q) = %q, want it withheld", h, got)
 		}
 	}
 	for _, h := range []string{"127.0.0.1:8443", "login.microsoftonline.com", "[::1]:9000", "idp.example.com"} {
-		if got := sc.host(h); got != h {
+		if got := shownHost(cs, h); got != h {
 			t.Errorf("host(%q) = %q, want it shown", h, got)
 		}
 	}

@@ -1,28 +1,22 @@
 package upstream
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"sync"
 	"time"
 )
 
-// DefaultMaxConcurrentPerHost is Pools' default bound on concurrent token
-// requests to one identity-provider host.
-const DefaultMaxConcurrentPerHost = 128
-
 // Pools shares HTTP connection pools among the clients of many tenants:
 // clients of the same scheme and host with the same trusted CAs (the same
 // ca_file contents, or the system roots) share one *http.Transport, so that
 // ten thousand tenants of one identity provider keep a few connections,
-// not ten thousand. Each pool also bounds the concurrent requests to its
-// host (MaxConcurrentPerHost): more wait for a slot, bounded by their
-// context. It is safe for concurrent use. Pools live as long as the Pools:
+// not ten thousand. (The broker bounds the concurrent requests per host.)
+// It is safe for concurrent use. Pools live as long as the Pools:
 // one per distinct (scheme, host, CAs) ever asked for, whose idle
 // connections close after the transport's idle timeout.
 type Pools struct {
@@ -39,12 +33,8 @@ type PoolsConfig struct {
 	// a copy over its own clone of the Transport. Custom roots need its
 	// Transport to be nil or an *http.Transport.
 	HTTPClient *http.Client
-	// MaxConcurrentPerHost bounds the concurrent requests of one pool
-	// (default DefaultMaxConcurrentPerHost).
-	MaxConcurrentPerHost int
 	// Wrap, when set, wraps each pool's transport (after MapTransportErrors,
-	// so it only sees mapped errors; beneath the concurrency bound, so a
-	// request waiting for its turn is not yet in flight), e.g. for tracing.
+	// so it only sees mapped errors), e.g. for tracing.
 	// The layers it adds see each request's URL as RedactURL shows it; the
 	// request sent beneath them keeps its query.
 	Wrap func(http.RoundTripper) http.RoundTripper
@@ -59,9 +49,6 @@ type pool struct {
 
 // NewPools returns Pools configured by cfg.
 func NewPools(cfg PoolsConfig) *Pools {
-	if cfg.MaxConcurrentPerHost <= 0 {
-		cfg.MaxConcurrentPerHost = DefaultMaxConcurrentPerHost
-	}
 	return &Pools{cfg: cfg, by: map[poolKey][]*pool{}}
 }
 
@@ -98,9 +85,9 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 	var rt http.RoundTripper
 	switch t := c.Transport.(type) {
 	case nil:
-		rt = MapTransportErrors(p.tune(http.DefaultTransport.(*http.Transport).Clone(), roots))
+		rt = MapTransportErrors(tune(http.DefaultTransport.(*http.Transport).Clone(), roots))
 	case *http.Transport:
-		rt = MapTransportErrors(p.tune(t.Clone(), roots))
+		rt = MapTransportErrors(tune(t.Clone(), roots))
 	default:
 		if roots != nil {
 			return nil, fmt.Errorf("upstream: root CAs need the HTTP client's Transport to be an *http.Transport, not %T", t)
@@ -110,15 +97,15 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 	if p.cfg.Wrap != nil {
 		rt = redactingTransport{base: p.cfg.Wrap(restoringTransport{base: rt})}
 	}
-	c.Transport = &limitTransport{base: rt, sem: make(chan struct{}, p.cfg.MaxConcurrentPerHost)}
+	c.Transport = &poolTransport{base: rt}
 	return &c, nil
 }
 
-// tune sizes tr's idle pool to the concurrency bound, so that a burst of
-// requests reuses its connections instead of opening new ones each time.
-func (p *Pools) tune(tr *http.Transport, roots *x509.CertPool) *http.Transport {
-	tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, p.cfg.MaxConcurrentPerHost)
-	tr.MaxIdleConns = max(tr.MaxIdleConns, p.cfg.MaxConcurrentPerHost)
+// tune keeps every idle connection of tr, so that a burst of requests
+// reuses them instead of opening new ones: there are no more than the
+// requests in flight, which the broker bounds per host.
+func tune(tr *http.Transport, roots *x509.CertPool) *http.Transport {
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, math.MaxInt
 	if roots != nil {
 		if tr.TLSClientConfig == nil {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -140,14 +127,13 @@ func (p *Pools) CloseIdleConnections() {
 	}
 }
 
-// limitTransport allows at most cap(sem) requests at a time; a slot is
-// held until the response body is closed.
-type limitTransport struct {
+// poolTransport is a pool's transport. It marks a pool's client, whose
+// Clients share their copy of it (see prepared).
+type poolTransport struct {
 	base http.RoundTripper
-	sem  chan struct{}
 
 	mu      sync.Mutex
-	clients map[preparedKey]*http.Client // see prepared
+	clients map[preparedKey]*http.Client
 }
 
 type preparedKey struct {
@@ -158,7 +144,7 @@ type preparedKey struct {
 // prepared is prepare(base, userAgent), made once per pool client and user
 // agent: a broker's thousands of tenants of one host then share one copy
 // instead of holding one each.
-func (t *limitTransport) prepared(base *http.Client, userAgent string) *http.Client {
+func (t *poolTransport) prepared(base *http.Client, userAgent string) *http.Client {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := preparedKey{base, userAgent}
@@ -173,64 +159,12 @@ func (t *limitTransport) prepared(base *http.Client, userAgent string) *http.Cli
 	return hc
 }
 
-// slotKey marks a context whose fetch already holds its slot (Client.Fetch).
-type slotKey struct{}
-
-// hold takes a slot for a whole fetch, all its credential attempts.
-func (t *limitTransport) hold(ctx context.Context) (release func(), err error) {
-	if err := acquire(ctx, t.sem); err != nil {
-		return nil, fmt.Errorf("upstream: waiting for one of %d request slots: %w", cap(t.sem), err)
-	}
-	return func() { <-t.sem }, nil
+func (t *poolTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.base.RoundTrip(r)
 }
 
-func (t *limitTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if held, _ := r.Context().Value(slotKey{}).(bool); held {
-		return t.base.RoundTrip(r)
-	}
-	if err := acquire(r.Context(), t.sem); err != nil {
-		if r.Body != nil {
-			_ = r.Body.Close()
-		}
-		return nil, fmt.Errorf("upstream: waiting for one of %d request slots for %s: %w", cap(t.sem), r.URL.Host, err)
-	}
-	resp, err := t.base.RoundTrip(r)
-	if err != nil || resp == nil || resp.Body == nil {
-		<-t.sem
-		return resp, err
-	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, release: func() { <-t.sem }}
-	return resp, nil
-}
-
-func (t *limitTransport) CloseIdleConnections() {
+func (t *poolTransport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
-}
-
-func acquire(ctx context.Context, sem chan struct{}) error {
-	select {
-	case sem <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-type releasingBody struct {
-	io.ReadCloser
-	once    sync.Once
-	release func()
-}
-
-func (b *releasingBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.release)
-	return err
 }

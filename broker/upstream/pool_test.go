@@ -1,23 +1,19 @@
 package upstream
 
 import (
-	"context"
 	"crypto/x509"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 func TestPoolsShareByHostAndCAs(t *testing.T) {
-	p := NewPools(PoolsConfig{MaxConcurrentPerHost: 4})
+	p := NewPools(PoolsConfig{})
 	a, err := p.Client("http://127.0.0.1:1/token", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -39,65 +35,17 @@ func TestPoolsShareByHostAndCAs(t *testing.T) {
 	if d != e {
 		t.Error("equal CA sets got different pools; tenants with the same ca_file must share one")
 	}
-	if _, err := NewPools(PoolsConfig{HTTPClient: &http.Client{Transport: roundTripFunc(nil)}, MaxConcurrentPerHost: 1}).Client("https://127.0.0.1:1/", roots1); err == nil {
+	if _, err := NewPools(PoolsConfig{HTTPClient: &http.Client{Transport: roundTripFunc(nil)}}).Client("https://127.0.0.1:1/", roots1); err == nil {
 		t.Error("custom CAs over a non-*http.Transport: want an error")
 	}
 }
 
-func TestPoolsBoundConcurrentFetchesPerHost(t *testing.T) {
-	const bound, fetches = 3, 12
-	var inflight, peak atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := inflight.Add(1)
-		defer inflight.Add(-1)
-		for pk := peak.Load(); n > pk && !peak.CompareAndSwap(pk, n); pk = peak.Load() {
-		}
-		time.Sleep(20 * time.Millisecond) // overlap the requests
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"access_token":"tok","token_type":"Bearer","expires_in":3600}`))
-	}))
-	defer srv.Close()
-	pools := NewPools(PoolsConfig{MaxConcurrentPerHost: bound})
-	hc, err := pools.Client(srv.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for i := range fetches {
-		c, err := New(Config{TokenURL: srv.URL, ClientID: "c" + string(rune('a'+i)), ClientSecret: creds.Secret("s"), HTTPClient: hc})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			if _, err := c.Fetch(t.Context(), nil); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if got := peak.Load(); got > bound || got < 2 {
-		t.Errorf("peak concurrent requests to the host = %d; want at most %d (and some overlap)", got, bound)
-	}
-	// A fetch that cannot get a slot ends with its context.
-	slots := hc.Transport.(*limitTransport)
-	for range bound {
-		slots.sem <- struct{}{}
-	}
-	c, _ := New(Config{TokenURL: srv.URL, ClientID: "x", ClientSecret: creds.Secret("s"), HTTPClient: hc})
-	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := c.Fetch(ctx, nil); err == nil {
-		t.Error("fetch with every slot taken and an ending context: want an error")
-	}
-}
-
 // TestPoolsWrapSeesMappedErrors: a wrapping layer (tracing) sits over
-// MapTransportErrors, so it never sees transport text, and beneath the
-// concurrency bound, which Fetch still finds.
+// MapTransportErrors, so it never sees transport text.
 func TestPoolsWrapSeesMappedErrors(t *testing.T) {
 	var seen []error
 	var mu sync.Mutex
-	p := NewPools(PoolsConfig{MaxConcurrentPerHost: 2, Wrap: func(rt http.RoundTripper) http.RoundTripper {
+	p := NewPools(PoolsConfig{Wrap: func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 			resp, err := rt.RoundTrip(r)
 			mu.Lock()
@@ -109,9 +57,6 @@ func TestPoolsWrapSeesMappedErrors(t *testing.T) {
 	hc, err := p.Client("http://127.0.0.1:1/token", nil) // nothing listens on port 1
 	if err != nil {
 		t.Fatal(err)
-	}
-	if _, ok := hc.Transport.(*limitTransport); !ok {
-		t.Fatalf("outermost transport is %T, want the pool's concurrency bound", hc.Transport)
 	}
 	c, err := New(Config{TokenURL: "http://127.0.0.1:1/token", ClientID: "cid", ClientSecret: creds.Secret("s3cr3t-value"), HTTPClient: hc})
 	if err != nil {

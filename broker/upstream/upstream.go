@@ -6,7 +6,8 @@
 // caller's context, redirects are never followed (a 3xx is an error naming
 // the status and the Location host), and errors never carry a client
 // secret or the response body: only the HTTP status, a registered OAuth2
-// error code and a scrubbed, bounded error_description.
+// error code and an error_description that is short plain text echoing no
+// secret.
 package upstream
 
 import (
@@ -87,10 +88,8 @@ type Client struct {
 	style    oauth2.AuthStyle
 	creds    []Credential
 	current  atomic.Int32 // index into creds of the one to try first
-	scrub    *lazyScrubber
 	http     *http.Client
 	log      *slog.Logger
-	slots    *limitTransport // the shared pool's request bound, if from Pools
 }
 
 // Grant is a token endpoint's successful answer.
@@ -151,10 +150,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("upstream: unknown auth style %d", style)
 	}
 	var hc *http.Client
-	slots, _ := transportOf(cfg.HTTPClient).(*limitTransport)
-	if slots != nil {
-		// The clients of one pool share their copy of its client.
-		hc = slots.prepared(cfg.HTTPClient, cfg.UserAgent)
+	if pt, ok := transportOf(cfg.HTTPClient).(*poolTransport); ok {
+		hc = pt.prepared(cfg.HTTPClient, cfg.UserAgent) // shared by the pool's clients
 	} else {
 		hc = prepare(cfg.HTTPClient, cfg.UserAgent)
 	}
@@ -166,10 +163,8 @@ func New(cfg Config) (*Client, error) {
 		tokenURL: cfg.TokenURL,
 		style:    style,
 		creds:    creds,
-		scrub:    &lazyScrubber{creds: creds},
 		http:     hc,
 		log:      log,
-		slots:    slots,
 	}, nil
 }
 
@@ -204,17 +199,6 @@ func prepare(base *http.Client, userAgent string) *http.Client {
 // invalid_client answer makes it try the others in order, at most one
 // request per credential.
 func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
-	if c.slots != nil {
-		// Wait for the host's slot here, before the HTTP stack: a waiting
-		// fetch then holds a goroutine with a small stack, which matters
-		// when thousands of tenants start at once.
-		release, err := c.slots.hold(ctx)
-		if err != nil {
-			return Grant{}, &Error{TokenURL: RedactURL(c.tokenURL), Err: err}
-		}
-		defer release()
-		ctx = context.WithValue(ctx, slotKey{}, true)
-	}
 	first := int(c.current.Load())
 	var lastErr *Error
 	for n := range len(c.creds) {
@@ -273,14 +257,11 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 	switch {
 	case !isB64Token(tok.AccessToken):
 		return Grant{}, c.invalid(&seen, "whose access_token is not an RFC 6750 token (b64token: letters, digits, -._~+/ and trailing =)")
-	case newEchoIndex(c.creds).token(tok.AccessToken):
+	case tokenEchoes(c.creds, tok.AccessToken):
 		return Grant{}, c.invalid(&seen, "whose access_token echoes the client credentials")
 	}
 	tt, ok := tokenType(tok.TokenType)
-	if ok && !wellKnownTypes[tt] && c.scrub.echoes(tt) {
-		ok = false // a name, but one made of the secret
-	}
-	if !ok {
+	if !ok || echoes(c.creds, tt) { // not a name, or one made of the secret
 		return Grant{}, c.invalid(&seen, "with an invalid token_type")
 	}
 	g := Grant{
@@ -320,10 +301,6 @@ func isB64Token(s string) bool {
 // tokenTypeSyntax is a token type name as RFC 6749 §7.1 and §11.1 use
 // them ("Bearer", "DPoP", "N_A", "urn"-free short names), bounded.
 var tokenTypeSyntax = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,31}$`)
-
-// wellKnownTypes need no check against the secrets (which would build
-// the client's scrubber on every success).
-var wellKnownTypes = map[string]bool{"Bearer": true, "DPoP": true, "MAC": true, "N_A": true}
 
 // tokenType returns the response's token_type ("Bearer" when absent, the
 // RFC 6750 default), with the case of the well-known types normalised;

@@ -60,7 +60,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer func() { signal.Stop(hup); close(hup) }()
 	go func() {
 		for range hup {
-			if err := d.Reread(); err != nil {
+			// A refusal (daemon.ErrLowersSecurity) was logged by the daemon.
+			if err := d.Reread(); err != nil && !errors.Is(err, daemon.ErrLowersSecurity) {
 				log.Error("config reload failed; keeping the running configuration", "error", err)
 			}
 		}

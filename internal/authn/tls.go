@@ -9,11 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/credentials"
+
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // TLSFiles names the files of the broker's TLS listener.
@@ -64,22 +65,23 @@ func NewReloader(files TLSFiles, log *slog.Logger) (*Reloader, error) {
 	return r, nil
 }
 
-// Reload reads the files and, if their contents changed since the last
-// successful load, parses and installs them. On error the previous
+// Reload reads the files (regular files only: a FIFO or device is an
+// error, never a read that blocks) and, if their contents changed since
+// the last successful load, parses and installs them. On error the previous
 // certificate stays in use. changed reports whether a new one was
 // installed.
 func (r *Reloader) Reload() (changed bool, err error) {
-	certPEM, err := os.ReadFile(r.files.CertFile)
+	certPEM, err := creds.ReadFile(r.files.CertFile, creds.MaxFileSize)
 	if err != nil {
 		return false, fmt.Errorf("authn: read tls.cert_file: %w", err)
 	}
-	keyPEM, err := os.ReadFile(r.files.KeyFile)
+	keyPEM, err := creds.ReadFile(r.files.KeyFile, creds.MaxFileSize)
 	if err != nil {
 		return false, fmt.Errorf("authn: read tls.key_file: %w", err)
 	}
 	var caPEM []byte
 	if r.files.ClientCAFile != "" {
-		if caPEM, err = os.ReadFile(r.files.ClientCAFile); err != nil {
+		if caPEM, err = creds.ReadFile(r.files.ClientCAFile, creds.MaxFileSize); err != nil {
 			return false, fmt.Errorf("authn: read tls.client_ca_file: %w", err)
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -16,6 +18,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/statuspage"
@@ -110,13 +114,14 @@ const (
 	adminMaxConnsPerIP = 8
 )
 
-// newAdmin opens the admin listener on addr.
-func newAdmin(addr string, pprof bool, m *metrics, src StatusSource, serving func() bool, version string, log *slog.Logger) (*adminServer, error) {
-	lis, err := net.Listen("tcp", addr)
+// newAdmin opens the admin listener of cfg; page configures its status
+// page.
+func newAdmin(cfg config.Admin, m *metrics, src StatusSource, serving func() bool, log *slog.Logger, page ...statuspage.Option) (*adminServer, error) {
+	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", addr, err)
+		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", cfg.Listen, err)
 	}
-	lis = server.LimitListener(lis, server.ConnLimits{MaxConnections: adminMaxConns, MaxConnectionsPerIP: adminMaxConnsPerIP})
+	lis = server.LimitListener(lis, limits.Limits{MaxConnections: adminMaxConns, MaxConnectionsPerIP: adminMaxConnsPerIP})
 	a := &adminServer{lis: lis, ready: readiness{tenants: src.Tenants, serving: serving}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -134,7 +139,7 @@ func newAdmin(addr string, pprof bool, m *metrics, src StatusSource, serving fun
 		MaxRequestsInFlight: 4,
 		Timeout:             10 * time.Second,
 	}))
-	if pprof {
+	if cfg.Pprof {
 		mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
 		mux.HandleFunc("GET /debug/pprof/cmdline", httppprof.Cmdline)
 		mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
@@ -143,9 +148,9 @@ func newAdmin(addr string, pprof bool, m *metrics, src StatusSource, serving fun
 	}
 	// The status page answers the rest: /, /status.json and its
 	// stylesheet, with its own security headers and 405 for non-GET.
-	mux.Handle("/", statuspage.Handler(statuspage.FromBroker(src), statuspage.WithVersion(version), statuspage.WithLogger(log)))
+	mux.Handle("/", statuspage.Handler(statuspage.FromBroker(src), append(page, statuspage.WithLogger(log))...))
 	a.srv = &http.Server{
-		Handler:           noSniff(mux),
+		Handler:           knownHost(cfg.Hosts, noSniff(mux)),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -179,6 +184,27 @@ func text(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	fmt.Fprintln(w, msg)
+}
+
+// knownHost answers 421 Misdirected Request unless the request's Host
+// is an IP literal, localhost or one of hosts (admin.hosts): a web page
+// that rebinds its own name to this address cannot read the listener.
+// Names compare case-insensitively; a request without Host passes, as no
+// browser sends one.
+func knownHost(hosts []string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hp, _, err := net.SplitHostPort(host); err == nil {
+			host = hp
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		_, ipErr := netip.ParseAddr(host)
+		if host != "" && ipErr != nil && !strings.EqualFold(host, "localhost") && !slices.Contains(hosts, strings.ToLower(host)) {
+			text(w, http.StatusMisdirectedRequest, "421 misdirected request: this admin listener does not answer to that Host; add the name to admin.hosts")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func noSniff(h http.Handler) http.Handler {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
@@ -60,7 +61,7 @@ func TestReadiness(t *testing.T) {
 // unanswered for as long as they were held).
 func TestAdminConnectionCap(t *testing.T) {
 	src := statusFunc(func() []broker.TenantInfo { return nil })
-	a, err := newAdmin("127.0.0.1:0", false, newMetrics(), src, func() bool { return true }, "test", slog.New(slog.DiscardHandler))
+	a, err := newAdmin(config.Admin{Listen: "127.0.0.1:0"}, newMetrics(), src, func() bool { return true }, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestAdminConnectionCap(t *testing.T) {
 			t.Fatal(err)
 		}
 		held = append(held, c)
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -105,7 +106,7 @@ func TestAdminConnectionCap(t *testing.T) {
 	}
 	defer extra.Close()
 	_ = extra.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(extra, "GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+	_, _ = io.WriteString(extra, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
 	if _, err := http.ReadResponse(bufio.NewReader(extra), nil); err == nil {
 		t.Errorf("connection %d from one address was served", adminMaxConnsPerIP+1)
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -129,7 +130,7 @@ func (f statusFunc) Tenants() []broker.TenantInfo { return f() }
 func TestAdminPprofOnlyWhenEnabled(t *testing.T) {
 	for _, enabled := range []bool{false, true} {
 		src := statusFunc(func() []broker.TenantInfo { return nil })
-		a, err := newAdmin("127.0.0.1:0", enabled, newMetrics(), src, func() bool { return true }, "test", slog.New(slog.DiscardHandler))
+		a, err := newAdmin(config.Admin{Listen: "127.0.0.1:0", Pprof: enabled}, newMetrics(), src, func() bool { return true }, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}

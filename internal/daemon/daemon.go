@@ -34,6 +34,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/server"
+	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 )
 
 const (
@@ -90,6 +91,7 @@ type Daemon struct {
 	idp      *devidp.Server
 	dev      []config.Tenant // the dev IdP's tenant, kept across reloads
 	initial  restartOnly
+	posture  posture // the running security, which no reload may lower (guarded by reloadMu)
 	broker   *broker.Broker
 	holder   *policy.Holder
 	tls      *authn.Reloader
@@ -107,11 +109,12 @@ type Daemon struct {
 
 	reloadMu sync.Mutex // one reload at a time
 
-	mu       sync.Mutex // guards the fields below
-	started  bool
-	closed   bool
-	closeErr error
-	shutdown config.Shutdown // reloadable
+	mu         sync.Mutex // guards the fields below
+	started    bool
+	closed     bool
+	closeErr   error
+	shutdown   config.Shutdown // reloadable
+	lastReload statuspage.Reload
 }
 
 // New builds the service that cfg describes and opens its listener; it
@@ -132,7 +135,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if opts.AuditOutput == nil {
 		opts.AuditOutput = io.Discard
 	}
-	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg), shutdown: cfg.Shutdown, stopTP: func(context.Context) error { return nil }}
+	d := &Daemon{log: log, opts: opts, initial: restartOnlyOf(cfg), posture: postureOf(cfg), shutdown: cfg.Shutdown, stopTP: func(context.Context) error { return nil }}
 	d.watch.init(cfg)
 	defer func() {
 		if err != nil {
@@ -175,7 +178,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if tp != nil {
 		traceHTTP = httpTracing(tp)
 	}
-	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP, cfg.Limits.MaxIdPRequestsPerHost)
+	d.ups = newUpstreams(d.metrics, opts.UserAgent, log, traceHTTP)
 	tenants, fetchers, err := d.ups.tenants(cfg.Tenants)
 	if err != nil {
 		return nil, err
@@ -195,14 +198,13 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
 	}
-	d.lis = server.LimitListener(lis, connLimits(cfg.Limits))
+	d.lis = server.LimitListener(lis, cfg.Limits)
 	hs := health.NewServer()
 	hstatus := server.NewHealthStatus(hs)
 	if d.broker, err = broker.New(broker.Config{
 		Tenants: tenants, Logger: log, UserAgent: opts.UserAgent,
-		OnTenantHealth:        hstatus.SetTenant,
-		NewScopeSetsPerSecond: cfg.Limits.NewScopeSetsPerSecond, NewScopeSetBurst: cfg.Limits.NewScopeSetBurst,
-		MaxConcurrentFetchesPerHost: cfg.Limits.MaxIdPRequestsPerHost,
+		OnTenantHealth: hstatus.SetTenant,
+		Limits:         cfg.Limits,
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
@@ -211,7 +213,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	warnDeprecatedLimits(cfg.Limits, log)
 	if d.guard, err = guard.New(guard.Config{
 		Policy: d.holder, Audit: d.audit, Logger: log,
-		Limits: guardLimits(cfg.Limits), DefaultScopes: d.defaults.get,
+		Limits: cfg.Limits, DefaultScopes: d.defaults.get,
 		// No token without its audit line: take this replica and its
 		// tenants out of service until the trail is writable again.
 		OnAuditFailure: hstatus.Hold,
@@ -233,13 +235,14 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		ServerOptions:      append(sopts, d.guard.ServerOptions()...),
 		UnaryInterceptors:  append([]grpc.UnaryServerInterceptor{d.metrics.grpc.UnaryServerInterceptor()}, d.guard.UnaryInterceptors()...),
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
-		Limits:             connLimits(cfg.Limits),
+		Limits:             cfg.Limits,
 		TenantAccess:       d.guard.TenantAccess,
 	})
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
 	if cfg.Admin.Listen != "" {
-		if d.admin, err = newAdmin(cfg.Admin.Listen, cfg.Admin.Pprof, d.metrics, d.broker, healthServing(hs), opts.Version, log); err != nil {
+		if d.admin, err = newAdmin(cfg.Admin, d.metrics, d.broker, healthServing(hs), log,
+			statuspage.WithVersion(opts.Version), statuspage.WithReload(d.reloadStatus)); err != nil {
 			return nil, err
 		}
 		if !isLoopbackAddr(cfg.Admin.Listen) {

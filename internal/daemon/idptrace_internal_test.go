@@ -32,7 +32,7 @@ func TestIdPSpansCarryNoTransportText(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer tp.Shutdown(t.Context())
-	u := newUpstreams(nil, "tokenbroker-test", slog.New(slog.DiscardHandler), httpTracing(tp), 0)
+	u := newUpstreams(nil, "tokenbroker-test", slog.New(slog.DiscardHandler), httpTracing(tp))
 
 	fetch := func(t *testing.T, tokenURL, secret string, roots *x509.CertPool) {
 		t.Helper()

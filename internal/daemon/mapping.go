@@ -14,12 +14,11 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
-	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
-	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
 // The mapping of the config file's sections to the domain packages.
@@ -64,7 +63,7 @@ type upstreams struct {
 	userAgent string
 	log       *slog.Logger
 	// pools shares one connection pool per token endpoint host and CA set
-	// among the tenants and bounds the concurrent requests to each.
+	// among the tenants (the broker bounds the requests to each host).
 	pools *upstream.Pools
 
 	mu      sync.Mutex
@@ -77,12 +76,12 @@ type fetcherOf struct {
 	f    broker.Fetcher
 }
 
-func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper, perHost int) *upstreams {
+func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http.RoundTripper) http.RoundTripper) *upstreams {
 	// Pools maps transport errors innermost, so that tracing (otelhttp
 	// puts err.Error() in the span status) never sees transport text that
 	// quotes the IdP's bytes.
 	u := &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
-		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap, MaxConcurrentPerHost: perHost})}
+		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap})}
 	return u
 }
 
@@ -157,39 +156,15 @@ func tlsFiles(t *config.TLS) authn.TLSFiles {
 	return authn.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}
 }
 
-func guardLimits(l config.Limits) guard.Limits {
-	return guard.Limits{
-		RequestsPerSecond: l.RequestsPerSecond, Burst: l.Burst,
-		MaxStreamsPerCaller: l.MaxStreamsPerCaller, MaxAnonymousStreamsPerIP: l.MaxAnonymousStreamsPerIP,
-		MaxScopesPerRequest: l.MaxScopesPerRequest, MaxMessageBytes: l.MaxMessageBytes,
-		InvalidationsPerSecond: l.InvalidationsPerSecond, InvalidationBurst: l.InvalidationBurst,
-		DenialsPerSecondPerIP: l.DenialsPerSecondPerIP, DenialBurstPerIP: l.DenialBurstPerIP,
-	}
-}
-
-func connLimits(l config.Limits) server.ConnLimits {
-	return server.ConnLimits{
-		MaxHeaderListBytes: l.MaxHeaderListBytes, MaxStreamsPerConn: l.MaxStreamsPerConn,
-		MaxConnections: l.MaxConnections, MaxConnectionsPerIP: l.MaxConnectionsPerIP,
-		HandshakeTimeout: l.HandshakeTimeout, MaxConnectionIdle: l.MaxConnectionIdle,
-	}
-}
-
 // warnDeprecatedLimits names the limits a config sets that no longer
 // apply: the guard caps calls per caller and, without credentials, per
 // peer address, where five stream caps did before.
-func warnDeprecatedLimits(l config.Limits, log *slog.Logger) {
-	for _, d := range []struct {
-		key string
-		set bool
-	}{
-		{"max_streams_per_ip", l.MaxStreamsPerIP != 0},
-		{"max_streams_per_api_key", l.MaxStreamsPerAPIKey != 0},
-		{"max_open_streams_per_ip", l.MaxOpenStreamsPerIP != 0},
-	} {
-		if d.set {
-			log.Warn("limits."+d.key+" is deprecated and ignored; open calls are capped per caller over all its addresses (limits.max_streams_per_caller) and, without credentials, per peer address (limits.max_anonymous_streams_per_ip)",
-				"key", "limits."+d.key)
+func warnDeprecatedLimits(l limits.Limits, log *slog.Logger) {
+	for _, key := range limits.Keys() {
+		use, deprecated := limits.Deprecated(key)
+		if v, ok := l.Ptr(key).(*int); ok && deprecated && *v != 0 {
+			log.Warn("limits."+key+" is deprecated and ignored; open calls are capped per caller over all its addresses (limits.max_streams_per_caller) and, without credentials, per peer address (limits.max_anonymous_streams_per_ip)",
+				"key", "limits."+key, "use", "limits."+use)
 		}
 	}
 }

@@ -54,7 +54,7 @@ func newMetrics() *metrics {
 		idp: &idpCollector{byTenant: map[string]*idpStats{}},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_config_reloads_total",
-			Help: "Configuration reloads, by result: success or error (the running configuration was kept).",
+			Help: "Configuration reloads (SIGHUP, Reload or a changed file), by result: success, error (the file or a tenant's file did not load; the running configuration was kept) or rejected (the change would lower the security; it needs a restart).",
 		}, []string{"result"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_denials_total",
@@ -70,7 +70,7 @@ func newMetrics() *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.grpc, m.idp, m.reloads, m.denials, m.auditErrors,
 	)
-	for _, r := range []string{"success", "error"} {
+	for _, r := range []string{"success", "error", "rejected"} {
 		m.reloads.WithLabelValues(r)
 	}
 	return m
@@ -78,15 +78,6 @@ func newMetrics() *metrics {
 
 // denied counts a refused call (guard.Config.OnDenial).
 func (m *metrics) denied(c codes.Code) { m.denials.WithLabelValues(c.String()).Inc() }
-
-// reloaded counts a reload.
-func (m *metrics) reloaded(err error) {
-	r := "success"
-	if err != nil {
-		r = "error"
-	}
-	m.reloads.WithLabelValues(r).Inc()
-}
 
 // instrumentedFetcher counts and times a tenant's token requests.
 type instrumentedFetcher struct {

@@ -136,9 +136,10 @@ tokenbroker_token_refreshes_total{result="success",tenant="team-a"} 1
 # TYPE tokenbroker_denials_total counter
 tokenbroker_denials_total{code="PermissionDenied"} 1
 tokenbroker_denials_total{code="Unauthenticated"} 1
-# HELP tokenbroker_config_reloads_total Configuration reloads, by result: success or error (the running configuration was kept).
+# HELP tokenbroker_config_reloads_total Configuration reloads (SIGHUP, Reload or a changed file), by result: success, error (the file or a tenant's file did not load; the running configuration was kept) or rejected (the change would lower the security; it needs a restart).
 # TYPE tokenbroker_config_reloads_total counter
 tokenbroker_config_reloads_total{result="error"} 0
+tokenbroker_config_reloads_total{result="rejected"} 0
 tokenbroker_config_reloads_total{result="success"} 1
 # HELP tokenbroker_audit_write_errors_total Audit lines that could not be written; while writes fail, no token is handed out.
 # TYPE tokenbroker_audit_write_errors_total counter

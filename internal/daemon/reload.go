@@ -1,28 +1,111 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
+	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 )
 
 // restartOnly are the settings a reload does not apply.
 type restartOnly struct {
-	listen string
-	tls    config.TLS
-	hasTLS bool
-	audit  config.Audit
-	limits config.Limits
-	watch  config.Watch
-	admin  config.Admin
+	listen     string
+	tls        config.TLS
+	hasTLS     bool
+	plaintext  bool
+	audit      config.Audit
+	limits     limits.Limits
+	watch      config.Watch
+	adminAddr  string
+	adminPprof bool
+	adminHosts string
 }
 
 func restartOnlyOf(cfg *config.Config) restartOnly {
-	r := restartOnly{listen: cfg.Listen, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch, admin: cfg.Admin}
+	r := restartOnly{listen: cfg.Listen, plaintext: cfg.InsecurePlaintext, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch,
+		adminAddr: cfg.Admin.Listen, adminPprof: cfg.Admin.Pprof, adminHosts: strings.Join(cfg.Admin.Hosts, "\n")}
 	if cfg.TLS != nil {
 		r.tls, r.hasTLS = *cfg.TLS, true
 	}
 	return r
+}
+
+// ErrLowersSecurity is wrapped by the error of a reload refused because
+// it would lower the running broker's security (see lowers); the running
+// configuration is kept, and such a change needs a restart.
+var ErrLowersSecurity = errors.New("the change would lower the broker's security")
+
+// posture is the security of a configuration that no reload may lower.
+type posture struct {
+	callers     bool // callers configured: no open mode
+	tls         bool
+	clientCA    bool // client certificates verified (tls.client_ca_file)
+	requireCert bool // tls.require_client_cert
+	plaintext   bool // insecure_plaintext
+}
+
+func postureOf(cfg *config.Config) posture {
+	p := posture{callers: len(cfg.Callers) > 0, plaintext: cfg.InsecurePlaintext}
+	if t := cfg.TLS; t != nil {
+		p.tls, p.clientCA, p.requireCert = true, t.ClientCAFile != "", t.RequireClientCert
+	}
+	return p
+}
+
+// lowers is the one rule of what a reload may not do: it returns an
+// error wrapping ErrLowersSecurity that names each way next is weaker
+// than running, or nil.
+func lowers(running, next posture) error {
+	var why []string
+	if running.callers && !next.callers {
+		why = append(why, "it removes every caller (open mode: every loopback client would get every tenant's tokens without authentication)")
+	}
+	switch {
+	case running.tls && !next.tls:
+		why = append(why, "it removes tls (a plaintext listener)")
+	case running.clientCA && !next.clientCA:
+		why = append(why, "it removes tls.client_ca_file (client certificates would no longer be verified)")
+	case running.requireCert && !next.requireCert:
+		why = append(why, "it turns tls.require_client_cert off")
+	}
+	if !running.plaintext && next.plaintext {
+		why = append(why, "it sets insecure_plaintext")
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("daemon: reload refused: %w: %s; the running configuration is kept; restart the broker to apply such a change",
+		ErrLowersSecurity, strings.Join(why, "; "))
+}
+
+// recordReload counts a reload attempt in tokenbroker_config_reloads_total
+// and keeps its outcome for the status page: err nil is a success, one
+// wrapping ErrLowersSecurity a refusal ("rejected"), any other an error.
+func (d *Daemon) recordReload(err error) {
+	r := statuspage.Reload{Result: "success", At: time.Now()}
+	switch {
+	case errors.Is(err, ErrLowersSecurity):
+		r.Result, r.Error = "rejected", err.Error()
+	case err != nil:
+		r.Result, r.Error = "error", err.Error()
+	}
+	d.metrics.reloads.WithLabelValues(r.Result).Inc()
+	d.mu.Lock()
+	d.lastReload = r
+	d.mu.Unlock()
+}
+
+// reloadStatus is the outcome of the last reload attempt, zero before the
+// first (statuspage.WithReload).
+func (d *Daemon) reloadStatus() statuspage.Reload {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.lastReload
 }
 
 // Reload applies cfg to the running daemon: the policy is built first,
@@ -32,16 +115,19 @@ func restartOnlyOf(cfg *config.Config) restartOnly {
 // further token (see guard.Config.Policy). Any error before the policy
 // goes live keeps the running configuration and is returned; a TLS file
 // that cannot be read keeps the current certificate and is only logged.
-// Listen, tls, audit, limits, watch and admin changes take effect at
-// restart only (a warning says so); shutdown applies to the next
-// shutdown. The development tenant is kept. cfg is not modified. The
-// files watched for changes become cfg.Files. Every call counts in
-// tokenbroker_config_reloads_total.
+// A cfg that would lower the security (removing every caller, tls, the
+// client CA or require_client_cert, or setting insecure_plaintext) is
+// refused with an error wrapping ErrLowersSecurity, logged at error.
+// Listen, tls, insecure_plaintext, audit, limits, watch and admin changes
+// take effect at restart only (a warning says so); shutdown applies to
+// the next shutdown. The development tenant is kept. cfg is not modified.
+// The files watched for changes become cfg.Files. Every call counts in
+// tokenbroker_config_reloads_total (recordReload).
 //
 // A tenant whose own files failed to load (config.Tenant.LoadErr, see
 // config.Options.KeepTenantsOnFileError) keeps its running configuration,
 // or is not added if it is new; an error log names it and the file. The
-// other tenants' changes apply.
+// other tenants' changes apply; the reload counts as an error.
 func (d *Daemon) Reload(cfg *config.Config) error {
 	return d.reload(cfg, nil)
 }
@@ -51,8 +137,18 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	defer func() { d.metrics.reloaded(err) }()
 	cfg, broken := d.keepRunning(cfg)
+	defer func() {
+		outcome := err
+		for _, b := range broken {
+			outcome = errors.Join(outcome, fmt.Errorf("tenant %s: %w", b.name, b.err))
+		}
+		d.recordReload(outcome)
+	}()
+	if err := lowers(d.posture, postureOf(cfg)); err != nil {
+		d.log.Error("config reload refused; keeping the running configuration", "error", err)
+		return err
+	}
 	full := withListen(cfg, "")
 	full.Tenants = append(full.Tenants, d.dev...)
 	pol, err := newPolicy(full)
@@ -71,20 +167,20 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 	if err := d.holder.Store(pol); err != nil {
 		return err
 	}
+	// Open mode is entered only at start (the guard warns then): lowers
+	// refuses a reload that removes every caller.
+	d.posture.callers = !pol.Empty()
 	if d.tls != nil {
 		if _, err := d.tls.Reload(); err != nil {
 			d.log.Warn("TLS reload failed; keeping the current certificate", "error", err)
 		}
 	}
 	if restartOnlyOf(cfg) != d.initial {
-		d.log.Warn("listen, tls, audit, limits, watch and admin changes take effect only at restart")
+		d.log.Warn("listen, tls, insecure_plaintext, audit, limits, watch and admin changes take effect only at restart")
 	}
 	d.mu.Lock()
 	d.shutdown = cfg.Shutdown
 	d.mu.Unlock()
-	if pol.Empty() {
-		d.log.Warn("NO CALLERS CONFIGURED: every loopback client may get every tenant's tokens without authentication, and other clients are refused")
-	}
 	d.watch.applied(cfg, snap)
 	for _, b := range broken {
 		if b.kept {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"os"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +16,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // Watching the files a configuration was read from (config.Config.Files),
@@ -29,14 +30,18 @@ import (
 // comparison of the files' SHA-256 digests, which also runs every
 // interval as a fallback for missed events (a swapped symlinked
 // directory, network file systems, a full event queue); only a changed
-// digest reloads.
+// digest reloads, and only once it has stayed the same for watchDebounce
+// and through the load, so that a file still being written is not
+// applied half-way (unless its writer stalls: then lowers guards the
+// security).
 
 const (
 	// DefaultWatchInterval is how often the files' contents are compared
 	// when the config sets no watch.interval.
 	DefaultWatchInterval = 30 * time.Second
 	// watchDebounce gathers a burst of events (an atomic swap is several)
-	// into one comparison.
+	// into one comparison, and is how long changed contents must stay
+	// the same before they are applied.
 	watchDebounce = 250 * time.Millisecond
 )
 
@@ -55,11 +60,12 @@ type watchState struct {
 
 	rereadMu sync.Mutex // one Reread at a time: snapshot, load and apply stay in order
 
-	mu      sync.Mutex // guards the fields below
-	cur     *config.Config
-	sums    map[string]digest
-	failed  string        // the error of the last failed Reread, logged once
-	refresh chan struct{} // 1-slot: the set of files changed
+	mu       sync.Mutex // guards the fields below
+	cur      *config.Config
+	sums     map[string]digest
+	failed   string        // the error of the last failed Reread, logged once
+	rejected bool          // it was a refusal (ErrLowersSecurity), not retried
+	refresh  chan struct{} // 1-slot: the set of files changed
 }
 
 func (w *watchState) init(cfg *config.Config) {
@@ -84,7 +90,7 @@ func (w *watchState) applied(cfg *config.Config, snap map[string]digest) {
 		}
 	}
 	w.mu.Lock()
-	w.cur, w.sums, w.failed = cfg, sums, ""
+	w.cur, w.sums, w.failed, w.rejected = cfg, sums, "", false
 	w.mu.Unlock()
 	select {
 	case w.refresh <- struct{}{}:
@@ -124,9 +130,10 @@ func (w *watchState) snapshot() (map[string]digest, []string) {
 }
 
 // digestOf reads the file at path (symlinks followed) up to a bound no
-// config, credentials or certificate file reaches.
+// config, credentials or certificate file reaches. What is not a regular
+// file is not read (creds.OpenFile): a FIFO must not block the watcher.
 func digestOf(path string) digest {
-	f, err := os.Open(path)
+	f, err := creds.OpenFile(path)
 	if err != nil {
 		return digest{}
 	}
@@ -143,16 +150,24 @@ func digestOf(path string) digest {
 // errNoLoad is Reread's error when the daemon was given no Options.Load.
 var errNoLoad = errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
 
+// errUnsettled is reread's error when a file changed while the
+// configuration was loaded: nothing is applied, the watcher tries again.
+var errUnsettled = errors.New("daemon: the configuration's files changed while they were read")
+
 // Reread loads the configuration again with Options.Load and applies it
 // with Reload, logging which tenants it changed; SIGHUP and the file
-// watcher call it. On error the running configuration is kept.
+// watcher call it. On error the running configuration is kept; a load
+// that fails counts as an error in tokenbroker_config_reloads_total.
 func (d *Daemon) Reread() error {
-	return d.reread(nil)
+	return d.reread(nil, nil)
 }
 
 // reread is Reread; changed names the files whose change triggered it,
-// nil for a request (SIGHUP).
-func (d *Daemon) reread(changed []string) error {
+// nil for a request (SIGHUP). settled, if not nil, holds the digests the
+// files kept for the debounce interval (the watcher): if they differ
+// after the load, a writer is still at work and nothing is applied
+// (errUnsettled).
+func (d *Daemon) reread(changed []string, settled map[string]digest) error {
 	if d.opts.Load == nil {
 		return errNoLoad
 	}
@@ -160,8 +175,18 @@ func (d *Daemon) reread(changed []string) error {
 	w.rereadMu.Lock()
 	defer w.rereadMu.Unlock()
 	snap, _ := w.snapshot()
+	if settled != nil && !maps.Equal(snap, settled) {
+		return errUnsettled
+	}
 	cfg, err := d.opts.Load()
-	if err == nil {
+	if settled != nil {
+		if after, _ := w.snapshot(); !maps.Equal(after, snap) {
+			return errUnsettled
+		}
+	}
+	if err != nil {
+		d.recordReload(err)
+	} else {
 		w.mu.Lock()
 		old := w.cur
 		w.mu.Unlock()
@@ -176,7 +201,8 @@ func (d *Daemon) reread(changed []string) error {
 		}
 	}
 	// Record the files as seen, so that the same bad contents are not
-	// reloaded again every interval.
+	// reloaded again every interval. A refusal is not retried either:
+	// only a change to the files can lift it.
 	w.mu.Lock()
 	for f, s := range snap {
 		if _, ok := w.sums[f]; ok {
@@ -184,13 +210,15 @@ func (d *Daemon) reread(changed []string) error {
 		}
 	}
 	w.failed = err.Error()
+	w.rejected = errors.Is(err, ErrLowersSecurity)
 	w.mu.Unlock()
 	return err
 }
 
-// watchFiles reloads when a file of the configuration changes, until ctx
-// is done. Without file system events (fsnotify unavailable) it compares
-// contents every interval only.
+// watchFiles reloads when a file of the configuration changes and then
+// stays the same for watchDebounce, until ctx is done. Without file
+// system events (fsnotify unavailable) it compares contents every
+// interval only.
 func (d *Daemon) watchFiles(ctx context.Context) {
 	w := &d.watch
 	fsw, err := fsnotify.NewWatcher()
@@ -209,9 +237,10 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 
 	tick := time.NewTicker(w.interval)
 	defer tick.Stop()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	// A first comparison: a file may have changed since New read it.
+	debounce := time.NewTimer(watchDebounce)
 	defer debounce.Stop()
+	var pending map[string]digest // a change seen, waiting to stay the same
 	d.log.Info("watching configuration files", "files", len(w.files()), "interval", w.interval)
 	for {
 		select {
@@ -235,38 +264,54 @@ func (d *Daemon) watchFiles(ctx context.Context) {
 			continue
 		case <-w.refresh:
 		case <-debounce.C:
-			d.checkFiles(false)
+			pending = d.checkFiles(pending, false)
 		case <-tick.C:
-			d.checkFiles(true)
+			pending = d.checkFiles(pending, true)
 		}
 		var added bool
-		if relevant, added = d.watchDirs(fsw, dirs); added {
+		if relevant, added = d.watchDirs(fsw, dirs); added || pending != nil {
 			// A file may have changed between the re-read that named it
-			// and its directory's watch: compare once now.
+			// and its directory's watch, or a change waits to settle:
+			// compare again.
 			debounce.Reset(watchDebounce)
 		}
 	}
 }
 
-// checkFiles re-reads the configuration if a file changed, or, on the
-// interval (retry), if the last re-read failed: a missing file may have
-// appeared without any watched file changing.
-func (d *Daemon) checkFiles(retry bool) {
+// checkFiles re-reads the configuration if a file changed and its
+// contents are those of pending, the last comparison's, a debounce
+// interval ago: a writer that is still at work (a truncated file being
+// written) is waited for. On the interval (retry) it also re-reads if the
+// last re-read failed, a missing file may have appeared without any
+// watched file changing, unless it was refused for lowering the security.
+// It returns the contents that must stay the same until the next
+// comparison, nil if none.
+func (d *Daemon) checkFiles(pending map[string]digest, retry bool) map[string]digest {
 	w := &d.watch
-	_, changed := w.snapshot()
+	snap, changed := w.snapshot()
 	w.mu.Lock()
-	failed := w.failed
+	failed, rejected := w.failed, w.rejected
 	w.mu.Unlock()
-	if len(changed) == 0 && !(retry && failed != "") {
-		return
-	}
-	err := d.reread(changed)
+	var err error
 	switch {
+	case len(changed) > 0 && !maps.Equal(snap, pending):
+		return snap
+	case len(changed) > 0:
+		err = d.reread(changed, snap)
+	case retry && failed != "" && !rejected:
+		err = d.reread(changed, nil)
+	default:
+		return nil
+	}
+	switch {
+	case errors.Is(err, errUnsettled):
+		return map[string]digest{} // compare again after the debounce
 	case err == nil && failed != "":
 		d.log.Info("configuration reload succeeded again")
-	case err != nil && err.Error() != failed:
+	case err != nil && !errors.Is(err, ErrLowersSecurity) && err.Error() != failed:
 		d.log.Error("config reload failed; keeping the running configuration", "files", changed, "error", err)
 	}
+	return nil
 }
 
 // watchDirs makes fsw watch the parent directories of the files and of

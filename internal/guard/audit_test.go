@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 )
@@ -92,7 +93,7 @@ func equal(a, b audit.Record) bool {
 // trail or an error a client sees.
 func TestNoSecretsInOutput(t *testing.T) {
 	ctx := t.Context()
-	e := start(t, options{callers: callers(), limits: Limits{RequestsPerSecond: 1e-9, Burst: 8}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{RequestsPerSecond: 1e-9, Burst: 8}})
 	var clientErrs []string
 	note := func(err error) {
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
@@ -24,7 +25,7 @@ func Example() {
 		return
 	}
 	holder, _ := policy.NewHolder(p)
-	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard), Limits: guard.Limits{MaxStreamsPerCaller: 10}})
+	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard), Limits: limits.Limits{MaxStreamsPerCaller: 10}})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -19,15 +19,11 @@ import (
 // unary (here) and stream (stream.go) once grpc-go hands over the call.
 
 // ServerOptions returns the grpc.ServerOptions of the guard, for
-// server.Config.ServerOptions (after the server's own, which they
-// override): the tap that admits every call from its HEADERS (see tap),
-// and grpc.MaxRecvMsgSize when Limits.MaxMessageBytes is set.
+// server.Config.ServerOptions: the tap that admits every call from its
+// HEADERS (see tap); grpc-go takes one per server. Without it calls are
+// not capped (the guard logs that once).
 func (g *Guard) ServerOptions() []grpc.ServerOption {
-	opts := []grpc.ServerOption{grpc.InTapHandle(g.tap)}
-	if g.limits.MaxMessageBytes > 0 {
-		opts = append(opts, grpc.MaxRecvMsgSize(g.limits.MaxMessageBytes))
-	}
-	return opts
+	return []grpc.ServerOption{grpc.InTapHandle(g.tap)}
 }
 
 // UnaryInterceptors returns the unary interceptors, in order, for
@@ -84,7 +80,7 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	}
 	method, t := info.FullMethod, targetOf(req)
 	pol := g.holder.Load()
-	p, pr := proofOf(ctx)
+	p, pr := g.proofOf(ctx)
 	c := &Caller{}
 	err := g.authenticate(c, pol, p, pr)
 	if err != nil {
@@ -205,12 +201,22 @@ func credentialsOf(md metadata.MD) Credentials {
 	return Credentials{KeySent: sent, Key: key, KeyErr: err}
 }
 
-// proofOf returns the peer of ctx and what its credentials prove: the
-// tap's, or, without the tap, worked out from ctx.
-func proofOf(ctx context.Context) (authn.Peer, *proof) {
+// proofOf returns the peer of a token call's ctx and what its
+// credentials prove: the tap's. Without the tap (ServerOptions not
+// installed) it works them out from ctx, and says once that calls are
+// not capped.
+func (g *Guard) proofOf(ctx context.Context) (authn.Peer, *proof) {
 	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok {
 		return a.peer, &a.proof
 	}
+	if g.noTap.CompareAndSwap(false, true) {
+		g.log.Error("guard: a call arrived without the guard's tap (guard.ServerOptions is not installed): open calls are not capped and bad API keys are refused only after their request is read")
+	}
+	return proofFrom(ctx)
+}
+
+// proofFrom works out the peer of ctx and what its credentials prove.
+func proofFrom(ctx context.Context) (authn.Peer, *proof) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	p := authn.PeerOf(ctx)
 	pr := prove(p, credentialsOf(md))
@@ -262,7 +268,7 @@ func TenantVisible(ctx context.Context) func(tenant string) bool {
 // for a loopback peer in open mode.
 func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
 	pol := g.holder.Load()
-	p, pr := proofOf(ctx)
+	p, pr := proofFrom(ctx) // health: the tap hands over no proof
 	c := &Caller{}
 	if err := g.authenticate(c, pol, p, pr); err != nil {
 		return func(string) bool { return false }

@@ -3,89 +3,15 @@ package guard
 import (
 	"errors"
 	"log/slog"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
-
-// Defaults for Limits' zero values. A busy service's hot path is a
-// cache hit, which costs the IdP nothing: the per-caller call limit only
-// stops runaway loops; what reaches the IdP is limited apart from it
-// (InvalidateToken here, forced refreshes per key in the broker).
-const (
-	DefaultRequestsPerSecond      = 2000
-	DefaultBurst                  = 4000
-	DefaultInvalidationsPerSecond = 5
-	DefaultInvalidationBurst      = 20
-	// Open calls (unary and streams) of one caller over all its
-	// addresses, counted from their HEADERS.
-	DefaultMaxStreamsPerCaller = 1000
-	// Open calls of one peer IP without credentials (that the policy
-	// would not serve), counted likewise.
-	DefaultMaxAnonymousStreamsPerIP = 16
-	DefaultMaxScopesPerRequest      = names.MaxScopes // the API's own bound; lower it per deployment
-	// Refused authentications (no or bad credentials) per peer IP: past
-	// the budget a peer is answered RESOURCE_EXHAUSTED.
-	DefaultDenialsPerSecondPerIP = 10
-	DefaultDenialBurstPerIP      = 50
-)
-
-// Limits bound what one caller, and a peer without credentials, may do.
-// Zero values mean the defaults; a negative value means no limit.
-type Limits struct {
-	// RequestsPerSecond and Burst shape each caller's token bucket; every
-	// call, unary or stream, takes one token.
-	RequestsPerSecond float64
-	Burst             int
-	// MaxStreamsPerCaller caps a caller's open calls, unary ones and
-	// streams, over all its addresses, from the moment their HEADERS
-	// arrive (before any message, so a half-open call counts too).
-	MaxStreamsPerCaller int
-	// MaxAnonymousStreamsPerIP caps the open calls, counted likewise, of
-	// one peer IP that presents no credentials the policy accepts.
-	MaxAnonymousStreamsPerIP int
-	// MaxScopesPerRequest caps the scopes in one request.
-	MaxScopesPerRequest int
-	// MaxMessageBytes, if positive, caps the size of a received message
-	// (see ServerOptions); zero keeps the server's own limit.
-	MaxMessageBytes int
-	// InvalidationsPerSecond and InvalidationBurst shape each caller's
-	// bucket for InvalidateToken, on top of the call limit.
-	InvalidationsPerSecond float64
-	InvalidationBurst      int
-	// DenialsPerSecondPerIP and DenialBurstPerIP shape each peer IP's
-	// bucket of refused authentications.
-	DenialsPerSecondPerIP float64
-	DenialBurstPerIP      int
-}
-
-// withDefaults replaces zero values by the defaults.
-func (l Limits) withDefaults() Limits {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	deff := func(v *float64, d float64) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	deff(&l.RequestsPerSecond, DefaultRequestsPerSecond)
-	def(&l.Burst, DefaultBurst)
-	def(&l.MaxStreamsPerCaller, DefaultMaxStreamsPerCaller)
-	def(&l.MaxAnonymousStreamsPerIP, DefaultMaxAnonymousStreamsPerIP)
-	def(&l.MaxScopesPerRequest, DefaultMaxScopesPerRequest)
-	deff(&l.InvalidationsPerSecond, DefaultInvalidationsPerSecond)
-	def(&l.InvalidationBurst, DefaultInvalidationBurst)
-	deff(&l.DenialsPerSecondPerIP, DefaultDenialsPerSecondPerIP)
-	def(&l.DenialBurstPerIP, DefaultDenialBurstPerIP)
-	return l
-}
 
 // Config configures a Guard.
 type Config struct {
@@ -99,7 +25,10 @@ type Config struct {
 	// Logger receives warnings (audit write failures, revoked streams);
 	// nil discards them. Nothing secret is ever logged.
 	Logger *slog.Logger
-	Limits Limits
+	// Limits are the caller limits (rates, open calls, scopes per
+	// request), the open calls of a peer without credentials and the
+	// per-IP denial rate; zero fields mean the defaults.
+	Limits limits.Limits
 	// DefaultScopes returns a tenant's default scopes, or nil if it has
 	// none or does not exist. A request without scopes from a caller with
 	// a scope allow-list is checked against them; without this function
@@ -123,7 +52,7 @@ type Guard struct {
 	holder        *policy.Holder
 	trail         *audit.Logger
 	log           *slog.Logger
-	limits        Limits
+	limits        limits.Limits
 	defaultScopes func(string) []string
 	onDenial      func(codes.Code)
 	callers       *counter[string] // open calls per caller name
@@ -133,6 +62,7 @@ type Guard struct {
 	denials       *buckets    // per peer IP, refused authentications
 	open          openStreams // authorized streams, re-checked at policy changes
 	auditState    auditState
+	noTap         atomic.Bool // a call came without the tap (see proofOf)
 }
 
 // New returns a Guard. It logs a warning when the policy has no callers.
@@ -144,7 +74,7 @@ func New(cfg Config) (*Guard, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := cfg.Limits.withDefaults()
+	l := cfg.Limits.WithDefaults()
 	g := &Guard{
 		holder:        cfg.Policy,
 		trail:         cfg.Audit,

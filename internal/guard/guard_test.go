@@ -13,6 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
@@ -195,7 +196,7 @@ func TestScopes(t *testing.T) {
 	ctx := t.Context()
 	e := start(t, options{
 		callers: callers(),
-		limits:  Limits{MaxScopesPerRequest: 3},
+		limits:  limits.Limits{MaxScopesPerRequest: 3},
 		defaultScopes: func(tenant string) []string {
 			return map[string][]string{"acme": {"read:all"}, "team-a": {"write:all"}}[tenant]
 		},
@@ -251,7 +252,7 @@ func TestListTenantsFiltered(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	ctx := t.Context()
 	// A bucket of 2 that refills once in about 30 years: no sleeps needed.
-	e := start(t, options{callers: callers(), limits: Limits{RequestsPerSecond: 1e-9, Burst: 2}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{RequestsPerSecond: 1e-9, Burst: 2}})
 	billing := e.certClient(billingCert)
 	for i := range 2 {
 		if _, err := get(ctx, billing, "acme", "read:x"); err != nil {
@@ -290,7 +291,7 @@ func TestRateLimit(t *testing.T) {
 func TestStreamLimit(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	e := start(t, options{callers: callers(), limits: Limits{MaxStreamsPerCaller: 1}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{MaxStreamsPerCaller: 1}})
 	billing := e.certClient(billingCert)
 	watch := func(c tbv1.TokenBrokerServiceClient, ctx context.Context) error {
 		s, err := c.WatchToken(ctx, &tbv1.WatchTokenRequest{Tenant: "acme", Scopes: []string{"read:x"}})

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 )
@@ -137,7 +138,7 @@ func TestNoTokenWithoutAuditLine(t *testing.T) {
 // name is clipped in the audit line and the error.
 func TestUnauthenticatedDenialsBounded(t *testing.T) {
 	ctx := t.Context()
-	e := start(t, options{callers: callers(), limits: Limits{DenialsPerSecondPerIP: 1e-9, DenialBurstPerIP: 5}})
+	e := start(t, options{callers: callers(), limits: limits.Limits{DenialsPerSecondPerIP: 1e-9, DenialBurstPerIP: 5}})
 	ci := tbv1.NewTokenBrokerServiceClient(e.tlsClient())
 	kctx := withKey(ctx, wrongKey)
 	codesSeen := map[codes.Code]int{}
@@ -196,14 +197,14 @@ func TestDefaultRateLimitAdmitsBusyService(t *testing.T) {
 		t.Errorf("%d of 1000 GetToken calls refused with default limits", n)
 	}
 	var limited int
-	for range DefaultInvalidationBurst + 5 {
+	for range limits.Default().InvalidationBurst + 5 {
 		_, err := ci.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{Tenant: "team-a", TokenSha256: strings.Repeat("b", 64)})
 		if statusCode(err) == codes.ResourceExhausted {
 			limited++
 		}
 	}
 	if limited < 4 {
-		t.Errorf("%d of %d back-to-back InvalidateToken calls limited; want those past the burst of %d", limited, DefaultInvalidationBurst+5, DefaultInvalidationBurst)
+		t.Errorf("%d of %d back-to-back InvalidateToken calls limited; want those past the burst of %d", limited, limits.Default().InvalidationBurst+5, limits.Default().InvalidationBurst)
 	}
 	if _, err := get(ctx, ci, "team-a"); err != nil {
 		t.Errorf("GetToken after the invalidation limit: %v", err)
@@ -215,7 +216,7 @@ func TestDefaultRateLimitAdmitsBusyService(t *testing.T) {
 // busy client cannot starve the others.
 func TestOpenModeBucketPerConnection(t *testing.T) {
 	ctx := t.Context()
-	e := start(t, options{plaintext: true, limits: Limits{RequestsPerSecond: 1e-9, Burst: 2}})
+	e := start(t, options{plaintext: true, limits: limits.Limits{RequestsPerSecond: 1e-9, Burst: 2}})
 	a := tbv1.NewTokenBrokerServiceClient(e.plainClient())
 	for range 2 {
 		if _, err := get(ctx, a, "acme"); err != nil {

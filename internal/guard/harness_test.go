@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
@@ -108,7 +109,7 @@ func (s *stub) ListTenants(ctx context.Context, _ *tbv1.ListTenantsRequest) (*tb
 
 type options struct {
 	callers       []policy.Caller
-	limits        Limits
+	limits        limits.Limits
 	plaintext     bool
 	remote        net.Addr // pretend every peer connects from here
 	defaultScopes func(string) []string

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
@@ -169,7 +170,7 @@ func TestPolicyFlipsLeaveNoStaleStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	w := &revocationWriter{}
-	e := start(t, options{callers: callers(), limits: Limits{RequestsPerSecond: -1}, auditTo: w})
+	e := start(t, options{callers: callers(), limits: limits.Limits{RequestsPerSecond: -1}, auditTo: w})
 	w.w = e.audit
 	allow, deny := policies(t)
 	billing, batch := e.certClient(billingCert), e.certClient(batchCert)

@@ -22,7 +22,7 @@ func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		return handler(srv, ss)
 	}
 	ctx := ss.Context()
-	p, pr := proofOf(ctx)
+	p, pr := g.proofOf(ctx)
 	c := &Caller{}
 	if aerr := g.authenticate(c, g.holder.Load(), p, pr); aerr != nil {
 		return g.deny(ctx, info.FullMethod, c, target{}, g.charge(c.Peer, aerr))

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/tap"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
@@ -20,7 +21,7 @@ import (
 const getMethod = "/tokenbroker.v1.TokenBrokerService/GetToken"
 
 // tapGuard returns a guard over callers() with limits.
-func tapGuard(t *testing.T, limits Limits) *Guard {
+func tapGuard(t *testing.T, l limits.Limits) *Guard {
 	t.Helper()
 	pol, err := policy.New(callers())
 	if err != nil {
@@ -30,7 +31,7 @@ func tapGuard(t *testing.T, limits Limits) *Guard {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Config{Policy: holder, Audit: audit.New(io.Discard), Limits: limits})
+	g, err := New(Config{Policy: holder, Audit: audit.New(io.Discard), Limits: l})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,18 +58,18 @@ func tapFrom(t *testing.T, g *Guard, ip, authorization string) (ctx context.Cont
 // a key that verifies authenticates its caller without the key being
 // read again; a bad key on a token call is refused before any message.
 func TestTapHandsTheProofToTheInterceptors(t *testing.T) {
-	g := tapGuard(t, Limits{})
+	g := tapGuard(t, limits.Limits{})
 	ctx, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cancel()
-	p, pr := proofOf(ctx) // no incoming metadata: only the tap's proof
+	p, pr := g.proofOf(ctx) // no incoming metadata: only the tap's proof
 	var c Caller
 	if err := g.authenticate(&c, g.holder.Load(), p, pr); err != nil || c.Name != "ci" {
 		t.Fatalf("authenticate on the tap's context = %q, %v; want caller ci", c.Name, err)
 	}
-	p, pr = proofOf(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}))
+	p, pr = proofFrom(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}))
 	if err := g.authenticate(&c, g.holder.Load(), p, pr); err == nil {
 		t.Fatal("a context without the tap's proof authenticated; the test proves nothing")
 	}
@@ -81,7 +82,7 @@ func TestTapHandsTheProofToTheInterceptors(t *testing.T) {
 // multiply what it may hold; a peer without credentials has its own,
 // lower cap per address; a call that ends gives its slot back.
 func TestCallerCapOverAllAddresses(t *testing.T) {
-	g := tapGuard(t, Limits{MaxStreamsPerCaller: 10, MaxAnonymousStreamsPerIP: 2})
+	g := tapGuard(t, limits.Limits{MaxStreamsPerCaller: 10, MaxAnonymousStreamsPerIP: 2})
 	var cancels []context.CancelFunc
 	t.Cleanup(func() {
 		for _, c := range cancels {
@@ -133,7 +134,7 @@ func TestCallerCapOverAllAddresses(t *testing.T) {
 // counts the caller, not the header's spelling of its key: "bearer" and
 // "BEARER" are the same key as "Bearer" and get no fresh allowance.
 func TestCallerCapIgnoresSchemeSpelling(t *testing.T) {
-	g := tapGuard(t, Limits{MaxStreamsPerCaller: 3})
+	g := tapGuard(t, limits.Limits{MaxStreamsPerCaller: 3})
 	for range 3 {
 		_, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
 		if err != nil {
@@ -144,13 +145,5 @@ func TestCallerCapIgnoresSchemeSpelling(t *testing.T) {
 	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
 		_, _, err := tapFrom(t, g, "127.0.0.1", scheme+" "+ciKey)
 		wantCode(t, scheme+" (the caller already holds its 3 calls)", err, codes.ResourceExhausted)
-	}
-}
-
-// TestDefaultCallCaps: a caller holds at most 1000 open calls over all
-// its addresses by default, a peer without credentials 16 per address.
-func TestDefaultCallCaps(t *testing.T) {
-	if l := (Limits{}).withDefaults(); l.MaxStreamsPerCaller != 1000 || l.MaxAnonymousStreamsPerIP != 16 {
-		t.Errorf("defaults: per caller %d, anonymous per address %d; want 1000, 16", l.MaxStreamsPerCaller, l.MaxAnonymousStreamsPerIP)
 	}
 }

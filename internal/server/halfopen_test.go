@@ -22,9 +22,9 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
-	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
@@ -135,7 +135,7 @@ func halfOpen(t *testing.T, addr, srcIP string, conns, perConn, want int, deadli
 // three loopback source addresses. grpc-go runs no interceptor before the
 // request message, so before the fix every stream was held (6,400 from
 // one IP took the broker to 215 MB). Now at most the guard's
-// DefaultMaxAnonymousStreamsPerIP are held per address, the rest are
+// MaxAnonymousStreamsPerIP are held per address, the rest are
 // refused at once, RSS stays bounded, and a client with credentials on
 // 127.0.0.1 still gets tokens during the attack.
 func TestHalfOpenUnaryFloodRefusedPerIP(t *testing.T) {
@@ -146,7 +146,7 @@ func TestHalfOpenUnaryFloodRefusedPerIP(t *testing.T) {
 
 	const conns, perConn = 8, 100
 	deadline := time.Now().Add(20 * time.Second)
-	want := conns*perConn - guard.DefaultMaxAnonymousStreamsPerIP
+	want := conns*perConn - limits.Default().MaxAnonymousStreamsPerIP
 	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		if got := halfOpen(t, addr, ip, conns, perConn, want, deadline); got != want {
 			t.Errorf("from %s: %d of %d half-open streams refused, want %d", ip, got, conns*perConn, want)

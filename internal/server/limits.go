@@ -7,83 +7,32 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
-// Defaults of ConnLimits' zero values: they bound what any peer, before
-// it is authenticated, can make the server hold.
+// Keepalive: clients ping every 30 s so that a watch on a dead replica
+// fails over quickly.
 const (
-	DefaultMaxHeaderListBytes  = 16 << 10 // request metadata; an API key header is < 100 bytes
-	DefaultMaxStreamsPerConn   = 100
-	DefaultMaxConnections      = 1024
-	DefaultMaxConnectionsPerIP = 16
-	DefaultHandshakeTimeout    = 5 * time.Second
-	DefaultMaxConnectionIdle   = 5 * time.Minute
-	DefaultKeepaliveTime       = time.Minute
-	DefaultKeepaliveTimeout    = 20 * time.Second
-	keepaliveMinTime           = 20 * time.Second // clients ping every 30 s
+	keepaliveTime    = time.Minute
+	keepaliveTimeout = 20 * time.Second
+	keepaliveMinTime = 20 * time.Second
 )
-
-// ConnLimits bound connections and what arrives on them before any
-// authentication; the guard caps the calls (guard.Limits). Zero values
-// mean the defaults; a negative value means no limit (for tests and
-// benchmarks, never production).
-type ConnLimits struct {
-	// MaxHeaderListBytes caps the metadata (HTTP/2 header list) of one
-	// request; a larger one is refused by the transport.
-	MaxHeaderListBytes int
-	// MaxStreamsPerConn caps the concurrent streams (calls) of one
-	// connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
-	MaxStreamsPerConn int
-	// MaxConnections caps open connections in total. At the cap, Accept
-	// never waits: a newcomer from the peer IP holding the most
-	// connections (ties included) is closed at once; a newcomer from any
-	// other IP is accepted and the newest connection of the IP holding
-	// the most is closed instead. So the addresses that hold most of the
-	// connections cannot keep others out; only very many source addresses,
-	// each holding few, can fill the cap (a network-layer matter).
-	MaxConnections int
-	// MaxConnectionsPerIP caps open connections from one peer IP address;
-	// further ones are closed as soon as they are accepted.
-	MaxConnectionsPerIP int
-	// HandshakeTimeout closes a connection that has not completed its
-	// TLS and HTTP/2 handshake in time.
-	HandshakeTimeout time.Duration
-	// MaxConnectionIdle closes (GOAWAY) a connection without calls for
-	// this long.
-	MaxConnectionIdle time.Duration
-}
-
-func (l ConnLimits) withDefaults() ConnLimits {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&l.MaxHeaderListBytes, DefaultMaxHeaderListBytes)
-	def(&l.MaxStreamsPerConn, DefaultMaxStreamsPerConn)
-	def(&l.MaxConnections, DefaultMaxConnections)
-	def(&l.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
-	if l.HandshakeTimeout == 0 {
-		l.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if l.MaxConnectionIdle == 0 {
-		l.MaxConnectionIdle = DefaultMaxConnectionIdle
-	}
-	return l
-}
 
 // serverOptions are the transport limits as grpc.ServerOptions.
-func (l ConnLimits) serverOptions() []grpc.ServerOption {
+func serverOptions(l limits.Limits) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
-		// Clients ping every 30s so that a watch on a dead replica fails
-		// over quickly; allow that, and answer faster pings with GOAWAY.
+		// Allow the clients' pings; answer faster ones with GOAWAY.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 	}
-	ka := keepalive.ServerParameters{Time: DefaultKeepaliveTime, Timeout: DefaultKeepaliveTimeout}
+	ka := keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}
 	if l.MaxConnectionIdle > 0 {
 		ka.MaxConnectionIdle = l.MaxConnectionIdle
 	}
 	opts = append(opts, grpc.KeepaliveParams(ka))
+	if l.MaxMessageBytes > 0 {
+		opts = append(opts, grpc.MaxRecvMsgSize(l.MaxMessageBytes))
+	}
 	if l.MaxHeaderListBytes > 0 {
 		opts = append(opts, grpc.MaxHeaderListSize(uint32(l.MaxHeaderListBytes)))
 	}
@@ -104,10 +53,13 @@ func (s *Server) Listener(lis net.Listener) net.Listener {
 
 // LimitListener wraps lis with the connection caps of l (defaults
 // applied): connections beyond MaxConnectionsPerIP from one IP are closed
-// at once; at MaxConnections in total, the policy of
-// ConnLimits.MaxConnections applies. Accept never blocks on the caps.
-func LimitListener(lis net.Listener, l ConnLimits) net.Listener {
-	l = l.withDefaults()
+// at once. At MaxConnections in total, Accept never waits: a newcomer
+// from the peer IP holding the most connections (ties included) is
+// closed at once; a newcomer from any other IP is accepted and the newest
+// connection of the IP holding the most is closed instead, so the
+// addresses that hold most connections cannot keep others out.
+func LimitListener(lis net.Listener, l limits.Limits) net.Listener {
+	l = l.WithDefaults()
 	if l.MaxConnectionsPerIP <= 0 && l.MaxConnections <= 0 {
 		return lis
 	}

@@ -11,16 +11,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 )
 
-// TestDefaultConnLimits: a peer address holds at most 16 connections by
-// default, each completes its handshake in 5 s (the call caps are the
-// guard's, guard.TestDefaultCallCaps).
-func TestDefaultConnLimits(t *testing.T) {
-	l := ConnLimits{}.withDefaults()
-	if l.MaxConnectionsPerIP != 16 || l.HandshakeTimeout.Seconds() != 5 {
-		t.Errorf("defaults: connections per IP %d, handshake %s; want 16, 5s", l.MaxConnectionsPerIP, l.HandshakeTimeout)
-	}
-}
-
 // TestNewScopeSetsTooFastIsResourceExhausted (issue D4): the broker's
 // refusal of a new scope set over the caller's rate reaches the client
 // as RESOURCE_EXHAUSTED with the broker's advice.

@@ -29,6 +29,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
@@ -36,7 +37,7 @@ import (
 )
 
 // guarded adds to cfg a guard whose policy has one caller, of API key
-// key, allowed every tenant, auditing to nowhere.
+// key, allowed every tenant, auditing to nowhere, with cfg's limits.
 func guarded(t *testing.T, cfg server.Config, key string) server.Config {
 	t.Helper()
 	sum := sha256.Sum256([]byte(key))
@@ -48,7 +49,7 @@ func guarded(t *testing.T, cfg server.Config, key string) server.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard)})
+	g, err := guard.New(guard.Config{Policy: holder, Audit: audit.New(io.Discard), Limits: cfg.Limits})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +63,9 @@ func guarded(t *testing.T, cfg server.Config, key string) server.Config {
 // startLimited serves a server with limits and a guard whose policy has
 // one API-key caller, and no broker behind it (the attacks below never
 // reach a handler), on a limited loopback listener.
-func startLimited(t *testing.T, limits server.ConnLimits) string {
+func startLimited(t *testing.T, l limits.Limits) string {
 	t.Helper()
-	srv := server.New(guarded(t, server.Config{Health: health.NewServer(), Logger: slog.New(slog.DiscardHandler), Limits: limits}, "the-only-key"))
+	srv := server.New(guarded(t, server.Config{Health: health.NewServer(), Logger: slog.New(slog.DiscardHandler), Limits: l}, "the-only-key"))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -181,12 +182,12 @@ func sendHugeHeaders(addr string, block []byte) (string, error) {
 // Before the limit (gRPC's default 16 MB) the same attack took a broker
 // from 66 MB to over 1 GB.
 func TestOversizedMetadataRefusedMemoryBounded(t *testing.T) {
-	limits := server.ConnLimits{}
+	var l limits.Limits
 	if os.Getenv("TB_ATTACK_BASELINE") != "" {
 		// Reproduce the finding: gRPC's own header limit (16 MB).
-		limits.MaxHeaderListBytes = 16 << 20
+		l.MaxHeaderListBytes = 16 << 20
 	}
-	addr := startLimited(t, limits)
+	addr := startLimited(t, l)
 	block := hugeHeaderBlock(addr, 15<<20)
 	runtime.GC()
 	debug.FreeOSMemory()
@@ -248,7 +249,7 @@ func TestOversizedMetadataRefusedMemoryBounded(t *testing.T) {
 // stay open, the rest are RESOURCE_EXHAUSTED, and a new peer stream is
 // accepted once they close.
 func TestHealthWatchFloodRefused(t *testing.T) {
-	addr := startLimited(t, server.ConnLimits{})
+	addr := startLimited(t, limits.Limits{})
 	dial := func() healthpb.HealthClient {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -263,7 +264,7 @@ func TestHealthWatchFloodRefused(t *testing.T) {
 	holders, flood := dial(), dial()
 	// The first connection holds the peer's whole allowance.
 	var held []grpc.ServerStreamingClient[healthpb.HealthCheckResponse]
-	for range guard.DefaultMaxAnonymousStreamsPerIP {
+	for range limits.Default().MaxAnonymousStreamsPerIP {
 		w, err := holders.Watch(holdCtx, &healthpb.HealthCheckRequest{})
 		if err != nil {
 			t.Fatal(err)
@@ -329,7 +330,7 @@ func TestHealthWatchFloodRefused(t *testing.T) {
 // total cap a connection waits until another closes.
 func TestConnectionCaps(t *testing.T) {
 	t.Run("per IP and handshake timeout", func(t *testing.T) {
-		addr := startLimited(t, server.ConnLimits{MaxConnectionsPerIP: 8, HandshakeTimeout: 300 * time.Millisecond})
+		addr := startLimited(t, limits.Limits{MaxConnectionsPerIP: 8, HandshakeTimeout: 300 * time.Millisecond})
 		const n = 20
 		conns := make([]net.Conn, n)
 		for i := range conns {
@@ -372,7 +373,7 @@ func TestConnectionCaps(t *testing.T) {
 		}
 	})
 	t.Run("idle GOAWAY", func(t *testing.T) {
-		addr := startLimited(t, server.ConnLimits{MaxConnectionIdle: 300 * time.Millisecond})
+		addr := startLimited(t, limits.Limits{MaxConnectionIdle: 300 * time.Millisecond})
 		c := http2Conn(t, addr)
 		fr := http2.NewFramer(io.Discard, c)
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -387,7 +388,7 @@ func TestConnectionCaps(t *testing.T) {
 		}
 	})
 	t.Run("total", func(t *testing.T) {
-		addr := startLimited(t, server.ConnLimits{MaxConnections: 3})
+		addr := startLimited(t, limits.Limits{MaxConnections: 3})
 		var open []net.Conn
 		for range 3 {
 			open = append(open, http2Conn(t, addr))
@@ -448,7 +449,7 @@ func dialFrom(t *testing.T, src, addr string) (net.Conn, error) {
 // the most is closed for it), and the flooding addresses get no more.
 func TestConnectionCapNotStarvedByOtherAddresses(t *testing.T) {
 	const perIP, total = 8, 24
-	addr := startLimited(t, server.ConnLimits{MaxConnectionsPerIP: perIP, MaxConnections: total})
+	addr := startLimited(t, limits.Limits{MaxConnectionsPerIP: perIP, MaxConnections: total})
 	var flood []net.Conn
 	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
 		for range perIP {

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/queue"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
@@ -54,9 +55,10 @@ type Config struct {
 	// logging, before the handlers (authentication, policy, limits).
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
-	// Limits bound connections and what arrives on them; serve on
-	// Server.Listener for the connection caps.
-	Limits ConnLimits
+	// Limits bound messages and connections (zero fields: the defaults;
+	// the guard caps calls); serve on Server.Listener for the connection
+	// caps.
+	Limits limits.Limits
 	// TenantAccess returns which tenants' health the peer of ctx may see
 	// (guard.Guard.TenantAccess); nil shows every tenant to everyone.
 	TenantAccess func(ctx context.Context) func(tenant string) bool
@@ -86,7 +88,7 @@ type Server struct {
 	broker   Broker
 	senders  *queue.Queue[string, func()] // run WatchToken sends (see newSenders)
 	log      *slog.Logger
-	limits   ConnLimits
+	limits   limits.Limits
 	drain    chan struct{}
 	drainOne sync.Once
 	// abort is cancelled when Shutdown's timeout ends: every call's
@@ -105,8 +107,8 @@ func New(cfg Config) *Server {
 	if cfg.Health == nil {
 		cfg.Health = health.NewServer()
 	}
-	limits := cfg.Limits.withDefaults()
-	s := &Server{broker: cfg.Broker, senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits}
+	l := cfg.Limits.WithDefaults()
+	s := &Server{broker: cfg.Broker, senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: l}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	slow := cfg.SlowCall
 	if slow <= 0 {
@@ -132,7 +134,6 @@ func New(cfg Config) *Server {
 	opts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(64 << 10), // requests are small; refuse floods early
 		// Calls run on a few long-lived goroutines whose stacks have
 		// grown already, instead of a new goroutine per call that grows
 		// its stack again (runtime.copystack was ~15% of a cache hit).
@@ -145,7 +146,7 @@ func New(cfg Config) *Server {
 		// write buffer is grpc-go's shared pool (its default in v1.85),
 		// released after each flush.
 		grpc.ReadBufferSize(8 << 10),
-	}, limits.serverOptions()...)
+	}, serverOptions(l)...)
 	opts = append(opts, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
 	s.GRPC.RegisterService(s.serviceDesc(), s)

@@ -85,6 +85,19 @@ type config struct {
 	refresh time.Duration
 	clock   clockwork.Clock
 	log     *slog.Logger
+	reload  func() Reload
+}
+
+// Reload is the outcome of the broker's last configuration reload.
+type Reload struct {
+	// Result is "success", "error" (the file did not load; the running
+	// configuration was kept) or "rejected" (the change would lower the
+	// security and needs a restart); "" before any reload.
+	Result string
+	At     time.Time
+	// Error says why, for error and rejected; the page strips URL queries
+	// from it and cuts it at MaxErrorLen.
+	Error string
 }
 
 // WithVersion shows the broker's version in the page header and JSON.
@@ -97,6 +110,11 @@ func WithRefresh(d time.Duration) Option { return optionFunc(func(c *config) { c
 // WithClock sets the clock for "generated at" and relative times; tests
 // pass a fake one.
 func WithClock(clk clockwork.Clock) Option { return optionFunc(func(c *config) { c.clock = clk }) }
+
+// WithReload shows the last configuration reload's outcome, from f
+// (called once per request): in status.json always, on the page when it
+// did not succeed.
+func WithReload(f func() Reload) Option { return optionFunc(func(c *config) { c.reload = f }) }
 
 // WithLogger sets the logger for rendering failures (default: discard).
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.log = l }) }
@@ -186,6 +204,12 @@ type pageData struct {
 	Summary        []stateCount
 	Total          int
 	Rows           []row
+	Reload         *reloadNotice // the last reload, if it did not succeed
+}
+
+// reloadNotice is a reload that did not succeed, prepared for display.
+type reloadNotice struct {
+	Result, At, ISO, Error string
 }
 
 type stateCount struct {
@@ -201,6 +225,16 @@ func stateClass(s string) string {
 		return "state-" + s
 	}
 	return "state-other"
+}
+
+// lastReload returns the last reload's outcome, its error cleaned.
+func (h *handler) lastReload() Reload {
+	if h.cfg.reload == nil {
+		return Reload{}
+	}
+	r := h.cfg.reload()
+	r.Error = cleanError(r.Error)
+	return r
 }
 
 // snapshot reads the source once and orders its tenants by name.
@@ -228,6 +262,9 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 		GeneratedISO:   now.UTC().Format(time.RFC3339),
 		RefreshSeconds: int(h.cfg.refresh / time.Second),
 		Total:          len(ts),
+	}
+	if r := h.lastReload(); r.Result != "" && r.Result != "success" {
+		d.Reload = &reloadNotice{Result: r.Result, At: r.At.UTC().Format("2006-01-02 15:04:05 UTC"), ISO: r.At.UTC().Format(time.RFC3339), Error: r.Error}
 	}
 	counts := map[string]int{}
 	for _, t := range ts {
@@ -286,14 +323,25 @@ type jsonTenant struct {
 type jsonStatus struct {
 	GeneratedAt time.Time      `json:"generated_at"`
 	Version     string         `json:"version,omitempty"`
+	LastReload  *jsonReload    `json:"last_reload,omitempty"`
 	States      map[string]int `json:"states"`
 	Tenants     []jsonTenant   `json:"tenants"`
+}
+
+// jsonReload is the last configuration reload in /status.json.
+type jsonReload struct {
+	Result string    `json:"result"`
+	At     time.Time `json:"at"`
+	Error  string    `json:"error,omitempty"`
 }
 
 func (h *handler) json(w http.ResponseWriter, r *http.Request) {
 	now, ts := h.snapshot()
 	out := jsonStatus{GeneratedAt: now.UTC().Truncate(time.Second), Version: h.cfg.version,
 		States: map[string]int{}, Tenants: make([]jsonTenant, 0, len(ts))}
+	if r := h.lastReload(); r.Result != "" {
+		out.LastReload = &jsonReload{Result: r.Result, At: r.At.UTC().Truncate(time.Second), Error: r.Error}
+	}
 	for _, t := range ts {
 		out.States[t.State]++
 		jt := jsonTenant{Name: t.Name, State: t.State, Host: t.Host, LastError: t.LastError,

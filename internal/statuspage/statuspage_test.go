@@ -289,3 +289,54 @@ func TestNilSourcePanics(t *testing.T) {
 	}()
 	statuspage.Handler(nil)
 }
+
+// TestLastReload: a reload that did not succeed is a banner on the page
+// (refused or failed, with its cleaned reason) and last_reload in
+// status.json; a successful one is in status.json only; without
+// WithReload there is neither.
+func TestLastReload(t *testing.T) {
+	at := now.Add(-time.Minute)
+	for _, tc := range []struct {
+		name       string
+		reload     *statuspage.Reload
+		banner     string // "" for none
+		jsonResult string
+	}{
+		{"none", nil, "", ""},
+		{"success", &statuspage.Reload{Result: "success", At: at}, "", "success"},
+		{"rejected", &statuspage.Reload{Result: "rejected", At: at, Error: "daemon: reload refused: it removes every caller <b>"},
+			"Configuration reload <strong>refused</strong> at <time datetime=\"2026-11-20T14:02:12Z\">2026-11-20 14:02:12 UTC</time>; the running configuration is kept (restart to apply such a change). <code>daemon: reload refused: it removes every caller &lt;b&gt;</code>", "rejected"},
+		{"error", &statuspage.Reload{Result: "error", At: at, Error: "config: bad token_url https://idp/x?key=FAKE-query-key"},
+			"Configuration reload <strong>failed</strong>", "error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := []statuspage.Option{statuspage.WithClock(clockwork.NewFakeClockAt(now))}
+			if tc.reload != nil {
+				r := *tc.reload
+				opts = append(opts, statuspage.WithReload(func() statuspage.Reload { return r }))
+			}
+			h := statuspage.Handler(sample(), opts...)
+			_, page := get(t, h, "GET", "/")
+			if tc.banner == "" && strings.Contains(page, `id="reload"`) || tc.banner != "" && !strings.Contains(page, tc.banner) {
+				t.Errorf("page banner, want %q:\n%s", tc.banner, page)
+			}
+			_, body := get(t, h, "GET", "/status.json")
+			var st struct {
+				LastReload *struct {
+					Result, Error string
+					At            time.Time
+				} `json:"last_reload"`
+			}
+			if err := json.Unmarshal([]byte(body), &st); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tc.jsonResult == "" && st.LastReload != nil, tc.jsonResult != "" && (st.LastReload == nil || st.LastReload.Result != tc.jsonResult || !st.LastReload.At.Equal(at)):
+				t.Errorf("last_reload %+v, want result %q", st.LastReload, tc.jsonResult)
+			}
+			if strings.Contains(page+body, "FAKE-query-key") {
+				t.Error("a URL query reached the page")
+			}
+		})
+	}
+}

@@ -53,10 +53,13 @@ type TokenBrokerServiceClient interface {
 	//	INVALID_ARGUMENT    bad tenant name, scope or min_valid.
 	//	NOT_FOUND           no such tenant.
 	//	FAILED_PRECONDITION the identity provider rejected the tenant's
-	//	                    credentials (invalid_client, unauthorized_client),
-	//	                    or it issues tokens shorter-lived than min_valid
-	//	                    (answered without a new request until a scheduled
-	//	                    refresh brings longer-lived tokens).
+	//	                    credentials (invalid_client, unauthorized_client;
+	//	                    UNAVAILABLE instead within 2 minutes of a
+	//	                    credential change or an outage, while the broker
+	//	                    retries them every few seconds), or none of the
+	//	                    key's last 3 tokens lived as long as min_valid
+	//	                    (answered without a new request until a refresh
+	//	                    brings longer-lived tokens).
 	//	UNAVAILABLE         the identity provider cannot be reached, does not
 	//	                    answer within the broker's fetch timeout (10s by
 	//	                    default, or a sixth of the tokens' lifetime if
@@ -75,20 +78,24 @@ type TokenBrokerServiceClient interface {
 	//	                    only once other scope sets go idle (1h).
 	//
 	// While a key has no usable token and the broker is backing off after a
-	// failure, a call may start one early attempt, shared by all callers, at
-	// most once per second per key (never during a Retry-After or after a
-	// permanent error); other calls get the last error at once. A permanent
-	// error is retried every 5 minutes, or on a configuration reload: at once
-	// if the tenant's configuration changed, else at most every 30 s per key.
+	// failure, a call, or an open WatchToken stream of the key, may start one
+	// early attempt, shared by all callers, at most once per second per key
+	// (never during a Retry-After, which holds every request of the key, or
+	// after a permanent error); other calls get the last error at once. A
+	// permanent error is retried every 5 minutes, or on a configuration
+	// reload: at once if the tenant's configuration changed, else at most
+	// every 30 s per key.
 	GetToken(ctx context.Context, in *GetTokenRequest, opts ...grpc.CallOption) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
 	// receives the latest state, never a backlog. The stream ends with
 	// NOT_FOUND when the tenant is removed from the broker, and with
-	// UNAVAILABLE when the broker shuts down or when the tenant is
-	// reconfigured (its credentials, token URL or default scopes change): the
-	// key's tokens are dropped, and watching again, at once, serves tokens of
-	// the new configuration. A watched scope set is never dropped to make room
+	// UNAVAILABLE when the broker shuts down or when the tenant's identity
+	// changes (its token URL, default scopes, or client id with none in
+	// common): the key's tokens are dropped, and watching again, at once,
+	// serves tokens of the new configuration. A new secret, CA or fallback
+	// credential keeps the stream: the new credentials' first token arrives
+	// as one more message. A watched scope set is never dropped to make room
 	// for others.
 	//
 	// Status codes: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, as for GetToken;
@@ -207,10 +214,13 @@ type TokenBrokerServiceServer interface {
 	//	INVALID_ARGUMENT    bad tenant name, scope or min_valid.
 	//	NOT_FOUND           no such tenant.
 	//	FAILED_PRECONDITION the identity provider rejected the tenant's
-	//	                    credentials (invalid_client, unauthorized_client),
-	//	                    or it issues tokens shorter-lived than min_valid
-	//	                    (answered without a new request until a scheduled
-	//	                    refresh brings longer-lived tokens).
+	//	                    credentials (invalid_client, unauthorized_client;
+	//	                    UNAVAILABLE instead within 2 minutes of a
+	//	                    credential change or an outage, while the broker
+	//	                    retries them every few seconds), or none of the
+	//	                    key's last 3 tokens lived as long as min_valid
+	//	                    (answered without a new request until a refresh
+	//	                    brings longer-lived tokens).
 	//	UNAVAILABLE         the identity provider cannot be reached, does not
 	//	                    answer within the broker's fetch timeout (10s by
 	//	                    default, or a sixth of the tokens' lifetime if
@@ -229,20 +239,24 @@ type TokenBrokerServiceServer interface {
 	//	                    only once other scope sets go idle (1h).
 	//
 	// While a key has no usable token and the broker is backing off after a
-	// failure, a call may start one early attempt, shared by all callers, at
-	// most once per second per key (never during a Retry-After or after a
-	// permanent error); other calls get the last error at once. A permanent
-	// error is retried every 5 minutes, or on a configuration reload: at once
-	// if the tenant's configuration changed, else at most every 30 s per key.
+	// failure, a call, or an open WatchToken stream of the key, may start one
+	// early attempt, shared by all callers, at most once per second per key
+	// (never during a Retry-After, which holds every request of the key, or
+	// after a permanent error); other calls get the last error at once. A
+	// permanent error is retried every 5 minutes, or on a configuration
+	// reload: at once if the tenant's configuration changed, else at most
+	// every 30 s per key.
 	GetToken(context.Context, *GetTokenRequest) (*GetTokenResponse, error)
 	// WatchToken streams the key's token: the current state at once, then one
 	// message for every new token and every status change. A slow reader
 	// receives the latest state, never a backlog. The stream ends with
 	// NOT_FOUND when the tenant is removed from the broker, and with
-	// UNAVAILABLE when the broker shuts down or when the tenant is
-	// reconfigured (its credentials, token URL or default scopes change): the
-	// key's tokens are dropped, and watching again, at once, serves tokens of
-	// the new configuration. A watched scope set is never dropped to make room
+	// UNAVAILABLE when the broker shuts down or when the tenant's identity
+	// changes (its token URL, default scopes, or client id with none in
+	// common): the key's tokens are dropped, and watching again, at once,
+	// serves tokens of the new configuration. A new secret, CA or fallback
+	// credential keeps the stream: the new credentials' first token arrives
+	// as one more message. A watched scope set is never dropped to make room
 	// for others.
 	//
 	// Status codes: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, as for GetToken;

@@ -273,17 +273,25 @@ func TestReplicaFailover(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // polling the client's state; nothing to wait on
 		}
 	}
+	// settled waits 2 s after a failover and checks that traffic went on
+	// through it (the ticker drops ticks on a loaded machine, so no rate).
+	settled := func(what string) {
+		before := sent.Load()
+		settle := time.NewTimer(2 * time.Second)
+		<-settle.C
+		if sent.Load() == before {
+			t.Errorf("no request was sent in the 2 s after the %s failover", what)
+		}
+	}
 	killed := failover(syscall.SIGKILL)
-	settle := time.NewTimer(2 * time.Second)
-	<-settle.C
+	settled("SIGKILL")
 	termed := failover(syscall.SIGTERM)
-	settle.Reset(2 * time.Second)
-	<-settle.C
+	settled("SIGTERM")
 	close(stop)
 	traffic.Wait()
 
-	if failed.Load() != 0 || sent.Load() < 150 {
-		t.Errorf("%d of %d requests failed; want 0 of at least 150", failed.Load(), sent.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed; want 0", failed.Load(), sent.Load())
 	}
 	for i, r := range replicas {
 		if !down[i] {

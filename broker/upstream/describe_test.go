@@ -14,7 +14,7 @@ import (
 )
 
 // wrappers are the encodings an IdP may apply, composed at random by
-// TestScrubberPropertyNeverLetsASecretThrough.
+// TestDescribePropertyNeverLetsASecretThrough.
 var wrappers = []struct {
 	name string
 	f    func(string) string
@@ -48,7 +48,7 @@ const secretAlphabet = `abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 // or a run of at least 12 characters) passed through up to three random
 // wrappers (at most one base64, not upper-cased), with or without "id:" in front, and
 // embedded in random text, is never shown: the description is withheld.
-func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
+func TestDescribePropertyNeverLetsASecretThrough(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	alphabet := []rune(secretAlphabet)
 	for i := range 3000 {
@@ -56,7 +56,7 @@ func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
 		for j := range secret {
 			secret[j] = alphabet[rng.IntN(len(alphabet))]
 		}
-		sc := newScrubber([]Credential{{ClientID: "client-7", ClientSecret: creds.Secret(string(secret))}})
+		cs := []Credential{{ClientID: "client-7", ClientSecret: creds.Secret(string(secret))}}
 		piece := string(secret)
 		if rng.IntN(2) == 0 {
 			n := 12 + rng.IntN(len(secret)-11)
@@ -83,7 +83,7 @@ func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
 			applied = append(applied, w.name)
 		}
 		text := []string{"invalid client ", "secret was '", "got: ", "x", ""}[rng.IntN(5)] + piece + []string{"", " rejected", "'.", "&foo=bar", "=="}[rng.IntN(5)]
-		if got := sc.description(text); !isWithheld(got) {
+		if got := describe(cs, text); !isWithheld(got) {
 			t.Fatalf("case %d: secret %q through %v as %q: description %q, want it withheld", i, string(secret), applied, text, got)
 		}
 	}
@@ -91,8 +91,8 @@ func TestScrubberPropertyNeverLetsASecretThrough(t *testing.T) {
 
 // The rule does not withhold text that merely shares short pieces or
 // common words with a secret.
-func TestScrubberKeepsHarmlessText(t *testing.T) {
-	sc := newScrubber([]Credential{{ClientID: "the client", ClientSecret: creds.Secret(faultidp.RedTeamSecret)}})
+func TestDescribeKeepsHarmlessText(t *testing.T) {
+	cs := []Credential{{ClientID: "the client", ClientSecret: creds.Secret(faultidp.RedTeamSecret)}}
 	for _, s := range []string{
 		"client authentication failed",
 		"The client credentials are invalid; check client_id Qz9K and retry",
@@ -103,8 +103,38 @@ func TestScrubberKeepsHarmlessText(t *testing.T) {
 		"AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.",
 		"Client is not allowed to use grant type - see the docs",
 	} {
-		if got := sc.description(s); got == withheld || got == "" {
+		if got := describe(cs, s); got != s {
 			t.Errorf("description(%q) = %q, want it shown", s, got)
+		}
+	}
+}
+
+// Each rule of the allowlist withholds a description on its own; text
+// just inside every bound is shown.
+func TestDescribeAllowlist(t *testing.T) {
+	cs := []Credential{{ClientID: "cid", ClientSecret: creds.Secret("a.b-c_d")}, {ClientID: "cid", ClientSecret: creds.Secret("Zr8vQm2LxW4nTk7pYc3H")}}
+	for _, tc := range []struct {
+		why, text string
+		shown     bool
+	}{
+		{"plain text", "The client is not allowed to use this grant type (see the docs)!", true},
+		{"10 digits", "AADSTS7000215: retry in 120 s", true},
+		{"a run of 15", "the client_identity is unknown", true},
+		{"200 bytes", strings.Repeat("abcd ", 40), true},
+		{"201 bytes", strings.Repeat("abcd ", 40) + "x", false},
+		{"11 digits", "AADSTS7000215: retry in 1200 s", false},
+		{"a run of 16", "the client_secret_id is unknown", false},
+		{"a URL's path", "see https://docs.example/x", false},
+		{"a GUID", "Trace ID 0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d", false},
+		{"non-ASCII", "client authentication failed \u00e9", false},
+		{"a control character", "client authentication\nfailed", false},
+		{"a secret shorter than textRun, whole", "bad secret a.b-c_d", false},
+		{"8 characters of a secret", "secret starting Zr8vQm2L rejected", false},
+		{"7 characters of a secret", "secret starting Zr8vQm2 rejected", true},
+		{"a secret spelt out", "got Z r 8 v Q m 2 L x", false},
+	} {
+		if got := describe(cs, tc.text); (got == tc.text) != tc.shown || !tc.shown && got != descriptionWithheld {
+			t.Errorf("%s: describe(%q) = %q, want shown %v", tc.why, tc.text, got, tc.shown)
 		}
 	}
 }

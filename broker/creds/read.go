@@ -1,0 +1,72 @@
+package creds
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+)
+
+// Reading the files the broker is configured with (config, credentials,
+// secret, CA and TLS files): only regular files, so that a FIFO or a device
+// at one of those paths is an error instead of a read that never ends.
+
+// ErrNotRegular is wrapped by the error of OpenFile and ReadFile for a path
+// that is not a regular file (after following symlinks).
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenFile opens the regular file at path (symlinks followed) for reading.
+// The open does not block, whatever is at path: a FIFO, a device, a
+// directory or a socket is an *fs.PathError wrapping ErrNotRegular that
+// names its type.
+func OpenFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("is %s, %w; point it at the file itself", typeName(fi.Mode()), ErrNotRegular)}
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// ReadFile reads the regular file at path (OpenFile), which must not be
+// larger than limit bytes.
+func ReadFile(path string, limit int64) ([]byte, error) {
+	f, err := OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("file is larger than %d bytes", limit)}
+	}
+	return data, nil
+}
+
+// typeName names the kind of a file that is not regular.
+func typeName(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m.IsDir():
+		return "a directory"
+	}
+	return "an irregular file"
+}
