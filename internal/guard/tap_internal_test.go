@@ -2,6 +2,8 @@ package guard
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/tap"
@@ -16,6 +19,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
+	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
 const getMethod = "/tokenbroker.v1.TokenBrokerService/GetToken"
@@ -42,7 +46,19 @@ func tapGuard(t *testing.T, l limits.Limits) *Guard {
 // authorization ("" for none); cancel ends the stream.
 func tapFrom(t *testing.T, g *Guard, ip, authorization string) (ctx context.Context, cancel context.CancelFunc, err error) {
 	t.Helper()
-	base, cancel := context.WithCancel(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 4242}}))
+	return tapFromPeer(t, g, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 4242}}, authorization)
+}
+
+// tapFromCert is tapFrom over TLS with the verified client certificate leaf.
+func tapFromCert(t *testing.T, g *Guard, ip string, leaf *x509.Certificate) (ctx context.Context, cancel context.CancelFunc, err error) {
+	t.Helper()
+	tlsInfo := credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf}}}}
+	return tapFromPeer(t, g, &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP(ip), Port: 4242}, AuthInfo: tlsInfo}, "")
+}
+
+func tapFromPeer(t *testing.T, g *Guard, p *peer.Peer, authorization string) (ctx context.Context, cancel context.CancelFunc, err error) {
+	t.Helper()
+	base, cancel := context.WithCancel(peer.NewContext(t.Context(), p))
 	md := metadata.MD{}
 	if authorization != "" {
 		md = metadata.Pairs("authorization", authorization)
@@ -128,6 +144,35 @@ func TestCallerCapOverAllAddresses(t *testing.T) {
 			t.Fatalf("after one of ci's calls ended: %v", err)
 		}
 	}
+}
+
+// TestCertificateCallerCapOverAllAddresses: a caller identified by its
+// client certificate is capped over all its addresses too (before, its
+// calls counted only per IP: 128 per address, any number of addresses);
+// a verified certificate that names no caller counts as anonymous.
+func TestCertificateCallerCapOverAllAddresses(t *testing.T) {
+	g := tapGuard(t, limits.Limits{MaxStreamsPerCaller: 5, MaxAnonymousStreamsPerIP: 1})
+	ca := testpki.NewCA(t, "clients")
+	billing, stranger := ca.Issue(t, billingCert).Cert, ca.Issue(t, testpki.Options{CommonName: "stranger"}).Cert
+	held := 0
+	for i := range 5 {
+		for range 3 {
+			if _, cancel, err := tapFromCert(t, g, fmt.Sprintf("10.0.0.%d", i+1), billing); err == nil {
+				defer cancel()
+				held++
+			}
+		}
+	}
+	if held != 5 {
+		t.Errorf("billing holds %d calls over 5 addresses, want its cap 5", held)
+	}
+	_, cancel, err := tapFromCert(t, g, "10.0.1.1", stranger)
+	if err != nil {
+		t.Fatalf("a stranger's first call: %v", err)
+	}
+	defer cancel()
+	_, _, err = tapFromCert(t, g, "10.0.1.1", stranger)
+	wantCode(t, "a stranger's second call from one address", err, codes.ResourceExhausted)
 }
 
 // TestCallerCapIgnoresSchemeSpelling (red team, issue 11): the cap
