@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -160,7 +161,12 @@ func PeerOf(ctx context.Context) Peer {
 		return Peer{}
 	}
 	var p Peer
-	if pr.Addr != nil {
+	if a, ok := pr.Addr.(*net.TCPAddr); ok {
+		// As a.String(), with one allocation instead of two.
+		ap := a.AddrPort()
+		ip := ap.Addr().Unmap()
+		p.Addr, p.Loopback = netip.AddrPortFrom(ip, ap.Port()).String(), ip.IsLoopback()
+	} else if pr.Addr != nil {
 		p.Addr, p.Loopback = pr.Addr.String(), isLoopback(pr.Addr)
 	}
 	if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
@@ -173,9 +179,6 @@ func PeerOf(ctx context.Context) Peer {
 }
 
 func isLoopback(a net.Addr) bool {
-	if a, ok := a.(*net.TCPAddr); ok {
-		return a.IP.IsLoopback()
-	}
 	host, _, err := net.SplitHostPort(a.String())
 	if err != nil {
 		return false
