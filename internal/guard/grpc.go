@@ -18,10 +18,9 @@ import (
 // The guard's steps as gRPC runs them: tap when a call's HEADERS arrive,
 // unary (here) and stream (stream.go) once grpc-go hands over the call.
 
-// ServerOptions returns the grpc.ServerOptions of the guard, for
-// server.Config.ServerOptions: the tap that admits every call from its
-// HEADERS (see tap); grpc-go takes one per server. Without it calls are
-// not capped (the guard logs that once).
+// ServerOptions returns the guard's tap (see tap) as a grpc.ServerOption,
+// for server.Config.ServerOptions. Without it calls are not capped (the
+// guard logs that once).
 func (g *Guard) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.InTapHandle(g.tap)}
 }
@@ -42,13 +41,9 @@ func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
 // GRPCStatus makes an *Error the status a gRPC client receives.
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 
-// tap admits a call when its HEADERS arrive (grpc.InTapHandle), before
-// grpc-go reads its message or runs an interceptor, so that a peer
-// sending headers and never a message holds nothing unchecked. It works
-// out what the call's credentials prove (the key hashed once), refuses a
-// token call whose API key does not verify (audited, charged to the
-// peer), and takes the call's slot (admit) until the stream ends. The
-// returned context carries the proof to the interceptors.
+// tap admits a call when its HEADERS arrive, before grpc-go reads a
+// message: it refuses a token call whose API key does not verify, takes
+// the call's slot until the stream ends, and hands the proof on in ctx.
 func (g *Guard) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	p := authn.PeerOf(ctx)
 	pr := prove(p, credentialsOf(info.Header))
@@ -202,9 +197,7 @@ func credentialsOf(md metadata.MD) Credentials {
 }
 
 // proofOf returns the peer of a token call's ctx and what its
-// credentials prove: the tap's. Without the tap (ServerOptions not
-// installed) it works them out from ctx, and says once that calls are
-// not capped.
+// credentials prove: the tap's, or, without the tap, worked out again.
 func (g *Guard) proofOf(ctx context.Context) (authn.Peer, *proof) {
 	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok {
 		return a.peer, &a.proof
@@ -249,11 +242,9 @@ func CallerFromContext(ctx context.Context) (*Caller, bool) {
 	return c, ok
 }
 
-// TenantVisible returns the filter ListTenants applies to its list: it
-// reports whether the caller in ctx may use a tenant, under the policy
-// current at each call. Without a guard in the chain (no caller in ctx)
-// it allows every tenant, which is the server's behaviour without access
-// control.
+// TenantVisible returns ListTenants' filter: whether the caller in ctx
+// may use a tenant under the current policy; every tenant without a
+// guard in the chain (no caller in ctx).
 func TenantVisible(ctx context.Context) func(tenant string) bool {
 	c, ok := CallerFromContext(ctx)
 	if !ok {
@@ -263,9 +254,8 @@ func TenantVisible(ctx context.Context) func(tenant string) bool {
 }
 
 // TenantAccess returns which tenants the peer of ctx may see, by the
-// rules of the token calls, for services the interceptors do not cover
-// (per-tenant health): nothing without valid credentials, every tenant
-// for a loopback peer in open mode.
+// token calls' rules, for per-tenant health, which the guard does not
+// intercept: none without valid credentials.
 func (g *Guard) TenantAccess(ctx context.Context) func(tenant string) bool {
 	pol := g.holder.Load()
 	p, pr := proofFrom(ctx) // health: the tap hands over no proof
@@ -288,16 +278,9 @@ func visible(pol *policy.Policy, c *Caller) func(tenant string) bool {
 	return pc.TenantAllowed
 }
 
-// CallInfo is what the guard learns about a call for its request-log
-// line: the caller's name and the tenant it asked for. The server puts an
-// empty one in every call's context (WithCallInfo) outside its request
-// log; the guard fills it in; the request log appends it (LogFields) only
-// to a line it actually writes, so that a call that is not logged builds
-// nothing for the log.
-//
-// A CallInfo belongs to its call's goroutine: the guard writes it before
-// the handler runs (streams: when the request message arrives), the
-// request log reads it after the handler returned.
+// CallInfo is the caller and tenant of a call for its request-log line:
+// the server puts one in the context (WithCallInfo), the guard fills it,
+// the log reads it only for a line it writes. It is the call's goroutine's.
 type CallInfo struct {
 	caller, tenant string
 	// authorized is the caller the handler runs for, once the guard

@@ -15,10 +15,9 @@ import (
 
 // Config configures a Guard.
 type Config struct {
-	// Policy holds the access policy; required. Store a new policy in it
-	// to reload: later calls follow it, and when Store returns every open
-	// stream has been re-decided under it (New registers an OnStore
-	// observer): a stream it revokes admits and audits no further message.
+	// Policy holds the access policy; required. When a Store returns,
+	// every open stream has been re-decided under the new policy (see
+	// redecide): one it revokes admits and audits no further message.
 	Policy *policy.Holder
 	// Audit receives the audit trail; nil writes none.
 	Audit *audit.Logger
@@ -29,11 +28,9 @@ type Config struct {
 	// request), the open calls of a peer without credentials and the
 	// per-IP denial rate; zero fields mean the defaults.
 	Limits limits.Limits
-	// DefaultScopes returns a tenant's default scopes, or nil if it has
-	// none or does not exist. A request without scopes from a caller with
-	// a scope allow-list is checked against them; without this function
-	// (or defaults) such a request is denied, since the broker would
-	// otherwise pick scopes the caller may not have.
+	// DefaultScopes returns a tenant's default scopes (nil: none, or no
+	// such tenant), against which a request without scopes from a caller
+	// with a scope allow-list is checked; without them it is denied.
 	DefaultScopes func(tenant string) []string
 	// OnAuditFailure, if set, is called with true when an audit write
 	// fails after succeeding, and with false when writes succeed again;

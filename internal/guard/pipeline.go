@@ -16,12 +16,10 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
-// The guard's steps, in the order a call takes them: admit (its slot,
-// taken when its first bytes arrive), authenticate, authorize, limit,
-// then the handler, then audit. They take what any transport knows of a
-// call (an authn.Peer, Credentials, a target) and refuse with *Error, so that
-// the gRPC interceptors (grpc.go, stream.go) and an HTTP endpoint apply
-// the same rules and write the same audit lines.
+// The steps in the order a call takes them: admit, authenticate,
+// authorize, limit, (the handler), audit. They take what any transport
+// knows of a call and refuse with *Error: gRPC (grpc.go, stream.go) and
+// an HTTP endpoint apply the same rules and write the same audit lines.
 
 // Credentials are what a call presents besides its certificate: an API
 // key, whose bytes the caller must not keep.
@@ -114,10 +112,9 @@ func (g *Guard) slots(caller, ip string) (*counter[string], string, int) {
 	return g.callers, caller, g.limits.MaxStreamsPerCaller
 }
 
-// authenticate makes c the caller that p and pr prove under pol. It
-// refuses no or bad credentials with UNAUTHENTICATED, and a verified
-// identity that is no caller with PERMISSION_DENIED; c then holds what is
-// known (peer, identity) for the denial's audit line.
+// authenticate makes c the caller that p and pr prove under pol, or
+// refuses: UNAUTHENTICATED, or PERMISSION_DENIED for an identity that is
+// no caller; c then holds what is known for the denial's audit line.
 func (g *Guard) authenticate(c *Caller, pol *policy.Policy, p authn.Peer, pr *proof) *Error {
 	*c = Caller{Peer: p.Addr, Loopback: p.Loopback, holder: g.holder}
 	if pol.Empty() {
@@ -167,10 +164,8 @@ func (g *Guard) charge(peer string, err *Error) *Error {
 	return err
 }
 
-// authorize refuses t to c under pol with PERMISSION_DENIED, or
-// INVALID_ARGUMENT for too many scopes. It never depends on whether the
-// tenant exists. A request without scopes from a caller with a scope
-// allow-list is checked with the tenant's default scopes.
+// authorize refuses t to c under pol: PERMISSION_DENIED, never depending
+// on whether the tenant exists, or INVALID_ARGUMENT for too many scopes.
 func (g *Guard) authorize(pol *policy.Policy, c *Caller, method string, t target) *Error {
 	if t.unknown {
 		return errorf(codes.PermissionDenied, "%s is not covered by the access policy", method)
@@ -321,10 +316,9 @@ func (g *Guard) recoveredLocked(ctx context.Context) bool {
 	return true
 }
 
-// RetryAudit, while audit writes fail, tries to write the audit_gap line
-// and reports whether the trail is writable. Calls that hand out tokens
-// retry by themselves; this lets a broker that gets no calls (its health
-// took it out of the load balancer) come back.
+// RetryAudit, while audit writes fail, tries the audit_gap line and
+// reports whether the trail is writable: a broker that gets no calls (out
+// of its load balancer) comes back by it.
 func (g *Guard) RetryAudit(ctx context.Context) bool {
 	s := &g.auditState
 	s.mu.Lock()

@@ -69,10 +69,8 @@ type guardedStream struct {
 	c      *Caller
 	method string
 
-	// authorized and t are set by RecvMsg before the handler sends;
-	// SendMsg reads them and keeps lastVersion. Sends may run on other
-	// goroutines than the handler's (the server's WatchToken senders),
-	// one at a time and ordered after RecvMsg by the server's locks.
+	// Set by RecvMsg before any send; sends may run on the server's
+	// senders, one at a time, after RecvMsg.
 	authorized  bool
 	t           target
 	lastVersion uint64
@@ -122,17 +120,10 @@ func (s *guardedStream) SendMsg(m any) error {
 	return s.ServerStream.SendMsg(m)
 }
 
-// admit refuses m if a policy change revoked the stream, else writes the
-// audit line of the token m carries, if new: no token reaches a caller
-// without its audit line (if it cannot be written, the stream ends with
-// UNAVAILABLE and the client reconnects later). A revocation sets revoked
-// under mu and then waits until no admit that passed the check is still
-// writing: once holder.Store returns, the stream writes no more issue
-// lines. What is left is the send of a message admitted before the
-// change: its token was authorized under the policy live at its check
-// and its line is written before Store returned; the wire may still carry
-// it (waiting for the send would let a client that stopped reading hold
-// up a reload). The wait costs Store at most the audit write in flight.
+// admit refuses m once a policy change revoked the stream, else writes
+// the audit line of m's token if new (no token without its line). Store
+// waits for an admit past its check (redecide), never for the network:
+// a message admitted before may still be on its way.
 func (s *guardedStream) admit(m any) error {
 	var tok issued
 	r, ok := m.(interface{ GetToken() *tbv1.Token })
@@ -161,25 +152,16 @@ func (s *guardedStream) admit(m any) error {
 }
 
 // openStreams are the authorized streams, each with the policy it was
-// last decided under. The guard re-decides them inside every
-// policy.Holder.Store (see redecide), so that a stream costs a map entry,
-// not a goroutine, and a revocation is done when the policy goes live.
+// last decided under, re-decided inside every policy.Holder.Store.
 type openStreams struct {
 	mu  sync.Mutex
 	set map[*guardedStream]*policy.Policy
 }
 
-// track authorizes s.t under the current policy and, if allowed, adds s
-// to the open streams.
-//
-// Deciding and adding under o.mu, with the policy loaded under it, is
-// what keeps a stream from surviving under a stale policy while Store(p)
-// races: Store swaps p in, then runs redecide(p), which takes o.mu. If
-// track holds o.mu first, redecide finds s (decided under the older
-// policy) and re-decides it under p; if redecide holds it first, the
-// swap came before, so track's Load returns p (or a newer policy, whose
-// own redecide follows). Lock order: the Holder's lock, then o.mu, then
-// a stream's mu; track takes no Holder lock (Load is atomic).
+// track authorizes s.t and adds s to the open streams, both under o.mu
+// with the policy loaded there: Store swaps before redecide takes o.mu,
+// so s is either re-decided or decided under the new policy. Lock order:
+// the Holder's lock, o.mu, a stream's mu.
 func (g *Guard) track(s *guardedStream) *Error {
 	o := &g.open
 	o.mu.Lock()
@@ -203,13 +185,9 @@ func (g *Guard) untrack(s *guardedStream) {
 	delete(o.set, s)
 }
 
-// redecide is the guard's policy.Holder observer: it runs inside
-// Store(pol), after the swap, and re-decides every open stream under
-// pol. A stream whose right was revoked gets revoked set and its context
-// cancelled with PERMISSION_DENIED (its own goroutine audits that, see
-// stream) and is dropped from the set; then redecide waits until none of
-// them is still admitting (see admit), with o.mu released so that streams
-// opening meanwhile are not held up.
+// redecide runs inside Store(pol), after the swap: it revokes every open
+// stream pol denies (revoked set, context cancelled; the stream audits
+// that), then, o.mu released, waits for their admits in flight.
 func (g *Guard) redecide(pol *policy.Policy) {
 	o := &g.open
 	var revoked []*guardedStream

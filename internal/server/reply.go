@@ -17,12 +17,9 @@ import (
 )
 
 // reply is a response that hands out a token, made once per token (per
-// update, for WatchToken) and shared by every call that hands it out: a
-// cache hit builds nothing. It carries its encoding, which the codec
-// sends as is (a refresh pushed to 100,000 streams is marshalled once),
-// and the token's audit fingerprint, which the guard reads
-// (guard.Fingerprinted) instead of hashing the token. Interceptors see
-// the message itself, which reply embeds; it must never be modified.
+// update, for WatchToken) and shared, never modified: the message the
+// interceptors see, its encoding the codec sends as is, and the token's
+// audit fingerprint the guard reads (guard.Fingerprinted).
 type reply struct {
 	proto.Message // *tbv1.GetTokenResponse, InvalidateTokenResponse or WatchTokenResponse
 	token         *tbv1.Token

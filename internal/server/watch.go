@@ -17,15 +17,9 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
-// WatchToken implements TokenBrokerService.
-//
-// The stream's goroutine only waits for the stream's end; the senders
-// push the updates (see pushedWatch). An idle stream's goroutine parks
-// here for as long as the stream lives, and Go keeps the stack it grew
-// (halving it only while its use plus 800 bytes is under a quarter), so
-// the deep send path (the guard's audit, the codec, the transport) never
-// runs on it: its stack stays at 8 KiB instead of 16 KiB. A refresh wakes
-// no stream goroutine at all.
+// WatchToken implements TokenBrokerService. The stream's goroutine only
+// waits for its end; the senders push the updates, so that the deep send
+// path never grows its stack (8 KiB for its life, not 16).
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
 	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 2)}
 	if pr, ok := peer.FromContext(stream.Context()); ok && pr.Addr != nil {
@@ -77,15 +71,10 @@ type pushedWatch struct {
 // tenant removed or reconfigured) while a push was queued or running.
 var errWatchEnded = errors.New("server: watch ended")
 
-// notify is the broker's notice that the watch has something new: it
-// queues a push unless one is queued or running, which then looks again
-// (latest-wins: a push sends what Next has then). So a stream whose
-// client does not read holds at most one sender, however many updates
-// come meanwhile.
-//
-// When the broker ends the watch, the handler hears of it here too, not
-// only from the push: a push blocked by a client that does not read would
-// never report it, and the stream would outlive its tenant.
+// notify is the broker's notice of something new: it queues a push unless
+// one is queued or running, which then looks again (latest wins). The
+// watch's end reaches the handler here too: a push blocked by a client
+// that does not read would never report it.
 func (p *pushedWatch) notify() {
 	p.again.Store(true)
 	if p.busy.CompareAndSwap(false, true) {
@@ -157,12 +146,9 @@ func (p *pushedWatch) finish(err error) {
 	}
 }
 
-// awaitEnd runs when the broker has ended the watch while a push was
-// queued or running: that push sends what is left and then the status.
-// It waits for that push, also while it is queued behind other streams'
-// sends on the connection (up to maxEndWait), but gives up a send that
-// has not finished in abandonSendAfter: a client that does not read. It
-// returns how long close may still wait, and the stream's status.
+// awaitEnd waits, when the broker ended the watch, for the push queued or
+// running to send what is left (up to maxEndWait), giving up a send that
+// does not move in abandonSendAfter. It returns close's wait and the status.
 func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (time.Duration, error) {
 	t := time.NewTicker(abandonSendAfter)
 	defer t.Stop()
@@ -194,13 +180,9 @@ const maxEndWait = 5 * time.Second
 // in progress.
 const abandonSendAfter = 250 * time.Millisecond
 
-// close stops the pushes and unsubscribes. The handler calls it before it
-// returns. It waits for a send in progress, but at most wait: a client
-// that does not read can block a send on flow control for ever, and only
-// the handler's return ends the transport stream and so fails that send
-// (grpc-go's answer to a send that may block), so waiting for it would
-// keep a revoked, drained or ended stream open until its connection
-// closes.
+// close stops the pushes and unsubscribes, before the handler returns.
+// It waits for a send in progress at most wait: only the handler's return
+// fails a send that a client not reading blocks for ever.
 func (p *pushedWatch) close(wait time.Duration) {
 	p.closed.Store(true)
 	p.mu.Lock()
@@ -231,18 +213,10 @@ func watchEnd(ctx context.Context, draining bool) error {
 	return status.FromContextError(ctx.Err()).Err()
 }
 
-// newSenders returns the pool that runs WatchToken sends off the
-// streams' own goroutines, so that an idle stream's goroutine never grows
-// its stack with the deep send path (the guard's audit, the codec, the
-// transport) and keeps an 8 KiB stack instead of 16 KiB for its whole
-// life. Sends are queued by connection, a connection's sends one after
-// another: HTTP/2 then writes them in a few system calls, where sends in
-// the random order of the broker's notices cost a write each (a refresh
-// pushed to 100,000 streams over 1,000 connections: ~30 µs of broker CPU
-// per stream instead of ~50). A send blocks while its client does not
-// read (flow control): after stallAfter its worker leaves the pool and
-// another takes its place, so a stalled send costs one goroutine, as it
-// would on the stream's own, and holds up no other send for longer.
+// newSenders returns the pool that runs WatchToken sends: a connection's
+// sends in a row, so that HTTP/2 writes many per system call; a send
+// blocked by a client that does not read gives its place up after
+// stallAfter (README, Performance).
 func newSenders() *queue.Queue[string, func()] {
 	return queue.New[string](maxSenders, stallAfter, func(send func()) { send() })
 }
