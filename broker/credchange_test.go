@@ -57,12 +57,6 @@ func TestSecretChangeKeepsServingUntilTheNewOneWorks(t *testing.T) {
 	if form, _ := f.LastRequest(); form.Get("client_secret") != "n3w-s3cr3t-value" {
 		t.Fatal("the reload did not try the new secret at once")
 	}
-	// A scope set without a cached token: invalid_client, not permanent
-	// yet (callers see UNAVAILABLE and retry).
-	_, err := e.token(t.Context(), []string{"other"}, 0)
-	if ue, ok := errors.AsType[*upstream.Error](err); !ok || ue.Permanent || ue.Code != "invalid_client" {
-		t.Errorf("new scope set during the grace: %v, want a transient invalid_client", err)
-	}
 	start := e.clock.Now()
 	for e.clock.Since(start) < broker.CredentialGrace-10*time.Second {
 		if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.CredentialGraceRetryMax*6/5 {
@@ -83,6 +77,23 @@ func TestSecretChangeKeepsServingUntilTheNewOneWorks(t *testing.T) {
 	}
 	if tok := e.mustToken(nil, 0); tok.AccessToken != "tok-2" {
 		t.Errorf("served %v, want the new secret's token", tok)
+	}
+}
+
+// A scope set created during the grace, without a cached token, gets
+// invalid_client as a transient error (callers see UNAVAILABLE and retry).
+func TestNewScopeSetDuringTheGraceIsTransient(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")), faultidp.OK("tok-1", 3600))
+	e.issued["tok-1"] = true
+	next(t, w, hasVersion(1))
+	spec := acmeAt(f)
+	spec.ClientSecret = "n3w-s3cr3t-value"
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.token(t.Context(), []string{"other"}, 0)
+	if ue, ok := errors.AsType[*upstream.Error](err); !ok || ue.Permanent || ue.Code != "invalid_client" {
+		t.Errorf("new scope set during the grace: %v, want a transient invalid_client", err)
 	}
 }
 
@@ -184,6 +195,83 @@ func TestInvalidClientAfterOutageRetriedSoon(t *testing.T) {
 	}
 	if n := f.Requests(); n != 5 {
 		t.Errorf("%d requests, want 5", n)
+	}
+}
+
+// Credentials that got the last token and are then rejected (an IdP that
+// restarted between two refreshes, unseen, and registers its clients
+// late) are retried within seconds, not after minutes.
+func TestInvalidClientForCredentialsThatWorkedRetriedSoon(t *testing.T) {
+	e, f, w := faultEnv(t, nil, faultidp.OK("tok-1", 3600),
+		faultidp.OAuthError(401, "invalid_client", "unknown client"),
+		faultidp.OAuthError(401, "invalid_client", "unknown client"))
+	e.issued["tok-1"] = true
+	next(t, w, hasVersion(1))
+	for range 2 {
+		e.step()
+		if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.CredentialGraceRetryMax*6/5 {
+			t.Fatalf("invalid_client for credentials that worked retried in %s, want within %s", d, broker.CredentialGraceRetryMax)
+		}
+		if st := e.status().State; st != broker.StateStale {
+			t.Fatalf("state %s while the cached token is valid, want STALE", st)
+		}
+	}
+	e.issued["faultidp-token"] = true
+	e.step()
+	if u := next(t, w, hasVersion(2)); u.Status.State != broker.StateReady {
+		t.Errorf("state %s after the IdP accepted the client, want READY", u.Status.State)
+	}
+	if n := f.Requests(); n != 4 {
+		t.Errorf("%d requests, want 4", n)
+	}
+}
+
+// A new client_id (a tenant that starts afresh) gets the credential grace
+// too: the IdP may register the new client a little later.
+func TestIdentityChangeGetsTheGrace(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "unknown client")), faultidp.OK("tok-1", 3600))
+	e.issued["tok-1"] = true
+	next(t, w, hasVersion(1))
+	spec := acmeAt(f)
+	spec.ClientID = "new-client"
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	_, err := e.token(t.Context(), nil, 0)
+	if ue, ok := errors.AsType[*upstream.Error](err); !ok || ue.Permanent || ue.Code != "invalid_client" {
+		t.Fatalf("new client_id rejected: %v, want a transient invalid_client", err)
+	}
+	if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.CredentialGraceRetryMax*6/5 {
+		t.Errorf("invalid_client for a new client_id retried in %s, want within %s", d, broker.CredentialGraceRetryMax)
+	}
+}
+
+// InvalidateToken forces no request while the key's credentials are
+// rejected for good (the cached token is still served): only the timer
+// and reloads retry them.
+func TestInvalidateDoesNotRetryPermanentFailure(t *testing.T) {
+	e, f, w := faultEnv(t, ptr(faultidp.OAuthError(401, "invalid_client", "bad secret")), faultidp.OK("tok-1", 3600))
+	e.issued["tok-1"] = true
+	tok := next(t, w, hasVersion(1)).Token
+	e.step() // the refresh's first rejection opens the grace
+	// Past the grace: a 5-minute retry.
+	for i := 0; e.status().NextRefresh.Sub(e.clock.Now()) < 4*time.Minute; i++ {
+		if i > 100 {
+			t.Fatalf("not failing permanently after %d attempts", i)
+		}
+		e.step()
+	}
+	before := f.Requests()
+	for range 3 {
+		e.clock.Advance(broker.ForcedRefreshInterval)
+		got, err := e.broker.Invalidate(t.Context(), "acme", nil, tok.SHA256())
+		if err != nil || got.AccessToken != "tok-1" {
+			t.Fatalf("Invalidate = %v, %v; want the cached token", got, err)
+		}
+	}
+	if n := f.Requests() - before; n != 0 {
+		t.Errorf("InvalidateToken on a permanently failing key sent %d requests, want 0", n)
 	}
 }
 

@@ -295,9 +295,10 @@ func (e *entry) invalidate(ctx context.Context, sha string) (*Token, error) {
 	}
 	c := e.inflight
 	if c == nil {
-		if now.Sub(e.forcedAt) < ForcedRefreshInterval || now.Before(e.hold) {
+		if now.Sub(e.forcedAt) < ForcedRefreshInterval || now.Before(e.hold) || e.permanent {
 			// Rate limited: one caller must not drive the identity
-			// provider. Serve the current token.
+			// provider, nor retry credentials it rejected for good.
+			// Serve the current token.
 			e.mu.Unlock()
 			return e.get(ctx, minValid{})
 		}

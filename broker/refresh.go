@@ -120,6 +120,12 @@ func (e *entry) attemptTimeoutLocked() time.Duration {
 	d := e.b.cfg.FetchTimeout
 	if e.tok != nil {
 		d = min(d, max(MinAttemptTimeout, e.tok.lifetime()/6))
+		if left := e.tok.Expiry.Sub(e.b.clock.Now()); left > 0 {
+			// Nor past the cached token's expiry (give or take
+			// MinAttemptTimeout), so that a hung request cannot keep
+			// watchers and health from learning of it.
+			d = min(d, max(MinAttemptTimeout, left))
+		}
 	}
 	return d
 }
@@ -246,7 +252,13 @@ func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 		e.bo.Reset()
 	}
 	delay := e.bo.NextBackOff()
+	worked := e.tok != nil && e.lastErr == nil // the credentials got the last token
 	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}
+	if worked && e.grace.IsZero() {
+		// Credentials that worked and are now rejected: an IdP that
+		// restarted between two refreshes may not know them yet.
+		e.grace = now.Add(CredentialGrace)
+	}
 	inGrace := now.Before(e.grace)
 	if noAnswer || unreachable(err) {
 		// A restarting identity provider may reject clients it has not
@@ -285,7 +297,7 @@ func (e *entry) answeredLocked(now time.Time, err error, ue *upstream.Error, del
 		cp := *ue
 		cp.Permanent = false
 		ue = &cp
-		err = fmt.Errorf("%w (retried every few seconds until %s: the credentials changed or the identity provider was unreachable just before)",
+		err = fmt.Errorf("%w (retried every few seconds until %s: the credentials are new, worked until now, or the identity provider was unreachable just before)",
 			ue, e.grace.UTC().Format(time.RFC3339))
 	case ue.Permanent:
 		delay = permanentRetry
@@ -369,14 +381,12 @@ func jitter(lo, hi time.Duration) time.Duration {
 }
 
 // refreshAt picks when to refresh a token: at 50–80 % of its lifetime,
-// but no later than refreshLead before expiry.
+// but no later than refreshLead before expiry; when that cuts the range
+// (short-lived tokens), in the last fifth before it, so that keys issued
+// together do not stay in step.
 func refreshAt(issued time.Time, lifetime time.Duration) time.Time {
-	at := issued.Add(jitter(lifetime/2, lifetime*4/5))
-	latest := issued.Add(lifetime - refreshLead(lifetime))
-	if at.After(latest) {
-		return latest
-	}
-	return at
+	latest := lifetime - refreshLead(lifetime)
+	return issued.Add(min(jitter(lifetime/2, lifetime*4/5), jitter(latest*4/5, latest)))
 }
 
 // refreshLead is how long before expiry a refresh starts at the latest:

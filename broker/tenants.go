@@ -150,6 +150,11 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 			continue
 		}
 		t := &tenant{spec: s, queue: b.queueLocked(s.TokenURL)}
+		if changed[name] {
+			// A new identity is a credential change too: the IdP may
+			// register it a little after the broker learns of it.
+			t.grace = b.clock.Now().Add(CredentialGrace)
+		}
 		f := fetchers[name]
 		t.fetcher.Store(&f)
 		b.tenants[name] = t

@@ -11,11 +11,9 @@ type backend interface {
 	getToken(ctx context.Context, minValid time.Duration) (rawToken, error)
 	invalidate(ctx context.Context, sha256 string) (rawToken, error)
 	watch(ctx context.Context) (stream, error)
-	// permanent reports whether err ends the Source for good.
-	permanent(err error) bool
-	// startFatal reports whether err, before the first token, makes
-	// NewSource fail at once rather than wait for its context.
-	startFatal(err error) bool
+	// kind returns the kind (ErrUnknownTenant…) of an error of the
+	// backend, or nil.
+	kind(err error) error
 }
 
 // stream is an open watch. recv blocks until a message arrives, the stream

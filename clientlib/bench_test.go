@@ -78,7 +78,7 @@ func loopbackGET(b *testing.B, wrap func(src *clientlib.Source, base http.RoundT
 // BenchmarkBareTransport.
 func BenchmarkTransport(b *testing.B) {
 	loopbackGET(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
-		return &clientlib.Transport{Source: src, Base: base}
+		return clientlib.NewTransport(src, clientlib.WithBaseTransport(base))
 	})
 }
 
@@ -142,7 +142,7 @@ func roundTripOnly(b *testing.B, wrap func(src *clientlib.Source, base http.Roun
 // BenchmarkTransportRoundTripOnly is Transport's own cost per request.
 func BenchmarkTransportRoundTripOnly(b *testing.B) {
 	roundTripOnly(b, func(src *clientlib.Source, base http.RoundTripper) http.RoundTripper {
-		return &clientlib.Transport{Source: src, Base: base}
+		return clientlib.NewTransport(src, clientlib.WithBaseTransport(base))
 	})
 }
 
@@ -219,7 +219,7 @@ func BenchmarkSourceTokenVsReuse(b *testing.B) {
 // ratio (target: at most 1.05).
 func BenchmarkTransportVsBare(b *testing.B) {
 	src, base, get := loopbackGETs(b)
-	withToken := &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
+	withToken := &http.Client{Transport: clientlib.NewTransport(src, clientlib.WithBaseTransport(base))}
 	bare := &http.Client{Transport: base}
 	// Alternate request by request: the machine's load changes at a
 	// millisecond scale, which would swamp a difference of microseconds.

@@ -77,14 +77,14 @@ func TestHTTPClientCloseConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := getBody(t, hc.Client, res.URL); code != 200 {
+	if code, _ := getBody(t, hc.Client(), res.URL); code != 200 {
 		t.Fatalf("GET = %d", code)
 	}
 	closeConcurrently(t, hc.Close)
 	if n := base.closes.Load(); n != 0 {
 		t.Fatalf("Close closed the caller's base transport %d times; it must close only what it created", n)
 	}
-	if _, err := hc.Get(res.URL); !errors.Is(err, clientlib.ErrClosed) {
+	if _, err := hc.Client().Get(res.URL); !errors.Is(err, clientlib.ErrClosed) {
 		t.Fatalf("GET after Close: %v, want ErrClosed", err)
 	}
 }

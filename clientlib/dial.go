@@ -49,13 +49,9 @@ var brokerKeepalive = keepalive.ClientParameters{Time: 30 * time.Second, Timeout
 // dialBroker creates the connection to the broker; it connects lazily.
 func dialBroker(addr string, cfg *clientConfig) (*grpc.ClientConn, error) {
 	target := brokerTarget(addr)
-	creds := cfg.transportCreds
-	if creds == nil {
-		if isLocalTarget(target) {
-			creds = local.NewCredentials()
-		} else {
-			creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
-		}
+	creds := credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	if isLocalTarget(target) {
+		creds = local.NewCredentials()
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

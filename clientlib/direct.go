@@ -2,12 +2,11 @@ package clientlib
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Direct mode runs the broker's own token core in process, for one tenant
@@ -20,10 +19,10 @@ const directTenant = "default"
 // idpTimeout bounds one request to the auth server in direct mode.
 const idpTimeout = 30 * time.Second
 
-// newDirectBroker starts direct mode's in-process broker, with a transport
-// of its own for the auth server, and returns it with the function that
-// closes both.
-func newDirectBroker(t broker.Tenant, cfg *clientConfig) (*broker.Broker, func() error, error) {
+// startDirect starts direct mode's in-process broker, with a transport of
+// its own for the auth server, and a Source on it; closeFn closes all three.
+func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
+	t := p.direct
 	t.Name = directTenant
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b, err := broker.New(broker.Config{
@@ -34,14 +33,18 @@ func newDirectBroker(t broker.Tenant, cfg *clientConfig) (*broker.Broker, func()
 	})
 	if err != nil {
 		tr.CloseIdleConnections()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("clientlib: direct mode (%s): %w", p.from, err)
 	}
-	closeAll := func() error {
+	closeBroker := func() {
 		b.Close() // waits for the broker's goroutines
 		tr.CloseIdleConnections()
-		return nil
 	}
-	return b, closeAll, nil
+	src, err := startSource(ctx, &directBackend{b: b, tenant: directTenant}, directTenant, nil, cfg.source)
+	if err != nil {
+		closeBroker()
+		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)
+	}
+	return src, func() error { err := src.Close(); closeBroker(); return err }, nil
 }
 
 // directBackend is a Source's view of the in-process broker.
@@ -75,16 +78,7 @@ func (d *directBackend) watch(ctx context.Context) (stream, error) {
 	return &directStream{ctx: ctx, w: w}, nil
 }
 
-func (d *directBackend) permanent(err error) bool {
-	return errors.Is(err, broker.ErrInvalidArgument) || errors.Is(err, broker.ErrUnknownTenant) ||
-		errors.Is(err, broker.ErrTenantRemoved) || errors.Is(err, broker.ErrClosed)
-}
-
-func (d *directBackend) startFatal(err error) bool {
-	var tooShort *broker.TooShortLivedError
-	ue, isUpstream := errors.AsType[*upstream.Error](err)
-	return d.permanent(err) || errors.As(err, &tooShort) || isUpstream && ue.Permanent
-}
+func (d *directBackend) kind(err error) error { return brokerKind(err) }
 
 type directStream struct {
 	ctx context.Context

@@ -15,32 +15,36 @@
 // is never sent over plain http to a host other than loopback (a loopback
 // IP address or "localhost", nothing else) unless allowed explicitly.
 //
-// A token goes only to the origin the caller asked for: the scheme, host
-// and port of the request that entered the http.Client. A redirect to any
-// other origin — another host, a subdomain, another port, or https to
-// http — is followed without an Authorization header: no token, and not
-// the caller's own header either, which net/http would copy to the same
-// host name or a subdomain of it. A 401 from such a request replaces no
-// token and is not retried. This holds for Transport over any
-// TokenSource and so for NewHTTPClient in every mode.
+// A token goes only to the origin the caller asked for: a redirect to
+// another scheme, host or port is followed without any Authorization
+// header (see Transport), in every mode.
 //
-//   - NewHTTPClient builds an *http.Client from options or the environment
+//   - NewHTTPClient builds, from options or the environment
 //     (TOKENBROKER_ADDR, else KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID and
-//     KOGNIC_CLIENT_SECRET). It must be closed.
+//     KOGNIC_CLIENT_SECRET), an HTTPClient whose Client method returns
+//     *http.Clients that carry the token. It must be closed.
 //   - NewSource follows one tenant's token over a gRPC connection to the
 //     broker, in the manner of go-spiffe's workloadapi sources: the
 //     constructor blocks until the first token, a watch stream then keeps
 //     it current in the background, and Token answers from memory, without
 //     allocating. It must be closed.
-//   - Transport is the http.RoundTripper that authorises requests with any
-//     oauth2.TokenSource; when the source is also an Invalidator, as a
-//     *Source is, a 401 replaces the token and the request is sent again.
+//   - NewTransport returns the http.RoundTripper that authorises requests
+//     with any oauth2.TokenSource; when the source is also an Invalidator,
+//     as a *Source is, a 401 replaces the token and the request is sent
+//     again.
 //   - PerRPCCredentials authorises gRPC calls with any oauth2.TokenSource.
 //
-// Options follow one style: NewHTTPClient takes Options, NewSource takes
-// SourceOptions (each also an Option), PerRPCCredentials takes
-// PerRPCOptions. Every type that owns goroutines or connections has an
-// idempotent Close that waits for them and closes only what it created.
+// Every constructor takes options of one style, interfaces with an
+// unexported method: NewHTTPClient takes Options; NewSource takes
+// SourceOptions and NewTransport TransportOptions, each also an Option;
+// PerRPCCredentials takes PerRPCOptions. Every type that owns goroutines
+// or connections has an idempotent Close that waits for them and closes
+// only what it created.
+//
+// Errors that a caller may act on are the same in broker and direct mode:
+// errors.Is(err, ErrUnknownTenant), ErrPermissionDenied,
+// ErrCredentialsRejected, ErrUnavailable or ErrInvalidArgument, each
+// wrapping the underlying gRPC status or broker error.
 //
 // Everything in this package is safe for concurrent use.
 package clientlib

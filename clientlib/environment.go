@@ -37,10 +37,6 @@ func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundT
 	return &hostRouter{envs: envs, cfg: cfg, base: base, entries: make(map[string]*envEntry)}
 }
 
-// ErrUnknownHost is wrapped by the error of a request, in by-host mode,
-// whose host no environment names: it gets no token.
-var ErrUnknownHost = errors.New("clientlib: no environment for host")
-
 // RoundTrip implements http.RoundTripper.
 func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A redirect stays with the environment of the request that entered
@@ -125,10 +121,29 @@ func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Tr
 		_ = closeFn()
 		e.err = ErrClosed
 	default:
-		e.tr = &Transport{Source: src, Base: r.base, AllowInsecureHTTP: r.cfg.insecureHTTP, statusErrors: r.cfg.statusErrors}
+		e.tr = r.cfg.newTransport(src, r.base)
 		e.closeFn = closeFn
 	}
 	return e.tr, e.err
+}
+
+// sources returns the token sources of the environments started so far.
+func (r *hostRouter) sources() []*Source {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*Source
+	for _, e := range r.entries {
+		select {
+		case <-e.ready:
+			if e.tr != nil {
+				if src, ok := e.tr.src.(*Source); ok {
+					out = append(out, src)
+				}
+			}
+		default:
+		}
+	}
+	return out
 }
 
 func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source, func() error, error) {

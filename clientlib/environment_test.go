@@ -130,14 +130,14 @@ func TestWithEnvironmentByHost(t *testing.T) {
 		t.Fatal("by-host mode started a source before any request")
 	}
 	for range 2 {
-		if _, got := getBody(t, hc.Client, fmt.Sprintf("http://127.0.0.1:%d/", port)); got != clients[0].ID {
+		if _, got := getBody(t, hc.Client(), fmt.Sprintf("http://127.0.0.1:%d/", port)); got != clients[0].ID {
 			t.Errorf("127.0.0.1 got a token for %q, want environment zero's %q", got, clients[0].ID)
 		}
 	}
 	if idps[1].Requests() != 0 {
 		t.Error("environment one fetched a token before it was used")
 	}
-	if _, got := getBody(t, hc.Client, fmt.Sprintf("http://localhost:%d/", port)); got != clients[1].ID {
+	if _, got := getBody(t, hc.Client(), fmt.Sprintf("http://localhost:%d/", port)); got != clients[1].ID {
 		t.Errorf("localhost got a token for %q, want environment one's %q", got, clients[1].ID)
 	}
 	if idps[0].Requests() != 1 || idps[1].Requests() != 1 {
@@ -146,7 +146,7 @@ func TestWithEnvironmentByHost(t *testing.T) {
 	if err := hc.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); !errors.Is(err, clientlib.ErrClosed) {
+	if _, err := hc.Client().Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); !errors.Is(err, clientlib.ErrClosed) {
 		t.Errorf("request after Close: %v, want ErrClosed", err)
 	}
 }
@@ -193,7 +193,7 @@ func TestWithEnvironmentByHostUnknownHost(t *testing.T) {
 		clientlib.WithEnvironmentsFile(envs), clientlib.WithEnvironmentByHost(), clientlib.WithBaseTransport(base), clientlib.WithInsecureHTTP())
 
 	for _, host := range []string{"localhost", "evil.test", "evilapp.kognic.com", "kognic.com"} {
-		_, err := hc.Get("http://" + host + "/v1/x")
+		_, err := hc.Client().Get("http://" + host + "/v1/x")
 		want := fmt.Sprintf(`no environment for host %q, so no token is sent there: the environments of %s are dev (127.0.0.1), and the KOGNIC_* variables serve only app.kognic.com`, host, envs)
 		if !errors.Is(err, clientlib.ErrUnknownHost) || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want ErrUnknownHost: …%s…", host, err, want)
@@ -209,7 +209,7 @@ func TestWithEnvironmentByHostUnknownHost(t *testing.T) {
 		"app.kognic.com":     clients[1].ID, // the KOGNIC_* variables
 		"api.app.kognic.com": clients[1].ID,
 	} {
-		if code, got := getBody(t, hc.Client, "http://"+host+"/v1/x"); code != 200 || got != want {
+		if code, got := getBody(t, hc.Client(), "http://"+host+"/v1/x"); code != 200 || got != want {
 			t.Errorf("%s: %d, token for %q, want %q", host, code, got, want)
 		}
 	}

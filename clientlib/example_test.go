@@ -28,10 +28,10 @@ func ExampleTransport() {
 
 	// Transport takes any oauth2.TokenSource. A *clientlib.Source also
 	// replaces a token that the server rejects with 401 and retries once.
-	client := &http.Client{Transport: &clientlib.Transport{
-		Source: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "example-token"}),
-		Base:   base,
-	}}
+	client := &http.Client{Transport: clientlib.NewTransport(
+		oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "example-token"}),
+		clientlib.WithBaseTransport(base),
+	)}
 	resp, err := client.Get(srv.URL)
 	if err != nil {
 		log.Fatal(err)
@@ -61,7 +61,7 @@ func ExampleNewHTTPClient() {
 	}
 	defer client.Close()
 
-	resp, err := client.Get(d.ResourceURL)
+	resp, err := client.Client().Get(d.ResourceURL)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func ExampleNewHTTPClient_direct() {
 	}
 	defer client.Close()
 
-	resp, err := client.Get(d.ResourceURL)
+	resp, err := client.Client().Get(d.ResourceURL)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func ExampleNewSource() {
 	// libraries.
 	base := &http.Transport{}
 	defer base.CloseIdleConnections()
-	client := &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
+	client := &http.Client{Transport: clientlib.NewTransport(src, clientlib.WithBaseTransport(base))}
 	resp, err := client.Get(d.ResourceURL)
 	if err != nil {
 		log.Fatal(err)
@@ -159,10 +159,10 @@ func ExamplePerRPCCredentials() {
 	defer client.Close()
 
 	// A gRPC service that wants the tenant's token. Over TLS, drop
-	// AllowInsecureLoopback; it only allows plaintext to loopback.
+	// WithInsecureLoopback; it only allows plaintext to loopback.
 	conn, err := grpc.NewClient(d.GRPCAddr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(clientlib.PerRPCCredentials(client.Source(), clientlib.AllowInsecureLoopback())))
+		grpc.WithPerRPCCredentials(clientlib.PerRPCCredentials(client.Source(), clientlib.WithInsecureLoopback())))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
@@ -48,21 +46,7 @@ func (b *grpcBackend) watch(ctx context.Context) (stream, error) {
 	return grpcStream{st}, nil
 }
 
-func (b *grpcBackend) permanent(err error) bool {
-	switch status.Code(err) {
-	case codes.InvalidArgument, codes.Unimplemented, codes.NotFound:
-		return true
-	}
-	return false
-}
-
-func (b *grpcBackend) startFatal(err error) bool {
-	switch status.Code(err) {
-	case codes.FailedPrecondition, codes.PermissionDenied, codes.Unauthenticated:
-		return true
-	}
-	return b.permanent(err)
-}
+func (b *grpcBackend) kind(err error) error { return statusKind(err) }
 
 type grpcStream struct {
 	st grpc.ServerStreamingClient[tbv1.WatchTokenResponse]

@@ -7,14 +7,17 @@ import (
 	"net/http"
 	"os"
 	"sync"
+
+	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// HTTPClient is an *http.Client whose requests carry a tenant's token, with
-// the Source behind it. It must be closed to release the broker connection
-// (broker mode) or stop refreshing (direct mode).
+// HTTPClient makes http.Clients whose requests carry a tenant's token, and
+// owns what they share: the Source behind them, the broker connection or
+// in-process broker, and the transport. It must be closed to release them.
 type HTTPClient struct {
-	*http.Client
-
+	rt      http.RoundTripper // every request's way out; never changes
 	src     *Source
 	mode    string
 	closers []func() error // what NewHTTPClient created, in creation order
@@ -24,10 +27,11 @@ type HTTPClient struct {
 	closeErr error
 }
 
-// NewHTTPClient returns an HTTP client that authorises every request with a
-// token, refreshed ahead of expiry, replaced and retried once on 401 (see
-// Transport): the Go counterpart of kognic-auth's AuthSession. It blocks
-// until the first token arrives or ctx ends; ctx bounds only that.
+// NewHTTPClient returns an HTTPClient whose http.Clients authorise every
+// request with a token, refreshed ahead of expiry, replaced and retried
+// once on 401 (see Transport): the Go counterpart of kognic-auth's
+// AuthSession. It blocks until the first token arrives or ctx ends; ctx
+// bounds only that.
 //
 // Where tokens come from, first match wins:
 //
@@ -42,22 +46,14 @@ type HTTPClient struct {
 //     WithAuthServer) at /v1/auth/oauth/token, with the broker's own token
 //     lifecycle running in process.
 //
-// With none of these it returns an error wrapping ErrNotConfigured.
-//
-// Like kognic-auth's base clients, the client retries transient failures
-// (see WithRetries), logs a warning once per endpoint whose responses carry
-// a Sunset, Sunset-Date or Deprecation header (to WithLogger's logger, else
-// slog.Default()), and with WithStatusErrors turns non-2xx responses into
-// a *StatusError.
-//
-// Broker mode dials "dns:///<addr>" with round_robin over every address and
-// keepalive, so that calls spread over replicas and the watch stream fails
-// over; a loopback or unix-socket broker is dialled without TLS, any other
-// with TLS unless WithTransportCredentials says otherwise.
+// With none of these it returns an error wrapping ErrNotConfigured. Like
+// kognic-auth's base clients, the client retries transient failures
+// (WithRetries) and warns once per endpoint that announces its Sunset or
+// Deprecation (to WithLogger's logger, else slog.Default()).
 func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
-	cfg := &clientConfig{source: defaultSourceConfig(), lookup: os.LookupEnv}
+	cfg := defaultClientConfig(os.LookupEnv)
 	for _, o := range opts {
-		o.applyClient(cfg)
+		o.configureClient(cfg)
 	}
 	p, err := resolve(cfg)
 	if err != nil {
@@ -68,14 +64,13 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 		_ = c.Close()
 		return nil, err
 	}
-	base := cfg.base
+	base := cfg.transport.base
 	if base == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		base = tr
 		c.closers = append(c.closers, func() error { tr.CloseIdleConnections(); return nil })
 	}
 	inner := http.RoundTripper(newAPITransport(base, cfg))
-	var rt http.RoundTripper
 	switch p.mode {
 	case modeBroker:
 		conn, err := dialBroker(p.addr, cfg)
@@ -99,29 +94,19 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 	case modeByHost:
 		r := newHostRouter(p.envs, cfg, inner)
 		c.closers = append(c.closers, r.Close)
-		rt = r
+		c.rt = r
 	}
 	if c.src != nil {
-		rt = &Transport{Source: c.src, Base: inner, AllowInsecureHTTP: cfg.insecureHTTP, statusErrors: cfg.statusErrors}
+		c.rt = cfg.newTransport(c.src, inner)
 	}
-	c.Client = &http.Client{Transport: rt}
 	return c, nil
 }
 
-// startDirect starts direct mode's in-process broker and a Source on it;
-// closeFn closes both.
-func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
-	b, closeBroker, err := newDirectBroker(p.direct, cfg)
-	if err != nil {
-		return nil, nil, fmt.Errorf("clientlib: direct mode (%s): %w", p.from, err)
-	}
-	be := &directBackend{b: b, tenant: directTenant}
-	src, err := startSource(ctx, be, directTenant, nil, cfg.source)
-	if err != nil {
-		_ = closeBroker()
-		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)
-	}
-	return src, func() error { return errors.Join(src.Close(), closeBroker()) }, nil
+// newTransport is the Transport of NewHTTPClient's options over base.
+func (cfg *clientConfig) newTransport(src oauth2.TokenSource, base http.RoundTripper) *Transport {
+	t := &Transport{src: src, cfg: cfg.transport}
+	t.cfg.base = base
+	return t
 }
 
 // withSourceConfig passes a resolved sourceConfig on as an option.
@@ -129,10 +114,35 @@ func withSourceConfig(sc sourceConfig) SourceOption {
 	return sourceOption(func(c *sourceConfig) { *c = sc })
 }
 
+// Client returns an *http.Client whose requests carry the token: a new one
+// on each call, so that changing its Timeout, Jar, CheckRedirect or even
+// Transport affects no other. All share the transport that Close closes;
+// requests after Close fail with ErrClosed.
+func (c *HTTPClient) Client() *http.Client { return &http.Client{Transport: c.rt} }
+
 // Source returns the Source behind the client: an oauth2.TokenSource and
 // Invalidator, e.g. for PerRPCCredentials or a Transport of your own.
 // Closing the client closes it.
 func (c *HTTPClient) Source() *Source { return c.src }
+
+// Echoes reports whether text, e.g. an error message built from what a
+// server sent (a redirect's URL, a header), spells one of the tokens the
+// client holds (upstream.Echoes), so that it is not shown. The client's
+// own errors already withhold what echoes the token it sent.
+func (c *HTTPClient) Echoes(text string) bool {
+	var srcs []*Source
+	if c.src != nil {
+		srcs = append(srcs, c.src)
+	} else if r, ok := c.rt.(*hostRouter); ok {
+		srcs = r.sources()
+	}
+	for _, src := range srcs {
+		if tok, err := src.Token(); err == nil && upstream.Echoes(text, tok.AccessToken) {
+			return true
+		}
+	}
+	return false
+}
 
 // String describes where the client's tokens come from, without secrets.
 func (c *HTTPClient) String() string { return "clientlib.HTTPClient: " + c.mode }

@@ -58,7 +58,7 @@ func TestNewHTTPClientBrokerMode(t *testing.T) {
 		t.Fatalf("String() = %q", hc.String())
 	}
 	for i := range 3 {
-		if code, body := getBody(t, hc.Client, res.URL); code != 200 || body != "hello, "+s.Client.ID {
+		if code, body := getBody(t, hc.Client(), res.URL); code != 200 || body != "hello, "+s.Client.ID {
 			t.Fatalf("GET %d = %d %q, want 200", i, code, body)
 		}
 	}
@@ -86,7 +86,7 @@ func TestNewHTTPClientDirectMode(t *testing.T) {
 		t.Fatalf("String() = %q, want it to contain %q", hc.String(), want)
 	}
 	for i := range 3 {
-		if code, _ := getBody(t, hc.Client, res.URL); code != 200 {
+		if code, _ := getBody(t, hc.Client(), res.URL); code != 200 {
 			t.Fatalf("GET %d = %d, want 200", i, code)
 		}
 	}
@@ -109,7 +109,7 @@ func TestNewHTTPClientDirectModeFromEnv(t *testing.T) {
 	defer idp.Close()
 	res := startResource(t, idp, c.ID)
 	hc := newHTTPClient(t, env("KOGNIC_CREDENTIALS", "testdata/credentials.json", "KOGNIC_AUTH_SERVER", idp.URL()))
-	if code, _ := getBody(t, hc.Client, res.URL); code != 200 {
+	if code, _ := getBody(t, hc.Client(), res.URL); code != 200 {
 		t.Fatalf("GET = %d, want 200", code)
 	}
 	tok, err := hc.Source().Token()
@@ -183,7 +183,7 @@ func TestHTTPClientClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := getBody(t, hc.Client, res.URL); code != 200 {
+	if code, _ := getBody(t, hc.Client(), res.URL); code != 200 {
 		t.Fatalf("GET = %d", code)
 	}
 	for range 2 {
@@ -191,7 +191,7 @@ func TestHTTPClientClose(t *testing.T) {
 			t.Fatalf("Close: %v", err)
 		}
 	}
-	if _, err := hc.Get(res.URL); !errors.Is(err, clientlib.ErrClosed) {
+	if _, err := hc.Client().Get(res.URL); !errors.Is(err, clientlib.ErrClosed) {
 		t.Fatalf("GET after Close: %v, want ErrClosed", err)
 	}
 }

@@ -66,7 +66,13 @@ func TestExcerptRedactsTokens(t *testing.T) {
 		{"after Bearer", "got Bearer " + tok, false, "got Bearer [REDACTED]"},
 		{"control characters", "a\x00b\nc " + tok + "\x1b[31m", false, "a b c [REDACTED] [31m"},
 		{"cut by the excerpt's end", pad + tok + strings.Repeat("y", 100), false, pad + "…"},
-		{"cut by the read limit", pad + tok[:9], true, pad + "…"},
+		{"cut by the read limit", pad + tok[:7], true, pad + "…"},
+		// Other spellings of the token (red team, issue 16: D) withhold the body.
+		{"path-escaped, lower case", "see /s/ab%2fcd%2bef%3d%3dgh-the-token", false, bodyWithheld},
+		{"JSON \\u escapes", `{"t":"ab\/cd\u002Bef==gh-the-token"}`, false, bodyWithheld},
+		{"HTML entities", "<p>ab&#x2F;cd&#43;ef==gh-the-token</p>", false, bodyWithheld},
+		{"split by a newline", "ab/cd+ef\n==gh-the-token", false, bodyWithheld},
+		{"a prefix of it, cut by the read limit", pad + tok[:9], true, bodyWithheld},
 		{"whole before the end", tok + pad, false, "[REDACTED]" + pad[:maxExcerpt-len("[REDACTED]")] + "…"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

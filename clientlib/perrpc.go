@@ -11,35 +11,19 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// PerRPCOption configures PerRPCCredentials.
-type PerRPCOption interface {
-	applyPerRPC(*perRPC)
-}
-
-type perRPCOption func(*perRPC)
-
-func (f perRPCOption) applyPerRPC(p *perRPC) { f(p) }
-
-// AllowInsecureLoopback lets the credentials send tokens over connections
-// without transport security, but only to loopback addresses (a loopback
-// IP address or "localhost"): for local development and tests.
-func AllowInsecureLoopback() PerRPCOption {
-	return perRPCOption(func(p *perRPC) { p.allowLoopback = true })
-}
-
 // PerRPCCredentials returns gRPC per-RPC credentials that put a token of src
 // in the "authorization" metadata of every call, for gRPC clients of
 // services that accept the tenant's tokens. Use it with
 // grpc.WithPerRPCCredentials.
 //
 // The credentials require transport security (TLS or equivalent), as grpc's
-// credentials/oauth does, unless AllowInsecureLoopback is given. If src has a
+// credentials/oauth does, unless WithInsecureLoopback is given. If src has a
 // TokenContext(context.Context) method, as *Source does, each call's
 // context bounds waiting for a token.
 func PerRPCCredentials(src oauth2.TokenSource, opts ...PerRPCOption) credentials.PerRPCCredentials {
 	p := &perRPC{src: src}
 	for _, o := range opts {
-		o.applyPerRPC(p)
+		o.configurePerRPC(p)
 	}
 	return p
 }
@@ -54,7 +38,7 @@ func (p *perRPC) GetRequestMetadata(ctx context.Context, uri ...string) (map[str
 	ri, _ := credentials.RequestInfoFromContext(ctx)
 	if err := credentials.CheckSecurityLevel(ri.AuthInfo, credentials.PrivacyAndIntegrity); err != nil {
 		if !p.allowLoopback || !loopbackURI(uri) {
-			return nil, fmt.Errorf("%w: connection to %v: %v; use TLS, or AllowInsecureLoopback for a loopback server",
+			return nil, fmt.Errorf("%w: connection to %v: %v; use TLS, or WithInsecureLoopback for a loopback server",
 				ErrInsecureTransport, uri, err)
 		}
 	}

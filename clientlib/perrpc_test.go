@@ -42,7 +42,7 @@ func TestPerRPCCredentials(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 			if tc.creds {
-				opts = append(opts, grpc.WithPerRPCCredentials(clientlib.PerRPCCredentials(src, clientlib.AllowInsecureLoopback())))
+				opts = append(opts, grpc.WithPerRPCCredentials(clientlib.PerRPCCredentials(src, clientlib.WithInsecureLoopback())))
 			}
 			conn, err := grpc.NewClient(g.Addr, opts...)
 			if err != nil {
@@ -60,9 +60,9 @@ func TestPerRPCCredentials(t *testing.T) {
 func TestPerRPCCredentialsSecurity(t *testing.T) {
 	src := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "tok", TokenType: "bearer"})
 	strict := clientlib.PerRPCCredentials(src)
-	loose := clientlib.PerRPCCredentials(src, clientlib.AllowInsecureLoopback())
+	loose := clientlib.PerRPCCredentials(src, clientlib.WithInsecureLoopback())
 	if !strict.RequireTransportSecurity() || loose.RequireTransportSecurity() {
-		t.Fatal("RequireTransportSecurity: want true by default, false with AllowInsecureLoopback")
+		t.Fatal("RequireTransportSecurity: want true by default, false with WithInsecureLoopback")
 	}
 	// Without request info (no connection security known), only a
 	// loopback audience gets a token, and only when allowed.

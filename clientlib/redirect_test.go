@@ -166,7 +166,7 @@ func TestRedirectTokenStaysWithOrigin(t *testing.T) {
 	t.Run("Transport over any TokenSource", func(t *testing.T) {
 		api := startRedirector(t)
 		src := &rotatingSource{tokens: []string{"first", "second"}}
-		hc := &http.Client{Transport: &clientlib.Transport{Source: src, Base: api.base()}}
+		hc := &http.Client{Transport: clientlib.NewTransport(src, clientlib.WithBaseTransport(api.base()))}
 		checkRedirects(t, api, hc, func() int64 {
 			src.mu.Lock()
 			defer src.mu.Unlock()
@@ -177,7 +177,7 @@ func TestRedirectTokenStaysWithOrigin(t *testing.T) {
 		api := startRedirector(t)
 		s := startStack(t, stackConfig{})
 		hc := newHTTPClient(t, env(), clientlib.WithBroker(s.Addr(), "default"), clientlib.WithBaseTransport(api.base()))
-		checkRedirects(t, api, hc.Client, func() int64 { return s.Calls("InvalidateToken") })
+		checkRedirects(t, api, hc.Client(), func() int64 { return s.Calls("InvalidateToken") })
 	})
 	t.Run("direct mode", func(t *testing.T) {
 		api := startRedirector(t)
@@ -189,7 +189,7 @@ func TestRedirectTokenStaysWithOrigin(t *testing.T) {
 		defer idp.Close()
 		hc := newHTTPClient(t, env(), clientlib.WithClientCredentials(c.ID, c.Secret), clientlib.WithAuthServer(idp.URL()),
 			clientlib.WithBaseTransport(api.base()))
-		checkRedirects(t, api, hc.Client, func() int64 { return idp.Requests() - 1 })
+		checkRedirects(t, api, hc.Client(), func() int64 { return idp.Requests() - 1 })
 	})
 	t.Run("environment by host", func(t *testing.T) {
 		api := startRedirector(t)
@@ -207,7 +207,7 @@ func TestRedirectTokenStaysWithOrigin(t *testing.T) {
 			t.Fatal(err)
 		}
 		hc := newHTTPClient(t, env(), clientlib.WithEnvironmentsFile(envs), clientlib.WithEnvironmentByHost(), clientlib.WithBaseTransport(api.base()))
-		checkRedirects(t, api, hc.Client, func() int64 { return idp.Requests() - 1 })
+		checkRedirects(t, api, hc.Client(), func() int64 { return idp.Requests() - 1 })
 	})
 }
 
@@ -219,11 +219,11 @@ func TestStatusErrorsFollowRedirects(t *testing.T) {
 	other := startHostSeen(t, "127.0.0.2:0", false)
 	hc := directClient(t, clientlib.WithStatusErrors(), clientlib.WithBaseTransport(api.base()))
 	for _, code := range []int{301, 302, 303, 307, 308} {
-		if status, body := getBody(t, hc.Client, api.to(code, api.URL+"/ok")); status != 200 || body != "ok" {
+		if status, body := getBody(t, hc.Client(), api.to(code, api.URL+"/ok")); status != 200 || body != "ok" {
 			t.Errorf("%d within the origin: %d %q, want 200", code, status, body)
 		}
 	}
-	_, err := hc.Get(api.to(http.StatusFound, other.URL+"/x"))
+	_, err := hc.Client().Get(api.to(http.StatusFound, other.URL+"/x"))
 	var se *clientlib.StatusError
 	if !errors.As(err, &se) || se.StatusCode != 401 || se.URL != other.URL+"/x" || se.Body != "who are you?" {
 		t.Errorf("redirect to another origin: %v, want the other host's 401 as a *StatusError", err)

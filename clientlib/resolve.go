@@ -35,13 +35,6 @@ const (
 // DefaultTenant is the tenant asked for when none is named.
 const DefaultTenant = names.DefaultTenant
 
-// ErrNotConfigured is returned by NewHTTPClient when neither options nor the
-// environment say where tokens come from.
-var ErrNotConfigured = errors.New("clientlib: no token source configured: set " + EnvBrokerAddr +
-	" (and optionally " + EnvBrokerTenant + ") to use a token broker, or " + creds.EnvCredentials +
-	" to a Kognic credentials file, or " + creds.EnvClientID + " and " + creds.EnvClientSecret +
-	"; or pass WithBroker, WithCredentialsFile, WithClientCredentials or WithEnvironment")
-
 type mode int
 
 const (
@@ -135,13 +128,13 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 		p.tenant = DefaultTenant
 	}
 	if err := names.ValidTenant(p.tenant); err != nil {
-		return nil, fmt.Errorf("clientlib: %s: %w", p.from, err)
+		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: %s: %w", p.from, err))
 	}
 	if cfg.authServer != "" {
 		return nil, fmt.Errorf("clientlib: WithAuthServer applies to direct mode only, but %s selects broker mode, where the broker holds the tenant's token URL", ch.option)
 	}
 	if _, err := names.NormalizeScopes(cfg.source.scopes); err != nil {
-		return nil, fmt.Errorf("clientlib: WithScopes: %w", err)
+		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: WithScopes: %w", err))
 	}
 	return p, nil
 }
@@ -149,58 +142,14 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 // resolveDirect builds direct mode's tenant with the broker's own parsing
 // of the Kognic environment (kognic.FromEnv), feeding it the explicit
 // options, and the named environment env if not nil, in place of the
-// environment variables they override. Scopes: WithScopes, else env's,
-// else the credentials file's.
+// environment variables they override.
 func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Environment) (*plan, error) {
-	overlay := map[string]string{}
-	from := ""
-	switch ch.option {
-	case "WithClientCredentials":
-		if strings.TrimSpace(ch.clientID) == "" || strings.TrimSpace(ch.secret) == "" {
-			return nil, errors.New("clientlib: WithClientCredentials: the client ID and the client secret must both be non-empty")
-		}
-		overlay[creds.EnvCredentials] = ""
-		overlay[creds.EnvClientID] = ch.clientID
-		overlay[creds.EnvClientSecret] = ch.secret
-		from = ch.option
-	case "WithCredentialsFile":
-		// Loaded here first for an error that names the option, not the
-		// environment variable.
-		if _, err := creds.LoadFile(ch.file, creds.WithClock(func() time.Time { return now })); err != nil {
-			return nil, fmt.Errorf("clientlib: WithCredentialsFile: %w", err)
-		}
-		overlay[creds.EnvCredentials] = ch.file
-		from = ch.option
+	overlay, from, err := credentialsOverlay(ch, now, env, envFileName(cfg))
+	if err != nil {
+		return nil, err
 	}
-	if env != nil {
-		from = fmt.Sprintf("environment %q of %s", env.Name, envFileName(cfg))
-		if env.Credentials != "" {
-			if _, err := creds.LoadFile(env.Credentials, creds.WithClock(func() time.Time { return now })); err != nil {
-				return nil, fmt.Errorf("clientlib: %s: %w", from, err)
-			}
-			overlay[creds.EnvCredentials] = env.Credentials
-		}
-	}
-	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
-	if env != nil && cfg.authServer == "" {
-		if err := checkAuthServer(env.AuthServer); err != nil {
-			return nil, fmt.Errorf("clientlib: %s: auth_server: %w", from, err)
-		}
-		overlay[kognic.EnvAuthServer] = env.AuthServer
-		server, serverFrom = env.AuthServer, from
-	}
-	if cfg.authServer != "" {
-		if err := checkAuthServer(cfg.authServer); err != nil {
-			return nil, fmt.Errorf("clientlib: WithAuthServer: %w", err)
-		}
-		overlay[kognic.EnvAuthServer] = cfg.authServer
-		server, serverFrom = cfg.authServer, "WithAuthServer"
-	}
-	// The client secret goes to the auth server: plain http only to
-	// loopback, as the broker requires of KOGNIC_AUTH_SERVER.
-	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !upstream.IsLoopbackHost(u.Hostname()) {
-		return nil, fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
-			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
+	if err := authServerOverlay(cfg, env, from, overlay); err != nil {
+		return nil, err
 	}
 	lookup := func(key string) (string, bool) {
 		if v, ok := overlay[key]; ok {
@@ -218,21 +167,99 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	if from == "" {
 		from = kc.Credentials.Source
 	}
-	spec := broker.Tenant{
-		Name: directTenant, TokenURL: kc.TokenURL, ClientID: kc.Credentials.ID, ClientSecret: kc.Credentials.Secret,
-		Scopes: kc.Credentials.Scopes, AuthStyle: oauth2.AuthStyleInParams,
+	scopes, err := directScopes(cfg, env, from, kc.Credentials.Scopes)
+	if err != nil {
+		return nil, err
 	}
+	return &plan{mode: modeDirect, from: from, direct: broker.Tenant{
+		Name: directTenant, TokenURL: kc.TokenURL, ClientID: kc.Credentials.ID, ClientSecret: kc.Credentials.Secret,
+		Scopes: scopes, AuthStyle: oauth2.AuthStyleInParams,
+	}}, nil
+}
+
+// credentialsOverlay returns the credentials variables that the chosen
+// option or env replaces, and where the credentials come from ("" for the
+// environment variables). Files are loaded here first for an error that
+// names the option or environment, not the variable.
+func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFile string) (map[string]string, string, error) {
+	overlay := map[string]string{}
+	load := func(from, file string) error {
+		if _, err := creds.LoadFile(file, creds.WithClock(func() time.Time { return now })); err != nil {
+			return fmt.Errorf("clientlib: %s: %w", from, err)
+		}
+		overlay[creds.EnvCredentials] = file
+		return nil
+	}
+	from := ""
+	switch ch.option {
+	case "WithClientCredentials":
+		if strings.TrimSpace(ch.clientID) == "" || strings.TrimSpace(ch.secret) == "" {
+			return nil, "", errors.New("clientlib: WithClientCredentials: the client ID and the client secret must both be non-empty")
+		}
+		overlay[creds.EnvCredentials] = ""
+		overlay[creds.EnvClientID] = ch.clientID
+		overlay[creds.EnvClientSecret] = ch.secret
+		from = ch.option
+	case "WithCredentialsFile":
+		from = ch.option
+		if err := load(from, ch.file); err != nil {
+			return nil, "", err
+		}
+	}
+	if env != nil {
+		from = fmt.Sprintf("environment %q of %s", env.Name, envFile)
+		if env.Credentials != "" {
+			if err := load(from, env.Credentials); err != nil {
+				return nil, "", err
+			}
+		}
+	}
+	return overlay, from, nil
+}
+
+// authServerOverlay sets the auth server of WithAuthServer, else of env,
+// in overlay. The client secret goes to the auth server: plain http only
+// to loopback, as the broker requires of KOGNIC_AUTH_SERVER.
+func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) error {
+	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
+	field := "" // the option or field that names the server, for errors
+	switch {
+	case cfg.authServer != "":
+		server, serverFrom, field = cfg.authServer, "WithAuthServer", "WithAuthServer"
+	case env != nil:
+		server, serverFrom, field = env.AuthServer, from, from+": auth_server"
+	}
+	if field != "" {
+		if err := checkAuthServer(server); err != nil {
+			return fmt.Errorf("clientlib: %s: %w", field, err)
+		}
+		overlay[kognic.EnvAuthServer] = server
+	}
+	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !upstream.IsLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
+			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
+	}
+	return nil
+}
+
+// directScopes are direct mode's scopes: WithScopes, else env's, else the
+// credentials file's.
+func directScopes(cfg *clientConfig, env *creds.Environment, from string, fileScopes []string) ([]string, error) {
 	switch {
 	case cfg.source.scopesSet:
-		if spec.Scopes, err = names.NormalizeScopes(cfg.source.scopes); err != nil {
-			return nil, fmt.Errorf("clientlib: WithScopes: %w", err)
+		scopes, err := names.NormalizeScopes(cfg.source.scopes)
+		if err != nil {
+			return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: WithScopes: %w", err))
 		}
+		return scopes, nil
 	case env != nil && len(env.Scopes) > 0:
-		if spec.Scopes, err = names.NormalizeScopes(env.Scopes); err != nil {
+		scopes, err := names.NormalizeScopes(env.Scopes)
+		if err != nil {
 			return nil, fmt.Errorf("clientlib: %s: scopes: %w", from, err)
 		}
+		return scopes, nil
 	}
-	return &plan{mode: modeDirect, from: from, direct: spec}, nil
+	return fileScopes, nil
 }
 
 // checkAuthServer checks an auth server base URL with the broker's one

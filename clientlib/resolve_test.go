@@ -154,9 +154,9 @@ func TestResolve(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &clientConfig{source: defaultSourceConfig(), now: func() time.Time { return now }}
-			WithEnv(mapLookup(tc.env)).applyClient(cfg)
+			WithEnv(mapLookup(tc.env)).configureClient(cfg)
 			for _, o := range tc.opts {
-				o.applyClient(cfg)
+				o.configureClient(cfg)
 			}
 			p, err := resolve(cfg)
 			if tc.wantErr != "" {
@@ -183,7 +183,7 @@ func TestResolve(t *testing.T) {
 
 func TestNotConfiguredWraps(t *testing.T) {
 	cfg := &clientConfig{source: defaultSourceConfig()}
-	WithEnv(nil).applyClient(cfg)
+	WithEnv(nil).configureClient(cfg)
 	if _, err := resolve(cfg); !errors.Is(err, ErrNotConfigured) {
 		t.Fatalf("err = %v, want ErrNotConfigured", err)
 	}

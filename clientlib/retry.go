@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,54 +21,13 @@ import (
 // 504 and broken connections with exponential backoff, and a warning per
 // endpoint that announces its sunset.
 
-// DefaultRetries is how many times a request is retried after a transient
-// failure unless WithRetries says otherwise (kognic-auth's count).
-const DefaultRetries = 3
-
 const (
-	defaultRetryInitial = 500 * time.Millisecond
-	defaultRetryMax     = 8 * time.Second
 	// maxRetryAfter is the longest Retry-After honoured; a server asking
 	// for a longer wait gets its response passed to the caller instead.
 	maxRetryAfter = time.Minute
 	// maxWarned bounds the endpoints remembered as already warned about.
 	maxWarned = 1024
 )
-
-type retryConfig struct {
-	set              bool
-	max              int
-	initial, maxWait time.Duration
-}
-
-// WithRetries sets how many times a request is retried after a transient
-// failure (default DefaultRetries; 0 turns retrying off). Retried are:
-// 502, 503 and 504 responses and connections reset or closed before any
-// response, for idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT,
-// DELETE, or any with an Idempotency-Key header); and a connection that
-// could not be made at all, for any request. The body must be replayable
-// (none, or Request.GetBody set, as http.NewRequest does for in-memory
-// bodies). Waits grow exponentially from 500ms to 8s with ±50 % jitter,
-// or follow Retry-After when the server sends it (up to a minute; a
-// longer one ends the retries), and end with the request's context.
-func WithRetries(n int) Option {
-	return clientOption(func(c *clientConfig) {
-		c.retry.set, c.retry.max = true, max(n, 0)
-	})
-}
-
-// WithRetryBackoff sets the first and the longest wait between retries
-// (defaults 500ms and 8s). Non-positive values keep the defaults.
-func WithRetryBackoff(initial, max time.Duration) Option {
-	return clientOption(func(c *clientConfig) {
-		if initial > 0 {
-			c.retry.initial = initial
-		}
-		if max > 0 {
-			c.retry.maxWait = max
-		}
-	})
-}
 
 // apiTransport retries transient failures and warns about deprecated
 // endpoints; it carries requests that already have their token.
@@ -82,17 +42,8 @@ type apiTransport struct {
 }
 
 func newAPITransport(base http.RoundTripper, cfg *clientConfig) *apiTransport {
-	t := &apiTransport{base: base, retries: DefaultRetries, initial: defaultRetryInitial, maxWait: defaultRetryMax,
-		log: cfg.source.logger, warned: make(map[string]bool)}
-	if cfg.retry.set {
-		t.retries = cfg.retry.max
-	}
-	if cfg.retry.initial > 0 {
-		t.initial = cfg.retry.initial
-	}
-	if cfg.retry.maxWait > 0 {
-		t.maxWait = max(cfg.retry.maxWait, t.initial)
-	}
+	t := &apiTransport{base: base, retries: cfg.retries, initial: cfg.retryInitial,
+		maxWait: max(cfg.retryMax, cfg.retryInitial), log: cfg.source.logger, warned: make(map[string]bool)}
 	if !cfg.source.loggerSet {
 		// Deprecation warnings are for people: without a logger of the
 		// caller's they go to the process's default logger.
@@ -217,13 +168,20 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 // Deprecation header, and Kognic's Sunset-Date.
 var deprecationHeaders = []string{"Sunset", "Sunset-Date", "Deprecation"}
 
+// deprecationValue is what those headers hold: an HTTP date, "@" and a
+// Unix time, an ISO date or "true"; anything else is not logged.
+var deprecationValue = regexp.MustCompile(`^[A-Za-z0-9 ,:@+\-]{1,40}$`)
+
 // warnDeprecated logs, once per endpoint, a response's deprecation
 // headers.
 func (t *apiTransport) warnDeprecated(req *http.Request, resp *http.Response) {
 	var attrs []any
 	for _, h := range deprecationHeaders {
 		if v := resp.Header.Get(h); v != "" {
-			attrs = append(attrs, strings.ToLower(h), printable(v, 100))
+			if !deprecationValue.MatchString(v) {
+				v = "[not a date]" // the server's bytes are not logged
+			}
+			attrs = append(attrs, strings.ToLower(h), v)
 		}
 	}
 	if attrs == nil {

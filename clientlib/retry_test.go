@@ -93,7 +93,7 @@ func TestRetries(t *testing.T) {
 			if tc.idempotencyKy {
 				req.Header.Set("Idempotency-Key", "k1")
 			}
-			resp, err := hc.Do(req)
+			resp, err := hc.Client().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,14 +128,14 @@ func TestRetryConnectionReset(t *testing.T) {
 	}))
 	defer api.Close()
 	hc := directClient(t)
-	if code, body := getBody(t, hc.Client, api.URL); code != 200 || body != "ok" {
+	if code, body := getBody(t, hc.Client(), api.URL); code != 200 || body != "ok" {
 		t.Fatalf("GET = %d %q, want the retry's 200", code, body)
 	}
 	// A POST that may have reached the server is not repeated.
 	mu.Lock()
 	resets = 0
 	mu.Unlock()
-	if _, err := hc.Post(api.URL, "text/plain", strings.NewReader("x")); err == nil {
+	if _, err := hc.Client().Post(api.URL, "text/plain", strings.NewReader("x")); err == nil {
 		t.Error("POST after a closed connection succeeded: it was repeated")
 	}
 }
@@ -149,16 +149,26 @@ func TestDeprecationWarnedOncePerEndpoint(t *testing.T) {
 		if r.URL.Path == "/kognic" {
 			w.Header().Set("Sunset-Date", "2033-12-31T23:59:59Z")
 		}
+		if r.URL.Path == "/echo" { // a server that puts the token in the header
+			w.Header().Set("Deprecation", r.Header.Get("Authorization"))
+		}
 	}))
 	defer api.Close()
 	hc := directClient(t, clientlib.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-	for _, p := range []string{"/old?a=1", "/old?a=2", "/new", "/kognic", "/kognic"} {
-		getBody(t, hc.Client, api.URL+p)
+	for _, p := range []string{"/old?a=1", "/old?a=2", "/new", "/kognic", "/kognic", "/echo"} {
+		getBody(t, hc.Client(), api.URL+p)
 	}
 	out := logs.String()
-	if strings.Count(out, "deprecated") != 2 || !strings.Contains(out, `endpoint="GET `+api.URL+`/old"`) ||
+	tok, err := hc.Source().Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, tok.AccessToken[:12]) || !strings.Contains(out, `deprecation="[not a date]"`) {
+		t.Errorf("a header value that is not a date is logged:\n%s", out)
+	}
+	if strings.Count(out, "deprecated") != 3 || !strings.Contains(out, `endpoint="GET `+api.URL+`/old"`) ||
 		!strings.Contains(out, `sunset="Sat, 31 Dec 2033 23:59:59 GMT"`) || !strings.Contains(out, "sunset-date=2033-12-31T23:59:59Z") {
-		t.Errorf("want one warning for /old and one for /kognic, got:\n%s", out)
+		t.Errorf("want one warning for /old, /kognic and /echo each, got:\n%s", out)
 	}
 }
 
@@ -174,7 +184,7 @@ func TestStatusErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = hc.Get(api.URL + "/v1/thing?secret=1")
+	_, err = hc.Client().Get(api.URL + "/v1/thing?secret=1")
 	var se *clientlib.StatusError
 	if !errors.As(err, &se) {
 		t.Fatalf("err = %v, want a *StatusError", err)

@@ -58,10 +58,13 @@ type stackConfig struct {
 	// Secret, when set, is configured at the broker instead of the
 	// client's real secret.
 	Secret string
+	// Scopes, when set, are the only scopes the IdP grants the client.
+	Scopes []string
 }
 
 func newStack(ctx context.Context, cfg stackConfig) (*stack, error) {
 	c := devidp.NewClient()
+	c.Scopes = cfg.Scopes
 	idp, err := devidp.Start(ctx, devidp.Config{Clients: []devidp.Client{c}, TokenLifetime: cfg.TokenLifetime})
 	if err != nil {
 		return nil, err

@@ -18,10 +18,6 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
-// ErrClosed is returned by a Source, and everything built on it, after
-// Close.
-var ErrClosed = errors.New("clientlib: source closed")
-
 // Source keeps the latest token of one tenant and scope set. It implements
 // oauth2.TokenSource and Invalidator.
 //
@@ -31,8 +27,9 @@ var ErrClosed = errors.New("clientlib: source closed")
 // token has the minimum validity left (see WithMinValid). While the stream
 // is down the Source reconnects with exponential backoff and jitter, and
 // fetches with GetToken when the cached token is due. It stops for good
-// when the broker answers InvalidArgument, Unimplemented or NotFound (the
-// tenant was removed); Token then returns that error.
+// on an error of kind ErrInvalidArgument or ErrUnknownTenant (the tenant
+// was removed), or from a server that is not a broker; Token then returns
+// that error.
 //
 // A Source is safe for concurrent use. It must be closed; Close stops its
 // goroutines but leaves the gRPC connection, which belongs to the caller.
@@ -75,10 +72,11 @@ type snapshot struct {
 
 // NewSource returns a Source for the tenant's token from the broker at the
 // other end of conn. It blocks until the first token arrives, the broker
-// reports an error that will not go away by waiting (for example NotFound
-// for an unknown tenant, or FailedPrecondition for credentials the identity
-// provider rejects), or ctx ends; ctx bounds only this wait. The Source
-// never uses ctx afterwards.
+// reports an error that will not go away by waiting (ErrUnknownTenant,
+// ErrPermissionDenied, ErrCredentialsRejected, ErrInvalidArgument), or ctx
+// ends; ctx bounds only this wait, and its error then also wraps the last
+// failure (e.g. one of kind ErrUnavailable). The Source never uses ctx
+// afterwards.
 //
 // conn is typically a *grpc.ClientConn; the Source does not close it.
 func NewSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string, opts ...SourceOption) (*Source, error) {
@@ -87,14 +85,14 @@ func NewSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string
 	}
 	cfg := defaultSourceConfig()
 	for _, o := range opts {
-		o.applySource(&cfg)
+		o.configureSource(&cfg)
 	}
 	if err := names.ValidTenant(tenant); err != nil {
-		return nil, fmt.Errorf("clientlib: NewSource: %w", err)
+		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: NewSource: %w", err))
 	}
 	scopes, err := names.NormalizeScopes(cfg.scopes)
 	if err != nil {
-		return nil, fmt.Errorf("clientlib: NewSource: WithScopes: %w", err)
+		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: NewSource: WithScopes: %w", err))
 	}
 	be := &grpcBackend{client: tbv1.NewTokenBrokerServiceClient(conn), tenant: tenant, scopes: scopes}
 	return startSource(ctx, be, tenant, scopes, cfg)
@@ -265,19 +263,20 @@ func (s *Source) failLocked(op string, err error) error {
 	if errors.Is(err, io.EOF) {
 		err = fmt.Errorf("the broker ended the stream: %w", err)
 	}
+	err = withKind(s.be.kind(err), err)
 	wrapped := fmt.Errorf("clientlib: tenant %q: %s: %w", s.tenant, op, err)
 	if s.closed {
 		return ErrClosed
 	}
 	s.lastErr = fmt.Errorf("%s: %w", op, err)
 	switch {
-	case s.be.permanent(err):
+	case permanent(err):
 		s.state.Store(&snapshot{err: wrapped})
 		s.signalReadyLocked()
 		s.notifyLocked()
 		s.cancel() // ends the watch and calls in flight
 		s.log.Error("token source stopped for good", "error", err)
-	case s.state.Load().tok == nil && s.be.startFatal(err):
+	case s.state.Load().tok == nil && startFatal(err):
 		if s.startErr == nil {
 			s.startErr = wrapped
 		}

@@ -248,14 +248,15 @@ func TestNewSourceErrors(t *testing.T) {
 		tenant string
 		opts   []clientlib.SourceOption
 		code   codes.Code
+		kind   error
 		want   string
 	}{
 		// The messages after the prefixes are the broker's and package
 		// names', tested there.
-		{"unknown tenant", "nope", nil, codes.NotFound,
+		{"unknown tenant", "nope", nil, codes.NotFound, clientlib.ErrUnknownTenant,
 			`clientlib: tenant "nope": WatchToken: rpc error: code = NotFound desc = broker: unknown tenant "nope"`},
-		{"bad tenant", "No_Such", nil, codes.OK, `clientlib: NewSource: tenant name "No_Such"`},
-		{"bad scope", "default", []clientlib.SourceOption{clientlib.WithScopes("a b")}, codes.OK,
+		{"bad tenant", "No_Such", nil, codes.OK, clientlib.ErrInvalidArgument, `clientlib: NewSource: tenant name "No_Such"`},
+		{"bad scope", "default", []clientlib.SourceOption{clientlib.WithScopes("a b")}, codes.OK, clientlib.ErrInvalidArgument,
 			`clientlib: NewSource: WithScopes: scope "a b"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -264,8 +265,8 @@ func TestNewSourceErrors(t *testing.T) {
 			if src != nil || err == nil {
 				t.Fatal("NewSource succeeded")
 			}
-			if !strings.HasPrefix(err.Error(), tc.want) || status.Code(err) != tc.code && tc.code != codes.OK {
-				t.Fatalf("error\n%v\nwant\n%v (code %v)", err, tc.want, tc.code)
+			if !strings.HasPrefix(err.Error(), tc.want) || status.Code(err) != tc.code && tc.code != codes.OK || !errors.Is(err, tc.kind) {
+				t.Fatalf("error\n%v\nwant\n%v (code %v, kind %v)", err, tc.want, tc.code, tc.kind)
 			}
 		})
 	}

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // StatusError is the error of a request answered with a status other than
@@ -22,7 +24,8 @@ type StatusError struct {
 	// Body is the start of the response body (at most 512 bytes), with
 	// control characters replaced and credentials redacted: the token
 	// sent with the request, wherever it appears, and anything after
-	// "Bearer" or "Basic".
+	// "Bearer" or "Basic"; a body that spells the token any other way
+	// (upstream.Echoes) is withheld whole.
 	Body string
 }
 
@@ -37,15 +40,6 @@ func (e *StatusError) Error() string {
 // maxExcerpt bounds StatusError.Body.
 const maxExcerpt = 512
 
-// WithStatusErrors makes responses with a status other than 2xx errors:
-// the client returns a *StatusError (wrapped in a *url.Error by
-// http.Client) and closes the body. 401 is handled (token replaced,
-// request retried) before that, and redirects that http.Client follows
-// (301, 302, 303, 307, 308 with a Location) are followed.
-func WithStatusErrors() Option {
-	return clientOption(func(c *clientConfig) { c.statusErrors = true })
-}
-
 // failed reports whether resp is an error for WithStatusErrors.
 func failed(resp *http.Response) bool {
 	switch resp.StatusCode {
@@ -58,8 +52,12 @@ func failed(resp *http.Response) bool {
 // bearer matches credentials a server might echo back.
 var bearer = regexp.MustCompile(`(?i)(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*`)
 
-// redacted replaces credentials in excerpts.
-const redacted = "[REDACTED]"
+// redacted replaces credentials in excerpts; bodyWithheld is the excerpt
+// of a body that spells a token some other way.
+const (
+	redacted     = "[REDACTED]"
+	bodyWithheld = "[body withheld: it echoes the request's token]"
+)
 
 // newStatusError reads an excerpt of resp's body, with tokens, the access
 // tokens sent for the request, redacted, and closes the body.
@@ -73,7 +71,7 @@ func newStatusError(req *http.Request, resp *http.Response, tokens ...string) *S
 	limit := maxExcerpt + int64(longest)
 	buf, _ := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
-	return &StatusError{Method: req.Method, URL: redactURL(req.URL), StatusCode: resp.StatusCode, Status: resp.Status,
+	return &StatusError{Method: req.Method, URL: upstream.RedactURL(req.URL.String()), StatusCode: resp.StatusCode, Status: resp.Status,
 		Body: excerpt(buf, int64(len(buf)) > limit, tokens)}
 }
 
@@ -94,6 +92,10 @@ func excerpt(body []byte, more bool, tokens []string) string {
 		s = strings.ReplaceAll(s, f, redacted)
 	}
 	s = strings.TrimSpace(bearer.ReplaceAllString(s, "$1 "+redacted))
+	if upstream.Echoes(s, tokens...) {
+		// Another spelling of a token (escaped, split, re-encoded).
+		return bodyWithheld
+	}
 	if !more && len(s) <= maxExcerpt {
 		return printable(s, maxExcerpt)
 	}

@@ -14,11 +14,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// ErrInsecureTransport is wrapped by the errors returned instead of sending
-// a token, or in direct mode a client secret, over plain http (or an
-// insecure gRPC connection) to a host other than loopback.
-var ErrInsecureTransport = errors.New("clientlib: refusing to send credentials without TLS")
-
 // Invalidator is implemented by token sources that can replace a token a
 // resource server rejected, as *Source does. Invalidate reports tok, a
 // token the source returned, as rejected and returns the token to use
@@ -49,8 +44,8 @@ func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, erro
 }
 
 // Transport is an http.RoundTripper that authorises each request with a
-// token from Source, which may be any oauth2.TokenSource: it clones the
-// request and sets "Authorization: <token type> <token>". If Source has a
+// token from any oauth2.TokenSource: it clones the request and sets
+// "Authorization: <token type> <token>". If the source has a
 // TokenContext(context.Context) method, as *Source does, the request's
 // context bounds waiting for a token.
 //
@@ -61,8 +56,8 @@ func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, erro
 // caller set, which net/http would copy to a subdomain or another port.
 //
 // When the server answers 401 Unauthorized to a request that carried the
-// token and Source is an Invalidator (a *Source is), Transport reports the
-// token it sent, which the source replaces, and sends the request once
+// token and the source is an Invalidator (a *Source is), Transport reports
+// the token it sent, which the source replaces, and sends the request once
 // more with the new token if the body can be replayed: no body,
 // http.NoBody, or Request.GetBody set (as http.NewRequest does for bytes
 // and strings readers). With a *Source, concurrent 401s for the same token
@@ -70,22 +65,25 @@ func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, erro
 // through, as does a request that carried no token.
 //
 // Transport refuses to send a token over plain http to a host other than
-// loopback (a loopback IP address or "localhost") unless AllowInsecureHTTP
-// is set. The responses it returns have their Request set to the request
+// loopback (a loopback IP address or "localhost") unless WithInsecureHTTP
+// is given. The responses it returns have their Request set to the request
 // it was given, which does not hold the token.
 //
-// A Transport is safe for concurrent use if its Source is. Its fields must
-// not change once it is in use.
+// A Transport is safe for concurrent use if its source is.
 type Transport struct {
-	// Source supplies the tokens. Required.
-	Source oauth2.TokenSource
-	// Base carries the requests; nil means http.DefaultTransport.
-	Base http.RoundTripper
-	// AllowInsecureHTTP allows sending tokens over plain http to any host.
-	// Loopback hosts are always allowed.
-	AllowInsecureHTTP bool
+	src oauth2.TokenSource
+	cfg transportConfig
+}
 
-	statusErrors bool // WithStatusErrors
+// NewTransport returns a Transport that authorises requests with tokens
+// of src, carried by http.DefaultTransport unless WithBaseTransport says
+// otherwise.
+func NewTransport(src oauth2.TokenSource, opts ...TransportOption) *Transport {
+	t := &Transport{src: src}
+	for _, o := range opts {
+		o.configureTransport(&t.cfg)
+	}
+	return t
 }
 
 // maxDrain bounds how much of a 401 body is read so that its connection can
@@ -126,12 +124,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := t.checkURL(req.URL); err != nil {
 		return nil, err
 	}
-	if t.Source == nil {
-		return nil, errors.New("clientlib: Transport.Source is nil")
+	if t.src == nil {
+		return nil, errors.New("clientlib: the Transport has no token source; create it with NewTransport")
 	}
 	tok, err := t.token(req.Context())
 	if err != nil {
-		return nil, fmt.Errorf("clientlib: no token for %s %s: %w", req.Method, redactURL(req.URL), err)
+		return nil, fmt.Errorf("clientlib: no token for %s %s: %w", req.Method, upstream.RedactURL(req.URL.String()), err)
 	}
 	bodyOwned = false // the base transport closes it from here on
 	resp, err := t.base().RoundTrip(authorized(req, tok.authz, req.Body))
@@ -165,7 +163,7 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, fi
 		return resp, err
 	}
 	resp.Request = req
-	if t.statusErrors && failed(resp) {
+	if t.cfg.statusErrors && failed(resp) {
 		return nil, newStatusError(req, resp, first.access(), retry.access())
 	}
 	return resp, nil
@@ -173,14 +171,14 @@ func (t *Transport) finish(req *http.Request, resp *http.Response, err error, fi
 
 // token returns the token to send.
 func (t *Transport) token(ctx context.Context) (sent, error) {
-	if s, ok := t.Source.(*Source); ok {
+	if s, ok := t.src.(*Source); ok {
 		tok, err := s.current(ctx)
 		if err != nil {
 			return sent{}, err
 		}
 		return sent{authz: tok.authz, fast: tok}, nil
 	}
-	tok, err := tokenFrom(ctx, t.Source)
+	tok, err := tokenFrom(ctx, t.src)
 	if err != nil {
 		return sent{}, err
 	}
@@ -192,14 +190,14 @@ func (t *Transport) token(ctx context.Context) (sent, error) {
 // Errors are not returned: the caller gets the 401, and a *Source has
 // logged them.
 func (t *Transport) replacement(ctx context.Context, old sent) (_ sent, ok bool) {
-	if s, isSource := t.Source.(*Source); isSource {
+	if s, isSource := t.src.(*Source); isSource {
 		fresh, err := s.invalidate(ctx, old.fast.sha256)
 		if err != nil || fresh.sha256 == old.fast.sha256 {
 			return sent{}, false
 		}
 		return sent{authz: fresh.authz, fast: fresh}, true
 	}
-	inv, isInvalidator := t.Source.(Invalidator)
+	inv, isInvalidator := t.src.(Invalidator)
 	if !isInvalidator {
 		return sent{}, false
 	}
@@ -211,20 +209,20 @@ func (t *Transport) replacement(ctx context.Context, old sent) (_ sent, ok bool)
 }
 
 func (t *Transport) base() http.RoundTripper {
-	if t.Base != nil {
-		return t.Base
+	if t.cfg.base != nil {
+		return t.cfg.base
 	}
 	return http.DefaultTransport
 }
 
 func (t *Transport) checkURL(u *url.URL) error {
 	switch {
-	case u.Scheme == "https", t.AllowInsecureHTTP:
+	case u.Scheme == "https", t.cfg.allowInsecureHTTP:
 		return nil
 	case u.Scheme == "http" && upstream.IsLoopbackHost(u.Hostname()):
 		return nil
 	}
-	return fmt.Errorf("%w to %s://%s; use https, or allow plain http on a trusted network with Transport.AllowInsecureHTTP (WithInsecureHTTP)",
+	return fmt.Errorf("%w to %s://%s; use https, or allow plain http on a trusted network with WithInsecureHTTP",
 		ErrInsecureTransport, u.Scheme, u.Host)
 }
 
@@ -243,33 +241,22 @@ func authorized(req *http.Request, authz []string, body io.ReadCloser) *http.Req
 }
 
 // withoutAuthorization returns req, or a shallow copy of it without the
-// Authorization header if it has one.
+// Authorization header if it has one, in any case of the key.
 func withoutAuthorization(req *http.Request) *http.Request {
-	for k := range req.Header {
+	h := req.Header.Clone()
+	for k := range h {
 		if strings.EqualFold(k, "Authorization") {
-			r := new(http.Request)
-			*r = *req
-			r.Header = req.Header.Clone()
-			for k := range r.Header {
-				if strings.EqualFold(k, "Authorization") {
-					delete(r.Header, k)
-				}
-			}
-			return r
+			delete(h, k)
 		}
 	}
-	return req
+	if len(h) == len(req.Header) {
+		return req
+	}
+	r := *req
+	r.Header = h
+	return &r
 }
 
 func replayable(req *http.Request) bool {
 	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
-}
-
-// redactURL drops user info and the query, which may carry secrets.
-func redactURL(u *url.URL) string {
-	c := *u
-	c.User = nil
-	c.RawQuery = ""
-	c.ForceQuery = false
-	return c.String()
 }

@@ -55,7 +55,7 @@ func (a *authServer) Seen() []string {
 func clientOver(t *testing.T, src oauth2.TokenSource) *http.Client {
 	base := &http.Transport{}
 	t.Cleanup(base.CloseIdleConnections)
-	return &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
+	return &http.Client{Transport: clientlib.NewTransport(src, clientlib.WithBaseTransport(base))}
 }
 
 func TestTransportStaticTokenSource(t *testing.T) {
@@ -135,7 +135,7 @@ func TestTransportSourceWithoutToken(t *testing.T) {
 		"error":       errSource{},
 	} {
 		t.Run(name, func(t *testing.T) {
-			tr := &clientlib.Transport{Source: src, Base: base}
+			tr := clientlib.NewTransport(src, clientlib.WithBaseTransport(base))
 			req, _ := http.NewRequestWithContext(t.Context(), "GET", "https://api.example.com/x?secret=1", nil)
 			_, err := tr.RoundTrip(req)
 			if err == nil || !strings.Contains(err.Error(), "no token for GET https://api.example.com/x") || strings.Contains(err.Error(), "secret") {

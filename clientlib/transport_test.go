@@ -17,7 +17,7 @@ import (
 func newTestClient(t testing.TB, src *clientlib.Source) *http.Client {
 	base := &http.Transport{}
 	t.Cleanup(base.CloseIdleConnections)
-	return &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
+	return &http.Client{Transport: clientlib.NewTransport(src, clientlib.WithBaseTransport(base))}
 }
 
 func get(t testing.TB, hc *http.Client, url string) int {
@@ -129,7 +129,7 @@ func TestTransportConcurrent401(t *testing.T) {
 	}
 	base := &http.Transport{MaxIdleConnsPerHost: n}
 	t.Cleanup(base.CloseIdleConnections)
-	hc := &http.Client{Transport: &clientlib.Transport{Source: src, Base: base}}
+	hc := &http.Client{Transport: clientlib.NewTransport(src, clientlib.WithBaseTransport(base))}
 
 	var wg sync.WaitGroup
 	codes := make(chan int, n)
@@ -203,7 +203,11 @@ func TestTransportPlainHTTP(t *testing.T) {
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			base := &countingBase{}
-			tr := &clientlib.Transport{Source: src, Base: base, AllowInsecureHTTP: tc.allow}
+			opts := []clientlib.TransportOption{clientlib.WithBaseTransport(base)}
+			if tc.allow {
+				opts = append(opts, clientlib.WithInsecureHTTP())
+			}
+			tr := clientlib.NewTransport(src, opts...)
 			body := &closeTracker{Reader: strings.NewReader("x")}
 			req, _ := http.NewRequestWithContext(t.Context(), "POST", tc.url, body)
 			req.Header.Set("X-Keep", "1")

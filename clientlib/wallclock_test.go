@@ -42,8 +42,7 @@ func (f *fakeBackend) watch(ctx context.Context) (stream, error) {
 	return &quietStream{ctx: ctx, first: &f.first}, nil
 }
 
-func (f *fakeBackend) permanent(error) bool  { return false }
-func (f *fakeBackend) startFatal(error) bool { return false }
+func (f *fakeBackend) kind(error) error { return nil }
 
 type quietStream struct {
 	ctx   context.Context

@@ -6,9 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"time"
 
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
@@ -85,10 +86,13 @@ type Config struct {
 	InsecurePlaintext bool
 	Watch             Watch
 	// Files are the files this configuration was read from, for watching:
-	// the config file itself (Load and LoadWith only), every credentials
-	// and client secret file, each ca_file and the tls files, as resolved
-	// paths in the order the file names them. The audit file is not one.
+	// the config file itself (Load and LoadWith only), the tls files, the
+	// TenantsDir and its tenant files, and every credentials and client
+	// secret file and ca_file, as resolved paths in the order the files
+	// name them. The audit file is not one.
 	Files []string
+	// TenantsDir is tenants_dir, resolved; "" if not set.
+	TenantsDir string
 	// Admin configures the admin HTTP listener. Parse and FromEnv default
 	// it to DefaultAdminListen; a zero Admin (a Config built in code)
 	// disables it.
@@ -98,38 +102,38 @@ type Config struct {
 	// zero Timeout DefaultShutdownTimeout.
 	Shutdown Shutdown
 
-	name  string         // the file name given to Load or Parse
-	lines map[string]int // line of each callers field, for ErrorAt
+	name    string     // the file name given to LoadWith or ParseWith
+	callers *yaml.Node // the callers section's nodes, for ErrorAt
 }
 
 // TLS configures the listener's TLS. Paths are resolved.
 type TLS struct {
-	CertFile string
-	KeyFile  string
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 	// ClientCAFile, if set, enables mutual TLS: client certificates are
 	// verified against it. Required for certificate-identified callers.
-	ClientCAFile string
+	ClientCAFile string `yaml:"client_ca_file"`
 	// RequireClientCert refuses TLS clients without a certificate (and so
 	// API keys). Needs ClientCAFile.
-	RequireClientCert bool
+	RequireClientCert bool `yaml:"require_client_cert"`
 	// ReloadInterval is how often the files are re-read; zero means the
 	// listener's default.
-	ReloadInterval time.Duration
+	ReloadInterval time.Duration `yaml:"reload_interval" eg:"30s or 5m"`
 }
 
 // Caller is one entry of callers: who may get which tenants' tokens. It
 // mirrors the access policy's caller; exactly one of SPIFFEID, DNSName,
 // CommonName and APIKeySHA256 is set.
 type Caller struct {
-	Name         string
-	SPIFFEID     string
-	DNSName      string
-	CommonName   string
-	APIKeySHA256 string
+	Name         string `yaml:"name"`
+	SPIFFEID     string `yaml:"spiffe_id"`
+	DNSName      string `yaml:"dns_name"`
+	CommonName   string `yaml:"common_name"`
+	APIKeySHA256 string `yaml:"api_key_sha256"`
 	// Tenants are globs of the tenants the caller may use; not empty.
-	Tenants []string
+	Tenants []string `yaml:"tenants" want:"a list of globs" eg:"[acme, \"team-*\"]"`
 	// Scopes, if not empty, are globs every requested scope must match.
-	Scopes []string
+	Scopes []string `yaml:"scopes" want:"a list of globs" eg:"[\"read:*\"]"`
 }
 
 // UsesCertificate reports whether the caller is identified by a client
@@ -168,24 +172,24 @@ type Admin struct {
 	// Listen is the host:port of the plain-HTTP admin listener; "" disables
 	// it. Off loopback it shows tenant names and states to anyone who
 	// can connect.
-	Listen string
+	Listen string `yaml:"listen"`
 	// Pprof serves net/http/pprof under /debug/pprof/ on the admin
 	// listener. Off by default: profiles show no secrets, but a CPU
 	// profile costs the broker CPU for its duration.
-	Pprof bool
+	Pprof bool `yaml:"pprof"`
 	// Hosts are the host names, lower-cased and without port, the admin
 	// listener answers to besides IP literals and localhost (admin.hosts);
 	// any other Host header gets 421, so that a web page cannot read it
 	// through DNS rebinding.
-	Hosts []string
+	Hosts []string `yaml:"hosts" want:"a list of host names" eg:"[tokenbroker.monitoring.svc, tokenbroker.example.com]"`
 }
 
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING
 // at once, calls are served for Drain, then watches end UNAVAILABLE and
 // in-flight calls get Timeout before they end UNAVAILABLE too.
 type Shutdown struct {
-	Drain   time.Duration
-	Timeout time.Duration
+	Drain   time.Duration `yaml:"drain"`
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // ErrorAt returns a *Error for a problem that a later stage (such as the
@@ -193,22 +197,17 @@ type Shutdown struct {
 // line of that field, or of the closest enclosing field, in the file.
 func (c *Config) ErrorAt(field string, err error) error {
 	e := &Error{File: c.name, Field: field, Err: err}
-	for f := field; f != ""; f = parentField(f) {
-		if line, ok := c.lines[f]; ok {
-			e.Line = line
+	p := &parser{root: c.callers}
+	for f := field; f != "" && c.callers != nil; f = parentField(f) {
+		if k, v := p.at(f); k != nil {
+			e.Line = k.Line
+			break
+		} else if v != nil {
+			e.Line = v.Line
 			break
 		}
 	}
 	return e
-}
-
-// parentField strips the last ".key" or "[i]" from a field path.
-func parentField(f string) string {
-	i := strings.LastIndexAny(f, ".[")
-	if i < 0 {
-		return ""
-	}
-	return f[:i]
 }
 
 // Tenant is one OAuth2 client the broker obtains tokens for, fully resolved:
@@ -239,10 +238,15 @@ type Tenant struct {
 	// (credentials_files or client_secret_files after the first entry),
 	// tried in order when the IdP answers invalid_client.
 	Fallbacks []Credential
+	// File is the tenants_dir file the tenant was read from; "" for an
+	// entry of tenants.
+	File string
 	// LoadErr, set only with Options.KeepTenantsOnFileError, is why the
-	// tenant's own files could not be loaded; it names the file. All other
-	// fields but Name are then zero: such a tenant must not be served as
-	// is (keep its running configuration, or leave it out).
+	// tenant's own files (or its tenants_dir file) could not be loaded; it
+	// names the file. All other fields but Name and File are then zero:
+	// such a tenant must not be served as is (keep its running
+	// configuration, or leave it out). Name is a guess if File could not
+	// be decoded.
 	LoadErr error
 }
 
@@ -277,8 +281,8 @@ func (t Tenant) LogValue() slog.Value {
 
 // Error is a problem with a configuration.
 type Error struct {
-	// File is the config file name given to Load or Parse, or the
-	// environment variable at fault.
+	// File is the config file name given to Load or Parse, a tenants_dir
+	// file, or the environment variable at fault.
 	File string
 	// Line is the 1-based line of the offending YAML node; 0 if unknown.
 	Line int
@@ -291,19 +295,14 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString("config: ")
-	b.WriteString(e.File)
+	where, field := e.File, ""
 	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
+		where += ":" + strconv.Itoa(e.Line)
 	}
-	b.WriteString(": ")
 	if e.Field != "" {
-		b.WriteString(e.Field)
-		b.WriteString(": ")
+		field = e.Field + ": "
 	}
-	b.WriteString(e.Err.Error())
-	return b.String()
+	return "config: " + where + ": " + field + e.Err.Error()
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -317,9 +316,10 @@ type Options struct {
 	// can read; nil discards them.
 	Logger *slog.Logger
 	// KeepTenantsOnFileError makes a tenant whose own files (credentials,
-	// client secret or ca_file) cannot be loaded not fail the whole
-	// configuration: the tenant is returned with only Name and LoadErr set,
-	// and its files stay in Config.Files. Every other error still fails.
+	// client secret, ca_file or tenants_dir file) cannot be loaded not fail
+	// the whole configuration: the tenant is returned with only Name, File
+	// and LoadErr set, and its files stay in Config.Files. Every other
+	// error (a duplicate tenant name too) still fails.
 	// For re-reading a running configuration, where one tenant's broken
 	// file must not hold up the others' changes (see Tenant.LoadErr); a
 	// program must refuse to start from a tenant with a LoadErr.
@@ -340,19 +340,12 @@ func (o Options) logger() *slog.Logger {
 	return o.Logger
 }
 
-// Load reads the config file at path and parses it with Parse; relative
-// paths in it resolve against the file's directory. Credentials files whose
-// expires is past are rejected (Options.Now sets the clock). Warnings are
-// discarded; see LoadWith.
-func Load(path string) (*Config, error) {
-	return LoadWith(path, Options{})
-}
-
 // MaxFileSize bounds a config file; a larger one is refused unread, as
 // for credentials files. Real configurations are a few kilobytes.
 const MaxFileSize = creds.MaxFileSize
 
-// LoadWith is Load with options.
+// LoadWith reads the config file at path and parses it with ParseWith;
+// relative paths in it resolve against the file's directory.
 func LoadWith(path string, o Options) (*Config, error) {
 	f, err := creds.OpenFile(path) // a FIFO or device is an error, not a read that blocks
 	if err != nil {

@@ -173,12 +173,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level list",
 			yaml: "- name: acme\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a list",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a list",
 		},
 		{
 			name: "unknown top-level key",
 			yaml: "listen: 127.0.0.1:1\ntenant:\n  - name: acme\n",
-			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown`,
+			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown`,
 		},
 		{
 			name: "unknown tenant key",
@@ -189,6 +189,36 @@ func TestParseErrors(t *testing.T) {
 			name: "client_secret inline",
 			yaml: "tenants:\n  - name: acme\n    client_id: x\n    client_secret: hunter2\n",
 			want: `config: broker.yaml:4: tenants[0]: unknown key "client_secret"; secrets do not belong in the config file: write the secret to a file and set client_secret_file`,
+		},
+		{
+			name: "key not a string",
+			yaml: fileTenant + "    ? [a]\n    : b\n",
+			want: "config: broker.yaml:4: tenants[0]: keys must be plain strings; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file",
+		},
+		{
+			name: "null tenant",
+			yaml: fileTenant + "  - ~\n",
+			want: "config: broker.yaml:4: tenants[1]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file, got nothing",
+		},
+		{
+			name: "custom tag",
+			yaml: "!x tenants\n",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a string",
+		},
+		{
+			name: "multi-line string for a mapping",
+			yaml: "tls: \"a\\nb\"\n" + fileTenant,
+			want: "config: broker.yaml:1: tls: must be a mapping with keys cert_file, key_file, client_ca_file, require_client_cert, reload_interval, got a string",
+		},
+		{
+			name: "empty token_url does not mean the default",
+			yaml: fileTenant + "    token_url:\n",
+			want: "config: broker.yaml:4: tenants[0].token_url: must not be empty; remove the key for https://auth.app.kognic.com",
+		},
+		{
+			name: "empty listen",
+			yaml: "listen: ''\n" + fileTenant,
+			want: "config: broker.yaml:1: listen: must not be empty",
 		},
 		{
 			name: "duplicate key",

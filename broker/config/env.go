@@ -21,19 +21,13 @@ func (e noCredentialsError) Error() string {
 
 func (e noCredentialsError) Unwrap() error { return e.err }
 
-// FromEnv builds a configuration for running without a config file: one
-// tenant named names.DefaultTenant with the client kognic.FromEnv finds in
-// the environment, DefaultListen and the admin and shutdown defaults.
-// lookup is os.LookupEnv in production.
-//
-// With no credentials in the environment the error wraps
-// creds.ErrNoCredentials and tells the user about --config and --dev.
-func FromEnv(lookup func(string) (string, bool)) (*Config, error) {
-	return FromEnvWith(lookup, Options{})
-}
-
-// FromEnvWith is FromEnv with options. Files holds the KOGNIC_CREDENTIALS
-// file, if that is where the credentials came from. KOGNIC_AUTH_SERVER must be https
+// FromEnvWith builds a configuration for running without a config file:
+// one tenant named names.DefaultTenant with the client kognic.FromEnv finds
+// in the environment, DefaultListen and the admin and shutdown defaults.
+// lookup is os.LookupEnv in production. With no credentials in the
+// environment the error wraps creds.ErrNoCredentials and tells the user
+// about --config and --dev. Files holds the KOGNIC_CREDENTIALS file, if
+// that is where the credentials came from. KOGNIC_AUTH_SERVER must be https
 // unless its host is loopback, and a KOGNIC_CREDENTIALS file that group or
 // others can read is warned about on o.Logger.
 func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error) {

@@ -86,3 +86,5 @@ func loadWithin(t *testing.T, path string, o config.Options) (*config.Config, er
 		return nil, nil
 	}
 }
+
+func mkfifo(path string) error { return syscall.Mkfifo(path, 0o600) }

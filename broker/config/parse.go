@@ -1,15 +1,15 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"path/filepath"
+	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,121 +17,36 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
-var (
-	topKeys    = []string{"listen", "tenants", "strict_file_permissions", "tls", "callers", "audit", "limits", "insecure_plaintext", "watch", "admin", "shutdown"}
-	tenantKeys = []string{"name", "auth_server", "token_url", "credentials_file", "credentials_files", "client_id", "client_secret_file", "client_secret_files", "scopes", "auth_style", "allow_insecure_http", "ca_file"}
-)
+// MinReloadInterval is the shortest tls.reload_interval and
+// watch.interval.
+const MinReloadInterval = time.Second
 
-// Parse parses and validates a config file's contents. name is used in
-// errors. Relative credentials_file and client_secret_file paths resolve
-// against baseDir (normally the config file's directory). The credential
-// files are read, and credentials already expired rejected (the clock is
-// Options.Now in ParseWith).
-//
-// The YAML is walked as a yaml.Node tree rather than decoded into structs:
-// that is what lets every error, unknown keys included, carry its line and
-// field path. (yaml.Decoder.KnownFields does not apply to Node decoding.)
-//
-// Warnings are discarded; see ParseWith.
-func Parse(data []byte, name, baseDir string) (*Config, error) {
-	return ParseWith(data, name, baseDir, Options{})
-}
-
-// ParseWith is Parse with options. Besides Parse's checks it refuses an
-// upstream URL that is not https (unless its host is loopback or the
-// tenant sets allow_insecure_http), and warns on o.Logger about each
-// secret file (credentials_file, client_secret_file, tls.key_file) that
-// group or others can read, or fails if strict_file_permissions is set.
+// ParseWith parses and validates a config file's contents. name is used in
+// errors; relative paths resolve against baseDir (normally the config
+// file's directory). The files it names are read, credentials already
+// expired (at Options.Now) and upstream URLs that are not https (unless
+// loopback or allow_insecure_http) refused, and each secret file that
+// group or others can read is a warning on o.Logger, or an error with
+// strict_file_permissions.
 func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
-	p := &parser{name: name, baseDir: baseDir, now: o.now(), log: o.logger(), lines: map[string]int{}, keep: o.KeepTenantsOnFileError}
+	p := &parser{name: name, baseDir: baseDir, data: data, load: &load{
+		now: o.now(), log: o.logger(), keep: o.KeepTenantsOnFileError, seen: map[string]bool{}, names: map[string]nameAt{},
+	}}
 	if len(data) > MaxFileSize {
-		return nil, p.errf(nil, "", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
+		return nil, p.errf("", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
 	}
-	root, err := p.document(data)
-	if err != nil {
+	def := withDefaults(&Config{}) // what an absent key keeps
+	d := fileDoc{Listen: def.Listen, Admin: def.Admin, Shutdown: def.Shutdown, Watch: watchDoc{Enabled: true}}
+	if err := p.decode(&d, "add a tenants list (see the package documentation for an example)"); err != nil {
 		return nil, err
 	}
-	top, err := p.mapping(root, "", topKeys)
-	if err != nil {
-		return nil, err
+	if len(d.Tenants) == 0 && d.TenantsDir == "" && isNull(p.tree()) {
+		return nil, p.empty("add a tenants list (see the package documentation for an example)")
 	}
-	cfg := withDefaults(&Config{name: name, lines: p.lines})
-	if e, ok := top["strict_file_permissions"]; ok {
-		if p.strict, err = p.boolean(e, "strict_file_permissions"); err != nil {
-			return nil, err
-		}
-		cfg.StrictFilePermissions = p.strict
-	}
-	if e, ok := top["listen"]; ok {
-		if cfg.Listen, err = p.listen(e); err != nil {
-			return nil, err
-		}
-	}
-	if e, ok := top["tls"]; ok {
-		if cfg.TLS, err = p.tls(e); err != nil {
-			return nil, err
-		}
-	}
-	e, ok := top["tenants"]
-	if !ok || isNull(e.val) || e.val.Kind == yaml.SequenceNode && len(e.val.Content) == 0 {
-		return nil, p.errf(e.key, "tenants", "at least one tenant is required; add an entry with a name and a credentials_file")
-	}
-	if e.val.Kind != yaml.SequenceNode {
-		return nil, p.errf(e.val, "tenants", "must be a list of tenants, got %s", kindName(e.val))
-	}
-	firstLine := map[string]int{}
-	for i, n := range e.val.Content {
-		t, err := p.tenant(resolve(n), fmt.Sprintf("tenants[%d]", i), firstLine)
-		if fe, ok := errors.AsType[*tenantFileError](err); ok {
-			if !p.keep {
-				return nil, fe.err
-			}
-			t, err = Tenant{Name: t.Name, LoadErr: fe.err}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		cfg.Tenants = append(cfg.Tenants, t)
-	}
-	if e, ok := top["callers"]; ok {
-		if cfg.Callers, err = p.callers(e, cfg.TLS); err != nil {
-			return nil, err
-		}
-	}
-	if e, ok := top["audit"]; ok {
-		if cfg.Audit, err = p.audit(e); err != nil {
-			return nil, err
-		}
-	}
-	if e, ok := top["limits"]; ok {
-		if cfg.Limits, err = p.limits(e); err != nil {
-			return nil, err
-		}
-	}
-	if e, ok := top["insecure_plaintext"]; ok {
-		if cfg.InsecurePlaintext, err = p.boolean(e, "insecure_plaintext"); err != nil {
-			return nil, err
-		}
-	}
-	if e, ok := top["watch"]; ok {
-		if cfg.Watch, err = p.watch(e); err != nil {
-			return nil, err
-		}
-	}
-	cfg.Files = p.files
-	if e, ok := top["admin"]; ok {
-		if cfg.Admin, err = p.admin(e); err != nil {
-			return nil, err
-		}
-	}
-	if e, ok := top["shutdown"]; ok {
-		if cfg.Shutdown, err = p.shutdown(e); err != nil {
-			return nil, err
-		}
-	}
-	return cfg, nil
+	return p.config(&d)
 }
 
 // withDefaults sets the defaults of a file's or the environment's config.
@@ -142,116 +57,113 @@ func withDefaults(c *Config) *Config {
 	return c
 }
 
+// parser validates one file of a configuration.
 type parser struct {
-	name    string
-	baseDir string
-	now     time.Time
-	strict  bool
-	log     *slog.Logger
-	lines   map[string]int // callers field → line, for Config.ErrorAt
-	files   []string       // files read, for Config.Files
-	keep    bool           // Options.KeepTenantsOnFileError
+	name    string // the file, for errors
+	baseDir string // relative paths resolve against it
+	data    []byte
+	root    *yaml.Node // see tree
+	*load
 }
 
-// tenantFileError marks a failure to load one of a tenant's own files,
-// which Options.KeepTenantsOnFileError confines to that tenant.
-type tenantFileError struct{ err error }
+// load is what the files of one configuration share while it loads.
+type load struct {
+	now    time.Time
+	log    *slog.Logger
+	keep   bool // Options.KeepTenantsOnFileError
+	strict bool // strict_file_permissions
+	files  []string
+	seen   map[string]bool   // files
+	names  map[string]nameAt // tenant names, for duplicates
+}
 
-func (e *tenantFileError) Error() string { return e.err.Error() }
-func (e *tenantFileError) Unwrap() error { return e.err }
+// nameAt is where a tenant name is set.
+type nameAt struct {
+	p     *parser
+	field string
+}
 
-// entry is a key and its value in a YAML mapping.
-type entry struct{ key, val *yaml.Node }
-
-func (p *parser) errf(n *yaml.Node, field, format string, args ...any) error {
-	line := 0
-	if n != nil {
-		line = n.Line
+// config validates d, the decoded file, in one pass.
+func (p *parser) config(d *fileDoc) (*Config, error) {
+	p.strict = d.StrictFilePermissions
+	cfg := &Config{
+		name: p.name, Listen: d.Listen, StrictFilePermissions: d.StrictFilePermissions, Limits: d.Limits.Limits,
+		InsecurePlaintext: d.InsecurePlaintext, Watch: Watch{Disabled: !d.Watch.Enabled, Interval: d.Watch.Interval},
+		Admin: d.Admin, Shutdown: d.Shutdown,
 	}
-	return &Error{File: p.name, Line: line, Field: field, Err: fmt.Errorf(format, args...)}
+	var err error
+	if err = p.hostPort("listen", d.Listen, DefaultListen); err != nil {
+		return nil, err
+	}
+	if cfg.TLS, err = p.tls(d.TLS); err != nil {
+		return nil, err
+	}
+	if cfg.Tenants, err = p.tenants(d, cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Callers, err = p.callers(d.Callers, cfg.TLS); err != nil {
+		return nil, err
+	}
+	if len(cfg.Callers) > 0 {
+		k, v := p.at("callers")
+		cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
+	}
+	if cfg.Audit, err = p.audit(d.Audit); err != nil {
+		return nil, err
+	}
+	if fe, ok := errors.AsType[*limits.FieldError](d.Limits.Validate(d.Limits.keys...)); ok {
+		return nil, p.errf("limits."+fe.Key, "%w", fe.Err)
+	}
+	if err := p.ops(d); err != nil {
+		return nil, err
+	}
+	cfg.Files = p.files
+	return cfg, nil
 }
 
-var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// document decodes exactly one non-empty YAML document and returns its root.
-func (p *parser) document(data []byte) (*yaml.Node, error) {
-	empty := p.errf(nil, "", "file is empty; add a tenants list (see the package documentation for an example)")
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, empty
+// ops checks the watch, admin and shutdown sections.
+func (p *parser) ops(d *fileDoc) error {
+	if d.Watch.Interval != 0 {
+		if err := p.within("watch.interval", d.Watch.Interval, MinReloadInterval, math.MaxInt64); err != nil {
+			return err
 		}
-		return nil, p.syntaxErr(err)
 	}
-	var extra yaml.Node
-	switch err := dec.Decode(&extra); {
-	case err == nil:
-		return nil, p.errf(&extra, "", "more than one YAML document; keep a single document (remove the \"---\" separator)")
-	case !errors.Is(err, io.EOF):
-		return nil, p.syntaxErr(err)
-	}
-	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
-		return nil, empty
-	}
-	return resolve(doc.Content[0]), nil
-}
-
-func (p *parser) syntaxErr(err error) error {
-	msg := err.Error()
-	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		return &Error{File: p.name, Line: line, Err: fmt.Errorf("invalid YAML: %s", m[2])}
-	}
-	return &Error{File: p.name, Err: fmt.Errorf("invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))}
-}
-
-// mapping checks that n is a mapping whose keys are all allowed and unique.
-func (p *parser) mapping(n *yaml.Node, field string, allowed []string) (map[string]entry, error) {
-	if n.Kind != yaml.MappingNode {
-		return nil, p.errf(n, field, "must be a mapping with keys %s, got %s", strings.Join(allowed, ", "), kindName(n))
-	}
-	m := make(map[string]entry, len(n.Content)/2)
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
-		key := k.Value
-		switch {
-		case k.Kind != yaml.ScalarNode:
-			return nil, p.errf(k, field, "keys must be plain strings; allowed keys: %s", strings.Join(allowed, ", "))
-		case key == "client_secret":
-			return nil, p.errf(k, field, "unknown key %q; secrets do not belong in the config file: write the secret to a file and set client_secret_file", key)
-		case !slices.Contains(allowed, key):
-			return nil, p.errf(k, field, "unknown key %q; allowed keys: %s", key, strings.Join(allowed, ", "))
+	if d.Admin.Listen != "" {
+		if err := p.hostPort("admin.listen", d.Admin.Listen, DefaultAdminListen); err != nil {
+			return err
 		}
-		if prev, dup := m[key]; dup {
-			return nil, p.errf(k, join(field, key), "duplicate key (first on line %d); remove one", prev.key.Line)
+	}
+	for i, h := range d.Admin.Hosts {
+		if !hostNameRE.MatchString(h) || strings.HasSuffix(h, ".") || len(h) > 253 {
+			return p.errf(fmt.Sprintf("admin.hosts[%d]", i), "%q is not a host name; give the name clients put in the Host header, without scheme, port or wildcard, e.g. tokenbroker.monitoring.svc (IP literals and localhost are always accepted)", h)
 		}
-		m[key] = entry{k, v}
+		d.Admin.Hosts[i] = strings.ToLower(h)
 	}
-	return m, nil
+	if err := p.within("shutdown.drain", d.Shutdown.Drain, 0, MaxShutdownDrain); err != nil {
+		return err
+	}
+	return p.within("shutdown.timeout", d.Shutdown.Timeout, MinShutdownTimeout, MaxShutdownTimeout)
 }
 
-// str returns the value of e, which must be a non-empty scalar.
-func (p *parser) str(e entry, field string) (string, error) {
-	if e.val.Kind != yaml.ScalarNode || isNull(e.val) {
-		return "", p.errf(e.val, field, "must be a string, got %s", kindName(e.val))
+// hostNameRE is a DNS name as a Host header carries it, without port.
+var hostNameRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$`)
+
+// within checks that the duration at field is in [min, max].
+func (p *parser) within(field string, d, min, max time.Duration) error {
+	switch {
+	case d < min:
+		return p.errf(field, "%s is too short; use at least %s", d, min)
+	case d > max:
+		return p.errf(field, "%s is too long; use at most %s", d, max)
 	}
-	if strings.TrimSpace(e.val.Value) == "" {
-		return "", p.errf(e.val, field, "must not be empty")
-	}
-	return e.val.Value, nil
+	return nil
 }
 
-func (p *parser) listen(e entry) (string, error) {
-	return p.hostPort(e, "listen", DefaultListen)
-}
-
-// hostPort returns a host:port whose port is a number; example is shown
+// hostPort checks a host:port whose port is a number; example is shown
 // in the error.
-func (p *parser) hostPort(e entry, field, example string) (string, error) {
-	s, err := p.str(e, field)
-	if err != nil {
-		return "", err
+func (p *parser) hostPort(field, s, example string) error {
+	if s == "" {
+		return p.errf(field, "must not be empty")
 	}
 	_, port, err := net.SplitHostPort(s)
 	if err == nil {
@@ -264,12 +176,180 @@ func (p *parser) hostPort(e entry, field, example string) (string, error) {
 		if ae, ok := errors.AsType[*net.AddrError](err); ok {
 			msg = ae.Err
 		}
-		return "", p.errf(e.val, field, "%q is not host:port (%s); use e.g. %s", s, msg, example)
+		return p.errf(field, "%q is not host:port (%s); use e.g. %s", s, msg, example)
 	}
-	return s, nil
+	return nil
 }
 
-func (p *parser) resolvePath(path string) string {
+func (p *parser) tls(t *TLS) (*TLS, error) {
+	if t == nil {
+		return nil, nil
+	}
+	for _, f := range []struct {
+		key  string
+		path *string
+		fix  string // "": optional
+	}{
+		{"cert_file", &t.CertFile, "add the PEM certificate (chain) the broker presents"},
+		{"key_file", &t.KeyFile, "add the PEM private key of cert_file"},
+		{"client_ca_file", &t.ClientCAFile, ""},
+	} {
+		if *f.path == "" && f.fix != "" {
+			return nil, p.required("tls", f.key, f.fix)
+		} else if *f.path == "" {
+			continue
+		}
+		field := "tls." + f.key
+		*f.path = p.resolve(*f.path)
+		var err error
+		if f.key == "key_file" {
+			err = p.secretFile(field, *f.path)
+		}
+		if err == nil {
+			err = p.readable(field, *f.path)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if t.RequireClientCert && t.ClientCAFile == "" {
+		return nil, p.errf("tls.require_client_cert", "needs tls.client_ca_file; add the PEM bundle of the CAs that sign client certificates")
+	}
+	if t.ReloadInterval != 0 {
+		return t, p.within("tls.reload_interval", t.ReloadInterval, MinReloadInterval, math.MaxInt64)
+	}
+	return t, nil
+}
+
+var idKeys = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
+
+func (p *parser) callers(list []*Caller, tls *TLS) ([]Caller, error) {
+	if list == nil && !p.has("callers") {
+		return nil, nil
+	}
+	if len(list) == 0 {
+		return nil, p.errf("callers", "empty list; list at least one caller, or remove the key to serve only clients on this host, without authentication")
+	}
+	first := map[string]string{}
+	callers := make([]Caller, 0, len(list))
+	for i, c := range list {
+		field := fmt.Sprintf("callers[%d]", i)
+		switch {
+		case c == nil:
+			return nil, p.nothing(field, reflect.TypeFor[Caller]())
+		case c.Name == "":
+			return nil, p.required(field, "name", "add e.g. name: billing")
+		}
+		if f, dup := first[c.Name]; dup {
+			return nil, p.errf(field+".name", "duplicate caller name %q (first on line %d); caller names must be unique", c.Name, p.line(f+".name"))
+		}
+		first[c.Name] = field
+		if err := p.caller(c, field, tls); err != nil {
+			return nil, err
+		}
+		callers = append(callers, *c)
+	}
+	return callers, nil
+}
+
+func (p *parser) caller(c *Caller, field string, tls *TLS) error {
+	var idKey string
+	for i, v := range []string{c.SPIFFEID, c.DNSName, c.CommonName, c.APIKeySHA256} {
+		if v == "" {
+			continue
+		}
+		if idKey != "" {
+			return p.keyErr(field, idKeys[i], "caller %q has both %s and %s; set exactly one of %s", c.Name, idKey, idKeys[i], strings.Join(idKeys, ", "))
+		}
+		idKey = idKeys[i]
+	}
+	idField := join(field, idKey)
+	switch {
+	case idKey == "":
+		return p.errf(field, "caller %q has no identity; set exactly one of %s", c.Name, strings.Join(idKeys, ", "))
+	case !c.UsesCertificate():
+		// The value is never quoted: it might be the key itself.
+		if len(c.APIKeySHA256) != 64 {
+			return p.errf(idField, "must be the SHA-256 of the API key, 64 hex digits (printf %%s \"$KEY\" | sha256sum), got %d characters; never put the key itself in the config", len(c.APIKeySHA256))
+		}
+		if c.APIKeySHA256 = strings.ToLower(c.APIKeySHA256); strings.Trim(c.APIKeySHA256, "0123456789abcdef") != "" {
+			return p.errf(idField, "must be the SHA-256 of the API key, 64 hex digits (0-9, a-f) only; never put the key itself in the config")
+		}
+	case tls == nil || tls.ClientCAFile == "":
+		return p.errf(idField, "caller %q is identified by a client certificate, but tls.client_ca_file is not set; add a tls section with cert_file, key_file and client_ca_file (the CAs that sign client certificates)", c.Name)
+	}
+	switch {
+	case c.Tenants == nil:
+		return p.errf(field, "caller %q: missing required key \"tenants\"; add the tenant globs it may use, e.g. tenants: [acme, \"team-*\"]", c.Name)
+	case len(c.Tenants) == 0:
+		return p.errf(field+".tenants", "empty list; give at least one tenant glob, e.g. [acme] or [\"team-*\"]")
+	case c.Scopes != nil && len(c.Scopes) == 0:
+		return p.errf(field+".scopes", "empty list; remove the key to allow every scope, or list the scope globs the caller may request, e.g. [\"read:*\"]")
+	}
+	return nil
+}
+
+func (p *parser) audit(d *auditDoc) (Audit, error) {
+	if d == nil {
+		return Audit{}, nil
+	}
+	if d.Path == "" {
+		return Audit{}, p.required("audit", "path", `set the file audit lines are appended to, or "-" for standard output`)
+	}
+	a := Audit{Path: d.Path}
+	if d.Path != "-" {
+		a.Path = p.resolve(d.Path)
+	}
+	switch d.Fsync {
+	case "", "never":
+	case "always":
+		a.Fsync = AuditFsyncEachBatch
+	default:
+		var err error
+		if a.Fsync, err = time.ParseDuration(d.Fsync); err != nil || a.Fsync < 10*time.Millisecond || a.Fsync > time.Minute {
+			return Audit{}, p.errf("audit.fsync", "%q is not never, always or an interval from 10ms to 1m; write e.g. always or 1s", d.Fsync)
+		}
+	}
+	return a, nil
+}
+
+// errf is an error at the field at path, on the line of its value.
+func (p *parser) errf(field, format string, args ...any) error {
+	return &Error{File: p.name, Line: p.line(field), Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+// keyErr is an error about key of the mapping at field, on the key's line.
+func (p *parser) keyErr(field, key, format string, args ...any) error {
+	k, _ := p.at(join(field, key))
+	e := &Error{File: p.name, Field: field, Err: fmt.Errorf(format, args...)}
+	if k != nil {
+		e.Line = k.Line
+	}
+	return e
+}
+
+// line is the line of the value at field; 0 if it is absent.
+func (p *parser) line(field string) int {
+	if _, v := p.at(field); v != nil {
+		return v.Line
+	}
+	return 0
+}
+
+// nothing is the error for a null entry of a list of t.
+func (p *parser) nothing(field string, t reflect.Type) error {
+	return p.errf(field, "must be a mapping with keys %s, got nothing", strings.Join(keysOf(t), ", "))
+}
+
+// required is the error for a required key that is absent or empty.
+func (p *parser) required(field, key, fix string) error {
+	if p.has(join(field, key)) {
+		return p.errf(join(field, key), "must not be empty")
+	}
+	return p.errf(field, "missing required key %q; %s", key, fix)
+}
+
+func (p *parser) resolve(path string) string {
 	path, _ = creds.ExpandHome(path) // on error, the load names the unexpanded path
 	if filepath.IsAbs(path) {
 		return path
@@ -277,41 +357,47 @@ func (p *parser) resolvePath(path string) string {
 	return filepath.Join(p.baseDir, path)
 }
 
-// resolve follows YAML aliases.
-func resolve(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
+// addFile records a file the configuration is read from, once.
+func (p *parser) addFile(path string) {
+	if !p.seen[path] {
+		p.seen[path] = true
+		p.files = append(p.files, path)
 	}
-	return n
 }
 
-func isNull(n *yaml.Node) bool {
-	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		switch n.ShortTag() {
-		case "!!null":
-			return "nothing"
-		case "!!int", "!!float":
-			return "a number"
-		case "!!bool":
-			return "a boolean"
+// readable checks that the file at path is a regular file that can be
+// opened, and records it.
+func (p *parser) readable(field, path string) error {
+	p.addFile(path)
+	f, err := creds.OpenFile(path)
+	if err != nil {
+		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
+			err = pathErr.Err
 		}
-		return "a string"
+		return p.errf(field, "cannot read %s: %w", path, err)
 	}
-	return "an unsupported YAML node"
+	return f.Close()
 }
 
-func join(field, key string) string {
-	if field == "" {
-		return key
+// secretFile checks that the secret file at path is not readable by group
+// or others: a warning, or with strict_file_permissions an error.
+func (p *parser) secretFile(field, path string) error {
+	p.addFile(path)
+	err := creds.CheckFileMode(path)
+	pe, isPerm := errors.AsType[*creds.PermissionError](err)
+	switch {
+	case err == nil:
+		return nil
+	case !isPerm:
+		if pathErr, ok := errors.AsType[*fs.PathError](err); ok {
+			return p.errf(field, "cannot read %s: %w", path, pathErr.Err)
+		}
+		return p.errf(field, "%w", err)
+	case p.strict:
+		return p.errf(field, "%w (strict_file_permissions is true)", err)
 	}
-	return field + "." + key
+	p.log.Warn("secret file readable by group or others; strict_file_permissions: true makes this an error",
+		"file", pe.Path, "mode", fmt.Sprintf("%04o", pe.Mode.Perm()), "fix", "chmod 600 "+pe.Path,
+		"config", fmt.Sprintf("%s:%d", p.name, p.line(field)), "field", field)
+	return nil
 }

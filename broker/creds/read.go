@@ -21,7 +21,13 @@ var ErrNotRegular = errors.New("not a regular file")
 // directory or a socket is an *fs.PathError wrapping ErrNotRegular that
 // names its type.
 func OpenFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
+	return OpenRegular(path, os.O_RDONLY, 0)
+}
+
+// OpenRegular is OpenFile with os.OpenFile's flag and perm, e.g. for a
+// file the broker appends to: a FIFO there is refused, never waited on.
+func OpenRegular(path string, flag int, perm fs.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|openNonblock, perm)
 	if err != nil {
 		return nil, err
 	}

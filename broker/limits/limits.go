@@ -62,9 +62,9 @@ type Limits struct {
 	MaxScopeSetsPerTenant int `yaml:"max_scope_sets_per_tenant" default:"64" min:"1" max:"1000000"`
 	MaxScopeSets          int `yaml:"max_scope_sets" default:"4096" min:"1" max:"1000000"`
 
-	// Deprecated: ignored. The stream caps that MaxStreamsPerCaller and
-	// MaxAnonymousStreamsPerIP replaced; still parsed so that an older
-	// config loads (the daemon warns, see Deprecated).
+	// Ignored: the stream caps that MaxStreamsPerCaller and
+	// MaxAnonymousStreamsPerIP replaced, still parsed so that an older
+	// config loads; the daemon warns (see Deprecated).
 	MaxOpenStreamsPerIP int `yaml:"max_open_streams_per_ip" default:"0" min:"0" max:"1000000" deprecated:"max_anonymous_streams_per_ip"`
 	MaxStreamsPerIP     int `yaml:"max_streams_per_ip" default:"0" min:"0" max:"1000000" deprecated:"max_streams_per_caller"`
 	MaxStreamsPerAPIKey int `yaml:"max_streams_per_api_key" default:"0" min:"0" max:"1000000" deprecated:"max_streams_per_caller"`

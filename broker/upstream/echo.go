@@ -4,6 +4,8 @@ import (
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
 
 // An IdP's text is shown by allowlist, never by decoding: the encodings
@@ -151,4 +153,31 @@ func shownHost(creds []Credential, h string) string {
 		return ""
 	}
 	return h
+}
+
+// Echoes reports whether text shows one of secrets: textRun consecutive
+// characters of one (all of a shorter one), letter case aside, as it is
+// or with one escape undone (percent, HTML, JSON), or among its letters
+// and digits alone (a secret split by separators). Text from a peer that
+// saw a secret (an IdP; an API server that got a token) passes through it
+// before it is shown.
+func Echoes(text string, secrets ...string) bool {
+	cs := make([]Credential, 0, len(secrets))
+	for _, s := range secrets {
+		if s != "" {
+			cs = append(cs, Credential{ClientSecret: creds.Secret(s)})
+		}
+	}
+	if len(cs) == 0 {
+		return false
+	}
+	if echoes(cs, text) {
+		return true
+	}
+	for _, undo := range unescapes {
+		if u := undo(text); u != text && echoes(cs, u) {
+			return true
+		}
+	}
+	return false
 }

@@ -141,14 +141,14 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		if e.isRedirect() {
 			if h := locationHost(re.Response, c.tokenURL); h != "" {
-				e.RedirectHost = shownHost(c.creds, h)
+				e.RedirectHost = shownHost(c.secrets, h)
 				e.hostWithheld = e.RedirectHost == ""
 			}
 			return e
 		}
 		if RegisteredCodes[re.ErrorCode] {
 			e.Code = re.ErrorCode
-			e.Description = describe(c.creds, re.ErrorDescription)
+			e.Description = describe(c.secrets, re.ErrorDescription)
 			e.Permanent = permanentCodes[re.ErrorCode]
 			return e
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -152,4 +153,31 @@ func TestTokenURLQueryNeverShown(t *testing.T) {
 	logtest.AssertNone(t, map[string]string{"errors": strings.Join(errs, "\n"), "spans": spans.String(), "logs": logs.String()},
 		map[string]string{"key": key, "query": "?key", "secret": secret, "fallback secret": "old-secret-value"})
 	t.Logf("errors:\n%s\nspans:\n%s", strings.Join(errs, "\n"), spans.String())
+}
+
+// A key in the token URL's query is a secret of the client like its
+// client secret: an IdP answer that echoes it, as the access token or in
+// its error text, is refused or withheld (red team, issue 16: C).
+func TestTokenURLKeyIsASecret(t *testing.T) {
+	idp := faultidp.Start()
+	defer idp.Close()
+	for _, tc := range []struct {
+		key  string
+		resp faultidp.Response
+	}{
+		{"SuperSecretApiKey4242", faultidp.OK("SuperSecretApiKey4242", 3600)},
+		{"Zq8!rT4#vW2$yX6*aB3~kP9^", faultidp.OAuthError(400, "invalid_request", "the key Zq8!rT4#vW2$yX6*aB3~kP9^ is not valid")},
+	} {
+		c, err := upstream.New(upstream.Config{TokenURL: idp.TokenURL() + "?api-key=" + url.QueryEscape(tc.key), ClientID: "cid", ClientSecret: secret})
+		if err != nil {
+			t.Fatal(err)
+		}
+		idp.Push(tc.resp)
+		g, err := c.Fetch(t.Context(), nil)
+		if err == nil {
+			t.Errorf("the IdP echoed the URL's key as access_token %q and it was accepted", g.AccessToken)
+			continue
+		}
+		logtest.AssertNone(t, map[string]string{"error": err.Error()}, map[string]string{"key": tc.key})
+	}
 }

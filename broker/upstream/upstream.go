@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,9 +88,12 @@ type Client struct {
 	tokenURL string
 	style    oauth2.AuthStyle
 	creds    []Credential
-	current  atomic.Int32 // index into creds of the one to try first
-	http     *http.Client
-	log      *slog.Logger
+	// secrets are creds and the keys of tokenURL (query values, userinfo),
+	// which no IdP answer may echo.
+	secrets []Credential
+	current atomic.Int32 // index into creds of the one to try first
+	http    *http.Client
+	log     *slog.Logger
 }
 
 // Grant is a token endpoint's successful answer.
@@ -163,9 +167,30 @@ func New(cfg Config) (*Client, error) {
 		tokenURL: cfg.TokenURL,
 		style:    style,
 		creds:    creds,
+		secrets:  append(slices.Clip(creds), urlSecrets(u)...),
 		http:     hc,
 		log:      log,
 	}, nil
+}
+
+// urlSecrets are the values in a token URL's query and userinfo: some
+// IdPs take a key there, and RedactURL never shows them.
+func urlSecrets(u *url.URL) []Credential {
+	var out []Credential
+	for _, vs := range u.Query() {
+		for _, v := range vs {
+			if v != "" {
+				out = append(out, Credential{ClientSecret: creds.Secret(v)})
+			}
+		}
+	}
+	if p, ok := u.User.Password(); ok && p != "" {
+		out = append(out, Credential{ClientSecret: creds.Secret(p)})
+	}
+	if n := u.User.Username(); n != "" {
+		out = append(out, Credential{ClientSecret: creds.Secret(n)})
+	}
+	return out
 }
 
 func transportOf(hc *http.Client) http.RoundTripper {
@@ -257,11 +282,11 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 	switch {
 	case !isB64Token(tok.AccessToken):
 		return Grant{}, c.invalid(&seen, "whose access_token is not an RFC 6750 token (b64token: letters, digits, -._~+/ and trailing =)")
-	case tokenEchoes(c.creds, tok.AccessToken):
+	case tokenEchoes(c.secrets, tok.AccessToken):
 		return Grant{}, c.invalid(&seen, "whose access_token echoes the client credentials")
 	}
 	tt, ok := tokenType(tok.TokenType)
-	if !ok || echoes(c.creds, tt) { // not a name, or one made of the secret
+	if !ok || echoes(c.secrets, tt) { // not a name, or one made of the secret
 		return Grant{}, c.invalid(&seen, "with an invalid token_type")
 	}
 	g := Grant{

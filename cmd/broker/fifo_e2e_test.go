@@ -185,3 +185,46 @@ func TestServeFIFOAtRuntime(t *testing.T) {
 		t.Error("the secret appears in the logs")
 	}
 }
+
+// TestClientEndsOnSIGTERMWhileBlocked: `broker call -d @FIFO` waits for the
+// FIFO's writer as curl does, but SIGTERM ends it within clientGrace (red
+// team, issue 16: E; before, it ignored SIGTERM).
+func TestClientEndsOnSIGTERMWhileBlocked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds binaries")
+	}
+	tools, err := e2eTools()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "body")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(tools["broker"], "call", "post", "http://127.0.0.1:1/x", "-d", "@"+fifo)
+	cmd.Env = append(os.Environ(), "KOGNIC_CLIENT_ID=id", "KOGNIC_CLIENT_SECRET=secret", "KOGNIC_CREDENTIALS=")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		t.Fatalf("exited before the FIFO had a writer: %v\n%s", err, stderr.String())
+	case <-time.After(500 * time.Millisecond): // it is blocked in open(2); nothing to wait on
+	}
+	start := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+		if took := time.Since(start); took > clientGrace+time.Second {
+			t.Errorf("exited %s after SIGTERM, want within %s", took, clientGrace+time.Second)
+		}
+	case <-time.After(clientGrace + 3*time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+		t.Fatalf("still running %s after SIGTERM", clientGrace+3*time.Second)
+	}
+}

@@ -87,6 +87,8 @@ func newKognicWorld(t *testing.T) *kognicWorld {
 		case "/v1/echo-token": // a server that puts the token in an error
 			rw.WriteHeader(http.StatusForbidden)
 			fmt.Fprintf(rw, `{"message":"token %s may not do that"}`, tok)
+		case "/v1/to-token": // a redirect to a path that spells the token
+			http.Redirect(rw, r, "/s/"+tok, http.StatusFound)
 		case "/v1/echo":
 			body, _ := io.ReadAll(r.Body)
 			fmt.Fprintf(rw, `{"method":%q,"type":%q,"body":%s}`, r.Method, r.Header.Get("Content-Type"), body)
@@ -284,6 +286,17 @@ func TestKognicCall(t *testing.T) {
 		switch {
 		case tok == "" || strings.Contains(errOut, tok):
 			t.Errorf("exit %d: stderr shows the token the API got", code)
+		case code != 1 || errOut != wantErr:
+			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, wantErr)
+		}
+	})
+	t.Run("an error about a URL that spells the token never shows it", func(t *testing.T) {
+		_, errOut, code := w.run(t, nil, "call", "get", w.api.URL+"/v1/to-token")
+		_, tok := w.seen()
+		wantErr := "broker: call: GET " + w.api.URL + "/v1/to-token failed; the details are withheld: they echo the token\n"
+		switch {
+		case tok == "" || strings.Contains(errOut, tok[len(tok)-16:]):
+			t.Errorf("exit %d: stderr shows the token the API got:\n%s", code, errOut)
 		case code != 1 || errOut != wantErr:
 			t.Errorf("exit %d, stderr:\n%s\nwant:\n%s", code, errOut, wantErr)
 		}

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/cli"
 )
@@ -36,9 +37,21 @@ Usage:
 Run "broker <command> --help" for the command's flags.
 `
 
+// clientGrace is how long a client command (token, call) may take to
+// end after SIGINT or SIGTERM: a read blocked on a FIFO (-d @FIFO) or a
+// silent server cannot hold it.
+const clientGrace = time.Second
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] != "serve" { // serve drains within its own shutdown timeout
+		context.AfterFunc(ctx, func() {
+			time.Sleep(clientGrace)
+			fmt.Fprintln(os.Stderr, "broker: interrupted")
+			os.Exit(130)
+		})
+	}
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	if err != nil && !errors.Is(err, errUsage) {
 		fmt.Fprintln(os.Stderr, "broker:", err)

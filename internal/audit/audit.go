@@ -6,13 +6,14 @@
 // match it with the token_sha256 a client sends to InvalidateToken.
 //
 // A Logger is safe for concurrent use. It commits lines in groups: a call
-// appends its line to the current batch under a short lock and waits; one
-// writer goroutine writes each batch with a single Write call, so that
-// many concurrent calls cost one write system call. Log returns only once
-// its line's batch is written, and a failed write fails every call of
-// that batch, so a caller that hands out a token only after Log succeeds
-// never hands one out without its line. Lines reach the file in the order
-// their calls took the lock.
+// appends its record to the current batch under a short lock and waits;
+// one writer goroutine encodes each batch (log/slog's JSON handler) and
+// writes it with a single Write call, so that many concurrent calls cost
+// one write system call. Log returns only once its line's batch is
+// written, and a failed write fails every call of that batch, so a
+// caller that hands out a token only after Log succeeds never hands one
+// out without its line. Lines reach the file in the order their calls
+// took the lock.
 //
 // Durability: a line is acknowledged once write(2) returned, i.e. it is in
 // the kernel's page cache. A process crash (panic, OOM kill, SIGKILL)
@@ -35,6 +36,7 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -43,6 +45,9 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/internal/flood"
 )
 
 // Event kinds.
@@ -87,8 +92,8 @@ type Record struct {
 	Code   string `json:"code,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	// Count, when set, is the number of identical denials (same fields,
-	// peer IP without port) that this line stands for, refused in the
-	// collapse interval ending at Time; see Logger.LogDenial.
+	// peer IP without port) that this line stands for, refused since
+	// the previous line of that denial; see Logger.LogDenial.
 	Count int `json:"count,omitempty"`
 }
 
@@ -117,31 +122,35 @@ type Logger struct {
 	file   *os.File // the file Open opened, nil for New: failed writes are undone in it
 	now    func() time.Time
 
-	cur     *batch // lines waiting for the writer; guarded by mu
-	spare   []byte // a written batch's buffer, for reuse; guarded by mu
-	running bool   // a writer goroutine is running; guarded by mu
-	closed  bool   // guarded by mu
+	cur     *batch   // lines waiting for the writer; guarded by mu
+	spare   []Record // a written batch's records, for reuse; guarded by mu
+	running bool     // a writer goroutine is running; guarded by mu
+	waiting bool     // it lingers, waiting on wake; guarded by mu
+	wake    chan struct{}
+	closed  bool // guarded by mu
 
 	// Owned by the writer goroutine (one at a time, handed over under mu).
-	// torn reports that a failed write left a partial line it could not
-	// undo (a short write, e.g. on ENOSPC): the next batch starts with a
-	// newline, so that every complete record is on a line of its own.
+	// enc encodes each batch: on the writer, whose stack has grown, not
+	// on every call's fresh goroutine. torn reports that a failed write
+	// left a partial line it could not undo (a short write, e.g. on
+	// ENOSPC): the next batch starts with a newline, so that every
+	// complete record is on a line of its own.
+	enc  *encoder
 	torn bool
 
 	syncEvery time.Duration // see SetSyncInterval; guarded by mu
 	dirty     bool          // written since the last fsync; guarded by mu
 	syncTimer *time.Timer   // pending interval fsync; guarded by mu
 
-	collapse collapser // guarded by mu
-	onError  func()    // see OnWriteError; set before use
+	denials *flood.Gate[string, Record] // collapses LogDenial's repeats; see SetCollapseInterval
+	onError func()                      // see OnWriteError; set before use
 }
 
 // batch is a group of lines committed by one Write.
 type batch struct {
-	buf   []byte
-	lines int
-	done  chan struct{} // closed once the batch is written (or failed)
-	err   error         // set before done is closed
+	recs []Record
+	done chan struct{} // closed once the batch is written (or failed)
+	err  error         // set before done is closed
 }
 
 // SyncEachBatch, given to SetSyncInterval, fsyncs every batch before its
@@ -171,10 +180,11 @@ func (l *Logger) OnWriteError(f func()) {
 
 // New returns a Logger writing to w. It does not close w. Closing it is
 // needed only to write pending denial counts: its writer goroutine exits
-// whenever no line is waiting.
+// once no line has come for 100 ms.
 func New(w io.Writer) *Logger {
-	l := &Logger{w: w, now: time.Now, collapse: collapser{interval: DefaultCollapseInterval}}
+	l := &Logger{w: w, now: time.Now, enc: newEncoder(), wake: make(chan struct{}, 1)}
 	l.idle.L = &l.mu
+	l.SetCollapseInterval(DefaultCollapseInterval)
 	return l
 }
 
@@ -186,7 +196,7 @@ func Open(path string) (*Logger, error) {
 	if path == "" || path == "-" {
 		return New(os.Stdout), nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := creds.OpenRegular(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: open audit.path: %w", err)
 	}
@@ -205,13 +215,14 @@ func (l *Logger) Log(r Record) error {
 	if r.Event == EventDeny {
 		r = clipDenial(r)
 	}
-	sp := scratch.Get().(*[]byte)
-	enc := appendRecord((*sp)[:0], &r)
+	return l.commit(&r)
+}
+
+// commit queues r and waits for its batch to be written.
+func (l *Logger) commit(r *Record) error {
 	l.mu.Lock()
-	b, err := l.enqueueLocked(r.Time, enc)
+	b, err := l.enqueueLocked(r)
 	l.mu.Unlock()
-	*sp = enc
-	scratch.Put(sp)
 	if err != nil {
 		return err
 	}
@@ -219,48 +230,62 @@ func (l *Logger) Log(r Record) error {
 	return b.err
 }
 
-// scratch holds buffers for encoding a line outside the lock.
-var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// enqueueLocked appends a line to the current batch and makes sure a
-// writer goroutine runs. enc is appendRecord's encoding of a record with
-// time t; the time (now if t is zero) is added here, under the lock, so
-// that times follow the line order.
-func (l *Logger) enqueueLocked(t time.Time, enc []byte) (*batch, error) {
+// enqueueLocked adds r to the current batch, with Time set to now if it
+// is zero (under the lock, so that times follow the line order), and
+// makes sure a writer goroutine runs.
+func (l *Logger) enqueueLocked(r *Record) (*batch, error) {
 	if l.closed {
 		return nil, fmt.Errorf("audit: logger is closed")
 	}
 	if l.cur == nil {
-		l.cur = &batch{buf: l.spare[:0], done: make(chan struct{})}
+		l.cur = &batch{recs: l.spare[:0], done: make(chan struct{})}
 		l.spare = nil
 	}
 	b := l.cur
-	if t.IsZero() {
-		t = l.now()
+	b.recs = append(b.recs, *r)
+	if r.Time.IsZero() {
+		b.recs[len(b.recs)-1].Time = l.now()
 	}
-	b.buf = appendTime(b.buf, t)
-	b.buf = append(b.buf, enc...)
-	b.buf = append(b.buf, '\n')
-	b.lines++
 	if !l.running {
 		l.running = true
 		go l.run()
 	}
+	l.wakeLocked()
 	return b, nil
+}
+
+// wakeLocked wakes the writer if it waits for a line.
+func (l *Logger) wakeLocked() {
+	if l.waiting {
+		l.waiting = false
+		select {
+		case l.wake <- struct{}{}:
+		default: // a wake is pending already
+		}
+	}
 }
 
 // yieldBelow is the batch size under which the writer yields once before
 // writing, so that more lines join the batch.
 const yieldBelow = 8
 
-// maxSpare bounds the batch buffer kept for reuse.
+// linger is how long the writer waits for a line before it exits. A new
+// writer's stack grows on its first line (slog's frames are deep), which
+// costs more than the line: under a steady trickle of calls, it stays.
+const linger = 100 * time.Millisecond
+
+// maxSpare bounds the bytes of the batch buffer, and of the records
+// (about 256 bytes each), kept for reuse.
 const maxSpare = 1 << 20
 
-// run is the writer goroutine: it writes batches until none is waiting.
+// run is the writer goroutine: it writes batches until none has come
+// for linger.
 func (l *Logger) run() {
+	idle := time.NewTimer(linger)
+	defer idle.Stop()
 	l.mu.Lock()
-	for l.cur != nil {
-		if l.cur.lines < yieldBelow {
+	for l.cur != nil || l.lingerLocked(idle) {
+		if len(l.cur.recs) < yieldBelow {
 			// Let the calls that are running add their lines first: one
 			// yield turns a write per call or two into a write per
 			// dozens under load, for a scheduling round of latency.
@@ -273,18 +298,19 @@ func (l *Logger) run() {
 		syncEach := l.syncEvery < 0
 		l.mu.Unlock()
 
-		err := l.write(b.buf, syncEach)
+		err := l.write(l.encode(b.recs), syncEach)
 		b.err = err
 		if err != nil && l.onError != nil {
-			for range b.lines {
+			for range b.recs {
 				l.onError()
 			}
 		}
 		close(b.done)
+		clear(b.recs) // keep no reference to the calls' strings
 
 		l.mu.Lock()
-		if cap(b.buf) <= maxSpare {
-			l.spare = b.buf[:0]
+		if cap(b.recs) <= maxSpare/256 {
+			l.spare = b.recs[:0]
 		}
 		if err == nil && l.syncEvery > 0 {
 			l.dirty = true
@@ -296,6 +322,36 @@ func (l *Logger) run() {
 	l.running = false
 	l.idle.Broadcast()
 	l.mu.Unlock()
+}
+
+// lingerLocked waits up to linger for a line (not after Close) and
+// reports whether one came. It unlocks mu while it waits.
+func (l *Logger) lingerLocked(idle *time.Timer) bool {
+	if l.closed {
+		return false
+	}
+	idle.Reset(linger)
+	l.waiting = true
+	l.mu.Unlock()
+	select {
+	case <-l.wake:
+	case <-idle.C:
+	}
+	l.mu.Lock()
+	l.waiting = false
+	return l.cur != nil
+}
+
+// encode returns the lines of recs, in a buffer reused by the next batch.
+func (l *Logger) encode(recs []Record) []byte {
+	if l.enc.buf.Cap() > maxSpare {
+		l.enc.buf = bytes.Buffer{}
+	}
+	l.enc.buf.Reset()
+	for i := range recs {
+		l.enc.add(&recs[i])
+	}
+	return l.enc.buf.Bytes()
 }
 
 // write writes one batch with a single Write call (and fsyncs it if
@@ -362,13 +418,14 @@ func (l *Logger) Close() error {
 	if l == nil {
 		return nil
 	}
+	l.denials.Flush()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return nil
 	}
-	l.flushLocked(true)
 	l.closed = true
+	l.wakeLocked()
 	for l.running {
 		l.idle.Wait()
 	}

@@ -10,11 +10,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
@@ -103,6 +105,35 @@ func TestOpenAppends0600(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesWhatIsNotAFile: a FIFO or a directory at audit.path is an
+// error at once, never an open that waits for a reader (which hung the
+// start).
+func TestOpenRefusesWhatIsNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	for _, path := range []string{fifo, dir} {
+		done := make(chan error, 1)
+		go func() {
+			l, err := Open(path)
+			if err == nil {
+				l.Close()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("Open(%s) succeeded", path)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Open(%s) blocked", path)
+		}
+	}
+}
+
 func TestConcurrentLinesStayWhole(t *testing.T) {
 	var buf logtest.Buffer
 	l := New(&buf)
@@ -171,6 +202,41 @@ func TestLogDenialCollapses(t *testing.T) {
 	if n := len(lines[1].Tenant); n > MaxDeniedFieldBytes {
 		t.Errorf("tenant of %d bytes, want at most %d", n, MaxDeniedFieldBytes)
 	}
+}
+
+// TestDenialFloodOneLinePerInterval: a steady flood of one denial costs
+// its line, then one line with the count per collapse interval, written
+// without waiting for another denial or Close; the counts add up.
+func TestDenialFloodOneLinePerInterval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf logtest.Buffer
+		l := New(&buf)
+		deny := Record{Method: "/m", Peer: "192.0.2.1:1000", Result: ResultDenied, Code: "Unauthenticated", Reason: "API key not recognised"}
+		const calls = 2500 // 100 a second for 25 s
+		for range calls {
+			if err := l.LogDenial(deny); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		synctest.Wait()
+		before := strings.Count(buf.String(), "\n")
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, ln := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			var r Record
+			if err := json.Unmarshal([]byte(ln), &r); err != nil {
+				t.Fatal(err)
+			}
+			total += max(r.Count, 1)
+		}
+		if before != 3 || total != calls {
+			t.Errorf("%d lines before Close (want the denial and counts at 10 s and 20 s), accounting for %d denials in all (want %d):\n%s",
+				before, total, calls, buf.String())
+		}
+	})
 }
 
 type failWriter struct{}
@@ -323,4 +389,48 @@ func TestClipScopes(t *testing.T) {
 			t.Errorf("clipScopes(%q) = %q, want a marker of the dropped scopes", tc.in, got)
 		}
 	}
+}
+
+// TestDenialKeyDistinguishesEveryField: denials that differ in any field
+// but Time and Count, or only in how their text splits into fields,
+// are not collapsed into one another.
+func TestDenialKeyDistinguishesEveryField(t *testing.T) {
+	base := Record{Event: EventDeny, Method: "/m", Peer: "192.0.2.1", Tenant: "acme", Scopes: []string{"a", "b"},
+		Result: ResultDenied, Code: "PermissionDenied", Reason: "no"}
+	keys := map[string]string{denialKey(&base): "base"}
+	add := func(name string, r Record) {
+		t.Helper()
+		if k := denialKey(&r); keys[k] != "" {
+			t.Errorf("%s has the key of %s", name, keys[k])
+		} else {
+			keys[k] = name
+		}
+	}
+	rt := reflect.TypeFor[Record]()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		r := base
+		r.Scopes = slices.Clone(base.Scopes)
+		v := reflect.ValueOf(&r).Elem().Field(i)
+		switch f.Type.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Uint64:
+			v.SetUint(7)
+		case reflect.Slice:
+			r.Scopes = append(r.Scopes, "c")
+		default: // Time, Count: not part of what makes denials identical
+			if k := denialKey(&r); keys[k] != "base" {
+				t.Errorf("changing %s changed the key", f.Name)
+			}
+			continue
+		}
+		add(f.Name, r)
+	}
+	split := base
+	split.Scopes = []string{"a:b"}
+	add("scopes a:b", split)
+	shifted := base
+	shifted.Tenant, shifted.Reason = "", "acme"
+	add("tenant moved to reason", shifted)
 }

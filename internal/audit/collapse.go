@@ -3,8 +3,11 @@ package audit
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tokenbroker/tokenbroker/internal/flood"
 )
 
 // Bounds on denial lines, whose fields an unauthenticated peer chooses.
@@ -87,31 +90,17 @@ func sum(ss []string) int {
 	return n
 }
 
-// collapser holds the denials of the current interval, under Logger.mu.
-type collapser struct {
-	interval time.Duration
-	seen     map[string]*pending
-	timer    *time.Timer
-}
-
-type pending struct {
-	r     Record // the first denial, peer without port
-	count int    // identical denials since the last line
-}
-
 // SetCollapseInterval sets LogDenial's interval; call it before use.
 func (l *Logger) SetCollapseInterval(d time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.collapse.interval = d
+	l.denials = flood.New(flood.Config[string, Record]{Every: d, Burst: 1, MaxKeys: maxCollapseKeys, Report: l.reportDenials})
 }
 
 // LogDenial writes a denial (tenant, scopes and reason clipped) unless
-// an identical one (same fields, same peer IP) was written in the
-// current interval; such repeats are counted and written as one line
-// with Count when the interval ends, or at Close. So a flood of refused
-// calls costs one audit line per distinct denial per interval. A nil
-// Logger discards r.
+// an identical one (same fields, same peer IP) was written in the last
+// interval; such repeats are counted and written as one line with Count
+// an interval after the first of them, or at Close. So a flood of
+// refused calls costs one audit line per distinct denial per interval.
+// A nil Logger discards r.
 func (l *Logger) LogDenial(r Record) error {
 	if l == nil {
 		return nil
@@ -122,89 +111,40 @@ func (l *Logger) LogDenial(r Record) error {
 	if host, _, err := net.SplitHostPort(r.Peer); err == nil {
 		r.Peer = host
 	}
-	key := string(appendRecord(nil, &r))
+	if pass, _ := l.denials.Allow(denialKey(&r), r); !pass {
+		return nil
+	}
+	return l.commit(&r)
+}
+
+// denialKey returns r's fields (all but Time and Count), each
+// length-prefixed: two denials share a key only if they are identical.
+// It is cheap and shallow, unlike an encoding: denials may be a flood.
+func denialKey(r *Record) string {
+	b := make([]byte, 0, 256)
+	b = strconv.AppendUint(b, r.Version, 10)
+	for _, s := range [...]string{r.Event, r.Method, r.Caller, r.Identity, r.Peer, r.Tenant,
+		r.TokenFingerprint, r.RejectedFingerprint, r.Result, r.Code, r.Reason} {
+		b = append(strconv.AppendInt(append(b, ';'), int64(len(s)), 10), ':')
+		b = append(b, s...)
+	}
+	for _, s := range r.Scopes {
+		b = append(strconv.AppendInt(append(b, '['), int64(len(s)), 10), ':')
+		b = append(b, s...)
+	}
+	return string(b)
+}
+
+// reportDenials writes the count of the denials held under a key, on a
+// copy of the first of them ("" is the overflow of maxCollapseKeys).
+func (l *Logger) reportDenials(key string, r Record, n int) {
+	if key == "" {
+		r = Record{Event: EventDeny, Result: ResultDenied,
+			Reason: "further distinct denials, not itemised: too many in one interval"}
+	}
+	r.Count = n
 	l.mu.Lock()
-	w, err := l.denyLocked(key, r)
+	// No caller waits: a failing writer fails the next Log too.
+	_, _ = l.enqueueLocked(&r)
 	l.mu.Unlock()
-	if w == nil || err != nil {
-		return err
-	}
-	<-w.done
-	return w.err
-}
-
-// denyLocked counts a repeated denial or queues a new one's line,
-// returning the batch to wait for (nil when counted).
-func (l *Logger) denyLocked(key string, r Record) (*batch, error) {
-	if l.closed {
-		return nil, fmt.Errorf("audit: logger is closed")
-	}
-	c := &l.collapse
-	if c.seen == nil {
-		c.seen = map[string]*pending{}
-	}
-	if p, ok := c.seen[key]; ok {
-		p.count++
-		return nil, nil
-	}
-	if len(c.seen) >= maxCollapseKeys {
-		key = ""
-		if p, ok := c.seen[key]; ok {
-			p.count++
-			return nil, nil
-		}
-		c.seen[key] = &pending{r: Record{Event: EventDeny, Result: ResultDenied,
-			Reason: "further distinct denials, not itemised: too many in one interval"}, count: 1}
-		return nil, nil
-	}
-	c.seen[key] = &pending{r: r}
-	if c.timer == nil && c.interval > 0 {
-		c.timer = time.AfterFunc(c.interval, l.flush)
-	}
-	return l.queueLocked(r)
-}
-
-// queueLocked encodes r and adds it to the current batch (denial lines
-// are rare: encoding them under the lock costs nothing that matters).
-func (l *Logger) queueLocked(r Record) (*batch, error) {
-	return l.enqueueLocked(r.Time, appendRecord(nil, &r))
-}
-
-func (l *Logger) flush() {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return
-	}
-	defer l.mu.Unlock()
-	l.flushLocked(false)
-}
-
-// flushLocked writes the counts of the interval that ended. Keys without
-// repeats are forgotten; the others start a new interval, so that a
-// steady flood costs one line per interval. final writes all and stops.
-func (l *Logger) flushLocked(final bool) {
-	c := &l.collapse
-	if c.timer != nil {
-		c.timer.Stop()
-		c.timer = nil
-	}
-	for k, p := range c.seen {
-		if p.count == 0 {
-			delete(c.seen, k)
-			continue
-		}
-		r := p.r
-		r.Count = p.count
-		// No caller waits: a failing writer fails the next Log too.
-		_, _ = l.queueLocked(r)
-		p.count = 0
-	}
-	if final {
-		c.seen = nil
-		return
-	}
-	if len(c.seen) > 0 && c.interval > 0 {
-		c.timer = time.AfterFunc(c.interval, l.flush)
-	}
 }

@@ -1,120 +1,68 @@
 package audit
 
 import (
-	"strconv"
-	"time"
-	"unicode/utf8"
+	"bytes"
+	"context"
+	"log/slog"
 )
 
-// appendRecord appends r as encoding/json would marshal it, without the
-// leading {"time":"…" (the caller appends appendTime first) and without
-// the newline. Written by hand because reflection-based marshalling was
-// the largest cost of a cache hit (and grew every call's stack);
-// TestAppendRecordMatchesJSON and FuzzAppendRecord hold it to
-// encoding/json's output.
-func appendRecord(b []byte, r *Record) []byte {
-	b = appendField(b, "event", r.Event, false)
-	b = appendField(b, "method", r.Method, true)
-	b = appendField(b, "caller", r.Caller, true)
-	b = appendField(b, "identity", r.Identity, true)
-	b = appendField(b, "peer", r.Peer, true)
-	b = appendField(b, "tenant", r.Tenant, true)
+// encoder writes Records as JSON lines through slog's JSON handler,
+// without "level" and "msg", into buf. The writer goroutine owns one.
+type encoder struct {
+	buf   bytes.Buffer
+	h     slog.Handler
+	attrs []slog.Attr
+}
+
+func newEncoder() *encoder {
+	e := &encoder{attrs: make([]slog.Attr, 0, 16)}
+	e.h = slog.NewJSONHandler(&e.buf, &slog.HandlerOptions{ReplaceAttr: dropLevelAndMsg})
+	return e
+}
+
+func dropLevelAndMsg(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.LevelKey || a.Key == slog.MessageKey {
+		return slog.Attr{}
+	}
+	return a
+}
+
+// add appends r's line to e.buf: {"time":…,"event":…}\n, time in UTC
+// and omitted when zero, empty fields omitted.
+func (e *encoder) add(r *Record) {
+	a := append(e.attrs[:0], slog.String("event", r.Event))
+	a = appendString(a, "method", r.Method)
+	a = appendString(a, "caller", r.Caller)
+	a = appendString(a, "identity", r.Identity)
+	a = appendString(a, "peer", r.Peer)
+	a = appendString(a, "tenant", r.Tenant)
 	if len(r.Scopes) > 0 {
-		b = append(b, `,"scopes":[`...)
-		for i, s := range r.Scopes {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, s)
-		}
-		b = append(b, ']')
+		a = append(a, slog.Any("scopes", r.Scopes))
 	}
-	b = appendField(b, "token_fingerprint", r.TokenFingerprint, true)
-	b = appendField(b, "rejected_fingerprint", r.RejectedFingerprint, true)
+	a = appendString(a, "token_fingerprint", r.TokenFingerprint)
+	a = appendString(a, "rejected_fingerprint", r.RejectedFingerprint)
 	if r.Version != 0 {
-		b = append(b, `,"version":`...)
-		b = strconv.AppendUint(b, r.Version, 10)
+		a = append(a, slog.Uint64("version", r.Version))
 	}
-	b = appendField(b, "result", r.Result, false)
-	b = appendField(b, "code", r.Code, true)
-	b = appendField(b, "reason", r.Reason, true)
+	a = append(a, slog.String("result", r.Result))
+	a = appendString(a, "code", r.Code)
+	a = appendString(a, "reason", r.Reason)
 	if r.Count != 0 {
-		b = append(b, `,"count":`...)
-		b = strconv.AppendInt(b, int64(r.Count), 10)
+		a = append(a, slog.Int("count", r.Count))
 	}
-	return append(b, '}')
+	// One group with an empty key is written inline; passing the slice
+	// as one attribute spares the slog.Record an allocation.
+	rec := slog.NewRecord(r.Time.UTC(), slog.LevelInfo, "", 0)
+	rec.AddAttrs(slog.Attr{Value: slog.GroupValue(a...)})
+	_ = e.h.Handle(context.Background(), rec) // writes to e.buf, which cannot fail
+	clear(a)                                  // keep no reference to r's strings
+	e.attrs = a
 }
 
-// appendTime appends the opening {"time":"…" of a line.
-func appendTime(b []byte, t time.Time) []byte {
-	b = append(b, `{"time":"`...)
-	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"')
-}
-
-func appendField(b []byte, name, v string, omitEmpty bool) []byte {
-	if omitEmpty && v == "" {
-		return b
+// appendString appends a string attribute unless v is empty (omitempty).
+func appendString(a []slog.Attr, key, v string) []slog.Attr {
+	if v == "" {
+		return a
 	}
-	b = append(b, ',', '"')
-	b = append(b, name...)
-	b = append(b, '"', ':')
-	return appendString(b, v)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string the way encoding/json does
-// (HTML-safe: <, > and & escaped; invalid UTF-8 as U+FFFD; U+2028 and
-// U+2029 escaped).
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(a, slog.String(key, v))
 }

@@ -51,7 +51,7 @@ func TestFullDiskLeavesNoPartialBatch(t *testing.T) {
 		l.mu.Lock()
 		var b *batch
 		for range tc.lines {
-			if b, err = l.queueLocked(Record{Event: EventIssue, Tenant: "failed", Result: ResultOK}); err != nil {
+			if b, err = l.enqueueLocked(&Record{Event: EventIssue, Tenant: "failed", Result: ResultOK}); err != nil {
 				l.mu.Unlock()
 				t.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -71,7 +73,7 @@ func startBlocked(t *testing.T, l *Logger, w *gateWriter, n int) (first chan err
 		l.mu.Lock()
 		queued := 0
 		if l.cur != nil {
-			queued = l.cur.lines
+			queued = len(l.cur.recs)
 		}
 		l.mu.Unlock()
 		if queued == n {
@@ -296,4 +298,39 @@ func crashChild(path string) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestWriterLingersThenExits: the writer goroutine serves lines that
+// come within linger of each other, exits after linger without one, and
+// Close ends a lingering writer at once.
+func TestWriterLingersThenExits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := New(io.Discard)
+		running := func() bool { l.mu.Lock(); defer l.mu.Unlock(); return l.running }
+		for range 3 {
+			if err := l.Log(Record{Event: EventIssue, Result: ResultOK}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(linger / 2)
+			synctest.Wait()
+			if !running() {
+				t.Fatal("the writer exited within linger of a line")
+			}
+		}
+		time.Sleep(linger)
+		synctest.Wait()
+		if running() {
+			t.Fatal("the writer still runs linger after the last line")
+		}
+		if err := l.Log(Record{Event: EventIssue, Result: ResultOK}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 || running() {
+			t.Errorf("Close took %v with a lingering writer (running %v), want at once", d, running())
+		}
+	})
 }

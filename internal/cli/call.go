@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/clientlib"
 )
 
@@ -40,58 +42,67 @@ func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 // and the start of the body, the token redacted, make the error. The
 // token is never printed.
 func Call(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("call", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintf(stderr, "Usage: %s\n\n", CallUsage); fs.PrintDefaults() }
-	var data string
-	var headers headerList
-	fs.StringVar(&data, "d", "", "request body, or @FILE to read it from FILE; JSON gets Content-Type: application/json")
-	fs.StringVar(&data, "data", "", "same as -d")
-	fs.Var(&headers, "H", "request header 'Key: Value' (repeatable)")
-	fs.Var(&headers, "header", "same as -H")
-	format := fs.String("format", "json", "output: json (pretty), jsonl (one item a line), csv, tsv or table (markdown) of the list in the response")
-	addr := fs.String("addr", getenv(clientlib.EnvBrokerAddr), "broker address; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
-	tenant := fs.String("tenant", getenv(clientlib.EnvBrokerTenant), "tenant name, with --addr (default $"+clientlib.EnvBrokerTenant+", else \"default\")")
-	scopes := fs.String("scopes", "", "comma- or space-separated scopes")
-	timeout := fs.Duration("timeout", 60*time.Second, "how long the whole call may take")
-	var d directFlags
-	d.register(fs, false)
-	var c clientFlags
-	c.register(fs)
-	pos, err := parseInterleaved(fs, args)
+	cmd, err := parseCall(args, getenv, stderr)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return ErrUsage
+		return usageError("call", err)
 	}
-	if len(pos) != 2 {
-		fmt.Fprintf(stderr, "call: want METHOD and URL, got %d arguments\nUsage: %s\n", len(pos), CallUsage)
-		return ErrUsage
-	}
-	if !validFormat(*format) {
-		return fmt.Errorf("call: --format %q: want json, jsonl, csv, tsv or table", *format)
-	}
-	req, err := newCallRequest(ctx, pos[0], pos[1], data, headers)
-	if err != nil {
-		return fmt.Errorf("call: %w", err)
-	}
-	opts, err := callOptions(*addr, *tenant, *scopes, d, c, getenv, stderr)
-	if err != nil {
-		return fmt.Errorf("call: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, cmd.timeout)
 	defer cancel()
-	hc, err := clientlib.NewHTTPClient(ctx, opts...)
+	hc, err := clientlib.NewHTTPClient(ctx, cmd.options(getenv, stderr)...)
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
 	}
 	defer hc.Close()
-	return send(hc, req.WithContext(ctx), *format, stdout)
+	err = send(hc.Client(), cmd.req.WithContext(ctx), cmd.format, stdout)
+	if err != nil && hc.Echoes(err.Error()) {
+		// A URL or header the server chose spelt the token (a redirect to
+		// /s/<token>, a Location that does not parse).
+		return fmt.Errorf("call: %s %s failed; the details are withheld: they echo the token", cmd.req.Method, upstream.RedactURL(cmd.req.URL.String()))
+	}
+	return err
+}
+
+// callCmd is `broker call` with its arguments parsed.
+type callCmd struct {
+	common
+	format string
+	req    *http.Request // without a context yet
+}
+
+// parseCall parses and checks the arguments of `broker call`, reading the
+// file of -d @FILE; it touches no network.
+func parseCall(args []string, getenv func(string) string, stderr io.Writer) (*callCmd, error) {
+	var cmd callCmd
+	var data string
+	var headers headerList
+	fs := flag.NewFlagSet("call", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintf(stderr, "Usage: %s\n\n", CallUsage); fs.PrintDefaults() }
+	fs.StringVar(&data, "d", "", "request body, or @FILE to read it from FILE; JSON gets Content-Type: application/json")
+	fs.StringVar(&data, "data", "", "same as -d")
+	fs.Var(&headers, "H", "request header 'Key: Value' (repeatable)")
+	fs.Var(&headers, "header", "same as -H")
+	fs.StringVar(&cmd.format, "format", "json", "output: json (pretty), jsonl (one item a line), csv, tsv or table (markdown) of the list in the response")
+	cmd.register(fs, getenv, 60*time.Second, "how long the whole call may take")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return nil, flagError(err)
+	}
+	if len(pos) != 2 {
+		fmt.Fprintf(stderr, "call: want METHOD and URL, got %d arguments\nUsage: %s\n", len(pos), CallUsage)
+		return nil, ErrUsage
+	}
+	if !validFormat(cmd.format) {
+		return nil, fmt.Errorf("--format %q: want json, jsonl, csv, tsv or table", cmd.format)
+	}
+	if cmd.req, err = newCallRequest(pos[0], pos[1], data, headers); err != nil {
+		return nil, err
+	}
+	return &cmd, cmd.check(stderr)
 }
 
 // newCallRequest builds the request of METHOD URL, -d and -H.
-func newCallRequest(ctx context.Context, method, rawURL, data string, headers headerList) (*http.Request, error) {
+func newCallRequest(method, rawURL, data string, headers headerList) (*http.Request, error) {
 	m := strings.ToUpper(method)
 	switch m {
 	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
@@ -106,7 +117,7 @@ func newCallRequest(ctx context.Context, method, rawURL, data string, headers he
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, m, u.String(), bytes.NewReader(body))
+	req, err := http.NewRequest(m, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -120,64 +131,43 @@ func newCallRequest(ctx context.Context, method, rawURL, data string, headers he
 		}
 		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
-	if body != nil && req.Header.Get("Content-Type") == "" && jsonValid(body) {
+	if body != nil && req.Header.Get("Content-Type") == "" && json.Valid(body) {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	return req, nil
 }
 
-// callOptions are the clientlib options of `broker call`: a broker with
+// options are the clientlib options of `broker call`: a broker with
 // --addr, else direct mode with --env or --credentials, else by the URL's
 // host, as kog does, but with no token for a host no environment names.
-func callOptions(addr, tenant, scopes string, d directFlags, c clientFlags, getenv func(string) string, stderr io.Writer) ([]clientlib.Option, error) {
-	// Status errors: clientlib builds the excerpt of a failed response, with
-	// the token redacted, in one place.
+// Status errors: clientlib builds the excerpt of a failed response, with
+// the token redacted, in one place.
+func (cmd *callCmd) options(getenv func(string) string, stderr io.Writer) []clientlib.Option {
 	opts := []clientlib.Option{clientlib.WithStatusErrors(),
 		clientlib.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
-	if sc := splitScopes(scopes); len(sc) > 0 {
-		opts = append(opts, clientlib.WithScopes(sc...))
-	}
-	if addr != "" {
-		if f := d.given(); f != "" {
-			return nil, fmt.Errorf("%s applies to direct mode, but --addr (or %s) asks the broker; drop one of them", f, clientlib.EnvBrokerAddr)
+	switch {
+	case cmd.addr != "":
+		opts = append(opts, clientlib.WithBroker(cmd.addr, cmd.tenant), clientlib.WithGRPCDialOptions(cmd.dialOpts...))
+		if sc := splitScopes(cmd.scopes); len(sc) > 0 {
+			opts = append(opts, clientlib.WithScopes(sc...))
 		}
-		opts = append(opts, clientlib.WithBroker(addr, tenant))
-		if c.given() {
-			dialOpts, err := c.dialOptions(addr, stderr)
-			if err != nil {
-				return nil, err
-			}
-			opts = append(opts, clientlib.WithGRPCDialOptions(dialOpts...))
-		}
-		return opts, nil
+	case cmd.direct.env == "" && cmd.direct.credentials == "":
+		opts = append(append(opts, cmd.directOptions(getenv)...), clientlib.WithEnvironmentByHost())
+	default:
+		opts = append(opts, cmd.directOptions(getenv)...)
 	}
-	if c.given() {
-		return nil, errors.New("the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode")
-	}
-	direct, err := d.options(getenv, nil)
-	if err != nil {
-		return nil, err
-	}
-	opts = append(opts, direct...)
-	if d.env == "" && d.credentials == "" {
-		opts = append(opts, clientlib.WithEnvironmentByHost())
-	}
-	return opts, nil
+	return opts
 }
 
 // send sends req and prints a 2xx response's body in format; any other
 // status is an error with the start of the body, the token redacted.
-func send(hc *clientlib.HTTPClient, req *http.Request, format string, stdout io.Writer) error {
+func send(hc *http.Client, req *http.Request, format string, stdout io.Writer) error {
 	resp, err := hc.Do(req)
 	if se, ok := errors.AsType[*clientlib.StatusError](err); ok {
-		msg := fmt.Sprintf("call: %s %s: %s", se.Method, se.URL, se.Status)
-		if se.Body != "" {
-			msg += ": " + se.Body
-		}
-		return errors.New(msg)
+		return errors.New("call: " + strings.TrimPrefix(se.Error(), "clientlib: "))
 	}
 	if ue, ok := errors.AsType[*url.Error](err); ok {
-		return fmt.Errorf("call: %s %s: %w", req.Method, redact(req.URL), ue.Err) // the URL without its query
+		return fmt.Errorf("call: %s %s: %w", req.Method, upstream.RedactURL(req.URL.String()), ue.Err) // the URL without its query
 	}
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
@@ -193,23 +183,6 @@ func send(hc *clientlib.HTTPClient, req *http.Request, format string, stdout io.
 	return printResponse(stdout, resp.Header.Get("Content-Type"), out, format)
 }
 
-// parseInterleaved parses flags that may come before, between and after
-// the positional arguments, as kog accepts them, and returns the latter.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
-
 // readData returns -d's body: nil for none, a file's contents for @FILE.
 func readData(data string) ([]byte, error) {
 	if data == "" {
@@ -223,11 +196,4 @@ func readData(data string) ([]byte, error) {
 		return b, nil
 	}
 	return []byte(data), nil
-}
-
-// redact drops user info and query from u for messages.
-func redact(u *url.URL) string {
-	c := *u
-	c.User, c.RawQuery, c.ForceQuery = nil, "", false
-	return c.String()
 }

@@ -17,15 +17,15 @@ import (
 // of the list's objects in order of first appearance; nested values are
 // printed as JSON.
 
-func validFormat(f string) bool {
-	switch f {
-	case "json", "jsonl", "csv", "tsv", "table":
-		return true
-	}
-	return false
+// listFormats print the list a response holds.
+var listFormats = map[string]func(io.Writer, []item) error{
+	"jsonl": printJSONL,
+	"csv":   func(w io.Writer, items []item) error { return printDelimited(w, items, ',') },
+	"tsv":   func(w io.Writer, items []item) error { return printDelimited(w, items, '\t') },
+	"table": printTable,
 }
 
-func jsonValid(b []byte) bool { return json.Valid(b) }
+func validFormat(f string) bool { _, ok := listFormats[f]; return ok || f == "json" }
 
 // printResponse prints body, of the given content type, in format.
 func printResponse(w io.Writer, contentType string, body []byte, format string) error {
@@ -39,18 +39,9 @@ func printResponse(w io.Writer, contentType string, body []byte, format string) 
 		}
 		return nil
 	}
-	if format != "json" {
+	if printList, ok := listFormats[format]; ok {
 		if items, ok := listOf(body); ok {
-			switch format {
-			case "jsonl":
-				return printJSONL(w, items)
-			case "csv":
-				return printDelimited(w, items, ',')
-			case "tsv":
-				return printDelimited(w, items, '\t')
-			case "table":
-				return printTable(w, items)
-			}
+			return printList(w, items)
 		}
 	}
 	var out bytes.Buffer

@@ -232,7 +232,8 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	// calls are counted too.
 	d.srv = server.New(server.Config{
 		Broker: d.broker, Health: hs, Logger: log,
-		ServerOptions:      append(sopts, d.guard.ServerOptions()...),
+		ServerOptions:      sopts,
+		Tap:                d.guard.Tap,
 		UnaryInterceptors:  append([]grpc.UnaryServerInterceptor{d.metrics.grpc.UnaryServerInterceptor()}, d.guard.UnaryInterceptors()...),
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
 		Limits:             cfg.Limits,

@@ -57,6 +57,11 @@ func TestReadmeConfigsParse(t *testing.T) {
 				testpki.WriteFile(t, p, fakeFile(key, ca.CertPEM, leaf))
 			}
 		}
+		if m := regexp.MustCompile(`(?m)^tenants_dir:\s*(\S+)`).FindStringSubmatch(text); m != nil {
+			if err := os.MkdirAll(filepath.Join(dir, m[1]), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := config.ParseWith([]byte(text), "README block", dir, config.Options{Now: time.Now()}); err != nil {
 			t.Errorf("README yaml block %d does not parse: %v\n%s", i, err, text)
 		}

@@ -203,8 +203,9 @@ type brokenTenant struct {
 }
 
 // keepRunning returns cfg with every tenant that has a LoadErr replaced
-// by its running configuration, or left out if it is not running, and
-// those tenants. cfg is not modified.
+// by its running configuration (found by its tenants_dir file, else by
+// name), or left out if it is not running, and those tenants. cfg is not
+// modified.
 func (d *Daemon) keepRunning(cfg *config.Config) (*config.Config, []brokenTenant) {
 	if !slices.ContainsFunc(cfg.Tenants, func(t config.Tenant) bool { return t.LoadErr != nil }) {
 		return cfg, nil
@@ -214,6 +215,9 @@ func (d *Daemon) keepRunning(cfg *config.Config) (*config.Config, []brokenTenant
 	if d.watch.cur != nil {
 		for _, t := range d.watch.cur.Tenants {
 			running[t.Name] = t
+			if t.File != "" {
+				running[t.File] = t // a broken file's name is only a guess
+			}
 		}
 	}
 	d.watch.mu.Unlock()
@@ -225,8 +229,15 @@ func (d *Daemon) keepRunning(cfg *config.Config) (*config.Config, []brokenTenant
 			c.Tenants = append(c.Tenants, t)
 			continue
 		}
-		old, ok := running[t.Name]
-		broken = append(broken, brokenTenant{name: t.Name, err: t.LoadErr, kept: ok})
+		old, ok := running[t.File]
+		if !ok {
+			old, ok = running[t.Name]
+		}
+		name := t.Name
+		if ok {
+			name = old.Name
+		}
+		broken = append(broken, brokenTenant{name: name, err: t.LoadErr, kept: ok})
 		if ok {
 			c.Tenants = append(c.Tenants, old)
 		}

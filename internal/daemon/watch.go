@@ -79,11 +79,12 @@ func (w *watchState) init(cfg *config.Config) {
 
 // applied records cfg as the running configuration. snap holds the
 // digests taken before cfg was loaded, so that a change made while it
-// was loading is still noticed; files it lacks are read now.
+// was loading is still noticed; files it lacks are read now, unless
+// watching is off (at 50,000 tenant files, a second of a start).
 func (w *watchState) applied(cfg *config.Config, snap map[string]digest) {
 	sums := make(map[string]digest, len(cfg.Files))
 	for _, f := range cfg.Files {
-		if s, ok := snap[f]; ok {
+		if s, ok := snap[f]; ok || w.off {
 			sums[f] = s
 		} else {
 			sums[f] = digestOf(f)
@@ -132,20 +133,32 @@ func (w *watchState) snapshot() (map[string]digest, []string) {
 // digestOf reads the file at path (symlinks followed) up to a bound no
 // config, credentials or certificate file reaches. What is not a regular
 // file is not read (creds.OpenFile): a FIFO must not block the watcher.
+// A directory (tenants_dir) is digested by its tenant files' names: one
+// added or removed changes it.
 func digestOf(path string) digest {
 	f, err := creds.OpenFile(path)
+	if errors.Is(err, creds.ErrNotRegular) {
+		if names, err := config.TenantFiles(path); err == nil {
+			return digest{ok: true, sum: sha256.Sum256([]byte(strings.Join(names, "\n")))}
+		}
+	}
 	if err != nil {
 		return digest{}
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, io.LimitReader(f, 4*config.MaxFileSize)); err != nil {
+	buf := copyBufs.Get().(*[32 << 10]byte)
+	defer copyBufs.Put(buf)
+	if _, err := io.CopyBuffer(h, io.LimitReader(f, 4*config.MaxFileSize), buf[:]); err != nil {
 		return digest{}
 	}
 	d := digest{ok: true}
 	h.Sum(d.sum[:0])
 	return d
 }
+
+// copyBufs are digestOf's buffers: io.Copy would allocate one per file.
+var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // errNoLoad is Reread's error when the daemon was given no Options.Load.
 var errNoLoad = errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
@@ -315,13 +328,23 @@ func (d *Daemon) checkFiles(pending map[string]digest, retry bool) map[string]di
 }
 
 // watchDirs makes fsw watch the parent directories of the files and of
-// their symlink targets, dropping directories no longer needed, and
-// returns the test for an event name worth a comparison: a watched file,
-// its target, or a Kubernetes "..data"-style entry; added reports a new
-// directory watch.
+// their symlink targets, and the tenants_dir, dropping directories no
+// longer needed, and returns the test for an event name worth a
+// comparison: a watched file, its target, an entry of the tenants_dir,
+// or a Kubernetes "..data"-style entry; added reports a new directory
+// watch.
 func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) (relevant func(string) bool, added bool) {
 	names := map[string]bool{}
 	want := map[string]bool{}
+	d.watch.mu.Lock()
+	var tenantsDir string
+	if d.watch.cur != nil {
+		tenantsDir = d.watch.cur.TenantsDir
+	}
+	d.watch.mu.Unlock()
+	if tenantsDir != "" {
+		want[tenantsDir] = true
+	}
 	for _, f := range d.watch.files() {
 		names[f] = true
 		dir := filepath.Dir(f)
@@ -335,7 +358,8 @@ func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) (relevan
 		}
 	}
 	relevant = func(name string) bool {
-		return names[filepath.Clean(name)] || strings.HasPrefix(filepath.Base(name), "..")
+		name = filepath.Clean(name)
+		return names[name] || strings.HasPrefix(filepath.Base(name), "..") || tenantsDir != "" && filepath.Dir(name) == tenantsDir
 	}
 	if fsw == nil {
 		return relevant, false

@@ -98,12 +98,11 @@ func (v *secretVolume) update(files map[string]string) {
 // watchFixture is a daemon run from a config file with Options.Load set,
 // as `broker serve --config` runs it, and a dev IdP.
 type watchFixture struct {
-	idp    *devidp.Server
-	client devidp.Client
-	d      *daemon.Daemon
-	api    tbv1.TokenBrokerServiceClient
-	logs   *logtest.Buffer
-	path   string // the config file
+	idp  *devidp.Server
+	d    *daemon.Daemon
+	api  tbv1.TokenBrokerServiceClient
+	logs *logtest.Buffer
+	path string // the config file
 }
 
 // startWatched writes a config file with tenant acme reading

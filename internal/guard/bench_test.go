@@ -50,7 +50,7 @@ func BenchmarkTap(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		c, cancel := context.WithCancel(ctx)
-		if _, err := g.tap(c, benchInfo); err != nil {
+		if _, err := g.Tap(c, benchInfo); err != nil {
 			b.Fatal(err)
 		}
 		cancel()
@@ -66,7 +66,7 @@ func BenchmarkUnaryHit(b *testing.B) {
 	g := benchGuard(b)
 	ctx, cancel := context.WithCancel(benchPeer())
 	defer cancel()
-	tctx, err := g.tap(ctx, benchInfo)
+	tctx, err := g.Tap(ctx, benchInfo)
 	if err != nil {
 		b.Fatal(err)
 	}

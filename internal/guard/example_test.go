@@ -30,10 +30,11 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	srv := grpc.NewServer(append(g.ServerOptions(),
+	srv := grpc.NewServer(
+		grpc.InTapHandle(g.Tap),
 		grpc.ChainUnaryInterceptor(g.UnaryInterceptors()...),
 		grpc.ChainStreamInterceptor(g.StreamInterceptors()...),
-	)...)
+	)
 	defer srv.Stop()
 	fmt.Println(len(g.UnaryInterceptors()), len(g.StreamInterceptors()), g.Open())
 	// Output: 1 1 false

@@ -18,13 +18,6 @@ import (
 // The guard's steps as gRPC runs them: tap when a call's HEADERS arrive,
 // unary (here) and stream (stream.go) once grpc-go hands over the call.
 
-// ServerOptions returns the guard's tap (see tap) as a grpc.ServerOption,
-// for server.Config.ServerOptions. Without it calls are not capped (the
-// guard logs that once).
-func (g *Guard) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.InTapHandle(g.tap)}
-}
-
 // UnaryInterceptors returns the unary interceptors, in order, for
 // server.Config.UnaryInterceptors: one, which runs every step (a layer
 // per step would cost every call a closure, a method match and stack).
@@ -41,10 +34,12 @@ func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
 // GRPCStatus makes an *Error the status a gRPC client receives.
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 
-// tap admits a call when its HEADERS arrive, before grpc-go reads a
-// message: it refuses a token call whose API key does not verify, takes
-// the call's slot until the stream ends, and hands the proof on in ctx.
-func (g *Guard) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+// Tap admits a call when its HEADERS arrive, before grpc-go reads a
+// message (grpc.InTapHandle, server.Config.Tap): it refuses a token call
+// whose API key does not verify, takes the call's slot until the stream
+// ends, and hands the proof on in ctx. Without it calls are not capped
+// (the guard logs that once).
+func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
 	p := authn.PeerOf(ctx)
 	pr := prove(p, credentialsOf(info.Header))
 	pol := g.holder.Load()

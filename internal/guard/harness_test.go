@@ -179,7 +179,7 @@ func start(t *testing.T, o options) *env {
 		return h(WithCallInfo(ctx), req)
 	}
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	opts := append(e.guard.ServerOptions(),
+	opts := append([]grpc.ServerOption{grpc.InTapHandle(e.guard.Tap)},
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{callInfo, logging.UnaryServerInterceptor(logger, logOpts...)}, e.guard.UnaryInterceptors()...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}, e.guard.StreamInterceptors()...)...),
 	)

@@ -63,7 +63,7 @@ func tapFromPeer(t *testing.T, g *Guard, p *peer.Peer, authorization string) (ct
 	if authorization != "" {
 		md = metadata.Pairs("authorization", authorization)
 	}
-	ctx, err = g.tap(base, &tap.Info{FullMethodName: getMethod, Header: md})
+	ctx, err = g.Tap(base, &tap.Info{FullMethodName: getMethod, Header: md})
 	if err != nil {
 		cancel()
 	}

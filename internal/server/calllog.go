@@ -3,14 +3,13 @@ package server
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/tokenbroker/tokenbroker/internal/flood"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
@@ -31,7 +30,7 @@ import (
 // log pipeline (the audit trail and tokenbroker_denials_total count every
 // denial). The next line of a code says how many were dropped before it.
 func callLog(log *slog.Logger, slow time.Duration) (logging.Logger, []logging.Option) {
-	limit := newLineLimiter()
+	limit := flood.New(flood.Config[string, struct{}]{Every: time.Second / callLogRate, Burst: callLogBurst, MaxKeys: 64})
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		if lvl == logging.LevelDebug && isSlowUnary(fields, slow) {
 			lvl = logging.LevelInfo
@@ -41,7 +40,7 @@ func callLog(log *slog.Logger, slow time.Duration) (logging.Logger, []logging.Op
 			return
 		}
 		if lvl >= logging.LevelInfo {
-			ok, dropped := limit.allow(codeOf(fields))
+			ok, dropped := limit.Allow(codeOf(fields), struct{}{})
 			if !ok {
 				return
 			}
@@ -72,34 +71,14 @@ const (
 	callLogBurst = 20
 )
 
-// lineLimiter rate limits log lines per key (a status code: few keys).
-type lineLimiter struct {
-	mu      sync.Mutex
-	buckets map[string]*rate.Limiter
-	dropped map[string]int
-}
-
-func newLineLimiter() *lineLimiter {
-	return &lineLimiter{buckets: map[string]*rate.Limiter{}, dropped: map[string]int{}}
-}
-
-// allow reports whether a line for key may be written, and how many were
-// dropped since the last one that was.
-func (l *lineLimiter) allow(key string) (bool, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.buckets[key]
-	if b == nil {
-		b = rate.NewLimiter(callLogRate, callLogBurst)
-		l.buckets[key] = b
-	}
-	if !b.Allow() {
-		l.dropped[key]++
-		return false, 0
-	}
-	n := l.dropped[key]
-	delete(l.dropped, key)
-	return true, n
+// refusedEverySecond returns streamLimiter.denied: it counts the calls
+// refused before their request (an API key that does not verify) and
+// logs their count at most once a second, off the refusing goroutine.
+func refusedEverySecond(log *slog.Logger) func() {
+	g := flood.New(flood.Config[struct{}, struct{}]{Every: time.Second, Report: func(_, _ struct{}, n int) {
+		log.Warn("calls refused before their request: the API key does not verify", "count", n)
+	}})
+	return func() { g.Allow(struct{}{}, struct{}{}) }
 }
 
 // codeOf returns the status code field of a finished call's log fields.

@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"strings"
@@ -10,7 +12,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/server"
@@ -50,6 +54,46 @@ func TestCallLogFloodIsRateLimited(t *testing.T) {
 			t.Fatal("no line reports the suppressed ones")
 		}
 		_, _ = api.GetToken(t.Context(), &tbv1.GetTokenRequest{Tenant: "no-such-tenant"})
+	}
+}
+
+// TestRefusedKeysLoggedOncePerSecond: calls refused before their request
+// (an API key that does not verify) are counted, not logged one by one:
+// at most one warning a second, whose counts add up to every refusal.
+func TestRefusedKeysLoggedOncePerSecond(t *testing.T) {
+	f := brokertest.Start(t)
+	var logs logtest.Buffer
+	srv := server.New(server.Config{Broker: f.Broker, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		Tap: func(ctx context.Context, _ *tap.Info) (context.Context, error) {
+			return ctx, status.Error(codes.Unauthenticated, "API key not recognised")
+		}})
+	api := serveOnLoopback(t, srv)
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer wrong")
+
+	const calls = 300
+	start := time.Now()
+	for range calls {
+		if _, err := api.GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "acme"}); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("GetToken with a key that does not verify: %v, want UNAUTHENTICATED", err)
+		}
+	}
+	var lines, counted int
+	for deadline := time.Now().Add(5 * time.Second); counted < calls && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		lines, counted = 0, 0
+		for _, ln := range strings.Split(logs.String(), "\n") {
+			var l struct {
+				Msg   string
+				Count int
+			}
+			if json.Unmarshal([]byte(ln), &l) == nil && strings.HasPrefix(l.Msg, "calls refused before their request") {
+				lines++
+				counted += l.Count
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	if counted != calls || lines > int(elapsed.Seconds())+1 {
+		t.Errorf("%d refusals in %s: %d warnings counting %d; want at most one a second, counting all", calls, elapsed, lines, counted)
 	}
 }
 

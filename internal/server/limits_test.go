@@ -53,7 +53,7 @@ func guarded(t *testing.T, cfg server.Config, key string) server.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ServerOptions = append(cfg.ServerOptions, g.ServerOptions()...)
+	cfg.Tap = g.Tap
 	cfg.UnaryInterceptors = append(cfg.UnaryInterceptors, g.UnaryInterceptors()...)
 	cfg.StreamInterceptors = append(cfg.StreamInterceptors, g.StreamInterceptors()...)
 	cfg.TenantAccess = g.TenantAccess

@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/limits"
@@ -48,9 +49,12 @@ type Config struct {
 	// as broker.Config.OnTenantHealth.
 	Health *health.Server
 	Logger *slog.Logger
-	// ServerOptions are appended to the server's own (TLS, the guard's
-	// tap, which caps open calls: guard.Guard.ServerOptions).
+	// ServerOptions are appended to the server's own (TLS…).
 	ServerOptions []grpc.ServerOption
+	// Tap admits each call when its HEADERS arrive, before any message
+	// (grpc.InTapHandle; guard.Guard.Tap); the refusals of calls whose
+	// API key does not verify are counted in a log line once a second.
+	Tap func(ctx context.Context, info *tap.Info) (context.Context, error)
 	// UnaryInterceptors and StreamInterceptors run after recovery and
 	// logging, before the handlers (authentication, policy, limits).
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
@@ -147,12 +151,27 @@ func New(cfg Config) *Server {
 		// released after each flush.
 		grpc.ReadBufferSize(8 << 10),
 	}, serverOptions(l)...)
+	if cfg.Tap != nil {
+		opts = append(opts, grpc.InTapHandle(countRefusals(cfg.Tap, refusedEverySecond(log))))
+	}
 	opts = append(opts, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
 	s.GRPC.RegisterService(s.serviceDesc(), s)
 	healthpb.RegisterHealthServer(s.GRPC, &healthServer{Server: s.Health, access: cfg.TenantAccess})
 	reflection.Register(s.GRPC)
 	return s
+}
+
+// countRefusals is tap, calling refused for each call it refuses as
+// UNAUTHENTICATED (its API key does not verify).
+func countRefusals(t tap.ServerInHandle, refused func()) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		ctx, err := t(ctx, info)
+		if status.Code(err) == codes.Unauthenticated {
+			refused()
+		}
+		return ctx, err
+	}
 }
 
 // Drain marks every service NOT_SERVING and ends open WatchToken streams

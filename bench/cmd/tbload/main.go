@@ -11,7 +11,8 @@
 //	watch     WatchToken fan-out: time for a refresh to reach S streams,
 //	          broker RSS and live heap per idle stream
 //	tenants   T tenants against an IdP with 50 ms latency: time until all
-//	          READY, RSS per idle tenant, peak concurrent IdP requests
+//	          READY, RSS per idle tenant, peak concurrent IdP requests; with
+//	          -tenants-dir each tenant is a file of a tenants_dir
 //	coalesce  N concurrent GetToken on a cold key and N InvalidateToken for
 //	          one fingerprint: identity-provider requests (want 1 each)
 //
@@ -38,6 +39,7 @@ type options struct {
 	// streamsPerConn is the watch scenario's streams per connection.
 	streamsPerConn int
 	tenants        int
+	tenantsDir     bool
 	idpLatency     time.Duration
 	coalesceN      int
 	// profile, if set, is a directory for the broker's pprof profiles.
@@ -58,6 +60,7 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 10000, "watch: WatchToken streams")
 	flag.IntVar(&o.streamsPerConn, "streams-per-conn", 100, "watch: streams per connection (each connection from a source address of its own in 127.0.0.0/8)")
 	flag.IntVar(&o.tenants, "tenants", 1000, "tenants: tenants")
+	flag.BoolVar(&o.tenantsDir, "tenants-dir", false, "lay the generated config's tenants out as one file each in a tenants_dir")
 	flag.DurationVar(&o.idpLatency, "idp-latency", 50*time.Millisecond, "tenants: identity provider latency")
 	flag.IntVar(&o.coalesceN, "n", 10000, "coalesce: concurrent calls")
 	flag.StringVar(&o.profile, "profile", "", "directory to write the broker's profiles to (CPU during the first GetToken and floor runs, heap and goroutines when idle)")

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +44,9 @@ func buildBroker(ctx context.Context, dir string) (string, error) {
 type brokerSpec struct {
 	deployed bool // one API-key caller; otherwise open mode (no callers)
 	tenants  int
-	tokenURL string
+	// tenantsDir lays the tenants out as one file each in a tenants_dir.
+	tenantsDir bool
+	tokenURL   string
 	// streamsPerConn is limits.max_streams_per_connection.
 	streamsPerConn int
 	// pprof turns on admin.pprof, for -profile.
@@ -100,14 +103,37 @@ func writeConfig(dir, addr, admin string, s brokerSpec) (string, error) {
   max_streams_per_api_key: 1000000
   new_scope_sets_per_second: 1000000
   new_scope_set_burst: 1000000
-tenants:
 `, spc)
+	if s.tenantsDir {
+		if err := writeTenantsDir(filepath.Join(dir, "tenants"), s); err != nil {
+			return "", err
+		}
+		b.WriteString("tenants_dir: tenants\n")
+	} else {
+		b.WriteString("tenants:\n")
+	}
 	for i := range s.tenants {
-		// Flow style and a relative path: the config file is capped at 1 MiB.
-		fmt.Fprintf(&b, "  - {name: t%d, token_url: %s, client_id: c%d, client_secret_file: s}\n", i, s.tokenURL, i)
+		if !s.tenantsDir {
+			// Flow style and a relative path: the config file is capped at 1 MiB.
+			fmt.Fprintf(&b, "  - {name: t%d, token_url: %s, client_id: c%d, client_secret_file: s}\n", i, s.tokenURL, i)
+		}
 	}
 	path := filepath.Join(dir, "broker.yaml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// writeTenantsDir writes tenant i to dir/t<i>.yaml, named by its file.
+func writeTenantsDir(dir string, s brokerSpec) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	for i := range s.tenants {
+		t := fmt.Sprintf("token_url: %s\nclient_id: c%d\nclient_secret_file: ../s\n", s.tokenURL, i)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("t%d.yaml", i)), []byte(t), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // startBroker runs bin with a generated config and waits until health
@@ -180,6 +206,20 @@ func (p *brokerProc) stop() {
 	if !p.keep && os.Getenv("TBLOAD_KEEP") == "" {
 		_ = os.RemoveAll(p.dir)
 	}
+}
+
+// readyz reports whether the broker's admin /readyz answers 200.
+func (p *brokerProc) readyz(ctx context.Context) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_ = r.Body.Close()
+	return r.StatusCode == http.StatusOK
 }
 
 // rss is the broker's resident set size in bytes (Linux).

@@ -61,7 +61,7 @@ func setup(ctx context.Context, o options, deployed bool, tenants int, latency t
 	if err != nil {
 		return nil, nil, err
 	}
-	b, err := startBroker(ctx, o.bin, brokerSpec{deployed: deployed, tenants: tenants, tokenURL: p.tokenURL(), streamsPerConn: streamsPerConn, pprof: o.profile != ""})
+	b, err := startBroker(ctx, o.bin, brokerSpec{deployed: deployed, tenants: tenants, tenantsDir: o.tenantsDir, tokenURL: p.tokenURL(), streamsPerConn: streamsPerConn, pprof: o.profile != ""})
 	if err != nil {
 		p.close()
 		return nil, nil, err
@@ -424,7 +424,11 @@ func allReady(ctx context.Context, c tbv1.TokenBrokerServiceClient, want int) (i
 }
 
 func scenarioTenants(ctx context.Context, o options) error {
-	fmt.Printf("\n== tenants: %d tenants, one token endpoint with %s latency, deployed configuration\n", o.tenants, o.idpLatency)
+	layout := "the config file"
+	if o.tenantsDir {
+		layout = "a tenants_dir, one file each"
+	}
+	fmt.Printf("\n== tenants: %d tenants in %s, one token endpoint with %s latency, deployed configuration\n", o.tenants, layout, o.idpLatency)
 	ctx = callerCtx(ctx, true)
 	// Baseline: the same broker with one tenant.
 	p1, b1, err := setup(ctx, o, true, 1, o.idpLatency, 0)
@@ -458,27 +462,39 @@ func scenarioTenants(ctx context.Context, o options) error {
 	c := tbv1.NewTokenBrokerServiceClient(cc)
 	var readyAt, readyServing time.Duration
 	deadline := time.Now().Add(120 * time.Second)
+	// The broker's /readyz (one pass over its tenants) tells when every
+	// tenant has settled, and is asked only once the IdP was asked for
+	// every tenant; a full ListTenants, which confirms that all are READY,
+	// makes the broker build and sort every tenant's state for each page
+	// of 1,000: at 50,000 tenants, seconds that would compete with the
+	// ramp it measures.
 	for {
-		n, err := allReady(ctx, c, o.tenants)
-		if err != nil {
-			return err
+		for p.total.Load() < int64(o.tenants) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
 		}
-		if n == o.tenants {
+		if b.readyz(ctx) {
 			readyAt, readyServing = time.Since(b.start), time.Since(b.serving)
-			break
+			n, err := allReady(ctx, c, o.tenants)
+			if err != nil {
+				return err
+			}
+			if n == o.tenants {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d tenants READY after 120s", n, o.tenants)
+			return fmt.Errorf("not every tenant READY after 120s")
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	first, last := p.window()
 	time.Sleep(2 * time.Second)
 	rssT, heapT := b.rss(), b.liveHeap()
 	b.snapshot(ctx, o, "tenants")
-	fmt.Printf("IdP: %d requests, peak %d concurrent, first-to-last answer %s; broker RSS 1 tenant %s, %d tenants %s; live heap %s -> %s\n",
-		p.total.Load(), p.peak.Load(), last.Sub(first).Round(time.Millisecond), mib(rss1), o.tenants, mib(rssT), mib(heap1), mib(heapT))
-	fmt.Printf("RESULT tenants=%d all READY %s after broker start, %s after it served (target <= 5s at 10000); per idle tenant: RSS %.1f KiB (target <= 8 KiB), live heap %.1f KiB; peak concurrent IdP requests %d\n",
+	fmt.Printf("IdP: %d requests, peak %d concurrent, answers from %s to %s after broker start (served at %s); broker RSS 1 tenant %s, %d tenants %s; live heap %s -> %s\n",
+		p.total.Load(), p.peak.Load(), first.Sub(b.start).Round(time.Millisecond), last.Sub(b.start).Round(time.Millisecond), b.serving.Sub(b.start).Round(time.Millisecond),
+		mib(rss1), o.tenants, mib(rssT), mib(heap1), mib(heapT))
+	fmt.Printf("RESULT tenants=%d all READY %s after broker start, %s after it served (target <= 5s at 10000, <= 25s at 50000); per idle tenant: RSS %.1f KiB (target <= 8 KiB), live heap %.1f KiB; peak concurrent IdP requests %d\n",
 		o.tenants, readyAt.Round(time.Millisecond), readyServing.Round(time.Millisecond), float64(rssT-rss1)/1024/float64(o.tenants-1), heapPer(heap1, heapT, o.tenants-1), p.peak.Load())
 	return nil
 }

@@ -66,7 +66,11 @@ var matrix = []matrixRow{
 	{mode: ModeHugeExpiry, code: codes.OK},
 	{mode: ModeZeroExpiry, code: codes.Unavailable, cause: []string{"already expired"}, perRequest: minBackoff, recoverWithin: 2 * time.Second},
 	{mode: ModeNegExpiry, code: codes.Unavailable, cause: []string{"already expired"}, perRequest: minBackoff, recoverWithin: 2 * time.Second},
-	{mode: ModeInvalidClient, code: codes.FailedPrecondition, cause: []string{"invalid_client"}, perRequest: 0, recoverWithin: time.Second, reload: true},
+	// Credentials that worked and are then rejected get the credential
+	// grace (an IdP restart may explain it): retried within seconds,
+	// UNAVAILABLE meanwhile; the permanent FAILED_PRECONDITION comes after
+	// broker.CredentialGrace, past this row (see the broker's tests).
+	{mode: ModeInvalidClient, code: codes.Unavailable, cause: []string{"invalid_client"}, perRequest: minBackoff, recoverWithin: broker.CredentialGraceRetryMax*6/5 + time.Second, reload: true},
 	{mode: ModeSlow, code: codes.OK},
 	{mode: ModeBadTLS, code: codes.Unavailable, cause: []string{"certificate"}, perRequest: minBackoff, recoverWithin: 2 * time.Second},
 	{mode: ModeRedirect, code: codes.Unavailable, cause: []string{"redirect", "HTTP 307"}, perRequest: minBackoff, recoverWithin: 2 * time.Second},

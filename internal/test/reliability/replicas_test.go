@@ -196,7 +196,7 @@ func TestReplicaFailover(t *testing.T) {
 	defer cancel()
 	hc, err := clientlib.NewHTTPClient(ctx,
 		clientlib.WithBroker("reliability-replicas:///brokers", "acme"),
-		clientlib.WithTransportCredentials(local.NewCredentials()),
+		clientlib.WithGRPCDialOptions(grpc.WithTransportCredentials(local.NewCredentials())),
 		clientlib.WithReconnectBackoff(50*time.Millisecond, time.Second),
 		clientlib.WithRPCTimeout(5*time.Second),
 	)
@@ -204,6 +204,7 @@ func TestReplicaFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hc.Close()
+	web := hc.Client()
 	current := func() int {
 		tok, err := hc.Source().Token()
 		if err != nil {
@@ -227,7 +228,7 @@ func TestReplicaFailover(t *testing.T) {
 			}
 			traffic.Go(func() {
 				sent.Add(1)
-				resp, err := hc.Get(rs.URL + "/v1/projects")
+				resp, err := web.Get(rs.URL + "/v1/projects")
 				if err != nil {
 					failed.Add(1)
 					t.Errorf("request failed: %v", err)

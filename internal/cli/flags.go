@@ -1,0 +1,254 @@
+package cli
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/clientlib"
+)
+
+// common are the flags of both commands: where the token comes from.
+type common struct {
+	addr, tenant, scopes string
+	timeout              time.Duration
+	direct               directFlags
+	client               clientFlags
+	dialOpts             []grpc.DialOption // of the client flags given, with --addr
+}
+
+func (c *common) register(fs *flag.FlagSet, getenv func(string) string, timeout time.Duration, timeoutUsage string) {
+	fs.StringVar(&c.addr, "addr", getenv(clientlib.EnvBrokerAddr), "broker address; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
+	fs.StringVar(&c.tenant, "tenant", getenv(clientlib.EnvBrokerTenant), "tenant name, with --addr (default $"+clientlib.EnvBrokerTenant+", else \"default\")")
+	fs.StringVar(&c.scopes, "scopes", "", "comma- or space-separated scopes; default: the environment's, else the credentials file's (direct) or the tenant's (broker)")
+	fs.DurationVar(&c.timeout, "timeout", timeout, timeoutUsage)
+	c.direct.register(fs)
+	c.client.register(fs)
+}
+
+// check refuses the flags of the other mode, and builds the connection's
+// dial options with --addr.
+func (c *common) check(stderr io.Writer) error {
+	if c.addr == "" {
+		if c.client.given() {
+			return errors.New("the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode")
+		}
+		if c.direct.credentials != "" && c.direct.env != "" {
+			return errors.New("--credentials and --env both name credentials; give one of them")
+		}
+		return nil
+	}
+	if f := c.direct.given(); f != "" {
+		return fmt.Errorf("%s applies to direct mode, but --addr (or %s) asks the broker; drop one of them", f, clientlib.EnvBrokerAddr)
+	}
+	var err error
+	c.dialOpts, err = c.client.dialOptions(c.addr, stderr)
+	return err
+}
+
+// directOptions are the clientlib options of direct mode. With neither
+// --credentials nor --env, the environment variables decide.
+func (c *common) directOptions(getenv func(string) string) []clientlib.Option {
+	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
+	opts := []clientlib.Option{clientlib.WithEnv(lookup)}
+	d := c.direct
+	if d.credentials != "" {
+		opts = append(opts, clientlib.WithCredentialsFile(d.credentials))
+	}
+	if d.env != "" {
+		opts = append(opts, clientlib.WithEnvironment(d.env))
+	}
+	if d.envFile != "" {
+		opts = append(opts, clientlib.WithEnvironmentsFile(d.envFile))
+	}
+	if d.server != "" {
+		opts = append(opts, clientlib.WithAuthServer(d.server))
+	}
+	if sc := splitScopes(c.scopes); len(sc) > 0 {
+		opts = append(opts, clientlib.WithScopes(sc...))
+	}
+	return opts
+}
+
+func splitScopes(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
+}
+
+// parseInterleaved parses flags that may come before, between and after
+// the positional arguments, as kog accepts them, and returns the latter.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// flagError is the error of a flag set's Parse: flag.ErrHelp after -h, or
+// ErrUsage after an error the flag package has printed.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return ErrUsage
+}
+
+// usageError is what a command returns when its arguments fail: nil after
+// -h, ErrUsage when the usage is printed, else err prefixed with cmd.
+func usageError(cmd string, err error) error {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil
+	case errors.Is(err, ErrUsage):
+		return ErrUsage
+	}
+	return fmt.Errorf("%s: %w", cmd, err)
+}
+
+// directFlags are the flags of direct mode, kognic-auth's names.
+type directFlags struct {
+	credentials, env, envFile, server string
+}
+
+func (d *directFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&d.credentials, "credentials", "", "Kognic credentials file (direct mode); default $KOGNIC_CREDENTIALS, else $KOGNIC_CLIENT_ID and $KOGNIC_CLIENT_SECRET")
+	fs.StringVar(&d.env, "env", "", "named environment of the environments file (direct mode)")
+	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default "+creds.DefaultEnvironmentsPath+")")
+}
+
+// given names a direct-mode flag that was set, or returns "".
+func (d *directFlags) given() string {
+	for _, f := range []struct{ name, v string }{{"--credentials", d.credentials}, {"--env", d.env}, {"--env-config-file-path", d.envFile}, {"--server", d.server}} {
+		if f.v != "" {
+			return f.name
+		}
+	}
+	return ""
+}
+
+// clientFlags are the flags of the connection to a broker.
+type clientFlags struct {
+	tls                       bool
+	ca, cert, key, serverName string
+	apiKeyFile                string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&c.tls, "tls", false, "connect to the broker with TLS, verifying it against the system's roots (implied by the other --tls-* flags)")
+	fs.StringVar(&c.ca, "tls-ca", "", "PEM file of the CA(s) that sign the broker's certificate (implies TLS)")
+	fs.StringVar(&c.cert, "tls-cert", "", "PEM client certificate for mutual TLS, with --tls-key (implies TLS)")
+	fs.StringVar(&c.key, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.serverName, "tls-server-name", "", "name to verify the broker's certificate against, if not the host in --addr (implies TLS)")
+	fs.StringVar(&c.apiKeyFile, "api-key-file", "", "file holding an API key for the broker, sent as \"authorization: Bearer <key>\"; needs TLS unless --addr is a loopback address")
+}
+
+// useTLS reports whether any TLS flag was set.
+func (c *clientFlags) useTLS() bool {
+	return c.tls || c.ca != "" || c.cert != "" || c.key != "" || c.serverName != ""
+}
+
+// given reports whether any of the flags was set.
+func (c *clientFlags) given() bool { return c.useTLS() || c.apiKeyFile != "" }
+
+// dialOptions returns the options of the flags given: TLS with a --tls*
+// flag, the bearer credentials with --api-key-file.
+func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	if c.useTLS() {
+		cfg, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	}
+	if c.apiKeyFile == "" {
+		return opts, nil
+	}
+	if !c.useTLS() && !isLoopbackAddr(addr) {
+		return nil, fmt.Errorf("--api-key-file: %s is not a loopback address, and without TLS the key would cross the network in clear text; add --tls-ca (or --tls)", addr)
+	}
+	data, err := creds.ReadFile(c.apiKeyFile, creds.MaxFileSize)
+	if err != nil {
+		return nil, fmt.Errorf("--api-key-file: %w", err)
+	}
+	key := strings.TrimSpace(string(data))
+	if key == "" || strings.ContainsAny(key, " \t\r\n") {
+		return nil, fmt.Errorf("--api-key-file %s: must hold one API key on one line", c.apiKeyFile)
+	}
+	if err := creds.CheckFileMode(c.apiKeyFile); err != nil {
+		fmt.Fprintf(stderr, "warning: %v\n", err)
+	}
+	// The key goes as a bearer token, with clientlib's rule: TLS, or
+	// plaintext to loopback only.
+	var perRPC []clientlib.PerRPCOption
+	if !c.useTLS() {
+		perRPC = append(perRPC, clientlib.WithInsecureLoopback())
+	}
+	src := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: key, TokenType: "Bearer"})
+	return append(opts, grpc.WithPerRPCCredentials(clientlib.PerRPCCredentials(src, perRPC...))), nil
+}
+
+// tlsConfig is the TLS configuration of the --tls* flags.
+func (c *clientFlags) tlsConfig() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
+	if c.ca != "" {
+		pem, err := creds.ReadFile(c.ca, creds.MaxFileSize)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca %s: no PEM certificates found", c.ca)
+		}
+	}
+	if (c.cert == "") != (c.key == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together: give both for mutual TLS, or neither")
+	}
+	if c.cert != "" {
+		cert, err := loadKeyPair(c.cert, c.key)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", c.cert, c.key, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// loadKeyPair is tls.LoadX509KeyPair through creds.ReadFile: regular
+// files only, so that a FIFO there is an error, not a hang.
+func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	cert, err := creds.ReadFile(certFile, creds.MaxFileSize)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := creds.ReadFile(keyFile, creds.MaxFileSize)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(cert, key)
+}
+
+// isLoopbackAddr applies upstream's loopback rule to a host:port.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && upstream.IsLoopbackHost(host)
+}
