@@ -2,8 +2,9 @@ package broker
 
 import (
 	"net/url"
-	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker/queue"
 )
 
 // fetchQueue runs the identity-provider requests of the tenants of one
@@ -15,12 +16,7 @@ import (
 // counts from when it was queued, so that behind a hung host the waiting
 // ones fail in time, as they would if each waited for a slot itself.
 type fetchQueue struct {
-	limit int
-
-	mu      sync.Mutex
-	running int
-	waiting []queuedFetch // FIFO; waiting[head:] are live
-	head    int
+	q *queue.Queue[struct{}, queuedFetch]
 }
 
 type queuedFetch struct {
@@ -38,7 +34,9 @@ func (b *Broker) queueLocked(tokenURL string) *fetchQueue {
 	}
 	q := b.queues[host]
 	if q == nil {
-		q = &fetchQueue{limit: b.cfg.Limits.MaxIdPRequestsPerHost}
+		q = &fetchQueue{q: queue.New[struct{}](b.cfg.Limits.MaxIdPRequestsPerHost, 0, func(f queuedFetch) {
+			f.e.run(f.c, f.deadline, f.timeout)
+		})}
 		if b.queues == nil {
 			b.queues = map[string]*fetchQueue{}
 		}
@@ -49,40 +47,4 @@ func (b *Broker) queueLocked(tokenURL string) *fetchQueue {
 
 // add runs f now if the host has room, else queues it. b.wg must already
 // count it.
-func (q *fetchQueue) add(f queuedFetch) {
-	q.mu.Lock()
-	if q.running < q.limit {
-		q.running++
-		q.mu.Unlock()
-		go q.work(f)
-		return
-	}
-	q.waiting = append(q.waiting, f)
-	q.mu.Unlock()
-}
-
-// work runs f, then the queued requests one after another while there
-// are any, on the same goroutine.
-func (q *fetchQueue) work(f queuedFetch) {
-	for {
-		f.e.run(f.c, f.deadline, f.timeout)
-		q.mu.Lock()
-		if q.head == len(q.waiting) {
-			q.running--
-			// Drop the drained backlog's array: after a start-up burst
-			// it would hold thousands of slots for nothing.
-			q.waiting, q.head = nil, 0
-			q.mu.Unlock()
-			return
-		}
-		f = q.waiting[q.head]
-		q.waiting[q.head] = queuedFetch{}
-		q.head++
-		if q.head >= 1024 && 2*q.head >= len(q.waiting) { // a backlog that never drains
-			n := copy(q.waiting, q.waiting[q.head:])
-			clear(q.waiting[n:])
-			q.waiting, q.head = q.waiting[:n], 0
-		}
-		q.mu.Unlock()
-	}
-}
+func (q *fetchQueue) add(f queuedFetch) { q.q.Add(struct{}{}, f) }

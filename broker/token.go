@@ -26,6 +26,16 @@ type Token struct {
 	Version uint64
 
 	sha256 string
+	shared sharedValue // see Shared
+}
+
+// Shared returns what build returns, calling build once per token: a
+// consumer that derives something from a token for every caller it hands
+// the token to (the gRPC server's encoded response) does that work once.
+// Treat the result as immutable: other goroutines read it concurrently.
+func (t *Token) Shared(build func() any) any {
+	t.shared.once.Do(func() { t.shared.v = build() })
+	return t.shared.v
 }
 
 // SHA256 returns the lower-case hex SHA-256 of the access token: the

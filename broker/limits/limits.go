@@ -24,7 +24,9 @@ type Limits struct {
 	Burst                  int     `yaml:"burst" default:"4000" min:"1" max:"1000000"`
 	InvalidationsPerSecond float64 `yaml:"invalidations_per_second" default:"5" min:"0" max:"1000000"`
 	InvalidationBurst      int     `yaml:"invalidation_burst" default:"20" min:"1" max:"1000000"`
-	MaxStreamsPerCaller    int     `yaml:"max_streams_per_caller" default:"100" min:"1" max:"1000000"`
+	// MaxStreamsPerCaller caps a caller's open calls, unary ones and
+	// streams, over all its addresses, counted from their HEADERS.
+	MaxStreamsPerCaller int `yaml:"max_streams_per_caller" default:"1000" min:"1" max:"1000000"`
 	// MaxScopesPerRequest counts distinct scopes; the API allows 32.
 	MaxScopesPerRequest int `yaml:"max_scopes_per_request" default:"32" min:"1" max:"32"`
 	// NewScopeSetsPerSecond and NewScopeSetBurst bound how fast one caller
@@ -45,15 +47,9 @@ type Limits struct {
 	MaxStreamsPerConn   int `yaml:"max_streams_per_connection" default:"100" min:"1" max:"1000000"`
 	MaxConnections      int `yaml:"max_connections" default:"1024" min:"1" max:"1000000"`
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" default:"16" min:"1" max:"1000000"`
-	// MaxOpenStreamsPerIP caps the health Watch and reflection streams of
-	// one peer IP: they need no credentials.
-	MaxOpenStreamsPerIP int `yaml:"max_open_streams_per_ip" default:"100" min:"1" max:"1000000"`
-	// MaxStreamsPerIP, MaxAnonymousStreamsPerIP and MaxStreamsPerAPIKey
-	// cap every open call from its HEADERS: per peer IP with credentials,
-	// per peer IP without, and per API key over all its IPs.
-	MaxStreamsPerIP          int           `yaml:"max_streams_per_ip" default:"128" min:"1" max:"1000000"`
+	// MaxAnonymousStreamsPerIP caps the open calls, counted from their
+	// HEADERS, of one peer IP whose credentials name no caller.
 	MaxAnonymousStreamsPerIP int           `yaml:"max_anonymous_streams_per_ip" default:"16" min:"1" max:"1000000"`
-	MaxStreamsPerAPIKey      int           `yaml:"max_streams_per_api_key" default:"1000" min:"1" max:"1000000"`
 	HandshakeTimeout         time.Duration `yaml:"handshake_timeout" default:"5s" min:"100ms" max:"1h"`
 	MaxConnectionIdle        time.Duration `yaml:"max_connection_idle" default:"5m" min:"1s" max:"720h"`
 
@@ -65,6 +61,13 @@ type Limits struct {
 	// the other sets of all tenants.
 	MaxScopeSetsPerTenant int `yaml:"max_scope_sets_per_tenant" default:"64" min:"1" max:"1000000"`
 	MaxScopeSets          int `yaml:"max_scope_sets" default:"4096" min:"1" max:"1000000"`
+
+	// Ignored: the stream caps that MaxStreamsPerCaller and
+	// MaxAnonymousStreamsPerIP replaced, still parsed so that an older
+	// config loads; the daemon warns (see Deprecated).
+	MaxOpenStreamsPerIP int `yaml:"max_open_streams_per_ip" default:"0" min:"0" max:"1000000" deprecated:"max_anonymous_streams_per_ip"`
+	MaxStreamsPerIP     int `yaml:"max_streams_per_ip" default:"0" min:"0" max:"1000000" deprecated:"max_streams_per_caller"`
+	MaxStreamsPerAPIKey int `yaml:"max_streams_per_api_key" default:"0" min:"0" max:"1000000" deprecated:"max_streams_per_caller"`
 }
 
 // Default returns every limit at its default.
@@ -107,7 +110,18 @@ func (l Limits) Validate(keys ...string) error {
 	return nil
 }
 
-// Keys returns the keys of the limits section, in declaration order.
+// Deprecated returns the key that replaced key, if key is deprecated.
+func Deprecated(key string) (replacement string, ok bool) {
+	for _, f := range fields {
+		if f.key == key && f.replacement != "" {
+			return f.replacement, true
+		}
+	}
+	return "", false
+}
+
+// Keys returns the keys of the limits section, in declaration order,
+// deprecated ones included.
 func Keys() []string {
 	out := make([]string, len(fields))
 	for i, f := range fields {
@@ -131,6 +145,7 @@ func (l *Limits) Ptr(key string) any {
 type field struct {
 	key           string
 	def, min, max reflect.Value
+	replacement   string // the key that replaced a deprecated one
 }
 
 var fields = parseTags()
@@ -142,7 +157,8 @@ func parseTags() []field {
 	out := make([]field, t.NumField())
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		out[i] = field{key: sf.Tag.Get("yaml"), def: parse(sf, "default"), min: parse(sf, "min"), max: parse(sf, "max")}
+		out[i] = field{key: sf.Tag.Get("yaml"), def: parse(sf, "default"), min: parse(sf, "min"), max: parse(sf, "max"),
+			replacement: sf.Tag.Get("deprecated")}
 	}
 	return out
 }

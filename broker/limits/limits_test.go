@@ -42,7 +42,12 @@ func TestDefaultsAreTheREADMEs(t *testing.T) {
 		}
 	}
 	slices.Sort(keys)
-	want := limits.Keys()
+	var want []string
+	for _, k := range limits.Keys() {
+		if _, deprecated := limits.Deprecated(k); !deprecated {
+			want = append(want, k)
+		}
+	}
 	slices.Sort(want)
 	if !slices.Equal(keys, want) {
 		t.Errorf("README documents %v, Limits has %v", keys, want)
@@ -54,7 +59,7 @@ func TestDefaults(t *testing.T) {
 	if d.MaxScopesPerRequest != names.MaxScopes {
 		t.Errorf("MaxScopesPerRequest default %d, the API's bound is %d", d.MaxScopesPerRequest, names.MaxScopes)
 	}
-	if d.MaxStreamsPerIP != 128 || d.MaxStreamsPerAPIKey != 1000 || d.HandshakeTimeout != 5*time.Second || d.RequestsPerSecond != 2000 {
+	if d.MaxStreamsPerCaller != 1000 || d.MaxAnonymousStreamsPerIP != 16 || d.HandshakeTimeout != 5*time.Second || d.RequestsPerSecond != 2000 {
 		t.Errorf("Default() = %+v", d)
 	}
 	if err := d.Validate(); err != nil {
@@ -108,5 +113,27 @@ func TestPtr(t *testing.T) {
 		if l.Ptr(k) == nil {
 			t.Errorf("Ptr(%q) = nil", k)
 		}
+	}
+}
+
+// TestDeprecated: the stream caps that the per-caller and per-anonymous-IP
+// caps replaced still parse (Keys, Ptr, Validate) and name their
+// replacement; current keys are not deprecated.
+func TestDeprecated(t *testing.T) {
+	for key, want := range map[string]string{
+		"max_streams_per_ip": "max_streams_per_caller", "max_streams_per_api_key": "max_streams_per_caller",
+		"max_open_streams_per_ip": "max_anonymous_streams_per_ip",
+	} {
+		if got, ok := limits.Deprecated(key); !ok || got != want {
+			t.Errorf("Deprecated(%q) = %q, %v; want %q", key, got, ok, want)
+		}
+		var l limits.Limits
+		*l.Ptr(key).(*int) = 64
+		if err := l.Validate(key); err != nil || !slices.Contains(limits.Keys(), key) {
+			t.Errorf("%s: 64 does not validate (%v), or the key is not accepted", key, err)
+		}
+	}
+	if _, ok := limits.Deprecated("max_streams_per_caller"); ok {
+		t.Error("max_streams_per_caller is deprecated")
 	}
 }

@@ -1,15 +1,12 @@
 package authn
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
-
-	"google.golang.org/grpc/metadata"
 )
 
 // KeyDigest is the SHA-256 of an API key.
@@ -27,8 +24,12 @@ func ParseKeyDigest(s string) (KeyDigest, error) {
 	return d, nil
 }
 
-// HashKey returns the digest of an API key.
-func HashKey(key string) KeyDigest { return sha256.Sum256([]byte(key)) }
+// HashKey returns the digest of an API key. A key of up to 128 bytes is
+// copied on the stack: hashing it allocates nothing (once per call).
+func HashKey(key string) KeyDigest {
+	var buf [128]byte
+	return sha256.Sum256(append(buf[:0], key...))
+}
 
 // String returns the digest in lower-case hex.
 func (d KeyDigest) String() string { return hex.EncodeToString(d[:]) }
@@ -61,16 +62,15 @@ func (s *KeySet) MatchDigest(sum KeyDigest) (int, bool) {
 // Len is the number of digests.
 func (s *KeySet) Len() int { return len(s.digests) }
 
-// ErrBadAuthorization is returned by BearerKey when the authorization
+// ErrBadAuthorization is returned by ParseBearer when the authorization
 // metadata is present but not a usable bearer key. Its message never
 // contains the metadata's value.
 var ErrBadAuthorization = errors.New(`authorization metadata must be "Bearer <api key>"`)
 
-// BearerKey returns the API key from the "authorization: Bearer <key>"
-// metadata in ctx. present is false when there is no authorization
-// metadata; err is ErrBadAuthorization when it is malformed or repeated.
-func BearerKey(ctx context.Context) (key string, present bool, err error) {
-	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
+// ParseBearer returns the API key of the values of a call's
+// "authorization: Bearer <key>" metadata. present is false when there
+// are none; err is ErrBadAuthorization when it is malformed or repeated.
+func ParseBearer(vals []string) (key string, present bool, err error) {
 	if len(vals) == 0 {
 		return "", false, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -139,59 +140,49 @@ func rawURISANs(cert *x509.Certificate) (out []string, signed bool, err error) {
 	return out, signed, nil
 }
 
-// PeerCertIdentity returns the identity of the gRPC peer in ctx from its
-// verified client certificate. ok is false when the connection is not TLS
-// or the client presented no certificate; err is set when it presented a
-// verified certificate without a usable identity.
-func PeerCertIdentity(ctx context.Context) (id Identity, ok bool, err error) {
-	p, found := peer.FromContext(ctx)
-	if !found {
-		return Identity{}, false, nil
-	}
-	info, isTLS := p.AuthInfo.(credentials.TLSInfo)
-	if !isTLS || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
-		return Identity{}, false, nil
-	}
-	id, err = FromCertificate(info.State.VerifiedChains[0][0])
-	if err != nil {
-		return Identity{}, false, err
-	}
-	return id, true, nil
+// Peer is the other end of a call, as its transport saw it: what the
+// broker authenticates a caller from, besides an API key.
+type Peer struct {
+	Addr string // host:port, "" if unknown
+	// Loopback reports a loopback IP address. A peer behind a local proxy
+	// looks like loopback too; modes that trust loopback must only be
+	// used without one.
+	Loopback bool
+	TLS      bool
+	// Cert is the leaf of the client certificate chain the TLS handshake
+	// verified against the client CA; nil without one.
+	Cert *x509.Certificate
 }
 
-// PeerIsTLS reports whether the gRPC peer in ctx is connected over TLS.
-func PeerIsTLS(ctx context.Context) bool {
-	p, ok := peer.FromContext(ctx)
+// PeerOf returns the gRPC peer of ctx.
+func PeerOf(ctx context.Context) Peer {
+	pr, ok := peer.FromContext(ctx)
 	if !ok {
-		return false
+		return Peer{}
 	}
-	_, isTLS := p.AuthInfo.(credentials.TLSInfo)
-	return isTLS
+	var p Peer
+	if a, ok := pr.Addr.(*net.TCPAddr); ok {
+		// As a.String(), with one allocation instead of two.
+		ap := a.AddrPort()
+		ip := ap.Addr().Unmap()
+		p.Addr, p.Loopback = netip.AddrPortFrom(ip, ap.Port()).String(), ip.IsLoopback()
+	} else if pr.Addr != nil {
+		p.Addr, p.Loopback = pr.Addr.String(), isLoopback(pr.Addr)
+	}
+	if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+		p.TLS = true
+		if len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
+			p.Cert = ti.State.VerifiedChains[0][0]
+		}
+	}
+	return p
 }
 
-// PeerIsLoopback reports whether the gRPC peer in ctx connects from a
-// loopback IP address. A peer behind a local proxy looks like loopback
-// too; modes that trust loopback must only be used without one.
-func PeerIsLoopback(ctx context.Context) bool {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return false
-	}
-	if a, ok := p.Addr.(*net.TCPAddr); ok {
-		return a.IP.IsLoopback()
-	}
-	host, _, err := net.SplitHostPort(p.Addr.String())
+func isLoopback(a net.Addr) bool {
+	host, _, err := net.SplitHostPort(a.String())
 	if err != nil {
 		return false
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
-}
-
-// PeerAddr returns the gRPC peer's address, or "" if unknown.
-func PeerAddr(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		return p.Addr.String()
-	}
-	return ""
 }

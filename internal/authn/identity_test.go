@@ -1,12 +1,16 @@
 package authn
 
 import (
+	"context"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/peer"
 )
 
 func certWith(cn string, dns []string, uris ...string) *x509.Certificate {
@@ -103,6 +107,29 @@ func TestIdentityString(t *testing.T) {
 	} {
 		if got := id.String(); got != want {
 			t.Errorf("%#v.String() = %q, want %q", id, got, want)
+		}
+	}
+}
+
+// TestPeerOfAddr: PeerOf's address is the peer's net.Addr.String() (IPv4
+// written as such also when the transport hands a mapped IPv6 address),
+// and Loopback is true for loopback IPs only.
+func TestPeerOfAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr     net.Addr
+		want     string
+		loopback bool
+	}{
+		{&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}, "127.0.0.1:4242", true},
+		{&net.TCPAddr{IP: net.ParseIP("127.0.0.2").To4(), Port: 1}, "127.0.0.2:1", true},
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 443}, "192.0.2.7:443", false},
+		{&net.TCPAddr{IP: net.IPv6loopback, Port: 9}, "[::1]:9", true},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 9, Zone: "eth0"}, "[fe80::1%eth0]:9", false},
+		{&net.UnixAddr{Name: "/run/broker.sock", Net: "unix"}, "/run/broker.sock", false},
+	} {
+		p := PeerOf(peer.NewContext(context.Background(), &peer.Peer{Addr: tc.addr}))
+		if p.Addr != tc.want || p.Addr != tc.addr.String() || p.Loopback != tc.loopback {
+			t.Errorf("PeerOf(%v) = %q loopback %v; want %q loopback %v", tc.addr, p.Addr, p.Loopback, tc.want, tc.loopback)
 		}
 	}
 }

@@ -34,7 +34,7 @@ func serve(t *testing.T, creds credentials.TransportCredentials) string {
 	s := grpc.NewServer(grpc.Creds(creds), grpc.ChainUnaryInterceptor(
 		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			if r, ok := req.(*healthpb.HealthCheckRequest); ok && r.GetService() == "whoami" {
-				id, ok, err := PeerCertIdentity(ctx)
+				id, ok, err := certIdentity(PeerOf(ctx))
 				return nil, status.Errorf(codes.NotFound, "%v|%v|%v", id, ok, err)
 			}
 			return h(ctx, req)
@@ -44,6 +44,17 @@ func serve(t *testing.T, creds credentials.TransportCredentials) string {
 	go func() { defer close(done); _ = s.Serve(lis) }()
 	t.Cleanup(func() { s.Stop(); <-done })
 	return lis.Addr().String()
+}
+
+// certIdentity is the identity of p's verified certificate, if any.
+func certIdentity(p Peer) (id Identity, ok bool, err error) {
+	if p.Cert == nil {
+		return Identity{}, false, nil
+	}
+	if id, err = FromCertificate(p.Cert); err != nil {
+		return Identity{}, false, err
+	}
+	return id, true, nil
 }
 
 // handshakes records the serial of the server certificate seen by each

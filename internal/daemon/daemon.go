@@ -210,6 +210,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}
 	d.ups.commit(fetchers)
 	d.defaults.set(tenants)
+	warnDeprecatedLimits(cfg.Limits, log)
 	if d.guard, err = guard.New(guard.Config{
 		Policy: d.holder, Audit: d.audit, Logger: log,
 		Limits: cfg.Limits, DefaultScopes: d.defaults.get,
@@ -232,11 +233,11 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	d.srv = server.New(server.Config{
 		Broker: d.broker, Health: hs, Logger: log,
 		ServerOptions:      sopts,
+		Tap:                d.guard.Tap,
 		UnaryInterceptors:  append([]grpc.UnaryServerInterceptor{d.metrics.grpc.UnaryServerInterceptor()}, d.guard.UnaryInterceptors()...),
 		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
 		Limits:             cfg.Limits,
 		TenantAccess:       d.guard.TenantAccess,
-		VerifyCredentials:  d.guard.VerifyStream,
 	})
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})

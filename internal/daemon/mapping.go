@@ -14,6 +14,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
@@ -153,6 +154,19 @@ func sameUpstream(a, b config.Tenant) bool {
 
 func tlsFiles(t *config.TLS) authn.TLSFiles {
 	return authn.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}
+}
+
+// warnDeprecatedLimits names the limits a config sets that no longer
+// apply: the guard caps calls per caller and, without credentials, per
+// peer address, where five stream caps did before.
+func warnDeprecatedLimits(l limits.Limits, log *slog.Logger) {
+	for _, key := range limits.Keys() {
+		use, deprecated := limits.Deprecated(key)
+		if v, ok := l.Ptr(key).(*int); ok && deprecated && *v != 0 {
+			log.Warn("limits."+key+" is deprecated and ignored; open calls are capped per caller over all its addresses (limits.max_streams_per_caller) and, without credentials, per peer address (limits.max_anonymous_streams_per_ip)",
+				"key", "limits."+key, "use", "limits."+use)
+		}
+	}
 }
 
 // openAudit opens the audit trail: the file at a.Path, or out for "" and

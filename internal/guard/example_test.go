@@ -13,8 +13,8 @@ import (
 )
 
 // Example shows the wiring: a policy holder (Store into it on reload), a
-// guard, and its interceptors on a gRPC server. ListTenants handlers
-// filter with guard.TenantVisible(ctx).
+// guard, and its tap and interceptors on a gRPC server. ListTenants
+// handlers filter with guard.TenantVisible(ctx).
 func Example() {
 	p, err := policy.New([]policy.Caller{{
 		Name: "ci", APIKeySHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
@@ -31,6 +31,7 @@ func Example() {
 		return
 	}
 	srv := grpc.NewServer(
+		grpc.InTapHandle(g.Tap),
 		grpc.ChainUnaryInterceptor(g.UnaryInterceptors()...),
 		grpc.ChainStreamInterceptor(g.StreamInterceptors()...),
 	)

@@ -2,40 +2,35 @@ package guard
 
 import (
 	"errors"
-	"hash/maphash"
 	"log/slog"
-	"math"
-	"strings"
+	"sync/atomic"
 
-	"golang.org/x/time/rate"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
+	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
 // Config configures a Guard.
 type Config struct {
-	// Policy holds the access policy; required. Store a new policy in it
-	// to reload: later calls follow it, and when Store returns every open
-	// stream has been re-decided under it (New registers an OnStore
-	// observer): a stream it revokes admits and audits no further message.
+	// Policy holds the access policy; required. When a Store returns,
+	// every open stream has been re-decided under the new policy (see
+	// redecide): one it revokes admits and audits no further message.
 	Policy *policy.Holder
 	// Audit receives the audit trail; nil writes none.
 	Audit *audit.Logger
 	// Logger receives warnings (audit write failures, revoked streams);
 	// nil discards them. Nothing secret is ever logged.
 	Logger *slog.Logger
-	// Limits are the caller limits (rates, streams, scopes per request)
-	// and the per-IP denial rate; zero fields mean the defaults.
+	// Limits are the caller limits (rates, open calls, scopes per
+	// request), the open calls of a peer without credentials and the
+	// per-IP denial rate; zero fields mean the defaults.
 	Limits limits.Limits
-	// DefaultScopes returns a tenant's default scopes, or nil if it has
-	// none or does not exist. A request without scopes from a caller with
-	// a scope allow-list is checked against them; without this function
-	// (or defaults) such a request is denied, since the broker would
-	// otherwise pick scopes the caller may not have.
+	// DefaultScopes returns a tenant's default scopes (nil: none, or no
+	// such tenant), against which a request without scopes from a caller
+	// with a scope allow-list is checked; without them it is denied.
 	DefaultScopes func(tenant string) []string
 	// OnAuditFailure, if set, is called with true when an audit write
 	// fails after succeeding, and with false when writes succeed again;
@@ -47,22 +42,24 @@ type Config struct {
 	OnDenial func(code codes.Code)
 }
 
-// Guard holds the interceptors' state: per-caller rate limiters and
-// stream counts.
+// Guard holds the state of the guard's steps: open calls per caller and
+// per anonymous peer, rate limiters, the open streams and whether audit
+// writes fail.
 type Guard struct {
 	holder        *policy.Holder
-	audit         *audit.Logger
+	trail         *audit.Logger
 	log           *slog.Logger
 	limits        limits.Limits
 	defaultScopes func(string) []string
-	rates         *buckets // per caller, every call
+	onDenial      func(codes.Code)
+	callers       *counter[string] // open calls per caller name
+	anonymous     *counter[string] // open calls per peer IP without credentials
+	rates         *buckets         // per caller, every call
 	invalidations *buckets
-	denials       *buckets // per peer IP, refused authentications
-	streams       *streamCounter
+	denials       *buckets    // per peer IP, refused authentications
 	open          openStreams // authorized streams, re-checked at policy changes
 	auditState    auditState
-	onDenial      func(codes.Code)
-	fingerprints  fingerprints // of issued tokens, for audit lines
+	noTap         atomic.Bool // a call came without the tap (see proofOf)
 }
 
 // New returns a Guard. It logs a warning when the policy has no callers.
@@ -77,17 +74,17 @@ func New(cfg Config) (*Guard, error) {
 	l := cfg.Limits.WithDefaults()
 	g := &Guard{
 		holder:        cfg.Policy,
-		audit:         cfg.Audit,
+		trail:         cfg.Audit,
 		log:           log,
 		limits:        l,
 		defaultScopes: cfg.DefaultScopes,
+		onDenial:      cfg.OnDenial,
+		callers:       newCounter[string](),
+		anonymous:     newCounter[string](),
 		rates:         bucketsOf(l.RequestsPerSecond, l.Burst),
 		invalidations: bucketsOf(l.InvalidationsPerSecond, l.InvalidationBurst),
 		denials:       bucketsOf(l.DenialsPerSecondPerIP, l.DenialBurstPerIP),
-		streams:       &streamCounter{n: map[string]int{}},
 		auditState:    auditState{hook: cfg.OnAuditFailure},
-		onDenial:      cfg.OnDenial,
-		fingerprints:  fingerprints{seed: maphash.MakeSeed()},
 	}
 	cfg.Policy.OnStore(g.redecide)
 	if cfg.Policy.Load().Empty() {
@@ -100,40 +97,44 @@ func New(cfg Config) (*Guard, error) {
 // guard serves loopback peers only, without authentication.
 func (g *Guard) Open() bool { return g.holder.Load().Empty() }
 
-// UnaryInterceptors returns the unary interceptors, in order, for
-// server.Config.UnaryInterceptors: one interceptor that authenticates,
-// rate limits, authorizes and audits a call (one layer, not one per
-// step: every layer costs a closure, a method match and stack on every
-// call).
-func (g *Guard) UnaryInterceptors() []grpc.UnaryServerInterceptor {
-	return []grpc.UnaryServerInterceptor{g.unary}
+// Caller is an authenticated caller, as put in the context.
+type Caller struct {
+	// Name is the caller's name in the policy, or "loopback" for a peer
+	// admitted because the policy has no callers.
+	Name string
+	// Identity is how the caller authenticated; KindNone for loopback.
+	Identity authn.Identity
+	// Peer is the peer's address.
+	Peer string
+	// Loopback reports whether the peer connects from a loopback address.
+	Loopback bool
+
+	open     bool            // admitted only because the policy had no callers
+	identity string          // Identity.String(), for audit records
+	digest   authn.KeyDigest // for API key callers: to re-resolve after reloads
+	holder   *policy.Holder
 }
 
-// StreamInterceptors returns the stream interceptors, in order, for
-// server.Config.StreamInterceptors: one interceptor that authenticates,
-// rate limits, counts and authorizes a stream.
-func (g *Guard) StreamInterceptors() []grpc.StreamServerInterceptor {
-	return []grpc.StreamServerInterceptor{g.stream}
+// OpenCallerName is the Caller.Name of peers admitted without callers.
+const OpenCallerName = "loopback"
+
+// resolve returns the policy entry of the caller in pol, which may be
+// newer than the one it authenticated against.
+func (c *Caller) resolve(pol *policy.Policy) (*policy.Caller, bool) {
+	switch {
+	case c.open:
+		return nil, false
+	case c.Identity.Kind == authn.KindAPIKey:
+		return pol.LookupKeyDigest(c.digest)
+	}
+	return pol.Lookup(c.Identity)
 }
 
-// guarded selects every service but health and reflection, by the full
-// method name "/service/method".
-func guarded(fullMethod string) bool {
-	service := strings.TrimPrefix(fullMethod, "/")
-	if i := strings.LastIndexByte(service, '/'); i >= 0 {
-		service = service[:i]
+// rateKey is the bucket of c: its name, or in open mode (everyone is
+// "loopback") its connection, so that one client cannot slow the others.
+func rateKey(c *Caller) string {
+	if c.open {
+		return "conn " + c.Peer
 	}
-	return service != "grpc.health.v1.Health" && !strings.HasPrefix(service, "grpc.reflection.")
-}
-
-// bucketsOf returns token buckets of rps and burst; a negative rps
-// means no limit, a negative burst an unbounded one.
-func bucketsOf(rps float64, burst int) *buckets {
-	if rps < 0 {
-		return newBuckets(rate.Inf, 0)
-	}
-	if burst < 0 {
-		burst = math.MaxInt32
-	}
-	return newBuckets(rate.Limit(rps), burst)
+	return c.Name
 }

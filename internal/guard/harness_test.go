@@ -150,7 +150,7 @@ func (l fakeRemote) Accept() (net.Conn, error) {
 	return remoteConn{c, l.addr}, nil
 }
 
-// start runs a gRPC server with the guard's interceptors behind the same
+// start runs a gRPC server with the guard's tap and interceptors behind the same
 // recovery-free logging interceptor the server uses, TLS with client CA
 // (unless plaintext), the stub service and health.
 func start(t *testing.T, o options) *env {
@@ -179,10 +179,10 @@ func start(t *testing.T, o options) *env {
 		return h(WithCallInfo(ctx), req)
 	}
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
-	opts := []grpc.ServerOption{
+	opts := append([]grpc.ServerOption{grpc.InTapHandle(e.guard.Tap)},
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{callInfo, logging.UnaryServerInterceptor(logger, logOpts...)}, e.guard.UnaryInterceptors()...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}, e.guard.StreamInterceptors()...)...),
-	}
+	)
 	if !o.plaintext {
 		dir := t.TempDir()
 		certFile, keyFile := e.ca.Server(t).WriteFiles(t, dir, "server")

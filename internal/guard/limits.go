@@ -1,13 +1,11 @@
 package guard
 
 import (
-	"context"
+	"math"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // maxBuckets is the number of token buckets a table holds before it
@@ -22,8 +20,16 @@ type buckets struct {
 	by    map[string]*rate.Limiter
 }
 
-func newBuckets(limit rate.Limit, burst int) *buckets {
-	return &buckets{limit: limit, burst: burst, by: map[string]*rate.Limiter{}}
+// bucketsOf returns token buckets of rps and burst; a negative rps
+// means no limit, a negative burst an unbounded one.
+func bucketsOf(rps float64, burst int) *buckets {
+	if rps < 0 {
+		return &buckets{limit: rate.Inf}
+	}
+	if burst < 0 {
+		burst = math.MaxInt32
+	}
+	return &buckets{limit: rate.Limit(rps), burst: burst, by: map[string]*rate.Limiter{}}
 }
 
 // allow takes a token from key's bucket.
@@ -49,71 +55,45 @@ func (b *buckets) allow(key string) bool {
 	return l.Allow()
 }
 
-// rateKey is the bucket of c: its name, or in open mode (everyone is
-// "loopback") its connection, so that one client cannot slow the others.
-func rateKey(c *Caller) string {
-	if c.open {
-		return "conn " + c.Peer
-	}
-	return c.Name
-}
+// maxCounted is the number of keys a counter tracks at once: a flood
+// from that many source addresses is refused, not remembered.
+const maxCounted = 1 << 16
 
-// limitCall takes a token from c's bucket of calls; past the limit it
-// audits and returns RESOURCE_EXHAUSTED.
-func (g *Guard) limitCall(ctx context.Context, c *Caller) error {
-	if g.rates.allow(rateKey(c)) {
-		return nil
-	}
-	err := status.Errorf(codes.ResourceExhausted, "caller %q is over its rate limit of %g calls/s (burst %d); slow down or ask for a higher limits.requests_per_second",
-		c.Name, float64(g.rates.limit), g.rates.burst)
-	g.deny(ctx, c, "", nil, err)
-	return err
-}
-
-// limitInvalidation applies the stricter per-caller limit on
-// InvalidateToken, the call that makes the broker ask the IdP.
-func (g *Guard) limitInvalidation(c *Caller) error {
-	if g.invalidations.allow(rateKey(c)) {
-		return nil
-	}
-	return status.Errorf(codes.ResourceExhausted,
-		"caller %q is over its InvalidateToken limit of %g calls/s (burst %d); keep using the current token and retry later, or ask for a higher limits.invalidations_per_second",
-		c.Name, float64(g.invalidations.limit), g.invalidations.burst)
-}
-
-// streamCounter counts open streams per caller.
-type streamCounter struct {
+// counter counts what each key (a caller, a peer IP) holds open.
+type counter[K comparable] struct {
 	mu sync.Mutex
-	n  map[string]int
+	n  map[K]int
 }
 
-func (s *streamCounter) acquire(name string, max int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if max >= 0 && s.n[name] >= max {
+func newCounter[K comparable]() *counter[K] { return &counter[K]{n: map[K]int{}} }
+
+// acquire counts one more for key, unless key holds max already or is
+// new while the counter tracks maxCounted keys.
+func (c *counter[K]) acquire(key K, max int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.n[key]
+	if n >= max || n == 0 && len(c.n) >= maxCounted {
 		return false
 	}
-	s.n[name]++
+	c.n[key] = n + 1
 	return true
 }
 
-func (s *streamCounter) release(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.n[name]--; s.n[name] <= 0 {
-		delete(s.n, name)
+// release counts one less for key, forgetting it at zero.
+func (c *counter[K]) release(key K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.n[key]; n > 1 {
+		c.n[key] = n - 1
+	} else {
+		delete(c.n, key)
 	}
 }
 
-// acquireStream takes one of c's concurrent streams; at the limit it
-// audits and returns RESOURCE_EXHAUSTED. Release it with
-// g.streams.release(c.Name).
-func (g *Guard) acquireStream(ctx context.Context, c *Caller) error {
-	if g.streams.acquire(c.Name, g.limits.MaxStreamsPerCaller) {
-		return nil
-	}
-	err := status.Errorf(codes.ResourceExhausted,
-		"caller %q already has %d open streams, its limit (limits.max_streams_per_caller); close some first", c.Name, g.limits.MaxStreamsPerCaller)
-	g.deny(ctx, c, "", nil, err)
-	return err
+// len returns the number of keys that hold something.
+func (c *counter[K]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.n)
 }

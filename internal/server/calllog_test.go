@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/server"
@@ -63,7 +64,7 @@ func TestRefusedKeysLoggedOncePerSecond(t *testing.T) {
 	f := brokertest.Start(t)
 	var logs logtest.Buffer
 	srv := server.New(server.Config{Broker: f.Broker, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-		VerifyCredentials: func(ctx context.Context, _ metadata.MD, _ string) (context.Context, error) {
+		Tap: func(ctx context.Context, _ *tap.Info) (context.Context, error) {
 			return ctx, status.Error(codes.Unauthenticated, "API key not recognised")
 		}})
 	api := serveOnLoopback(t, srv)

@@ -30,8 +30,8 @@ import (
 
 const goodKey = "good-api-key-for-the-half-open-test"
 
-// startPolicyServer serves a real broker (dev IdP) with a policy: only
-// the API key goodKey is served; credential-less peers are not.
+// startPolicyServer serves a real broker (dev IdP) with a guard whose
+// policy serves the API key goodKey only; credential-less peers are not.
 func startPolicyServer(t *testing.T) string {
 	t.Helper()
 	client := devidp.NewClient()
@@ -46,22 +46,7 @@ func startPolicyServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
-	keyOK := func(ctx context.Context) bool {
-		return len(metadata.ValueFromIncomingContext(ctx, "authorization")) == 1 &&
-			metadata.ValueFromIncomingContext(ctx, "authorization")[0] == "Bearer "+goodKey
-	}
-	srv := server.New(server.Config{Broker: b, Logger: slog.New(slog.DiscardHandler),
-		TenantAccess: func(ctx context.Context) func(string) bool {
-			ok := keyOK(ctx)
-			return func(string) bool { return ok }
-		},
-		VerifyCredentials: func(ctx context.Context, h metadata.MD, _ string) (context.Context, error) {
-			if !keyOK(metadata.NewIncomingContext(ctx, h)) {
-				return ctx, status.Error(codes.Unauthenticated, "bad key")
-			}
-			return ctx, nil
-		},
-	})
+	srv := server.New(guarded(t, server.Config{Broker: b, Logger: slog.New(slog.DiscardHandler)}, goodKey))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -149,8 +134,8 @@ func halfOpen(t *testing.T, addr, srcIP string, conns, perConn, want int, deadli
 // GetToken with ~15 KiB metadata and never a message, 800 from each of
 // three loopback source addresses. grpc-go runs no interceptor before the
 // request message, so before the fix every stream was held (6,400 from
-// one IP took the broker to 215 MB). Now at most
-// DefaultMaxAnonymousStreamsPerIP are held per address, the rest are
+// one IP took the broker to 215 MB). Now at most the guard's
+// MaxAnonymousStreamsPerIP are held per address, the rest are
 // refused at once, RSS stays bounded, and a client with credentials on
 // 127.0.0.1 still gets tokens during the attack.
 func TestHalfOpenUnaryFloodRefusedPerIP(t *testing.T) {

@@ -1,17 +1,12 @@
 package server
 
 import (
-	"context"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
@@ -19,10 +14,9 @@ import (
 // Keepalive: clients ping every 30 s so that a watch on a dead replica
 // fails over quickly.
 const (
-	keepaliveTime              = time.Minute
-	keepaliveTimeout           = 20 * time.Second
-	keepaliveMinTime           = 20 * time.Second
-	openStreamsPerIPMaxTracked = 1 << 16
+	keepaliveTime    = time.Minute
+	keepaliveTimeout = 20 * time.Second
+	keepaliveMinTime = 20 * time.Second
 )
 
 // serverOptions are the transport limits as grpc.ServerOptions.
@@ -178,50 +172,4 @@ func hostOf(a net.Addr) string {
 		return h
 	}
 	return s
-}
-
-// unauthenticatedService reports whether method belongs to a service
-// that answers without credentials (health, reflection).
-func unauthenticatedService(method string) bool {
-	svc := strings.TrimPrefix(method, "/")
-	return strings.HasPrefix(svc, "grpc.health.v1.Health/") || strings.HasPrefix(svc, "grpc.reflection.")
-}
-
-// ipStreams counts open health and reflection streams per peer IP.
-type ipStreams struct {
-	max int
-	mu  sync.Mutex
-	n   map[string]int
-}
-
-func (s *ipStreams) interceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if s.max < 0 || !unauthenticatedService(info.FullMethod) {
-		return handler(srv, ss)
-	}
-	ip := peerIP(ss.Context())
-	s.mu.Lock()
-	ok := s.n[ip] < s.max && len(s.n) < openStreamsPerIPMaxTracked
-	if ok {
-		s.n[ip]++
-	}
-	s.mu.Unlock()
-	if !ok {
-		return status.Errorf(codes.ResourceExhausted,
-			"%s already has %d open health and reflection streams, the limit per peer address (limits.max_open_streams_per_ip); close some first", ip, s.max)
-	}
-	defer func() {
-		s.mu.Lock()
-		if s.n[ip]--; s.n[ip] <= 0 {
-			delete(s.n, ip)
-		}
-		s.mu.Unlock()
-	}()
-	return handler(srv, ss)
-}
-
-func peerIP(ctx context.Context) string {
-	if p, ok := peer.FromContext(ctx); ok {
-		return hostOf(p.Addr)
-	}
-	return ""
 }

@@ -1,59 +1,9 @@
 package server
 
-import (
-	"fmt"
-	"sync"
-	"testing"
-	"time"
-)
+import "testing"
 
-// TestSendersNeverWaitOnABlockedSend: sends blocked on clients that do
-// not read (here: functions that wait) take every worker, and still the
-// next send runs (the watchdog adds a worker); every send runs once, and
-// no worker is left once the queue is empty.
-func TestSendersNeverWaitOnABlockedSend(t *testing.T) {
-	p := newSenders()
-	release := make(chan struct{})
-	var blocked sync.WaitGroup
-	for i := range maxSenders + 10 { // every worker blocked, and more waiting
-		blocked.Add(1)
-		p.do(fmt.Sprint(i), func() { defer blocked.Done(); <-release }) // a connection each
-	}
-	ran := make(chan struct{})
-	p.do("another", func() { close(ran) })
-	<-ran // would hang if the blocked sends held it up
-	close(release)
-	blocked.Wait()
-	idle := make(chan struct{})
-	p.do("idle", func() { close(idle) })
-	<-idle
-	// goleak (TestMain) checks that the workers have exited.
-}
-
-// TestSendersRunEachSendOnce: a burst much larger than the workers runs
-// every send exactly once.
-func TestSendersRunEachSendOnce(t *testing.T) {
-	p := newSenders()
-	const n = 10000
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	seen := make(map[int]int, n)
-	for i := range n {
-		wg.Add(1)
-		p.do(fmt.Sprint(i%100), func() { // 100 connections
-			defer wg.Done()
-			mu.Lock()
-			seen[i]++
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	for i := range n {
-		if seen[i] != 1 {
-			t.Fatalf("send %d ran %d times", i, seen[i])
-		}
-	}
-}
+// The pool's own behaviour (blocked sends, each send once, a connection's
+// sends behind blocked ones) is tested in broker/queue, which runs it.
 
 // TestPushedWatchHoldsOneSenderWhileBlocked: a stream whose send is
 // blocked (a client that does not read) gets any number of notices and
@@ -66,40 +16,10 @@ func TestPushedWatchHoldsOneSenderWhileBlocked(t *testing.T) {
 	for range 1000 {
 		p.notify()
 	}
-	s.senders.mu.Lock()
-	queued := len(s.senders.queue) - s.senders.head
-	s.senders.mu.Unlock()
-	if queued != 0 {
+	if queued := s.senders.Len(); queued != 0 {
 		t.Errorf("%d pushes queued behind a running one, want 0 (it looks again itself)", queued)
 	}
 	if !p.again.Load() {
 		t.Error("the notices were lost: the running push would not look again")
 	}
-}
-
-// TestSendersNeverStallBehindBlockedSendsOfOneConnection (red team,
-// issue 11): one connection with more blocked sends (clients that do not
-// read) than there are workers, then the send of a stream on the same
-// connection whose client reads: it runs, within a few stall periods,
-// and so does another connection's.
-func TestSendersNeverStallBehindBlockedSendsOfOneConnection(t *testing.T) {
-	p := newSenders()
-	release := make(chan struct{})
-	var blocked sync.WaitGroup
-	for range 3 * maxSenders {
-		blocked.Add(1)
-		p.do("conn", func() { defer blocked.Done(); <-release })
-	}
-	same, other := make(chan struct{}), make(chan struct{})
-	p.do("conn", func() { close(same) })
-	p.do("other", func() { close(other) })
-	for name, ch := range map[string]chan struct{}{"same connection": same, "other connection": other} {
-		select {
-		case <-ch:
-		case <-time.After(10 * time.Second): // ~3 stall periods expected; bounded generously for a loaded machine
-			t.Fatalf("the reading stream's send on the %s never ran", name)
-		}
-	}
-	close(release)
-	blocked.Wait()
 }

@@ -5,14 +5,12 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
@@ -20,16 +18,16 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/grpc/tap"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/limits"
+	"github.com/tokenbroker/tokenbroker/broker/queue"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
@@ -51,15 +49,19 @@ type Config struct {
 	// as broker.Config.OnTenantHealth.
 	Health *health.Server
 	Logger *slog.Logger
-	// ServerOptions are appended to the server's own (interceptors, TLS…).
+	// ServerOptions are appended to the server's own (TLS…).
 	ServerOptions []grpc.ServerOption
+	// Tap admits each call when its HEADERS arrive, before any message
+	// (grpc.InTapHandle; guard.Guard.Tap); the refusals of calls whose
+	// API key does not verify are counted in a log line once a second.
+	Tap func(ctx context.Context, info *tap.Info) (context.Context, error)
 	// UnaryInterceptors and StreamInterceptors run after recovery and
 	// logging, before the handlers (authentication, policy, limits).
 	UnaryInterceptors  []grpc.UnaryServerInterceptor
 	StreamInterceptors []grpc.StreamServerInterceptor
-	// Limits bound messages, connections and unauthenticated streams
-	// (zero fields: the defaults); serve on Server.Listener for the
-	// connection caps.
+	// Limits bound messages and connections (zero fields: the defaults;
+	// the guard caps calls); serve on Server.Listener for the connection
+	// caps.
 	Limits limits.Limits
 	// TenantAccess returns which tenants' health the peer of ctx may see
 	// (guard.Guard.TenantAccess); nil shows every tenant to everyone.
@@ -67,16 +69,6 @@ type Config struct {
 	// SlowCall is the duration from which a successful unary call is
 	// logged at info; zero means DefaultSlowCall. See New.
 	SlowCall time.Duration
-	// VerifyCredentials, if set, checks the API key in a new stream's
-	// header (nil error: it verifies). Token RPCs whose key does not
-	// verify are then refused before any message is read; without it any
-	// presented key counts as credentials for the stream caps. It gets
-	// the stream's context as the tap has it and returns the context the
-	// stream gets (guard.Guard.VerifyStream marks it with the verified
-	// key, so the interceptors do not hash the key again), and the full
-	// method name, for its audit of a refusal; its error (a status error)
-	// is what the client receives.
-	VerifyCredentials func(ctx context.Context, header metadata.MD, fullMethod string) (context.Context, error)
 }
 
 // DefaultSlowCall is Config.SlowCall's default: a cache hit takes
@@ -97,19 +89,16 @@ type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
 
-	broker    Broker
-	responses *responseCache // GetToken responses, shared by calls
-	senders   *senders       // run WatchToken sends (see sendApart)
-	log       *slog.Logger
-	limits    limits.Limits
-	drain     chan struct{}
-	drainOne  sync.Once
+	broker   Broker
+	senders  *queue.Queue[string, func()] // run WatchToken sends (see newSenders)
+	log      *slog.Logger
+	limits   limits.Limits
+	drain    chan struct{}
+	drainOne sync.Once
 	// abort is cancelled when Shutdown's timeout ends: every call's
 	// context is cancelled with it, and the call ends UNAVAILABLE.
 	abort     context.Context
 	abortCall context.CancelCauseFunc
-	// codec encodes each WatchToken update once for all its streams.
-	codec *sharedCodec
 }
 
 // New builds the gRPC server and registers TokenBrokerService,
@@ -122,11 +111,9 @@ func New(cfg Config) *Server {
 	if cfg.Health == nil {
 		cfg.Health = health.NewServer()
 	}
-	limits := cfg.Limits.WithDefaults()
-	codec := newSharedCodec()
-	s := &Server{broker: cfg.Broker, responses: newResponseCache(codec), senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: limits, codec: codec}
+	l := cfg.Limits.WithDefaults()
+	s := &Server{broker: cfg.Broker, senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: l}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
-	perIP := &ipStreams{max: limits.MaxOpenStreamsPerIP, n: map[string]int{}}
 	slow := cfg.SlowCall
 	if slow <= 0 {
 		slow = DefaultSlowCall
@@ -146,7 +133,6 @@ func New(cfg Config) *Server {
 	stream := append([]grpc.StreamServerInterceptor{
 		withCallInfoStream(recovery.StreamServerInterceptor(recoverOpt)),
 		logging.StreamServerInterceptor(logger, logOpts...),
-		perIP.interceptor,
 	}, cfg.StreamInterceptors...)
 	stream = append(stream, s.abortableStream)
 	opts := append([]grpc.ServerOption{
@@ -156,7 +142,7 @@ func New(cfg Config) *Server {
 		// grown already, instead of a new goroutine per call that grows
 		// its stack again (runtime.copystack was ~15% of a cache hit).
 		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
-		grpc.ForceServerCodecV2(s.codec),
+		grpc.ForceServerCodecV2(codec{encoding.GetCodecV2("proto")}),
 		// 8 KiB instead of grpc-go's 32 KiB read buffer per connection
 		// (idle watch connections hold it for good): one read still takes
 		// in ~50 unary requests of ~150 bytes, more than a client keeps in
@@ -164,20 +150,28 @@ func New(cfg Config) *Server {
 		// write buffer is grpc-go's shared pool (its default in v1.85),
 		// released after each flush.
 		grpc.ReadBufferSize(8 << 10),
-	}, serverOptions(limits)...)
-	streams := &streamLimiter{
-		authMax: limits.MaxStreamsPerIP, anonMax: limits.MaxAnonymousStreamsPerIP,
-		access: cfg.TenantAccess, verify: cfg.VerifyCredentials, n: map[string]int{},
-		keyMax: limits.MaxStreamsPerAPIKey, byKey: map[[sha256.Size]byte]int{},
-		denied: refusedEverySecond(log),
+	}, serverOptions(l)...)
+	if cfg.Tap != nil {
+		opts = append(opts, grpc.InTapHandle(countRefusals(cfg.Tap, refusedEverySecond(log))))
 	}
-	opts = append(opts, streams.serverOptions()...)
 	opts = append(opts, cfg.ServerOptions...)
 	s.GRPC = grpc.NewServer(opts...)
-	tbv1.RegisterTokenBrokerServiceServer(s.GRPC, s)
+	s.GRPC.RegisterService(s.serviceDesc(), s)
 	healthpb.RegisterHealthServer(s.GRPC, &healthServer{Server: s.Health, access: cfg.TenantAccess})
 	reflection.Register(s.GRPC)
 	return s
+}
+
+// countRefusals is tap, calling refused for each call it refuses as
+// UNAUTHENTICATED (its API key does not verify).
+func countRefusals(t tap.ServerInHandle, refused func()) tap.ServerInHandle {
+	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
+		ctx, err := t(ctx, info)
+		if status.Code(err) == codes.Unauthenticated {
+			refused()
+		}
+		return ctx, err
+	}
 }
 
 // Drain marks every service NOT_SERVING and ends open WatchToken streams
@@ -257,8 +251,17 @@ func (s *Server) abortableStream(srv any, ss grpc.ServerStream, _ *grpc.StreamSe
 	return abortedStatus(ctx, handler(srv, w))
 }
 
-// GetToken implements TokenBrokerService.
+// GetToken implements TokenBrokerService; the server answers with
+// getToken's reply (see serviceDesc).
 func (s *Server) GetToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1.GetTokenResponse, error) {
+	r, err := s.getToken(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return r.Message.(*tbv1.GetTokenResponse), nil
+}
+
+func (s *Server) getToken(ctx context.Context, req *tbv1.GetTokenRequest) (*reply, error) {
 	r := broker.Request{Tenant: req.GetTenant(), Scopes: req.GetScopes()}
 	if d := req.GetMinValid(); d != nil { // unset: the broker's default rule
 		if err := d.CheckValid(); err != nil {
@@ -274,222 +277,25 @@ func (s *Server) GetToken(ctx context.Context, req *tbv1.GetTokenRequest) (*tbv1
 	if err != nil {
 		return nil, callStatus(ctx, err)
 	}
-	return s.responses.get(tok), nil
+	return tokenReply(tok), nil
 }
 
-// InvalidateToken implements TokenBrokerService.
+// InvalidateToken implements TokenBrokerService; the server answers with
+// invalidateToken's reply (see serviceDesc).
 func (s *Server) InvalidateToken(ctx context.Context, req *tbv1.InvalidateTokenRequest) (*tbv1.InvalidateTokenResponse, error) {
+	r, err := s.invalidateToken(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return r.Message.(*tbv1.InvalidateTokenResponse), nil
+}
+
+func (s *Server) invalidateToken(ctx context.Context, req *tbv1.InvalidateTokenRequest) (*reply, error) {
 	tok, err := s.broker.Invalidate(withOwner(ctx), req.GetTenant(), req.GetScopes(), strings.ToLower(req.GetTokenSha256()))
 	if err != nil {
 		return nil, callStatus(ctx, err)
 	}
-	return &tbv1.InvalidateTokenResponse{Token: toProto(tok)}, nil
-}
-
-// WatchToken implements TokenBrokerService.
-//
-// The stream's goroutine only waits for the stream's end; the senders
-// push the updates (see pushedWatch). An idle stream's goroutine parks
-// here for as long as the stream lives, and Go keeps the stack it grew
-// (halving it only while its use plus 800 bytes is under a quarter), so
-// the deep send path (the guard's audit, the codec, the transport) never
-// runs on it: its stack stays at 8 KiB instead of 16 KiB. A refresh wakes
-// no stream goroutine at all.
-func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
-	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 2)}
-	if pr, ok := peer.FromContext(stream.Context()); ok && pr.Addr != nil {
-		p.conn = pr.Addr.String() // a string: any net.Addr's type may not be comparable
-	}
-	w, err := s.broker.WatchNotify(withOwner(stream.Context()), req.GetTenant(), req.GetScopes(), p.notify)
-	if err != nil {
-		return toStatus(err)
-	}
-	p.start(w)
-	wait := abandonSendAfter
-	defer func() { p.close(wait) }()
-	ctx := stream.Context()
-	select {
-	case err := <-p.end:
-		if err == errWatchEnded {
-			err, wait = p.awaitEnd(ctx, w)
-		}
-		return err
-	case <-s.drain:
-		return watchEnd(ctx, true)
-	case <-ctx.Done():
-		return watchEnd(ctx, false)
-	}
-}
-
-// pushedWatch is one WatchToken stream whose updates the senders send.
-type pushedWatch struct {
-	s      *Server
-	conn   string // the connection's remote address: its pushes run together
-	stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]
-	// end receives why the stream ends: from finish, once (a failed send,
-	// or the watch's end after its last update), and errWatchEnded from
-	// notify, once. Two slots, so that neither ever blocks.
-	end        chan error
-	busy       atomic.Bool   // a push is queued or running: at most one per stream
-	again      atomic.Bool   // a notice came since the running push looked
-	endNoticed atomic.Bool   // errWatchEnded was sent
-	sends      atomic.Uint32 // odd while a send runs (see awaitEnd)
-
-	mu     sync.Mutex // held while sending: one send at a time
-	w      atomic.Pointer[broker.Watch]
-	closed atomic.Bool // no send starts once set
-}
-
-// errWatchEnded tells the handler that the broker ended the watch (a
-// tenant removed or reconfigured) while a push was queued or running.
-var errWatchEnded = errors.New("server: watch ended")
-
-// notify is the broker's notice that the watch has something new: it
-// queues a push unless one is queued or running, which then looks again
-// (latest-wins: a push sends what Next has then). So a stream whose
-// client does not read holds at most one sender, however many updates
-// come meanwhile.
-//
-// When the broker ends the watch, the handler hears of it here too, not
-// only from the push: a push blocked by a client that does not read would
-// never report it, and the stream would outlive its tenant.
-func (p *pushedWatch) notify() {
-	p.again.Store(true)
-	if p.busy.CompareAndSwap(false, true) {
-		p.s.senders.do(p.conn, p.push)
-	}
-	if w := p.w.Load(); w != nil && w.Ended() && p.endNoticed.CompareAndSwap(false, true) {
-		p.end <- errWatchEnded
-	}
-}
-
-// start hands the watch over; the broker's first notices may have come
-// before there was one to read, so it notifies once more.
-func (p *pushedWatch) start(w *broker.Watch) {
-	p.w.Store(w)
-	p.notify()
-}
-
-// push sends the watch's latest update until no notice is left.
-func (p *pushedWatch) push() {
-	for {
-		p.again.Store(false)
-		p.sendLatest()
-		p.busy.Store(false)
-		// A notice that came before busy was cleared found it set: take
-		// it over, unless a push of its own already did.
-		if !p.again.Load() || !p.busy.CompareAndSwap(false, true) {
-			return
-		}
-	}
-}
-
-// sendLatest sends the watch's latest update, or ends the stream when the
-// watch ended or a send failed.
-func (p *pushedWatch) sendLatest() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	w := p.w.Load()
-	if p.closed.Load() || w == nil {
-		return
-	}
-	u, ok, ended := w.Next()
-	switch {
-	case ended:
-		p.finish(toStatus(w.Err()))
-	case ok:
-		p.sends.Add(1)
-		err := p.stream.Send(p.s.watchResponse(u))
-		p.sends.Add(1)
-		if err != nil {
-			p.finish(err)
-		}
-	}
-}
-
-// finish ends the stream with err, unless it is ending already; p.mu is
-// held.
-func (p *pushedWatch) finish(err error) {
-	if p.closed.CompareAndSwap(false, true) {
-		p.end <- err // the one slot, filled once
-	}
-}
-
-// awaitEnd runs when the broker has ended the watch while a push was
-// queued or running: that push sends what is left and then the status.
-// It waits for that push, also while it is queued behind other streams'
-// sends on the connection (up to maxEndWait), but gives up a send that
-// has not finished in abandonSendAfter: a client that does not read. It
-// returns the stream's status and how long close may still wait.
-func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (error, time.Duration) {
-	t := time.NewTicker(abandonSendAfter)
-	defer t.Stop()
-	seen := p.sends.Load()
-	for range maxEndWait / abandonSendAfter {
-		select {
-		case err := <-p.end:
-			return err, abandonSendAfter
-		case <-p.s.drain:
-			return watchEnd(ctx, true), abandonSendAfter
-		case <-ctx.Done():
-			return watchEnd(ctx, false), abandonSendAfter
-		case <-t.C:
-		}
-		now := p.sends.Load()
-		if now == seen && now%2 == 1 {
-			return toStatus(w.Err()), 0 // the same send, blocked
-		}
-		seen = now
-	}
-	return toStatus(w.Err()), 0
-}
-
-// maxEndWait bounds awaitEnd.
-const maxEndWait = 5 * time.Second
-
-// abandonSendAfter bounds how long a stream that is ending (a drain, a
-// revocation, the client's cancel, the watch's end) waits for its send
-// in progress.
-const abandonSendAfter = 250 * time.Millisecond
-
-// close stops the pushes and unsubscribes. The handler calls it before it
-// returns. It waits for a send in progress, but at most wait: a client
-// that does not read can block a send on flow control for ever, and only
-// the handler's return ends the transport stream and so fails that send
-// (grpc-go's answer to a send that may block), so waiting for it would
-// keep a revoked, drained or ended stream open until its connection
-// closes.
-func (p *pushedWatch) close(wait time.Duration) {
-	p.closed.Store(true)
-	if p.mu.TryLock() {
-		p.mu.Unlock()
-	} else if wait > 0 {
-		sent := make(chan struct{})
-		go func() { p.mu.Lock(); p.mu.Unlock(); close(sent) }() // ends with the send
-		t := time.NewTimer(wait)
-		select {
-		case <-sent:
-		case <-t.C:
-		}
-		t.Stop()
-	}
-	_ = p.w.Load().Close()
-}
-
-// watchEnd is the status of a stream ended by a drain or by its context.
-//
-//go:noinline
-func watchEnd(ctx context.Context, draining bool) error {
-	if draining {
-		return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
-	}
-	return status.FromContextError(ctx.Err()).Err()
-}
-
-// watchResponse is u as a message, one shared by every stream that
-// receives the same update and encoded once for all of them.
-func (s *Server) watchResponse(u broker.Update) *tbv1.WatchTokenResponse {
-	return u.Shared(func() any { return s.codec.share(toWatchResponse(u)) }).(*sharedResponse).msg
+	return invalidateReply(tok), nil
 }
 
 // withOwner names the authenticated caller as the owner of the scope sets
@@ -540,42 +346,4 @@ func toStatus(err error) error {
 	}
 	// Upstream failures, and context errors that are not the caller's.
 	return status.Error(codes.Unavailable, msg)
-}
-
-func toProto(t *broker.Token) *tbv1.Token {
-	return &tbv1.Token{
-		AccessToken: t.AccessToken,
-		TokenType:   t.TokenType,
-		ExpireTime:  timestamppb.New(t.Expiry),
-		IssueTime:   timestamppb.New(t.IssuedAt),
-		Scopes:      t.Scopes,
-		Tenant:      t.Tenant,
-		Version:     t.Version,
-	}
-}
-
-func toStatusProto(st broker.Status) *tbv1.TokenStatus {
-	p := &tbv1.TokenStatus{State: stateProto[st.State]}
-	if st.LastError != nil {
-		p.LastError = st.LastError.Error()
-	}
-	if !st.NextRefresh.IsZero() {
-		p.NextRefreshTime = timestamppb.New(st.NextRefresh)
-	}
-	return p
-}
-
-var stateProto = map[broker.State]tbv1.TokenState{
-	broker.StatePending: tbv1.TokenState_TOKEN_STATE_PENDING,
-	broker.StateReady:   tbv1.TokenState_TOKEN_STATE_READY,
-	broker.StateStale:   tbv1.TokenState_TOKEN_STATE_STALE,
-	broker.StateFailing: tbv1.TokenState_TOKEN_STATE_FAILING,
-}
-
-func toWatchResponse(u broker.Update) *tbv1.WatchTokenResponse {
-	r := &tbv1.WatchTokenResponse{Status: toStatusProto(u.Status)}
-	if u.Token != nil {
-		r.Token = toProto(u.Token)
-	}
-	return r
 }

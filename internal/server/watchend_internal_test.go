@@ -53,7 +53,7 @@ func TestWatchEndWaitsForAQueuedLastUpdate(t *testing.T) {
 	var blocked sync.WaitGroup
 	for range 10 * maxSenders {
 		blocked.Add(1)
-		s.senders.do("", func() { defer blocked.Done(); <-release })
+		s.senders.Add("", func() { defer blocked.Done(); <-release })
 	}
 	defer blocked.Wait()
 	defer close(release)
@@ -91,9 +91,11 @@ type recordingWatchStream struct {
 
 func (r *recordingWatchStream) Context() context.Context { return r.ctx }
 
-func (r *recordingWatchStream) Send(m *tbv1.WatchTokenResponse) error {
-	if m.GetToken() != nil {
-		r.sent <- m.GetToken()
+func (r *recordingWatchStream) Send(m *tbv1.WatchTokenResponse) error { return r.SendMsg(m) }
+
+func (r *recordingWatchStream) SendMsg(m any) error {
+	if tok := m.(interface{ GetToken() *tbv1.Token }).GetToken(); tok != nil {
+		r.sent <- tok
 	}
 	return nil
 }
