@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -109,9 +111,39 @@ func BenchmarkDeployedFloor(b *testing.B) {
 	})
 }
 
+// BenchmarkDeployedBare is the floor of both: grpc-go with no
+// interceptors, limits or options serving the same Check (tbload's bare).
+func BenchmarkDeployedBare(b *testing.B) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(srv.Stop)
+	h := healthpb.NewHealthClient(dialAddr(b, lis.Addr().String()))
+	ctx := brokertest.Bearer(b.Context(), brokertest.RandomKey(b)) // the same header as the others
+	req := &healthpb.HealthCheckRequest{}
+	b.ReportAllocs()
+	b.SetParallelism(25)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := h.Check(ctx, req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 func dialOf(tb testing.TB, d *daemon.Daemon) *grpc.ClientConn {
+	return dialAddr(tb, d.Addr().String())
+}
+
+func dialAddr(tb testing.TB, addr string) *grpc.ClientConn {
 	tb.Helper()
-	cc, err := grpc.NewClient(d.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		tb.Fatal(err)
 	}

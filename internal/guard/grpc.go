@@ -71,12 +71,12 @@ func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, 
 	method, t := info.FullMethod, targetOf(req)
 	pol := g.holder.Load()
 	p, pr := g.proofOf(ctx)
-	c := &Caller{}
+	ci := CallInfoFrom(ctx)
+	c := ci.newCaller()
 	err := g.authenticate(c, pol, p, pr)
 	if err != nil {
 		return nil, g.deny(ctx, method, c, target{}, g.charge(c.Peer, err))
 	}
-	ci := CallInfoFrom(ctx)
 	ci.note(c, t.tenant)
 	err = g.authorize(pol, c, method, t)
 	if err == nil {
@@ -274,14 +274,41 @@ func visible(pol *policy.Policy, c *Caller) func(tenant string) bool {
 }
 
 // CallInfo is the caller and tenant of a call for its request-log line:
-// the server puts one in the context (WithCallInfo), the guard fills it,
-// the log reads it only for a line it writes. It is the call's goroutine's.
+// the server keeps one in each call's context (its own context type
+// answers Value through CallInfo.Value; WithCallInfo makes one for other
+// servers), the guard fills it, the log reads it only for a line it
+// writes. It also holds the call's Caller, so that the guard allocates
+// none per call. It is the call's goroutine's.
 type CallInfo struct {
 	caller, tenant string
 	// authorized is the caller the handler runs for, once the guard
 	// allowed the call: CallerFromContext finds it here, which saves a
 	// context per call.
 	authorized *Caller
+	own        Caller   // the call's Caller (see newCaller)
+	canceler   Canceler // see SetCanceler
+}
+
+// Canceler cancels a call's context with a cause.
+type Canceler interface{ CancelCall(cause error) }
+
+// SetCanceler gives the guard the way to cancel the call's context with a
+// cause (a revoked stream), so that it derives no context of its own; the
+// call's context must be the one that carries ci.
+func (ci *CallInfo) SetCanceler(c Canceler) { ci.canceler = c }
+
+// Value answers a context's Value for the guard's keys: the server's
+// call context, which carries a CallInfo, calls it first.
+func (ci *CallInfo) Value(key any) (any, bool) {
+	switch key {
+	case callInfoKey{}:
+		return ci, true
+	case callerKey{}:
+		if ci.authorized != nil {
+			return ci.authorized, true
+		}
+	}
+	return nil, false
 }
 
 type callInfoKey struct{}
@@ -294,13 +321,8 @@ type callInfoContext struct {
 }
 
 func (c *callInfoContext) Value(key any) any {
-	switch key {
-	case callInfoKey{}:
-		return &c.info
-	case callerKey{}:
-		if c.info.authorized != nil {
-			return c.info.authorized
-		}
+	if v, ok := c.info.Value(key); ok {
+		return v
 	}
 	return c.Context.Value(key)
 }
@@ -314,6 +336,15 @@ func WithCallInfo(ctx context.Context) context.Context {
 func CallInfoFrom(ctx context.Context) *CallInfo {
 	ci, _ := ctx.Value(callInfoKey{}).(*CallInfo)
 	return ci
+}
+
+// newCaller returns the Caller of the call: ci's own, or a new one
+// without a CallInfo.
+func (ci *CallInfo) newCaller() *Caller {
+	if ci == nil {
+		return &Caller{}
+	}
+	return &ci.own
 }
 
 // LogFields appends the request-log fields the guard learned, "caller"

@@ -23,18 +23,25 @@ func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 	}
 	ctx := ss.Context()
 	p, pr := g.proofOf(ctx)
-	c := &Caller{}
+	ci := CallInfoFrom(ctx)
+	c := ci.newCaller()
 	if aerr := g.authenticate(c, g.holder.Load(), p, pr); aerr != nil {
 		return g.deny(ctx, info.FullMethod, c, target{}, g.charge(c.Peer, aerr))
 	}
-	CallInfoFrom(ctx).note(c, "")
+	ci.note(c, "")
 	gs := &guardedStream{ServerStream: ss, g: g, c: c, method: info.FullMethod}
-	cctx, cancel := context.WithCancelCause(ctx)
-	gs.cancel = cancel
-	gs.ctx = callerContext{Context: cctx, c: c}
+	if ci != nil && ci.canceler != nil {
+		// The server's call context: it names the caller and the guard
+		// cancels it, without a context of the guard's per stream.
+		ci.authorized = c
+		gs.ctx, gs.cancel = ctx, ci.canceler
+	} else {
+		cctx, cancel := context.WithCancelCause(ctx)
+		gs.ctx, gs.cancel = callerContext{Context: cctx, c: c}, cancelFunc(cancel)
+	}
 	err := handler(srv, gs)
 	g.untrack(gs)
-	gs.cancel(nil)
+	gs.cancel.CancelCall(nil)
 	if e := gs.revoked.Load(); e != nil && gs.authorized {
 		// Audited before the status reaches the client.
 		g.deny(gs.ctx, gs.method, c, gs.t, e)
@@ -58,13 +65,18 @@ func (x callerContext) Value(key any) any {
 	return x.Context.Value(key)
 }
 
+// cancelFunc is a context.CancelCauseFunc as a Canceler.
+type cancelFunc context.CancelCauseFunc
+
+func (f cancelFunc) CancelCall(cause error) { f(cause) }
+
 // guardedStream authorizes a stream on its request message, ends it when
 // a policy change revokes the right (see redecide), and audits the
 // tokens it sends.
 type guardedStream struct {
 	grpc.ServerStream
-	ctx    callerContext
-	cancel context.CancelCauseFunc
+	ctx    context.Context // carries the caller (CallerFromContext)
+	cancel Canceler
 	g      *Guard
 	c      *Caller
 	method string
@@ -202,7 +214,7 @@ func (g *Guard) redecide(pol *policy.Policy) {
 			s.mu.Lock()
 			s.revoked.Store(e)
 			s.mu.Unlock()
-			s.cancel(e)
+			s.cancel.CancelCall(e)
 			delete(o.set, s)
 			revoked = append(revoked, s)
 		}
