@@ -36,7 +36,7 @@ func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 
 // Tap admits a call when its HEADERS arrive, before grpc-go reads a
 // message (grpc.InTapHandle, server.Config.Tap): it refuses a token call
-// whose API key does not verify, takes the call's slot until the stream
+// whose API key does not verify, takes the call's slot until the call
 // ends, and hands the proof on in ctx. Without it calls are not capped
 // (the guard logs that once).
 func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
@@ -51,26 +51,51 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 		}
 		c.Name = "" // counted by its IP; the interceptors refuse a token call
 	}
-	caller, ip := c.Name, peerIP(c.Peer)
-	if err := g.admit(caller, ip); err != nil {
+	ip := peerIP(c.Peer)
+	if err := g.admit(c.Name, ip); err != nil {
 		return nil, g.deny(ctx, info.FullMethodName, &c, target{}, err)
 	}
-	context.AfterFunc(ctx, func() { g.release(caller, ip) }) // the transport cancels ctx when the stream ends
-	if !token {
-		return ctx, nil // health and reflection: no interceptor of the guard's reads the proof
+	a := &admittedContext{Context: ctx, g: g, caller: c.Name, ip: ip, peer: p, proof: pr}
+	// The transport cancels ctx when the stream ends: the release of a
+	// call that never reaches the guard's interceptors (see claim).
+	a.stop = context.AfterFunc(ctx, a.release)
+	return a, nil
+}
+
+// admitted returns what the tap admitted the call of ctx with, or nil.
+func (g *Guard) admitted(ctx context.Context) *admittedContext {
+	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok && a.g == g {
+		return a
 	}
-	return &admittedContext{Context: ctx, peer: p, proof: pr}, nil
+	return nil
+}
+
+// claim takes the release of a's slot over from the stream's end, for
+// the interceptor to give it back when the call returns: at once, on
+// the call's goroutine (the stream's end starts a goroutine for it), and
+// the registration freed for a stream's life. False if a is nil or the
+// stream ended already (released).
+func (a *admittedContext) claim() bool {
+	if a == nil || a.stop == nil || !a.stop() {
+		return false
+	}
+	a.stop = nil // the call's goroutine's alone now
+	return true
 }
 
 // unary runs a unary call's steps: authenticate, authorize, limit, the
 // handler, audit.
 func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	a := g.admitted(ctx)
+	if a.claim() {
+		defer a.release()
+	}
 	if !guarded(info.FullMethod) {
 		return handler(ctx, req)
 	}
 	method, t := info.FullMethod, targetOf(req)
 	pol := g.holder.Load()
-	p, pr := g.proofOf(ctx)
+	p, pr := g.proofOf(ctx, a)
 	ci := CallInfoFrom(ctx)
 	c := ci.newCaller()
 	err := g.authenticate(c, pol, p, pr)
@@ -192,9 +217,9 @@ func credentialsOf(md metadata.MD) Credentials {
 }
 
 // proofOf returns the peer of a token call's ctx and what its
-// credentials prove: the tap's, or, without the tap, worked out again.
-func (g *Guard) proofOf(ctx context.Context) (authn.Peer, *proof) {
-	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok {
+// credentials prove: the tap's (a), or, without the tap, worked out again.
+func (g *Guard) proofOf(ctx context.Context, a *admittedContext) (authn.Peer, *proof) {
+	if a != nil {
 		return a.peer, &a.proof
 	}
 	if g.noTap.CompareAndSwap(false, true) {
@@ -214,13 +239,18 @@ func proofFrom(ctx context.Context) (authn.Peer, *proof) {
 type admittedKey struct{}
 
 // admittedContext is the context of a call the tap admitted: one
-// allocation for the context and what the call proved. Only the tap
-// makes one, so a client cannot forge it.
+// allocation for the context, its slot and what the call proved. Only
+// the tap makes one, so a client cannot forge it.
 type admittedContext struct {
 	context.Context
-	peer  authn.Peer
-	proof proof
+	g          *Guard
+	caller, ip string      // the slot (see admit)
+	stop       func() bool // unregisters release from the stream's end
+	peer       authn.Peer
+	proof      proof
 }
+
+func (a *admittedContext) release() { a.g.release(a.caller, a.ip) }
 
 func (a *admittedContext) Value(key any) any {
 	if key == (admittedKey{}) {

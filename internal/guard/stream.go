@@ -18,11 +18,15 @@ import (
 // and limit on its request message (RecvMsg), and authorize again at
 // every policy change (redecide); audit every token it sends (SendMsg).
 func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx := ss.Context()
+	a := g.admitted(ctx)
+	if a.claim() {
+		defer a.release()
+	}
 	if !guarded(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	ctx := ss.Context()
-	p, pr := g.proofOf(ctx)
+	p, pr := g.proofOf(ctx, a)
 	ci := CallInfoFrom(ctx)
 	c := ci.newCaller()
 	if aerr := g.authenticate(c, g.holder.Load(), p, pr); aerr != nil {

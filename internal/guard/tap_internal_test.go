@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/tokenbroker/tokenbroker/broker/limits"
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
@@ -80,7 +82,7 @@ func TestTapHandsTheProofToTheInterceptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	p, pr := g.proofOf(ctx) // no incoming metadata: only the tap's proof
+	p, pr := g.proofOf(ctx, g.admitted(ctx)) // no incoming metadata: only the tap's proof
 	var c Caller
 	if err := g.authenticate(&c, g.holder.Load(), p, pr); err != nil || c.Name != "ci" {
 		t.Fatalf("authenticate on the tap's context = %q, %v; want caller ci", c.Name, err)
@@ -190,5 +192,42 @@ func TestCallerCapIgnoresSchemeSpelling(t *testing.T) {
 	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
 		_, _, err := tapFrom(t, g, "127.0.0.1", scheme+" "+ciKey)
 		wantCode(t, scheme+" (the caller already holds its 3 calls)", err, codes.ResourceExhausted)
+	}
+}
+
+// TestInterceptorGivesTheSlotBack: the guard's interceptor gives the
+// slot of the call the tap admitted back when the call returns, on the
+// call's goroutine (before, only the stream's end did, on a goroutine of
+// its own), health calls too; the stream's end then releases nothing
+// more, so a slot is never given back twice.
+func TestInterceptorGivesTheSlotBack(t *testing.T) {
+	g := tapGuard(t, limits.Limits{MaxStreamsPerCaller: 2, RequestsPerSecond: -1})
+	ctxs := map[string]context.Context{}
+	for _, method := range []string{getMethod, "/grpc.health.v1.Health/Check"} {
+		base, cancel := context.WithCancel(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}))
+		defer cancel()
+		ctx, err := g.Tap(base, &tap.Info{FullMethodName: method, Header: metadata.Pairs("authorization", "Bearer "+ciKey)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctxs[method] = ctx
+	}
+	_, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
+	wantCode(t, "a third call of a caller capped at 2", err, codes.ResourceExhausted)
+	if err == nil {
+		cancel()
+	}
+	for method, ctx := range ctxs {
+		info := &grpc.UnaryServerInfo{FullMethod: method}
+		ok := func(context.Context, any) (any, error) { return nil, nil }
+		if _, err := g.unary(ctx, &tbv1.ListTenantsRequest{}, info, ok); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		if a := g.admitted(ctx); a.claim() {
+			t.Errorf("%s: the slot is still registered for the stream's end after the call returned", method)
+		}
+	}
+	if n := g.callers.n["ci"]; n != 0 {
+		t.Fatalf("ci holds %d slots once its two calls returned, want 0 at once", n)
 	}
 }

@@ -55,19 +55,51 @@ type method struct {
 	metrics       MethodMetrics
 }
 
-// observer is the interceptor's state.
+// observer is the interceptor's state. It calls the interceptors of
+// Config itself: grpc-go's chain would cost a closure per call and layer.
 type observer struct {
-	s       *Server
-	log     *callLog
-	metrics Metrics
-	mu      sync.Mutex // serializes additions to methods
-	methods atomic.Pointer[map[string]*method]
+	s          *Server
+	log        *callLog
+	metrics    Metrics
+	nextUnary  grpc.UnaryServerInterceptor // nil: none
+	nextStream grpc.StreamServerInterceptor
+	mu         sync.Mutex // serializes additions to methods
+	methods    atomic.Pointer[map[string]*method]
 }
 
-func newObserver(s *Server, log *callLog, m Metrics) *observer {
-	o := &observer{s: s, log: log, metrics: m}
+func newObserver(s *Server, log *callLog, cfg Config) *observer {
+	o := &observer{s: s, log: log, metrics: cfg.Metrics,
+		nextUnary: chainUnary(cfg.UnaryInterceptors), nextStream: chainStream(cfg.StreamInterceptors)}
 	o.methods.Store(&map[string]*method{})
 	return o
+}
+
+// chainUnary is ints as one interceptor, nil for none.
+func chainUnary(ints []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	switch len(ints) {
+	case 0:
+		return nil
+	case 1:
+		return ints[0]
+	}
+	first, rest := ints[0], chainUnary(ints[1:])
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return first(ctx, req, info, func(ctx context.Context, req any) (any, error) { return rest(ctx, req, info, handler) })
+	}
+}
+
+// chainStream is ints as one interceptor, nil for none.
+func chainStream(ints []grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	switch len(ints) {
+	case 0:
+		return nil
+	case 1:
+		return ints[0]
+	}
+	first, rest := ints[0], chainStream(ints[1:])
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		return first(srv, ss, info, func(srv any, ss grpc.ServerStream) error { return rest(srv, ss, info, handler) })
+	}
 }
 
 // register makes the methods of every service registered on srv.
@@ -134,7 +166,10 @@ func (o *observer) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 		c.end()
 		o.finish(c, m, start, err)
 	}()
-	return handler(c, req)
+	if o.nextUnary == nil {
+		return handler(c, req)
+	}
+	return o.nextUnary(c, req, info, handler)
 }
 
 func (o *observer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
@@ -152,7 +187,10 @@ func (o *observer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 		cs.call.end()
 		o.finish(&cs.call, m, start, err)
 	}()
-	return handler(srv, cs)
+	if o.nextStream == nil {
+		return handler(srv, cs)
+	}
+	return o.nextStream(srv, cs, info, handler)
 }
 
 // recovered is the status of a call whose handler panicked.
@@ -209,18 +247,23 @@ func (s *callStream) RecvMsg(m any) error {
 }
 
 // callCtx is a call's context: grpc-go's, carrying the call's
-// guard.CallInfo, and cancelled when Shutdown aborts the calls. The
-// context that can be cancelled is made only when the call first asks
-// for Done (a call waiting on the identity provider, a stream), so that
-// a call that never waits makes none.
+// guard.CallInfo, cancelled by the guard (CancelCall: a policy change
+// revoked the stream) and when Shutdown aborts the calls. The context
+// that can be cancelled is made only when the call first asks for Done
+// (a call waiting on the identity provider), so that a call that never
+// waits makes none; WatchToken is told of CancelCall instead (see
+// watchDone).
 type callCtx struct {
 	context.Context // grpc-go's (the tap's)
 	s               *Server
 	info            guard.CallInfo
 
-	mu     sync.Mutex // orders making cancel and end
-	ended  bool
-	cancel atomic.Pointer[callCancel]
+	mu        sync.Mutex // orders CancelCall, ended and making cancel
+	ended     bool
+	cause     error       // CancelCall's
+	onCancel  func()      // see watchDone
+	cancelled atomic.Bool // CancelCall was called
+	cancel    atomic.Pointer[callCancel]
 }
 
 // callCancel is the part of a callCtx that can be cancelled.
@@ -246,11 +289,33 @@ func (c *callCtx) Err() error {
 	if cc := c.cancel.Load(); cc != nil {
 		return cc.ctx.Err()
 	}
+	if c.cancelled.Load() {
+		return context.Canceled
+	}
 	return c.Context.Err()
 }
 
 // CancelCall cancels the call's context with cause (guard.Canceler).
-func (c *callCtx) CancelCall(cause error) { c.cancelable().cancel(cause) }
+func (c *callCtx) CancelCall(cause error) {
+	if cause == nil {
+		cause = context.Canceled
+	}
+	c.mu.Lock()
+	var notify func()
+	if !c.cancelled.Load() {
+		c.cause = cause
+		c.cancelled.Store(true)
+		notify = c.onCancel
+	}
+	cc := c.cancel.Load()
+	c.mu.Unlock()
+	if cc != nil {
+		cc.cancel(cause)
+	}
+	if notify != nil {
+		notify()
+	}
+}
 
 func (c *callCtx) cancelable() *callCancel {
 	if cc := c.cancel.Load(); cc != nil {
@@ -263,9 +328,12 @@ func (c *callCtx) cancelable() *callCancel {
 	}
 	ctx, cancel := context.WithCancelCause(c.Context)
 	cc := &callCancel{ctx: ctx, cancel: cancel}
-	if c.ended {
+	switch {
+	case c.cancelled.Load():
+		cancel(c.cause)
+	case c.ended:
 		cancel(nil)
-	} else {
+	default:
 		cc.stop = context.AfterFunc(c.s.abort, func() { cancel(errShuttingDown) })
 	}
 	c.cancel.Store(cc)
@@ -282,4 +350,25 @@ func (c *callCtx) end() {
 		cc.stop()
 		cc.cancel(nil)
 	}
+}
+
+// watchDone returns the channel closed when the stream of ctx ends, and
+// has cancelled called (once, on any goroutine) when CancelCall cancels
+// the call, for WatchToken, which the drain ends before Shutdown would
+// abort it: grpc-go's Done, so that the stream makes no context to wait
+// on, and one channel less for its goroutine to wait on (112 bytes each
+// while it waits). For a context not the server's: its Done.
+func watchDone(ctx context.Context, cancelled func()) <-chan struct{} {
+	c, ok := ctx.(*callCtx)
+	if !ok {
+		return ctx.Done()
+	}
+	c.mu.Lock()
+	now := c.cancelled.Load()
+	c.onCancel = cancelled
+	c.mu.Unlock()
+	if now {
+		cancelled()
+	}
+	return c.Context.Done()
 }

@@ -33,15 +33,16 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	wait := abandonSendAfter
 	defer func() { p.close(wait) }()
 	ctx := stream.Context()
+	gone := watchDone(ctx, p.cancelled)
 	select {
 	case err := <-p.end:
 		if err == errWatchEnded {
-			wait, err = p.awaitEnd(ctx, w)
+			wait, err = p.awaitEnd(ctx, w, gone)
 		}
 		return err
 	case <-s.drain:
 		return watchEnd(ctx, true)
-	case <-ctx.Done():
+	case <-gone:
 		return watchEnd(ctx, false)
 	}
 }
@@ -139,6 +140,10 @@ func (p *pushedWatch) sendLatest() {
 	}
 }
 
+// cancelled ends the stream whose call was cancelled (a policy change
+// revoked it: the guard ends it with its own status).
+func (p *pushedWatch) cancelled() { p.finish(status.FromContextError(context.Canceled).Err()) }
+
 // finish ends the stream with err, unless it is ending already.
 func (p *pushedWatch) finish(err error) {
 	if p.closed.CompareAndSwap(false, true) {
@@ -149,7 +154,7 @@ func (p *pushedWatch) finish(err error) {
 // awaitEnd waits, when the broker ended the watch, for the push queued or
 // running to send what is left (up to maxEndWait), giving up a send that
 // does not move in abandonSendAfter. It returns close's wait and the status.
-func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (time.Duration, error) {
+func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch, gone <-chan struct{}) (time.Duration, error) {
 	t := time.NewTicker(abandonSendAfter)
 	defer t.Stop()
 	seen := p.sends.Load()
@@ -159,7 +164,7 @@ func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (time.Durat
 			return abandonSendAfter, err
 		case <-p.s.drain:
 			return abandonSendAfter, watchEnd(ctx, true)
-		case <-ctx.Done():
+		case <-gone:
 			return abandonSendAfter, watchEnd(ctx, false)
 		case <-t.C:
 		}
