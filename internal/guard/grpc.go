@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -52,13 +53,15 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 		c.Name = "" // counted by its IP; the interceptors refuse a token call
 	}
 	ip := peerIP(c.Peer)
-	if err := g.admit(c.Name, ip); err != nil {
+	err := g.admit(c.Name, ip)
+	if err != nil && g.pending.sweep() > 0 {
+		err = g.admit(c.Name, ip) // slots of calls that ended unclaimed came back
+	}
+	if err != nil {
 		return nil, g.deny(ctx, info.FullMethodName, &c, target{}, err)
 	}
 	a := &admittedContext{Context: ctx, g: g, caller: c.Name, ip: ip, peer: p, proof: pr}
-	// The transport cancels ctx when the stream ends: the release of a
-	// call that never reaches the guard's interceptors (see claim).
-	a.stop = context.AfterFunc(ctx, a.release)
+	g.pending.add(a)
 	return a, nil
 }
 
@@ -70,17 +73,84 @@ func (g *Guard) admitted(ctx context.Context) *admittedContext {
 	return nil
 }
 
-// claim takes the release of a's slot over from the stream's end, for
-// the interceptor to give it back when the call returns: at once, on
-// the call's goroutine (the stream's end starts a goroutine for it), and
-// the registration freed for a stream's life. False if a is nil or the
-// stream ended already (released).
-func (a *admittedContext) claim() bool {
-	if a == nil || a.stop == nil || !a.stop() {
+// claim takes the release of a's slot over, for the interceptor to give
+// it back when the call returns. False if a is nil or its slot was
+// given back already (its stream ended before, see pending.sweep).
+func (a *admittedContext) claim() bool { return a != nil && a.g.pending.remove(a) }
+
+// pending are the calls the tap admitted that no interceptor has claimed
+// yet. The guard's interceptors give a call's slot back when it returns;
+// a call that never reaches them (grpc-go refuses it first: a method or
+// compressor it does not know, a deadline passed already) is given back
+// by sweep, once its stream ended, when a call finds its cap reached
+// and every sweepEvery admissions. Without a registration per call on
+// its context (context.AfterFunc was 5 allocations, a map and a
+// goroutine per call, ~1.2 µs), and the list is intrusive: no
+// allocation.
+type pending struct {
+	mu    sync.Mutex
+	head  *admittedContext
+	added uint32 // guarded by mu
+}
+
+// sweepEvery bounds how many admissions pass between sweeps, and so how
+// long the calls that ended unclaimed keep their slots and memory.
+const sweepEvery = 1024
+
+func (l *pending) add(a *admittedContext) {
+	l.mu.Lock()
+	a.next, a.listed = l.head, true
+	if l.head != nil {
+		l.head.prev = a
+	}
+	l.head = a
+	l.added++
+	sweep := l.added%sweepEvery == 0
+	l.mu.Unlock()
+	if sweep {
+		l.sweep()
+	}
+}
+
+// remove takes a off the list and reports whether it was on it.
+func (l *pending) remove(a *admittedContext) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !a.listed {
 		return false
 	}
-	a.stop = nil // the call's goroutine's alone now
+	l.unlinkLocked(a)
 	return true
+}
+
+func (l *pending) unlinkLocked(a *admittedContext) {
+	if a.prev != nil {
+		a.prev.next = a.next
+	} else {
+		l.head = a.next
+	}
+	if a.next != nil {
+		a.next.prev = a.prev
+	}
+	a.prev, a.next, a.listed = nil, nil, false
+}
+
+// sweep gives back the slots of the listed calls whose streams ended and
+// returns how many. Lock order: pending.mu, then the counters'.
+func (l *pending) sweep() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for a := l.head; a != nil; {
+		next := a.next
+		if a.Context.Err() != nil { // the transport cancels it when the stream ends
+			l.unlinkLocked(a)
+			a.release()
+			n++
+		}
+		a = next
+	}
+	return n
 }
 
 // unary runs a unary call's steps: authenticate, authorize, limit, the
@@ -244,10 +314,12 @@ type admittedKey struct{}
 type admittedContext struct {
 	context.Context
 	g          *Guard
-	caller, ip string      // the slot (see admit)
-	stop       func() bool // unregisters release from the stream's end
+	caller, ip string // the slot (see admit)
 	peer       authn.Peer
 	proof      proof
+
+	prev, next *admittedContext // on g.pending while listed; guarded by its mu
+	listed     bool
 }
 
 func (a *admittedContext) release() { a.g.release(a.caller, a.ip) }

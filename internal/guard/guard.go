@@ -58,6 +58,7 @@ type Guard struct {
 	invalidations *buckets
 	denials       *buckets    // per peer IP, refused authentications
 	open          openStreams // authorized streams, re-checked at policy changes
+	pending       pending     // admitted calls no interceptor claimed yet
 	auditState    auditState
 	noTap         atomic.Bool // a call came without the tap (see proofOf)
 }
