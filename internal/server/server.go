@@ -98,7 +98,7 @@ type Server struct {
 	senders  *queue.Queue[string, func()] // run WatchToken sends (see newSenders)
 	log      *slog.Logger
 	limits   limits.Limits
-	drain    chan struct{}
+	watches  watches // the open WatchToken streams, for Drain
 	drainOne sync.Once
 	// abort is cancelled when Shutdown's timeout ends: every call's
 	// context is cancelled with it, and the call ends UNAVAILABLE.
@@ -117,7 +117,7 @@ func New(cfg Config) *Server {
 		cfg.Health = health.NewServer()
 	}
 	l := cfg.Limits.WithDefaults()
-	s := &Server{broker: cfg.Broker, senders: newSenders(), log: log, Health: cfg.Health, drain: make(chan struct{}), limits: l}
+	s := &Server{broker: cfg.Broker, senders: newSenders(), log: log, Health: cfg.Health, limits: l}
 	s.abort, s.abortCall = context.WithCancelCause(context.Background())
 	slow := cfg.SlowCall
 	if slow <= 0 {
@@ -171,7 +171,7 @@ func countRefusals(t tap.ServerInHandle, refused func()) tap.ServerInHandle {
 func (s *Server) Drain() {
 	s.drainOne.Do(func() {
 		s.Health.Shutdown()
-		close(s.drain)
+		s.watches.drain()
 	})
 }
 
