@@ -25,7 +25,7 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 	ctx := stream.Context()
 	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 2), conn: connOf(ctx)}
 	if !s.watches.add(p) {
-		return watchEnd(ctx, true)
+		return errDrained()
 	}
 	defer s.watches.remove(p)
 	w, err := s.broker.WatchNotify(withOwner(ctx), req.GetTenant(), req.GetScopes(), p.notify)
@@ -46,7 +46,7 @@ func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStrea
 		}
 		return err
 	case <-gone:
-		return watchEnd(ctx, false)
+		return watchEnd(ctx)
 	}
 }
 
@@ -105,7 +105,7 @@ func (l *watches) drain() {
 	defer l.mu.Unlock()
 	l.drained = true
 	for p := l.head; p != nil; p = p.next {
-		p.finish(watchEnd(nil, true))
+		p.finish(errDrained())
 	}
 }
 
@@ -226,7 +226,7 @@ func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch, gone <-chan
 		case err := <-p.end:
 			return abandonSendAfter, err
 		case <-gone:
-			return abandonSendAfter, watchEnd(ctx, false)
+			return abandonSendAfter, watchEnd(ctx)
 		case <-t.C:
 		}
 		now := p.sends.Load()
@@ -269,15 +269,17 @@ func (p *pushedWatch) close(wait time.Duration) {
 	_ = p.w.Load().Close()
 }
 
-// watchEnd is the status of a stream ended by a drain or by its context
-// (nil when draining).
+// watchEnd is the status of a stream ended by its context. Not inlined,
+// as errDrained: WatchToken's frame stays small for its life.
 //
 //go:noinline
-func watchEnd(ctx context.Context, draining bool) error {
-	if draining {
-		return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
-	}
-	return status.FromContextError(ctx.Err()).Err()
+func watchEnd(ctx context.Context) error { return status.FromContextError(ctx.Err()).Err() }
+
+// errDrained is the status of a stream the drain ended.
+//
+//go:noinline
+func errDrained() error {
+	return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
 }
 
 // newSenders returns the pool that runs WatchToken sends: a connection's

@@ -65,8 +65,8 @@ func ghzRounds(ctx context.Context, o options, b *brokerProc, bare *floorProc, d
 	return hitTable(o, label, "hit-ghz", func(_ int, name string) (run, error) {
 		return withCPU(serverPID(b, bare, name), func() (run, error) {
 			switch name {
-			case "bare":
-				return ghzRun(ctx, o, bare.addr, "grpc.health.v1.Health.Check", `{}`, false)
+			case "bare": // the same request, its authorization ignored, as tbload's own client sends it
+				return ghzRun(ctx, o, bare.addr, "grpc.health.v1.Health.Check", `{}`, deployed)
 			case "check":
 				return ghzRun(ctx, o, b.addr, "grpc.health.v1.Health.Check", `{}`, deployed)
 			}
