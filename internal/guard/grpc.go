@@ -41,8 +41,9 @@ func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 // ends, and hands the proof on in ctx. Without it calls are not capped
 // (the guard logs that once).
 func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	p := authn.PeerOf(ctx)
-	pr := prove(p, credentialsOf(info.Header))
+	conn := g.conns.of(ctx)
+	p := conn.peer
+	pr := conn.prove(credentialsOf(info.Header))
 	pol := g.holder.Load()
 	token := guarded(info.FullMethodName)
 	var c Caller
@@ -60,7 +61,7 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 	if err != nil {
 		return nil, g.deny(ctx, info.FullMethodName, &c, target{}, err)
 	}
-	a := &admittedContext{Context: ctx, g: g, caller: c.Name, ip: ip, peer: p, proof: pr}
+	a := &admittedContext{Context: ctx, g: g, caller: c.Name, ip: ip, conn: conn, proof: pr}
 	g.pending.add(a)
 	return a, nil
 }
@@ -290,7 +291,7 @@ func credentialsOf(md metadata.MD) Credentials {
 // credentials prove: the tap's (a), or, without the tap, worked out again.
 func (g *Guard) proofOf(ctx context.Context, a *admittedContext) (authn.Peer, *proof) {
 	if a != nil {
-		return a.peer, &a.proof
+		return a.conn.peer, &a.proof
 	}
 	if g.noTap.CompareAndSwap(false, true) {
 		g.log.Error("guard: a call arrived without the guard's tap (guard.ServerOptions is not installed): open calls are not capped and bad API keys are refused only after their request is read")
@@ -315,7 +316,7 @@ type admittedContext struct {
 	context.Context
 	g          *Guard
 	caller, ip string // the slot (see admit)
-	peer       authn.Peer
+	conn       *connProof
 	proof      proof
 
 	prev, next *admittedContext // on g.pending while listed; guarded by its mu
@@ -382,7 +383,8 @@ func visible(pol *policy.Policy, c *Caller) func(tenant string) bool {
 // writes. It also holds the call's Caller, so that the guard allocates
 // none per call. It is the call's goroutine's.
 type CallInfo struct {
-	caller, tenant string
+	named  *Caller // the caller of the line, once known
+	tenant string
 	// authorized is the caller the handler runs for, once the guard
 	// allowed the call: CallerFromContext finds it here, which saves a
 	// context per call.
@@ -456,8 +458,8 @@ func (ci *CallInfo) LogFields(fields []any) []any {
 	if ci == nil {
 		return fields
 	}
-	if ci.caller != "" {
-		fields = append(fields, "caller", ci.caller)
+	if ci.named != nil && ci.named.Name != "" {
+		fields = append(fields, "caller", ci.named.Name)
 	}
 	if ci.tenant != "" {
 		fields = append(fields, "tenant", clip(ci.tenant))
@@ -471,7 +473,7 @@ func (ci *CallInfo) note(c *Caller, tenant string) {
 	if ci == nil {
 		return
 	}
-	ci.caller = c.Name
+	ci.named = c
 	if tenant != "" {
 		ci.tenant = tenant
 	}

@@ -44,7 +44,8 @@ func openStream(t *testing.T, g *Guard, h *policy.Holder, ss grpc.ServerStream) 
 	c.identity = c.Identity.String()
 	gs := &guardedStream{ServerStream: ss, g: g, c: c, method: watchMethod, t: target{tenant: "team-a", scopes: []string{"read:x"}}}
 	ctx, cancel := context.WithCancelCause(t.Context())
-	gs.ctx, gs.cancel = callerContext{Context: ctx, c: c}, cancelFunc(cancel)
+	gs.ServerStream = &contextStream{ServerStream: ss, ctx: callerContext{Context: ctx, c: c}}
+	gs.cancel = cancelFunc(cancel)
 	if err := g.track(gs); err != nil {
 		t.Fatal(err)
 	}

@@ -38,17 +38,18 @@ func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInf
 		// The server's call context: it names the caller and the guard
 		// cancels it, without a context of the guard's per stream.
 		ci.authorized = c
-		gs.ctx, gs.cancel = ctx, ci.canceler
+		gs.cancel = ci.canceler
 	} else {
 		cctx, cancel := context.WithCancelCause(ctx)
-		gs.ctx, gs.cancel = callerContext{Context: cctx, c: c}, cancelFunc(cancel)
+		gs.ServerStream = &contextStream{ServerStream: ss, ctx: callerContext{Context: cctx, c: c}}
+		gs.cancel = cancelFunc(cancel)
 	}
 	err := handler(srv, gs)
 	g.untrack(gs)
 	gs.cancel.CancelCall(nil)
 	if e := gs.revoked.Load(); e != nil && gs.authorized {
 		// Audited before the status reaches the client.
-		g.deny(gs.ctx, gs.method, c, gs.t, e)
+		g.deny(gs.Context(), gs.method, c, gs.t, e)
 		g.log.Info("stream ended: policy change revoked access", "caller", c.Name, "tenant", gs.t.tenant, "method", gs.method)
 		return e
 	}
@@ -69,6 +70,14 @@ func (x callerContext) Value(key any) any {
 	return x.Context.Value(key)
 }
 
+// contextStream is a stream with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
 // cancelFunc is a context.CancelCauseFunc as a Canceler.
 type cancelFunc context.CancelCauseFunc
 
@@ -78,12 +87,11 @@ func (f cancelFunc) CancelCall(cause error) { f(cause) }
 // a policy change revokes the right (see redecide), and audits the
 // tokens it sends.
 type guardedStream struct {
-	grpc.ServerStream
-	ctx    context.Context // carries the caller (CallerFromContext)
-	cancel Canceler
-	g      *Guard
-	c      *Caller
-	method string
+	grpc.ServerStream // its Context carries the caller (CallerFromContext)
+	cancel            Canceler
+	g                 *Guard
+	c                 *Caller
+	method            string
 
 	// Set by RecvMsg before any send; sends may run on the server's
 	// senders, one at a time, after RecvMsg.
@@ -99,8 +107,6 @@ type guardedStream struct {
 	admitting sync.WaitGroup
 }
 
-func (s *guardedStream) Context() context.Context { return s.ctx }
-
 func (s *guardedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
@@ -109,7 +115,7 @@ func (s *guardedStream) RecvMsg(m any) error {
 		return nil
 	}
 	t := targetOf(m)
-	CallInfoFrom(s.ctx).note(s.c, t.tenant)
+	CallInfoFrom(s.Context()).note(s.c, t.tenant)
 	t.unknown = t.unknown || t.listing // a stream lists nothing
 	s.t = t
 	err := s.g.track(s)
@@ -119,7 +125,7 @@ func (s *guardedStream) RecvMsg(m any) error {
 		}
 	}
 	if err != nil {
-		return s.g.deny(s.ctx, s.method, s.c, t, err)
+		return s.g.deny(s.Context(), s.method, s.c, t, err)
 	}
 	s.authorized = true
 	return nil
@@ -160,7 +166,7 @@ func (s *guardedStream) admit(m any) error {
 	s.admitting.Add(1)
 	s.mu.Unlock()
 	defer s.admitting.Done()
-	if err := s.g.audit(s.ctx, withToken(record(audit.EventIssue, s.method, s.c, s.t), tok)); err != nil {
+	if err := s.g.audit(s.Context(), withToken(record(audit.EventIssue, s.method, s.c, s.t), tok)); err != nil {
 		return errAuditUnavailable
 	}
 	s.lastVersion = tok.version

@@ -260,7 +260,6 @@ type callCtx struct {
 
 	mu        sync.Mutex // orders CancelCall, ended and making cancel
 	ended     bool
-	cause     error       // CancelCall's
 	onCancel  func()      // see watchDone
 	cancelled atomic.Bool // CancelCall was called
 	cancel    atomic.Pointer[callCancel]
@@ -296,18 +295,22 @@ func (c *callCtx) Err() error {
 }
 
 // CancelCall cancels the call's context with cause (guard.Canceler).
+// A cause is kept in the context that can be cancelled, made for it if
+// need be; without one (the guard's at every stream's end) none is made.
 func (c *callCtx) CancelCall(cause error) {
-	if cause == nil {
-		cause = context.Canceled
+	var cc *callCancel
+	if cause != nil {
+		cc = c.cancelable()
 	}
 	c.mu.Lock()
 	var notify func()
 	if !c.cancelled.Load() {
-		c.cause = cause
 		c.cancelled.Store(true)
 		notify = c.onCancel
 	}
-	cc := c.cancel.Load()
+	if cc == nil {
+		cc = c.cancel.Load()
+	}
 	c.mu.Unlock()
 	if cc != nil {
 		cc.cancel(cause)
@@ -329,9 +332,7 @@ func (c *callCtx) cancelable() *callCancel {
 	ctx, cancel := context.WithCancelCause(c.Context)
 	cc := &callCancel{ctx: ctx, cancel: cancel}
 	switch {
-	case c.cancelled.Load():
-		cancel(c.cause)
-	case c.ended:
+	case c.cancelled.Load() || c.ended:
 		cancel(nil)
 	default:
 		cc.stop = context.AfterFunc(c.s.abort, func() { cancel(errShuttingDown) })
