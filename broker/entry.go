@@ -59,6 +59,10 @@ type call struct {
 	// longest is the longest recent lifetime of the key's tokens when tok
 	// arrived (see entry.lifetimes).
 	longest time.Duration
+	// deadline is when a caller stops waiting for the call (real time):
+	// its attempt's timeout from its start, however long it is queued.
+	deadline time.Time
+	timeout  time.Duration
 }
 
 // release frees the call's waiters with why (e.mu held), unless the
@@ -257,7 +261,17 @@ func (e *entry) drop(reason error) {
 }
 
 func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, error) {
+	bound := time.NewTimer(time.Until(c.deadline))
+	defer bound.Stop()
 	select {
+	case <-bound.C:
+		select {
+		case <-c.done: // the answer arrived too: it wins
+		default:
+			// Queued behind other requests to the host, or slow: the
+			// request goes on for the next caller.
+			return nil, noAnswerError(nil, c.timeout)
+		}
 	case <-c.done:
 	case <-c.gone:
 		select {

@@ -106,7 +106,9 @@ func (e *entry) startLocked() *call {
 	e.stopTimerLocked()
 	b.wg.Add(1)
 	timeout := e.attemptTimeoutLocked()
-	e.t.queue.add(queuedFetch{e: e, c: c, timeout: timeout, deadline: time.Now().Add(timeout)})
+	now := time.Now()
+	c.deadline, c.timeout = now.Add(timeout), timeout
+	e.t.queue.add(queuedFetch{e: e, c: c, timeout: timeout, until: now.Add(queueWait(timeout))})
 	return c
 }
 
@@ -130,11 +132,11 @@ func (e *entry) attemptTimeoutLocked() time.Duration {
 	return d
 }
 
-// run makes the request of call c (queued by startLocked) and publishes
-// its outcome. deadline is the attempt's timeout counted from when it was
-// queued: real time, not the broker's clock, as it bounds a network
-// request.
-func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
+// run makes the request of call c (queued by startLocked) with the
+// attempt's timeout, unless it waited in the queue past until, and
+// publishes its outcome. Real time, not the broker's clock: it bounds a
+// network request.
+func (e *entry) run(c *call, until time.Time, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
 	e.mu.Lock()
@@ -144,14 +146,18 @@ func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	var err error
 	var expired bool
 	start, began := b.clock.Now(), time.Now()
-	if live { // else dropped or superseded while queued: no request
-		ctx, cancel := context.WithDeadline(b.base, deadline)
+	switch {
+	case !live: // dropped or superseded while queued: no request
+	case began.After(until): // waited behind a hung host: not sent
+		err = fmt.Errorf("broker: identity provider request not sent: no free connection to its host within %s (limits.max_idp_requests_per_host)", readable(began.Sub(until)+queueWait(timeout)))
+	default:
+		ctx, cancel := context.WithTimeout(b.base, timeout)
 		g, err = (*e.t.fetcher.Load()).Fetch(ctx, e.requestScopes())
 		expired = err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
 	}
-	noAnswer := expired || err != nil && isTimeout(err)
-	if noAnswer {
+	noAnswer := expired || err != nil && (isTimeout(err) || began.After(until))
+	if noAnswer && !began.After(until) {
 		waited := timeout
 		if !expired { // an HTTP client's own, shorter timeout
 			waited = time.Since(began)
