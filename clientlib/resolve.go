@@ -272,12 +272,13 @@ func checkAuthServer(s string) error {
 }
 
 // envFileName is the environments file WithEnvironment and
-// WithEnvironmentByHost read.
+// WithEnvironmentByHost read: WithEnvironmentsFile's, else the default,
+// which XDG_CONFIG_HOME (read through WithEnv) moves.
 func envFileName(cfg *clientConfig) string {
 	if cfg.envFile != "" {
 		return cfg.envFile
 	}
-	return creds.DefaultEnvironmentsPath
+	return creds.DefaultEnvironmentsPath(cfg.lookup)
 }
 
 // loadEnvironments reads the environments file. The default file may be
@@ -285,7 +286,7 @@ func envFileName(cfg *clientConfig) string {
 func loadEnvironments(cfg *clientConfig) (*creds.Environments, error) {
 	envs, err := creds.LoadEnvironments(envFileName(cfg))
 	if errors.Is(err, fs.ErrNotExist) && cfg.envFile == "" {
-		return &creds.Environments{Path: creds.DefaultEnvironmentsPath}, nil
+		return &creds.Environments{Path: envFileName(cfg)}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: environments file: %w", err)

@@ -132,7 +132,7 @@ type directFlags struct {
 func (d *directFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.credentials, "credentials", "", "Kognic credentials file (direct mode); default $KOGNIC_CREDENTIALS, else $KOGNIC_CLIENT_ID and $KOGNIC_CLIENT_SECRET")
 	fs.StringVar(&d.env, "env", "", "named environment of the environments file (direct mode)")
-	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default "+creds.DefaultEnvironmentsPath+")")
+	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default $"+creds.EnvXDGConfigHome+"/kognic/environments.json, else ~/.config/kognic/environments.json)")
 }
 
 // given names a direct-mode flag that was set, or returns "".
