@@ -91,7 +91,7 @@ type clientConfig struct {
 	// than one is an error.
 	choices                []choice
 	authServer             string
-	envFile                string // WithEnvironmentsFile; "" means DefaultEnvironmentsPath
+	envFile                string // WithEnvironmentsFile; "" means creds.DefaultEnvironmentsPath
 	dialOpts               []grpc.DialOption
 	retries                int
 	retryInitial, retryMax time.Duration
@@ -173,7 +173,8 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 
 // WithEnvironment fetches tokens directly from the auth server of the
 // named environment of the environments file (WithEnvironmentsFile,
-// default ~/.config/kognic/environments.json), with its credentials file,
+// default $XDG_CONFIG_HOME/kognic/environments.json, else
+// ~/.config/kognic/environments.json), with its credentials file,
 // or the KOGNIC_* environment variables when it names none. WithAuthServer
 // overrides its auth_server, WithScopes its scopes; its scopes override
 // the credentials file's.
@@ -230,14 +231,16 @@ func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 
 // WithRetries sets how many times a request is retried after a transient
 // failure (default DefaultRetries; 0 turns retrying off). Retried are:
-// 502, 503 and 504 responses and connections reset or closed before any
-// response, for idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT,
-// DELETE, or any with an Idempotency-Key header); and a connection that
-// could not be made at all, for any request. The body must be replayable
-// (none, or Request.GetBody set, as http.NewRequest does for in-memory
-// bodies). Waits grow exponentially from 500ms to 8s with ±50 % jitter,
-// or follow Retry-After when the server sends it (up to a minute; a
-// longer one ends the retries), and end with the request's context.
+// 502, 503 and 504 responses, 429 responses with a Retry-After, and
+// connections reset or closed before any response, for idempotent requests
+// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any with an Idempotency-Key
+// header); and a connection that could not be made at all, for any
+// request. The body must be replayable (none, or Request.GetBody set, as
+// http.NewRequest does for in-memory bodies). Waits grow exponentially
+// from 500ms to 8s with ±50 % jitter, or follow Retry-After when the
+// server sends it (up to a minute; a longer one ends the retries). A wait
+// that would outlast the request's deadline is not begun: the last
+// response or error is returned instead.
 func WithRetries(n int) Option {
 	return clientOption(func(c *clientConfig) { c.retries = max(n, 0) })
 }
