@@ -160,7 +160,7 @@ func WithBroker(addr, tenant string) Option {
 
 // WithCredentialsFile fetches tokens directly from the auth server with the
 // client credentials in a Kognic credentials file. It overrides the
-// environment.
+// environment variables, and combines with WithEnvironment.
 func WithCredentialsFile(path string) Option {
 	return choose(choice{option: "WithCredentialsFile", file: path})
 }
@@ -177,7 +177,9 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 // ~/.config/kognic/environments.json), with its credentials file,
 // or the KOGNIC_* environment variables when it names none. WithAuthServer
 // overrides its auth_server, WithScopes its scopes; its scopes override
-// the credentials file's.
+// the credentials file's. It combines with WithCredentialsFile, which then
+// gives the credentials, when the environment names none (kognic-auth's
+// --env with --credentials); when it does, that is an error.
 func WithEnvironment(name string) Option {
 	return choose(choice{option: "WithEnvironment", env: name})
 }

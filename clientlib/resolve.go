@@ -86,8 +86,11 @@ func resolve(cfg *clientConfig) (*plan, error) {
 	case 1:
 		ch = cfg.choices[0]
 	default:
-		return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost",
-			cfg.choices[0].option, cfg.choices[1].option)
+		var ok bool
+		if ch, ok = envWithFile(cfg.choices); !ok {
+			return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)",
+				cfg.choices[0].option, cfg.choices[1].option)
+		}
 	}
 
 	switch ch.option {
@@ -102,6 +105,10 @@ func resolve(cfg *clientConfig) (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clientlib: WithEnvironment: %w", err)
 		}
+		if ch.file != "" && env.Credentials != "" {
+			return nil, fmt.Errorf("clientlib: WithCredentialsFile (%s) and environment %q of %s (credentials %s) both name credentials; drop one of them (--credentials or --env in broker token and broker call), or remove the environment's credentials key",
+				ch.file, env.Name, envs.Path, env.Credentials)
+		}
 		return resolveDirect(cfg, ch, cfg.clock(), &env)
 	case "WithEnvironmentByHost":
 		if cfg.authServer != "" {
@@ -114,6 +121,24 @@ func resolve(cfg *clientConfig) (*plan, error) {
 		return &plan{mode: modeByHost, from: ch.option + " and " + envs.Path, envs: envs}, nil
 	}
 	return resolveDirect(cfg, ch, cfg.clock(), nil)
+}
+
+// envWithFile merges the one pair of choices that combines: WithEnvironment
+// for the host, auth server and scopes, WithCredentialsFile for the
+// credentials, as kognic-auth's --env with --credentials.
+func envWithFile(choices []choice) (choice, bool) {
+	if len(choices) != 2 {
+		return choice{}, false
+	}
+	e, f := choices[0], choices[1]
+	if e.option != "WithEnvironment" {
+		e, f = f, e
+	}
+	if e.option != "WithEnvironment" || f.option != "WithCredentialsFile" {
+		return choice{}, false
+	}
+	e.file = f.file
+	return e, true
 }
 
 func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
@@ -208,7 +233,13 @@ func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFil
 	}
 	if env != nil {
 		from = fmt.Sprintf("environment %q of %s", env.Name, envFile)
-		if env.Credentials != "" {
+		switch {
+		case ch.file != "": // WithCredentialsFile, with an environment that names none
+			if err := load("WithCredentialsFile", ch.file); err != nil {
+				return nil, "", err
+			}
+			from += " with credentials file " + ch.file
+		case env.Credentials != "":
 			if err := load(from, env.Credentials); err != nil {
 				return nil, "", err
 			}

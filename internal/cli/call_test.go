@@ -120,8 +120,6 @@ func TestCallBadArguments(t *testing.T) {
 			want: "call: --env applies to direct mode, but --addr (or TOKENBROKER_ADDR) asks the broker; drop one of them"},
 		{name: "--tls-server-name without --addr", args: []string{"get", api, "--tls-server-name", "broker"},
 			want: "call: the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode"},
-		{name: "--credentials and --env", args: []string{"get", api, "--credentials", "c.json", "--env", "example"},
-			want: "call: --credentials and --env both name credentials; give one of them"},
 		{name: "API key off loopback without TLS", args: []string{"get", api, "--addr", "broker.example.com:443", "--api-key-file", f.apiKey},
 			want: "call: --api-key-file: broker.example.com:443 is not a loopback address, and without TLS the key would cross the network in clear text; add --tls-ca (or --tls)"},
 		{name: "--tls-cert without --tls-key", args: []string{"get", api, "--addr", "b:1", "--tls-cert", f.cert},

@@ -45,10 +45,7 @@ func (c *common) check(stderr io.Writer) error {
 		if c.client.given() {
 			return errors.New("the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode")
 		}
-		if c.direct.credentials != "" && c.direct.env != "" {
-			return errors.New("--credentials and --env both name credentials; give one of them")
-		}
-		return nil
+		return nil // --env with --credentials: clientlib combines them, or says why not
 	}
 	if f := c.direct.given(); f != "" {
 		return fmt.Errorf("%s applies to direct mode, but --addr (or %s) asks the broker; drop one of them", f, clientlib.EnvBrokerAddr)
@@ -59,7 +56,9 @@ func (c *common) check(stderr io.Writer) error {
 }
 
 // directOptions are the clientlib options of direct mode. With neither
-// --credentials nor --env, the environment variables decide.
+// --credentials nor --env, the environment variables decide; with both,
+// the environment gives the auth server and scopes, the file the
+// credentials.
 func (c *common) directOptions(getenv func(string) string) []clientlib.Option {
 	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
 	opts := []clientlib.Option{clientlib.WithEnv(lookup)}
