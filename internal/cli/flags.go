@@ -22,17 +22,19 @@ import (
 
 // common are the flags of both commands: where the token comes from.
 type common struct {
-	addr, tenant, scopes string
-	timeout              time.Duration
-	direct               directFlags
-	client               clientFlags
-	dialOpts             []grpc.DialOption // of the client flags given, with --addr
+	addr, tenant string
+	scopes       scopeList
+	timeout      time.Duration
+	direct       directFlags
+	client       clientFlags
+	dialOpts     []grpc.DialOption // of the client flags given, with --addr
 }
 
 func (c *common) register(fs *flag.FlagSet, getenv func(string) string, timeout time.Duration, timeoutUsage string) {
 	fs.StringVar(&c.addr, "addr", getenv(clientlib.EnvBrokerAddr), "broker address; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
 	fs.StringVar(&c.tenant, "tenant", getenv(clientlib.EnvBrokerTenant), "tenant name, with --addr (default $"+clientlib.EnvBrokerTenant+", else \"default\")")
-	fs.StringVar(&c.scopes, "scopes", "", "comma- or space-separated scopes; default: the environment's, else the credentials file's (direct) or the tenant's (broker)")
+	fs.Var(&c.scopes, "scopes", "scopes to request, comma- or space-separated, repeatable; default: the environment's, else the credentials file's (direct) or the tenant's (broker)")
+	fs.Var(&c.scopes, "scope", "same as --scopes")
 	fs.DurationVar(&c.timeout, "timeout", timeout, timeoutUsage)
 	c.direct.register(fs)
 	c.client.register(fs)
@@ -75,14 +77,67 @@ func (c *common) directOptions(getenv func(string) string) []clientlib.Option {
 	if d.server != "" {
 		opts = append(opts, clientlib.WithAuthServer(d.server))
 	}
-	if sc := splitScopes(c.scopes); len(sc) > 0 {
-		opts = append(opts, clientlib.WithScopes(sc...))
+	if len(c.scopes) > 0 {
+		opts = append(opts, clientlib.WithScopes(c.scopes...))
 	}
 	return opts
 }
 
-func splitScopes(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
+// scopeList is the value of --scopes and --scope: each use adds its
+// comma- or space-separated scopes.
+type scopeList []string
+
+func (s *scopeList) String() string { return strings.Join(*s, " ") }
+func (s *scopeList) Set(v string) error {
+	*s = append(*s, strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })...)
+	return nil
+}
+
+// spreadScopes rewrites kognic-auth's "--scopes a b" (argparse's
+// nargs="+": the values up to the next flag) into "--scopes a --scopes b"
+// for the flag package, which stops at the first non-flag argument. It
+// walks args as the flag package does, so a value of another flag is never
+// taken for a scope. Only for commands without positional arguments.
+func spreadScopes(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		out = append(out, a)
+		if a == "--" {
+			return append(out, args[i+1:]...)
+		}
+		name, hasValue := flagName(a)
+		f := fs.Lookup(name)
+		if f == nil || hasValue || isBoolFlag(f) || i+1 == len(args) {
+			continue
+		}
+		i++
+		out = append(out, args[i]) // the flag's value
+		if name != "scopes" && name != "scope" {
+			continue
+		}
+		for i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+			i++
+			out = append(out, a, args[i])
+		}
+	}
+	return out
+}
+
+// flagName is the name in a flag argument ("-x", "--x", "--x=v"), and
+// whether it carries its value; "" for any other argument.
+func flagName(arg string) (name string, hasValue bool) {
+	if len(arg) < 2 || arg[0] != '-' {
+		return "", false
+	}
+	name = strings.TrimPrefix(arg[1:], "-")
+	name, _, hasValue = strings.Cut(name, "=")
+	return name, hasValue
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // parseInterleaved parses flags that may come before, between and after
