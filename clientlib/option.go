@@ -58,6 +58,7 @@ const (
 type sourceConfig struct {
 	scopes         []string
 	scopesSet      bool
+	failFast       bool // WithFailFast
 	minValid       time.Duration
 	rpcTimeout     time.Duration
 	backoffInitial time.Duration
@@ -229,6 +230,19 @@ func WithEnv(lookup func(key string) (string, bool)) Option {
 // grpc.WithTransportCredentials).
 func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 	return clientOption(func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) })
+}
+
+// WithFailFast makes NewHTTPClient, in direct mode, give up on the first
+// token as soon as the auth server's answer shows that waiting will not
+// help (upstream.Error.Transient is false): nothing listens at its
+// address, its name does not resolve, TLS fails, it redirects, it answers
+// with a status other than 408, 429, 500, 502, 503 and 504 (404, 501…),
+// or with a 2xx that is no token response. Those six, timeouts and
+// dropped connections are still retried until ctx ends. It is for command-line tools; a service that may
+// start before its auth server leaves it off. After the first token it
+// changes nothing.
+func WithFailFast() Option {
+	return clientOption(func(c *clientConfig) { c.source.failFast = true })
 }
 
 // WithRetries sets how many times a request is retried after a transient

@@ -50,7 +50,8 @@ type plan struct {
 	// broker mode
 	addr, tenant string
 	// direct mode
-	direct broker.Tenant
+	direct     broker.Tenant
+	serverFrom string // what set the auth server, for errors
 	// by-host mode
 	envs *creds.Environments
 }
@@ -173,7 +174,8 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	if err != nil {
 		return nil, err
 	}
-	if err := authServerOverlay(cfg, env, from, overlay); err != nil {
+	serverFrom, err := authServerOverlay(cfg, env, from, overlay)
+	if err != nil {
 		return nil, err
 	}
 	lookup := func(key string) (string, bool) {
@@ -196,7 +198,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	if err != nil {
 		return nil, err
 	}
-	return &plan{mode: modeDirect, from: from, direct: broker.Tenant{
+	return &plan{mode: modeDirect, from: from, serverFrom: serverFrom, direct: broker.Tenant{
 		Name: directTenant, TokenURL: kc.TokenURL, ClientID: kc.Credentials.ID, ClientSecret: kc.Credentials.Secret,
 		Scopes: scopes, AuthStyle: oauth2.AuthStyleInParams,
 	}}, nil
@@ -249,9 +251,10 @@ func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFil
 }
 
 // authServerOverlay sets the auth server of WithAuthServer, else of env,
-// in overlay. The client secret goes to the auth server: plain http only
-// to loopback, as the broker requires of KOGNIC_AUTH_SERVER.
-func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) error {
+// in overlay, and says what set it. The client secret goes to the auth
+// server: plain http only to loopback, as the broker requires of
+// KOGNIC_AUTH_SERVER.
+func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) (serverFrom string, _ error) {
 	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
 	field := "" // the option or field that names the server, for errors
 	switch {
@@ -259,18 +262,20 @@ func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, o
 		server, serverFrom, field = cfg.authServer, "WithAuthServer", "WithAuthServer"
 	case env != nil:
 		server, serverFrom, field = env.AuthServer, from, from+": auth_server"
+	case server == "":
+		serverFrom = "the default, as " + kognic.EnvAuthServer + " is unset"
 	}
 	if field != "" {
 		if err := checkAuthServer(server); err != nil {
-			return fmt.Errorf("clientlib: %s: %w", field, err)
+			return "", fmt.Errorf("clientlib: %s: %w", field, err)
 		}
 		overlay[kognic.EnvAuthServer] = server
 	}
 	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !upstream.IsLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
+		return "", fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
 			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
 	}
-	return nil
+	return serverFrom, nil
 }
 
 // directScopes are direct mode's scopes: WithScopes, else env's, else the

@@ -63,7 +63,9 @@ func (c *common) check(stderr io.Writer) error {
 // credentials.
 func (c *common) directOptions(getenv func(string) string) []clientlib.Option {
 	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
-	opts := []clientlib.Option{clientlib.WithEnv(lookup)}
+	// A person waits: an auth server that cannot answer fails at once,
+	// as in kognic-auth; 5xx, 429 and timeouts are retried until --timeout.
+	opts := []clientlib.Option{clientlib.WithEnv(lookup), clientlib.WithFailFast()}
 	d := c.direct
 	if d.credentials != "" {
 		opts = append(opts, clientlib.WithCredentialsFile(d.credentials))
