@@ -45,7 +45,11 @@ func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, cl
 	if ue, ok := errors.AsType[*upstream.Error](err); ok && cfg.source.failFast && !ue.Transient() {
 		// WithFailFast's answer: what the auth server said, and what set it.
 		closeBroker()
-		return nil, nil, withKind(brokerKind(ue), fmt.Errorf("clientlib: no token from the auth server (its URL from %s, the credentials from %s): %w", p.serverFrom, p.from, ue))
+		from := "its URL from " + p.serverFrom + ", the credentials from " + p.from
+		if p.serverFrom == p.from {
+			from = "its URL and the credentials from " + p.from
+		}
+		return nil, nil, withKind(brokerKind(ue), fmt.Errorf("clientlib: no token from the auth server (%s): %w", from, ue))
 	}
 	if err != nil {
 		closeBroker()
