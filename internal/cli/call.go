@@ -37,7 +37,8 @@ func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 // selects (clientlib.WithEnvironmentByHost: a host no environment names
 // gets no token). It goes only to the URL's origin, not to another one a
 // redirect names. A 401 replaces the token and repeats the request once;
-// 502, 503 and 504 are retried for idempotent methods. The response body
+// 502, 503, 504 and 429 with Retry-After are retried for idempotent
+// methods. The response body
 // is printed in the chosen format on a 2xx status; otherwise the status
 // and the start of the body, the token redacted, make the error. The
 // token is never printed.

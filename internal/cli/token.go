@@ -21,7 +21,7 @@ import (
 )
 
 // TokenUsage is the usage line of `broker token`.
-const TokenUsage = `broker token [--addr ADDR --tenant NAME | --credentials FILE | --env NAME] [--server URL] [--scopes a b] [--decode]`
+const TokenUsage = `broker token [--addr ADDR --tenant NAME | [--credentials FILE] [--env NAME]] [--server URL] [--scopes a b] [--decode]`
 
 // Token runs `broker token`: with --addr (or TOKENBROKER_ADDR) it asks the
 // broker for a tenant's token; without, it fetches one straight from the
