@@ -2,11 +2,13 @@ package clientlib
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 // Direct mode runs the broker's own token core in process, for one tenant
@@ -40,6 +42,15 @@ func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, cl
 		tr.CloseIdleConnections()
 	}
 	src, err := startSource(ctx, &directBackend{b: b, tenant: directTenant}, directTenant, nil, cfg.source)
+	if ue, ok := errors.AsType[*upstream.Error](err); ok && cfg.source.failFast && !ue.Transient() {
+		// WithFailFast's answer: what the auth server said, and what set it.
+		closeBroker()
+		from := "its URL from " + p.serverFrom + ", the credentials from " + p.from
+		if p.serverFrom == p.from {
+			from = "its URL and the credentials from " + p.from
+		}
+		return nil, nil, withKind(brokerKind(ue), fmt.Errorf("clientlib: no token from the auth server (%s): %w", from, ue))
+	}
 	if err != nil {
 		closeBroker()
 		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)

@@ -114,6 +114,13 @@ func permanent(err error) bool {
 		errors.Is(err, ErrClosed) || errors.Is(err, errNotBroker)
 }
 
+// lasting reports whether err is an answer of the auth server that waiting
+// will not change (WithFailFast).
+func lasting(err error) bool {
+	ue, ok := errors.AsType[*upstream.Error](err)
+	return ok && !ue.Transient()
+}
+
 // startFatal reports whether err, before the first token, makes NewSource
 // fail at once rather than wait for its context.
 func startFatal(err error) bool {

@@ -37,7 +37,7 @@ type HTTPClient struct {
 //
 //  1. an option: WithBroker, WithCredentialsFile, WithClientCredentials,
 //     WithEnvironment or WithEnvironmentByHost (more than one is an
-//     error);
+//     error, but for WithEnvironment with WithCredentialsFile);
 //  2. TOKENBROKER_ADDR: broker mode, for tenant TOKENBROKER_TENANT (default
 //     "default");
 //  3. KOGNIC_CREDENTIALS (a credentials file), else KOGNIC_CLIENT_ID and

@@ -58,6 +58,7 @@ const (
 type sourceConfig struct {
 	scopes         []string
 	scopesSet      bool
+	failFast       bool // WithFailFast
 	minValid       time.Duration
 	rpcTimeout     time.Duration
 	backoffInitial time.Duration
@@ -91,7 +92,7 @@ type clientConfig struct {
 	// than one is an error.
 	choices                []choice
 	authServer             string
-	envFile                string // WithEnvironmentsFile; "" means DefaultEnvironmentsPath
+	envFile                string // WithEnvironmentsFile; "" means creds.DefaultEnvironmentsPath
 	dialOpts               []grpc.DialOption
 	retries                int
 	retryInitial, retryMax time.Duration
@@ -160,7 +161,7 @@ func WithBroker(addr, tenant string) Option {
 
 // WithCredentialsFile fetches tokens directly from the auth server with the
 // client credentials in a Kognic credentials file. It overrides the
-// environment.
+// environment variables, and combines with WithEnvironment.
 func WithCredentialsFile(path string) Option {
 	return choose(choice{option: "WithCredentialsFile", file: path})
 }
@@ -173,10 +174,13 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 
 // WithEnvironment fetches tokens directly from the auth server of the
 // named environment of the environments file (WithEnvironmentsFile,
-// default ~/.config/kognic/environments.json), with its credentials file,
+// default $XDG_CONFIG_HOME/kognic/environments.json, else
+// ~/.config/kognic/environments.json), with its credentials file,
 // or the KOGNIC_* environment variables when it names none. WithAuthServer
 // overrides its auth_server, WithScopes its scopes; its scopes override
-// the credentials file's.
+// the credentials file's. It combines with WithCredentialsFile, which then
+// gives the credentials, when the environment names none (kognic-auth's
+// --env with --credentials); when it does, that is an error.
 func WithEnvironment(name string) Option {
 	return choose(choice{option: "WithEnvironment", env: name})
 }
@@ -228,16 +232,31 @@ func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 	return clientOption(func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) })
 }
 
+// WithFailFast makes NewHTTPClient, in direct mode, give up on the first
+// token as soon as the auth server's answer shows that waiting will not
+// help (upstream.Error.Transient is false): nothing listens at its
+// address, its name does not resolve, TLS fails, it redirects, it answers
+// with a status other than 408, 429, 500, 502, 503 and 504 (404, 501…),
+// or with a 2xx that is no token response. Those six, timeouts and
+// dropped connections are still retried until ctx ends. It is for command-line tools; a service that may
+// start before its auth server leaves it off. After the first token it
+// changes nothing.
+func WithFailFast() Option {
+	return clientOption(func(c *clientConfig) { c.source.failFast = true })
+}
+
 // WithRetries sets how many times a request is retried after a transient
 // failure (default DefaultRetries; 0 turns retrying off). Retried are:
-// 502, 503 and 504 responses and connections reset or closed before any
-// response, for idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT,
-// DELETE, or any with an Idempotency-Key header); and a connection that
-// could not be made at all, for any request. The body must be replayable
-// (none, or Request.GetBody set, as http.NewRequest does for in-memory
-// bodies). Waits grow exponentially from 500ms to 8s with ±50 % jitter,
-// or follow Retry-After when the server sends it (up to a minute; a
-// longer one ends the retries), and end with the request's context.
+// 502, 503 and 504 responses, 429 responses with a Retry-After, and
+// connections reset or closed before any response, for idempotent requests
+// (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or any with an Idempotency-Key
+// header); and a connection that could not be made at all, for any
+// request. The body must be replayable (none, or Request.GetBody set, as
+// http.NewRequest does for in-memory bodies). Waits grow exponentially
+// from 500ms to 8s with ±50 % jitter, or follow Retry-After when the
+// server sends it (up to a minute; a longer one ends the retries). A wait
+// that would outlast the request's deadline is not begun: the last
+// response or error is returned instead.
 func WithRetries(n int) Option {
 	return clientOption(func(c *clientConfig) { c.retries = max(n, 0) })
 }

@@ -50,7 +50,8 @@ type plan struct {
 	// broker mode
 	addr, tenant string
 	// direct mode
-	direct broker.Tenant
+	direct     broker.Tenant
+	serverFrom string // what set the auth server, for errors
 	// by-host mode
 	envs *creds.Environments
 }
@@ -86,8 +87,11 @@ func resolve(cfg *clientConfig) (*plan, error) {
 	case 1:
 		ch = cfg.choices[0]
 	default:
-		return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost",
-			cfg.choices[0].option, cfg.choices[1].option)
+		var ok bool
+		if ch, ok = envWithFile(cfg.choices); !ok {
+			return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)",
+				cfg.choices[0].option, cfg.choices[1].option)
+		}
 	}
 
 	switch ch.option {
@@ -102,6 +106,10 @@ func resolve(cfg *clientConfig) (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clientlib: WithEnvironment: %w", err)
 		}
+		if ch.file != "" && env.Credentials != "" {
+			return nil, fmt.Errorf("clientlib: WithCredentialsFile (%s) and environment %q of %s (credentials %s) both name credentials; drop one of them (--credentials or --env in broker token and broker call), or remove the environment's credentials key",
+				ch.file, env.Name, envs.Path, env.Credentials)
+		}
 		return resolveDirect(cfg, ch, cfg.clock(), &env)
 	case "WithEnvironmentByHost":
 		if cfg.authServer != "" {
@@ -114,6 +122,24 @@ func resolve(cfg *clientConfig) (*plan, error) {
 		return &plan{mode: modeByHost, from: ch.option + " and " + envs.Path, envs: envs}, nil
 	}
 	return resolveDirect(cfg, ch, cfg.clock(), nil)
+}
+
+// envWithFile merges the one pair of choices that combines: WithEnvironment
+// for the host, auth server and scopes, WithCredentialsFile for the
+// credentials, as kognic-auth's --env with --credentials.
+func envWithFile(choices []choice) (choice, bool) {
+	if len(choices) != 2 {
+		return choice{}, false
+	}
+	e, f := choices[0], choices[1]
+	if e.option != "WithEnvironment" {
+		e, f = f, e
+	}
+	if e.option != "WithEnvironment" || f.option != "WithCredentialsFile" {
+		return choice{}, false
+	}
+	e.file = f.file
+	return e, true
 }
 
 func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
@@ -148,7 +174,8 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	if err != nil {
 		return nil, err
 	}
-	if err := authServerOverlay(cfg, env, from, overlay); err != nil {
+	serverFrom, err := authServerOverlay(cfg, env, from, overlay)
+	if err != nil {
 		return nil, err
 	}
 	lookup := func(key string) (string, bool) {
@@ -171,7 +198,7 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	if err != nil {
 		return nil, err
 	}
-	return &plan{mode: modeDirect, from: from, direct: broker.Tenant{
+	return &plan{mode: modeDirect, from: from, serverFrom: serverFrom, direct: broker.Tenant{
 		Name: directTenant, TokenURL: kc.TokenURL, ClientID: kc.Credentials.ID, ClientSecret: kc.Credentials.Secret,
 		Scopes: scopes, AuthStyle: oauth2.AuthStyleInParams,
 	}}, nil
@@ -208,7 +235,13 @@ func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFil
 	}
 	if env != nil {
 		from = fmt.Sprintf("environment %q of %s", env.Name, envFile)
-		if env.Credentials != "" {
+		switch {
+		case ch.file != "": // WithCredentialsFile, with an environment that names none
+			if err := load("WithCredentialsFile", ch.file); err != nil {
+				return nil, "", err
+			}
+			from += " with credentials file " + ch.file
+		case env.Credentials != "":
 			if err := load(from, env.Credentials); err != nil {
 				return nil, "", err
 			}
@@ -218,9 +251,10 @@ func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFil
 }
 
 // authServerOverlay sets the auth server of WithAuthServer, else of env,
-// in overlay. The client secret goes to the auth server: plain http only
-// to loopback, as the broker requires of KOGNIC_AUTH_SERVER.
-func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) error {
+// in overlay, and says what set it. The client secret goes to the auth
+// server: plain http only to loopback, as the broker requires of
+// KOGNIC_AUTH_SERVER.
+func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) (serverFrom string, _ error) {
 	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
 	field := "" // the option or field that names the server, for errors
 	switch {
@@ -228,18 +262,20 @@ func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, o
 		server, serverFrom, field = cfg.authServer, "WithAuthServer", "WithAuthServer"
 	case env != nil:
 		server, serverFrom, field = env.AuthServer, from, from+": auth_server"
+	case server == "":
+		serverFrom = "the default, as " + kognic.EnvAuthServer + " is unset"
 	}
 	if field != "" {
 		if err := checkAuthServer(server); err != nil {
-			return fmt.Errorf("clientlib: %s: %w", field, err)
+			return "", fmt.Errorf("clientlib: %s: %w", field, err)
 		}
 		overlay[kognic.EnvAuthServer] = server
 	}
 	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !upstream.IsLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
+		return "", fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
 			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
 	}
-	return nil
+	return serverFrom, nil
 }
 
 // directScopes are direct mode's scopes: WithScopes, else env's, else the
@@ -272,12 +308,13 @@ func checkAuthServer(s string) error {
 }
 
 // envFileName is the environments file WithEnvironment and
-// WithEnvironmentByHost read.
+// WithEnvironmentByHost read: WithEnvironmentsFile's, else the default,
+// which XDG_CONFIG_HOME (read through WithEnv) moves.
 func envFileName(cfg *clientConfig) string {
 	if cfg.envFile != "" {
 		return cfg.envFile
 	}
-	return creds.DefaultEnvironmentsPath
+	return creds.DefaultEnvironmentsPath(cfg.lookup)
 }
 
 // loadEnvironments reads the environments file. The default file may be
@@ -285,7 +322,7 @@ func envFileName(cfg *clientConfig) string {
 func loadEnvironments(cfg *clientConfig) (*creds.Environments, error) {
 	envs, err := creds.LoadEnvironments(envFileName(cfg))
 	if errors.Is(err, fs.ErrNotExist) && cfg.envFile == "" {
-		return &creds.Environments{Path: creds.DefaultEnvironmentsPath}, nil
+		return &creds.Environments{Path: envFileName(cfg)}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: environments file: %w", err)

@@ -17,9 +17,10 @@ import (
 )
 
 // The HTTP client's handling of transient failures and deprecated
-// endpoints, after kognic-auth's base clients: a few retries of 502, 503,
-// 504 and broken connections with exponential backoff, and a warning per
-// endpoint that announces its sunset.
+// endpoints, after kognic-auth's base clients (urllib3's Retry): a few
+// retries of 502, 503, 504, 429 with Retry-After, and broken connections
+// with exponential backoff, and a warning per endpoint that announces its
+// sunset.
 
 const (
 	// maxRetryAfter is the longest Retry-After honoured; a server asking
@@ -73,6 +74,11 @@ func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				wait = ra
 			}
 		}
+		if beyondDeadline(ctx, wait) {
+			// The caller would not see the end of the wait: this answer
+			// now beats a timeout later.
+			return resp, err
+		}
 		// Get the next body before giving up this response, so that a
 		// failure leaves the caller with the response.
 		next := r
@@ -125,8 +131,19 @@ func retryable(req *http.Request, resp *http.Response, err error) bool {
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return idempotent(req)
+	case http.StatusTooManyRequests:
+		// Only when the server says when: a blind retry adds to the load
+		// it is shedding. urllib3, under kognic-auth, does the same.
+		_, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return ok && idempotent(req)
 	}
 	return false
+}
+
+// beyondDeadline reports whether ctx ends before wait has passed.
+func beyondDeadline(ctx context.Context, wait time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < wait
 }
 
 // notConnected reports whether err says no connection could be made.

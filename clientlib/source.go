@@ -276,7 +276,7 @@ func (s *Source) failLocked(op string, err error) error {
 		s.notifyLocked()
 		s.cancel() // ends the watch and calls in flight
 		s.log.Error("token source stopped for good", "error", err)
-	case s.state.Load().tok == nil && startFatal(err):
+	case s.state.Load().tok == nil && (startFatal(err) || s.cfg.failFast && lasting(err)):
 		if s.startErr == nil {
 			s.startErr = wrapped
 		}

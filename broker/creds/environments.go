@@ -4,13 +4,33 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 )
 
+// EnvXDGConfigHome is the XDG Base Directory variable that moves
+// ~/.config, as it does for kognic-auth.
+const EnvXDGConfigHome = "XDG_CONFIG_HOME"
+
+// configDir is the directory of Kognic's configuration files:
+// $XDG_CONFIG_HOME/kognic, else "~/.config/kognic" ("~" unexpanded, for
+// messages; the readers here expand it). As the XDG spec says, an empty or
+// relative XDG_CONFIG_HOME is ignored. lookup reads the environment
+// (os.LookupEnv in production).
+func configDir(lookup func(string) (string, bool)) string {
+	if v, _ := lookup(EnvXDGConfigHome); filepath.IsAbs(v) {
+		return filepath.Join(v, "kognic")
+	}
+	return "~/.config/kognic"
+}
+
 // DefaultEnvironmentsPath is where kognic-auth, kog and this project look
-// for named environments.
-const DefaultEnvironmentsPath = "~/.config/kognic/environments.json"
+// for named environments: $XDG_CONFIG_HOME/kognic/environments.json, else
+// ~/.config/kognic/environments.json.
+func DefaultEnvironmentsPath(lookup func(string) (string, bool)) string {
+	return filepath.Join(configDir(lookup), "environments.json")
+}
 
 // ErrUnsupportedScheme is wrapped by the error for an environment whose
 // "credentials" is a URI such as "keyring://production": only file paths

@@ -100,6 +100,25 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Transient reports whether the failure may pass by itself: an answer 408,
+// 429, 500, 502, 503 or 504, or no answer for a reason other than those of
+// TransportError.Unreachable (a timeout, a dropped connection). Any other
+// answer (a redirect, another 4xx or 5xx such as 404 or 501, a 2xx that is
+// no token response) recurs until someone changes the configuration. The
+// broker retries every failure but Permanent ones anyway; a command-line
+// tool uses this to fail fast.
+func (e *Error) Transient() bool {
+	switch e.StatusCode {
+	case 0:
+		te, ok := errors.AsType[*TransportError](e.Err)
+		return !ok || !te.Unreachable()
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
 func (e *Error) isRedirect() bool { return e.StatusCode >= 300 && e.StatusCode < 400 }
 
 // RegisteredCodes are the OAuth2 error codes a token endpoint may return
@@ -188,8 +207,15 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 	return e
 }
 
-// kindTimeout is the TransportError kind of a request that ran out of time.
-const kindTimeout = "timeout"
+// TransportError kinds that code looks at.
+const (
+	kindTimeout   = "timeout"
+	kindRefused   = "connection refused"
+	kindNoRoute   = "network unreachable"
+	kindNoHost    = "DNS failure: no such host"
+	kindPlainHTTP = "the server answered plain HTTP to an https URL"
+	kindTLS       = "TLS: " // the prefix of every TLS failure
+)
 
 // TransportError is a token request that got no usable HTTP response. It
 // holds only a description from a fixed vocabulary (see transportKind):
@@ -206,6 +232,18 @@ type TransportError struct {
 // Timeout reports that the request ran out of time (no answer).
 func (t *TransportError) Timeout() bool { return t.Kind == kindTimeout }
 
+// Unreachable reports that there is no server to talk to at the URL, and
+// will not be by retrying at once: the connection was refused, the host
+// name does not exist, there is no route, or TLS failed (a certificate, a
+// server that does not speak TLS).
+func (t *TransportError) Unreachable() bool {
+	switch t.Kind {
+	case kindRefused, kindNoRoute, kindNoHost, kindPlainHTTP:
+		return true
+	}
+	return strings.HasPrefix(t.Kind, kindTLS)
+}
+
 // Unwrap returns the context error that ended the request, if any, so
 // that errors.Is(err, context.DeadlineExceeded) keeps working.
 func (t *TransportError) Unwrap() error { return t.cause }
@@ -218,13 +256,13 @@ func (t *TransportError) Error() string {
 func errnoKind(e syscall.Errno) string {
 	switch e {
 	case syscall.ECONNREFUSED:
-		return "connection refused"
+		return kindRefused
 	case syscall.ECONNRESET:
 		return "connection reset by peer"
 	case syscall.EPIPE:
 		return "broken pipe"
 	case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
-		return "network unreachable"
+		return kindNoRoute
 	}
 	return "network error (errno " + strconv.Itoa(int(e)) + ")"
 }
@@ -251,7 +289,7 @@ func transportKind(err error) string {
 	switch {
 	case errors.As(err, &dnsErr):
 		if dnsErr.IsNotFound {
-			return "DNS failure: no such host"
+			return kindNoHost
 		}
 		if dnsErr.IsTimeout {
 			return "DNS failure: timeout"
@@ -284,7 +322,7 @@ func transportKind(err error) string {
 	// server's bytes; match their fixed parts only.
 	msg := err.Error()
 	for _, k := range []struct{ sub, kind string }{
-		{"server gave HTTP response to HTTPS client", "the server answered plain HTTP to an https URL"},
+		{"server gave HTTP response to HTTPS client", kindPlainHTTP},
 		{"tls:", "TLS: handshake failed"},
 		{"x509:", "TLS: certificate verification failed"},
 		{"malformed", "malformed HTTP response"},

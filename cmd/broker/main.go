@@ -1,7 +1,7 @@
 // Command broker runs the tokenbroker gRPC server and talks to it.
 //
 //	broker serve [--config broker.yaml | --dev] [--listen ADDR]
-//	broker token [--addr ADDR --tenant NAME | --credentials FILE | --env NAME] [--scopes a,b] [--decode]
+//	broker token [--addr ADDR --tenant NAME | [--credentials FILE] [--env NAME]] [--scopes a b] [--decode]
 //	broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
 //	broker version
 //
@@ -28,7 +28,7 @@ const usage = `tokenbroker: holds OAuth 2.0 client credentials and serves fresh 
 Usage:
   broker serve [--config broker.yaml] [--dev] [--listen ADDR]   run the broker
   broker token [--addr ADDR --tenant NAME]      print a token from a running broker (--addr or TOKENBROKER_ADDR)
-  broker token [--credentials FILE | --env NAME] [--server URL]
+  broker token [--credentials FILE] [--env NAME] [--server URL]
                                                 print a token straight from the auth server, like kognic-auth get-access-token
   broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
                                                 an authenticated HTTP request, like kog
