@@ -82,7 +82,7 @@ var answers = []struct {
 	{refused(codes.Unavailable), codes.Unavailable, http.StatusServiceUnavailable, errUnavailable, guardMsg, seconds(5)}, // audit trail down
 	// The broker's errors, as server.toStatus codes them.
 	{is(names.ErrInvalidScope, names.ErrTooManyScopes), codes.InvalidArgument, http.StatusBadRequest, errInvalidScope,
-		fixed(`each scope must be 1 to 256 printable ASCII characters other than space, '"' and '\'`), nil},
+		fixed(scopeRule), nil},
 	{is(names.ErrInvalidTenant), codes.InvalidArgument, http.StatusBadRequest, errInvalidRequest, fixed(clientIDRule), nil},
 	{is(broker.ErrInvalidArgument), codes.InvalidArgument, http.StatusBadRequest, errInvalidRequest, fixed("the request is not valid"), nil},
 	{is(broker.ErrUnknownTenant, broker.ErrTenantRemoved), codes.NotFound, http.StatusBadRequest, errUnauthorizedClient,

@@ -78,7 +78,8 @@ func TestErrorPaths(t *testing.T) {
 		{name: "allowed missing tenant", form: form("team-x", ciKey), status: 400, code: "unauthorized_client", desc: "names no tenant of this broker"},
 		{name: "scope not allowed", form: form("team-a", readerKey, "scope", "read:a write:b"), status: 400, code: "unauthorized_client", desc: `may not request scope "write:b"`},
 		{name: "scope syntax", form: form("team-a", ciKey, "scope", `a"b`), status: 400, code: "invalid_scope", desc: "printable ASCII"},
-		{name: "too many scopes", form: form("team-a", ciKey, "scope", manyScopes(33)), status: 400, code: "invalid_scope", desc: "33 distinct scopes requested; at most 32"},
+		{name: "too many scopes", form: form("team-a", ciKey, "scope", manyScopes(33)), status: 400, code: "invalid_scope", desc: "more than 32 distinct scopes"},
+		{name: "a huge scope", form: form("team-a", ciKey, "scope", strings.Repeat("x", 60<<10)), status: 400, code: "invalid_scope", desc: "1 to 256 printable"},
 		{name: "IdP down", form: form("team-down", ciKey), status: 503, code: "temporarily_unavailable", desc: "the identity provider is unavailable"},
 		{name: "IdP 429", form: form("team-limited", ciKey), status: 503, code: "temporarily_unavailable", desc: "the identity provider is unavailable"},
 		{name: "IdP rejects the tenant", form: form("team-rejected", ciKey), status: 500, code: "server_error", desc: "rejects the broker's credentials"},
@@ -137,6 +138,19 @@ func TestForbiddenTenantsLookAlike(t *testing.T) {
 	missing := f.post("", form("nowhere", readerKey), nil)
 	if exists.Status != missing.Status || exists.Body != strings.ReplaceAll(missing.Body, "nowhere", "acme") {
 		t.Errorf("existing tenant: %d %s\nmissing tenant: %d %s", exists.Status, exists.Body, missing.Status, missing.Body)
+	}
+}
+
+// TestScopeLimit: limits.max_scopes_per_request applies as on gRPC;
+// duplicates count once.
+func TestScopeLimit(t *testing.T) {
+	f := start(t, options{limits: limits.Limits{MaxScopesPerRequest: 2}})
+	a := f.post("", form("team-a", ciKey, "scope", "a b c"), nil)
+	if a.Status != 400 || a.JSON["error"] != "invalid_scope" || !strings.Contains(a.Body, "3 distinct scopes requested; at most 2 are allowed per request (limits.max_scopes_per_request)") {
+		t.Errorf("3 scopes over a limit of 2: %d %s", a.Status, a.Body)
+	}
+	if a := f.post("", form("team-a", ciKey, "scope", "a b a b a"), nil); a.Status != 200 || a.JSON["scope"] != "a b" {
+		t.Errorf("2 distinct scopes, repeated: %d %s", a.Status, a.Body)
 	}
 }
 
