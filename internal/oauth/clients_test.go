@@ -5,9 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/oauth"
 	"github.com/tokenbroker/tokenbroker/internal/test/logtest"
+	"github.com/tokenbroker/tokenbroker/internal/test/pyclient"
 )
 
 // TestXOAuth2ClientCredentials: golang.org/x/oauth2/clientcredentials,
@@ -180,84 +179,24 @@ func TestCurl(t *testing.T) {
 	})
 }
 
-// pythonWith returns a python3 that imports module: $TOKENBROKER_PYTHON,
-// Debian's /usr/bin/python3 (where apt installs python3-authlib), or the
-// first python3 on PATH; "" if none does.
-func pythonWith(module string) string {
-	cands := []string{os.Getenv("TOKENBROKER_PYTHON"), "/usr/bin/python3"}
-	if p, err := exec.LookPath("python3"); err == nil {
-		cands = append(cands, p)
-	}
-	for _, p := range cands {
-		if p != "" && exec.Command(p, "-c", "import "+module).Run() == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// needPython skips without a python3 that has module, unless
-// TOKENBROKER_REQUIRE_PYTHON=1 (CI) makes that a failure.
-func needPython(t *testing.T, module, pkg string) string {
-	t.Helper()
-	py := pythonWith(module)
-	if py == "" {
-		msg := "no python3 with " + module + " (Debian: apt-get install " + pkg + "; .ci/run installs it)"
-		if os.Getenv("TOKENBROKER_REQUIRE_PYTHON") == "1" {
-			t.Fatal(msg + ", and TOKENBROKER_REQUIRE_PYTHON=1")
-		}
-		t.Skip(msg)
-	}
-	return py
-}
-
 // TestPythonClients: Python's OAuth2 clients, which nobody here wrote,
-// get the broker's tokens: authlib's OAuth2Session set up exactly as
-// kognic-auth's RequestsAuthSession sets it up (client_secret_post,
-// KOGNIC_AUTH_SERVER + /v1/auth/oauth/token), authlib with Basic, and
-// requests-oauthlib's BackendApplicationClient. The script prints the
-// SHA-256 of what it got, never the token.
+// get the broker's tokens (see pyclient): kognic-auth's session on the
+// Kognic path with the form, authlib with Basic, requests-oauthlib.
 func TestPythonClients(t *testing.T) {
 	f := start(t, options{})
 	want := f.brokerToken("team-a")
 	sum := sha256.Sum256([]byte(want.AccessToken))
 	wantSum := hex.EncodeToString(sum[:])
-	script, err := filepath.Abs("testdata/client.py")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		client, module, pkg string
-	}{
-		{"kognic-auth", "authlib", "python3-authlib"},
-		{"authlib-basic", "authlib", "python3-authlib"},
-		{"requests-oauthlib", "requests_oauthlib", "python3-requests-oauthlib"},
-	} {
-		t.Run(tc.client, func(t *testing.T) {
-			py := needPython(t, tc.module, tc.pkg)
-			var out, errOut bytes.Buffer
-			cmd := exec.CommandContext(t.Context(), py, script, tc.client)
-			cmd.Env = append(os.Environ(), "KOGNIC_AUTH_SERVER="+f.URL, "TB_CLIENT_ID=team-a", "TB_CLIENT_SECRET="+ciKey, "TB_WRONG_SECRET="+wrongKey)
-			cmd.Stdout, cmd.Stderr = &out, &errOut
-			if err := cmd.Run(); err != nil {
-				t.Fatalf("%s %s: %v\nstdout: %s\nstderr: %s", py, tc.client, err, out.String(), errOut.String())
-			}
-			var got struct {
-				TokenSHA256 string  `json:"token_sha256"`
-				TokenType   string  `json:"token_type"`
-				ExpiresIn   float64 `json:"expires_in"`
-				WrongKey    string  `json:"wrong_key"`
-			}
-			if err := json.Unmarshal(out.Bytes(), &got); err != nil {
-				t.Fatalf("script output %q: %v", out.String(), err)
-			}
+	for _, c := range pyclient.Clients {
+		t.Run(c.Name, func(t *testing.T) {
+			got := pyclient.Run(t, c.Name, f.URL, "team-a", ciKey, wrongKey)
 			if got.TokenSHA256 != wantSum || !strings.EqualFold(got.TokenType, "bearer") || got.ExpiresIn < 3500 {
-				t.Errorf("%s got %+v; want the broker's token (sha256 %s…), Bearer, an hour", tc.client, got, wantSum[:12])
+				t.Errorf("%s got %+v; want the broker's token (sha256 %s…), Bearer, an hour", c.Name, got, wantSum[:12])
 			}
 			if got.WrongKey != "invalid_client" {
-				t.Errorf("%s with a wrong key: %q, want invalid_client", tc.client, got.WrongKey)
+				t.Errorf("%s with a wrong key: %q, want invalid_client", c.Name, got.WrongKey)
 			}
-			logtest.AssertNone(t, map[string]string{"python output": out.String() + errOut.String()}, map[string]string{"token": want.AccessToken, "ci key": ciKey, "wrong key": wrongKey})
+			logtest.AssertNone(t, map[string]string{"python output": got.Output}, map[string]string{"token": want.AccessToken, "ci key": ciKey, "wrong key": wrongKey})
 		})
 	}
 }

@@ -2,7 +2,7 @@
 nobody here wrote, then tries a wrong key; prints JSON with the SHA-256
 of the token (never the token) and the error the wrong key got.
 
-    client.py kognic-auth|authlib-basic|requests-oauthlib
+    python3 - kognic-auth|authlib-basic|requests-oauthlib < client.py
 
 Environment: KOGNIC_AUTH_SERVER (the broker's endpoint base URL),
 TB_CLIENT_ID (the tenant), TB_CLIENT_SECRET (an API key) and
