@@ -73,14 +73,21 @@ func TestXOAuth2ClientCredentials(t *testing.T) {
 			t.Errorf("a wrong key: %v, want a RetrieveError 401 invalid_client", err)
 		}
 	})
-	// Every token handed out has its audit line, with the method named.
+	wantIssueLines(t, f, "ci")
+}
+
+// wantIssueLines checks that every token handed out has its audit line,
+// of caller, with the method named.
+func wantIssueLines(t *testing.T, f *fixture, caller string) {
+	t.Helper()
 	var n int
 	for _, r := range auditRecords(t, f) {
-		if r.Event == audit.EventIssue && r.Result == audit.ResultOK {
-			n++
-			if r.Caller != "ci" || r.Identity != "api_key" || (r.Method != "POST "+oauth.Path && r.Method != "POST "+oauth.KognicPath) || r.TokenFingerprint == "" {
-				t.Errorf("issue line %+v", r)
-			}
+		if r.Event != audit.EventIssue || r.Result != audit.ResultOK {
+			continue
+		}
+		n++
+		if r.Caller != caller || r.Identity != "api_key" || (r.Method != "POST "+oauth.Path && r.Method != "POST "+oauth.KognicPath) || r.TokenFingerprint == "" {
+			t.Errorf("issue line %+v", r)
 		}
 	}
 	if n != f.Results("ok") {
