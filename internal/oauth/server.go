@@ -54,8 +54,9 @@ type Config struct {
 }
 
 // The timeouts that no limit sets: reading a whole request (its headers
-// have handshake_timeout), and writing the answer, which may wait for
-// the identity provider (broker.Config.FetchTimeout, 10 s by default).
+// have handshake_timeout; the body gets at least 5 s more), and writing
+// the answer, which may wait for the identity provider
+// (broker.Config.FetchTimeout, 10 s by default).
 const (
 	readTimeout  = 10 * time.Second
 	writeTimeout = 30 * time.Second
@@ -109,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 	s.http = &http.Server{
 		Handler:                      mux,
 		ReadHeaderTimeout:            l.HandshakeTimeout,
-		ReadTimeout:                  readTimeout,
+		ReadTimeout:                  max(readTimeout, l.HandshakeTimeout+readTimeout/2),
 		WriteTimeout:                 writeTimeout,
 		IdleTimeout:                  l.MaxConnectionIdle,
 		MaxHeaderBytes:               l.MaxHeaderListBytes,
@@ -140,9 +141,6 @@ func http1Only(c *tls.Config) *tls.Config {
 	}
 	return out
 }
-
-// Handler is the endpoint's handler, for tests that serve it otherwise.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // Serve serves on lis (TLS if Config.TLS is set) until Shutdown or Close;
 // it returns nil after them.
