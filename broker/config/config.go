@@ -97,6 +97,9 @@ type Config struct {
 	// it to DefaultAdminListen; a zero Admin (a Config built in code)
 	// disables it.
 	Admin Admin
+	// OAuth configures the OAuth2 token endpoint; off unless OAuth.Listen
+	// is set.
+	OAuth OAuth
 	// Shutdown configures the drain on SIGTERM. Parse and FromEnv apply
 	// the defaults; in a Config built in code, zero Drain means none and
 	// zero Timeout DefaultShutdownTimeout.
@@ -182,6 +185,16 @@ type Admin struct {
 	// any other Host header gets 421, so that a web page cannot read it
 	// through DNS rebinding.
 	Hosts []string `yaml:"hosts" want:"a list of host names" eg:"[tokenbroker.monitoring.svc, tokenbroker.example.com]"`
+}
+
+// OAuth configures the OAuth2 token endpoint (the oauth section): the
+// client-credentials grant over HTTP in front of the token cache.
+type OAuth struct {
+	// Listen is the host:port of its HTTP listener; "" (the default)
+	// disables it. It follows listen's rules: TLS from the tls section
+	// (client certificates included), and with callers a plaintext
+	// non-loopback address only with insecure_plaintext.
+	Listen string `yaml:"listen"`
 }
 
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING

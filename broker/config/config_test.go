@@ -173,12 +173,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level list",
 			yaml: "- name: acme\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a list",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a list",
 		},
 		{
 			name: "unknown top-level key",
 			yaml: "listen: 127.0.0.1:1\ntenant:\n  - name: acme\n",
-			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown`,
+			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown`,
 		},
 		{
 			name: "unknown tenant key",
@@ -203,7 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "custom tag",
 			yaml: "!x tenants\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a string",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a string",
 		},
 		{
 			name: "multi-line string for a mapping",

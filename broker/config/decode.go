@@ -36,6 +36,7 @@ type fileDoc struct {
 	InsecurePlaintext     bool         `yaml:"insecure_plaintext"`
 	Watch                 watchDoc     `yaml:"watch"`
 	Admin                 Admin        `yaml:"admin"`
+	OAuth                 OAuth        `yaml:"oauth"`
 	Shutdown              Shutdown     `yaml:"shutdown"`
 }
 

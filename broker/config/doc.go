@@ -27,6 +27,7 @@
 //	limits: {requests_per_second: 50} # limits.Limits declares the keys
 //	watch: {enabled: true, interval: 30s}
 //	admin: {listen: 127.0.0.1:9464, hosts: [tokenbroker.monitoring.svc]}
+//	oauth: {listen: 127.0.0.1:8443}   # optional: the OAuth2 token endpoint; off when absent
 //	shutdown: {drain: 5s, timeout: 10s}
 //
 // The file, and each file of tenants_dir (.yaml, .yml or .json; dot-files

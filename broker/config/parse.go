@@ -89,7 +89,7 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 	cfg := &Config{
 		name: p.name, Listen: d.Listen, StrictFilePermissions: d.StrictFilePermissions, Limits: d.Limits.Limits,
 		InsecurePlaintext: d.InsecurePlaintext, Watch: Watch{Disabled: !d.Watch.Enabled, Interval: d.Watch.Interval},
-		Admin: d.Admin, Shutdown: d.Shutdown,
+		Admin: d.Admin, OAuth: d.OAuth, Shutdown: d.Shutdown,
 	}
 	var err error
 	if err = p.hostPort("listen", d.Listen, DefaultListen); err != nil {
@@ -121,7 +121,7 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 	return cfg, nil
 }
 
-// ops checks the watch, admin and shutdown sections.
+// ops checks the watch, admin, oauth and shutdown sections.
 func (p *parser) ops(d *fileDoc) error {
 	if d.Watch.Interval != 0 {
 		if err := p.within("watch.interval", d.Watch.Interval, MinReloadInterval, math.MaxInt64); err != nil {
@@ -130,6 +130,11 @@ func (p *parser) ops(d *fileDoc) error {
 	}
 	if d.Admin.Listen != "" {
 		if err := p.hostPort("admin.listen", d.Admin.Listen, DefaultAdminListen); err != nil {
+			return err
+		}
+	}
+	if d.OAuth.Listen != "" {
+		if err := p.hostPort("oauth.listen", d.OAuth.Listen, "127.0.0.1:8443"); err != nil {
 			return err
 		}
 	}

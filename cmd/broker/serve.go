@@ -69,6 +69,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return d.Run(ctx)
 }
 
+// devOAuthListen is the token endpoint of `serve --dev` without a
+// config file: beside the gRPC port, loopback only.
+const devOAuthListen = "127.0.0.1:50052"
+
 func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Logger) (*config.Config, error) {
 	// A tenant whose files fail to load fails the start; on a re-read it
 	// keeps its running configuration (daemon.Reload).
@@ -78,10 +82,12 @@ func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Log
 		return config.LoadWith(path, opts)
 	case dev:
 		// The dev IdP's tenant is added by the daemon; the admin listener
-		// (status page, metrics) is on loopback, and ^C stops at once.
+		// (status page, metrics) and the OAuth2 token endpoint are on
+		// loopback, and ^C stops at once.
 		return &config.Config{
 			Listen:   config.DefaultListen,
 			Admin:    config.Admin{Listen: config.DefaultAdminListen},
+			OAuth:    config.OAuth{Listen: devOAuthListen},
 			Shutdown: config.Shutdown{Timeout: config.DefaultShutdownTimeout},
 		}, nil
 	}

@@ -12,6 +12,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,10 +29,12 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
+	"github.com/tokenbroker/tokenbroker/internal/oauth"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/statuspage"
@@ -104,7 +107,9 @@ type Daemon struct {
 	watch    watchState
 	metrics  *metrics
 	ups      *upstreams
-	admin    *adminServer // nil when admin.listen is ""
+	admin    *adminServer  // nil when admin.listen is ""
+	oauth    *oauth.Server // nil when oauth.listen is ""
+	oauthLis net.Listener
 	stopTP   func(context.Context) error
 
 	reloadMu sync.Mutex // one reload at a time
@@ -159,11 +164,8 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if d.holder, err = policy.NewHolder(pol); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	if !pol.Empty() && cfg.TLS == nil && !isLoopbackAddr(cfg.Listen) {
-		if !cfg.InsecurePlaintext {
-			return nil, fmt.Errorf("daemon: callers are configured but %s is a plaintext listener on a non-loopback address, where API keys would cross the network in clear; add a tls section, listen on a loopback address, or set insecure_plaintext: true to accept this", cfg.Listen)
-		}
-		log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", "listen", cfg.Listen)
+	if err := checkPlaintext("listen", cfg.Listen, cfg, !pol.Empty(), log); err != nil {
+		return nil, err
 	}
 	// Observability: metrics always (served if the admin listener is
 	// on), tracing if asked for.
@@ -199,6 +201,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
 	}
 	d.lis = server.LimitListener(lis, cfg.Limits)
+	if err := d.listenOAuth(cfg, !pol.Empty()); err != nil {
+		return nil, err
+	}
 	hs := health.NewServer()
 	hstatus := server.NewHealthStatus(hs)
 	if d.broker, err = broker.New(broker.Config{
@@ -240,6 +245,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		TenantAccess:       d.guard.TenantAccess,
 	})
 	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
+	if err := d.newOAuth(cfg.Limits); err != nil {
+		return nil, err
+	}
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
 	if cfg.Admin.Listen != "" {
 		if d.admin, err = newAdmin(cfg.Admin, d.metrics, d.broker, healthServing(hs), log,
@@ -250,14 +258,11 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			log.Warn("the admin listener is not on loopback: it exposes tenant names and states (and metrics) to anyone who can connect; restrict it with a network policy or set admin.listen to a loopback address", "admin_listen", d.AdminAddr().String())
 		}
 	}
-	adminAddr := ""
-	if d.admin != nil {
-		adminAddr = d.AdminAddr().String()
-	}
-	log.Info("listening", "addr", d.Addr().String(), "admin", adminAddr, "tenants", len(cfg.Tenants), "tls", d.tls != nil,
+	log.Info("listening", "addr", d.Addr().String(), "admin", addrString(d.AdminAddr()), "oauth", addrString(d.OAuthAddr()),
+		"tenants", len(cfg.Tenants), "tls", d.tls != nil,
 		"mutual_tls", cfg.TLS != nil && cfg.TLS.ClientCAFile != "", "callers", len(cfg.Callers), "open", d.guard.Open())
 	if opts.Dev {
-		d.banner = devBanner(d.idp.URL(), d.Addr().String(), d.guard.Open())
+		d.banner = devBanner(d.idp.URL(), d.Addr().String(), addrString(d.OAuthAddr()), d.guard.Open())
 		if d.admin != nil {
 			d.banner += fmt.Sprintf("  Status page and metrics: http://%s/ and http://%s/metrics\n\n", d.AdminAddr(), d.AdminAddr())
 		}
@@ -276,6 +281,63 @@ func (d *Daemon) AdminAddr() net.Addr {
 		return nil
 	}
 	return d.admin.lis.Addr()
+}
+
+// listenOAuth opens the token endpoint's listener, if oauth.listen is
+// set, under the gRPC listener's rules (checkPlaintext; loopback only in
+// development mode), with its own connection caps.
+func (d *Daemon) listenOAuth(cfg *config.Config, callers bool) error {
+	addr := cfg.OAuth.Listen
+	if addr == "" {
+		return nil
+	}
+	if err := checkPlaintext("oauth.listen", addr, cfg, callers, d.log); err != nil {
+		return err
+	}
+	if d.opts.Dev && !isLoopbackAddr(addr) {
+		return fmt.Errorf("daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; oauth.listen %q is not a loopback address", addr)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("daemon: oauth listener (oauth.listen) on %s: %w", addr, err)
+	}
+	d.oauthLis = server.LimitListener(lis, cfg.Limits)
+	return nil
+}
+
+// newOAuth builds the token endpoint on its listener, if it has one:
+// the gRPC listener's TLS, the same guard and broker.
+func (d *Daemon) newOAuth(l limits.Limits) error {
+	if d.oauthLis == nil {
+		return nil
+	}
+	var tlsCfg *tls.Config
+	if d.tls != nil {
+		tlsCfg = d.tls.TLSConfig()
+	}
+	var err error
+	d.oauth, err = oauth.New(oauth.Config{Broker: d.broker, Guard: d.guard, Logger: d.log, Limits: l, TLS: tlsCfg, OnResult: d.metrics.oauthResult})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	return nil
+}
+
+// addrString is a.String(), "" for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// OAuthAddr is the OAuth2 token endpoint's address (oauth.listen), nil
+// when it is disabled.
+func (d *Daemon) OAuthAddr() net.Addr {
+	if d.oauth == nil {
+		return nil
+	}
+	return d.oauthLis.Addr()
 }
 
 // Run serves until ctx is done, then drains and closes the daemon: gRPC
@@ -315,27 +377,38 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.admin != nil {
 		go func() { adminErr <- d.admin.serve() }()
 	}
-	select {
-	case err := <-serveErr:
-		d.stopAdmin(adminErr)
-		_ = d.Close()
-		if err != nil {
-			return fmt.Errorf("daemon: %w", err)
-		}
-		return nil
-	case err := <-adminErr: // only a failure: shutdown has not begun
-		d.srv.GRPC.Stop()
-		<-serveErr
-		_ = d.Close()
-		return err
-	case <-ctx.Done():
+	oauthErr := make(chan error, 1)
+	if d.oauth != nil {
+		go func() { oauthErr <- d.oauth.Serve(d.oauthLis) }()
 	}
-	d.drain()
+	// A listener that fails puts nil back, for the stops below.
+	var failed error
+	select {
+	case failed = <-serveErr:
+		if failed != nil {
+			failed = fmt.Errorf("daemon: %w", failed)
+		}
+		serveErr <- nil
+	case failed = <-adminErr: // only a failure: shutdown has not begun
+		adminErr <- nil
+	case failed = <-oauthErr: // likewise
+		oauthErr <- nil
+	case <-ctx.Done():
+		d.drain()
+		<-serveErr
+		d.stopOAuth(oauthErr)
+		d.stopAdmin(adminErr)
+		err := d.Close()
+		d.log.Info("stopped")
+		return err
+	}
+	// A listener failed: stop the others at once.
+	d.srv.GRPC.Stop()
 	<-serveErr
+	d.stopOAuth(oauthErr)
 	d.stopAdmin(adminErr)
-	err := d.Close()
-	d.log.Info("stopped")
-	return err
+	_ = d.Close()
+	return failed
 }
 
 // drain runs the shutdown sequence of Run and logs each step.
@@ -350,6 +423,9 @@ func (d *Daemon) drain() {
 	if d.admin != nil {
 		d.admin.ready.draining.Store(true)
 	}
+	if d.oauth != nil {
+		d.oauth.Drain() // keep-alive off: clients reconnect, through the load balancer
+	}
 	d.srv.Health.Shutdown() // every service NOT_SERVING, for good
 	d.log.Info("shutting down: health NOT_SERVING; serving calls while load balancers remove this replica", "drain", sd.Drain.String(), "timeout", sd.Timeout.String())
 	if sd.Drain > 0 {
@@ -358,11 +434,32 @@ func (d *Daemon) drain() {
 	}
 	d.log.Info("drain over: watch streams end UNAVAILABLE; waiting for in-flight calls", "elapsed", time.Since(start).Round(time.Millisecond).String())
 	sctx, cancel := context.WithTimeout(context.Background(), sd.Timeout)
+	var wg sync.WaitGroup
+	if d.oauth != nil {
+		wg.Go(func() {
+			if err := d.oauth.Shutdown(sctx); err != nil {
+				d.log.Warn("OAuth2 token endpoint stopped after the shutdown timeout", "error", err)
+			}
+		})
+	}
 	if err := d.srv.Shutdown(sctx); err != nil {
 		d.log.Warn("gRPC server stopped after the shutdown timeout", "error", err)
 	}
+	wg.Wait()
 	cancel()
 	d.log.Info("gRPC server stopped", "elapsed", time.Since(start).Round(time.Millisecond).String())
+}
+
+// stopOAuth closes the token endpoint, if it is not shut down yet, and
+// waits for its Serve.
+func (d *Daemon) stopOAuth(oauthErr <-chan error) {
+	if d.oauth == nil {
+		return
+	}
+	_ = d.oauth.Close()
+	if err := <-oauthErr; err != nil {
+		d.log.Warn("OAuth2 token endpoint", "error", err)
+	}
 }
 
 // stopAdmin shuts the admin listener down and waits for its Serve.
@@ -398,6 +495,12 @@ func (d *Daemon) Close() error {
 	if d.admin != nil {
 		_ = d.admin.srv.Close() // and its listener, served or not
 		_ = d.admin.lis.Close()
+	}
+	if d.oauth != nil {
+		_ = d.oauth.Close()
+	}
+	if d.oauthLis != nil {
+		_ = d.oauthLis.Close()
 	}
 	if d.broker != nil {
 		d.broker.Close()
@@ -447,12 +550,13 @@ func (d *Daemon) startDevIdP(listen string) error {
 }
 
 // devBanner tells a developer what --dev started and how to try it.
-func devBanner(idpURL, addr string, open bool) string {
-	auth := "Callers are authenticated and authorized by the config's callers."
+// oauthAddr is the token endpoint's, "" if it is off.
+func devBanner(idpURL, addr, oauthAddr string, open bool) string {
+	auth, secret := "Callers are authenticated and authorized by the config's callers.", "$API_KEY"
 	if open {
-		auth = "Every loopback caller may get tokens; nothing is authenticated."
+		auth, secret = "Every loopback caller may get tokens; nothing is authenticated.", "any-secret"
 	}
-	return fmt.Sprintf(`
+	b := fmt.Sprintf(`
   *** DEVELOPMENT MODE — not for production ***
   Embedded identity provider: %s (tenant "demo", credentials generated at start)
   %s
@@ -463,4 +567,9 @@ func devBanner(idpURL, addr string, open bool) string {
     go run ./cmd/broker token --addr %s --tenant demo --decode
 
 `, idpURL, auth, addr, addr, addr)
+	if oauthAddr != "" {
+		b += fmt.Sprintf("  OAuth2 token endpoint (any OAuth2 client; client_id names the tenant, the secret is an API key):\n"+
+			"    curl -s -u demo:%s -d grant_type=client_credentials http://%s%s\n\n", secret, oauthAddr, oauth.Path)
+	}
+	return b
 }

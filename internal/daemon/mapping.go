@@ -212,6 +212,21 @@ func (d *defaultScopes) get(tenant string) []string {
 	return nil
 }
 
+// checkPlaintext is the one rule of a listener (field, at addr) that
+// serves callers without TLS: with callers configured, a non-loopback
+// address is refused, since API keys would cross the network in clear,
+// unless insecure_plaintext accepts it (with a warning).
+func checkPlaintext(field, addr string, cfg *config.Config, callers bool, log *slog.Logger) error {
+	if !callers || cfg.TLS != nil || isLoopbackAddr(addr) {
+		return nil
+	}
+	if !cfg.InsecurePlaintext {
+		return fmt.Errorf("daemon: callers are configured but %s %s is a plaintext listener on a non-loopback address, where API keys would cross the network in clear; add a tls section, listen on a loopback address, or set insecure_plaintext: true to accept this", field, addr)
+	}
+	log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", field, addr)
+	return nil
+}
+
 // isLoopbackAddr applies upstream's one loopback rule to a host:port.
 func isLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)

@@ -25,11 +25,12 @@ type restartOnly struct {
 	adminAddr  string
 	adminPprof bool
 	adminHosts string
+	oauthAddr  string
 }
 
 func restartOnlyOf(cfg *config.Config) restartOnly {
 	r := restartOnly{listen: cfg.Listen, plaintext: cfg.InsecurePlaintext, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch,
-		adminAddr: cfg.Admin.Listen, adminPprof: cfg.Admin.Pprof, adminHosts: strings.Join(cfg.Admin.Hosts, "\n")}
+		adminAddr: cfg.Admin.Listen, adminPprof: cfg.Admin.Pprof, adminHosts: strings.Join(cfg.Admin.Hosts, "\n"), oauthAddr: cfg.OAuth.Listen}
 	if cfg.TLS != nil {
 		r.tls, r.hasTLS = *cfg.TLS, true
 	}
@@ -168,7 +169,7 @@ func (d *Daemon) reloadStatus() statuspage.Reload {
 // A cfg that would lower the security (removing every caller, tls, the
 // client CA or require_client_cert, or setting insecure_plaintext) is
 // refused with an error wrapping ErrLowersSecurity, logged at error.
-// Listen, tls, insecure_plaintext, audit, limits, watch and admin changes
+// Listen, tls, insecure_plaintext, audit, limits, watch, admin and oauth changes
 // take effect at restart only (a warning says so); shutdown applies to
 // the next shutdown. The development tenant is kept. cfg is not modified.
 // The files watched for changes become cfg.Files. Every call counts in
@@ -236,7 +237,7 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 		}
 	}
 	if restartOnlyOf(cfg) != d.initial {
-		d.log.Warn("listen, tls, insecure_plaintext, audit, limits, watch and admin changes take effect only at restart")
+		d.log.Warn("listen, tls, insecure_plaintext, audit, limits, watch, admin and oauth changes take effect only at restart")
 	}
 	d.mu.Lock()
 	d.shutdown = cfg.Shutdown
