@@ -82,6 +82,7 @@ func TestRotationFallsBackOnInvalidClient(t *testing.T) {
 func TestRotationKeepsCredentialOnOtherErrors(t *testing.T) {
 	for _, resp := range []faultidp.Response{
 		faultidp.OAuthError(400, "invalid_scope", ""),
+		faultidp.OAuthError(400, "invalid_request", ""),
 		faultidp.OAuthError(503, "temporarily_unavailable", ""),
 		faultidp.Garbage(),
 	} {
@@ -161,7 +162,32 @@ func TestKeyRotationFallsBackOnInvalidClient(t *testing.T) {
 	}
 }
 
-// Only invalid_client moves to the old key.
+// Ory Hydra answers an assertion whose kid it does not know with
+// invalid_request (400), not invalid_client: for keys, that moves to the
+// next one too (a secret's invalid_request does not, see
+// TestRotationKeepsCredentialOnOtherErrors).
+func TestKeyRotationFallsBackOnHydrasUnknownKid(t *testing.T) {
+	newKey, oldKey := keys(t)["ES256"], keys(t)["ES384"]
+	idp := faultidp.Start()
+	defer idp.Close()
+	idp.Push(faultidp.OAuthError(400, "invalid_request", "The JSON Web Token uses signing key with kid 'x', which could not be found."))
+	idp.SetDefault(faultidp.OK("at-old", 3600))
+	c, err := upstream.New(upstream.Config{
+		TokenURL: idp.TokenURL(), ClientID: "a", ClientKey: newKey,
+		Fallbacks: []upstream.Credential{{ClientID: "a", Key: oldKey}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.Fetch(t.Context(), nil)
+	form, _ := idp.LastRequest()
+	oldKid, _ := upstream.KeyID(oldKey)
+	if h, _ := assertionOf(t, form.Get("client_assertion"), oldKey.Public()); err != nil || g.AccessToken != "at-old" || idp.Requests() != 2 || h.KeyID != oldKid {
+		t.Errorf("err %v, token %v, %d requests, last kid %q; want the old key's token after 2 requests", err, g, idp.Requests(), h.KeyID)
+	}
+}
+
+// Only a rejection of the key moves to the old one.
 func TestKeyRotationKeepsKeyOnOtherErrors(t *testing.T) {
 	newKey, oldKey := keys(t)["ES256"], keys(t)["ES384"]
 	for _, resp := range []faultidp.Response{

@@ -42,8 +42,9 @@ type Config struct {
 	ClientSecret creds.Secret
 	// Fallbacks are further credentials held during a rotation, tried in
 	// order after ClientID/ClientSecret when the identity provider answers
-	// invalid_client (and only then). The Client remembers the one that
-	// worked and starts with it next time.
+	// invalid_client (and only then; for a private_key_jwt credential also
+	// invalid_request, Ory Hydra's answer to a kid it does not know). The
+	// Client remembers the one that worked and starts with it next time.
 	Fallbacks []Credential
 	// ClientKey, instead of ClientSecret, authenticates the client with
 	// private_key_jwt (RFC 7523): each request carries a new assertion
@@ -267,9 +268,9 @@ func prepare(base *http.Client, userAgent string) *http.Client {
 }
 
 // Fetch requests a token for scopes (none: the client's default scopes).
-// Failures are returned as *Error. With fallback credentials, an
-// invalid_client answer makes it try the others in order, at most one
-// request per credential.
+// Failures are returned as *Error. With fallback credentials, a rejection
+// of the credential (rejected) makes it try the others in order, at most
+// one request per credential.
 func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
 	first := int(c.current.Load())
 	var lastErr *Error
@@ -286,16 +287,25 @@ func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
 			return g, nil
 		}
 		lastErr = err
-		if err.Code != "invalid_client" || len(c.creds) == 1 {
+		if !c.rejected(i, err) || len(c.creds) == 1 {
 			break
 		}
-		c.log.Warn("identity provider rejected a credential (invalid_client); trying the next",
+		c.log.Warn("identity provider rejected a credential ("+err.Code+"); trying the next",
 			"credential", i+1, "of", len(c.creds), "source", c.credName(i))
 	}
 	if len(c.creds) > 1 && lastErr.Code == "invalid_client" {
 		lastErr.Tried = len(c.creds)
 	}
 	return Grant{}, lastErr
+}
+
+// rejected reports whether err rejects credential i itself, so that a
+// rotation's next credential may work: invalid_client, or for a
+// private_key_jwt credential invalid_request, which Ory Hydra answers to
+// an assertion signed with a key (kid) it does not know. An outage, a
+// rate limit or a scope error never moves to an older credential.
+func (c *Client) rejected(i int, err *Error) bool {
+	return err.Code == "invalid_client" || err.Code == "invalid_request" && c.signers[i] != nil
 }
 
 // credName names credential i for logs: its Name, else its position.
