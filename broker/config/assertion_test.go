@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,9 +103,18 @@ func TestPrivateKeyJWTTenant(t *testing.T) {
 			t.Errorf("Files %v lack %s", cfg.Files, f)
 		}
 	}
+	noKeyInLogs(t, ec, rsaKey, a, g)
+}
+
+// noKeyInLogs checks that tenants logged and printed show no key.
+func noKeyInLogs(t *testing.T, ec *ecdsa.PrivateKey, rsaKey *rsa.PrivateKey, tenants ...config.Tenant) {
+	t.Helper()
 	var logs bytes.Buffer
-	slog.New(slog.NewJSONHandler(&logs, nil)).Info("tenants", "acme", a, "globex", g)
-	if s := logs.String() + fmt.Sprintf("%v %+v", a, g); strings.Contains(s, ec.D.String()) || strings.Contains(s, rsaKey.D.String()) || !strings.Contains(logs.String(), `"client_key":"[REDACTED]"`) {
+	for _, tn := range tenants {
+		slog.New(slog.NewJSONHandler(&logs, nil)).Info("tenant", "tenant", tn)
+	}
+	raw, _ := ec.Bytes()
+	if s := logs.String() + fmt.Sprintf("%v %+v", tenants, tenants); strings.Contains(s, new(big.Int).SetBytes(raw).String()) || strings.Contains(s, rsaKey.D.String()) || !strings.Contains(logs.String(), `"client_key":"[REDACTED]"`) {
 		t.Errorf("key material in %s", s)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"strings"
 	"sync"
@@ -107,34 +108,7 @@ func TestAssertionHeaderClaimsAndForm(t *testing.T) {
 					if _, err := c.Fetch(t.Context(), []string{"read", "write"}); err != nil {
 						t.Fatal(err)
 					}
-					form, header := f.LastRequest()
-					if _, _, ok := (&http.Request{Header: header}).BasicAuth(); ok || form.Has("client_secret") {
-						t.Errorf("request carries a secret: basic %v, form %v", ok, form)
-					}
-					for k, want := range map[string]string{
-						"grant_type": "client_credentials", "scope": "read write", "client_id": "acme-client",
-						"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-					} {
-						if got := form.Get(k); got != want {
-							t.Errorf("form %s = %q, want %q", k, got, want)
-						}
-					}
-					h, cl := assertionOf(t, form.Get("client_assertion"), key.Public())
-					if h.Algorithm != alg || h.KeyID != wantKid || h.ExtraHeaders["typ"] != "JWT" {
-						t.Errorf("header alg %q kid %q typ %v, want %s, %q, JWT", h.Algorithm, h.KeyID, h.ExtraHeaders["typ"], alg, wantKid)
-					}
-					if cl["iss"] != "acme-client" || cl["sub"] != "acme-client" || cl["aud"] != wantAud {
-						t.Errorf("iss %v sub %v aud %v, want the client twice and %q (one string)", cl["iss"], cl["sub"], cl["aud"], wantAud)
-					}
-					iat, exp := time.Unix(int64(cl["iat"].(float64)), 0), time.Unix(int64(cl["exp"].(float64)), 0)
-					if iat.Before(start) || iat.After(time.Now()) || exp.Sub(iat) != upstream.AssertionLifetime || upstream.AssertionLifetime > 5*time.Minute {
-						t.Errorf("iat %v exp %v, want now and %v later (at most 5 minutes)", iat, exp, upstream.AssertionLifetime)
-					}
-					jti, _ := cl["jti"].(string)
-					if len(jti) < 22 { // 128 bits in base32 or base64
-						t.Errorf("jti %q is too short to hold 128 random bits", jti)
-					}
-					jtis = append(jtis, jti)
+					jtis = append(jtis, checkRequest(t, f, key, alg, wantKid, wantAud, start))
 				}
 				if jtis[0] == jtis[1] {
 					t.Errorf("two requests carried the same jti %q: an assertion was reused", jtis[0])
@@ -142,6 +116,40 @@ func TestAssertionHeaderClaimsAndForm(t *testing.T) {
 			})
 		}
 	}
+}
+
+// checkRequest checks the last request's form and assertion (signed by
+// key with alg and kid, for aud, issued after start) and returns its jti.
+func checkRequest(t *testing.T, f *faultidp.Server, key creds.PrivateKey, alg, kid, aud string, start time.Time) string {
+	t.Helper()
+	form, header := f.LastRequest()
+	if _, _, ok := (&http.Request{Header: header}).BasicAuth(); ok || form.Has("client_secret") {
+		t.Errorf("request carries a secret: basic %v, form %v", ok, form)
+	}
+	for k, want := range map[string]string{
+		"grant_type": "client_credentials", "scope": "read write", "client_id": "acme-client",
+		"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+	} {
+		if got := form.Get(k); got != want {
+			t.Errorf("form %s = %q, want %q", k, got, want)
+		}
+	}
+	h, cl := assertionOf(t, form.Get("client_assertion"), key.Public())
+	if h.Algorithm != alg || h.KeyID != kid || h.ExtraHeaders["typ"] != "JWT" {
+		t.Errorf("header alg %q kid %q typ %v, want %s, %q, JWT", h.Algorithm, h.KeyID, h.ExtraHeaders["typ"], alg, kid)
+	}
+	if cl["iss"] != "acme-client" || cl["sub"] != "acme-client" || cl["aud"] != aud {
+		t.Errorf("iss %v sub %v aud %v, want the client twice and %q (one string)", cl["iss"], cl["sub"], cl["aud"], aud)
+	}
+	iat, exp := time.Unix(int64(cl["iat"].(float64)), 0), time.Unix(int64(cl["exp"].(float64)), 0)
+	if iat.Before(start) || iat.After(time.Now()) || exp.Sub(iat) != upstream.AssertionLifetime || upstream.AssertionLifetime > 5*time.Minute {
+		t.Errorf("iat %v exp %v, want now and %v later (at most 5 minutes)", iat, exp, upstream.AssertionLifetime)
+	}
+	jti, _ := cl["jti"].(string)
+	if len(jti) < 22 { // 128 bits in base32 or base64
+		t.Errorf("jti %q is too short to hold 128 random bits", jti)
+	}
+	return jti
 }
 
 func TestAssertionConfigErrors(t *testing.T) {
@@ -231,7 +239,8 @@ func TestAssertionNotInErrorsOrStrings(t *testing.T) {
 	}
 	cred := upstream.Credential{Name: "k.pem", ClientID: "acme", Key: key}
 	j, _ := json.Marshal(cred)
-	d := key.Signer().(*ecdsa.PrivateKey).D
+	raw, _ := key.Signer().(*ecdsa.PrivateKey).Bytes()
+	d := new(big.Int).SetBytes(raw)
 	for _, text := range []string{cred.String(), fmt.Sprintf("%v %+v %#v %s %v", cred, cred, cred, key, []any{key}), string(j)} {
 		if !strings.Contains(text, "[REDACTED]") || strings.Contains(text, d.String()) || strings.Contains(text, d.Text(16)) {
 			t.Errorf("text shows the key: %s", text)

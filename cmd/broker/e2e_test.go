@@ -143,15 +143,7 @@ func TestEndToEndDev(t *testing.T) {
 		}
 	})
 
-	t.Run("GetToken of demo-jwt (private_key_jwt)", func(t *testing.T) {
-		out, errOut, err := run("broker", "token", "--addr", addr, "--tenant", "demo-jwt", "--decode")
-		if err != nil {
-			t.Fatalf("%v\n%s", err, errOut)
-		}
-		if !strings.Contains(out, `"sub": "dev-`) || !strings.Contains(out, `-jwt"`) {
-			t.Errorf("decoded token:\n%s", out)
-		}
-	})
+	t.Run("GetToken of demo-jwt (private_key_jwt)", func(t *testing.T) { demoJWT(t, tools["broker"], addr) })
 
 	t.Run("WatchToken pushes the replacement of an invalidated token", func(t *testing.T) {
 		watch := exec.CommandContext(t.Context(), tools["grpcurl"], "-plaintext", "-d", `{"tenant":"demo"}`, addr, "tokenbroker.v1.TokenBrokerService/WatchToken")
@@ -282,6 +274,14 @@ func TestEndToEndDev(t *testing.T) {
 			}
 		}
 	})
+}
+
+// demoJWT gets a token of --dev's private_key_jwt tenant.
+func demoJWT(t *testing.T, brokerBin, addr string) {
+	out, err := exec.CommandContext(t.Context(), brokerBin, "token", "--addr", addr, "--tenant", "demo-jwt", "--decode").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"sub": "dev-`) || !strings.Contains(string(out), `-jwt"`) {
+		t.Errorf("broker token --tenant demo-jwt --decode: %v\n%s", err, out)
+	}
 }
 
 // latest returns the last token issued, which the broker serves now.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,7 +136,15 @@ tenants:
 	if err := srv.Wait(); err != nil {
 		t.Errorf("broker exited with %v", err)
 	}
-	audit, err := os.ReadFile(filepath.Join(dir, "audit.log"))
+	audit := auditFingerprints(t, filepath.Join(dir, "audit.log"), tok1, tok2)
+	noKeyOrJWT(t, logs.String()+audit, privateForms(key1), privateForms(key2))
+}
+
+// auditFingerprints checks that the audit file has a line with the
+// fingerprint of each token, and returns the file.
+func auditFingerprints(t *testing.T, path string, tokens ...string) string {
+	t.Helper()
+	audit, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,21 +157,24 @@ tenants:
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			t.Fatalf("audit line %q: %v", sc.Text(), err)
 		}
-		if line.Tenant == "acme" && line.TokenFingerprint != "" {
-			issued = append(issued, line.TokenFingerprint)
-		}
+		issued = append(issued, line.TokenFingerprint)
 	}
-	for _, tok := range []string{tok1, tok2} {
+	for _, tok := range tokens {
 		if !strings.Contains(strings.Join(issued, " "), broker.Fingerprint(tok)[:12]) {
 			t.Errorf("no audit line with the fingerprint of a token handed out; audit:\n%s", audit)
 		}
 	}
-	// No JWT of any kind (an assertion, a token), no PEM, no private number.
-	text := logs.String() + string(audit)
+	return string(audit)
+}
+
+// noKeyOrJWT checks that text holds no JWT of any kind (an assertion, a
+// token), no PEM and none of the private numbers.
+func noKeyOrJWT(t *testing.T, text string, private ...[]string) {
+	t.Helper()
 	if jws := regexp.MustCompile(`eyJ[\w-]+\.[\w-]+\.`).FindString(text); jws != "" {
 		t.Errorf("logs or audit hold a JWT (%s…)", jws[:12])
 	}
-	for _, bad := range append(append([]string{"PRIVATE KEY", "client_assertion="}, privateForms(key1)...), privateForms(key2)...) {
+	for _, bad := range append([]string{"PRIVATE KEY", "client_assertion="}, slices.Concat(private...)...) {
 		if i := strings.Index(text, bad); i >= 0 {
 			t.Errorf("logs or audit hold %q: …%s…", bad[:min(len(bad), 12)], text[max(0, i-200):i])
 		}

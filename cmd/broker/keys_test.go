@@ -43,7 +43,8 @@ func privateForms(key crypto.Signer) []string {
 		k.Precompute()
 		nums = append([]*big.Int{k.D, k.Precomputed.Dp, k.Precomputed.Dq, k.Precomputed.Qinv}, k.Primes...)
 	case *ecdsa.PrivateKey:
-		nums = []*big.Int{k.D}
+		raw, _ := k.Bytes()
+		nums = []*big.Int{new(big.Int).SetBytes(raw)}
 	}
 	var out []string
 	for _, n := range nums {
@@ -112,24 +113,7 @@ func TestKeysPrintsOnlyPublicJWKS(t *testing.T) {
 				t.Fatalf("output %s: %v, want %d keys", out.String(), err, len(tc.keys))
 			}
 			for i, k := range set.Keys {
-				for _, m := range []string{"d", "p", "q", "dp", "dq", "qi"} {
-					if _, ok := k[m]; ok {
-						t.Errorf("key %d has the private member %q", i, m)
-					}
-				}
-				if k["use"] != "sig" || k["kid"] == "" || (tc.kids[i] != "" && k["kid"] != tc.kids[i]) {
-					t.Errorf("key %d: use %v kid %v, want sig and %q", i, k["use"], k["kid"], tc.kids[i])
-				}
-				switch pub := tc.keys[i].Public().(type) {
-				case *rsa.PublicKey:
-					if k["kty"] != "RSA" || k["alg"] != "RS256" || k["n"] != base64.RawURLEncoding.EncodeToString(pub.N.Bytes()) || k["e"] != "AQAB" {
-						t.Errorf("key %d = %v, want the RSA public key, RS256", i, k)
-					}
-				case *ecdsa.PublicKey:
-					if k["kty"] != "EC" || k["crv"] != pub.Curve.Params().Name || k["x"] == nil || k["y"] == nil || !strings.HasPrefix(k["alg"].(string), "ES") {
-						t.Errorf("key %d = %v, want the EC public key", i, k)
-					}
-				}
+				checkJWK(t, k, tc.keys[i], tc.kids[i])
 			}
 			for _, key := range tc.keys {
 				for _, f := range privateForms(key) {
@@ -142,6 +126,30 @@ func TestKeysPrintsOnlyPublicJWKS(t *testing.T) {
 				t.Errorf("stderr %q, want %q", errOut.String(), tc.wantWarn)
 			}
 		})
+	}
+}
+
+// checkJWK checks that k is key's public JWK, with kid unless that is ""
+// (the thumbprint), and holds no private member.
+func checkJWK(t *testing.T, k map[string]any, key crypto.Signer, kid string) {
+	t.Helper()
+	for _, m := range []string{"d", "p", "q", "dp", "dq", "qi"} {
+		if _, ok := k[m]; ok {
+			t.Errorf("JWK %v has the private member %q", k["kid"], m)
+		}
+	}
+	if k["use"] != "sig" || k["kid"] == "" || (kid != "" && k["kid"] != kid) {
+		t.Errorf("JWK: use %v kid %v, want sig and %q", k["use"], k["kid"], kid)
+	}
+	switch pub := key.Public().(type) {
+	case *rsa.PublicKey:
+		if k["kty"] != "RSA" || k["alg"] != "RS256" || k["n"] != base64.RawURLEncoding.EncodeToString(pub.N.Bytes()) || k["e"] != "AQAB" {
+			t.Errorf("JWK = %v, want the RSA public key, RS256", k)
+		}
+	case *ecdsa.PublicKey:
+		if k["kty"] != "EC" || k["crv"] != pub.Curve.Params().Name || k["x"] == nil || k["y"] == nil || !strings.HasPrefix(k["alg"].(string), "ES") {
+			t.Errorf("JWK = %v, want the EC public key", k)
+		}
 	}
 }
 
