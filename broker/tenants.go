@@ -29,6 +29,11 @@ type Tenant struct {
 	TokenURL     string
 	ClientID     string
 	ClientSecret creds.Secret
+	// ClientKey, KeyID and AssertionAudience authenticate the client with
+	// private_key_jwt instead of ClientSecret (see upstream.Config).
+	ClientKey         creds.PrivateKey
+	KeyID             string
+	AssertionAudience string
 	// Fallbacks are older credentials held during a rotation, tried in
 	// order when the IdP answers invalid_client (see upstream.Config).
 	Fallbacks []upstream.Credential
@@ -48,7 +53,8 @@ type Tenant struct {
 // same reports whether two tenant configurations would fetch the same way.
 func (t Tenant) same(o Tenant) bool {
 	return t.Name == o.Name && t.TokenURL == o.TokenURL && t.ClientID == o.ClientID &&
-		t.ClientSecret.Reveal() == o.ClientSecret.Reveal() && slices.Equal(t.Scopes, o.Scopes) &&
+		t.ClientSecret.Equal(o.ClientSecret) && t.ClientKey.Equal(o.ClientKey) && t.KeyID == o.KeyID &&
+		t.AssertionAudience == o.AssertionAudience && slices.Equal(t.Scopes, o.Scopes) &&
 		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher && t.RootCAs.Equal(o.RootCAs) &&
 		slices.EqualFunc(t.Fallbacks, o.Fallbacks, upstream.Credential.Equal)
 }
@@ -56,7 +62,8 @@ func (t Tenant) same(o Tenant) bool {
 // sameClient reports whether o only changes how the same client
 // authenticates: same token endpoint and default scopes, and a client_id
 // in common (a rotation may list the old client among the fallbacks). A
-// new secret, fallback, auth style, CA set or Fetcher qualifies; another
+// new secret or key (key id, assertion audience), fallback, auth style,
+// CA set or Fetcher qualifies; another
 // client or endpoint is another identity, whose tokens must not be
 // served in its name.
 func (t Tenant) sameClient(o Tenant) bool {
@@ -76,6 +83,7 @@ func (t Tenant) clientIDs() []string {
 // every field but Name, TokenURL and Scopes, which stay the same.
 func (t *tenant) setCredentials(s Tenant, f Fetcher) {
 	t.spec.ClientID, t.spec.ClientSecret, t.spec.Fallbacks = s.ClientID, s.ClientSecret, s.Fallbacks
+	t.spec.ClientKey, t.spec.KeyID, t.spec.AssertionAudience = s.ClientKey, s.KeyID, s.AssertionAudience
 	t.spec.AuthStyle, t.spec.RootCAs, t.spec.Fetcher = s.AuthStyle, s.RootCAs, s.Fetcher
 	t.fetcher.Store(&f)
 }
@@ -195,6 +203,7 @@ func (b *Broker) fetchers(specs map[string]Tenant) (map[string]Fetcher, error) {
 		}
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
+			ClientKey: s.ClientKey, KeyID: s.KeyID, AssertionAudience: s.AssertionAudience,
 			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
 			Fallbacks: s.Fallbacks, Logger: log,
 		})

@@ -53,10 +53,15 @@ const (
 	// AuthStyleBasic sends them in an HTTP Basic Authorization header
 	// (client_secret_basic).
 	AuthStyleBasic AuthStyle = "basic"
+	// AuthStylePrivateKeyJWT sends client_id and a client assertion signed
+	// with the tenant's private key in the body (private_key_jwt, RFC
+	// 7523); no secret.
+	AuthStylePrivateKeyJWT AuthStyle = "private_key_jwt"
 )
 
 // OAuth2 is the one mapping of an auth_style to golang.org/x/oauth2's:
-// AuthStyleBasic is AuthStyleInHeader, anything else AuthStyleInParams.
+// AuthStyleBasic is AuthStyleInHeader, anything else AuthStyleInParams
+// (private_key_jwt's assertion goes in the body too).
 func (s AuthStyle) OAuth2() oauth2.AuthStyle {
 	if s == AuthStyleBasic {
 		return oauth2.AuthStyleInHeader
@@ -232,6 +237,14 @@ type Tenant struct {
 	TokenURL     string
 	ClientID     string
 	ClientSecret creds.Secret
+	// ClientKey, with AuthStyle private_key_jwt instead of ClientSecret, is
+	// client_assertion_key_file's key (the first of
+	// client_assertion_key_files); KeyID is key_id ("": the key's RFC 7638
+	// thumbprint) and AssertionAudience assertion_audience ("": the token
+	// URL).
+	ClientKey         creds.PrivateKey
+	KeyID             string
+	AssertionAudience string
 	// Scopes are the default scopes, sorted and de-duplicated: the tenant's
 	// scopes if set and non-empty, else the credentials file's; may be nil.
 	Scopes    []string
@@ -248,8 +261,9 @@ type Tenant struct {
 	// when the config is parsed (upstream.RootCAs); nil without CAFile.
 	RootCAs *x509.CertPool
 	// Fallbacks are the older credentials of a rotation
-	// (credentials_files or client_secret_files after the first entry),
-	// tried in order when the IdP answers invalid_client.
+	// (credentials_files, client_secret_files or client_assertion_key_files
+	// after the first entry), tried in order when the IdP answers
+	// invalid_client.
 	Fallbacks []Credential
 	// File is the tenants_dir file the tenant was read from; "" for an
 	// entry of tenants.
@@ -263,17 +277,26 @@ type Tenant struct {
 	LoadErr error
 }
 
-// Credential is a fallback client credential of a tenant.
+// Credential is a fallback client credential of a tenant: a secret, or
+// for private_key_jwt a key (whose kid is the key's thumbprint).
 type Credential struct {
 	ClientID     string
 	ClientSecret creds.Secret
+	Key          creds.PrivateKey
 	// Source names the file, e.g. "client_secret_files /etc/x/old.secret".
 	Source string
 }
 
-// LogValue implements slog.LogValuer; the secret is redacted.
+// LogValue implements slog.LogValuer; the secret and key are redacted.
 func (c Credential) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret), slog.String("source", c.Source))
+	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret),
+		slog.Any("key", c.Key), slog.String("source", c.Source))
+}
+
+// Upstream is c as the IdP client's credential (the kid of a key is its
+// thumbprint).
+func (c Credential) Upstream() upstream.Credential {
+	return upstream.Credential{Name: c.Source, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Key: c.Key}
 }
 
 // LogValue implements slog.LogValuer; the secret is redacted.
@@ -283,6 +306,9 @@ func (t Tenant) LogValue() slog.Value {
 		slog.String("token_url", upstream.RedactURL(t.TokenURL)),
 		slog.String("client_id", t.ClientID),
 		slog.Any("client_secret", t.ClientSecret),
+		slog.Any("client_key", t.ClientKey),
+		slog.String("key_id", t.KeyID),
+		slog.String("assertion_audience", t.AssertionAudience),
 		slog.Any("scopes", t.Scopes),
 		slog.String("auth_style", string(t.AuthStyle)),
 		slog.String("credentials_source", t.CredentialsSource),

@@ -183,7 +183,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown tenant key",
 			yaml: fileTenant + "    clientid: x\n",
-			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file`,
+			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file`,
 		},
 		{
 			name: "client_secret inline",
@@ -193,12 +193,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "key not a string",
 			yaml: fileTenant + "    ? [a]\n    : b\n",
-			want: "config: broker.yaml:4: tenants[0]: keys must be plain strings; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file",
+			want: "config: broker.yaml:4: tenants[0]: keys must be plain strings; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file",
 		},
 		{
 			name: "null tenant",
 			yaml: fileTenant + "  - ~\n",
-			want: "config: broker.yaml:4: tenants[1]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file, got nothing",
+			want: "config: broker.yaml:4: tenants[1]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file, got nothing",
 		},
 		{
 			name: "custom tag",
@@ -243,7 +243,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "tenant not a mapping",
 			yaml: "tenants:\n  - acme\n",
-			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file, got a string",
+			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file, got a string",
 		},
 		{
 			name: "wrong type: name is a list",
@@ -319,7 +319,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "client_id without client_secret_file",
 			yaml: "tenants:\n  - name: acme\n    client_id: abc\n",
-			want: "config: broker.yaml:3: tenants[0]: client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret",
+			want: "config: broker.yaml:3: tenants[0]: client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret (or client_assertion_key_file with auth_style: private_key_jwt)",
 		},
 		{
 			name: "client_secret_file without client_id",
@@ -329,12 +329,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "no credentials",
 			yaml: "tenants:\n  - name: acme\n    scopes: [a]\n",
-			want: "config: broker.yaml:2: tenants[0]: no credentials; set credentials_file to a Kognic credentials file, or client_id and client_secret_file",
+			want: "config: broker.yaml:2: tenants[0]: no credentials; set credentials_file to a Kognic credentials file, client_id and client_secret_file, or client_id, client_assertion_key_file and auth_style: private_key_jwt",
 		},
 		{
 			name: "bad auth_style",
 			yaml: fileTenant + "    auth_style: post\n",
-			want: `config: broker.yaml:4: tenants[0].auth_style: "post" is not allowed; use "body" (client_secret_post, the default) or "basic" (client_secret_basic)`,
+			want: `config: broker.yaml:4: tenants[0].auth_style: "post" is not allowed; use "body" (client_secret_post, the default), "basic" (client_secret_basic) or "private_key_jwt" (a signed assertion, no secret)`,
 		},
 		{
 			name:   "credentials file expired",

@@ -51,10 +51,15 @@ type tenantDoc struct {
 	ClientID          string   `yaml:"client_id"`
 	ClientSecretFile  string   `yaml:"client_secret_file"`
 	ClientSecretFiles []string `yaml:"client_secret_files" want:"a list of 1 to 3 files, newest first" eg:"[new.secret, old.secret]"`
-	Scopes            []string `yaml:"scopes" want:"a list of scopes" eg:"[read:inputs, write:inputs]"`
-	AuthStyle         string   `yaml:"auth_style"`
-	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"`
-	CAFile            string   `yaml:"ca_file"`
+	// private_key_jwt: client_id with one of these, auth_style private_key_jwt.
+	ClientAssertionKeyFile  string   `yaml:"client_assertion_key_file"`
+	ClientAssertionKeyFiles []string `yaml:"client_assertion_key_files" want:"a list of 1 to 3 files, newest first" eg:"[new.pem, old.pem]"`
+	KeyID                   string   `yaml:"key_id"`
+	AssertionAudience       string   `yaml:"assertion_audience"`
+	Scopes                  []string `yaml:"scopes" want:"a list of scopes" eg:"[read:inputs, write:inputs]"`
+	AuthStyle               string   `yaml:"auth_style"`
+	AllowInsecureHTTP       bool     `yaml:"allow_insecure_http"`
+	CAFile                  string   `yaml:"ca_file"`
 }
 
 type auditDoc struct {

@@ -16,6 +16,13 @@
 //	    auth_style: basic             # body (default) or basic
 //	    ca_file: corp-ca.pem          # optional private CA for the token endpoint
 //	    allow_insecure_http: false    # true permits http to a non-loopback host
+//	  - name: initech                 # private_key_jwt (RFC 7523): no secret
+//	    token_url: https://idp.example.com/oauth2/token
+//	    client_id: initech-broker
+//	    auth_style: private_key_jwt
+//	    client_assertion_key_file: initech.pem  # PEM RSA or EC key; or client_assertion_key_files: [new.pem, old.pem]
+//	    key_id: initech-1             # optional JWS kid; default the key's RFC 7638 thumbprint
+//	    assertion_audience: https://idp.example.com/  # optional aud; default the token URL
 //	tenants_dir: tenants              # optional: one file per tenant, keys as above
 //	strict_file_permissions: true     # group/other-readable secret files are errors
 //	tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: clients.pem}
@@ -41,7 +48,8 @@
 //
 // Relative paths resolve against the directory of the file that names
 // them. Secret files are read through package creds (regular files, text)
-// at load time and held as creds.Secret values, which redact themselves;
+// at load time and held as creds.Secret (or, for keys, creds.PrivateKey)
+// values, which redact themselves;
 // one that group or others can read is a warning on Options.Logger, or an
 // error with strict_file_permissions. Upstream URLs must be https unless
 // their host is loopback or the tenant sets allow_insecure_http. The

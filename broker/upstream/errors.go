@@ -153,21 +153,23 @@ var permanentCodes = map[string]bool{
 	"invalid_scope":       true,
 }
 
-func (c *Client) classify(ctx context.Context, err error, seen *response) *Error {
+// classify maps a failed request to an *Error; secrets are those no text
+// shown may echo (the client's and the request's assertion).
+func (c *Client) classify(ctx context.Context, err error, seen *response, secrets []Credential) *Error {
 	e := &Error{TokenURL: RedactURL(c.tokenURL)}
 	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil {
 		e.StatusCode = re.Response.StatusCode
 		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		if e.isRedirect() {
 			if h := locationHost(re.Response, c.tokenURL); h != "" {
-				e.RedirectHost = shownHost(c.secrets, h)
+				e.RedirectHost = shownHost(secrets, h)
 				e.hostWithheld = e.RedirectHost == ""
 			}
 			return e
 		}
 		if RegisteredCodes[re.ErrorCode] {
 			e.Code = re.ErrorCode
-			e.Description = describe(c.secrets, re.ErrorDescription)
+			e.Description = describe(secrets, re.ErrorDescription)
 			e.Permanent = permanentCodes[re.ErrorCode]
 			return e
 		}

@@ -11,6 +11,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -41,11 +42,23 @@ type Config struct {
 	ClientSecret creds.Secret
 	// Fallbacks are further credentials held during a rotation, tried in
 	// order after ClientID/ClientSecret when the identity provider answers
-	// invalid_client (and only then). The Client remembers the one that
-	// worked and starts with it next time.
+	// invalid_client (and only then; for a private_key_jwt credential also
+	// invalid_request, Ory Hydra's answer to a kid it does not know). The
+	// Client remembers the one that worked and starts with it next time.
 	Fallbacks []Credential
+	// ClientKey, instead of ClientSecret, authenticates the client with
+	// private_key_jwt (RFC 7523): each request carries a new assertion
+	// signed with it, whose JWS kid is KeyID ("" for the key's RFC 7638
+	// thumbprint, see KeyID).
+	ClientKey creds.PrivateKey
+	KeyID     string
+	// AssertionAudience is the aud of the client assertions; "" means the
+	// token URL without its query (RedactURL).
+	AssertionAudience string
 	// AuthStyle is oauth2.AuthStyleInParams (client_secret_post, the
 	// default when zero) or oauth2.AuthStyleInHeader (client_secret_basic).
+	// Credentials with a key send their assertion in the body whatever it
+	// says.
 	AuthStyle oauth2.AuthStyle
 	// HTTPClient sends the requests; nil means a client with sane timeouts.
 	// It is copied: the Client never follows a redirect, whatever
@@ -59,27 +72,35 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Credential is one client ID and secret. Name says where it came from
-// (e.g. a file name) for logs; it is never the secret.
+// Credential is one client ID and either a secret or, for
+// private_key_jwt, a private key (and the JWS kid of its assertions; ""
+// for the key's thumbprint). Name says where it came from (e.g. a file
+// name) for logs; it is never the secret.
 type Credential struct {
 	Name         string
 	ClientID     string
 	ClientSecret creds.Secret
+	Key          creds.PrivateKey
+	KeyID        string
 }
 
-// String describes c without its secret.
+// String describes c without its secret or key.
 func (c Credential) String() string {
+	if !c.Key.IsZero() {
+		return fmt.Sprintf("upstream.Credential{Name:%q ClientID:%q Key:%s KeyID:%q}", c.Name, c.ClientID, c.Key, c.KeyID)
+	}
 	return fmt.Sprintf("upstream.Credential{Name:%q ClientID:%q ClientSecret:%s}", c.Name, c.ClientID, c.ClientSecret)
 }
 
-// LogValue redacts the secret.
+// LogValue redacts the secret and the key.
 func (c Credential) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", c.Name), slog.String("client_id", c.ClientID))
 }
 
 // Equal reports whether c and o are the same credential.
 func (c Credential) Equal(o Credential) bool {
-	return c.Name == o.Name && c.ClientID == o.ClientID && c.ClientSecret.Equal(o.ClientSecret)
+	return c.Name == o.Name && c.ClientID == o.ClientID && c.ClientSecret.Equal(o.ClientSecret) &&
+		c.Key.Equal(o.Key) && c.KeyID == o.KeyID
 }
 
 // Client fetches tokens for one configured client. It is safe for
@@ -88,8 +109,13 @@ type Client struct {
 	tokenURL string
 	style    oauth2.AuthStyle
 	creds    []Credential
-	// secrets are creds and the keys of tokenURL (query values, userinfo),
-	// which no IdP answer may echo.
+	// signers[i] signs the assertions of creds[i] if it has a key; nil
+	// for a secret.
+	signers  []*assertionSigner
+	audience string
+	// secrets are creds' secrets and the keys of tokenURL (query values,
+	// userinfo), which no IdP answer may echo; a request's assertion is
+	// added per request.
 	secrets []Credential
 	current atomic.Int32 // index into creds of the one to try first
 	http    *http.Client
@@ -132,18 +158,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("upstream: token URL %q: must be an absolute http(s) URL", RedactURL(cfg.TokenURL))
 	}
-	creds := append([]Credential{{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret}}, cfg.Fallbacks...)
-	for i, c := range creds {
-		which := ""
-		if i > 0 {
-			which = fmt.Sprintf(" of fallback %d (%s)", i, c.Name)
-		}
-		if c.ClientID == "" {
-			return nil, fmt.Errorf("upstream: client ID%s is empty", which)
-		}
-		if c.ClientSecret.Reveal() == "" {
-			return nil, fmt.Errorf("upstream: client secret%s is empty", which)
-		}
+	creds := append([]Credential{{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Key: cfg.ClientKey, KeyID: cfg.KeyID}}, cfg.Fallbacks...)
+	signers, secrets, err := prepareCredentials(creds)
+	if err != nil {
+		return nil, err
 	}
 	style := cfg.AuthStyle
 	switch style {
@@ -167,10 +185,40 @@ func New(cfg Config) (*Client, error) {
 		tokenURL: cfg.TokenURL,
 		style:    style,
 		creds:    creds,
-		secrets:  append(slices.Clip(creds), urlSecrets(u)...),
+		signers:  signers,
+		audience: cmp.Or(cfg.AssertionAudience, RedactURL(cfg.TokenURL)),
+		secrets:  append(secrets, urlSecrets(u)...),
 		http:     hc,
 		log:      log,
 	}, nil
+}
+
+// prepareCredentials checks that each credential has a client ID and
+// either a secret or a key, and returns the signers of the keys (nil for
+// a secret) and the credentials that hold a secret.
+func prepareCredentials(creds []Credential) (signers []*assertionSigner, secrets []Credential, err error) {
+	signers = make([]*assertionSigner, len(creds))
+	for i, c := range creds {
+		which := ""
+		if i > 0 {
+			which = fmt.Sprintf(" of fallback %d (%s)", i, c.Name)
+		}
+		switch {
+		case c.ClientID == "":
+			return nil, nil, fmt.Errorf("upstream: client ID%s is empty", which)
+		case !c.Key.IsZero() && c.ClientSecret.Reveal() != "":
+			return nil, nil, fmt.Errorf("upstream: credential%s has both a client secret and a private key; private_key_jwt sends no secret", which)
+		case !c.Key.IsZero():
+			if signers[i], err = newAssertionSigner(c.Key, c.KeyID); err != nil {
+				return nil, nil, err
+			}
+		case c.ClientSecret.Reveal() == "":
+			return nil, nil, fmt.Errorf("upstream: client secret%s is empty", which)
+		default:
+			secrets = append(secrets, c)
+		}
+	}
+	return signers, secrets, nil
 }
 
 // urlSecrets are the values in a token URL's query and userinfo: some
@@ -220,15 +268,15 @@ func prepare(base *http.Client, userAgent string) *http.Client {
 }
 
 // Fetch requests a token for scopes (none: the client's default scopes).
-// Failures are returned as *Error. With fallback credentials, an
-// invalid_client answer makes it try the others in order, at most one
-// request per credential.
+// Failures are returned as *Error. With fallback credentials, a rejection
+// of the credential (rejected) makes it try the others in order, at most
+// one request per credential.
 func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
 	first := int(c.current.Load())
 	var lastErr *Error
 	for n := range len(c.creds) {
 		i := (first + n) % len(c.creds)
-		g, err := c.fetch(ctx, c.creds[i], scopes)
+		g, err := c.fetch(ctx, i, scopes)
 		if err == nil {
 			if i != first {
 				c.current.Store(int32(i))
@@ -239,16 +287,25 @@ func (c *Client) Fetch(ctx context.Context, scopes []string) (Grant, error) {
 			return g, nil
 		}
 		lastErr = err
-		if err.Code != "invalid_client" || len(c.creds) == 1 {
+		if !c.rejected(i, err) || len(c.creds) == 1 {
 			break
 		}
-		c.log.Warn("identity provider rejected a credential (invalid_client); trying the next",
+		c.log.Warn("identity provider rejected a credential ("+err.Code+"); trying the next",
 			"credential", i+1, "of", len(c.creds), "source", c.credName(i))
 	}
 	if len(c.creds) > 1 && lastErr.Code == "invalid_client" {
 		lastErr.Tried = len(c.creds)
 	}
 	return Grant{}, lastErr
+}
+
+// rejected reports whether err rejects credential i itself, so that a
+// rotation's next credential may work: invalid_client, or for a
+// private_key_jwt credential invalid_request, which Ory Hydra answers to
+// an assertion signed with a key (kid) it does not know. An outage, a
+// rate limit or a scope error never moves to an older credential.
+func (c *Client) rejected(i int, err *Error) bool {
+	return err.Code == "invalid_client" || err.Code == "invalid_request" && c.signers[i] != nil
 }
 
 // credName names credential i for logs: its Name, else its position.
@@ -262,7 +319,9 @@ func (c *Client) credName(i int) string {
 	return fmt.Sprintf("credential %d", i+1)
 }
 
-func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (Grant, *Error) {
+// fetch requests a token with credential i.
+func (c *Client) fetch(ctx context.Context, i int, scopes []string) (Grant, *Error) {
+	cred := c.creds[i]
 	cfg := clientcredentials.Config{
 		ClientID:     cred.ClientID,
 		ClientSecret: cred.ClientSecret.Reveal(),
@@ -270,23 +329,36 @@ func (c *Client) fetch(ctx context.Context, cred Credential, scopes []string) (G
 		AuthStyle:    c.style,
 		Scopes:       scopes,
 	}
+	secrets := c.secrets
+	if s := c.signers[i]; s != nil {
+		// private_key_jwt: client_id and a new assertion in the body.
+		assertion, sig, err := s.sign(cred.ClientID, c.audience, time.Now())
+		if err != nil {
+			return Grant{}, &Error{TokenURL: RedactURL(c.tokenURL), Err: err}
+		}
+		cfg.AuthStyle = oauth2.AuthStyleInParams
+		cfg.EndpointParams = url.Values{"client_assertion_type": {ClientAssertionType}, "client_assertion": {assertion}}
+		// An answer echoing the assertion is treated as one echoing a
+		// secret; its signature is the part no other JWT shares.
+		secrets = append(slices.Clip(secrets), Credential{ClientSecret: creds.Secret(sig)})
+	}
 	var seen response
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, c.http)
 	ctx = context.WithValue(ctx, responseKey{}, &seen)
 	tok, err := cfg.Token(ctx)
 	if err != nil {
-		return Grant{}, c.classify(ctx, err, &seen)
+		return Grant{}, c.classify(ctx, err, &seen, secrets)
 	}
 	// The access token and its type reach callers and terminals: only
 	// RFC 6750 and RFC 6749 syntax does, and never a credential echoed.
 	switch {
 	case !isB64Token(tok.AccessToken):
 		return Grant{}, c.invalid(&seen, "whose access_token is not an RFC 6750 token (b64token: letters, digits, -._~+/ and trailing =)")
-	case tokenEchoes(c.secrets, tok.AccessToken):
+	case tokenEchoes(secrets, tok.AccessToken):
 		return Grant{}, c.invalid(&seen, "whose access_token echoes the client credentials")
 	}
 	tt, ok := tokenType(tok.TokenType)
-	if !ok || echoes(c.secrets, tt) { // not a name, or one made of the secret
+	if !ok || echoes(secrets, tt) { // not a name, or one made of the secret
 		return Grant{}, c.invalid(&seen, "with an invalid token_type")
 	}
 	g := Grant{

@@ -55,7 +55,7 @@ func TestServeBadInput(t *testing.T) {
 		{"credentials not JSON", []string{"serve"}, envFunc("KOGNIC_CREDENTIALS", filepath.Join(dir, "garbage.json")),
 			`credentials: KOGNIC_CREDENTIALS=` + filepath.Join(dir, "garbage.json") + `: not a JSON object: invalid JSON syntax at byte offset 1; use the JSON file from "Generate Credentials" in the Kognic app`},
 		{"unknown config key", []string{"serve", "--config", cfg("unknown.yaml", "listen: 127.0.0.1:0\ntenants:\n  - name: acme\n    credentials_file: good.json\n    scope: [a]\n")}, envFunc(),
-			`config: ` + filepath.Join(dir, "unknown.yaml") + `:5: tenants[0]: unknown key "scope"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file`},
+			`config: ` + filepath.Join(dir, "unknown.yaml") + `:5: tenants[0]: unknown key "scope"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file`},
 		{"bad tenant name in config", []string{"serve", "--config", cfg("badname.yaml", "tenants:\n  - name: Acme\n    credentials_file: good.json\n")}, envFunc(),
 			`config: ` + filepath.Join(dir, "badname.yaml") + `:2: tenants[0].name: tenant name "Acme": must match [a-z0-9][a-z0-9-]{0,62} (lower-case letters, digits, hyphens)`},
 		{"missing config file", []string{"serve", "--config", filepath.Join(dir, "nope.yaml")}, envFunc(),

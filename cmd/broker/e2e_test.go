@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,6 +143,8 @@ func TestEndToEndDev(t *testing.T) {
 		}
 	})
 
+	t.Run("GetToken of demo-jwt (private_key_jwt)", func(t *testing.T) { demoJWT(t, tools["broker"], addr) })
+
 	t.Run("WatchToken pushes the replacement of an invalidated token", func(t *testing.T) {
 		watch := exec.CommandContext(t.Context(), tools["grpcurl"], "-plaintext", "-d", `{"tenant":"demo"}`, addr, "tokenbroker.v1.TokenBrokerService/WatchToken")
 		stdout, err := watch.StdoutPipe()
@@ -171,8 +174,10 @@ func TestEndToEndDev(t *testing.T) {
 			t.Fatalf("second watch message: %v", err)
 		}
 		issued = append(issued, second.Token.AccessToken)
-		if second.Token.Version != "2" || second.Token.AccessToken == first.Token.AccessToken {
-			t.Errorf("pushed version %q, want 2 with a new token", second.Token.Version)
+		// Versions increase over all tenants (demo-jwt's tokens count too).
+		v1, _ := strconv.Atoi(first.Token.Version)
+		if v2, err := strconv.Atoi(second.Token.Version); err != nil || v2 <= v1 || second.Token.AccessToken == first.Token.AccessToken {
+			t.Errorf("pushed version %q after %q, want a higher one with a new token", second.Token.Version, first.Token.Version)
 		}
 	})
 
@@ -269,6 +274,14 @@ func TestEndToEndDev(t *testing.T) {
 			}
 		}
 	})
+}
+
+// demoJWT gets a token of --dev's private_key_jwt tenant.
+func demoJWT(t *testing.T, brokerBin, addr string) {
+	out, err := exec.CommandContext(t.Context(), brokerBin, "token", "--addr", addr, "--tenant", "demo-jwt", "--decode").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"sub": "dev-`) || !strings.Contains(string(out), `-jwt"`) {
+		t.Errorf("broker token --tenant demo-jwt --decode: %v\n%s", err, out)
+	}
 }
 
 // latest returns the last token issued, which the broker serves now.

@@ -3,6 +3,7 @@
 //	broker serve [--config broker.yaml | --dev] [--listen ADDR]
 //	broker token [--addr ADDR --tenant NAME | [--credentials FILE] [--env NAME]] [--scopes a b] [--decode]
 //	broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
+//	broker keys [--config broker.yaml --tenant NAME | --key-file key.pem [--key-id KID]]
 //	broker version
 //
 // The client commands live in internal/cli.
@@ -32,6 +33,8 @@ Usage:
                                                 print a token straight from the auth server, like kognic-auth get-access-token
   broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
                                                 an authenticated HTTP request, like kog
+  broker keys --config broker.yaml --tenant NAME | --key-file key.pem [--key-id KID]
+                                                print a private_key_jwt tenant's public JWKS, to register with the IdP
   broker version
 
 Run "broker <command> --help" for the command's flags.
@@ -76,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cli.Token(ctx, args[1:], getenv, stdout, stderr)
 	case "call":
 		return cli.Call(ctx, args[1:], getenv, stdout, stderr)
+	case "keys":
+		return keys(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return nil

@@ -528,15 +528,20 @@ func (d *Daemon) Close() error {
 	return d.closeErr
 }
 
-// startDevIdP starts the development identity provider with one generated
-// client, and prepares its tenant "demo" and the banner.
+// startDevIdP starts the development identity provider with two generated
+// clients, and prepares their tenants "demo" (a client secret) and
+// "demo-jwt" (private_key_jwt with a key made at start) and the banner.
 func (d *Daemon) startDevIdP(listen string) error {
 	if !isLoopbackAddr(listen) {
 		return fmt.Errorf("daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; %q is not a loopback address (try --listen 127.0.0.1:50051)", listen)
 	}
 	client := devidp.NewClient()
+	jwtClient, key, err := devJWTClient()
+	if err != nil {
+		return err
+	}
 	// Listening on loopback does not block; the IdP lives as long as d.
-	idp, err := devidp.Start(context.Background(), devidp.Config{Clients: []devidp.Client{client}, Logger: d.log})
+	idp, err := devidp.Start(context.Background(), devidp.Config{Clients: []devidp.Client{client, jwtClient}, Logger: d.log})
 	if err != nil {
 		return fmt.Errorf("daemon: start the development identity provider: %w", err)
 	}
@@ -545,6 +550,10 @@ func (d *Daemon) startDevIdP(listen string) error {
 		Name: "demo", TokenURL: idp.TokenURL(), ClientID: client.ID,
 		ClientSecret: creds.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
 		CredentialsSource: "development identity provider",
+	}, {
+		Name: "demo-jwt", TokenURL: idp.TokenURL(), ClientID: jwtClient.ID,
+		ClientKey: key, AuthStyle: config.AuthStylePrivateKeyJWT,
+		CredentialsSource: "development identity provider (private_key_jwt)",
 	}}
 	return nil
 }
@@ -558,7 +567,8 @@ func devBanner(idpURL, addr, oauthAddr string, open bool) string {
 	}
 	b := fmt.Sprintf(`
   *** DEVELOPMENT MODE — not for production ***
-  Embedded identity provider: %s (tenant "demo", credentials generated at start)
+  Embedded identity provider: %s (tenants "demo" with a client secret and
+  "demo-jwt" with private_key_jwt, credentials generated at start)
   %s
 
   Try:

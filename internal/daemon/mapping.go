@@ -96,7 +96,7 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 	for _, t := range ts {
 		var fallbacks []upstream.Credential
 		for _, f := range t.Fallbacks {
-			fallbacks = append(fallbacks, upstream.Credential{Name: f.Source, ClientID: f.ClientID, ClientSecret: f.ClientSecret})
+			fallbacks = append(fallbacks, f.Upstream())
 		}
 		built, ok := u.current[t.Name]
 		if !ok || !sameUpstream(built.spec, t) {
@@ -113,6 +113,7 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 			}
 			c, err := upstream.New(upstream.Config{
 				TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
+				ClientKey: t.ClientKey, KeyID: t.KeyID, AssertionAudience: t.AssertionAudience,
 				AuthStyle: t.AuthStyle.OAuth2(), HTTPClient: hc, UserAgent: u.userAgent,
 				Fallbacks: fallbacks, Logger: log,
 			})
@@ -124,7 +125,8 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 		next[t.Name] = built
 		out = append(out, broker.Tenant{
 			Name: t.Name, TokenURL: t.TokenURL, ClientID: t.ClientID,
-			ClientSecret: t.ClientSecret, Scopes: t.Scopes, AuthStyle: t.AuthStyle.OAuth2(), RootCAs: t.RootCAs,
+			ClientSecret: t.ClientSecret, ClientKey: t.ClientKey, KeyID: t.KeyID, AssertionAudience: t.AssertionAudience,
+			Scopes: t.Scopes, AuthStyle: t.AuthStyle.OAuth2(), RootCAs: t.RootCAs,
 			Fallbacks: fallbacks, Fetcher: built.f,
 		})
 	}
@@ -144,12 +146,10 @@ func (u *upstreams) commit(next map[string]fetcherOf) {
 // aside: a Fetcher gets its scopes per request).
 func sameUpstream(a, b config.Tenant) bool {
 	return a.Name == b.Name && a.TokenURL == b.TokenURL && a.ClientID == b.ClientID &&
-		a.ClientSecret.Equal(b.ClientSecret) &&
+		a.ClientSecret.Equal(b.ClientSecret) && a.ClientKey.Equal(b.ClientKey) && a.KeyID == b.KeyID &&
+		a.AssertionAudience == b.AssertionAudience &&
 		a.AuthStyle.OAuth2() == b.AuthStyle.OAuth2() && a.RootCAs.Equal(b.RootCAs) &&
-		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool {
-			return upstream.Credential{Name: x.Source, ClientID: x.ClientID, ClientSecret: x.ClientSecret}.Equal(
-				upstream.Credential{Name: y.Source, ClientID: y.ClientID, ClientSecret: y.ClientSecret})
-		})
+		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool { return x.Upstream().Equal(y.Upstream()) })
 }
 
 func tlsFiles(t *config.TLS) authn.TLSFiles {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/go-oauth2/oauth2/v4"
 	"github.com/go-oauth2/oauth2/v4/errors"
 )
@@ -17,10 +18,18 @@ import (
 // Client is an OAuth2 confidential client registered with the IdP.
 // Its String and LogValue methods redact the secret.
 type Client struct {
-	ID     string
+	ID string
+	// Secret authenticates a client_secret_post or client_secret_basic
+	// client; empty for a private_key_jwt client.
 	Secret string
+	// JWKS, a JSON Web Key Set of public keys each with a kid (as
+	// `broker keys` prints it), makes the client a private_key_jwt
+	// client: it authenticates with assertions signed by one of them.
+	JWKS []byte
 	// Scopes is the set of scopes the client may request; nil allows any scope.
 	Scopes []string
+
+	keys *jose.JSONWebKeySet // parsed JWKS
 }
 
 // NewClient returns a client with a random id ("dev-" and 8 hex digits) and a
@@ -39,11 +48,25 @@ func (c Client) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("id", c.ID), slog.Any("scopes", c.Scopes))
 }
 
-func (c Client) validate() error {
-	if c.ID == "" || c.Secret == "" {
-		return fmt.Errorf("devidp: client %q: id and secret are required", c.ID)
+// prepared validates c and returns it ready for the store: a
+// private_key_jwt client gets its parsed keys and a random internal
+// secret, which only a verified assertion supplies (see assertionClient).
+func (c Client) prepared() (Client, error) {
+	switch {
+	case c.ID == "":
+		return c, fmt.Errorf("devidp: client %q: id is required", c.ID)
+	case len(c.JWKS) > 0 && c.Secret != "":
+		return c, fmt.Errorf("devidp: client %q: set a secret or a JWKS, not both", c.ID)
+	case len(c.JWKS) > 0:
+		keys, err := parseJWKS(c.ID, c.JWKS)
+		if err != nil {
+			return c, err
+		}
+		c.keys, c.Secret = keys, randomHex(32)
+	case c.Secret == "":
+		return c, fmt.Errorf("devidp: client %q: a secret or a JWKS is required", c.ID)
 	}
-	return nil
+	return c, nil
 }
 
 // allows reports whether every requested scope is in the client's allowed set.

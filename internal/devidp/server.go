@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/go-oauth2/oauth2/v4"
 	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
 	"github.com/go-oauth2/oauth2/v4/manage"
@@ -37,6 +38,11 @@ type Config struct {
 	TokenLifetime time.Duration
 	// Clients are registered at start.
 	Clients []Client
+	// MaxAssertionIDs bounds the private_key_jwt jti values remembered
+	// against replay (each until its assertion expires); when that many
+	// are live, further assertions get temporarily_unavailable. Default
+	// 100,000.
+	MaxAssertionIDs int
 	// Logger receives request logs; it never sees secrets or tokens.
 	// Default: discard.
 	Logger *slog.Logger
@@ -49,6 +55,7 @@ type Server struct {
 	key      []byte // HS256 signing key
 	log      *slog.Logger
 	clients  *clientStore
+	replay   *replayCache
 	oauth    *server.Server
 	http     *http.Server
 	lifetime atomic.Int64 // time.Duration
@@ -78,10 +85,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	clients := &clientStore{clients: make(map[string]Client)}
 	for _, c := range cfg.Clients {
-		if err := c.validate(); err != nil {
+		c, err := c.prepared()
+		if err != nil {
 			return nil, err
 		}
 		clients.set(c)
+	}
+	if cfg.MaxAssertionIDs <= 0 {
+		cfg.MaxAssertionIDs = defaultMaxAssertionIDs
 	}
 
 	var lc net.ListenConfig
@@ -99,6 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		key:     []byte(randomHex(32)),
 		log:     cfg.Logger,
 		clients: clients,
+		replay:  &replayCache{max: cfg.MaxAssertionIDs, seen: map[string]time.Time{}},
 		counts:  make(map[string]*counts),
 		done:    make(chan struct{}),
 	}
@@ -114,10 +126,13 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		TokenType:         "Bearer",
 		AllowedGrantTypes: []oauth2.GrantType{oauth2.ClientCredentials},
 	}, mgr)
-	s.oauth.SetClientInfoHandler(clientInfoHandler)
+	s.oauth.SetClientInfoHandler(s.clientInfo)
 	s.oauth.SetClientScopeHandler(s.authorize)
 	s.oauth.SetResponseErrorHandler(rfc6749Status)
 	s.oauth.SetInternalErrorHandler(func(err error) *oautherrors.Response {
+		if ae, ok := errors.AsType[*assertionError](err); ok {
+			return &oautherrors.Response{Error: ae.code, Description: ae.reason, StatusCode: oautherrors.StatusCodes[ae.code]}
+		}
 		s.log.Error("devidp: internal error", "error", err)
 		return nil // server_error
 	})
@@ -152,9 +167,11 @@ func (s *Server) Close() error {
 }
 
 // AddClient registers c, replacing any client with the same id.
-// It fails if the id or secret is empty.
+// It fails if the id is empty, or c has neither or both of a secret and
+// a valid JWKS.
 func (s *Server) AddClient(c Client) error {
-	if err := c.validate(); err != nil {
+	c, err := c.prepared()
+	if err != nil {
 		return err
 	}
 	s.clients.set(c)
@@ -222,7 +239,7 @@ func (s *Server) count(id string, issued bool) {
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm() // errors surface as invalid_request from go-oauth2
-	id, _, _ := clientCredentials(r)
+	id := requestClient(r)
 	s.count(id, false)
 	rw := &recorder{ResponseWriter: w, onHeader: func(code int) {
 		if code == http.StatusOK {
@@ -259,14 +276,32 @@ func (s *Server) authorize(tgr *oauth2.TokenGenerateRequest) (bool, error) {
 	return true, nil
 }
 
-// clientInfoHandler rejects grants other than client_credentials (go-oauth2
+// clientInfo rejects grants other than client_credentials (go-oauth2
 // would answer unauthorized_client or invalid_request), then reads the
-// client credentials.
-func clientInfoHandler(r *http.Request) (id, secret string, err error) {
+// client credentials, or verifies a client assertion (private_key_jwt).
+func (s *Server) clientInfo(r *http.Request) (id, secret string, err error) {
 	if oauth2.GrantType(r.PostForm.Get("grant_type")) != oauth2.ClientCredentials {
 		return "", "", oautherrors.ErrUnsupportedGrantType
 	}
+	if r.PostForm.Has("client_assertion") || r.PostForm.Has("client_assertion_type") {
+		return s.assertionClient(r)
+	}
 	return clientCredentials(r)
+}
+
+// requestClient names the client of a request for the counts: its
+// client_id, else the unverified iss of its assertion.
+func requestClient(r *http.Request) string {
+	if id, _, err := clientCredentials(r); err == nil {
+		return id
+	}
+	if tok, err := jwt.ParseSigned(r.PostForm.Get("client_assertion"), assertionAlgs); err == nil {
+		var c jwt.Claims
+		if tok.UnsafeClaimsWithoutVerification(&c) == nil {
+			return c.Issuer
+		}
+	}
+	return ""
 }
 
 // clientCredentials reads client_secret_basic if an Authorization header is
