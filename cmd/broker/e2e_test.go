@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,6 +225,17 @@ func TestEndToEndDev(t *testing.T) {
 		plain, _, err := run("broker", "token", "--addr", addr, "--tenant", "demo")
 		if err != nil || strings.TrimSpace(plain) != latest(issued) {
 			t.Errorf("broker token printed a token other than the current one (err %v)", err)
+		}
+	})
+
+	t.Run("broker call to the dev IdP's resource endpoint, as the README does", func(t *testing.T) {
+		idp := regexp.MustCompile(`"msg":"devidp: started","url":"(http://[^"]+)"`).FindStringSubmatch(logs.String())
+		if idp == nil {
+			t.Fatalf("no devidp start line:\n%s", logs)
+		}
+		out, errOut, err := run("broker", "call", "get", idp[1]+"/v1/whoami", "--addr", addr, "--tenant", "demo")
+		if err != nil || !strings.Contains(out, `"client_id": "dev-`) {
+			t.Errorf("broker call: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
 		}
 	})
 

@@ -154,6 +154,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			return nil, err
 		}
 		cfg.Tenants = append(cfg.Tenants, d.dev...)
+		// A second dev broker, or anything else on these ports, must not
+		// stop it: take any port instead (the banner names them).
+		cfg.Admin.Listen, cfg.OAuth.Listen = freeOr(cfg.Admin.Listen), freeOr(cfg.OAuth.Listen)
 	}
 
 	// Access control: policy, audit trail, guard, TLS.
@@ -541,7 +544,14 @@ func (d *Daemon) startDevIdP(listen string) error {
 		return err
 	}
 	// Listening on loopback does not block; the IdP lives as long as d.
-	idp, err := devidp.Start(context.Background(), devidp.Config{Clients: []devidp.Client{client, jwtClient}, Logger: d.log})
+	// On devIdPAddr when free, so that the README's lines work; else any
+	// port (the banner names it).
+	idpCfg := devidp.Config{Addr: devIdPAddr, Clients: []devidp.Client{client, jwtClient}, Logger: d.log}
+	idp, err := devidp.Start(context.Background(), idpCfg)
+	if err != nil {
+		idpCfg.Addr = ""
+		idp, err = devidp.Start(context.Background(), idpCfg)
+	}
 	if err != nil {
 		return fmt.Errorf("daemon: start the development identity provider: %w", err)
 	}
@@ -557,6 +567,26 @@ func (d *Daemon) startDevIdP(listen string) error {
 	}}
 	return nil
 }
+
+// freeOr returns addr if it can be listened on now, else its host with
+// port 0 (any free port); "" stays "".
+func freeOr(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		if host, _, serr := net.SplitHostPort(addr); serr == nil {
+			return net.JoinHostPort(host, "0")
+		}
+		return addr
+	}
+	_ = lis.Close()
+	return addr
+}
+
+// devIdPAddr is where serve --dev's identity provider listens if it can.
+const devIdPAddr = "127.0.0.1:50053"
 
 // devBanner tells a developer what --dev started and how to try it.
 // oauthAddr is the token endpoint's, "" if it is off.
@@ -575,8 +605,9 @@ func devBanner(idpURL, addr, oauthAddr string, open bool) string {
     grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
     grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/WatchToken
     go run ./cmd/broker token --addr %s --tenant demo --decode
+    go run ./cmd/broker call get %s%s --addr %s --tenant demo
 
-`, idpURL, auth, addr, addr, addr)
+`, idpURL, auth, addr, addr, addr, idpURL, devidp.WhoamiPath, addr)
 	if oauthAddr != "" {
 		b += fmt.Sprintf("  OAuth2 token endpoint (any OAuth2 client; client_id names the tenant, the secret is an API key):\n"+
 			"    curl -s -u demo:%s -d grant_type=client_credentials http://%s%s\n\n", secret, oauthAddr, oauth.Path)

@@ -23,6 +23,11 @@ import (
 // TokenPath is the path of the token endpoint, as on Kognic's auth server.
 const TokenPath = "/v1/auth/oauth/token"
 
+// WhoamiPath is a resource endpoint for trying a token out: given a valid
+// bearer token of this IdP it answers the token's client, scope and
+// expiry, else 401.
+const WhoamiPath = "/v1/whoami"
+
 const (
 	defaultAddr     = "127.0.0.1:0"
 	defaultLifetime = time.Hour
@@ -139,6 +144,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.handleToken)
+	mux.HandleFunc("GET "+WhoamiPath, s.handleWhoami)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
