@@ -2,7 +2,8 @@ package statuspage
 
 import (
 	"bytes"
-	"embed"
+	"cmp"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -119,12 +120,13 @@ func WithReload(f func() Reload) Option { return optionFunc(func(c *config) { c.
 // WithLogger sets the logger for rendering failures (default: discard).
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.log = l }) }
 
-//go:embed static/status.css templates/status.html
-var assets embed.FS
-
-var pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{
-	"upper": strings.ToUpper,
-}).ParseFS(assets, "templates/status.html"))
+var (
+	//go:embed static/status.css
+	css []byte
+	//go:embed templates/status.html
+	pageHTML string
+	pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{"upper": strings.ToUpper}).Parse(pageHTML))
+)
 
 // Handler returns the read-only status page for src. Mount it at a path
 // ending in "/" (it links its assets relatively):
@@ -159,7 +161,9 @@ func Handler(src Source, opts ...Option) http.Handler {
 	// with 405 and an Allow header.
 	mux.HandleFunc("GET /{$}", h.page)
 	mux.HandleFunc("GET /status.json", h.json)
-	mux.HandleFunc("GET /static/status.css", h.css)
+	mux.HandleFunc("GET /static/status.css", func(w http.ResponseWriter, r *http.Request) {
+		writeBody(w, r, "text/css; charset=utf-8", css)
+	})
 	return secureHeaders(mux)
 }
 
@@ -220,6 +224,14 @@ type stateCount struct {
 // knownStates are the broker's states, in the order the summary lists them.
 var knownStates = []string{"ready", "stale", "failing", "pending"}
 
+// stateRank orders the summary: known states in their order, then the others.
+func stateRank(s string) int {
+	if i := slices.Index(knownStates, s); i >= 0 {
+		return i
+	}
+	return len(knownStates)
+}
+
 func stateClass(s string) string {
 	if slices.Contains(knownStates, s) {
 		return "state-" + s
@@ -275,26 +287,18 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 			StateClass:  stateClass(t.State),
 			Host:        t.Host,
 			LastError:   t.LastError,
-			Expiry:      expiryCell(now, t.Expiry),
-			NextRefresh: refreshCell(now, t.NextRefresh),
+			Expiry:      cell(now, t.Expiry, expiresIn),
+			NextRefresh: cell(now, t.NextRefresh, refreshIn),
 			ScopeSets:   count(t.ScopeSets),
 			Watches:     count(t.Watches),
 		})
 	}
-	for _, s := range knownStates {
-		if counts[s] > 0 {
-			d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: counts[s]})
-			delete(counts, s)
-		}
+	for s, n := range counts {
+		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: n})
 	}
-	others := make([]string, 0, len(counts))
-	for s := range counts {
-		others = append(others, s)
-	}
-	slices.Sort(others)
-	for _, s := range others {
-		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: counts[s]})
-	}
+	slices.SortFunc(d.Summary, func(a, b stateCount) int { // the broker's states first
+		return cmp.Or(cmp.Compare(stateRank(a.State), stateRank(b.State)), strings.Compare(a.State, b.State))
+	})
 
 	// Render fully before writing, so a failure is a clean 500.
 	var buf bytes.Buffer
@@ -362,15 +366,6 @@ func (h *handler) json(w http.ResponseWriter, r *http.Request) {
 	writeBody(w, r, "application/json", append(b, '\n'))
 }
 
-func (h *handler) css(w http.ResponseWriter, r *http.Request) {
-	b, err := assets.ReadFile("static/status.css")
-	if err != nil { // embedded at build time; cannot happen
-		http.Error(w, "statuspage: stylesheet missing", http.StatusInternalServerError)
-		return
-	}
-	writeBody(w, r, "text/css; charset=utf-8", b)
-}
-
 // writeBody answers with b, or only its headers to HEAD.
 func writeBody(w http.ResponseWriter, r *http.Request, contentType string, b []byte) {
 	w.Header().Set("Content-Type", contentType)
@@ -405,30 +400,26 @@ func count(n int) string {
 	return fmt.Sprint(n)
 }
 
-func expiryCell(now, t time.Time) timeCell {
+// cell shows t as text(t - now), or a dash for the zero time.
+func cell(now, t time.Time, text func(time.Duration) string) timeCell {
 	if t.IsZero() {
 		return timeCell{Text: dash}
 	}
-	c := timeCell{ISO: t.UTC().Format(time.RFC3339)}
-	if d := t.Sub(now); d > 0 {
-		c.Text = human(d)
-	} else {
-		c.Text = "expired " + human(-d) + " ago"
-	}
-	return c
+	return timeCell{Text: text(t.Sub(now)), ISO: t.UTC().Format(time.RFC3339)}
 }
 
-func refreshCell(now, t time.Time) timeCell {
-	if t.IsZero() {
-		return timeCell{Text: dash}
+func expiresIn(d time.Duration) string {
+	if d > 0 {
+		return human(d)
 	}
-	c := timeCell{ISO: t.UTC().Format(time.RFC3339)}
-	if d := t.Sub(now); d >= time.Second {
-		c.Text = "in " + human(d)
-	} else {
-		c.Text = "now"
+	return "expired " + human(-d) + " ago"
+}
+
+func refreshIn(d time.Duration) string {
+	if d >= time.Second {
+		return "in " + human(d)
 	}
-	return c
+	return "now"
 }
 
 // human renders d to the second, at most two units: "1h 05m", "4m 09s",
