@@ -157,7 +157,7 @@ type ownerKey struct{}
 
 // WithOwner returns a context that names the caller on whose behalf Token,
 // Invalidate and WatchContext act. The broker uses the name only to share a
-// tenant's scope-set budget fairly (see Token); it is not an authorization.
+// tenant's scope-set budget fairly (see Get); it is not an authorization.
 // Requests without an owner act for the embedding program itself.
 func WithOwner(ctx context.Context, owner string) context.Context {
 	return context.WithValue(ctx, ownerKey{}, owner)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -87,11 +87,7 @@ func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
 		}
 	}
 	if 1+len(t.keys) >= b.cfg.Limits.MaxScopeSetsPerTenant { // the default counts
-		owners := make([]string, 0, len(t.owned))
-		for o := range t.owned {
-			owners = append(owners, o)
-		}
-		sort.Slice(owners, func(i, j int) bool { return t.owned[owners[i]] > t.owned[owners[j]] })
+		owners := slices.SortedFunc(maps.Keys(t.owned), func(a, b string) int { return t.owned[b] - t.owned[a] }) // most first
 		evicted := false
 		for _, o := range owners {
 			if evicted = b.evictLRULocked(t, func(e *entry) bool { return e.owner == o }); evicted {
