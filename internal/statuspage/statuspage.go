@@ -23,10 +23,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// Unknown marks a count the Source cannot tell; it renders as "—" and as
-// null in JSON.
-const Unknown = -1
-
 // MaxErrorLen is the most runes of a tenant's last error that the page
 // shows; longer errors are cut and end with "…".
 const MaxErrorLen = 300
@@ -55,7 +51,7 @@ type Tenant struct {
 	// page still strips URL queries from it and cuts it at MaxErrorLen.
 	LastError string
 	// ScopeSets and Watches count the tenant's cached scope sets and
-	// open watch streams; Unknown (negative) when the Source cannot tell.
+	// open watch streams.
 	ScopeSets int
 	Watches   int
 	// Host is the token endpoint's host (and port); empty to show none.
@@ -190,7 +186,7 @@ type handler struct {
 type row struct {
 	Name, State, StateClass, Host, LastError string
 	Expiry, NextRefresh                      timeCell
-	ScopeSets, Watches                       string
+	ScopeSets, Watches                       int
 }
 
 // timeCell is a time shown relative to now, with the absolute time kept
@@ -289,8 +285,8 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 			LastError:   t.LastError,
 			Expiry:      cell(now, t.Expiry, expiresIn),
 			NextRefresh: cell(now, t.NextRefresh, refreshIn),
-			ScopeSets:   count(t.ScopeSets),
-			Watches:     count(t.Watches),
+			ScopeSets:   t.ScopeSets,
+			Watches:     t.Watches,
 		})
 	}
 	for s, n := range counts {
@@ -320,8 +316,8 @@ type jsonTenant struct {
 	ExpiresInSeconds *int64     `json:"expires_in_seconds"`
 	NextRefresh      *time.Time `json:"next_refresh"`
 	LastError        string     `json:"last_error,omitempty"`
-	ScopeSets        *int       `json:"scope_sets"`
-	Watches          *int       `json:"watches"`
+	ScopeSets        int        `json:"scope_sets"`
+	Watches          int        `json:"watches"`
 }
 
 type jsonStatus struct {
@@ -350,7 +346,7 @@ func (h *handler) json(w http.ResponseWriter, r *http.Request) {
 		out.States[t.State]++
 		jt := jsonTenant{Name: t.Name, State: t.State, Host: t.Host, LastError: t.LastError,
 			Expiry: optTime(t.Expiry), NextRefresh: optTime(t.NextRefresh),
-			ScopeSets: optCount(t.ScopeSets), Watches: optCount(t.Watches)}
+			ScopeSets: t.ScopeSets, Watches: t.Watches}
 		if !t.Expiry.IsZero() {
 			s := int64(t.Expiry.Sub(now) / time.Second)
 			jt.ExpiresInSeconds = &s
@@ -384,21 +380,7 @@ func optTime(t time.Time) *time.Time {
 	return &u
 }
 
-func optCount(n int) *int {
-	if n < 0 {
-		return nil
-	}
-	return &n
-}
-
 const dash = "—"
-
-func count(n int) string {
-	if n < 0 {
-		return dash
-	}
-	return fmt.Sprint(n)
-}
 
 // cell shows t as text(t - now), or a dash for the zero time.
 func cell(now, t time.Time, text func(time.Duration) string) timeCell {
