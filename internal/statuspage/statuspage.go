@@ -27,8 +27,8 @@ import (
 // shows; longer errors are cut and end with "…".
 const MaxErrorLen = 300
 
-// DefaultRefresh is how often the page reloads itself.
-const DefaultRefresh = 5 * time.Second
+// refreshEvery is how often the page reloads itself.
+const refreshEvery = 5 * time.Second
 
 // ContentSecurityPolicy is sent with every response: nothing but the
 // page's own stylesheet may load, no script runs, and no site may frame
@@ -79,7 +79,6 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
 	version string
-	refresh time.Duration
 	clock   clockwork.Clock
 	log     *slog.Logger
 	reload  func() Reload
@@ -99,10 +98,6 @@ type Reload struct {
 
 // WithVersion shows the broker's version in the page header and JSON.
 func WithVersion(v string) Option { return optionFunc(func(c *config) { c.version = v }) }
-
-// WithRefresh sets how often the page reloads itself (DefaultRefresh when
-// d is under a second).
-func WithRefresh(d time.Duration) Option { return optionFunc(func(c *config) { c.refresh = d }) }
 
 // WithClock sets the clock for "generated at" and relative times; tests
 // pass a fake one.
@@ -138,12 +133,9 @@ func Handler(src Source, opts ...Option) http.Handler {
 	if src == nil {
 		panic("statuspage: Handler: nil Source")
 	}
-	cfg := config{refresh: DefaultRefresh}
+	var cfg config
 	for _, o := range opts {
 		o.apply(&cfg)
-	}
-	if cfg.refresh < time.Second {
-		cfg.refresh = DefaultRefresh
 	}
 	if cfg.clock == nil {
 		cfg.clock = clockwork.NewRealClock()
@@ -268,7 +260,7 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 		Version:        h.cfg.version,
 		GeneratedAt:    now.UTC().Format("2006-01-02 15:04:05 UTC"),
 		GeneratedISO:   now.UTC().Format(time.RFC3339),
-		RefreshSeconds: int(h.cfg.refresh / time.Second),
+		RefreshSeconds: int(refreshEvery / time.Second),
 		Total:          len(ts),
 	}
 	if r := h.lastReload(); r.Result != "" && r.Result != "success" {

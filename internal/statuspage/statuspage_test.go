@@ -265,22 +265,6 @@ func TestFromBrokerShowsNoSecret(t *testing.T) {
 	}
 }
 
-func TestRefreshOption(t *testing.T) {
-	for _, tc := range []struct {
-		d    time.Duration
-		want string
-	}{
-		{30 * time.Second, `content="30"`},
-		{0, `content="5"`},
-		{300 * time.Millisecond, `content="5"`},
-	} {
-		_, body := get(t, statuspage.Handler(sample(), statuspage.WithRefresh(tc.d)), "GET", "/")
-		if !strings.Contains(body, `<meta http-equiv="refresh" `+tc.want+`>`) {
-			t.Errorf("WithRefresh(%v): page lacks refresh %s", tc.d, tc.want)
-		}
-	}
-}
-
 func TestNilSourcePanics(t *testing.T) {
 	defer func() {
 		if recover() == nil {
