@@ -262,8 +262,9 @@ func (b *Broker) WatchContext(ctx context.Context, tenantName string, scopes []s
 
 // WatchNotify is WatchContext for a reader that does not wait on Ready
 // (which is then nil): notify is called whenever Next may have something
-// new (spurious calls are allowed). It is called with the broker's locks
-// held, so it must not block or call the broker.
+// new (the current state at once, updates, the end; spurious calls are
+// allowed), with the broker's locks held, so it must not block or call
+// the broker.
 func (b *Broker) WatchNotify(ctx context.Context, tenantName string, scopes []string, notify func()) (*Watch, error) {
 	if notify == nil {
 		return nil, fmt.Errorf("%w: WatchNotify needs a notify function", ErrInvalidArgument)
