@@ -89,11 +89,11 @@ type Reload struct {
 	// Result is "success", "error" (the file did not load; the running
 	// configuration was kept) or "rejected" (the change would lower the
 	// security and needs a restart); "" before any reload.
-	Result string
-	At     time.Time
+	Result string    `json:"result"`
+	At     time.Time `json:"at"`
 	// Error says why, for error and rejected; the page strips URL queries
 	// from it and cuts it at MaxErrorLen.
-	Error string
+	Error string `json:"error,omitempty"`
 }
 
 // WithVersion shows the broker's version in the page header and JSON.
@@ -188,7 +188,6 @@ type timeCell struct {
 }
 
 type pageData struct {
-	Title          string
 	Version        string
 	GeneratedAt    string
 	GeneratedISO   string
@@ -256,7 +255,6 @@ func (h *handler) snapshot() (time.Time, []Tenant) {
 func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	now, ts := h.snapshot()
 	d := pageData{
-		Title:          "tokenbroker status",
 		Version:        h.cfg.version,
 		GeneratedAt:    now.UTC().Format("2006-01-02 15:04:05 UTC"),
 		GeneratedISO:   now.UTC().Format(time.RFC3339),
@@ -315,16 +313,9 @@ type jsonTenant struct {
 type jsonStatus struct {
 	GeneratedAt time.Time      `json:"generated_at"`
 	Version     string         `json:"version,omitempty"`
-	LastReload  *jsonReload    `json:"last_reload,omitempty"`
+	LastReload  *Reload        `json:"last_reload,omitempty"`
 	States      map[string]int `json:"states"`
 	Tenants     []jsonTenant   `json:"tenants"`
-}
-
-// jsonReload is the last configuration reload in /status.json.
-type jsonReload struct {
-	Result string    `json:"result"`
-	At     time.Time `json:"at"`
-	Error  string    `json:"error,omitempty"`
 }
 
 func (h *handler) json(w http.ResponseWriter, r *http.Request) {
@@ -332,7 +323,8 @@ func (h *handler) json(w http.ResponseWriter, r *http.Request) {
 	out := jsonStatus{GeneratedAt: now.UTC().Truncate(time.Second), Version: h.cfg.version,
 		States: map[string]int{}, Tenants: make([]jsonTenant, 0, len(ts))}
 	if r := h.lastReload(); r.Result != "" {
-		out.LastReload = &jsonReload{Result: r.Result, At: r.At.UTC().Truncate(time.Second), Error: r.Error}
+		r.At = r.At.UTC().Truncate(time.Second)
+		out.LastReload = &r
 	}
 	for _, t := range ts {
 		out.States[t.State]++
