@@ -42,7 +42,7 @@ type Tenant struct {
 	// AuthStyle is oauth2.AuthStyleInParams (default) or AuthStyleInHeader.
 	AuthStyle oauth2.AuthStyle
 	// RootCAs, when set, are the CAs trusted for the token endpoint's TLS
-	// certificate instead of the system roots (hygiene.RootCAs adds a
+	// certificate instead of the system roots (upstream.RootCAs adds a
 	// private CA to them). Certificate verification is never disabled.
 	RootCAs *x509.CertPool
 	// Fetcher, when set, replaces the upstream client built from the fields
