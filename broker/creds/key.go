@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"strconv"
@@ -49,34 +48,21 @@ func (k PrivateKey) Equal(o PrivateKey) bool {
 	return ok && eq.Equal(o.key)
 }
 
-// String returns [Redacted], or "" for the zero value.
-func (k PrivateKey) String() string {
+// shown is what k shows in every textual form: a Secret's redaction.
+func (k PrivateKey) shown() Secret {
 	if k.key == nil {
 		return ""
 	}
 	return Redacted
 }
 
-// GoString returns the same as String, so %#v redacts too.
-func (k PrivateKey) GoString() string { return k.String() }
-
-// Format implements fmt.Formatter: every verb prints the redacted form.
-func (k PrivateKey) Format(f fmt.State, verb rune) {
-	out := k.String()
-	if verb == 'q' {
-		out = strconv.Quote(out)
-	}
-	_, _ = io.WriteString(f, out)
-}
-
-// LogValue implements slog.LogValuer.
-func (k PrivateKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
-
-// MarshalJSON implements json.Marshaler: "[REDACTED]", or "" for no key.
-func (k PrivateKey) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(k.String())), nil }
-
-// MarshalText implements encoding.TextMarshaler.
-func (k PrivateKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+// The textual forms, as a Secret's: [Redacted], or "" for no key.
+func (k PrivateKey) String() string                { return k.shown().String() }
+func (k PrivateKey) GoString() string              { return k.shown().GoString() }
+func (k PrivateKey) Format(f fmt.State, verb rune) { k.shown().Format(f, verb) }
+func (k PrivateKey) LogValue() slog.Value          { return k.shown().LogValue() }
+func (k PrivateKey) MarshalJSON() ([]byte, error)  { return k.shown().MarshalJSON() }
+func (k PrivateKey) MarshalText() ([]byte, error)  { return k.shown().MarshalText() }
 
 // NewPrivateKey wraps a key made in code (tests, the development IdP),
 // checked as a key file's is: *rsa.PrivateKey or *ecdsa.PrivateKey.
