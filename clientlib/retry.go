@@ -132,7 +132,7 @@ func retryable(req *http.Request, resp *http.Response, err error) bool {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return idempotent(req)
 	case http.StatusTooManyRequests:
-		// Only when the server says when, as urllib3 does.
+		// Only when the server says when: a blind retry adds to its load.
 		_, ok := upstream.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return ok && idempotent(req)
 	}

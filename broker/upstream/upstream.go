@@ -9,7 +9,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -414,62 +412,4 @@ func ParseRetryAfter(v string, now time.Time) (_ time.Duration, ok bool) {
 		return min(max(t.Sub(now), 0), 24*time.Hour), true
 	}
 	return 0, false
-}
-
-// responseKey is the context key of the *response a fetch records.
-type responseKey struct{}
-
-// response is what observingTransport saw of the answer, to summarise a
-// body that is not shown.
-type response struct {
-	mu          sync.Mutex
-	status      int
-	contentType string
-	body        *countingBody
-}
-
-func (r *response) summary() (status int, contentType string, n int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.body != nil {
-		n = r.body.n.Load()
-	}
-	return r.status, r.contentType, n
-}
-
-// observingTransport sets the User-Agent and records the response's
-// status, content type and length for error summaries.
-type observingTransport struct {
-	base http.RoundTripper
-	ua   string
-}
-
-func (t observingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.ua != "" {
-		r = r.Clone(r.Context())
-		r.Header.Set("User-Agent", t.ua)
-	}
-	resp, err := t.base.RoundTrip(r)
-	if err != nil || resp == nil {
-		return resp, err
-	}
-	if seen, ok := r.Context().Value(responseKey{}).(*response); ok {
-		body := &countingBody{ReadCloser: resp.Body}
-		resp.Body = body
-		seen.mu.Lock()
-		seen.status, seen.contentType, seen.body = resp.StatusCode, resp.Header.Get("Content-Type"), body
-		seen.mu.Unlock()
-	}
-	return resp, nil
-}
-
-type countingBody struct {
-	io.ReadCloser
-	n atomic.Int64
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(n))
-	return n, err
 }
