@@ -20,11 +20,9 @@ const idpTimeout = 30 * time.Second
 // startDirect starts direct mode: the broker's own token core in process,
 // with a transport of its own, and a Source on it; closeFn closes all three.
 func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
-	t := p.direct
-	t.Name = directTenant
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b, err := broker.New(broker.Config{
-		Tenants:    []broker.Tenant{t},
+		Tenants:    []broker.Tenant{p.direct}, // named directTenant
 		Logger:     cfg.source.logger,
 		HTTPClient: &http.Client{Transport: tr, Timeout: idpTimeout},
 		UserAgent:  userAgent,

@@ -27,8 +27,9 @@ type Error struct {
 	StatusCode int    // zero when no response arrived
 	// Code is RFC 6749's error if it is one of RegisteredCodes, else "".
 	Code string
-	// Description is error_description if it is short plain text echoing
-	// no secret (see plainText, echoes), else "description withheld".
+	// Description, set only with Code, is error_description if it is short
+	// plain text echoing no secret (plainText, echoes), else "description
+	// withheld".
 	Description string
 	// RedirectHost is the host of a 3xx answer's Location, unless it echoes
 	// a credential or does not look like a host name (see shownHost).
