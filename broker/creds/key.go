@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"log/slog"
 	"regexp"
 	"strconv"
@@ -20,15 +19,13 @@ import (
 // assertions (RFC 7518 §3.3: 2048 bits or larger for RS256).
 const MinRSABits = 2048
 
-// PrivateKey is a private signing key for private_key_jwt client
-// authentication (RFC 7523): RSA of at least MinRSABits bits, or ECDSA on
-// P-256, P-384 or P-521. Like Secret it redacts itself in String,
-// GoString, Format (all fmt verbs), LogValue, MarshalJSON and MarshalText;
-// Signer is the only way to the key. The zero value holds no key.
+// PrivateKey is a private_key_jwt signing key (RFC 7523): RSA of at least
+// MinRSABits bits, or ECDSA on P-256, P-384 or P-521. Like Secret it
+// redacts itself in every textual form; Signer is the only way to the key.
+// The zero value holds no key.
 type PrivateKey struct{ key crypto.Signer }
 
-// Signer returns the key. It is the only intended way out; call it only
-// where a client assertion is signed or the public key derived.
+// Signer returns the key; call it only where an assertion is signed.
 func (k PrivateKey) Signer() crypto.Signer { return k.key }
 
 // Public returns the public half of the key, nil for the zero value.
@@ -42,8 +39,7 @@ func (k PrivateKey) Public() crypto.PublicKey {
 // IsZero reports whether k holds no key.
 func (k PrivateKey) IsZero() bool { return k.key == nil }
 
-// Equal reports whether k and o are the same key (rsa and ecdsa compare
-// their secret parts in constant time).
+// Equal reports whether k and o are the same key, in constant time.
 func (k PrivateKey) Equal(o PrivateKey) bool {
 	if k.key == nil || o.key == nil {
 		return k.key == nil && o.key == nil
@@ -52,34 +48,21 @@ func (k PrivateKey) Equal(o PrivateKey) bool {
 	return ok && eq.Equal(o.key)
 }
 
-// String returns [Redacted], or "" for the zero value.
-func (k PrivateKey) String() string {
+// shown is what k shows in every textual form: a Secret's redaction.
+func (k PrivateKey) shown() Secret {
 	if k.key == nil {
 		return ""
 	}
 	return Redacted
 }
 
-// GoString returns the same as String, so %#v redacts too.
-func (k PrivateKey) GoString() string { return k.String() }
-
-// Format implements fmt.Formatter: every verb prints the redacted form.
-func (k PrivateKey) Format(f fmt.State, verb rune) {
-	out := k.String()
-	if verb == 'q' {
-		out = strconv.Quote(out)
-	}
-	_, _ = io.WriteString(f, out)
-}
-
-// LogValue implements slog.LogValuer.
-func (k PrivateKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
-
-// MarshalJSON implements json.Marshaler: "[REDACTED]", or "" for no key.
-func (k PrivateKey) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(k.String())), nil }
-
-// MarshalText implements encoding.TextMarshaler.
-func (k PrivateKey) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+// The textual forms, as a Secret's: [Redacted], or "" for no key.
+func (k PrivateKey) String() string                { return k.shown().String() }
+func (k PrivateKey) GoString() string              { return k.shown().GoString() }
+func (k PrivateKey) Format(f fmt.State, verb rune) { k.shown().Format(f, verb) }
+func (k PrivateKey) LogValue() slog.Value          { return k.shown().LogValue() }
+func (k PrivateKey) MarshalJSON() ([]byte, error)  { return k.shown().MarshalJSON() }
+func (k PrivateKey) MarshalText() ([]byte, error)  { return k.shown().MarshalText() }
 
 // NewPrivateKey wraps a key made in code (tests, the development IdP),
 // checked as a key file's is: *rsa.PrivateKey or *ecdsa.PrivateKey.
@@ -90,16 +73,10 @@ func NewPrivateKey(key crypto.Signer) (PrivateKey, error) {
 	return PrivateKey{key: key}, nil
 }
 
-// LoadPrivateKeyFile reads a PEM file holding one private key for
-// private_key_jwt: PKCS#8 ("PRIVATE KEY"), PKCS#1 ("RSA PRIVATE KEY") or
-// SEC1 ("EC PRIVATE KEY"; an "EC PARAMETERS" block beside it is skipped).
-// The file must be ASCII text: a NUL, another control character (but tab,
-// CR and LF) or a non-ASCII byte is an error wrapping ErrMalformed, as is
-// an encrypted key, a certificate or public key, or more than one private
-// key; an unsupported key (Ed25519, RSA under MinRSABits bits, a curve
-// other than P-256, P-384 and P-521) wraps ErrInvalidValue. A path that is
-// not a regular file wraps ErrNotRegular. Errors never quote the file.
-// Every private key file is read here.
+// LoadPrivateKeyFile reads a PEM file holding one unencrypted private key
+// (PKCS#8, PKCS#1 or SEC1) as ASCII text. Anything else in it is an error
+// wrapping ErrMalformed; an unsupported key wraps ErrInvalidValue, a path
+// that is not a regular file ErrNotRegular. Errors never quote the file.
 func LoadPrivateKeyFile(path string) (PrivateKey, error) {
 	path, data, err := readHome(path)
 	if err != nil {
@@ -116,6 +93,22 @@ func ParsePrivateKey(data []byte, name string) (PrivateKey, error) {
 	}); i >= 0 {
 		return PrivateKey{}, fileErr(name, "", ErrMalformed, "holds a NUL, another control character or a non-ASCII byte (at byte offset %d); a PEM private key is ASCII text: give the key file itself", i)
 	}
+	found, err := keyBlock(data, name)
+	if err != nil {
+		return PrivateKey{}, err
+	}
+	key, err := parseKeyBlock(found)
+	if err != nil {
+		return PrivateKey{}, fileErr(name, "", ErrMalformed, "%s", err)
+	}
+	if p := keyProblem(key); p != "" {
+		return PrivateKey{}, fileErr(name, "", ErrInvalidValue, "the private key %s", p)
+	}
+	return PrivateKey{key: key}, nil
+}
+
+// keyBlock returns the one private key block of data.
+func keyBlock(data []byte, name string) (*pem.Block, error) {
 	var found *pem.Block
 	for rest := data; ; {
 		var b *pem.Block
@@ -126,25 +119,18 @@ func ParsePrivateKey(data []byte, name string) (PrivateKey, error) {
 		case b.Type == "EC PARAMETERS": // openssl ecparam -genkey writes it first
 			continue
 		case b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED"):
-			return PrivateKey{}, fileErr(name, "", ErrMalformed, "the private key is encrypted; the broker reads only unencrypted keys (protect the file with its mode instead): write a decrypted copy with openssl pkey -in KEY -out KEY.plain")
+			return nil, fileErr(name, "", ErrMalformed, "the private key is encrypted; the broker reads only unencrypted keys (protect the file with its mode instead): write a decrypted copy with openssl pkey -in KEY -out KEY.plain")
 		case !privateKeyTypes[b.Type]:
-			return PrivateKey{}, fileErr(name, "", ErrMalformed, "holds a PEM block of type %s, not a private key; give the PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY)%s", pemType(b.Type), typeHint(b.Type))
+			return nil, fileErr(name, "", ErrMalformed, "holds a PEM block of type %s, not a private key; give the PEM private key (-----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY)%s", pemType(b.Type), typeHint(b.Type))
 		case found != nil:
-			return PrivateKey{}, fileErr(name, "", ErrMalformed, "holds more than one private key; give one key per file (list several under client_assertion_key_files during a rotation)")
+			return nil, fileErr(name, "", ErrMalformed, "holds more than one private key; give one key per file (list several under client_assertion_key_files during a rotation)")
 		}
 		found = b
 	}
 	if found == nil {
-		return PrivateKey{}, fileErr(name, "", ErrMalformed, "holds no PEM private key; give the key in PEM (-----BEGIN PRIVATE KEY----- …), e.g. from openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256")
+		return nil, fileErr(name, "", ErrMalformed, "holds no PEM private key; give the key in PEM (-----BEGIN PRIVATE KEY----- …), e.g. from openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256")
 	}
-	key, err := parseKeyBlock(found)
-	if err != nil {
-		return PrivateKey{}, fileErr(name, "", ErrMalformed, "%s", err)
-	}
-	if p := keyProblem(key); p != "" {
-		return PrivateKey{}, fileErr(name, "", ErrInvalidValue, "the private key %s", p)
-	}
-	return PrivateKey{key: key}, nil
+	return found, nil
 }
 
 // privateKeyTypes are the PEM types of the unencrypted private keys read.

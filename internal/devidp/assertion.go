@@ -13,11 +13,6 @@ import (
 	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
 )
 
-// private_key_jwt client authentication (RFC 7523 §3, OpenID Connect Core
-// §9): go-jose verifies the signature against the client's registered
-// JWKS and the registered claims; the lifetime cap and jti replay are
-// checked here, as no library keeps that state.
-
 // clientAssertionType is RFC 7523 §2.2's client_assertion_type.
 const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -26,10 +21,9 @@ const (
 	// does: a longer-lived assertion is refused.
 	MaxAssertionLifetime = 5 * time.Minute
 	// AssertionSkew is the clock skew allowed for exp, nbf and iat.
-	AssertionSkew = 10 * time.Second
-	// defaultMaxAssertionIDs bounds the jti values remembered.
-	defaultMaxAssertionIDs = 100_000
-	maxJTI                 = 256 // bytes: a jti longer than this is refused
+	AssertionSkew   = 10 * time.Second
+	maxAssertionIDs = 100_000 // jti values remembered
+	maxJTI          = 256     // bytes
 )
 
 // assertionAlgs are the JWS algorithms accepted: RSA and ECDSA, never
@@ -38,8 +32,7 @@ var assertionAlgs = []jose.SignatureAlgorithm{
 	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.ES256, jose.ES384, jose.ES512,
 }
 
-// assertionError is a refused client authentication: code is
-// invalid_client (or invalid_request, temporarily_unavailable) and reason
+// assertionError is a refused client authentication: an RFC 6749 code and
 // the error_description, plain words the broker shows.
 type assertionError struct {
 	code   error
@@ -75,14 +68,8 @@ func parseJWKS(id string, raw []byte) (*jose.JSONWebKeySet, error) {
 	return &set, nil
 }
 
-// assertionClaims are the claims read from a client assertion.
-type assertionClaims struct {
-	jwt.Claims
-}
-
 // assertionClient authenticates a private_key_jwt request and returns its
-// client's id and the client's internal secret (for go-oauth2's password
-// check).
+// client's id and internal secret, for go-oauth2's password check.
 func (s *Server) assertionClient(r *http.Request) (id, secret string, err error) {
 	f := r.PostForm
 	switch {
@@ -97,7 +84,7 @@ func (s *Server) assertionClient(r *http.Request) (id, secret string, err error)
 	if err != nil {
 		return "", "", refuse("client assertion is not a JWT signed with RS, PS or ES")
 	}
-	var c assertionClaims
+	var c jwt.Claims
 	if err := tok.UnsafeClaimsWithoutVerification(&c); err != nil || c.Issuer == "" {
 		return "", "", refuse("client assertion has no issuer")
 	}
@@ -119,7 +106,7 @@ func (s *Server) assertionClient(r *http.Request) (id, secret string, err error)
 
 // checkClaims checks iss, sub, aud, exp, iat, nbf, the lifetime and jti
 // (once: the jti is remembered until the assertion expires).
-func (s *Server) checkClaims(c assertionClaims, id string) error {
+func (s *Server) checkClaims(c jwt.Claims, id string) error {
 	now := time.Now()
 	err := c.ValidateWithLeeway(jwt.Expected{
 		Issuer: id, Subject: id, AnyAudience: jwt.Audience{s.TokenURL(), s.url}, Time: now,
@@ -164,9 +151,8 @@ const (
 	replayFull
 )
 
-// replayCache remembers each (client, jti) until its assertion expires,
-// at most max of them: when full of unexpired ones, new assertions are
-// refused (temporarily_unavailable) rather than forgotten early.
+// replayCache remembers each (client, jti) until its assertion expires, at
+// most max: when full, new assertions are refused, none forgotten early.
 type replayCache struct {
 	mu   sync.Mutex
 	max  int

@@ -169,11 +169,12 @@ func TestAssertionRefusals(t *testing.T) {
 	}
 }
 
-// The jti memory is bounded: when it holds MaxAssertionIDs live jtis,
+// The jti memory is bounded: when it holds its maximum of live jtis,
 // further assertions are refused (never an old jti forgotten early).
 func TestAssertionReplayMemoryIsBounded(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	s := start(t, Config{MaxAssertionIDs: 2, Clients: []Client{{ID: "c", JWKS: jwks(t, map[string]crypto.Signer{"k": key})}}})
+	s := start(t, Config{Clients: []Client{{ID: "c", JWKS: jwks(t, map[string]crypto.Signer{"k": key})}}})
+	s.replay.max = 2
 	now := time.Now()
 	claims := func(jti string, exp time.Time) map[string]any {
 		return map[string]any{"iss": "c", "sub": "c", "aud": s.TokenURL(), "jti": jti, "iat": now.Unix(), "exp": exp.Unix()}

@@ -22,18 +22,15 @@ type Client struct {
 	// Secret authenticates a client_secret_post or client_secret_basic
 	// client; empty for a private_key_jwt client.
 	Secret string
-	// JWKS, a JSON Web Key Set of public keys each with a kid (as
-	// `broker keys` prints it), makes the client a private_key_jwt
-	// client: it authenticates with assertions signed by one of them.
-	JWKS []byte
-	// Scopes is the set of scopes the client may request; nil allows any scope.
-	Scopes []string
+	// JWKS, public keys each with a kid (as `broker keys` prints them),
+	// makes it a private_key_jwt client.
+	JWKS   []byte
+	Scopes []string // the scopes it may request; nil allows any
 
 	keys *jose.JSONWebKeySet // parsed JWKS
 }
 
-// NewClient returns a client with a random id ("dev-" and 8 hex digits) and a
-// random 32-byte hex-encoded secret, allowed any scope.
+// NewClient returns a client with a random id and secret, allowed any scope.
 func NewClient() Client {
 	return Client{ID: "dev-" + randomHex(4), Secret: randomHex(32)}
 }
@@ -48,9 +45,9 @@ func (c Client) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("id", c.ID), slog.Any("scopes", c.Scopes))
 }
 
-// prepared validates c and returns it ready for the store: a
-// private_key_jwt client gets its parsed keys and a random internal
-// secret, which only a verified assertion supplies (see assertionClient).
+// prepared validates c for the store: a private_key_jwt client gets its
+// parsed keys and a random internal secret, which only a verified
+// assertion supplies.
 func (c Client) prepared() (Client, error) {
 	switch {
 	case c.ID == "":
@@ -82,9 +79,7 @@ func (c Client) allows(requested []string) bool {
 	return true
 }
 
-// clientInfo adapts Client to go-oauth2's ClientInfo and ClientPasswordVerifier,
-// so the manager checks secrets in constant time and an empty secret never
-// matches a non-empty one.
+// clientInfo adapts Client to go-oauth2, checking secrets in constant time.
 type clientInfo struct{ Client }
 
 var (
@@ -102,9 +97,8 @@ func (c clientInfo) VerifyPassword(secret string) bool {
 	return subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) == 1
 }
 
-// clientStore is an in-memory oauth2.ClientStore that supports removal.
-// go-oauth2's store.ClientStore cannot delete and reports unknown clients
-// with a plain error, which its server turns into a 500 server_error.
+// clientStore is an oauth2.ClientStore that can delete, and answers
+// invalid_client for an unknown one (go-oauth2's answers 500).
 type clientStore struct {
 	mu      sync.RWMutex
 	clients map[string]Client
@@ -138,9 +132,8 @@ func (s *clientStore) remove(id string) {
 	delete(s.clients, id)
 }
 
-// discardTokens is an oauth2.TokenStore that keeps nothing: access tokens are
-// self-contained JWTs and the IdP serves no introspection endpoint.
-// (go-oauth2's memory token store starts a goroutine it never stops.)
+// discardTokens is an oauth2.TokenStore that keeps nothing: tokens are
+// JWTs (and go-oauth2's memory store leaks a goroutine).
 type discardTokens struct{}
 
 func (discardTokens) Create(context.Context, oauth2.TokenInfo) error { return nil }

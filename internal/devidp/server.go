@@ -23,9 +23,8 @@ import (
 // TokenPath is the path of the token endpoint, as on Kognic's auth server.
 const TokenPath = "/v1/auth/oauth/token"
 
-// WhoamiPath is a resource endpoint for trying a token out: given a valid
-// bearer token of this IdP it answers the token's client, scope and
-// expiry, else 401.
+// WhoamiPath is a resource endpoint for trying a token out: it answers a
+// valid bearer token's client, scope and expiry, else 401.
 const WhoamiPath = "/v1/whoami"
 
 const (
@@ -36,20 +35,10 @@ const (
 // Config configures a Server. The zero value is usable: a server on a random
 // loopback port with no clients and one-hour tokens.
 type Config struct {
-	// Addr is the listen address; it must be a loopback address.
-	// Default "127.0.0.1:0".
-	Addr string
-	// TokenLifetime is the access token lifetime. Default one hour.
-	TokenLifetime time.Duration
-	// Clients are registered at start.
-	Clients []Client
-	// MaxAssertionIDs bounds the private_key_jwt jti values remembered
-	// against replay (each until its assertion expires); when that many
-	// are live, further assertions get temporarily_unavailable. Default
-	// 100,000.
-	MaxAssertionIDs int
-	// Logger receives request logs; it never sees secrets or tokens.
-	// Default: discard.
+	Addr          string        // a loopback address; default "127.0.0.1:0"
+	TokenLifetime time.Duration // default one hour
+	Clients       []Client      // registered at start
+	// Logger receives request logs, never secrets or tokens; nil discards.
 	Logger *slog.Logger
 }
 
@@ -76,8 +65,8 @@ type Server struct {
 
 type counts struct{ requests, issued int64 }
 
-// Start starts a Server listening on cfg.Addr and serving in a goroutine.
-// ctx bounds only the start-up.
+// Start starts a Server on cfg.Addr, serving in a goroutine; ctx bounds
+// only the start-up.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = defaultAddr
@@ -96,9 +85,6 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		}
 		clients.set(c)
 	}
-	if cfg.MaxAssertionIDs <= 0 {
-		cfg.MaxAssertionIDs = defaultMaxAssertionIDs
-	}
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", cfg.Addr)
@@ -115,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		key:     []byte(randomHex(32)),
 		log:     cfg.Logger,
 		clients: clients,
-		replay:  &replayCache{max: cfg.MaxAssertionIDs, seen: map[string]time.Time{}},
+		replay:  &replayCache{max: maxAssertionIDs, seen: map[string]time.Time{}},
 		counts:  make(map[string]*counts),
 		done:    make(chan struct{}),
 	}
@@ -162,8 +148,8 @@ func (s *Server) URL() string { return s.url }
 // TokenURL returns the token endpoint URL, URL()+TokenPath.
 func (s *Server) TokenURL() string { return s.url + TokenPath }
 
-// Close stops the server, closing open connections, and waits for its
-// goroutine. It is idempotent.
+// Close stops the server and its connections and waits for its goroutine.
+// It is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.http.Close()
@@ -172,9 +158,8 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// AddClient registers c, replacing any client with the same id.
-// It fails if the id is empty, or c has neither or both of a secret and
-// a valid JWKS.
+// AddClient registers c, replacing any client with the same id. It fails
+// without an id, or without exactly one of a secret and a valid JWKS.
 func (s *Server) AddClient(c Client) error {
 	c, err := c.prepared()
 	if err != nil {
@@ -188,8 +173,8 @@ func (s *Server) AddClient(c Client) error {
 // invalid_client. Tokens already issued stay valid.
 func (s *Server) RemoveClient(id string) { s.clients.remove(id) }
 
-// SetTokenLifetime sets the lifetime of tokens issued from now on.
-// A non-positive d restores the default of one hour.
+// SetTokenLifetime sets the lifetime of tokens issued from now on
+// (non-positive: one hour).
 func (s *Server) SetTokenLifetime(d time.Duration) {
 	if d <= 0 {
 		d = defaultLifetime
@@ -197,9 +182,8 @@ func (s *Server) SetTokenLifetime(d time.Duration) {
 	s.lifetime.Store(int64(d))
 }
 
-// Requests returns the number of token requests received, successful or not.
-// A request is counted before its response is written, so a client that has
-// received a response always observes its request counted.
+// Requests returns the number of token requests received, successful or
+// not, each counted before its response is written.
 func (s *Server) Requests() int64 { return s.countsFor(nil).requests }
 
 // RequestsFor returns the number of token requests naming clientID,
@@ -264,10 +248,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		"scope", r.PostForm.Get("scope"), "status", rw.code)
 }
 
-// authorize is the ClientScopeHandler. go-oauth2 calls it before the manager
-// authenticates the client, so it authenticates first (an unauthenticated
-// caller learns nothing about scopes), then checks the requested scopes and
-// applies the current token lifetime.
+// authorize is the ClientScopeHandler, which go-oauth2 calls before it
+// authenticates the client: so it authenticates first, then checks the
+// scopes and applies the current token lifetime.
 func (s *Server) authorize(tgr *oauth2.TokenGenerateRequest) (bool, error) {
 	c, ok := s.clients.get(tgr.ClientID)
 	if !ok || !(clientInfo{c}).VerifyPassword(tgr.ClientSecret) {
@@ -282,9 +265,8 @@ func (s *Server) authorize(tgr *oauth2.TokenGenerateRequest) (bool, error) {
 	return true, nil
 }
 
-// clientInfo rejects grants other than client_credentials (go-oauth2
-// would answer unauthorized_client or invalid_request), then reads the
-// client credentials, or verifies a client assertion (private_key_jwt).
+// clientInfo rejects grants other than client_credentials, then reads the
+// client credentials or verifies a client assertion.
 func (s *Server) clientInfo(r *http.Request) (id, secret string, err error) {
 	if oauth2.GrantType(r.PostForm.Get("grant_type")) != oauth2.ClientCredentials {
 		return "", "", oautherrors.ErrUnsupportedGrantType
@@ -310,9 +292,8 @@ func requestClient(r *http.Request) string {
 	return ""
 }
 
-// clientCredentials reads client_secret_basic if an Authorization header is
-// present, else client_secret_post. Basic credentials are form-decoded as
-// RFC 6749 §2.3.1 requires (golang.org/x/oauth2 encodes them).
+// clientCredentials reads client_secret_basic (form-decoded, RFC 6749
+// §2.3.1) if there is an Authorization header, else client_secret_post.
 func clientCredentials(r *http.Request) (id, secret string, err error) {
 	if r.Header.Get("Authorization") == "" {
 		return server.ClientFormHandler(r)
@@ -330,8 +311,8 @@ func clientCredentials(r *http.Request) (id, secret string, err error) {
 	return id, secret, nil
 }
 
-// rfc6749Status maps errors to RFC 6749 §5.2 status codes; go-oauth2 answers
-// 401 for unsupported_grant_type, invalid_grant and unauthorized_client.
+// rfc6749Status maps errors to RFC 6749 §5.2 status codes, which go-oauth2
+// does not.
 func rfc6749Status(re *oautherrors.Response) {
 	switch re.Error {
 	case oautherrors.ErrInvalidClient:

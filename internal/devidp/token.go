@@ -18,9 +18,8 @@ type claims struct {
 	jwt.RegisteredClaims
 }
 
-// jwtAccess is an oauth2.AccessGenerate issuing HS256 JWTs. It replaces
-// go-oauth2's generates.JWTAccessGenerate, which sets sub to the (empty for
-// client_credentials) user id and omits scope, iat and jti.
+// jwtAccess is an oauth2.AccessGenerate issuing HS256 JWTs with sub, scope,
+// iat and jti, which go-oauth2's JWTAccessGenerate lacks.
 type jwtAccess struct {
 	issuer string
 	key    []byte

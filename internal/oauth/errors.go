@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -28,10 +29,9 @@ const (
 	errServer               = "server_error"
 )
 
-// Error is an answer of RFC 6749 §5.2: the HTTP status, the error code
-// and a description in the broker's words, never an IdP's. As an error
-// it carries the gRPC status a GetToken would have ended with and the
-// broker's own message, for the audit line (guard.Token).
+// Error is an answer of RFC 6749 §5.2, in the broker's words, never an
+// IdP's. It carries the gRPC status a GetToken would have ended with, for
+// the audit line (guard.Token).
 type Error struct {
 	Status      int
 	Code        string // RFC 6749 error
@@ -54,18 +54,20 @@ func (e *Error) GRPCStatus() *status.Status {
 }
 
 func newError(st int, code, format string, args ...any) *Error {
-	return &Error{Status: st, Code: code, Description: sprintf(format, args...), grpc: codes.InvalidArgument}
+	return &Error{Status: st, Code: code, Description: fmt.Sprintf(format, args...), grpc: codes.InvalidArgument}
 }
 
-// retryAfterIdP is the Retry-After of an answer that the identity
-// provider is down, unless it named its own.
-const retryAfterIdP = 5 * time.Second
+// Retry-After of an answer that the identity provider is down: its own,
+// capped, else retryAfterIdP.
+const (
+	retryAfterIdP = 5 * time.Second
+	maxRetryAfter = 5 * time.Minute
+)
 
-// answers is the one mapping of refusals (the guard's, by status code)
-// and broker errors (by cause) to OAuth2 answers, first match wins. The
-// descriptions are fixed or the broker's and guard's own words; an IdP's
-// text never reaches a client. Refusals keep the guard's message, which
-// never depends on whether a tenant exists.
+// answers is the one mapping of the guard's refusals (by status code) and
+// broker errors to OAuth2 answers, first match wins. No IdP text reaches a
+// client; refusals keep the guard's message, the same whether a tenant
+// exists or not.
 var answers = []struct {
 	match  func(err error) bool
 	grpc   codes.Code
@@ -105,10 +107,9 @@ var answers = []struct {
 		fixed("the identity provider is unavailable and no valid token is cached; retry later"), idpRetryAfter},
 }
 
-// answer maps err, a refusal of guard.Token or a broker error of a
-// request made on ctx, to its OAuth2 answer (see answers). A client that
-// went away gets a 503 it will not read, audited as CANCELLED or
-// DEADLINE_EXCEEDED as gRPC would.
+// answer maps err, a refusal of guard.Token or a broker error of a request
+// made on ctx, to its OAuth2 answer. A client that went away gets a 503
+// it will not read, audited as CANCELLED or DEADLINE_EXCEEDED.
 func answer(ctx context.Context, err error) *Error {
 	if e, ok := errors.AsType[*Error](err); ok {
 		return e
@@ -161,8 +162,7 @@ func upstreamPermanent(code string) func(error) bool {
 
 func guardMsg(err error) string { ge, _ := errors.AsType[*guard.Error](err); return ge.Msg }
 
-// brokerMsg is the broker's own message, which names no secret and no
-// IdP text (the rows using it are the broker's sentinels).
+// brokerMsg is the message of one of the broker's sentinels: no IdP text.
 func brokerMsg(err error) string { return err.Error() }
 
 func fixed(s string) func(error) string { return func(error) string { return s } }
@@ -171,10 +171,6 @@ func seconds(n int) func(error) time.Duration {
 	return func(error) time.Duration { return time.Duration(n) * time.Second }
 }
 
-// maxRetryAfter caps the IdP's Retry-After passed on to clients.
-const maxRetryAfter = 5 * time.Minute
-
-// idpRetryAfter is the IdP's own Retry-After (capped), else retryAfterIdP.
 func idpRetryAfter(err error) time.Duration {
 	if ue, ok := errors.AsType[*upstream.Error](err); ok && ue.RetryAfter > 0 {
 		return min(ue.RetryAfter, maxRetryAfter)

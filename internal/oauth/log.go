@@ -10,9 +10,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/flood"
 )
 
-// logEntry is what the request log says of one request: never a
-// parameter's value, a header or the answer's body (they carry secrets
-// and tokens); the tenant only once the caller is authenticated.
+// logEntry is what the request log says of one request: never a value,
+// header or body; the tenant only once the caller is authenticated.
 type logEntry struct {
 	path           string
 	peer           authn.Peer
@@ -23,13 +22,9 @@ type logEntry struct {
 	elapsed        time.Duration
 }
 
-// requestLog writes one line per request, as the gRPC request log does:
-// successes at debug (info from slowRequest on, with slow=true), client
-// errors at info, refusals and unavailability at warn, server errors at
-// error. Lines at info and above are rate limited per result (a client
-// looping on a refusal must not fill the log pipeline; the audit trail
-// and tokenbroker_denials_total count every refusal); the next line of
-// a result says how many were dropped before it.
+// requestLog writes one line per request at the level of level. Lines at
+// info and above are rate limited per result (the audit trail counts every
+// refusal); the next line of a result says how many were dropped.
 type requestLog struct {
 	log   *slog.Logger
 	limit *flood.Gate[string, struct{}]
@@ -73,7 +68,9 @@ func (l *requestLog) write(ctx context.Context, e logEntry) {
 	l.log.Log(ctx, lvl, "oauth token request", fields...)
 }
 
-// level is the line's level, and whether it is a slow success.
+// level is the line's level (debug for successes, info for slow ones and
+// client errors, warn for refusals and outages, error for server errors),
+// and whether it is a slow success.
 func level(e logEntry) (slog.Level, bool) {
 	switch {
 	case e.status == http.StatusOK && e.elapsed >= slowRequest:

@@ -3,7 +3,6 @@ package oauth
 import (
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -15,8 +14,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
-// Client authentication methods (RFC 6749 §2.3, RFC 8705 §2), as the
-// request log names them.
+// Client authentication methods (RFC 6749 §2.3), as the request log names
+// them.
 const (
 	authBasic = "client_secret_basic"
 	authPost  = "client_secret_post"
@@ -37,11 +36,9 @@ var params = []string{"grant_type", "client_id", "client_secret", "scope"}
 const clientIDRule = "client_id names the tenant: 1 to 63 lower-case letters, digits and hyphens, not starting with a hyphen"
 
 // parse reads a token request: a POST of a form (at most maxBody bytes)
-// with grant_type client_credentials, client_id naming the tenant, and
-// the client's secret in Basic or the form (never both, nor in the URL).
-// Errors are the RFC 6749 §5.2 answers to send; a bad Basic header is no
-// error here but a credential the guard refuses (invalid_client, charged
-// to the peer's IP as on gRPC).
+// with grant_type client_credentials, client_id naming the tenant, and the
+// secret in Basic or the form (never both, nor in the URL). Errors are the
+// answers to send; a bad Basic header is a credential the guard refuses.
 func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest, *Error) {
 	var tr tokenRequest
 	if r.Method != http.MethodPost {
@@ -68,7 +65,7 @@ func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest,
 	case "":
 		return tr, newError(http.StatusBadRequest, errInvalidRequest, "grant_type is missing; this endpoint serves grant_type=client_credentials")
 	default:
-		return tr, newError(http.StatusBadRequest, errUnsupportedGrantType, "grant_type %q is not supported; this endpoint serves client_credentials only", clip(gt))
+		return tr, newError(http.StatusBadRequest, errUnsupportedGrantType, "grant_type %q is not supported; this endpoint serves client_credentials only", audit.Clip(gt, audit.MaxDeniedFieldBytes))
 	}
 	if e := tr.authenticate(r, form); e != nil {
 		return tr, e
@@ -79,10 +76,8 @@ func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest,
 	return tr, tr.scope(form.Get("scope"))
 }
 
-// scope splits scope at spaces (RFC 6749 §3.3) and normalizes the set
-// as the broker would (sorted, once each, each a valid scope-token), so
-// that what the guard checks and the audit line names is bounded: at
-// most 32 scopes of 256 bytes, whatever the body held.
+// scope splits scope at spaces (RFC 6749 §3.3) and normalizes the set as
+// the broker does, so that what the guard checks and audits is bounded.
 func (tr *tokenRequest) scope(scope string) *Error {
 	var split []string
 	for _, s := range strings.Split(scope, " ") {
@@ -119,10 +114,9 @@ func readForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values
 	return form, nil
 }
 
-// authenticate finds the client's credentials: HTTP Basic (§2.3.1, both
-// parts form-encoded), or client_secret in the form, or neither (a
-// client certificate, or open mode); and client_id, which names the
-// tenant, from either (equal if both give it).
+// authenticate finds the client's credentials: HTTP Basic, client_secret
+// in the form, or neither (a client certificate, or open mode); and
+// client_id, the tenant, from either (equal if both give it).
 func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 	tr.tenant, tr.auth = form.Get("client_id"), authNone
 	secret, hasSecret := form.Get("client_secret"), form.Has("client_secret")
@@ -158,8 +152,7 @@ func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 	return nil
 }
 
-// errBadBasic is the refusal of an Authorization header that is not
-// usable Basic credentials; it never quotes the header.
+// errBadBasic refuses an unusable Authorization header without quoting it.
 var errBadBasic = errors.New(`the Authorization header must be "Basic " and the base64 of client_id:client_secret, each form-encoded (RFC 6749 §2.3.1)`)
 
 // parseBasic decodes Basic credentials, whose parts are form-encoded.
@@ -187,8 +180,3 @@ func parseBasic(h string) (id, secret string, err error) {
 	}
 	return id, secret, nil
 }
-
-// clip cuts a client's value quoted in an answer or a log line.
-func clip(s string) string { return audit.Clip(s, audit.MaxDeniedFieldBytes) }
-
-func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }

@@ -34,37 +34,27 @@ type Broker interface {
 // Config configures a Server. Broker and Guard are required.
 type Config struct {
 	Broker Broker
-	// Guard authenticates, authorizes, limits and audits every request,
-	// as it does gRPC calls (guard.Guard.Token).
-	Guard *guard.Guard
-	// Logger receives the request log; nil discards it.
-	Logger *slog.Logger
-	// Limits bound requests (zero fields: the defaults): the body
-	// (max_message_bytes), the headers (max_header_list_bytes), the time
-	// to send them, TLS handshake included (handshake_timeout), and an
-	// idle connection (max_connection_idle). Serve on a listener with
-	// their connection caps (server.LimitListener).
+	// Guard authenticates, authorizes, limits and audits every request
+	// (guard.Guard.Token).
+	Guard  *guard.Guard
+	Logger *slog.Logger // the request log; nil discards it
+	// Limits bound the body (max_message_bytes), the headers
+	// (max_header_list_bytes, handshake_timeout) and idle connections;
+	// serve on a listener with their connection caps.
 	Limits limits.Limits
-	// TLS, if set, is the listener's TLS (authn.Reloader.TLSConfig: the
-	// gRPC listener's certificate and client CAs); nil serves plaintext.
+	// TLS, if set, is the gRPC listener's (authn.Reloader.TLSConfig).
 	TLS *tls.Config
-	// OnResult, if set, is called once per token request with "ok" or
-	// the RFC 6749 error answered, e.g. to count them. It must not block.
+	// OnResult, if set, is called per request with "ok" or the error
+	// answered. It must not block.
 	OnResult func(result string)
 }
 
-// The timeouts that no limit sets: reading a whole request (its headers
-// have handshake_timeout; the body gets at least 5 s more), and writing
-// the answer, which may wait for the identity provider
-// (broker.Config.FetchTimeout, 10 s by default).
+// Timeouts no limit sets. The answer may wait for the identity provider.
 const (
-	readTimeout  = 10 * time.Second
+	readTimeout  = 10 * time.Second // the whole request, at least 5 s after its headers
 	writeTimeout = 30 * time.Second
-	// slowRequest is when a successful request is logged at info.
-	slowRequest = time.Second
-	// abortGrace is how long Shutdown waits, after cancelling the
-	// requests still running, before it closes their connections.
-	abortGrace = time.Second
+	slowRequest  = time.Second // a success this slow is logged at info
+	abortGrace   = time.Second // Shutdown's wait after cancelling requests
 )
 
 // errShuttingDown is the cause of the requests Shutdown cancels.
@@ -81,10 +71,8 @@ type Server struct {
 	onResult func(string)
 	http     *http.Server
 	tls      *tls.Config
-	// base is every request's base context, cancelled with
-	// errShuttingDown when Shutdown's time is up.
-	base  context.Context
-	abort context.CancelCauseFunc
+	base     context.Context // every request's; abort ends it with errShuttingDown
+	abort    context.CancelCauseFunc
 }
 
 // New returns a Server; it serves nothing until Serve.
@@ -122,9 +110,7 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// http1Only is c for HTTP/1.1: the same certificate and client CAs at
-// every handshake, with ALPN offering http/1.1 (c may offer only h2, for
-// gRPC).
+// http1Only is c with ALPN offering http/1.1 (c may offer only h2).
 func http1Only(c *tls.Config) *tls.Config {
 	out := c.Clone()
 	out.NextProtos = []string{"http/1.1"}
@@ -154,15 +140,13 @@ func (s *Server) Serve(lis net.Listener) error {
 	return nil
 }
 
-// Drain asks clients to reconnect (no more keep-alive), so that a load
-// balancer moving them away from this replica takes effect; requests
-// are still served.
+// Drain turns keep-alive off, so that clients reconnect elsewhere;
+// requests are still served.
 func (s *Server) Drain() { s.http.SetKeepAlivesEnabled(false) }
 
-// Shutdown stops accepting, lets requests in flight finish until ctx
-// ends, then cancels them (they answer 503 temporarily_unavailable) and
-// closes what is left a second later. It returns nil after a graceful
-// stop, else ctx's error, wrapped.
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// then cancels them (503) and closes what is left a second later. It
+// returns nil after a graceful stop, else ctx's error, wrapped.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
 	err := s.http.Shutdown(ctx)
@@ -192,8 +176,8 @@ type response struct {
 	Scope       string `json:"scope,omitempty"`
 }
 
-// token serves one token request: parse, then guard.Token (authenticate,
-// admit, authorize, limit, the broker's cache, audit), then the answer.
+// token serves one token request: parse, guard.Token (which runs the
+// broker's Get and audits), answer.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx := r.Context()
@@ -255,8 +239,7 @@ func writeToken(w http.ResponseWriter, tok *broker.Token, now time.Time) {
 	})
 }
 
-// writeError answers e (RFC 6749 §5.2). Every 401 names the Basic scheme
-// (RFC 7235 §3.1; RFC 6749 §5.2 requires it when Basic was used).
+// writeError answers e (RFC 6749 §5.2); every 401 names the Basic scheme.
 func writeError(w http.ResponseWriter, e *Error) {
 	h := w.Header()
 	noStore(h)
