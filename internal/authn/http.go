@@ -2,7 +2,10 @@ package authn
 
 import (
 	"crypto/tls"
+	"net"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // PeerOfConn is PeerOf for a transport other than gRPC (net/http's
@@ -23,4 +26,16 @@ func PeerOfConn(remoteAddr string, cs *tls.ConnectionState) Peer {
 		}
 	}
 	return p
+}
+
+// KnownHost reports whether an HTTP request's Host is one a web page
+// cannot rebind its own name to: an IP literal, localhost, one of names
+// (lower case), or none (no browser omits it).
+func KnownHost(host string, names []string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	_, ipErr := netip.ParseAddr(host)
+	return host == "" || ipErr == nil || strings.EqualFold(host, "localhost") || slices.Contains(names, strings.ToLower(host))
 }

@@ -71,3 +71,12 @@ func (g *Guard) Token(ctx context.Context, r TokenRequest, fetch func(ctx contex
 	}
 	return c, ferr
 }
+
+// KnowsKey reports whether key is a caller's API key under the current
+// policy, without auditing or charging anything: for a transport that
+// must choose between two readings of one credential (HTTP Basic's
+// form-encoding, which some clients skip).
+func (g *Guard) KnowsKey(key string) bool {
+	_, ok := g.holder.Load().LookupKeyDigest(authn.HashKey(key))
+	return ok
+}

@@ -57,22 +57,33 @@ func TestHugeBodyAndHeaders(t *testing.T) {
 	f := start(t, options{})
 	stop := heapPeak()
 	// 64 MiB of form, streamed: the server stops reading at 64 KiB.
-	body := io.MultiReader(strings.NewReader("grant_type=client_credentials&client_id=team-a&scope="), &repeatReader{b: 'a', n: 64 << 20})
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.URL+oauth.Path, body)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	const prefix = "grant_type=client_credentials&client_id=team-a&scope="
+	for _, chunked := range []bool{false, true} {
+		body := io.MultiReader(strings.NewReader(prefix), &repeatReader{b: 'a', n: 64 << 20})
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.URL+oauth.Path, body)
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if !chunked {
+			req.ContentLength = int64(len(prefix)) + 64<<20
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// With a Content-Length: 413 after 64 KiB; chunked: 411 at once.
+		want, text := 413, "larger than 65536 bytes"
+		if chunked {
+			want, text = 411, "not chunked"
+		}
+		if resp.StatusCode != want || !strings.Contains(string(msg), `"invalid_request"`) || !strings.Contains(string(msg), text) || !resp.Close {
+			t.Errorf("64 MiB body (chunked %v): HTTP %d (closes: %v) %s", chunked, resp.StatusCode, resp.Close, msg)
+		}
 	}
-	msg, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 413 || !strings.Contains(string(msg), `"invalid_request"`) || !strings.Contains(string(msg), "larger than 65536 bytes") || !resp.Close {
-		t.Errorf("64 MiB body: HTTP %d (closes: %v) %s", resp.StatusCode, resp.Close, msg)
-	}
-	req, _ = http.NewRequestWithContext(t.Context(), http.MethodPost, f.URL+oauth.Path, strings.NewReader(form("team-a", ciKey).Encode()))
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.URL+oauth.Path, strings.NewReader(form("team-a", ciKey).Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("X-Junk", strings.Repeat("j", 1<<20))
-	resp, err = http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,10 @@ type tokenRequest struct {
 	scopes []string // scope, split at spaces
 	auth   string   // authBasic, authPost or authNone
 	creds  guard.Credentials
+	// rawKey is Basic's secret as sent, when it differs from its
+	// form-decoded reading: curl -u and most HTTP libraries do not
+	// form-encode it as RFC 6749 §2.3.1 asks.
+	rawKey string
 }
 
 // The request's parameters; each may appear once (RFC 6749 §3.2).
@@ -69,6 +73,9 @@ func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest,
 	}
 	if e := tr.authenticate(r, form); e != nil {
 		return tr, e
+	}
+	if tr.creds.KeyErr != nil {
+		return tr, nil // refused, audited and charged by the guard's authentication
 	}
 	if names.ValidTenant(tr.tenant) != nil {
 		return tr, newError(http.StatusBadRequest, errInvalidRequest, "%s", clientIDRule)
@@ -128,7 +135,7 @@ func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 		return newError(http.StatusBadRequest, errInvalidRequest, "the client authenticates twice (Authorization and client_secret); use one method (RFC 6749 §2.3)")
 	case len(authz) == 1:
 		tr.auth = authBasic
-		id, key, err := parseBasic(authz[0])
+		id, key, raw, err := parseBasic(authz[0])
 		if err != nil {
 			tr.creds = guard.Credentials{KeySent: true, KeyErr: err}
 			return nil
@@ -137,14 +144,20 @@ func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 			return newError(http.StatusBadRequest, errInvalidRequest, "client_id in the form differs from the one in the Authorization header")
 		}
 		tr.tenant, secret, hasSecret = id, key, true
+		if raw != key {
+			tr.rawKey = raw
+		}
 	case hasSecret:
 		tr.auth = authPost
 	}
-	if hasSecret {
+	switch {
+	case hasSecret && secret == "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
+		// x/oauth2 sends an empty secret for a client that has none:
+		// the verified certificate decides.
+	case hasSecret && secret == "":
+		tr.creds = guard.Credentials{KeySent: true, KeyErr: errors.New("the client secret is empty; send an API key of this broker")}
+	case hasSecret:
 		tr.creds = guard.Credentials{KeySent: true, Key: secret}
-		if secret == "" {
-			tr.creds = guard.Credentials{KeySent: true, KeyErr: errors.New("the client secret is empty; send an API key of this broker")}
-		}
 	}
 	if tr.tenant == "" {
 		return newError(http.StatusBadRequest, errInvalidRequest, "client_id is missing; it names the tenant whose token you want")
@@ -155,28 +168,26 @@ func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 // errBadBasic refuses an unusable Authorization header without quoting it.
 var errBadBasic = errors.New(`the Authorization header must be "Basic " and the base64 of client_id:client_secret, each form-encoded (RFC 6749 §2.3.1)`)
 
-// parseBasic decodes Basic credentials, whose parts are form-encoded.
-func parseBasic(h string) (id, secret string, err error) {
+// parseBasic decodes Basic credentials, whose parts are form-encoded;
+// raw is the secret as sent.
+func parseBasic(h string) (id, secret, raw string, err error) {
 	scheme, b64, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "basic") {
-		return "", "", errBadBasic
+		return "", "", "", errBadBasic
 	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
+	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
 	if err != nil {
-		return "", "", errBadBasic
+		return "", "", "", errBadBasic
 	}
-	rawID, rawSecret, ok := strings.Cut(string(raw), ":")
+	rawID, raw, ok := strings.Cut(string(dec), ":")
 	if !ok {
-		return "", "", errBadBasic
+		return "", "", "", errBadBasic
 	}
 	if id, err = url.QueryUnescape(rawID); err != nil {
-		return "", "", errBadBasic
+		return "", "", "", errBadBasic
 	}
-	if secret, err = url.QueryUnescape(rawSecret); err != nil {
-		return "", "", errBadBasic
+	if secret, err = url.QueryUnescape(raw); err != nil {
+		secret = raw // not form-encoded, e.g. a '%' of its own: read as sent
 	}
-	if secret == "" {
-		return "", "", errors.New("the client secret is empty; send an API key of this broker")
-	}
-	return id, secret, nil
+	return id, secret, raw, nil
 }

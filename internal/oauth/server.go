@@ -90,13 +90,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS != nil {
 		s.tls = http1Only(cfg.TLS)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc(Path, s.token)
-	mux.HandleFunc(KognicPath, s.token)
 	var protocols http.Protocols
 	protocols.SetHTTP1(true) // no HTTP/2, no h2c: one protocol whose limits are these
 	s.http = &http.Server{
-		Handler:                      mux,
+		Handler:                      http.HandlerFunc(s.serveHTTP),
 		ReadHeaderTimeout:            l.HandshakeTimeout,
 		ReadTimeout:                  max(readTimeout, l.HandshakeTimeout+readTimeout/2),
 		WriteTimeout:                 writeTimeout,
@@ -176,6 +173,31 @@ type response struct {
 	Scope       string `json:"scope,omitempty"`
 }
 
+// serveHTTP answers every request: a token request on Path or
+// KognicPath, RFC 6749 §5.2 errors for everything else, each uncacheable
+// (no ServeMux: its redirects and plain-text pages would not be).
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path != Path && r.URL.Path != KognicPath:
+		writeError(w, newError(http.StatusNotFound, errInvalidRequest, "the token endpoint is %s (or %s)", Path, KognicPath))
+	case len(r.TransferEncoding) > 0:
+		// A token request is small and has a Content-Length; a chunked
+		// body (with or without one) is a smuggling shape: refuse, close.
+		w.Header().Set("Connection", "close")
+		writeError(w, newError(http.StatusLengthRequired, errInvalidRequest, "send the body with a Content-Length, not chunked"))
+	case r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Mode") != "":
+		// No browser is a client of a token endpoint; a page must not
+		// spend a caller's credentials or an open broker's tokens.
+		writeError(w, newError(http.StatusForbidden, errInvalidRequest, "browsers are not served: call the token endpoint from a server-side client"))
+	case s.guard.Open() && !authn.KnownHost(r.Host, nil):
+		// Open mode authenticates nobody: a page that rebinds its name to
+		// loopback must not read tokens.
+		writeError(w, newError(http.StatusMisdirectedRequest, errInvalidRequest, "this broker has no callers and answers only to an IP address or localhost"))
+	default:
+		s.token(w, r)
+	}
+}
+
 // token serves one token request: parse, guard.Token (which runs the
 // broker's Get and audits), answer.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
@@ -184,6 +206,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	entry := logEntry{path: r.URL.Path, peer: authn.PeerOfConn(r.RemoteAddr, r.TLS)}
 	tr, perr := parse(w, r, s.maxBody)
 	entry.auth = tr.auth
+	if tr.rawKey != "" && !s.guard.KnowsKey(tr.creds.Key) && s.guard.KnowsKey(tr.rawKey) {
+		tr.creds.Key = tr.rawKey // Basic's secret sent without form-encoding
+	}
 	var tok *broker.Token
 	var err error
 	if perr != nil {
