@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,10 @@ type Caller struct {
 	DNSName      string `yaml:"dns_name"`
 	CommonName   string `yaml:"common_name"`
 	APIKeySHA256 string `yaml:"api_key_sha256"`
+	// UnixUID and UnixGID name a peer on a Unix socket by the kernel's
+	// word (SO_PEERCRED): a uid caller before a gid caller.
+	UnixUID *uint32 `yaml:"unix_uid"`
+	UnixGID *uint32 `yaml:"unix_gid"`
 	// Tenants are globs of the tenants the caller may use; at least one.
 	Tenants []string `yaml:"tenants"`
 	// Scopes, if not empty, are globs every requested scope must match.
@@ -39,6 +44,10 @@ func (c *Caller) Identity() authn.Identity {
 		return authn.Identity{Kind: authn.KindCommonName, Value: c.CommonName}
 	case c.APIKeySHA256 != "":
 		return authn.Identity{Kind: authn.KindAPIKey}
+	case c.UnixUID != nil:
+		return authn.Identity{Kind: authn.KindUnixUID, Value: strconv.FormatUint(uint64(*c.UnixUID), 10)}
+	case c.UnixGID != nil:
+		return authn.Identity{Kind: authn.KindUnixGID, Value: strconv.FormatUint(uint64(*c.UnixGID), 10)}
 	}
 	return authn.Identity{}
 }
@@ -98,7 +107,8 @@ type Policy struct {
 
 // New validates callers and builds a Policy. Each caller needs a unique
 // name, exactly one identity (unique across callers), and at least one
-// tenant glob.
+// tenant glob. A uid and a gid are two identities, never one caller's:
+// the peer on a socket is the caller of its uid, else of its gid.
 func New(callers []Caller) (*Policy, error) {
 	p := &Policy{
 		callers: make([]Caller, len(callers)),
@@ -114,6 +124,7 @@ func New(callers []Caller) (*Policy, error) {
 		}
 		c.Tenants = append([]string(nil), c.Tenants...)
 		c.Scopes = append([]string(nil), c.Scopes...)
+		c.UnixUID, c.UnixGID = clone(c.UnixUID), clone(c.UnixGID)
 		if c.Name == "" {
 			return nil, ferr(".name", "is required: it names the caller in logs and audit lines")
 		}
@@ -121,13 +132,13 @@ func New(callers []Caller) (*Policy, error) {
 			return nil, ferr(".name", "%q is used by another caller; names must be unique", c.Name)
 		}
 		n := 0
-		for _, v := range []string{c.SPIFFEID, c.DNSName, c.CommonName, c.APIKeySHA256} {
-			if v != "" {
+		for _, set := range []bool{c.SPIFFEID != "", c.DNSName != "", c.CommonName != "", c.APIKeySHA256 != "", c.UnixUID != nil, c.UnixGID != nil} {
+			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			return nil, ferr("", "caller %q must have exactly one of spiffe_id, dns_name, common_name, api_key_sha256 (has %d)", c.Name, n)
+			return nil, ferr("", "caller %q must have exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid (has %d)", c.Name, n)
 		}
 		if c.SPIFFEID != "" {
 			if err := authn.ValidSPIFFEID(c.SPIFFEID); err != nil {
@@ -173,6 +184,14 @@ func New(callers []Caller) (*Policy, error) {
 	return p, nil
 }
 
+func clone(id *uint32) *uint32 {
+	if id == nil {
+		return nil
+	}
+	v := *id
+	return &v
+}
+
 // Empty reports whether the policy has no callers.
 func (p *Policy) Empty() bool { return p == nil || len(p.callers) == 0 }
 
@@ -186,12 +205,18 @@ func (p *Policy) Callers() []Caller {
 
 // NeedsClientCerts reports whether any caller is identified by a
 // certificate, so that the listener needs tls.client_ca_file.
-func (p *Policy) NeedsClientCerts() bool { return p != nil && len(p.byID) > 0 }
+func (p *Policy) NeedsClientCerts() bool {
+	return p != nil && slices.ContainsFunc(p.callers, func(c Caller) bool {
+		k := c.Identity().Kind
+		return k == authn.KindSPIFFE || k == authn.KindDNS || k == authn.KindCommonName
+	})
+}
 
 // HasAPIKeys reports whether any caller is identified by an API key.
 func (p *Policy) HasAPIKeys() bool { return p != nil && len(p.keyOf) > 0 }
 
-// Lookup returns the caller with the certificate identity id.
+// Lookup returns the caller with the identity id (a certificate's, or a
+// Unix socket peer's uid or gid).
 func (p *Policy) Lookup(id authn.Identity) (*Caller, bool) {
 	if p == nil {
 		return nil, false
