@@ -39,7 +39,7 @@ func TestBrokerOnUnixSocket(t *testing.T) {
 			v, ok := map[string]string{"TOKENBROKER_ADDR": "unix://" + socket, "TOKENBROKER_TENANT": "acme"}[k]
 			return v, ok
 		})},
-		"WithBroker":       {clientlib.WithEnv(nil), clientlib.WithBroker("unix://"+socket, "acme")},
+		"WithBroker": {clientlib.WithEnv(nil), clientlib.WithBroker("unix://"+socket, "acme")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			hc, err := clientlib.NewHTTPClient(t.Context(), opts...)
