@@ -99,8 +99,7 @@ func TestUnixSocketEndToEnd(t *testing.T) {
 		err := cmd.Run()
 		return out.String(), errOut.String(), err
 	}
-	// The README's line.
-	getToken := []string{"-plaintext", "-unix", "-d", `{"tenant":"demo"}`, socket, "tokenbroker.v1.TokenBrokerService/GetToken"}
+	getToken := readmeGRPCurlUnix(t, socket, "demo")
 
 	tok, errOut, err := runAs(1000, "broker", "token", "--addr", "unix://"+socket, "--tenant", "demo")
 	tok = strings.TrimSpace(tok)
@@ -152,6 +151,30 @@ func TestUnixSocketEndToEnd(t *testing.T) {
 	if strings.Contains(stdout.String(), tok) {
 		t.Error("the audit trail holds the token")
 	}
+}
+
+// readmeGRPCurlUnix is the README's `grpcurl -plaintext -unix` line as
+// arguments, for the socket at path and tenant.
+func readmeGRPCurlUnix(t *testing.T, path, tenant string) []string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range strings.Split(string(readme), "\n") {
+		if !strings.HasPrefix(ln, "grpcurl -plaintext -unix ") {
+			continue
+		}
+		var args []string
+		for _, f := range strings.Fields(ln)[1:] {
+			f = strings.Trim(f, "'")
+			f = strings.ReplaceAll(f, `"tenant":"acme"`, `"tenant":"`+tenant+`"`)
+			args = append(args, strings.ReplaceAll(f, "/run/tokenbroker/broker.sock", path))
+		}
+		return args
+	}
+	t.Fatal("the README has no grpcurl -plaintext -unix line")
+	return nil
 }
 
 // listeningSocket reads the broker's JSON log up to its "listening" line
