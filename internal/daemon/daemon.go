@@ -152,9 +152,6 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if cfg, err = withListen(cfg, opts.Listen); err != nil {
 		return nil, err
 	}
-	if cfg.Listen == "" && cfg.Socket.Path == "" {
-		return nil, errors.New("daemon: no listener; set listen to a host:port, a unix:///path or both")
-	}
 
 	if opts.Dev {
 		if err := d.startDevIdP(cfg.Listen); err != nil {
@@ -231,14 +228,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	var sopts []grpc.ServerOption
-	if d.tls != nil {
-		creds := d.tls.Credentials()
-		if d.sock != nil {
-			creds = authn.SocketCredentials(creds) // no TLS on the socket
-		}
-		sopts = append(sopts, grpc.Creds(creds))
-	}
+	sopts := d.transportCreds()
 	if tp != nil {
 		sopts = append(sopts, grpcTracing(tp))
 	}
@@ -333,6 +323,19 @@ func (d *Daemon) listen(cfg *config.Config) error {
 		}
 	}
 	return nil
+}
+
+// transportCreds is the gRPC server's TLS, if configured: on the
+// host:port only, never on the socket.
+func (d *Daemon) transportCreds() []grpc.ServerOption {
+	if d.tls == nil {
+		return nil
+	}
+	creds := d.tls.Credentials()
+	if d.sock != nil {
+		creds = authn.SocketCredentials(creds)
+	}
+	return []grpc.ServerOption{grpc.Creds(creds)}
 }
 
 // listeners are the gRPC listeners that are open.

@@ -25,7 +25,7 @@ import (
 
 // withListen returns a copy of cfg (tenants copied too) whose listeners,
 // Listen and Socket.Path, are listen's entries if there are any (the
-// --listen flags); the unix_socket settings stay.
+// --listen flags); the unix_socket settings stay. It needs a listener.
 func withListen(cfg *config.Config, listen []string) (*config.Config, error) {
 	c := *cfg
 	c.Tenants = append([]config.Tenant(nil), cfg.Tenants...)
@@ -34,6 +34,9 @@ func withListen(cfg *config.Config, listen []string) (*config.Config, error) {
 		if c.Listen, c.Socket.Path, err = config.SplitListen(listen); err != nil {
 			return nil, fmt.Errorf("daemon: --listen: %w", err)
 		}
+	}
+	if c.Listen == "" && c.Socket.Path == "" {
+		return nil, errors.New("daemon: no listener; set listen to a host:port, a unix:///path or both")
 	}
 	return &c, nil
 }
