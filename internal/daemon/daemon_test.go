@@ -41,6 +41,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(socketClientEnv) != "" {
 		os.Exit(socketClient())
 	}
+	if path := os.Getenv(socketServerEnv); path != "" {
+		os.Exit(socketServer(path))
+	}
 	goleak.VerifyTestMain(m)
 }
 

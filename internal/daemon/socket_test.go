@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -116,6 +117,52 @@ func next(t *testing.T, who string, dec *json.Decoder) clientEvent {
 		t.Fatalf("%s: no answer: %v", who, err)
 	}
 	return ev
+}
+
+// socketServerEnv makes the test binary serve the socket at its value
+// (socketServer): another process whose socket the broker must not take.
+const socketServerEnv = "TOKENBROKER_TEST_SOCKET_SERVER"
+
+// socketServer listens at path, says "ready" and accepts until killed.
+func socketServer(path string) int {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		c.Close()
+	}
+}
+
+// startSocketServer runs socketServer in a child process until the test
+// ends.
+func startSocketServer(t *testing.T, path string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), socketServerEnv+"="+path)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("socket server: %q, %v", line, err)
+	}
 }
 
 // clientBinary copies the test binary into a directory every user may
@@ -405,14 +452,10 @@ func TestSocketFile(t *testing.T) {
 			t.Errorf("New: %v", err)
 		}
 	})
-	t.Run("live socket not stolen", func(t *testing.T) {
+	t.Run("live socket of another process not stolen", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "b.sock")
-		other, err := net.Listen("unix", path) // another server's
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
-		_, err = listenOn(t, path, logs)
+		startSocketServer(t, path)
+		_, err := listenOn(t, path, logs)
 		if err == nil || !strings.Contains(err.Error(), "a process is serving on "+path+" (another broker?)") {
 			t.Errorf("New: %v", err)
 		}
