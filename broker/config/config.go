@@ -71,8 +71,13 @@ func (s AuthStyle) OAuth2() oauth2.AuthStyle {
 
 // Config is a loaded and validated broker configuration.
 type Config struct {
-	// Listen is the host:port to listen on.
+	// Listen is the host:port of the gRPC listener; "" when listen names
+	// only a Unix socket.
 	Listen string
+	// Socket is the gRPC listener on a Unix socket (Socket.Path "" for
+	// none) with the unix_socket settings, which hold even without a
+	// socket in listen, for --listen.
+	Socket Socket
 	// Tenants has at least one entry; names are unique.
 	Tenants []Tenant
 	// StrictFilePermissions makes a secret file that group or others can
@@ -131,13 +136,17 @@ type TLS struct {
 
 // Caller is one entry of callers: who may get which tenants' tokens. It
 // mirrors the access policy's caller; exactly one of SPIFFEID, DNSName,
-// CommonName and APIKeySHA256 is set.
+// CommonName, APIKeySHA256, UnixUID and UnixGID is set.
 type Caller struct {
 	Name         string `yaml:"name"`
 	SPIFFEID     string `yaml:"spiffe_id"`
 	DNSName      string `yaml:"dns_name"`
 	CommonName   string `yaml:"common_name"`
 	APIKeySHA256 string `yaml:"api_key_sha256"`
+	// UnixUID and UnixGID name a peer on the Unix socket by its uid or
+	// (primary) gid, as the kernel reports it.
+	UnixUID *uint32 `yaml:"unix_uid" want:"a user id, a whole number" eg:"1000"`
+	UnixGID *uint32 `yaml:"unix_gid" want:"a group id, a whole number" eg:"1000"`
 	// Tenants are globs of the tenants the caller may use; not empty.
 	Tenants []string `yaml:"tenants" want:"a list of globs" eg:"[acme, \"team-*\"]"`
 	// Scopes, if not empty, are globs every requested scope must match.
@@ -145,8 +154,12 @@ type Caller struct {
 }
 
 // UsesCertificate reports whether the caller is identified by a client
-// certificate rather than an API key.
-func (c Caller) UsesCertificate() bool { return c.APIKeySHA256 == "" }
+// certificate rather than an API key or a Unix socket peer's uid or gid.
+func (c Caller) UsesCertificate() bool { return c.APIKeySHA256 == "" && !c.UsesSocket() }
+
+// UsesSocket reports whether the caller is identified by its uid or gid
+// on the Unix socket.
+func (c Caller) UsesSocket() bool { return c.UnixUID != nil || c.UnixGID != nil }
 
 // Watch configures how the running broker notices changed files (the
 // config file and the files it names). The zero value means watching with

@@ -173,12 +173,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level list",
 			yaml: "- name: acme\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a list",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, unix_socket, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a list",
 		},
 		{
 			name: "unknown top-level key",
 			yaml: "listen: 127.0.0.1:1\ntenant:\n  - name: acme\n",
-			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown`,
+			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, unix_socket, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown`,
 		},
 		{
 			name: "unknown tenant key",
@@ -203,7 +203,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "custom tag",
 			yaml: "!x tenants\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a string",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, unix_socket, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a string",
 		},
 		{
 			name: "multi-line string for a mapping",
@@ -253,7 +253,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "wrong type: listen is a mapping",
 			yaml: "listen: {port: 1}\n" + fileTenant,
-			want: "config: broker.yaml:1: listen: must be a string, got a mapping",
+			want: "config: broker.yaml:1: listen: must be host:port, unix:///path or a list of at most one of each, got a mapping; write e.g. [127.0.0.1:50051, unix:///run/tokenbroker/broker.sock]",
 		},
 		{
 			name: "missing name",
@@ -392,17 +392,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "listen without port",
 			yaml: "listen: localhost\n" + fileTenant,
-			want: `config: broker.yaml:1: listen: "localhost" is not host:port (missing port in address); use e.g. 127.0.0.1:50051`,
+			want: `config: broker.yaml:1: listen: "localhost" is not host:port (missing port in address); use e.g. 127.0.0.1:50051 or unix:///run/tokenbroker/broker.sock`,
 		},
 		{
 			name: "listen with bad port",
 			yaml: "listen: localhost:grpc\n" + fileTenant,
-			want: `config: broker.yaml:1: listen: "localhost:grpc" is not host:port (port "grpc" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051`,
+			want: `config: broker.yaml:1: listen: "localhost:grpc" is not host:port (port "grpc" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051 or unix:///run/tokenbroker/broker.sock`,
 		},
 		{
 			name: "listen port out of range",
 			yaml: "listen: ':70000'\n" + fileTenant,
-			want: `config: broker.yaml:1: listen: ":70000" is not host:port (port "70000" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051`,
+			want: `config: broker.yaml:1: listen: ":70000" is not host:port (port "70000" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051 or unix:///run/tokenbroker/broker.sock`,
 		},
 	}
 	for _, tt := range tests {

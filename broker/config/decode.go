@@ -25,19 +25,20 @@ import (
 // The tags want and eg give a type error's expected value and example.
 
 type fileDoc struct {
-	Listen                string       `yaml:"listen"`
-	Tenants               []*tenantDoc `yaml:"tenants" want:"a list of tenants"` // nil: a null entry
-	TenantsDir            string       `yaml:"tenants_dir"`
-	StrictFilePermissions bool         `yaml:"strict_file_permissions"`
-	TLS                   *TLS         `yaml:"tls"`
-	Callers               []*Caller    `yaml:"callers" want:"a list of callers"`
-	Audit                 *auditDoc    `yaml:"audit"`
-	Limits                limitsDoc    `yaml:"limits"`
-	InsecurePlaintext     bool         `yaml:"insecure_plaintext"`
-	Watch                 watchDoc     `yaml:"watch"`
-	Admin                 Admin        `yaml:"admin"`
-	OAuth                 OAuth        `yaml:"oauth"`
-	Shutdown              Shutdown     `yaml:"shutdown"`
+	Listen                listenDoc      `yaml:"listen"`
+	UnixSocket            *unixSocketDoc `yaml:"unix_socket"`
+	Tenants               []*tenantDoc   `yaml:"tenants" want:"a list of tenants"` // nil: a null entry
+	TenantsDir            string         `yaml:"tenants_dir"`
+	StrictFilePermissions bool           `yaml:"strict_file_permissions"`
+	TLS                   *TLS           `yaml:"tls"`
+	Callers               []*Caller      `yaml:"callers" want:"a list of callers"`
+	Audit                 *auditDoc      `yaml:"audit"`
+	Limits                limitsDoc      `yaml:"limits"`
+	InsecurePlaintext     bool           `yaml:"insecure_plaintext"`
+	Watch                 watchDoc       `yaml:"watch"`
+	Admin                 Admin          `yaml:"admin"`
+	OAuth                 OAuth          `yaml:"oauth"`
+	Shutdown              Shutdown       `yaml:"shutdown"`
 }
 
 // tenantDoc is an entry of tenants, or a file in tenants_dir. The "3" in
@@ -239,6 +240,8 @@ func wrongType(s spot) error {
 		want, got = "a number", describe(n)
 	case reflect.Int:
 		want, got = "a whole number", describe(n)
+	case reflect.Uint32:
+		want, got = cmp.Or(s.tag.Get("want"), "a whole number"), describe(n)
 	}
 	if eg != "" {
 		return fmt.Errorf("must be %s, got %s; write e.g. %s", want, got, eg)

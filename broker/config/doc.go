@@ -4,7 +4,9 @@
 // A config file looks like this (the README's Configuration and Security
 // sections describe every key):
 //
-//	listen: 127.0.0.1:50051           # optional; default DefaultListen
+//	listen: 127.0.0.1:50051           # optional; default DefaultListen; or a Unix socket, or both:
+//	# listen: [127.0.0.1:50051, unix:///run/tokenbroker/broker.sock]
+//	unix_socket: {mode: "0660", group: tokenbroker, dir_mode: "0750"}  # the socket file; these are the defaults but group
 //	tenants:
 //	  - name: acme                    # required, unique; see names.ValidTenant
 //	    credentials_file: acme.json   # a Kognic credentials file, or ...
@@ -28,7 +30,7 @@
 //	tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: clients.pem}
 //	callers:                          # absent: loopback clients only, no authentication
 //	  - name: billing
-//	    spiffe_id: spiffe://prod/ns/billing/sa/api  # or dns_name, common_name, api_key_sha256
+//	    spiffe_id: spiffe://prod/ns/billing/sa/api  # or dns_name, common_name, api_key_sha256, unix_uid, unix_gid
 //	    tenants: [acme, "team-*"]     # globs
 //	audit: {path: audit.log}          # "-" for stdout
 //	limits: {requests_per_second: 50} # limits.Limits declares the keys

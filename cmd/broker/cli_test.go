@@ -62,6 +62,10 @@ func TestServeBadInput(t *testing.T) {
 			`config: cannot read config file: open ` + filepath.Join(dir, "nope.yaml") + `: no such file or directory`},
 		{"dev on a public address", []string{"serve", "--dev", "--listen", "0.0.0.0:0"}, envFunc(),
 			`daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; "0.0.0.0:0" is not a loopback address (try --listen 127.0.0.1:50051)`},
+		{"two --listen addresses", []string{"serve", "--dev", "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:1"}, envFunc(),
+			`daemon: --listen: two addresses, 127.0.0.1:0 and 127.0.0.1:1; the broker listens on one host:port and one socket at most`},
+		{"relative socket", []string{"serve", "--dev", "--listen", "unix:broker.sock"}, envFunc(),
+			`daemon: --listen: "unix:broker.sock": write a Unix socket as unix:// and an absolute path, e.g. unix:///run/tokenbroker/broker.sock`},
 		{"bad log level", []string{"serve", "--dev", "--log-level", "loud"}, envFunc(),
 			`--log-level "loud": want debug, info, warn or error`},
 	} {

@@ -1,6 +1,6 @@
 // Command broker runs the tokenbroker gRPC server and talks to it.
 //
-//	broker serve [--config broker.yaml | --dev] [--listen ADDR]
+//	broker serve [--config broker.yaml | --dev] [--listen ADDR]...
 //	broker token [--addr ADDR --tenant NAME | [--credentials FILE] [--env NAME]] [--scopes a b] [--decode]
 //	broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
 //	broker keys [--config broker.yaml --tenant NAME | --key-file key.pem [--key-id KID]]
@@ -27,8 +27,9 @@ import (
 const usage = `tokenbroker: holds OAuth 2.0 client credentials and serves fresh access tokens over gRPC.
 
 Usage:
-  broker serve [--config broker.yaml] [--dev] [--listen ADDR]   run the broker
-  broker token [--addr ADDR --tenant NAME]      print a token from a running broker (--addr or TOKENBROKER_ADDR)
+  broker serve [--config broker.yaml] [--dev] [--listen ADDR]...
+                                                run the broker (ADDR: host:port or unix:///path, one of each)
+  broker token [--addr ADDR --tenant NAME]      print a token from a running broker (--addr or TOKENBROKER_ADDR; unix:///path for its socket)
   broker token [--credentials FILE] [--env NAME] [--server URL]
                                                 print a token straight from the auth server, like kognic-auth get-access-token
   broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -22,7 +23,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "broker config file (YAML); without it, one tenant \"default\" from KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID/KOGNIC_CLIENT_SECRET")
 	dev := fs.Bool("dev", false, "development mode: start an embedded identity provider on loopback and a tenant \"demo\"")
-	listen := fs.String("listen", "", "gRPC listen address, overriding the config (default "+config.DefaultListen+")")
+	var listen listenFlags
+	fs.Var(&listen, "listen", "gRPC listen address, host:port or unix:///path, overriding the config's listen; repeat it for one of each (default "+config.DefaultListen+")")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -46,7 +48,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// With Load the daemon also re-reads the configuration when one of its
 	// files changes.
 	d, err := daemon.New(cfg, daemon.Options{
-		Logger: log, Listen: *listen, Dev: *dev, AuditOutput: stdout, Notice: stderr,
+		Logger: log, Listen: listen, Dev: *dev, AuditOutput: stdout, Notice: stderr,
 		UserAgent: "tokenbroker/" + version(), Version: version(), Load: load,
 	})
 	if err != nil {
@@ -68,6 +70,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}()
 	return d.Run(ctx)
 }
+
+// listenFlags are the --listen flags, in order.
+type listenFlags []string
+
+func (l *listenFlags) String() string     { return strings.Join(*l, ",") }
+func (l *listenFlags) Set(v string) error { *l = append(*l, v); return nil }
 
 // devOAuthListen is the token endpoint of `serve --dev` without a
 // config file: beside the gRPC port, loopback only.

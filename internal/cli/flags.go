@@ -31,7 +31,7 @@ type common struct {
 }
 
 func (c *common) register(fs *flag.FlagSet, getenv func(string) string, timeout time.Duration, timeoutUsage string) {
-	fs.StringVar(&c.addr, "addr", getenv(clientlib.EnvBrokerAddr), "broker address; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
+	fs.StringVar(&c.addr, "addr", getenv(clientlib.EnvBrokerAddr), "broker address, host:port or unix:///path; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
 	fs.StringVar(&c.tenant, "tenant", getenv(clientlib.EnvBrokerTenant), "tenant name, with --addr (default $"+clientlib.EnvBrokerTenant+", else \"default\")")
 	fs.Var(&c.scopes, "scopes", "scopes to request, comma- or space-separated, repeatable; default: the environment's, else the credentials file's (direct) or the tenant's (broker)")
 	fs.Var(&c.scopes, "scope", "same as --scopes")
@@ -214,7 +214,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cert, "tls-cert", "", "PEM client certificate for mutual TLS, with --tls-key (implies TLS)")
 	fs.StringVar(&c.key, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.serverName, "tls-server-name", "", "name to verify the broker's certificate against, if not the host in --addr (implies TLS)")
-	fs.StringVar(&c.apiKeyFile, "api-key-file", "", "file holding an API key for the broker, sent as \"authorization: Bearer <key>\"; needs TLS unless --addr is a loopback address")
+	fs.StringVar(&c.apiKeyFile, "api-key-file", "", "file holding an API key for the broker, sent as \"authorization: Bearer <key>\"; needs TLS unless --addr is a loopback address or a Unix socket")
 }
 
 // useTLS reports whether any TLS flag was set.
@@ -229,6 +229,9 @@ func (c *clientFlags) given() bool { return c.useTLS() || c.apiKeyFile != "" }
 // flag, the bearer credentials with --api-key-file.
 func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOption, error) {
 	var opts []grpc.DialOption
+	if c.useTLS() && isSocket(addr) {
+		return nil, fmt.Errorf("the --tls* flags do not apply to %s: the broker serves its Unix socket without TLS (the socket does not leave the host); drop them", addr)
+	}
 	if c.useTLS() {
 		cfg, err := c.tlsConfig()
 		if err != nil {
@@ -239,7 +242,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 	if c.apiKeyFile == "" {
 		return opts, nil
 	}
-	if !c.useTLS() && !isLoopbackAddr(addr) {
+	if !c.useTLS() && !isLoopbackAddr(addr) && !isSocket(addr) {
 		return nil, fmt.Errorf("--api-key-file: %s is not a loopback address, and without TLS the key would cross the network in clear text; add --tls-ca (or --tls)", addr)
 	}
 	data, err := creds.ReadFile(c.apiKeyFile, creds.MaxFileSize)
@@ -254,7 +257,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 	// The key goes as a bearer token, with clientlib's rule: TLS, or
-	// plaintext to loopback only.
+	// plaintext to loopback (a socket's :authority is localhost) only.
 	var perRPC []clientlib.PerRPCOption
 	if !c.useTLS() {
 		perRPC = append(perRPC, clientlib.WithInsecureLoopback())
@@ -302,6 +305,9 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	}
 	return tls.X509KeyPair(cert, key)
 }
+
+// isSocket reports whether addr is a unix: target, a Unix socket's path.
+func isSocket(addr string) bool { return strings.HasPrefix(addr, "unix:") }
 
 // isLoopbackAddr applies upstream's loopback rule to a host:port.
 func isLoopbackAddr(addr string) bool {

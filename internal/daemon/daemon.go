@@ -53,10 +53,11 @@ var ErrClosed = errors.New("daemon: closed")
 type Options struct {
 	// Logger receives the service's logs; nil discards them.
 	Logger *slog.Logger
-	// Listen, if set, overrides cfg.Listen (the --listen flag). A reload
-	// compares the file's own listen setting, so it does not count this as
-	// a change.
-	Listen string
+	// Listen, if not empty, overrides cfg's listeners (the --listen
+	// flags): at most one host:port and one unix:///path, as the listen
+	// key takes them. A reload compares the file's own listen setting, so
+	// it does not count this as a change.
+	Listen []string
 	// Dev is development mode (serve --dev): New starts the embedded
 	// identity provider on loopback and adds its tenant "demo", kept across
 	// reloads; the listener must then be a loopback address.
@@ -90,7 +91,8 @@ type Options struct {
 type Daemon struct {
 	log      *slog.Logger
 	opts     Options
-	lis      net.Listener
+	lis      net.Listener    // nil when listen names only a Unix socket
+	sock     *socketListener // nil without a Unix socket
 	idp      *devidp.Server
 	dev      []config.Tenant // the dev IdP's tenant, kept across reloads
 	initial  restartOnly
@@ -147,7 +149,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			_ = d.Close()
 		}
 	}()
-	cfg = withListen(cfg, opts.Listen)
+	if cfg, err = withListen(cfg, opts.Listen); err != nil {
+		return nil, err
+	}
 
 	if opts.Dev {
 		if err := d.startDevIdP(cfg.Listen); err != nil {
@@ -167,7 +171,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if d.holder, err = policy.NewHolder(pol); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	if err := checkPlaintext("listen", cfg.Listen, cfg, !pol.Empty(), log); err != nil {
+	if err := d.checkListeners(cfg, !pol.Empty()); err != nil {
 		return nil, err
 	}
 	// Observability: metrics always (served if the admin listener is
@@ -199,11 +203,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		d.tlsEvery = cfg.TLS.ReloadInterval
 	}
 
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
+	if err := d.listen(cfg); err != nil {
+		return nil, err
 	}
-	d.lis = server.LimitListener(lis, cfg.Limits)
 	if err := d.listenOAuth(cfg, !pol.Empty()); err != nil {
 		return nil, err
 	}
@@ -229,10 +231,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	var sopts []grpc.ServerOption
-	if d.tls != nil {
-		sopts = append(sopts, grpc.Creds(d.tls.Credentials()))
-	}
+	sopts := d.transportCreds()
 	if tp != nil {
 		sopts = append(sopts, grpcTracing(tp))
 	}
@@ -261,11 +260,11 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			log.Warn("the admin listener is not on loopback: it exposes tenant names and states (and metrics) to anyone who can connect; restrict it with a network policy or set admin.listen to a loopback address", "admin_listen", d.AdminAddr().String())
 		}
 	}
-	log.Info("listening", "addr", d.Addr().String(), "admin", addrString(d.AdminAddr()), "oauth", addrString(d.OAuthAddr()),
+	log.Info("listening", "addr", addrString(d.TCPAddr()), "socket", d.SocketPath(), "admin", addrString(d.AdminAddr()), "oauth", addrString(d.OAuthAddr()),
 		"tenants", len(cfg.Tenants), "tls", d.tls != nil,
 		"mutual_tls", cfg.TLS != nil && cfg.TLS.ClientCAFile != "", "callers", len(cfg.Callers), "open", d.guard.Open())
 	if opts.Dev {
-		d.banner = devBanner(d.idp.URL(), d.Addr().String(), addrString(d.OAuthAddr()), d.guard.Open())
+		d.banner = devBanner(d.idp.URL(), d.TCPAddr(), d.SocketPath(), addrString(d.OAuthAddr()), d.guard.Open())
 		if d.admin != nil {
 			d.banner += fmt.Sprintf("  Status page and metrics: http://%s/ and http://%s/metrics\n\n", d.AdminAddr(), d.AdminAddr())
 		}
@@ -274,8 +273,85 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 }
 
 // Addr is the address the daemon listens on, with the port the system
-// chose for ":0".
-func (d *Daemon) Addr() net.Addr { return d.lis.Addr() }
+// chose for ":0"; without one, its Unix socket's.
+func (d *Daemon) Addr() net.Addr {
+	if d.lis == nil {
+		return d.sock.Addr()
+	}
+	return d.lis.Addr()
+}
+
+// TCPAddr is the address of the host:port listener, nil without one.
+func (d *Daemon) TCPAddr() net.Addr {
+	if d.lis == nil {
+		return nil
+	}
+	return d.lis.Addr()
+}
+
+// SocketPath is the path of the Unix socket listener, "" without one.
+func (d *Daemon) SocketPath() string {
+	if d.sock == nil {
+		return ""
+	}
+	return d.sock.path
+}
+
+// checkListeners applies the listeners' rules: plaintext only on
+// loopback or a Unix socket (local too) once callers are configured, and
+// callers identified on a socket only with one.
+func (d *Daemon) checkListeners(cfg *config.Config, callers bool) error {
+	if cfg.Listen != "" {
+		if err := checkPlaintext("listen", cfg.Listen, cfg, callers, d.log); err != nil {
+			return err
+		}
+	}
+	return needSocket(cfg, cfg.Socket.Path != "")
+}
+
+// listen opens the gRPC listeners: the host:port and the Unix socket,
+// each with its own connection caps.
+func (d *Daemon) listen(cfg *config.Config) error {
+	if cfg.Listen != "" {
+		lis, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
+		}
+		d.lis = server.LimitListener(lis, cfg.Limits)
+	}
+	if cfg.Socket.Path != "" {
+		var err error
+		if d.sock, err = listenSocket(cfg.Socket, cfg.Limits); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// transportCreds is the gRPC server's TLS, if configured: on the
+// host:port only, never on the socket.
+func (d *Daemon) transportCreds() []grpc.ServerOption {
+	if d.tls == nil {
+		return nil
+	}
+	creds := d.tls.Credentials()
+	if d.sock != nil {
+		creds = authn.SocketCredentials(creds)
+	}
+	return []grpc.ServerOption{grpc.Creds(creds)}
+}
+
+// listeners are the gRPC listeners that are open.
+func (d *Daemon) listeners() []net.Listener {
+	var out []net.Listener
+	if d.lis != nil {
+		out = append(out, d.lis)
+	}
+	if d.sock != nil {
+		out = append(out, d.sock)
+	}
+	return out
+}
 
 // AdminAddr is the admin listener's address (admin.listen), nil when it
 // is disabled.
@@ -374,8 +450,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		fmt.Fprint(d.opts.Notice, d.banner)
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- d.srv.GRPC.Serve(d.lis) }()
+	lis := d.listeners()
+	serveErr := make(chan error, len(lis))
+	for _, l := range lis {
+		go func() { serveErr <- d.srv.GRPC.Serve(l) }()
+	}
+	// waitServe waits for the Serve calls still running.
+	waitServe := func(done int) {
+		for range len(lis) - done {
+			<-serveErr
+		}
+	}
 	adminErr := make(chan error, 1)
 	if d.admin != nil {
 		go func() { adminErr <- d.admin.serve() }()
@@ -386,19 +471,20 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	// A listener that fails puts nil back, for the stops below.
 	var failed error
+	served := 0
 	select {
 	case failed = <-serveErr:
 		if failed != nil {
 			failed = fmt.Errorf("daemon: %w", failed)
 		}
-		serveErr <- nil
+		served = 1
 	case failed = <-adminErr: // only a failure: shutdown has not begun
 		adminErr <- nil
 	case failed = <-oauthErr: // likewise
 		oauthErr <- nil
 	case <-ctx.Done():
 		d.drain()
-		<-serveErr
+		waitServe(0)
 		d.stopOAuth(oauthErr)
 		d.stopAdmin(adminErr)
 		err := d.Close()
@@ -407,7 +493,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	// A listener failed: stop the others at once.
 	d.srv.GRPC.Stop()
-	<-serveErr
+	waitServe(served)
 	d.stopOAuth(oauthErr)
 	d.stopAdmin(adminErr)
 	_ = d.Close()
@@ -495,6 +581,9 @@ func (d *Daemon) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	if d.sock != nil {
+		errs = append(errs, d.sock.Close()) // removes the socket file
+	}
 	if d.admin != nil {
 		_ = d.admin.srv.Close() // and its listener, served or not
 		_ = d.admin.lis.Close()
@@ -535,7 +624,7 @@ func (d *Daemon) Close() error {
 // clients, and prepares their tenants "demo" (a client secret) and
 // "demo-jwt" (private_key_jwt with a key made at start) and the banner.
 func (d *Daemon) startDevIdP(listen string) error {
-	if !isLoopbackAddr(listen) {
+	if listen != "" && !isLoopbackAddr(listen) {
 		return fmt.Errorf("daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; %q is not a loopback address (try --listen 127.0.0.1:50051)", listen)
 	}
 	client := devidp.NewClient()
@@ -589,8 +678,9 @@ func freeOr(addr string) string {
 const devIdPAddr = "127.0.0.1:50053"
 
 // devBanner tells a developer what --dev started and how to try it.
-// oauthAddr is the token endpoint's, "" if it is off.
-func devBanner(idpURL, addr, oauthAddr string, open bool) string {
+// tcp is the host:port listener's address, socket the Unix socket's path,
+// oauthAddr the token endpoint's; each absent if off.
+func devBanner(idpURL string, tcp net.Addr, socket, oauthAddr string, open bool) string {
 	auth, secret := "Callers are authenticated and authorized by the config's callers.", "$API_KEY"
 	if open {
 		auth, secret = "Every loopback caller may get tokens; nothing is authenticated.", "any-secret"
@@ -602,12 +692,22 @@ func devBanner(idpURL, addr, oauthAddr string, open bool) string {
   %s
 
   Try:
-    grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
+`, idpURL, auth)
+	if tcp != nil {
+		addr := tcp.String()
+		b += fmt.Sprintf(`    grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
     grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/WatchToken
     go run ./cmd/broker token --addr %s --tenant demo --decode
     go run ./cmd/broker call get %s%s --addr %s --tenant demo
-
-`, idpURL, auth, addr, addr, addr, idpURL, devidp.WhoamiPath, addr)
+`, addr, addr, addr, idpURL, devidp.WhoamiPath, addr)
+	}
+	if socket != "" {
+		b += fmt.Sprintf(`    grpcurl -plaintext -unix -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
+    go run ./cmd/broker token --addr unix://%s --tenant demo --decode
+    go run ./cmd/broker call get %s%s --addr unix://%s --tenant demo
+`, socket, socket, idpURL, devidp.WhoamiPath, socket)
+	}
+	b += "\n"
 	if oauthAddr != "" {
 		b += fmt.Sprintf("  OAuth2 token endpoint (any OAuth2 client; client_id names the tenant, the secret is an API key):\n"+
 			"    curl -s -u demo:%s -d grant_type=client_credentials http://%s%s\n\n", secret, oauthAddr, oauth.Path)

@@ -23,15 +23,34 @@ import (
 
 // The mapping of the config file's sections to the domain packages.
 
-// withListen returns a copy of cfg (tenants copied too) with Listen
-// replaced by listen if that is set.
-func withListen(cfg *config.Config, listen string) *config.Config {
+// withListen returns a copy of cfg (tenants copied too) whose listeners,
+// Listen and Socket.Path, are listen's entries if there are any (the
+// --listen flags); the unix_socket settings stay. It needs a listener.
+func withListen(cfg *config.Config, listen []string) (*config.Config, error) {
 	c := *cfg
 	c.Tenants = append([]config.Tenant(nil), cfg.Tenants...)
-	if listen != "" {
-		c.Listen = listen
+	if len(listen) > 0 {
+		var err error
+		if c.Listen, c.Socket.Path, err = config.SplitListen(listen); err != nil {
+			return nil, fmt.Errorf("daemon: --listen: %w", err)
+		}
 	}
-	return &c
+	if c.Listen == "" && c.Socket.Path == "" {
+		return nil, errors.New("daemon: no listener; set listen to a host:port, a unix:///path or both")
+	}
+	return &c, nil
+}
+
+// needSocket refuses callers identified on a Unix socket (unix_uid,
+// unix_gid) when the broker has none: they could never connect.
+func needSocket(cfg *config.Config, socket bool) error {
+	for i, c := range cfg.Callers {
+		if c.UsesSocket() && !socket {
+			return cfg.ErrorAt(fmt.Sprintf("callers[%d]", i), fmt.Errorf(
+				"caller %q is identified by its uid or gid on a Unix socket, but the broker listens on none; add a unix:///path entry to listen, e.g. listen: [%s, unix:///run/tokenbroker/broker.sock]", c.Name, config.DefaultListen))
+		}
+	}
+	return nil
 }
 
 // newPolicy builds the access policy of cfg's callers; its errors carry
@@ -41,7 +60,7 @@ func newPolicy(cfg *config.Config) (*policy.Policy, error) {
 	for _, c := range cfg.Callers {
 		callers = append(callers, policy.Caller{
 			Name: c.Name, SPIFFEID: c.SPIFFEID, DNSName: c.DNSName, CommonName: c.CommonName,
-			APIKeySHA256: c.APIKeySHA256, Tenants: c.Tenants, Scopes: c.Scopes,
+			APIKeySHA256: c.APIKeySHA256, UnixUID: c.UnixUID, UnixGID: c.UnixGID, Tenants: c.Tenants, Scopes: c.Scopes,
 		})
 	}
 	pol, err := policy.New(callers)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,10 @@ type Caller struct {
 	DNSName      string `yaml:"dns_name"`
 	CommonName   string `yaml:"common_name"`
 	APIKeySHA256 string `yaml:"api_key_sha256"`
+	// UnixUID and UnixGID name a peer on a Unix socket by the kernel's
+	// word (SO_PEERCRED): a uid caller before a gid caller.
+	UnixUID *uint32 `yaml:"unix_uid"`
+	UnixGID *uint32 `yaml:"unix_gid"`
 	// Tenants are globs of the tenants the caller may use; at least one.
 	Tenants []string `yaml:"tenants"`
 	// Scopes, if not empty, are globs every requested scope must match.
@@ -27,14 +32,19 @@ type Caller struct {
 	Scopes []string `yaml:"scopes"`
 }
 
-// certIdentity returns the certificate identity the caller is configured
-// with (SPIFFE ID, DNS name or common name).
-func (c *Caller) certIdentity() authn.Identity {
+// identity returns the identity other than an API key the caller is
+// configured with: a certificate's (SPIFFE ID, DNS name or common name),
+// or a Unix socket peer's uid or gid.
+func (c *Caller) identity() authn.Identity {
 	switch {
 	case c.SPIFFEID != "":
 		return authn.Identity{Kind: authn.KindSPIFFE, Value: c.SPIFFEID}
 	case c.DNSName != "":
 		return authn.Identity{Kind: authn.KindDNS, Value: strings.ToLower(c.DNSName)}
+	case c.UnixUID != nil:
+		return authn.Identity{Kind: authn.KindUnixUID, Value: strconv.FormatUint(uint64(*c.UnixUID), 10)}
+	case c.UnixGID != nil:
+		return authn.Identity{Kind: authn.KindUnixGID, Value: strconv.FormatUint(uint64(*c.UnixGID), 10)}
 	}
 	return authn.Identity{Kind: authn.KindCommonName, Value: c.CommonName}
 }
@@ -91,7 +101,8 @@ type Policy struct {
 
 // New validates callers and builds a Policy. Each caller needs a unique
 // name, exactly one identity (unique across callers), and at least one
-// tenant glob.
+// tenant glob. A uid and a gid are two identities, never one caller's:
+// the peer on a socket is the caller of its uid, else of its gid.
 func New(callers []Caller) (*Policy, error) {
 	p := &Policy{callers: make([]Caller, len(callers)), byID: map[authn.Identity]*Caller{}}
 	names := map[string]bool{}
@@ -101,6 +112,7 @@ func New(callers []Caller) (*Policy, error) {
 		field := fmt.Sprintf("callers[%d]", i)
 		c.Tenants = slices.Clone(c.Tenants)
 		c.Scopes = slices.Clone(c.Scopes)
+		c.UnixUID, c.UnixGID = clone(c.UnixUID), clone(c.UnixGID)
 		if c.Name != "" && names[c.Name] {
 			return nil, &FieldError{Field: field + ".name", Err: fmt.Errorf("%q is used by another caller; names must be unique", c.Name)}
 		}
@@ -124,7 +136,7 @@ func New(callers []Caller) (*Policy, error) {
 			p.keyOf = append(p.keyOf, cp)
 			continue
 		}
-		id := cp.certIdentity()
+		id := cp.identity()
 		if other, dup := p.byID[id]; dup {
 			return nil, &FieldError{Field: field, Err: fmt.Errorf("caller %q has the same identity (%s) as caller %q", c.Name, id, other.Name)}
 		}
@@ -144,13 +156,13 @@ func check(c Caller) *FieldError {
 		return ferr(".name", "is required: it names the caller in logs and audit lines")
 	}
 	n := 0
-	for _, v := range []string{c.SPIFFEID, c.DNSName, c.CommonName, c.APIKeySHA256} {
-		if v != "" {
+	for _, set := range []bool{c.SPIFFEID != "", c.DNSName != "", c.CommonName != "", c.APIKeySHA256 != "", c.UnixUID != nil, c.UnixGID != nil} {
+		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return ferr("", "caller %q must have exactly one of spiffe_id, dns_name, common_name, api_key_sha256 (has %d)", c.Name, n)
+		return ferr("", "caller %q must have exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid (has %d)", c.Name, n)
 	}
 	if c.SPIFFEID != "" {
 		if err := authn.ValidSPIFFEID(c.SPIFFEID); err != nil {
@@ -173,10 +185,19 @@ func check(c Caller) *FieldError {
 	return nil
 }
 
+func clone(id *uint32) *uint32 {
+	if id == nil {
+		return nil
+	}
+	v := *id
+	return &v
+}
+
 // Empty reports whether the policy has no callers.
 func (p *Policy) Empty() bool { return p == nil || len(p.callers) == 0 }
 
-// Lookup returns the caller with the certificate identity id.
+// Lookup returns the caller with the identity id (a certificate's, or a
+// Unix socket peer's uid or gid).
 func (p *Policy) Lookup(id authn.Identity) (*Caller, bool) {
 	if p == nil {
 		return nil, false

@@ -270,3 +270,47 @@ func TestScopesWithWildcardOrCommaMatchLiterally(t *testing.T) {
 		t.Error("a caller without a scope allow-list may request any scope")
 	}
 }
+
+func id(v uint32) *uint32 { return &v }
+
+// TestUnixCallers: a uid and a gid are identities of their own kinds, each
+// a caller's; a uid is never mistaken for a gid of the same number.
+func TestUnixCallers(t *testing.T) {
+	p, err := New([]Caller{
+		{Name: "billing", UnixUID: id(1000), Tenants: []string{"acme"}},
+		{Name: "batch", UnixGID: id(1000), Tenants: []string{"*"}},
+		{Name: "root", UnixUID: id(0), Tenants: []string{"ops"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[authn.Identity]string{
+		{Kind: authn.KindUnixUID, Value: "1000"}: "billing",
+		{Kind: authn.KindUnixGID, Value: "1000"}: "batch",
+		{Kind: authn.KindUnixUID, Value: "0"}:    "root",
+		{Kind: authn.KindUnixGID, Value: "0"}:    "",
+		{Kind: authn.KindUnixUID, Value: "1001"}: "",
+	} {
+		got := ""
+		if c, ok := p.Lookup(id); ok {
+			got = c.Name
+		}
+		if got != want {
+			t.Errorf("Lookup(%v) = %q, want %q", id, got, want)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		callers []Caller
+		want    string
+	}{
+		{"uid and gid", []Caller{{Name: "b", UnixUID: id(1), UnixGID: id(1), Tenants: []string{"a"}}},
+			`callers[0]: caller "b" must have exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid (has 2)`},
+		{"same uid twice", []Caller{{Name: "a", UnixUID: id(7), Tenants: []string{"a"}}, {Name: "b", UnixUID: id(7), Tenants: []string{"a"}}},
+			`callers[1]: caller "b" has the same identity (unix_uid=7) as caller "a"`},
+	} {
+		if _, err := New(tc.callers); err == nil || err.Error() != tc.want {
+			t.Errorf("%s: %v, want %s", tc.name, err, tc.want)
+		}
+	}
+}
