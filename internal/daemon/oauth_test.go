@@ -226,6 +226,8 @@ func TestServeOAuthShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
 	url := "http://" + d.OAuthAddr().String() + oauth.KognicPath
+	// The default token first: the request below must not take its answer.
+	eventually(t, "the default token", func() bool { return hang.Requests() >= 1 && hang.InFlight() == 0 })
 	type result struct {
 		code int
 		body string
