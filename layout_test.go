@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// The import rules of DESIGN.md's Layout, checked on the non-test build
+// The import rules of docs/ARCHITECTURE.md's package map, checked on the non-test build
 // (go list without -test): imports run one way.
 
 const module = "github.com/tokenbroker/tokenbroker/"

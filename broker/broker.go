@@ -6,6 +6,7 @@ import (
 	"iter"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,61 +18,49 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// Token lifecycle constants. They are deliberately conservative: a token
-// whose lifetime the identity provider does not state is assumed to be
-// short-lived, never eternal.
+// Token lifecycle constants; the README's "Token lifecycle" tells the
+// whole rule. A token whose lifetime is not stated is short-lived, never
+// eternal.
 const (
-	// DefaultLifetime is assumed when expires_in is missing, zero or
-	// negative.
+	// DefaultLifetime is assumed when the IdP sends no expires_in.
 	DefaultLifetime = 5 * time.Minute
 	// MaxLifetime caps an absurdly large expires_in.
 	MaxLifetime = 24 * time.Hour
-	// DefaultMinValid is GetToken's min_valid when none is given, for
-	// tokens that live ten minutes or longer; shorter-lived tokens get a
-	// tenth of their lifetime (DefaultMinValidFor).
+	// DefaultMinValid is the default min_valid of tokens that live ten
+	// minutes or longer; shorter-lived ones get a tenth of their lifetime.
 	DefaultMinValid = 60 * time.Second
-	// MaxMinValid bounds min_valid; larger requests are treated as this, so
-	// that a fresh one-hour token always satisfies it.
+	// MaxMinValid caps min_valid, so that a fresh one-hour token always
+	// satisfies it.
 	MaxMinValid = 30 * time.Minute
-	// ForcedRefreshInterval is the least time between two refreshes of
-	// one key forced by InvalidateToken; reports within it get the current
-	// token without a new request.
+	// ForcedRefreshInterval is the least time between two refreshes of one
+	// key forced by Invalidate.
 	ForcedRefreshInterval = 5 * time.Second
-	// CallerRetryInterval: while a key has no usable token, a caller's
-	// request, or the key's watchers, may start one early, coalesced
-	// attempt at most this often, instead of waiting for the backoff timer
-	// (never during a Retry-After or after a permanent error).
+	// CallerRetryInterval: while a key has no usable token, its callers and
+	// watchers start an attempt ahead of the backoff timer at most this
+	// often (never during a Retry-After or after a permanent error).
 	CallerRetryInterval = time.Second
-	// CredentialGrace: for this long after a tenant's credentials change,
-	// and after an attempt that got no HTTP answer or a 5xx (an IdP
-	// restarting may answer before it has registered its clients),
-	// invalid_client and unauthorized_client are retried on a short
-	// backoff (1 s doubling, at most CredentialGraceRetryMax, ±20 %)
-	// instead of being treated as permanent.
+	// CredentialGrace: for this long after a credential change, or after an
+	// attempt that got no answer or a 5xx, invalid_client and
+	// unauthorized_client are retried within seconds instead of being
+	// permanent: an IdP may register new clients, or restart, late.
 	CredentialGrace = 2 * time.Minute
 	// CredentialGraceRetryMax caps the retry interval within CredentialGrace.
 	CredentialGraceRetryMax = 4 * time.Second
 	// lifetimeMemory is how many recent token lifetimes a key remembers:
 	// a min_valid longer than all of them is refused (TooShortLivedError).
 	lifetimeMemory = 3
-	// ReloadRetryInterval: a reload (SetTenants) that leaves a tenant's
-	// configuration unchanged retries a key that failed permanently
-	// (invalid_client…) at once, but at most once per this interval per
-	// key; a reload within it moves the key's next attempt to the end of
-	// the interval instead. A storm of reloads thus cannot hammer the
-	// identity provider, and a fix made there is still tried within 30 s
-	// of a reload. A changed configuration always fetches at once.
+	// ReloadRetryInterval: a reload that leaves a tenant unchanged retries
+	// its permanently failed keys at once, but at most once per this
+	// interval per key, so that a storm of reloads cannot hammer the IdP.
 	ReloadRetryInterval = 30 * time.Second
-	// MinAttemptTimeout is the least time one request may take when the
-	// lifetime of the key's tokens shortens FetchTimeout (Config).
+	// MinAttemptTimeout is the least timeout of one request when the
+	// tokens' lifetime shortens FetchTimeout.
 	MinAttemptTimeout = time.Second
 	// refreshFloor: a token is refreshed no later than the larger of this
-	// and a quarter of its lifetime before it expires (at most half the
-	// lifetime), which leaves room for several retries before callers
-	// with the default min_valid are refused.
+	// and a quarter of its lifetime before it expires (see refreshLead).
 	refreshFloor = time.Minute
 	// permanentRetry is the retry interval after a permanent error such as
-	// invalid_client: slow, so a revoked client does not hammer the IdP.
+	// invalid_client.
 	permanentRetry = 5 * time.Minute
 	// maxRetryAfter bounds how long a Retry-After can silence a key.
 	maxRetryAfter = 10 * time.Minute
@@ -84,29 +73,21 @@ type Config struct {
 	// Clock drives refresh timers and expiry; tests pass a fake clock.
 	Clock clockwork.Clock
 	// HTTPClient is the template of identity-provider clients: tenants of
-	// the same token endpoint host and CAs share one copy of it and its
-	// connection pool.
+	// one token endpoint host and CA set share a copy and its connections.
 	HTTPClient *http.Client
-	// Limits: the broker reads MaxIdPRequestsPerHost (concurrent requests
-	// to one token endpoint host, over all tenants, custom Fetchers
-	// included; more wait their turn in order, without a goroutine each,
-	// within their attempt's timeout; the only bound on them: an
-	// upstream.Client used without a Broker has none), MaxScopeSetsPerTenant and
-	// MaxScopeSets (see Get), NewScopeSetsPerSecond and NewScopeSetBurst
-	// (how fast each named owner, WithOwner, creates scope sets that do not
-	// exist yet; past it Get fails with ErrNewScopeSetsTooFast). Zero fields
-	// mean the defaults; a negative NewScopeSetsPerSecond means no limit.
+	// Limits: the broker reads MaxIdPRequestsPerHost (requests running at
+	// once per token endpoint host, custom Fetchers included; the others
+	// wait in order), MaxScopeSetsPerTenant, MaxScopeSets,
+	// NewScopeSetsPerSecond and NewScopeSetBurst (see Get).
 	Limits limits.Limits
 	// UserAgent is sent to identity providers.
 	UserAgent string
-	// FetchTimeout bounds one identity-provider request (default 10s). A
-	// request of a key whose token lifetime is known is bounded by a sixth
-	// of that lifetime if shorter (at least MinAttemptTimeout), so that
-	// with short-lived tokens a hung request leaves room for more attempts
-	// before the token expires.
+	// FetchTimeout bounds one identity-provider request (default 10s), or
+	// a sixth of the key's token lifetime if shorter (at least
+	// MinAttemptTimeout), so that a hung request leaves room for retries.
 	FetchTimeout time.Duration
-	// IdleTimeout drops a scope set nobody asked for or watched for this
-	// long, at its next refresh (default 1h). Default scopes are kept.
+	// IdleTimeout drops a non-default scope set nobody asked for or
+	// watched for this long, at its next refresh (default 1h).
 	IdleTimeout time.Duration
 	// OnTenantHealth, when set, is called whenever a tenant's default-scope
 	// token becomes valid (true) or stops being valid (false), and with
@@ -144,19 +125,15 @@ type Broker struct {
 	stopped chan struct{} // closed when wg is done after shutdown
 }
 
-// A tenant's maps stay nil until it has a non-default scope set: most
-// tenants of a large broker never have one, and an empty map still costs
-// its header and first group.
-//
-// A tenant's Name, TokenURL and Scopes never change; a credential change
-// (SetTenants, sameClient) replaces its other spec fields under Broker.mu
-// and its fetcher, which requests load when they start.
+// tenant is one configured tenant. Its Name, TokenURL and Scopes never
+// change; a credential change (sameClient) replaces the other spec fields
+// and the fetcher under Broker.mu.
 type tenant struct {
 	spec    Tenant
 	fetcher atomic.Pointer[Fetcher]
 	queue   *fetchQueue       // of the token endpoint's host
 	def     *entry            // the default scope set
-	keys    map[string]*entry // the other scope sets; nil while there are none
+	keys    map[string]*entry // the other scope sets; nil while none (most tenants)
 	owned   map[string]int    // non-default scope sets per owner; nil while none
 	grace   time.Time         // CredentialGrace after its last credential change, for new scope sets
 }
@@ -180,7 +157,7 @@ type ownerKey struct{}
 
 // WithOwner returns a context that names the caller on whose behalf Token,
 // Invalidate and WatchContext act. The broker uses the name only to share a
-// tenant's scope-set budget fairly (see Token); it is not an authorization.
+// tenant's scope-set budget fairly (see Get); it is not an authorization.
 // Requests without an owner act for the embedding program itself.
 func WithOwner(ctx context.Context, owner string) context.Context {
 	return context.WithValue(ctx, ownerKey{}, owner)
@@ -192,10 +169,8 @@ func ownerFrom(ctx context.Context) string {
 }
 
 // DefaultMinValidFor is the min_valid of a request that sets none, for a
-// token issued with the given lifetime: DefaultMinValid, or a tenth of the
-// lifetime when that is shorter. A caller that sets no min_valid thus
-// keeps getting the cached token through an identity-provider outage
-// until about 10 % of its lifetime is left.
+// token of the given lifetime: DefaultMinValid or a tenth of the lifetime,
+// whichever is shorter, so that an IdP outage leaves room for retries.
 func DefaultMinValidFor(lifetime time.Duration) time.Duration {
 	if lifetime <= 0 {
 		return DefaultMinValid
@@ -227,29 +202,23 @@ func (b *Broker) Token(ctx context.Context, tenantName string, scopes []string, 
 // Get returns a token for the tenant and scopes that stays valid for at
 // least the requested minimum. It never waits for the identity provider
 // while such a token is cached; otherwise it waits for one coalesced
-// request, bounded by ctx and by Config.FetchTimeout. Cancelling ctx does
+// request, bounded by ctx and the attempt's timeout. Cancelling ctx does
 // not cancel the request for other callers.
 //
-// While the key has no usable token and is backing off after a failure,
-// a caller's request (or the key's watchers) starts one early, coalesced
-// attempt at most every CallerRetryInterval (never during a Retry-After or
-// after a permanent error), so that recovery does not wait for the backoff
-// timer; other callers get the last error at once. If the identity provider did not
-// answer the last attempt at all, callers do not wait for the next one
-// either: they get the last error at once while it runs. Callers waiting
-// when the tenant is removed or reconfigured return at once with
-// ErrTenantRemoved or ErrTenantChanged.
+// While the key backs off after a failure, a caller starts an early
+// attempt at most every CallerRetryInterval; the others get the last error
+// at once, as every caller does while an IdP that did not answer the last
+// attempt is tried again. Callers waiting when the tenant is removed or
+// reconfigured return at once with ErrTenantRemoved or ErrTenantChanged.
 //
-// A minimum longer than the lifetimes of all the key's recent tokens
-// fails with *TooShortLivedError without a request, until a refresh brings
-// a longer lifetime. One that only the latest token falls short of
-// fetches a new token, or fails with ErrShortLivedToken if the key's last
-// request started within CallerRetryInterval.
+// A minimum longer than all the key's recent tokens lived fails with
+// *TooShortLivedError without a request; one that only the latest token
+// falls short of fetches anew, or fails with ErrShortLivedToken within
+// CallerRetryInterval of the key's last request.
 //
-// A new scope set is created for the owner in ctx (WithOwner), within that
-// owner's share of the tenant's budget (Config.Limits.MaxScopeSetsPerTenant); past
-// it, Get fails with ErrTooManyScopeSets. Owners creating new scope sets
-// faster than Config.Limits.NewScopeSetsPerSecond get ErrNewScopeSetsTooFast.
+// A new scope set counts against the share of the owner in ctx (WithOwner)
+// of Limits.MaxScopeSetsPerTenant (else ErrTooManyScopeSets) and against
+// its Limits.NewScopeSetsPerSecond (else ErrNewScopeSetsTooFast).
 func (b *Broker) Get(ctx context.Context, r Request) (*Token, error) {
 	var want minValid
 	if r.MinValid != nil {
@@ -267,29 +236,16 @@ func (b *Broker) Get(ctx context.Context, r Request) (*Token, error) {
 }
 
 // Invalidate reports that a resource server rejected the token whose
-// Fingerprint is sha256Hex. If that token is still the key's current one,
-// the broker fetches a replacement, coalesced with every concurrent report,
-// and returns it; otherwise it returns the current token. Forced refreshes
-// of a key are at most one per ForcedRefreshInterval: a report within it
-// gets the current token. The rejected token stays available to other
-// callers until a replacement arrives (they may not share the problem).
+// Fingerprint is sha256Hex. If it is still the key's current token, a
+// replacement is fetched, coalesced with concurrent reports, at most once
+// per ForcedRefreshInterval, and returned; otherwise, or within that
+// interval, the current token is returned. Other callers keep the
+// rejected token until the replacement arrives.
 func (b *Broker) Invalidate(ctx context.Context, tenantName string, scopes []string, sha256Hex string) (*Token, error) {
-	if !isSHA256Hex(sha256Hex) {
+	if len(sha256Hex) != 64 || strings.Trim(sha256Hex, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("%w: token_sha256 must be the 64 lower-case hex digits of the access token's SHA-256", ErrInvalidArgument)
 	}
 	return withEntry(b, ctx, tenantName, scopes, func(e *entry) (*Token, error) { return e.invalidate(ctx, sha256Hex) })
-}
-
-func isSHA256Hex(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range s {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // Watch subscribes to a key. The first update, the current state, is
@@ -305,12 +261,10 @@ func (b *Broker) WatchContext(ctx context.Context, tenantName string, scopes []s
 }
 
 // WatchNotify is WatchContext for a reader that does not wait on Ready
-// (which is then nil): notify is called instead whenever Next has
-// something new — the current state at once, later updates, the end. It
-// is called with the broker's locks held, so it must not block or call
-// the broker; a server pushing to many watches queues the watch for a
-// worker that then calls Next. Spurious calls are allowed: Next may
-// then return nothing.
+// (which is then nil): notify is called whenever Next may have something
+// new (the current state at once, updates, the end; spurious calls are
+// allowed), with the broker's locks held, so it must not block or call
+// the broker.
 func (b *Broker) WatchNotify(ctx context.Context, tenantName string, scopes []string, notify func()) (*Watch, error) {
 	if notify == nil {
 		return nil, fmt.Errorf("%w: WatchNotify needs a notify function", ErrInvalidArgument)

@@ -1,12 +1,19 @@
 package broker_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
 )
@@ -426,4 +433,61 @@ func TestOneShortLifetimeIsNotTooShortLived(t *testing.T) {
 	if n := f.Requests() - before; n != 0 {
 		t.Errorf("%d requests for a min_valid the IdP consistently cannot meet, want 0", n)
 	}
+}
+
+// private_key_jwt: a new key (a rotated key file) is a credential change
+// of the same client, like a new secret: the cached token keeps serving
+// and watching, the new key is tried at once, and invalid_client is
+// retried within the grace.
+func TestKeyChangeIsACredentialChange(t *testing.T) {
+	mk := func() creds.PrivateKey {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		pk, err := creds.NewPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pk
+	}
+	oldKey, newKey := mk(), mk()
+	f := faultidp.Start()
+	t.Cleanup(f.Close)
+	f.Push(faultidp.OK("tok-1", 3600))
+	f.SetDefault(faultidp.OAuthError(401, "invalid_client", "unknown key"))
+	spec := broker.Tenant{Name: "acme", TokenURL: f.TokenURL(), ClientID: "client", ClientKey: oldKey}
+	e := newEnv(t, broker.Config{Tenants: []broker.Tenant{spec}})
+	e.issued["tok-1"] = true
+	w, err := e.broker.Watch("acme", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	next(t, w, hasVersion(1))
+	kidOf := func() string {
+		form, _ := f.LastRequest()
+		a := form.Get("client_assertion")
+		h, _ := base64.RawURLEncoding.DecodeString(a[:strings.IndexByte(a, '.')])
+		var hdr struct{ Kid string }
+		_ = json.Unmarshal(h, &hdr)
+		return hdr.Kid
+	}
+	oldKid, _ := upstream.KeyID(oldKey)
+	newKid, _ := upstream.KeyID(newKey)
+	if kidOf() != oldKid {
+		t.Fatalf("first request kid %q, want the old key's %q", kidOf(), oldKid)
+	}
+	spec.ClientKey = newKey
+	if err := e.broker.SetTenants([]broker.Tenant{spec}); err != nil {
+		t.Fatal(err)
+	}
+	e.settle()
+	if kidOf() != newKid {
+		t.Fatalf("after the change, kid %q: the reload did not try the new key at once", kidOf())
+	}
+	if d := e.status().NextRefresh.Sub(e.clock.Now()); d > broker.CredentialGraceRetryMax*6/5 {
+		t.Errorf("invalid_client after a key change retried in %s, want the grace's %s", d, broker.CredentialGraceRetryMax)
+	}
+	if tok := e.mustToken(nil, 0); tok.AccessToken != "tok-1" {
+		t.Errorf("served %v, want the cached token while the new key is rejected", tok)
+	}
+	noEnd(t, w)
 }

@@ -38,27 +38,23 @@ type entry struct {
 	timer     clockwork.Timer
 	subs      map[*Watch]struct{}
 	lastUsed  time.Time
-	dead      error // why the entry was dropped; nil while live
-	sent      published
-	// pub is the update last offered to the watchers (its Shared value
-	// included), for a new watcher of the same state.
-	pub Update
-	// lifetimes are those of the key's latest tokens, newest first.
-	lifetimes [lifetimeMemory]time.Duration
+	dead      error                         // why the entry was dropped; nil while live
+	pub       Update                        // last offered to the watchers, for a new watcher of the same state
+	lifetimes [lifetimeMemory]time.Duration // of the key's latest tokens, newest first
 }
 
 // call is one shared identity-provider request.
 type call struct {
-	done chan struct{}
-	// gone is closed by release, freeing every waiter at once with why;
-	// it lives with the call, not the entry, since only a call has waiters.
-	gone chan struct{}
-	why  error
-	tok  *Token
-	err  error
-	// longest is the longest recent lifetime of the key's tokens when tok
-	// arrived (see entry.lifetimes).
-	longest time.Duration
+	done    chan struct{}
+	gone    chan struct{} // closed by release, freeing every waiter with why
+	why     error
+	tok     *Token
+	err     error
+	longest time.Duration // the key's longest recent lifetime when tok arrived
+	// deadline is when callers stop waiting (real time): the attempt's
+	// timeout from its start, however long it is queued.
+	deadline time.Time
+	timeout  time.Duration
 }
 
 // release frees the call's waiters with why (e.mu held), unless the
@@ -70,13 +66,6 @@ func (c *call) release(why error) {
 		c.why = why
 		close(c.gone)
 	}
-}
-
-// published is what subscribers last received, to skip repeats.
-type published struct {
-	version uint64
-	state   State
-	errText string
 }
 
 // minValid is a request's min_valid: exact when set, else the default
@@ -162,15 +151,13 @@ func (e *entry) nextAttemptLocked(now time.Time) time.Time {
 	return at
 }
 
-// longestLocked is the longest lifetime of the key's recent tokens: what
-// the identity provider grants, as far as the broker knows.
+// longestLocked is the longest lifetime of the key's recent tokens.
 func (e *entry) longestLocked() time.Duration {
 	return slices.Max(e.lifetimes[:])
 }
 
 // tooShortLocked refuses a minimum validity that none of the key's
-// recent tokens had: a fresh token would not meet it either. One short
-// answer among longer ones is no reason to refuse.
+// recent tokens had: a fresh token would not meet it either.
 func (e *entry) tooShortLocked(d time.Duration) error {
 	if longest := e.longestLocked(); d > longest {
 		return &TooShortLivedError{Lifetime: longest, MinValid: d}
@@ -209,9 +196,8 @@ func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 		c = e.startLocked()
 	}
 	if e.lastErr != nil && e.noAnswer {
-		// The identity provider did not answer last time: do not make this
-		// caller wait out the fetch timeout again; the attempt goes on for
-		// the next caller.
+		// The IdP did not answer last time: this caller does not wait out
+		// the timeout again; the attempt goes on for the next one.
 		err := e.lastErr
 		e.mu.Unlock()
 		return nil, err
@@ -220,11 +206,10 @@ func (e *entry) get(ctx context.Context, want minValid) (*Token, error) {
 	return e.await(ctx, c, want)
 }
 
-// shortLivedLocked answers a minimum validity d that the cached token's
-// lifetime could not meet even fresh: TooShortLivedError, without a
-// request, when no recent token lived long enough; else nil, so that the
-// caller fetches, unless a request started within CallerRetryInterval
-// (then ErrShortLivedToken, which asks to retry).
+// shortLivedLocked answers a minimum validity d longer than the cached
+// token's lifetime: TooShortLivedError when no recent token lived that
+// long, ErrShortLivedToken when a request started within
+// CallerRetryInterval, else nil (the caller fetches).
 func (e *entry) shortLivedLocked(now time.Time, d time.Duration) error {
 	if e.tok == nil || d <= e.tok.lifetime() {
 		return nil
@@ -243,33 +228,43 @@ func shortLivedError(lifetime, d, longest time.Duration) error {
 		ErrShortLivedToken, readable(lifetime), readable(d), readable(longest))
 }
 
-// drop ends the entry for reason (kill) and releases the callers waiting
-// for its in-flight request at once with that reason: a removed or
-// reconfigured tenant must not keep them waiting for a request whose
-// answer nobody will use.
+// drop ends the entry for reason: no more refreshes, its watches end, and
+// the callers waiting for its request are released at once.
 func (e *entry) drop(reason error) {
-	e.kill(reason)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.dead != nil {
+		return
+	}
+	e.dead = reason
+	e.stopTimerLocked()
+	for w := range e.subs {
+		w.end(reason)
+	}
+	clear(e.subs)
 	if c := e.inflight; c != nil {
 		c.release(reason)
 	}
 }
 
 func (e *entry) await(ctx context.Context, c *call, want minValid) (*Token, error) {
+	bound := time.NewTimer(time.Until(c.deadline))
+	defer bound.Stop()
+	var err error
 	select {
 	case <-c.done:
+	case <-bound.C: // queued or slow: the request goes on for the next caller
+		err = noAnswerError(nil, c.timeout)
 	case <-c.gone:
-		select {
-		case <-c.done: // the answer arrived too: it wins
-		default:
-			return nil, c.why
-		}
+		err = c.why
 	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
 		select {
 		case <-c.done: // the answer arrived too: it wins
 		default:
-			return nil, ctx.Err()
+			return nil, err
 		}
 	}
 	if c.err != nil {
@@ -296,9 +291,8 @@ func (e *entry) invalidate(ctx context.Context, sha string) (*Token, error) {
 	c := e.inflight
 	if c == nil {
 		if now.Sub(e.forcedAt) < ForcedRefreshInterval || now.Before(e.hold) || e.permanent {
-			// Rate limited: one caller must not drive the identity
-			// provider, nor retry credentials it rejected for good.
-			// Serve the current token.
+			// One caller must not drive the IdP, nor retry credentials it
+			// rejected for good: serve the current token.
 			e.mu.Unlock()
 			return e.get(ctx, minValid{})
 		}

@@ -18,10 +18,9 @@ var (
 	ErrTenantChanged = errors.New("broker: tenant reconfigured")
 	// ErrClosed: the broker is shutting down.
 	ErrClosed = errors.New("broker: shutting down")
-	// ErrEvicted: the key's scope set was dropped, idle or to make room
-	// for another, while the call was about to use it. Get, Invalidate and
-	// WatchContext retry such a call themselves; asking again recreates the
-	// scope set.
+	// ErrEvicted: the key's scope set was dropped (idle, or to make room)
+	// while the call was about to use it. The broker's methods retry such
+	// calls themselves; asking again recreates the scope set.
 	ErrEvicted = errors.New("broker: scope set evicted; request it again")
 	// ErrTooManyScopeSets: the caller's share, the tenant or the broker
 	// holds as many scope sets as allowed and none can be evicted.
@@ -30,10 +29,9 @@ var (
 	// faster than Config.Limits.NewScopeSetsPerSecond allows. Scope sets that
 	// exist are never limited.
 	ErrNewScopeSetsTooFast = errors.New("broker: creating new scope sets too fast; reuse scope sets or retry in a second")
-	// ErrShortLivedToken: the identity provider's latest token does not
-	// stay valid for the requested minimum, though a recent one would
-	// have (see TooShortLivedError for a minimum it never meets). Asking
-	// again fetches another token, at most once per CallerRetryInterval.
+	// ErrShortLivedToken: the IdP's latest token does not stay valid for
+	// the requested minimum, though a recent one would have; asking again
+	// fetches another, at most once per CallerRetryInterval.
 	ErrShortLivedToken = errors.New("broker: the identity provider's latest token is shorter-lived than the requested minimum validity, unlike recent ones; retry")
 	// ErrInvalidArgument marks errors caused by the request itself.
 	ErrInvalidArgument = errors.New("broker: invalid argument")
@@ -52,8 +50,7 @@ func (e *TooShortLivedError) Error() string {
 }
 
 // readable rounds d for a message: to the millisecond below 10 s, so that
-// two close durations (a 944 ms lifetime, a 1 s minimum) never print
-// alike, else to the second.
+// close durations never print alike, else to the second.
 func readable(d time.Duration) time.Duration {
 	if d < 10*time.Second && d > -10*time.Second {
 		return d.Round(time.Millisecond)

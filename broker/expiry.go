@@ -10,43 +10,28 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// Where a token's expiry came from, as logged with "expiry_source".
-const (
-	expiryFromExpiresIn = "expires_in"
-	expiryFromJWT       = "jwt_exp"
-	expiryFromDefault   = "default"
-	expiryFromCap       = "max_lifetime"
-)
-
-// tokenExpiry decides when a granted token expires, counted from start,
-// when the request was sent (the identity provider issued it no earlier):
-//
-//   - expires_in, capped at MaxLifetime; missing means DefaultLifetime;
-//   - a stated expires_in of zero or less means the token is already at its
-//     end: it is refused, never served;
-//   - when the access token is a JWT with an exp claim, that exp is an
-//     upper bound (read without verifying the signature: it can only
-//     shorten the lifetime, never extend it); an exp already past refuses
-//     the token. A JWT without exp, or an opaque token, changes nothing.
-//
-// It logs which source won, never the token.
-// jwtExpSlack is how far a JWT exp may fall short of expires_in before
-// the difference is logged at info.
+// jwtExpSlack is how far a JWT exp may fall short of expires_in (whole
+// seconds, counted from when the request left) before it is logged.
 const jwtExpSlack = 5 * time.Second
 
+// tokenExpiry decides when a granted token expires, counted from start,
+// when the request was sent: expires_in (missing: DefaultLifetime; capped
+// at MaxLifetime; zero or less refuses the token), shortened by a JWT
+// access token's exp claim, read unverified since it can only shorten the
+// lifetime (already past: refused). It logs which source won, never the token.
 func tokenExpiry(log *slog.Logger, start, now time.Time, g upstream.Grant) (time.Time, string, error) {
-	lifetime, source := g.ExpiresIn, expiryFromExpiresIn
+	lifetime, source := g.ExpiresIn, "expires_in"
 	switch {
 	case g.ExpiresInSet && g.ExpiresIn <= 0:
 		log.Warn("identity provider issued a token that is already expired; refusing it", "expires_in", g.ExpiresIn)
 		return time.Time{}, "", fmt.Errorf("broker: the identity provider issued a token with expires_in %s, already expired; check the identity provider's token lifetime settings", g.ExpiresIn)
-	case !g.ExpiresInSet || g.ExpiresIn <= 0:
+	case !g.ExpiresInSet:
 		log.Warn("identity provider gave no usable expires_in; assuming a short lifetime", "assumed", DefaultLifetime)
-		lifetime, source = DefaultLifetime, expiryFromDefault
+		lifetime, source = DefaultLifetime, "default"
 	case lifetime > MaxLifetime:
 		log.Warn("identity provider's expires_in is implausibly long; capping it",
 			"expires_in", g.ExpiresIn, "cap", MaxLifetime)
-		lifetime, source = MaxLifetime, expiryFromCap
+		lifetime, source = MaxLifetime, "max_lifetime"
 	}
 	expiry := start.Add(lifetime)
 	if exp, ok := jwtExpiry(g.AccessToken); ok {
@@ -55,14 +40,11 @@ func tokenExpiry(log *slog.Logger, start, now time.Time, g upstream.Grant) (time
 			return time.Time{}, "", fmt.Errorf("broker: the identity provider issued a token whose JWT exp %s is already past; check the clocks of the identity provider and the broker", exp.UTC().Format(time.RFC3339))
 		}
 		if exp.Before(expiry) {
-			// exp has whole seconds and expires_in counts from when the
-			// request left, so the two routinely differ by a second or
-			// so; only a real disagreement is worth an operator's look.
 			if expiry.Sub(exp) > jwtExpSlack {
 				log.Info("the access token's JWT exp is earlier than expires_in says; using it",
 					"expires_in", g.ExpiresIn, "exp", exp)
 			}
-			expiry, source = exp, expiryFromJWT
+			expiry, source = exp, "jwt_exp"
 		}
 	}
 	log.Debug("token expiry decided", "expiry", expiry, "expiry_source", source)

@@ -7,23 +7,23 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/queue"
 )
 
-// fetchQueue runs the identity-provider requests of the tenants of one
-// token endpoint host, at most limit at a time (Config.
-// Limits.MaxIdPRequestsPerHost); the others wait in order, as an entry and
-// its call, without a goroutine. A broker starting ten thousand tenants
-// so runs a few hundred goroutines, not ten thousand whose stacks and
-// descriptors the runtime would keep after they end. A request's timeout
-// counts from when it was queued, so that behind a hung host the waiting
-// ones fail in time, as they would if each waited for a slot itself.
-type fetchQueue struct {
-	q *queue.Queue[struct{}, queuedFetch]
-}
+// fetchQueue runs the requests of one token endpoint host, at most
+// Limits.MaxIdPRequestsPerHost at a time; the others wait in order, without
+// a goroutine each (the README's Performance section has the figures).
+type fetchQueue = queue.Queue[struct{}, queuedFetch]
 
 type queuedFetch struct {
-	e        *entry
-	c        *call
-	timeout  time.Duration // the attempt's timeout, from deadline
-	deadline time.Time
+	e       *entry
+	c       *call
+	timeout time.Duration // the attempt's timeout, from when it is sent
+	until   time.Time     // dropped unsent if still queued then
+}
+
+// queueWait is how long a request may wait for a slot before it is dropped
+// unsent, so that a hung host collects no backlog: six attempts' worth, at
+// most a minute.
+func queueWait(timeout time.Duration) time.Duration {
+	return max(timeout, min(6*timeout, time.Minute))
 }
 
 // queueLocked returns the queue of tokenURL's host. b.mu must be held.
@@ -34,9 +34,9 @@ func (b *Broker) queueLocked(tokenURL string) *fetchQueue {
 	}
 	q := b.queues[host]
 	if q == nil {
-		q = &fetchQueue{q: queue.New[struct{}](b.cfg.Limits.MaxIdPRequestsPerHost, 0, func(f queuedFetch) {
-			f.e.run(f.c, f.deadline, f.timeout)
-		})}
+		q = queue.New[struct{}](b.cfg.Limits.MaxIdPRequestsPerHost, 0, func(f queuedFetch) {
+			f.e.run(f.c, f.until, f.timeout)
+		})
 		if b.queues == nil {
 			b.queues = map[string]*fetchQueue{}
 		}
@@ -44,7 +44,3 @@ func (b *Broker) queueLocked(tokenURL string) *fetchQueue {
 	}
 	return q
 }
-
-// add runs f now if the host has room, else queues it. b.wg must already
-// count it.
-func (q *fetchQueue) add(f queuedFetch) { q.q.Add(struct{}{}, f) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,22 +100,77 @@ func TestFetchesPerHostQueueWithoutGoroutines(t *testing.T) {
 	}
 }
 
-// TestQueuedFetchTimeoutCountsFromQueueing: behind a hung host, a queued
-// request's timeout runs while it waits, so the queue fails in time
-// instead of taking one timeout per request in turn.
-func TestQueuedFetchTimeoutCountsFromQueueing(t *testing.T) {
+// TestQueuedCallerWaitsAtMostTheTimeout: behind a hung host, a caller
+// of a queued request gets UNAVAILABLE ("no answer") within the attempt's
+// timeout of its call; the request itself, once sent, gets the whole
+// timeout from its start, not from when it was queued.
+func TestQueuedCallerWaitsAtMostTheTimeout(t *testing.T) {
 	f := newHeldFetcher() // never released: the host hangs
-	b, err := broker.New(broker.Config{Tenants: hostTenants(2, f), Limits: limits.Limits{MaxIdPRequestsPerHost: 1}, FetchTimeout: 300 * time.Millisecond})
+	const timeout = 300 * time.Millisecond
+	b, err := broker.New(broker.Config{Tenants: hostTenants(2, f), Limits: limits.Limits{MaxIdPRequestsPerHost: 1}, FetchTimeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	<-f.started
-	<-f.started // the second, after the first timed out
+	start := time.Now()
+	_, err = b.Token(t.Context(), "t1", nil, 0)
+	if took := time.Since(start); err == nil || took > timeout+200*time.Millisecond {
+		t.Errorf("the queued caller got %v after %s; want no answer within %s", err, took, timeout)
+	}
+	<-f.started // the second request, sent when the first timed out
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if d := f.deadlines[1].Sub(f.deadlines[0]); d > 100*time.Millisecond {
-		t.Errorf("the queued request's deadline is %s after the first's; want both counted from when they were queued", d)
+	if d := f.deadlines[1].Sub(f.deadlines[0]); d < timeout*3/4 {
+		t.Errorf("the queued request's deadline is %s after the first's; want its timeout counted from its start (%s later)", d, timeout)
+	}
+}
+
+// TestStartBehindASlowHostSendsEveryRequest: many tenants of one host,
+// more than its slots can serve within one timeout, all get their token
+// (before, the requests queued longest expired unsent, were retried, and
+// a 50,000-tenant start took minutes more).
+func TestStartBehindASlowHostSendsEveryRequest(t *testing.T) {
+	f := &slowFetcher{delay: 100 * time.Millisecond}
+	const n = 8
+	ready := make(chan string, n)
+	b, err := broker.New(broker.Config{Tenants: hostTenants(n, f), Limits: limits.Limits{MaxIdPRequestsPerHost: 2}, FetchTimeout: 250 * time.Millisecond,
+		OnTenantHealth: func(tenant string, serving bool) {
+			if serving {
+				ready <- tenant
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for range n {
+		select {
+		case <-ready:
+		case <-time.After(10 * time.Second):
+			t.Fatal("not every tenant got its token")
+		}
+	}
+	if got := f.calls.Load(); got != n {
+		t.Errorf("%d requests for %d tenants, want one each", got, n)
+	}
+}
+
+// slowFetcher answers every request after delay.
+type slowFetcher struct {
+	delay time.Duration
+	calls atomic.Int64
+}
+
+func (f *slowFetcher) Fetch(ctx context.Context, _ []string) (upstream.Grant, error) {
+	f.calls.Add(1)
+	t := time.NewTimer(f.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return upstream.Grant{AccessToken: "tok", ExpiresIn: time.Hour, ExpiresInSet: true}, nil
+	case <-ctx.Done():
+		return upstream.Grant{}, ctx.Err()
 	}
 }
 

@@ -4,23 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
-// maxEvictedRetries bounds how often one call looks a key up again after
-// finding it evicted; each retry creates the key anew, so one suffices
-// unless the tenant is churning through its whole budget.
+// maxEvictedRetries bounds how often one call looks up a key again after
+// finding it evicted (each retry creates it anew).
 const maxEvictedRetries = 3
 
 // withEntry runs f on the entry of a request, created for the owner in ctx
-// if needed. If the entry was evicted (ErrEvicted) between the lookup and
-// f's use of it, it looks the key up again, so callers never see an
-// eviction they did not cause.
+// if needed, and again on a new one if it was evicted meanwhile, so that
+// callers never see an eviction they did not cause.
 func withEntry[T any](b *Broker, ctx context.Context, tenantName string, scopes []string, f func(*entry) (T, error)) (T, error) {
 	owner := ownerFrom(ctx)
 	for i := 0; ; i++ {
@@ -74,14 +72,12 @@ func (b *Broker) key(tenantName string, scopes []string, owner string) (*entry, 
 	return b.newEntryLocked(t, slices.Clone(scopes), owner), nil
 }
 
-// makeRoomLocked makes room for one more scope set of owner in tenant t.
-//
-// A named owner may hold at most half of the tenant's non-default sets:
-// past that, its own least recently used set gives way, or the request is
-// refused. When the tenant is full, the least recently used set of the
-// owner holding the most gives way. So no single owner, even one that
-// keeps all its sets watched, can lock the others out. Only sets that are
-// not watched and not being fetched are evicted; default sets never are.
+// makeRoomLocked makes room for one more scope set of owner in tenant t,
+// so that no owner can lock the others out. A named owner holds at most
+// half of the tenant's non-default sets: past that its own least recently
+// used set gives way, or the request is refused. In a full tenant, the
+// least recently used set of the owner holding the most gives way. Watched
+// sets, sets being fetched and default sets are never evicted.
 func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
 	budget := b.cfg.Limits.MaxScopeSetsPerTenant - 1 // the default set is always there
 	if share := max(1, budget/2); owner != "" && t.owned[owner] >= share {
@@ -91,11 +87,7 @@ func (b *Broker) makeRoomLocked(t *tenant, owner string) error {
 		}
 	}
 	if 1+len(t.keys) >= b.cfg.Limits.MaxScopeSetsPerTenant { // the default counts
-		owners := make([]string, 0, len(t.owned))
-		for o := range t.owned {
-			owners = append(owners, o)
-		}
-		sort.Slice(owners, func(i, j int) bool { return t.owned[owners[i]] > t.owned[owners[j]] })
+		owners := slices.SortedFunc(maps.Keys(t.owned), func(a, b string) int { return t.owned[b] - t.owned[a] }) // most first
 		evicted := false
 		for _, o := range owners {
 			if evicted = b.evictLRULocked(t, func(e *entry) bool { return e.owner == o }); evicted {

@@ -51,19 +51,17 @@ func (b *Broker) isClosed() bool {
 	return b.closed
 }
 
-// Close is Shutdown without a deadline: it returns once every background
-// goroutine has ended, which cancelled identity-provider requests make
-// quick unless a custom Fetcher ignores its context. It returns nil; it is
-// idempotent and safe to call concurrently with Shutdown.
+// Close is Shutdown without a deadline: it returns nil once every
+// background goroutine has ended (quickly, unless a custom Fetcher ignores
+// its context). It is idempotent and safe to call concurrently with Shutdown.
 func (b *Broker) Close() error {
 	return b.Shutdown(context.Background())
 }
 
-// Shutdown stops the Broker: from its first call on, every watch ends with
-// ErrClosed, calls fail with ErrClosed, timers stop and in-flight
-// identity-provider requests are cancelled. It then waits for the background
-// goroutines until ctx ends, and returns ctx's error (wrapped) if that came
-// first; a later Close or Shutdown waits again. It is idempotent.
+// Shutdown stops the Broker: watches end and calls fail with ErrClosed,
+// timers stop and requests in flight are cancelled. It waits for the
+// background goroutines until ctx ends, then returns ctx's error (wrapped);
+// a later Close or Shutdown waits again. It is idempotent.
 func (b *Broker) Shutdown(ctx context.Context) error {
 	b.life.Lock()
 	first := !b.closed

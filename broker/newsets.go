@@ -7,16 +7,14 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxOwnerBuckets bounds the per-owner buckets of new scope sets. Owners
-// are the server's configured callers (and "loopback"); past the bound,
-// full buckets, which are as good as new, are dropped first.
+// maxOwnerBuckets bounds the per-owner buckets of new scope sets; past it,
+// full buckets, as good as new, are dropped.
 const maxOwnerBuckets = 1 << 14
 
-// allowNewSetLocked takes one token from owner's bucket of new scope
-// sets. Each new set costs an identity-provider request, so one caller
-// cycling through distinct scope sets would otherwise turn its own request
-// rate into the IdP's. Requests without an owner (the embedding program)
-// are not limited. b.mu must be held.
+// allowNewSetLocked takes one token from owner's bucket of new scope sets:
+// each costs an IdP request, so a caller cycling through scope sets must
+// not set the IdP's request rate. The embedding program (no owner) is not
+// limited. b.mu must be held.
 func (b *Broker) allowNewSetLocked(owner string) error {
 	if owner == "" || b.cfg.Limits.NewScopeSetsPerSecond < 0 {
 		return nil

@@ -12,10 +12,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// retryPermanent retries a key whose last request failed permanently,
-// after a reload: at once, but at most once per ReloadRetryInterval (and
-// never during a Retry-After); within it, the next attempt moves to the
-// interval's end if that is sooner than planned.
+// retryPermanent retries a permanently failed key after a reload: at
+// once, but at most once per ReloadRetryInterval and never during a
+// Retry-After; else at the earliest time allowed, if sooner than planned.
 func (e *entry) retryPermanent() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -42,12 +41,10 @@ func (e *entry) retryPermanent() {
 	}
 }
 
-// rotate moves the key to its tenant's new credentials (SetTenants).
-// The cached token keeps serving until they obtain one or it expires. A
-// request in flight with the old credentials is superseded: its waiters
-// are released with ErrTenantChanged and its answer is ignored. The new
-// credentials are tried at once (after a Retry-After), and for
-// CredentialGrace an invalid_client is retried within seconds.
+// rotate moves the key to its tenant's new credentials (SetTenants): the
+// cached token keeps serving; a request in flight is superseded (its
+// waiters get ErrTenantChanged); the new credentials are tried at once, or
+// after a Retry-After, with the CredentialGrace.
 func (e *entry) rotate() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -106,24 +103,22 @@ func (e *entry) startLocked() *call {
 	e.stopTimerLocked()
 	b.wg.Add(1)
 	timeout := e.attemptTimeoutLocked()
-	e.t.queue.add(queuedFetch{e: e, c: c, timeout: timeout, deadline: time.Now().Add(timeout)})
+	now := time.Now()
+	c.deadline, c.timeout = now.Add(timeout), timeout
+	e.t.queue.Add(struct{}{}, queuedFetch{e: e, c: c, timeout: timeout, until: now.Add(queueWait(timeout))})
 	return c
 }
 
-// attemptTimeoutLocked bounds one request of the key: FetchTimeout, or
-// for a key whose tokens' lifetime is known, a sixth of that lifetime if
-// shorter (at least MinAttemptTimeout). With short-lived tokens one hung
-// request then cannot use up the time left before expiry: a refresh has
-// room for several attempts, and the next attempt, which waits for the
-// hung one, comes soon.
+// attemptTimeoutLocked bounds one request of the key: FetchTimeout, or a
+// sixth of its tokens' lifetime if shorter, so that one hung request
+// leaves room for more attempts before expiry; and not past the cached
+// token's expiry, so that watchers and health learn of it on time (both at
+// least MinAttemptTimeout).
 func (e *entry) attemptTimeoutLocked() time.Duration {
 	d := e.b.cfg.FetchTimeout
 	if e.tok != nil {
 		d = min(d, max(MinAttemptTimeout, e.tok.lifetime()/6))
 		if left := e.tok.Expiry.Sub(e.b.clock.Now()); left > 0 {
-			// Nor past the cached token's expiry (give or take
-			// MinAttemptTimeout), so that a hung request cannot keep
-			// watchers and health from learning of it.
 			d = min(d, max(MinAttemptTimeout, left))
 		}
 	}
@@ -131,33 +126,12 @@ func (e *entry) attemptTimeoutLocked() time.Duration {
 }
 
 // run makes the request of call c (queued by startLocked) and publishes
-// its outcome. deadline is the attempt's timeout counted from when it was
-// queued: real time, not the broker's clock, as it bounds a network
-// request.
-func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
+// its outcome.
+func (e *entry) run(c *call, until time.Time, timeout time.Duration) {
 	b := e.b
 	defer b.wg.Done()
-	e.mu.Lock()
-	live := e.dead == nil && e.inflight == c
-	e.mu.Unlock()
-	var g upstream.Grant
-	var err error
-	var expired bool
-	start, began := b.clock.Now(), time.Now()
-	if live { // else dropped or superseded while queued: no request
-		ctx, cancel := context.WithDeadline(b.base, deadline)
-		g, err = (*e.t.fetcher.Load()).Fetch(ctx, e.requestScopes())
-		expired = err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
-		cancel()
-	}
-	noAnswer := expired || err != nil && isTimeout(err)
-	if noAnswer {
-		waited := timeout
-		if !expired { // an HTTP client's own, shorter timeout
-			waited = time.Since(began)
-		}
-		err = noAnswerError(err, waited)
-	}
+	start := b.clock.Now()
+	g, noAnswer, err := e.fetch(c, until, timeout)
 
 	e.mu.Lock()
 	defer close(c.done) // after the unlock below: waiters see the new state
@@ -187,17 +161,42 @@ func (e *entry) run(c *call, deadline time.Time, timeout time.Duration) {
 	e.publishLocked(now)
 }
 
+// fetch sends c's request with the attempt's timeout (real time: it bounds
+// a network request), unless c was dropped or superseded while queued, or
+// waited in the queue past until. noAnswer reports that the IdP did not
+// answer in time.
+func (e *entry) fetch(c *call, until time.Time, timeout time.Duration) (g upstream.Grant, noAnswer bool, err error) {
+	e.mu.Lock()
+	live := e.dead == nil && e.inflight == c
+	e.mu.Unlock()
+	began := time.Now()
+	switch {
+	case !live: // run reports why
+		return g, false, nil
+	case began.After(until): // waited behind a hung host: not sent
+		return g, true, fmt.Errorf("broker: identity provider request not sent: no free connection to its host within %s (limits.max_idp_requests_per_host)", readable(began.Sub(until)+queueWait(timeout)))
+	}
+	ctx, cancel := context.WithTimeout(e.b.base, timeout)
+	defer cancel()
+	g, err = (*e.t.fetcher.Load()).Fetch(ctx, e.requestScopes())
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return g, true, noAnswerError(err, timeout)
+	case isTimeout(err): // an HTTP client's own, shorter timeout
+		return g, true, noAnswerError(err, time.Since(began))
+	}
+	return g, false, err
+}
+
 // isTimeout reports a request that an HTTP client's own timeout ended.
 func isTimeout(err error) bool {
 	var te *upstream.TransportError
 	return errors.As(err, &te) && te.Timeout()
 }
 
-// noAnswerError replaces the error of a request that ran out of time
-// (the attempt's timeout, or an HTTP client's own): it is the identity
-// provider's failure, not a caller's deadline, and must not look like one
-// (a caller would see DEADLINE_EXCEEDED instead of UNAVAILABLE), and
-// every path reports it in the same words.
+// noAnswerError replaces the error of a request that ran out of time: it
+// is the IdP's failure, not a caller's deadline (UNAVAILABLE, not
+// DEADLINE_EXCEEDED), reported in the same words on every path.
 func noAnswerError(err error, timeout time.Duration) error {
 	reason := fmt.Errorf("no answer within %s", readable(timeout))
 	var ue *upstream.Error
@@ -255,14 +254,12 @@ func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 	worked := e.tok != nil && e.lastErr == nil // the credentials got the last token
 	e.permanent, e.noAnswer, e.hold = false, noAnswer, time.Time{}
 	if worked && e.grace.IsZero() {
-		// Credentials that worked and are now rejected: an IdP that
-		// restarted between two refreshes may not know them yet.
+		// An IdP that restarted between two refreshes may not know the
+		// credentials yet.
 		e.grace = now.Add(CredentialGrace)
 	}
 	inGrace := now.Before(e.grace)
-	if noAnswer || unreachable(err) {
-		// A restarting identity provider may reject clients it has not
-		// registered yet when it answers again.
+	if noAnswer || unreachable(err) { // the IdP may be restarting
 		e.grace = now.Add(CredentialGrace)
 	}
 	if ue, ok := errors.AsType[*upstream.Error](err); ok {
@@ -282,17 +279,15 @@ func (e *entry) failedLocked(now time.Time, err error, noAnswer bool) error {
 	return err
 }
 
-// answeredLocked applies an identity provider's error ue (within err) to
-// the key's next attempt, planned after delay: a permanent error waits
-// permanentRetry, or a few seconds within the credential grace, and a
-// Retry-After holds every attempt. It returns the delay and the error to
-// report.
+// answeredLocked applies the IdP's error ue (within err) to the key's next
+// attempt, planned after delay: a permanent error waits permanentRetry, or
+// a few seconds within the credential grace; a Retry-After holds every
+// attempt. It returns the delay and the error to report.
 func (e *entry) answeredLocked(now time.Time, err error, ue *upstream.Error, delay time.Duration, inGrace bool) (time.Duration, error) {
 	switch {
 	case ue.Permanent && inGrace && credentialRejected(ue):
-		// Right after a credential change or an outage: the IdP may
-		// accept the credentials within seconds. Not permanent yet, for
-		// callers either (UNAVAILABLE, not FAILED_PRECONDITION).
+		// Not permanent yet, for callers either (UNAVAILABLE, not
+		// FAILED_PRECONDITION).
 		delay = min(delay, jitter(CredentialGraceRetryMax*4/5, CredentialGraceRetryMax*6/5))
 		cp := *ue
 		cp.Permanent = false
@@ -303,9 +298,7 @@ func (e *entry) answeredLocked(now time.Time, err error, ue *upstream.Error, del
 		delay = permanentRetry
 		e.permanent = true
 	}
-	if ue.RetryAfter > 0 {
-		// The hold binds every attempt, however short next to the
-		// backoff: early ones, invalidations, reloads.
+	if ue.RetryAfter > 0 { // binds early attempts, invalidations and reloads too
 		e.hold = now.Add(min(ue.RetryAfter, maxRetryAfter))
 		delay = max(delay, e.hold.Sub(now))
 	}
@@ -380,10 +373,9 @@ func jitter(lo, hi time.Duration) time.Duration {
 	return lo + rand.N(hi-lo)
 }
 
-// refreshAt picks when to refresh a token: at 50–80 % of its lifetime,
-// but no later than refreshLead before expiry; when that cuts the range
-// (short-lived tokens), in the last fifth before it, so that keys issued
-// together do not stay in step.
+// refreshAt picks when to refresh a token: at 50–80 % of its lifetime or,
+// where refreshLead before expiry comes sooner, in the last fifth before
+// that point, so that keys issued together do not stay in step.
 func refreshAt(issued time.Time, lifetime time.Duration) time.Time {
 	latest := lifetime - refreshLead(lifetime)
 	return issued.Add(min(jitter(lifetime/2, lifetime*4/5), jitter(latest*4/5, latest)))
@@ -391,8 +383,8 @@ func refreshAt(issued time.Time, lifetime time.Duration) time.Time {
 
 // refreshLead is how long before expiry a refresh starts at the latest:
 // a quarter of the lifetime or refreshFloor, whichever is longer, and at
-// most half the lifetime. With the default min_valid of a tenth of the
-// lifetime, that leaves 15 % of the lifetime (or more) for retries.
+// most half the lifetime: with the default min_valid (a tenth of the
+// lifetime), at least 15 % of it is left for retries.
 func refreshLead(lifetime time.Duration) time.Duration {
 	return min(lifetime/2, max(lifetime/4, refreshFloor))
 }

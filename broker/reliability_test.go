@@ -629,7 +629,14 @@ func TestNoAnswerTextIsUniform(t *testing.T) {
 			continue
 		}
 		msg := err.Error()
-		if !strings.Contains(msg, "no answer within 3") || strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, "details withheld") {
+		// The HTTP client's 300ms, measured: a loaded machine fires its
+		// timer late, so any duration from 300ms on.
+		m := regexp.MustCompile(`no answer within (\S+)`).FindStringSubmatch(msg)
+		d, perr := time.Duration(0), error(nil)
+		if m != nil {
+			d, perr = time.ParseDuration(m[1])
+		}
+		if m == nil || perr != nil || d < 300*time.Millisecond || d >= 10*time.Second || strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, "details withheld") {
 			t.Errorf("%s: %q, want \"no answer within\" the HTTP client's 300ms", name, msg)
 		}
 		if errors.Is(err, context.DeadlineExceeded) {

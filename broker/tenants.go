@@ -29,6 +29,11 @@ type Tenant struct {
 	TokenURL     string
 	ClientID     string
 	ClientSecret creds.Secret
+	// ClientKey, KeyID and AssertionAudience authenticate the client with
+	// private_key_jwt instead of ClientSecret (see upstream.Config).
+	ClientKey         creds.PrivateKey
+	KeyID             string
+	AssertionAudience string
 	// Fallbacks are older credentials held during a rotation, tried in
 	// order when the IdP answers invalid_client (see upstream.Config).
 	Fallbacks []upstream.Credential
@@ -37,7 +42,7 @@ type Tenant struct {
 	// AuthStyle is oauth2.AuthStyleInParams (default) or AuthStyleInHeader.
 	AuthStyle oauth2.AuthStyle
 	// RootCAs, when set, are the CAs trusted for the token endpoint's TLS
-	// certificate instead of the system roots (hygiene.RootCAs adds a
+	// certificate instead of the system roots (upstream.RootCAs adds a
 	// private CA to them). Certificate verification is never disabled.
 	RootCAs *x509.CertPool
 	// Fetcher, when set, replaces the upstream client built from the fields
@@ -48,7 +53,8 @@ type Tenant struct {
 // same reports whether two tenant configurations would fetch the same way.
 func (t Tenant) same(o Tenant) bool {
 	return t.Name == o.Name && t.TokenURL == o.TokenURL && t.ClientID == o.ClientID &&
-		t.ClientSecret.Reveal() == o.ClientSecret.Reveal() && slices.Equal(t.Scopes, o.Scopes) &&
+		t.ClientSecret.Equal(o.ClientSecret) && t.ClientKey.Equal(o.ClientKey) && t.KeyID == o.KeyID &&
+		t.AssertionAudience == o.AssertionAudience && slices.Equal(t.Scopes, o.Scopes) &&
 		t.AuthStyle == o.AuthStyle && t.Fetcher == o.Fetcher && t.RootCAs.Equal(o.RootCAs) &&
 		slices.EqualFunc(t.Fallbacks, o.Fallbacks, upstream.Credential.Equal)
 }
@@ -56,7 +62,8 @@ func (t Tenant) same(o Tenant) bool {
 // sameClient reports whether o only changes how the same client
 // authenticates: same token endpoint and default scopes, and a client_id
 // in common (a rotation may list the old client among the fallbacks). A
-// new secret, fallback, auth style, CA set or Fetcher qualifies; another
+// new secret or key (key id, assertion audience), fallback, auth style,
+// CA set or Fetcher qualifies; another
 // client or endpoint is another identity, whose tokens must not be
 // served in its name.
 func (t Tenant) sameClient(o Tenant) bool {
@@ -76,40 +83,24 @@ func (t Tenant) clientIDs() []string {
 // every field but Name, TokenURL and Scopes, which stay the same.
 func (t *tenant) setCredentials(s Tenant, f Fetcher) {
 	t.spec.ClientID, t.spec.ClientSecret, t.spec.Fallbacks = s.ClientID, s.ClientSecret, s.Fallbacks
+	t.spec.ClientKey, t.spec.KeyID, t.spec.AssertionAudience = s.ClientKey, s.KeyID, s.AssertionAudience
 	t.spec.AuthStyle, t.spec.RootCAs, t.spec.Fetcher = s.AuthStyle, s.RootCAs, s.Fetcher
 	t.fetcher.Store(&f)
 }
 
-// SetTenants replaces the broker's tenants. New tenants start fetching
-// their default token; removed tenants end their watches with
-// ErrTenantRemoved. A tenant whose credentials changed for the same client
-// (a new secret, fallback, auth style or CA set; see Tenant.sameClient)
-// keeps serving its cached tokens to the same scope sets, and its watches,
-// until the new credentials obtain a token or the cached one expires; each
-// scope set tries them at once (see CredentialGrace for invalid_client).
-// A tenant whose identity changed (token URL, default scopes, or a
-// client_id with none in common) drops its tokens, ends its watches with
-// ErrTenantChanged and fetches again at once. Unchanged tenants keep their
-// tokens, but a scope set that failed permanently (invalid_client…) is
-// retried, since the operator may have fixed the client at the identity
-// provider: at once, yet at most once per ReloadRetryInterval per key (see
-// there). No request is made during a Retry-After. Token versions keep
-// increasing across all of this. On error nothing changes.
+// SetTenants replaces the broker's tenants; on error nothing changes. New
+// tenants start fetching their default token; removed ones end their
+// watches with ErrTenantRemoved. A credential change for the same client
+// (Tenant.sameClient) keeps serving the cached tokens and the watches
+// until the new credentials obtain a token (see CredentialGrace); another
+// identity drops them, ends the watches with ErrTenantChanged and fetches
+// anew. An unchanged tenant's permanently failed keys are retried (see
+// ReloadRetryInterval). No request is made during a Retry-After; token
+// versions keep increasing across all of this.
 func (b *Broker) SetTenants(specs []Tenant) error {
-	next := map[string]Tenant{}
-	for _, s := range specs {
-		if err := names.ValidTenant(s.Name); err != nil {
-			return fmt.Errorf("broker: %w", err)
-		}
-		if _, dup := next[s.Name]; dup {
-			return fmt.Errorf("broker: tenant %q configured twice", s.Name)
-		}
-		scopes, err := names.NormalizeScopes(s.Scopes)
-		if err != nil {
-			return fmt.Errorf("broker: tenant %q: default scopes: %w", s.Name, err)
-		}
-		s.Scopes = slices.Clone(scopes)
-		next[s.Name] = s
+	next, err := normalize(specs)
+	if err != nil {
+		return err
 	}
 	fetchers, err := b.fetchers(next)
 	if err != nil {
@@ -142,37 +133,62 @@ func (b *Broker) SetTenants(specs []Tenant) error {
 				"tokens", "kept until the new credentials obtain one")
 		default:
 			b.dropTenantLocked(t, ErrTenantChanged)
-			changed[name] = true // started again below
+			changed[name] = true // added again below
 		}
 	}
 	for name, s := range next {
-		if _, ok := b.tenants[name]; ok {
-			continue
-		}
-		t := &tenant{spec: s, queue: b.queueLocked(s.TokenURL)}
-		if changed[name] {
-			// A new identity is a credential change too: the IdP may
-			// register it a little after the broker learns of it.
-			t.grace = b.clock.Now().Add(CredentialGrace)
-		}
-		f := fetchers[name]
-		t.fetcher.Store(&f)
-		b.tenants[name] = t
-		t.def = b.newEntryLocked(t, nil, "")
-		if b.cfg.OnTenantHealth != nil {
-			b.cfg.OnTenantHealth(name, false)
-		}
-		t.def.mu.Lock()
-		t.def.startLocked()
-		t.def.mu.Unlock()
-		if changed[name] {
-			b.log.Info("tenant reconfigured", "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes,
-				"tokens", "dropped: the client identity changed")
-		} else {
-			b.log.Info("tenant added", "tenant", name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes)
+		if _, ok := b.tenants[name]; !ok {
+			b.addTenantLocked(s, fetchers[name], changed[name])
 		}
 	}
 	return nil
+}
+
+// normalize validates specs and returns them by name, their default scopes
+// normalized.
+func normalize(specs []Tenant) (map[string]Tenant, error) {
+	next := map[string]Tenant{}
+	for _, s := range specs {
+		if err := names.ValidTenant(s.Name); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		if _, dup := next[s.Name]; dup {
+			return nil, fmt.Errorf("broker: tenant %q configured twice", s.Name)
+		}
+		scopes, err := names.NormalizeScopes(s.Scopes)
+		if err != nil {
+			return nil, fmt.Errorf("broker: tenant %q: default scopes: %w", s.Name, err)
+		}
+		s.Scopes = slices.Clone(scopes)
+		next[s.Name] = s
+	}
+	return next, nil
+}
+
+// addTenantLocked adds the tenant s and starts fetching its default token.
+// changed marks a tenant whose identity changed.
+func (b *Broker) addTenantLocked(s Tenant, f Fetcher, changed bool) {
+	t := &tenant{spec: s, queue: b.queueLocked(s.TokenURL)}
+	if changed {
+		// A new identity is a credential change too: the IdP may
+		// register it a little after the broker learns of it.
+		t.grace = b.clock.Now().Add(CredentialGrace)
+	}
+	t.fetcher.Store(&f)
+	b.tenants[s.Name] = t
+	t.def = b.newEntryLocked(t, nil, "")
+	if b.cfg.OnTenantHealth != nil {
+		b.cfg.OnTenantHealth(s.Name, false)
+	}
+	t.def.mu.Lock()
+	t.def.startLocked()
+	t.def.mu.Unlock()
+	if changed {
+		b.log.Info("tenant reconfigured", "tenant", s.Name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes,
+			"tokens", "dropped: the client identity changed")
+	} else {
+		b.log.Info("tenant added", "tenant", s.Name, "token_url", upstream.RedactURL(s.TokenURL), "default_scopes", s.Scopes)
+	}
 }
 
 // fetchers returns each tenant's Fetcher: its own, or an upstream client.
@@ -187,7 +203,7 @@ func (b *Broker) fetchers(specs map[string]Tenant) (map[string]Fetcher, error) {
 		// them needs no logger of its own.
 		log := b.log
 		if len(s.Fallbacks) > 0 {
-			log = lazyWith(b.log, "tenant", name)
+			log = b.log.With("tenant", name)
 		}
 		hc, err := b.pools.Client(s.TokenURL, s.RootCAs)
 		if err != nil {
@@ -195,6 +211,7 @@ func (b *Broker) fetchers(specs map[string]Tenant) (map[string]Fetcher, error) {
 		}
 		c, err := upstream.New(upstream.Config{
 			TokenURL: s.TokenURL, ClientID: s.ClientID, ClientSecret: s.ClientSecret,
+			ClientKey: s.ClientKey, KeyID: s.KeyID, AssertionAudience: s.AssertionAudience,
 			AuthStyle: s.AuthStyle, HTTPClient: hc, UserAgent: b.cfg.UserAgent,
 			Fallbacks: s.Fallbacks, Logger: log,
 		})

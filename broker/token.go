@@ -29,10 +29,9 @@ type Token struct {
 	shared sharedValue // see Shared
 }
 
-// Shared returns what build returns, calling build once per token: a
-// consumer that derives something from a token for every caller it hands
-// the token to (the gRPC server's encoded response) does that work once.
-// Treat the result as immutable: other goroutines read it concurrently.
+// Shared returns what build returns, calling build once per token (the
+// gRPC server's encoded response). Treat the result as immutable: other
+// goroutines read it concurrently.
 func (t *Token) Shared(build func() any) any {
 	t.shared.once.Do(func() { t.shared.v = build() })
 	return t.shared.v
@@ -132,9 +131,7 @@ type Update struct {
 	// Token is the current valid token, nil when none is cached.
 	Token  *Token
 	Status Status
-	// shared is one per state the broker delivers: every watcher that
-	// receives that state holds a copy of this pointer.
-	shared *sharedValue
+	shared *sharedValue // one per state delivered, shared by its watchers
 }
 
 type sharedValue struct {
@@ -143,11 +140,9 @@ type sharedValue struct {
 }
 
 // Shared returns what build returns, calling build once for all the
-// watchers that the broker delivered this state to: a consumer that
-// converts one update for each of many watchers (the gRPC server encodes
-// it once for all its streams) shares that work. Treat the result as
-// immutable: other watchers read it concurrently. For an Update that did
-// not come from a Watch, build runs every time.
+// watchers the broker delivered this state to (the gRPC server encodes it
+// once for all its streams). Treat the result as immutable. For an Update
+// that did not come from a Watch, build runs every time.
 func (u Update) Shared(build func() any) any {
 	if u.shared == nil {
 		return build()

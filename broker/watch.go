@@ -10,15 +10,7 @@ import (
 // repeats.
 func (e *entry) publishLocked(now time.Time) {
 	u := e.snapshotLocked(now)
-	p := published{state: u.Status.State}
-	if u.Token != nil {
-		p.version = u.Token.Version
-	}
-	if u.Status.LastError != nil {
-		p.errText = u.Status.LastError.Error()
-	}
-	if p != e.sent {
-		e.sent = p
+	if !sameState(u, e.pub) {
 		u.shared = new(sharedValue)
 		e.pub = u
 		for w := range e.subs {
@@ -31,21 +23,6 @@ func (e *entry) publishLocked(now time.Time) {
 			f(e.t.spec.Name, serving)
 		}
 	}
-}
-
-// kill ends the entry: no more refreshes, watches end with reason.
-func (e *entry) kill(reason error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.dead != nil {
-		return
-	}
-	e.dead = reason
-	e.stopTimerLocked()
-	for w := range e.subs {
-		w.end(reason)
-	}
-	clear(e.subs)
 }
 
 func (e *entry) watch(notify func()) (*Watch, error) {
@@ -61,10 +38,9 @@ func (e *entry) watch(notify func()) (*Watch, error) {
 	now := e.b.clock.Now()
 	e.lastUsed = now
 	e.subs[w] = struct{}{}
-	// The state the other watchers hold, if it is still current, so that
-	// they share its Shared value (a thousand new streams, one encoding).
+	// The other watchers' state, if still current, to share its Shared value.
 	u := e.snapshotLocked(now)
-	if sameState(u, e.pub) {
+	if sameState(u, e.pub) && u.Status.NextRefresh.Equal(e.pub.Status.NextRefresh) {
 		u = e.pub
 	}
 	w.offer(u)
@@ -74,12 +50,10 @@ func (e *entry) watch(notify func()) (*Watch, error) {
 	return w, nil
 }
 
-// Watch is a subscription to a key's updates. Updates are latest-wins: a
-// slow reader skips intermediate states and never holds up the broker. A
-// watched scope set is never evicted. The caller must Close the watch.
-//
-// A watch is one small struct and one signal channel (a server holds one
-// per WatchToken stream, 100,000 of them): wait on Ready, then call Next.
+// Watch is a subscription to a key's updates: wait on Ready, then call
+// Next. Updates are latest-wins: a slow reader skips intermediate states
+// and never holds up the broker. A watched scope set is never evicted. The
+// caller must Close the watch.
 type Watch struct {
 	e      *entry
 	ready  chan struct{} // one slot: Next has something new; nil with notify
@@ -172,10 +146,10 @@ func (w *Watch) signal() {
 	}
 }
 
-// sameState reports whether a and b describe the same state of a key.
+// sameState reports whether a and b tell watchers the same: token, state
+// and error.
 func sameState(a, b Update) bool {
-	return a.Token == b.Token && a.Status.State == b.Status.State &&
-		a.Status.NextRefresh.Equal(b.Status.NextRefresh) && errText(a.Status.LastError) == errText(b.Status.LastError)
+	return a.Token == b.Token && a.Status.State == b.Status.State && errText(a.Status.LastError) == errText(b.Status.LastError)
 }
 
 func errText(err error) string {

@@ -11,9 +11,7 @@ type backend interface {
 	getToken(ctx context.Context, minValid time.Duration) (rawToken, error)
 	invalidate(ctx context.Context, sha256 string) (rawToken, error)
 	watch(ctx context.Context) (stream, error)
-	// kind returns the kind (ErrUnknownTenant…) of an error of the
-	// backend, or nil.
-	kind(err error) error
+	kind(err error) error // ErrUnknownTenant…, or nil
 }
 
 // stream is an open watch. recv blocks until a message arrives, the stream

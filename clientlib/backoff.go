@@ -7,9 +7,8 @@ import (
 	"github.com/cenkalti/backoff/v5"
 )
 
-// newBackoff returns the reconnect backoff: exponential, doubling from the
-// configured initial interval to its maximum, each delay randomised by ±50 %
-// so that the clients of a restarted broker do not reconnect in lockstep.
+// newBackoff returns the reconnect backoff: doubling, each delay ±50 %, so
+// that the clients of a restarted broker do not reconnect in lockstep.
 func newBackoff(cfg sourceConfig) *backoff.ExponentialBackOff {
 	b := &backoff.ExponentialBackOff{
 		InitialInterval:     cfg.backoffInitial,

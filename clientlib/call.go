@@ -28,12 +28,11 @@ func (c *call) finish(t *token, err error) {
 	close(c.done)
 }
 
-// goShared runs do as a shared call of op, on the Source's own context
-// bounded by the RPC timeout, so that no caller's cancellation fails it for
-// the others; the token it returns is adopted. forgetLocked unregisters the
-// call, under mu, before its result is published; after, if not nil, runs
-// once the result is known, without the lock. The caller holds mu and has
-// checked that the Source is not closed.
+// goShared runs do as a shared call of op on the Source's context with the
+// RPC timeout, so that no caller's cancellation fails it for the others,
+// and adopts its token. forgetLocked unregisters the call under mu; after,
+// if set, runs without the lock. The caller holds mu, and the Source is
+// not closed.
 func (s *Source) goShared(op string, do func(context.Context) (rawToken, error), forgetLocked func(), after func(*token, error)) *call {
 	c := newCall()
 	s.wg.Add(1)
@@ -61,7 +60,7 @@ func (s *Source) goShared(op string, do func(context.Context) (rawToken, error),
 }
 
 // fetch is current's slow path: it joins or starts the shared GetToken
-// call and waits for it at most until ctx ends.
+// call and waits at most for ctx.
 func (s *Source) fetch(ctx context.Context) (*token, error) {
 	s.mu.Lock()
 	c := s.startFetchLocked()
@@ -96,9 +95,7 @@ func (s *Source) startFetchLocked() *call {
 	if s.closed {
 		return failedCall(ErrClosed)
 	}
-	// Ask for what makes a token fresh here: the minimum validity, capped
-	// at half the lifetime of the tokens seen, as the broker refuses
-	// min_valid beyond its tokens' lifetime.
+	// At most half the tokens' lifetime: the broker refuses more.
 	minValid := s.cfg.minValid
 	if t := s.state.Load().tok; t != nil && t.lifetime/2 > 0 {
 		minValid = min(minValid, t.lifetime/2)
@@ -110,8 +107,7 @@ func (s *Source) startFetchLocked() *call {
 }
 
 // invalidate reports the token with fingerprint sha as rejected and returns
-// its replacement: the current token if it has already been replaced, else
-// the result of the shared InvalidateToken call for sha.
+// its replacement: the current token, or the shared InvalidateToken call's.
 func (s *Source) invalidate(ctx context.Context, sha string) (*token, error) {
 	s.mu.Lock()
 	st := s.state.Load()

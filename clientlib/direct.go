@@ -2,31 +2,27 @@ package clientlib
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// Direct mode runs the broker's own token core in process, for one tenant
-// named "default": the same credential parsing, refresh-ahead, singleflight,
-// backoff and invalidation as the broker service, without a network hop.
-
 // directTenant is the name of direct mode's only tenant.
-const directTenant = "default"
+const directTenant = DefaultTenant
 
 // idpTimeout bounds one request to the auth server in direct mode.
 const idpTimeout = 30 * time.Second
 
-// startDirect starts direct mode's in-process broker, with a transport of
-// its own for the auth server, and a Source on it; closeFn closes all three.
+// startDirect starts direct mode: the broker's own token core in process,
+// with a transport of its own, and a Source on it; closeFn closes all three.
 func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, closeFn func() error, _ error) {
-	t := p.direct
-	t.Name = directTenant
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b, err := broker.New(broker.Config{
-		Tenants:    []broker.Tenant{t},
+		Tenants:    []broker.Tenant{p.direct}, // named directTenant
 		Logger:     cfg.source.logger,
 		HTTPClient: &http.Client{Transport: tr, Timeout: idpTimeout},
 		UserAgent:  userAgent,
@@ -40,6 +36,14 @@ func startDirect(ctx context.Context, p *plan, cfg *clientConfig) (_ *Source, cl
 		tr.CloseIdleConnections()
 	}
 	src, err := startSource(ctx, &directBackend{b: b, tenant: directTenant}, directTenant, nil, cfg.source)
+	if ue, ok := errors.AsType[*upstream.Error](err); ok && cfg.source.failFast && !ue.Transient() {
+		closeBroker() // WithFailFast: what the auth server said, and what set it
+		from := "its URL from " + p.serverFrom + ", the credentials from " + p.from
+		if p.serverFrom == p.from {
+			from = "its URL and the credentials from " + p.from
+		}
+		return nil, nil, withKind(brokerKind(ue), fmt.Errorf("clientlib: no token from the auth server (%s): %w", from, ue))
+	}
 	if err != nil {
 		closeBroker()
 		return nil, nil, fmt.Errorf("%w (direct mode, %s)", err, p.from)

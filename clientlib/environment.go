@@ -12,9 +12,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 )
 
-// hostRouter is the transport of WithEnvironmentByHost: it sends each
-// request through the Transport of the environment its host selects,
-// starting that environment's token source on first use.
+// hostRouter is WithEnvironmentByHost's transport: each request goes
+// through the Transport of its host's environment, started on first use.
 type hostRouter struct {
 	envs *creds.Environments
 	cfg  *clientConfig
@@ -39,8 +38,7 @@ func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundT
 
 // RoundTrip implements http.RoundTripper.
 func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
-	// A redirect stays with the environment of the request that entered
-	// the client, whose Transport sends no token to another origin.
+	// A redirect stays with the environment of the entry request.
 	u := req.URL
 	if entry, ok := entryURL(req); ok {
 		u = entry
@@ -59,10 +57,9 @@ func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return tr.RoundTrip(req)
 }
 
-// environment returns the environment for requests to host: the one of
-// the file whose host is host or a parent domain of it, else, for the
-// Kognic platform's host and its subdomains, nil: the KOGNIC_* variables,
-// kognic-auth's built-in environment. Any other host is an error.
+// environment returns the environment for requests to host, or nil (the
+// KOGNIC_* variables) for the Kognic platform's host; any other host is an
+// error.
 func (r *hostRouter) environment(host string) (*creds.Environment, error) {
 	if e, ok := r.envs.ForHost(host); ok {
 		return &e, nil
@@ -81,10 +78,9 @@ func (r *hostRouter) environment(host string) (*creds.Environment, error) {
 		ErrUnknownHost, host, known, kognic.DefaultAPIHost)
 }
 
-// transport returns env's Transport, starting its token source if this is
-// the environment's first request; concurrent first requests share the
-// start, which ctx of the request that began it bounds. A failed start is
-// not remembered: the next request tries again.
+// transport returns env's Transport, starting its token source on the
+// first request, bounded by its ctx and shared by concurrent ones. A
+// failed start is not remembered.
 func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Transport, error) {
 	name := ""
 	if env != nil {
@@ -151,7 +147,7 @@ func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source
 	if env != nil {
 		what = fmt.Sprintf("environment %q", env.Name)
 	}
-	p, err := resolveDirect(r.cfg, choice{}, r.cfg.clock(), env)
+	p, err := resolveDirect(r.cfg, choice{}, env)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (%s)", err, what)
 	}
@@ -162,8 +158,8 @@ func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source
 	return src, closeFn, nil
 }
 
-// Close closes every environment's token source. Sources still starting
-// close themselves when their start ends.
+// Close closes every environment's token source; one still starting
+// closes itself when its start ends.
 func (r *hostRouter) Close() error {
 	r.mu.Lock()
 	r.closed = true

@@ -11,45 +11,35 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// The errors a caller checks with errors.Is. Those of a token's kinds
-// (ErrInvalidArgument to ErrUnavailable) are the same in broker and direct
-// mode; each wraps the underlying error, whose message it keeps: a gRPC
-// status (read it with status.Code) in broker mode, an *upstream.Error or
-// a broker error in direct mode.
+// The errors a caller checks with errors.Is. The kinds ErrInvalidArgument
+// to ErrUnavailable are the same in broker and direct mode; the error
+// keeps the underlying one (a gRPC status, an *upstream.Error, a broker
+// error) and its message.
 var (
-	// ErrInvalidArgument: a tenant name, scope or minimum validity that
-	// the package, the broker or the identity provider (invalid_scope)
-	// refuses.
+	// ErrInvalidArgument: a tenant, scope or minimum validity refused
+	// here, by the broker or by the identity provider (invalid_scope).
 	ErrInvalidArgument = errors.New("clientlib: invalid argument")
 	// ErrUnknownTenant: the broker has no such tenant, or removed it.
 	ErrUnknownTenant = errors.New("clientlib: unknown tenant")
-	// ErrPermissionDenied: the broker refused the caller, who is not
-	// authenticated (UNAUTHENTICATED) or may not use the tenant or scopes
-	// (PERMISSION_DENIED, which a broker with a caller policy also answers
-	// for a tenant it does not have).
+	// ErrPermissionDenied: the broker refused the caller (UNAUTHENTICATED,
+	// PERMISSION_DENIED, which it also answers for an unknown tenant).
 	ErrPermissionDenied = errors.New("clientlib: permission denied")
 	// ErrCredentialsRejected: the identity provider rejects the tenant's
-	// credentials (invalid_client, unauthorized_client); waiting will not
-	// help. Like the broker's FAILED_PRECONDITION it also covers tokens
-	// shorter-lived than the minimum validity asked for.
+	// credentials, or its tokens are too short-lived (FAILED_PRECONDITION).
 	ErrCredentialsRejected = errors.New("clientlib: credentials rejected by the identity provider")
-	// ErrUnavailable: no valid token can be had now, as the identity
-	// provider or the broker is down, unreachable or failing; retry with
-	// backoff.
+	// ErrUnavailable: the identity provider or the broker is down and no
+	// valid token can be had; retry with backoff.
 	ErrUnavailable = errors.New("clientlib: no token available")
 
-	// ErrClosed is returned by a Source, and everything built on it, after
-	// Close.
+	// ErrClosed: the Source, or what is built on it, is closed.
 	ErrClosed = errors.New("clientlib: source closed")
-	// ErrInsecureTransport is wrapped by the errors returned instead of
-	// sending a token, or in direct mode a client secret, over plain http
-	// (or an insecure gRPC connection) to a host other than loopback.
+	// ErrInsecureTransport: a token or secret would go without TLS to a
+	// host other than loopback.
 	ErrInsecureTransport = errors.New("clientlib: refusing to send credentials without TLS")
-	// ErrUnknownHost is wrapped by the error of a request, in by-host mode,
-	// whose host no environment names: it gets no token.
+	// ErrUnknownHost: in by-host mode, no environment names the host.
 	ErrUnknownHost = errors.New("clientlib: no environment for host")
-	// ErrNotConfigured is returned by NewHTTPClient when neither options
-	// nor the environment say where tokens come from.
+	// ErrNotConfigured: neither options nor environment say where tokens
+	// come from.
 	ErrNotConfigured = errors.New("clientlib: no token source configured: set " + EnvBrokerAddr +
 		" (and optionally " + EnvBrokerTenant + ") to use a token broker, or " + creds.EnvCredentials +
 		" to a Kognic credentials file, or " + creds.EnvClientID + " and " + creds.EnvClientSecret +
@@ -73,8 +63,7 @@ func withKind(kind, err error) error {
 	return &kinded{kind: kind, err: err}
 }
 
-// statusKinds are the kinds of the broker's status codes, as
-// tokenbroker.proto documents them.
+// statusKinds are the kinds of the broker's status codes.
 var statusKinds = map[codes.Code]error{
 	codes.InvalidArgument:    ErrInvalidArgument,
 	codes.NotFound:           ErrUnknownTenant,
@@ -88,8 +77,8 @@ var statusKinds = map[codes.Code]error{
 // statusKind is the kind of an error of a call to the broker.
 func statusKind(err error) error { return statusKinds[status.Code(err)] }
 
-// brokerKind is the kind of an error of direct mode's in-process broker:
-// the kind of the status the broker's gRPC server would answer with.
+// brokerKind is the kind of an error of direct mode's broker, as the
+// status its gRPC server would answer.
 func brokerKind(err error) error {
 	var tooShort *broker.TooShortLivedError
 	ue, isUpstream := errors.AsType[*upstream.Error](err)
@@ -114,8 +103,14 @@ func permanent(err error) bool {
 		errors.Is(err, ErrClosed) || errors.Is(err, errNotBroker)
 }
 
-// startFatal reports whether err, before the first token, makes NewSource
-// fail at once rather than wait for its context.
+// lasting reports whether err is an auth server's answer that waiting will
+// not change (WithFailFast).
+func lasting(err error) bool {
+	ue, ok := errors.AsType[*upstream.Error](err)
+	return ok && !ue.Transient()
+}
+
+// startFatal reports whether err makes NewSource fail at once.
 func startFatal(err error) bool {
 	return permanent(err) || errors.Is(err, ErrCredentialsRejected) || errors.Is(err, ErrPermissionDenied)
 }

@@ -3,6 +3,7 @@ package clientlib_test
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -53,6 +54,12 @@ func TestErrorKinds(t *testing.T) {
 		t.Cleanup(idp.Close)
 		idp.SetDefault(faultidp.OAuthError(503, "temporarily_unavailable", "maintenance"))
 		return idp
+	}
+	// refusing is direct mode against a loopback port nothing listens on.
+	refusing := func(opts ...clientlib.Option) func(*testing.T) []clientlib.Option {
+		return func(t *testing.T) []clientlib.Option {
+			return append([]clientlib.Option{env(), clientlib.WithClientCredentials("c", "s"), clientlib.WithAuthServer(closedURL(t))}, opts...)
+		}
 	}
 	secured := func(creds func(*brokertest.Secured) grpc.DialOption) func(*testing.T) []clientlib.Option {
 		return func(t *testing.T) []clientlib.Option {
@@ -109,6 +116,24 @@ func TestErrorKinds(t *testing.T) {
 			setup: func(t *testing.T) []clientlib.Option {
 				return []clientlib.Option{env(), clientlib.WithClientCredentials("c", "s"), clientlib.WithAuthServer(down(t).URL())}
 			}},
+		// WithFailFast: the CLI's first token.
+		{name: "direct/auth server refuses connections", kind: "ErrUnavailable", upstream: true, waits: true,
+			setup: refusing()},
+		{name: "direct/auth server refuses connections, WithFailFast", kind: "ErrUnavailable", upstream: true,
+			setup: refusing(clientlib.WithFailFast())},
+		{name: "direct/not a token endpoint (404), WithFailFast", kind: "ErrUnavailable", upstream: true,
+			setup: func(t *testing.T) []clientlib.Option {
+				idp := faultidp.Start()
+				t.Cleanup(idp.Close)
+				idp.SetDefault(faultidp.Response{Status: 404, Body: "<html>no such page</html>"})
+				return []clientlib.Option{env(), clientlib.WithClientCredentials("c", "s"), clientlib.WithAuthServer(idp.URL()), clientlib.WithFailFast()}
+			}},
+		{name: "direct/IdP down (503), WithFailFast", kind: "ErrUnavailable", upstream: true, waits: true,
+			setup: func(t *testing.T) []clientlib.Option {
+				return []clientlib.Option{env(), clientlib.WithClientCredentials("c", "s"), clientlib.WithAuthServer(down(t).URL()), clientlib.WithFailFast()}
+			}},
+		{name: "direct/credentials rejected, WithFailFast", kind: "ErrCredentialsRejected", upstream: true,
+			setup: directMode(devidp.NewClient(), "wrong", clientlib.WithFailFast())},
 		{name: "broker/broker down", kind: "ErrUnavailable", code: codes.Unavailable, waits: true,
 			setup: func(t *testing.T) []clientlib.Option {
 				s := startStack(t, stackConfig{})
@@ -144,5 +169,34 @@ func TestErrorKinds(t *testing.T) {
 				t.Errorf("errors.As(err, *upstream.Error) = %v, want %v; err: %v", ok, tc.upstream, err)
 			}
 		})
+	}
+}
+
+// closedURL is the URL of a loopback port nothing listens on.
+func closedURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
+}
+
+// TestFailFastMessage: the error of WithFailFast names the auth server, what
+// set it, and what it answered, and never the client secret.
+func TestFailFastMessage(t *testing.T) {
+	url := closedURL(t)
+	ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+	defer cancel()
+	start := time.Now()
+	_, err := clientlib.NewHTTPClient(ctx, env("KOGNIC_AUTH_SERVER", url, "KOGNIC_CLIENT_ID", "c", "KOGNIC_CLIENT_SECRET", "FAIL-FAST-SECRET"), clientlib.WithFailFast())
+	want := "clientlib: no token from the auth server (its URL from KOGNIC_AUTH_SERVER, the credentials from KOGNIC_CLIENT_ID/KOGNIC_CLIENT_SECRET): upstream: token request to " +
+		url + "/v1/auth/oauth/token failed: connection refused (details withheld: they may quote the server's bytes)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("error\n%v\nwant\n%s", err, want)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("failed after %s, want at once", time.Since(start))
 	}
 }

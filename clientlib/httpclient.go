@@ -14,8 +14,8 @@ import (
 )
 
 // HTTPClient makes http.Clients whose requests carry a tenant's token, and
-// owns what they share: the Source behind them, the broker connection or
-// in-process broker, and the transport. It must be closed to release them.
+// owns what they share (Source, broker connection or in-process broker,
+// transport). It must be closed.
 type HTTPClient struct {
 	rt      http.RoundTripper // every request's way out; never changes
 	src     *Source
@@ -28,16 +28,15 @@ type HTTPClient struct {
 }
 
 // NewHTTPClient returns an HTTPClient whose http.Clients authorise every
-// request with a token, refreshed ahead of expiry, replaced and retried
-// once on 401 (see Transport): the Go counterpart of kognic-auth's
-// AuthSession. It blocks until the first token arrives or ctx ends; ctx
-// bounds only that.
+// request with a token (see Transport): the Go counterpart of
+// kognic-auth's AuthSession. It blocks until the first token or the end of
+// ctx, which bounds only that.
 //
 // Where tokens come from, first match wins:
 //
 //  1. an option: WithBroker, WithCredentialsFile, WithClientCredentials,
 //     WithEnvironment or WithEnvironmentByHost (more than one is an
-//     error);
+//     error, but for WithEnvironment with WithCredentialsFile);
 //  2. TOKENBROKER_ADDR: broker mode, for tenant TOKENBROKER_TENANT (default
 //     "default");
 //  3. KOGNIC_CREDENTIALS (a credentials file), else KOGNIC_CLIENT_ID and
@@ -46,10 +45,9 @@ type HTTPClient struct {
 //     WithAuthServer) at /v1/auth/oauth/token, with the broker's own token
 //     lifecycle running in process.
 //
-// With none of these it returns an error wrapping ErrNotConfigured. Like
-// kognic-auth's base clients, the client retries transient failures
-// (WithRetries) and warns once per endpoint that announces its Sunset or
-// Deprecation (to WithLogger's logger, else slog.Default()).
+// With none of these it returns ErrNotConfigured. Like kognic-auth's, the
+// client retries transient failures (WithRetries) and warns once per
+// endpoint that announces its Sunset or Deprecation.
 func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 	cfg := defaultClientConfig(os.LookupEnv)
 	for _, o := range opts {
@@ -114,21 +112,18 @@ func withSourceConfig(sc sourceConfig) SourceOption {
 	return sourceOption(func(c *sourceConfig) { *c = sc })
 }
 
-// Client returns an *http.Client whose requests carry the token: a new one
-// on each call, so that changing its Timeout, Jar, CheckRedirect or even
-// Transport affects no other. All share the transport that Close closes;
-// requests after Close fail with ErrClosed.
+// Client returns a new *http.Client whose requests carry the token, so
+// that changing it affects no other. Requests after Close fail with
+// ErrClosed.
 func (c *HTTPClient) Client() *http.Client { return &http.Client{Transport: c.rt} }
 
-// Source returns the Source behind the client: an oauth2.TokenSource and
-// Invalidator, e.g. for PerRPCCredentials or a Transport of your own.
-// Closing the client closes it.
+// Source returns the Source behind the client (nil with
+// WithEnvironmentByHost), e.g. for PerRPCCredentials. Close closes it.
 func (c *HTTPClient) Source() *Source { return c.src }
 
-// Echoes reports whether text, e.g. an error message built from what a
-// server sent (a redirect's URL, a header), spells one of the tokens the
-// client holds (upstream.Echoes), so that it is not shown. The client's
-// own errors already withhold what echoes the token it sent.
+// Echoes reports whether text, e.g. built from what a server sent, spells
+// one of the tokens the client holds (upstream.Echoes), so that it is not
+// shown.
 func (c *HTTPClient) Echoes(text string) bool {
 	var srcs []*Source
 	if c.src != nil {
@@ -147,11 +142,9 @@ func (c *HTTPClient) Echoes(text string) bool {
 // String describes where the client's tokens come from, without secrets.
 func (c *HTTPClient) String() string { return "clientlib.HTTPClient: " + c.mode }
 
-// Close stops the token Source, then closes the broker connection or the
-// in-process broker, then the idle connections of the transport the client
-// created; it closes nothing it was given. It waits for the Source's
-// goroutines, is idempotent, and every call returns the errors of the
-// first. Requests made afterwards fail with ErrClosed.
+// Close closes what the client created, in reverse order, nothing it was
+// given, and waits for the Source's goroutines. It is idempotent; every
+// call returns the first's errors.
 func (c *HTTPClient) Close() error {
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()

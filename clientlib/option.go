@@ -3,15 +3,15 @@ package clientlib
 import (
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
 )
 
-// Options, in go-spiffe's style: each constructor takes an interface with
-// an unexported method. An option that several constructors accept
-// implements each of their interfaces, so a misplaced option does not
-// compile.
+// Options, in go-spiffe's style: an option that several constructors
+// accept implements each of their interfaces, so a misplaced option does
+// not compile.
 
 // Option configures NewHTTPClient. Every SourceOption and TransportOption
 // is also an Option.
@@ -19,15 +19,13 @@ type Option interface {
 	configureClient(*clientConfig)
 }
 
-// SourceOption configures NewSource, and each Source that NewHTTPClient
-// starts.
+// SourceOption configures NewSource and NewHTTPClient's Sources.
 type SourceOption interface {
 	Option
 	configureSource(*sourceConfig)
 }
 
-// TransportOption configures NewTransport, and the Transport of
-// NewHTTPClient.
+// TransportOption configures NewTransport and NewHTTPClient's Transport.
 type TransportOption interface {
 	Option
 	configureTransport(*transportConfig)
@@ -40,13 +38,13 @@ type PerRPCOption interface {
 
 // Defaults.
 const (
-	// DefaultMinValid is the remaining validity below which Token asks the
-	// broker for a fresher token instead of answering from its cache.
+	// DefaultMinValid is the remaining validity below which Token asks
+	// for a fresher token.
 	DefaultMinValid = time.Minute
 	// DefaultRPCTimeout bounds one shared GetToken or InvalidateToken call.
 	DefaultRPCTimeout = 30 * time.Second
 	// DefaultRetries is how many times NewHTTPClient's client retries a
-	// request after a transient failure (kognic-auth's count).
+	// transient failure (kognic-auth's count).
 	DefaultRetries = 3
 
 	defaultBackoffInitial = 500 * time.Millisecond
@@ -58,6 +56,7 @@ const (
 type sourceConfig struct {
 	scopes         []string
 	scopesSet      bool
+	failFast       bool // WithFailFast
 	minValid       time.Duration
 	rpcTimeout     time.Duration
 	backoffInitial time.Duration
@@ -84,14 +83,12 @@ type transportConfig struct {
 
 // clientConfig is what NewHTTPClient's options set.
 type clientConfig struct {
-	source    sourceConfig
-	transport transportConfig
-	lookup    func(string) (string, bool)
-	// choices are the options that choose where tokens come from; more
-	// than one is an error.
-	choices                []choice
+	source                 sourceConfig
+	transport              transportConfig
+	lookup                 func(string) (string, bool)
+	choices                []choice // where tokens come from; see resolve
 	authServer             string
-	envFile                string // WithEnvironmentsFile; "" means DefaultEnvironmentsPath
+	envFile                string // WithEnvironmentsFile; "" means creds.DefaultEnvironmentsPath
 	dialOpts               []grpc.DialOption
 	retries                int
 	retryInitial, retryMax time.Duration
@@ -111,10 +108,10 @@ func (c *clientConfig) clock() time.Time {
 	return time.Now()
 }
 
-// lookup1 returns the value of an environment variable, or "".
-func (c *clientConfig) lookup1(key string) string {
+// env returns an environment variable's value, trimmed; "" when unset.
+func (c *clientConfig) env(key string) string {
 	v, _ := c.lookup(key)
-	return v
+	return strings.TrimSpace(v)
 }
 
 // choice is one option choosing where tokens come from.
@@ -150,17 +147,17 @@ type perRPCOption func(*perRPC)
 func (o perRPCOption) configurePerRPC(p *perRPC) { o(p) }
 
 // WithBroker gets tokens of tenant (empty means "default") from the token
-// broker at addr: a host:port, resolved through DNS and balanced round-robin
-// over every address, or a gRPC target with a scheme such as
-// "dns:///broker.example:50051" or "unix:///run/tokenbroker.sock". It
-// overrides TOKENBROKER_ADDR and TOKENBROKER_TENANT.
+// broker at addr: a host:port, balanced round-robin over its addresses, or
+// a gRPC target such as "dns:///broker.example:50051" or
+// "unix:///run/tokenbroker.sock". It overrides TOKENBROKER_ADDR and
+// TOKENBROKER_TENANT.
 func WithBroker(addr, tenant string) Option {
 	return choose(choice{option: "WithBroker", addr: addr, tenant: tenant})
 }
 
-// WithCredentialsFile fetches tokens directly from the auth server with the
-// client credentials in a Kognic credentials file. It overrides the
-// environment.
+// WithCredentialsFile fetches tokens directly from the auth server with a
+// Kognic credentials file. It overrides the environment and combines with
+// WithEnvironment.
 func WithCredentialsFile(path string) Option {
 	return choose(choice{option: "WithCredentialsFile", file: path})
 }
@@ -172,43 +169,38 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 }
 
 // WithEnvironment fetches tokens directly from the auth server of the
-// named environment of the environments file (WithEnvironmentsFile,
-// default ~/.config/kognic/environments.json), with its credentials file,
-// or the KOGNIC_* environment variables when it names none. WithAuthServer
-// overrides its auth_server, WithScopes its scopes; its scopes override
-// the credentials file's.
+// named environment of the environments file (WithEnvironmentsFile), with
+// its credentials file, else WithCredentialsFile's, else the KOGNIC_*
+// variables (naming two credentials is an error). WithAuthServer and
+// WithScopes override its auth_server and scopes.
 func WithEnvironment(name string) Option {
 	return choose(choice{option: "WithEnvironment", env: name})
 }
 
 // WithEnvironmentByHost picks each request's environment by its URL's host,
-// as kog does: the environment whose host is the host or a parent domain;
-// for app.kognic.com and its subdomains, else, the KOGNIC_* variables.
-// Unlike kog, any other host gets no token: the request fails with
-// ErrUnknownHost. A redirect keeps the environment of the request that
-// entered the client. Each environment's token source starts with its
-// first request and ends with Close; HTTPClient.Source is nil here.
+// as kog does (creds.Environments.ForHost), else for app.kognic.com the
+// KOGNIC_* variables; any other host fails with ErrUnknownHost. Each
+// environment's source starts at its first request; HTTPClient.Source is
+// nil here.
 func WithEnvironmentByHost() Option {
 	return choose(choice{option: "WithEnvironmentByHost"})
 }
 
-// WithAuthServer sets the auth server of direct mode, e.g.
-// "https://auth.app.kognic.com" (the default); the token endpoint is its
-// /v1/auth/oauth/token. It overrides KOGNIC_AUTH_SERVER. In broker mode it
-// is an error: the broker holds each tenant's token URL.
+// WithAuthServer sets direct mode's auth server (default
+// https://auth.app.kognic.com), overriding KOGNIC_AUTH_SERVER. In broker
+// mode it is an error.
 func WithAuthServer(url string) Option {
 	return clientOption(func(c *clientConfig) { c.authServer = url })
 }
 
-// WithEnvironmentsFile sets the environments file read by WithEnvironment
-// and WithEnvironmentByHost; a leading "~" is expanded. Unlike the default
-// path, a file given here must exist.
+// WithEnvironmentsFile sets the environments file (default
+// creds.DefaultEnvironmentsPath, which may be missing); this one must exist.
 func WithEnvironmentsFile(path string) Option {
 	return clientOption(func(c *clientConfig) { c.envFile = path })
 }
 
-// WithEnv replaces os.LookupEnv as the source of TOKENBROKER_* and KOGNIC_*
-// variables, e.g. for tests. A nil lookup means an empty environment.
+// WithEnv replaces os.LookupEnv as the source of environment variables,
+// e.g. for tests; nil means an empty environment.
 func WithEnv(lookup func(key string) (string, bool)) Option {
 	return clientOption(func(c *clientConfig) {
 		if lookup == nil {
@@ -218,26 +210,28 @@ func WithEnv(lookup func(key string) (string, bool)) Option {
 	})
 }
 
-// WithGRPCDialOptions adds dial options for the connection to the broker,
-// applied after the defaults, so they can override them: round_robin,
-// keepalive, and transport credentials (a loopback or unix-socket broker
-// without TLS, with grpc's local credentials, which refuse any other peer;
-// any other with TLS and the system roots; replace them with
-// grpc.WithTransportCredentials).
+// WithGRPCDialOptions adds dial options for the broker connection after
+// the defaults, which they can override: round_robin, keepalive, and
+// transport credentials (grpc's local credentials for a loopback or unix
+// socket broker, else TLS with the system roots).
 func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 	return clientOption(func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) })
 }
 
+// WithFailFast makes NewHTTPClient, in direct mode, give up on the first
+// token once the auth server's answer shows that waiting will not help
+// (upstream.Error.Transient is false). It is for command-line tools; after
+// the first token it changes nothing.
+func WithFailFast() Option {
+	return clientOption(func(c *clientConfig) { c.source.failFast = true })
+}
+
 // WithRetries sets how many times a request is retried after a transient
-// failure (default DefaultRetries; 0 turns retrying off). Retried are:
-// 502, 503 and 504 responses and connections reset or closed before any
-// response, for idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT,
-// DELETE, or any with an Idempotency-Key header); and a connection that
-// could not be made at all, for any request. The body must be replayable
-// (none, or Request.GetBody set, as http.NewRequest does for in-memory
-// bodies). Waits grow exponentially from 500ms to 8s with ±50 % jitter,
-// or follow Retry-After when the server sends it (up to a minute; a
-// longer one ends the retries), and end with the request's context.
+// failure (default DefaultRetries; 0: never): 502, 503, 504, 429 with
+// Retry-After, or a reset connection, if the request is idempotent (or has
+// an Idempotency-Key); a connection never made, for any request. The body
+// must be replayable (Request.GetBody). Waits grow from 500ms to 8s with
+// jitter, or follow Retry-After up to a minute; none outlasts the deadline.
 func WithRetries(n int) Option {
 	return clientOption(func(c *clientConfig) { c.retries = max(n, 0) })
 }
@@ -255,8 +249,8 @@ func WithRetryBackoff(initial, max time.Duration) Option {
 	})
 }
 
-// WithScopes sets the scopes to request. Without it the tenant's default
-// scopes are used. Order and duplicates do not matter.
+// WithScopes sets the scopes to request (default: the tenant's). Order and
+// duplicates do not matter.
 func WithScopes(scopes ...string) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
 		c.scopes = append([]string(nil), scopes...)
@@ -265,9 +259,7 @@ func WithScopes(scopes ...string) SourceOption {
 }
 
 // WithMinValid sets the minimum remaining validity of the tokens Token
-// returns (default DefaultMinValid). While the cached token has at least
-// this much validity left (or half its lifetime, for tokens shorter than
-// twice d), Token answers from the cache without touching the network.
+// returns (default DefaultMinValid; at most half a token's lifetime).
 // Non-positive values are ignored.
 func WithMinValid(d time.Duration) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
@@ -277,10 +269,8 @@ func WithMinValid(d time.Duration) SourceOption {
 	})
 }
 
-// WithRPCTimeout bounds each GetToken and InvalidateToken call that the
-// Source makes on its own behalf (default DefaultRPCTimeout). Callers wait
-// for such a call only as long as their own context allows. Non-positive
-// values are ignored.
+// WithRPCTimeout bounds each shared GetToken and InvalidateToken call
+// (default DefaultRPCTimeout). Non-positive values are ignored.
 func WithRPCTimeout(d time.Duration) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
 		if d > 0 {
@@ -289,10 +279,9 @@ func WithRPCTimeout(d time.Duration) SourceOption {
 	})
 }
 
-// WithReconnectBackoff sets the exponential backoff, with jitter, between
-// attempts to re-open the watch stream: it starts at initial and grows to
-// max (defaults 500ms and 30s), and starts over after every message
-// received. Non-positive values keep the defaults.
+// WithReconnectBackoff sets the backoff between attempts to re-open the
+// watch stream (defaults 500ms to 30s, jittered; reset by any message).
+// Non-positive values keep the defaults.
 func WithReconnectBackoff(initial, max time.Duration) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
 		if initial > 0 {
@@ -307,9 +296,8 @@ func WithReconnectBackoff(initial, max time.Duration) SourceOption {
 	})
 }
 
-// WithLogger sets the logger for reconnects and failures (default:
-// discard; NewHTTPClient's deprecation warnings go to slog.Default()).
-// Tokens never reach it; a token is named by a fingerprint prefix.
+// WithLogger sets the logger for reconnects and failures (default: discard;
+// deprecation warnings: slog.Default()). Tokens never reach it.
 func WithLogger(l *slog.Logger) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
 		if l != nil {
@@ -318,34 +306,29 @@ func WithLogger(l *slog.Logger) SourceOption {
 	})
 }
 
-// WithBaseTransport sets the transport that carries the authorised
-// requests. It is never closed. NewTransport's default is
-// http.DefaultTransport; NewHTTPClient's, a clone of it that the
-// HTTPClient owns and closes.
+// WithBaseTransport sets the transport under the authorised requests; it
+// is never closed. Default: http.DefaultTransport (NewHTTPClient: a clone
+// it owns).
 func WithBaseTransport(rt http.RoundTripper) TransportOption {
 	return transportOption(func(c *transportConfig) { c.base = rt })
 }
 
 // WithInsecureHTTP allows sending tokens over plain http to any host, not
-// only to loopback. Use it only on a network you trust. It does not apply
-// to direct mode's auth server, which receives the client secret and must
-// be https unless it is loopback.
+// only to loopback, on a network you trust. Direct mode's auth server must
+// be https anyway unless it is loopback.
 func WithInsecureHTTP() TransportOption {
 	return transportOption(func(c *transportConfig) { c.allowInsecureHTTP = true })
 }
 
-// WithStatusErrors makes responses with a status other than 2xx errors:
-// the request returns a *StatusError (wrapped in a *url.Error by
-// http.Client) and the body is closed. 401 is handled (token replaced,
-// request retried) before that, and redirects that http.Client follows
-// (301, 302, 303, 307, 308 with a Location) are followed.
+// WithStatusErrors turns responses with a status other than 2xx into a
+// *StatusError, their body closed; 401 is handled first, and redirects
+// that http.Client follows are followed.
 func WithStatusErrors() TransportOption {
 	return transportOption(func(c *transportConfig) { c.statusErrors = true })
 }
 
-// WithInsecureLoopback lets PerRPCCredentials send tokens over connections
-// without transport security, but only to loopback addresses (a loopback
-// IP address or "localhost"): for local development and tests.
+// WithInsecureLoopback lets PerRPCCredentials send tokens without
+// transport security to loopback addresses only, for development.
 func WithInsecureLoopback() PerRPCOption {
 	return perRPCOption(func(p *perRPC) { p.allowLoopback = true })
 }

@@ -6,18 +6,13 @@ import (
 	"strings"
 )
 
-// The origin rule: a token goes only to the origin (scheme, host, port) of
-// the request the caller made, and a redirect elsewhere gets no
-// Authorization header at all.
-
-// maxHops bounds the walk back along a redirect chain; http.Client stops
-// after 10 redirects by default.
+// maxHops bounds the walk back along a redirect chain (http.Client stops
+// after 10).
 const maxHops = 64
 
-// entryURL returns the URL of the request that entered the http.Client.
-// For a redirect, net/http sets Request.Response to the redirect response,
-// whose Request is the previous hop (Transport makes sure of it). ok is
-// false when the chain is broken or absurdly long: the origin is unknown.
+// entryURL returns the URL of the request that entered the http.Client:
+// net/http sets a redirect's Request.Response, whose Request is the
+// previous hop. ok is false when the chain is broken or too long.
 func entryURL(req *http.Request) (_ *url.URL, ok bool) {
 	for range maxHops {
 		if req.Response == nil {
@@ -30,8 +25,8 @@ func entryURL(req *http.Request) (_ *url.URL, ok bool) {
 	return nil, false
 }
 
-// forEntryOrigin reports whether req goes to the origin of the request that
-// entered the client: the only requests that may carry a token.
+// forEntryOrigin reports whether req may carry a token: it goes to the
+// origin of the request that entered the client.
 func forEntryOrigin(req *http.Request) bool {
 	if req.Response == nil { // not a redirect: the common case
 		return true
@@ -41,8 +36,7 @@ func forEntryOrigin(req *http.Request) bool {
 }
 
 // sameOrigin reports whether a and b have the same scheme, host and port
-// (RFC 6454), with default ports filled in. An https URL and an http one
-// never match, so no token follows a downgrade.
+// (RFC 6454), default ports filled in.
 func sameOrigin(a, b *url.URL) bool {
 	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
 }

@@ -11,15 +11,10 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// PerRPCCredentials returns gRPC per-RPC credentials that put a token of src
-// in the "authorization" metadata of every call, for gRPC clients of
-// services that accept the tenant's tokens. Use it with
-// grpc.WithPerRPCCredentials.
-//
-// The credentials require transport security (TLS or equivalent), as grpc's
-// credentials/oauth does, unless WithInsecureLoopback is given. If src has a
-// TokenContext(context.Context) method, as *Source does, each call's
-// context bounds waiting for a token.
+// PerRPCCredentials returns gRPC per-RPC credentials (for
+// grpc.WithPerRPCCredentials) that put a token of src in every call's
+// "authorization" metadata. Like grpc's credentials/oauth they require
+// transport security, unless WithInsecureLoopback is given.
 func PerRPCCredentials(src oauth2.TokenSource, opts ...PerRPCOption) credentials.PerRPCCredentials {
 	p := &perRPC{src: src}
 	for _, o := range opts {
@@ -52,8 +47,7 @@ func (p *perRPC) GetRequestMetadata(ctx context.Context, uri ...string) (map[str
 // RequireTransportSecurity implements credentials.PerRPCCredentials.
 func (p *perRPC) RequireTransportSecurity() bool { return !p.allowLoopback }
 
-// loopbackURI reports whether the audience URIs grpc passes name a loopback
-// host (the call's :authority).
+// loopbackURI reports whether grpc's audience URIs name a loopback host.
 func loopbackURI(uri []string) bool {
 	if len(uri) == 0 {
 		return false

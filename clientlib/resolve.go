@@ -14,22 +14,13 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
-
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// Mode resolution: where NewHTTPClient's tokens come from, decided from
-// its options and the environment before anything is dialled or started.
-
-// Environment variables read by NewHTTPClient, besides the KOGNIC_* ones of
-// package credentials and KOGNIC_AUTH_SERVER.
+// Environment variables read by NewHTTPClient besides the KOGNIC_* ones.
 const (
-	// EnvBrokerAddr is the broker's address; when set, tokens come from the
-	// broker.
-	EnvBrokerAddr = "TOKENBROKER_ADDR"
-	// EnvBrokerTenant is the tenant to ask the broker for; default
-	// "default".
-	EnvBrokerTenant = "TOKENBROKER_TENANT"
+	EnvBrokerAddr   = "TOKENBROKER_ADDR"   // set: tokens come from the broker
+	EnvBrokerTenant = "TOKENBROKER_TENANT" // default "default"
 )
 
 // DefaultTenant is the tenant asked for when none is named.
@@ -43,14 +34,16 @@ const (
 	modeByHost // one direct-mode plan per environment, chosen per request
 )
 
-// plan is where tokens come from, as resolved from options and environment.
+// plan is where tokens come from, resolved from options and environment
+// before anything is dialled or started.
 type plan struct {
 	mode mode
 	from string // the option or environment variables that chose it
 	// broker mode
 	addr, tenant string
 	// direct mode
-	direct broker.Tenant
+	direct     broker.Tenant
+	serverFrom string // what set the auth server, for errors
 	// by-host mode
 	envs *creds.Environments
 }
@@ -66,17 +59,12 @@ func (p *plan) describe() string {
 }
 
 // resolve decides where tokens come from. It reads the environment only
-// through cfg.lookup, the time only through cfg.clock, and touches no
-// network.
+// through cfg.lookup and the time through cfg.clock.
 func resolve(cfg *clientConfig) (*plan, error) {
-	get := func(key string) string {
-		v, _ := cfg.lookup(key)
-		return strings.TrimSpace(v)
-	}
 	var ch choice
 	switch len(cfg.choices) {
 	case 0:
-		switch addr, tenant := get(EnvBrokerAddr), get(EnvBrokerTenant); {
+		switch addr, tenant := cfg.env(EnvBrokerAddr), cfg.env(EnvBrokerTenant); {
 		case addr != "":
 			ch = choice{option: EnvBrokerAddr, addr: addr, tenant: tenant}
 		case tenant != "":
@@ -86,8 +74,11 @@ func resolve(cfg *clientConfig) (*plan, error) {
 	case 1:
 		ch = cfg.choices[0]
 	default:
-		return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost",
-			cfg.choices[0].option, cfg.choices[1].option)
+		var ok bool
+		if ch, ok = envWithFile(cfg.choices); !ok {
+			return nil, fmt.Errorf("clientlib: %s and %s both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)",
+				cfg.choices[0].option, cfg.choices[1].option)
+		}
 	}
 
 	switch ch.option {
@@ -102,7 +93,11 @@ func resolve(cfg *clientConfig) (*plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clientlib: WithEnvironment: %w", err)
 		}
-		return resolveDirect(cfg, ch, cfg.clock(), &env)
+		if ch.file != "" && env.Credentials != "" {
+			return nil, fmt.Errorf("clientlib: WithCredentialsFile (%s) and environment %q of %s (credentials %s) both name credentials; drop one of them (--credentials or --env in broker token and broker call), or remove the environment's credentials key",
+				ch.file, env.Name, envs.Path, env.Credentials)
+		}
+		return resolveDirect(cfg, ch, &env)
 	case "WithEnvironmentByHost":
 		if cfg.authServer != "" {
 			return nil, errors.New("clientlib: WithAuthServer does not combine with WithEnvironmentByHost, where each environment names its auth_server")
@@ -113,7 +108,24 @@ func resolve(cfg *clientConfig) (*plan, error) {
 		}
 		return &plan{mode: modeByHost, from: ch.option + " and " + envs.Path, envs: envs}, nil
 	}
-	return resolveDirect(cfg, ch, cfg.clock(), nil)
+	return resolveDirect(cfg, ch, nil)
+}
+
+// envWithFile merges the one pair of choices that combines, as
+// kognic-auth's --env with --credentials.
+func envWithFile(choices []choice) (choice, bool) {
+	if len(choices) != 2 {
+		return choice{}, false
+	}
+	e, f := choices[0], choices[1]
+	if e.option != "WithEnvironment" {
+		e, f = f, e
+	}
+	if e.option != "WithEnvironment" || f.option != "WithCredentialsFile" {
+		return choice{}, false
+	}
+	e.file = f.file
+	return e, true
 }
 
 func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
@@ -140,15 +152,16 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 }
 
 // resolveDirect builds direct mode's tenant with the broker's own parsing
-// of the Kognic environment (kognic.FromEnv), feeding it the explicit
-// options, and the named environment env if not nil, in place of the
-// environment variables they override.
-func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Environment) (*plan, error) {
+// of the Kognic environment (kognic.FromEnv), the options and env (if not
+// nil) overlaid on the variables they override.
+func resolveDirect(cfg *clientConfig, ch choice, env *creds.Environment) (*plan, error) {
+	now := cfg.clock()
 	overlay, from, err := credentialsOverlay(ch, now, env, envFileName(cfg))
 	if err != nil {
 		return nil, err
 	}
-	if err := authServerOverlay(cfg, env, from, overlay); err != nil {
+	serverFrom, err := authServerOverlay(cfg, env, from, overlay)
+	if err != nil {
 		return nil, err
 	}
 	lookup := func(key string) (string, bool) {
@@ -171,16 +184,15 @@ func resolveDirect(cfg *clientConfig, ch choice, now time.Time, env *creds.Envir
 	if err != nil {
 		return nil, err
 	}
-	return &plan{mode: modeDirect, from: from, direct: broker.Tenant{
+	return &plan{mode: modeDirect, from: from, serverFrom: serverFrom, direct: broker.Tenant{
 		Name: directTenant, TokenURL: kc.TokenURL, ClientID: kc.Credentials.ID, ClientSecret: kc.Credentials.Secret,
 		Scopes: scopes, AuthStyle: oauth2.AuthStyleInParams,
 	}}, nil
 }
 
-// credentialsOverlay returns the credentials variables that the chosen
-// option or env replaces, and where the credentials come from ("" for the
-// environment variables). Files are loaded here first for an error that
-// names the option or environment, not the variable.
+// credentialsOverlay returns the credentials variables that the option or
+// env replaces, and where the credentials come from ("": the variables).
+// Files are loaded here first, for an error naming the option.
 func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFile string) (map[string]string, string, error) {
 	overlay := map[string]string{}
 	load := func(from, file string) error {
@@ -208,7 +220,13 @@ func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFil
 	}
 	if env != nil {
 		from = fmt.Sprintf("environment %q of %s", env.Name, envFile)
-		if env.Credentials != "" {
+		switch {
+		case ch.file != "": // WithCredentialsFile, with an environment that names none
+			if err := load("WithCredentialsFile", ch.file); err != nil {
+				return nil, "", err
+			}
+			from += " with credentials file " + ch.file
+		case env.Credentials != "":
 			if err := load(from, env.Credentials); err != nil {
 				return nil, "", err
 			}
@@ -218,28 +236,30 @@ func credentialsOverlay(ch choice, now time.Time, env *creds.Environment, envFil
 }
 
 // authServerOverlay sets the auth server of WithAuthServer, else of env,
-// in overlay. The client secret goes to the auth server: plain http only
-// to loopback, as the broker requires of KOGNIC_AUTH_SERVER.
-func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) error {
-	server, serverFrom := strings.TrimSpace(cfg.lookup1(kognic.EnvAuthServer)), kognic.EnvAuthServer
+// in overlay, and says what set it. It receives the client secret: plain
+// http only to loopback.
+func authServerOverlay(cfg *clientConfig, env *creds.Environment, from string, overlay map[string]string) (serverFrom string, _ error) {
+	server, serverFrom := cfg.env(kognic.EnvAuthServer), kognic.EnvAuthServer
 	field := "" // the option or field that names the server, for errors
 	switch {
 	case cfg.authServer != "":
 		server, serverFrom, field = cfg.authServer, "WithAuthServer", "WithAuthServer"
 	case env != nil:
 		server, serverFrom, field = env.AuthServer, from, from+": auth_server"
+	case server == "":
+		serverFrom = "the default, as " + kognic.EnvAuthServer + " is unset"
 	}
 	if field != "" {
 		if err := checkAuthServer(server); err != nil {
-			return fmt.Errorf("clientlib: %s: %w", field, err)
+			return "", fmt.Errorf("clientlib: %s: %w", field, err)
 		}
 		overlay[kognic.EnvAuthServer] = server
 	}
 	if u, err := url.Parse(server); err == nil && u.Scheme == "http" && !upstream.IsLoopbackHost(u.Hostname()) {
-		return fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
+		return "", fmt.Errorf("%w: the auth server %s://%s (%s) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)",
 			ErrInsecureTransport, u.Scheme, u.Host, serverFrom)
 	}
-	return nil
+	return serverFrom, nil
 }
 
 // directScopes are direct mode's scopes: WithScopes, else env's, else the
@@ -262,8 +282,8 @@ func directScopes(cfg *clientConfig, env *creds.Environment, from string, fileSc
 	return fileScopes, nil
 }
 
-// checkAuthServer checks an auth server base URL with the broker's one
-// URL rule; plain http is refused later, naming where the URL came from.
+// checkAuthServer checks an auth server with the one URL rule; plain http
+// is refused later, naming where the URL came from.
 func checkAuthServer(s string) error {
 	if err := upstream.CheckURL(s, upstream.URLRules{Base: true, AllowInsecureHTTP: true}); err != nil {
 		return fmt.Errorf("%w; e.g. %s", err, kognic.DefaultAuthServer)
@@ -271,21 +291,20 @@ func checkAuthServer(s string) error {
 	return nil
 }
 
-// envFileName is the environments file WithEnvironment and
-// WithEnvironmentByHost read.
+// envFileName is WithEnvironmentsFile's file, else the default.
 func envFileName(cfg *clientConfig) string {
 	if cfg.envFile != "" {
 		return cfg.envFile
 	}
-	return creds.DefaultEnvironmentsPath
+	return creds.DefaultEnvironmentsPath(cfg.lookup)
 }
 
-// loadEnvironments reads the environments file. The default file may be
-// missing (no environments); one given by WithEnvironmentsFile may not.
+// loadEnvironments reads the environments file; the default one may be
+// missing.
 func loadEnvironments(cfg *clientConfig) (*creds.Environments, error) {
 	envs, err := creds.LoadEnvironments(envFileName(cfg))
 	if errors.Is(err, fs.ErrNotExist) && cfg.envFile == "" {
-		return &creds.Environments{Path: creds.DefaultEnvironmentsPath}, nil
+		return &creds.Environments{Path: envFileName(cfg)}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: environments file: %w", err)

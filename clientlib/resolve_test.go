@@ -2,6 +2,7 @@ package clientlib
 
 import (
 	"errors"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -19,7 +20,12 @@ func TestResolve(t *testing.T) {
 		file       = "testdata/credentials.json"
 		fileClient = "fake-clientlib-client"
 		kognic     = "https://auth.app.kognic.com/v1/auth/oauth/token"
+		envs       = "testdata/kognic/environments.json"
 	)
+	xdg, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Errors from the broker's own parsing are wrapped; their text is
 	// theirs and tested there.
 	credsErr := func(lookup map[string]string) string {
@@ -148,9 +154,35 @@ func TestResolve(t *testing.T) {
 		{name: "WithAuthServer plain http", env: idEnv, opts: []Option{WithAuthServer("http://auth.example")},
 			wantErr: "clientlib: refusing to send credentials without TLS: the auth server http://auth.example (WithAuthServer) is plain http and would receive the client secret unencrypted; use https (plain http is accepted only for loopback)"},
 		{name: "two options", opts: []Option{WithCredentialsFile(file), WithClientCredentials("a", "b")},
-			wantErr: "clientlib: WithCredentialsFile and WithClientCredentials both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost"},
+			wantErr: "clientlib: WithCredentialsFile and WithClientCredentials both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)"},
 		{name: "WithBroker twice", opts: []Option{WithBroker("a:1", ""), WithBroker("b:1", "")},
-			wantErr: "clientlib: WithBroker and WithBroker both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost"},
+			wantErr: "clientlib: WithBroker and WithBroker both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)"},
+		// kognic-auth's --env with --credentials: the environment's auth
+		// server and scopes, the file's credentials.
+		{name: "WithEnvironment with WithCredentialsFile", env: idEnv,
+			opts: []Option{WithEnvironmentsFile(envs), WithEnvironment("bare"), WithCredentialsFile(file)},
+			want: want{mode: modeDirect, from: `environment "bare" of testdata/kognic/environments.json with credentials file ` + file,
+				tokenURL: "https://auth.bare.example/v1/auth/oauth/token", clientID: fileClient, scopes: []string{"env:scope"}}},
+		{name: "WithCredentialsFile with WithEnvironment", env: idEnv,
+			opts: []Option{WithCredentialsFile(file), WithEnvironmentsFile(envs), WithEnvironment("bare"), WithScopes("s")},
+			want: want{mode: modeDirect, from: `environment "bare" of testdata/kognic/environments.json with credentials file ` + file,
+				tokenURL: "https://auth.bare.example/v1/auth/oauth/token", clientID: fileClient, scopes: []string{"s"}}},
+		{name: "XDG_CONFIG_HOME moves the environments file", env: map[string]string{"XDG_CONFIG_HOME": xdg},
+			opts: []Option{WithEnvironment("full")},
+			want: want{mode: modeDirect, from: `environment "full" of ` + filepath.Join(xdg, "kognic/environments.json"),
+				tokenURL: "https://auth.full.example/v1/auth/oauth/token", clientID: fileClient, scopes: []string{"read:inputs"}}},
+		{name: "WithEnvironment with WithCredentialsFile missing",
+			opts:    []Option{WithEnvironmentsFile(envs), WithEnvironment("bare"), WithCredentialsFile("testdata/nope.json")},
+			wantErr: "clientlib: WithCredentialsFile: " + fileErr("testdata/nope.json")},
+		{name: "both name credentials",
+			opts:    []Option{WithEnvironmentsFile(envs), WithEnvironment("full"), WithCredentialsFile(file)},
+			wantErr: `clientlib: WithCredentialsFile (testdata/credentials.json) and environment "full" of testdata/kognic/environments.json (credentials testdata/credentials.json) both name credentials; drop one of them (--credentials or --env in broker token and broker call), or remove the environment's credentials key`},
+		{name: "WithEnvironment with WithClientCredentials",
+			opts:    []Option{WithEnvironmentsFile(envs), WithEnvironment("bare"), WithClientCredentials("a", "b")},
+			wantErr: "clientlib: WithEnvironment and WithClientCredentials both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)"},
+		{name: "three options",
+			opts:    []Option{WithEnvironment("bare"), WithCredentialsFile(file), WithBroker("a:1", "")},
+			wantErr: "clientlib: WithEnvironment and WithCredentialsFile both say where tokens come from; pass only one of WithBroker, WithCredentialsFile, WithClientCredentials, WithEnvironment and WithEnvironmentByHost (WithEnvironment combines with WithCredentialsFile)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &clientConfig{source: defaultSourceConfig(), now: func() time.Time { return now }}

@@ -9,28 +9,24 @@ import (
 	"net"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-)
 
-// The HTTP client's handling of transient failures and deprecated
-// endpoints, after kognic-auth's base clients: a few retries of 502, 503,
-// 504 and broken connections with exponential backoff, and a warning per
-// endpoint that announces its sunset.
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
+)
 
 const (
-	// maxRetryAfter is the longest Retry-After honoured; a server asking
-	// for a longer wait gets its response passed to the caller instead.
+	// maxRetryAfter is the longest Retry-After honoured; a longer one
+	// returns the response.
 	maxRetryAfter = time.Minute
-	// maxWarned bounds the endpoints remembered as already warned about.
-	maxWarned = 1024
+	maxWarned     = 1024 // endpoints remembered as warned about
 )
 
-// apiTransport retries transient failures and warns about deprecated
-// endpoints; it carries requests that already have their token.
+// apiTransport retries transient failures (WithRetries) and warns about
+// deprecated endpoints, after kognic-auth's base clients; it carries
+// requests that already have their token.
 type apiTransport struct {
 	base             http.RoundTripper
 	retries          int
@@ -45,9 +41,7 @@ func newAPITransport(base http.RoundTripper, cfg *clientConfig) *apiTransport {
 	t := &apiTransport{base: base, retries: cfg.retries, initial: cfg.retryInitial,
 		maxWait: max(cfg.retryMax, cfg.retryInitial), log: cfg.source.logger, warned: make(map[string]bool)}
 	if !cfg.source.loggerSet {
-		// Deprecation warnings are for people: without a logger of the
-		// caller's they go to the process's default logger.
-		t.log = slog.Default()
+		t.log = slog.Default() // deprecation warnings are for people
 	}
 	return t
 }
@@ -64,26 +58,14 @@ func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, err
 		}
-		wait := t.backoff(attempt)
-		if resp != nil {
-			if ra, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-				if ra > maxRetryAfter {
-					return resp, nil
-				}
-				wait = ra
-			}
+		wait, ok := t.wait(attempt, resp)
+		if !ok || beyondDeadline(ctx, wait) {
+			return resp, err // this answer now beats a timeout later
 		}
-		// Get the next body before giving up this response, so that a
-		// failure leaves the caller with the response.
-		next := r
-		if req.Body != nil && req.Body != http.NoBody {
-			body, gerr := req.GetBody()
-			if gerr != nil {
-				return resp, err
-			}
-			c := *req
-			c.Body = body
-			next = &c
+		// The next body first, so that a failure leaves the response.
+		next, gerr := replay(req)
+		if gerr != nil {
+			return resp, err
 		}
 		if resp != nil {
 			_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
@@ -99,6 +81,31 @@ func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// wait is the wait before the retry of attempt: the server's Retry-After,
+// else the backoff; ok is false for a Retry-After over maxRetryAfter.
+func (t *apiTransport) wait(attempt int, resp *http.Response) (_ time.Duration, ok bool) {
+	if resp != nil {
+		if ra, ok := upstream.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			return ra, ra <= maxRetryAfter
+		}
+	}
+	return t.backoff(attempt), true
+}
+
+// replay returns req with a new body (GetBody) for another attempt.
+func replay(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	c := *req
+	c.Body = body
+	return &c, nil
+}
+
 func (t *apiTransport) backoff(attempt int) time.Duration {
 	d := t.initial << min(attempt, 20)
 	if d <= 0 || d > t.maxWait {
@@ -107,8 +114,7 @@ func (t *apiTransport) backoff(attempt int) time.Duration {
 	return time.Duration(float64(d) * (0.5 + rand.Float64())) // ±50 %
 }
 
-// retryable reports whether a request that got resp or err may be sent
-// again.
+// retryable reports whether a request that got resp or err may be resent.
 func retryable(req *http.Request, resp *http.Response, err error) bool {
 	if !replayable(req) {
 		return false
@@ -125,8 +131,18 @@ func retryable(req *http.Request, resp *http.Response, err error) bool {
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return idempotent(req)
+	case http.StatusTooManyRequests:
+		// Only when the server says when: a blind retry adds to its load.
+		_, ok := upstream.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return ok && idempotent(req)
 	}
 	return false
+}
+
+// beyondDeadline reports whether ctx ends before wait has passed.
+func beyondDeadline(ctx context.Context, wait time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < wait
 }
 
 // notConnected reports whether err says no connection could be made.
@@ -149,31 +165,13 @@ func idempotent(req *http.Request) bool {
 	return a || b
 }
 
-// retryAfter parses a Retry-After value: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if n, err := strconv.Atoi(v); err == nil {
-		return time.Duration(max(n, 0)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
-}
-
-// deprecationHeaders announce an endpoint's end: RFC 8594 Sunset, the
-// Deprecation header, and Kognic's Sunset-Date.
+// deprecationHeaders announce an endpoint's end (RFC 8594, Kognic's).
 var deprecationHeaders = []string{"Sunset", "Sunset-Date", "Deprecation"}
 
-// deprecationValue is what those headers hold: an HTTP date, "@" and a
-// Unix time, an ISO date or "true"; anything else is not logged.
+// deprecationValue is a date or "true"; anything else is not logged.
 var deprecationValue = regexp.MustCompile(`^[A-Za-z0-9 ,:@+\-]{1,40}$`)
 
-// warnDeprecated logs, once per endpoint, a response's deprecation
-// headers.
+// warnDeprecated logs a response's deprecation headers once per endpoint.
 func (t *apiTransport) warnDeprecated(req *http.Request, resp *http.Response) {
 	var attrs []any
 	for _, h := range deprecationHeaders {
@@ -196,24 +194,3 @@ func (t *apiTransport) warnDeprecated(req *http.Request, resp *http.Response) {
 		t.log.Warn("clientlib: the API endpoint is deprecated and will be removed; update the client", append([]any{"endpoint", endpoint}, attrs...)...)
 	}
 }
-
-// printable returns s cut to at most n bytes of valid UTF-8, with control
-// characters replaced, for logs and errors.
-func printable(s string, n int) string {
-	s = strings.ToValidUTF8(s, "?")
-	if len(s) > n {
-		cut := n
-		for cut > 0 && !utf8RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-}
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

@@ -2,6 +2,7 @@ package clientlib_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -83,6 +84,12 @@ func TestRetries(t *testing.T) {
 		{name: "WithRetries(1)", status: 503, failures: 5, method: "GET", wantStatus: 503, wantRequests: 2, opts: []clientlib.Option{clientlib.WithRetries(1)}},
 		{name: "Retry-After beyond a minute ends retries", status: 503, failures: 1, method: "GET", wantStatus: 503, wantRequests: 1, header: http.Header{"Retry-After": {"3600"}}},
 		{name: "Retry-After 0 is honoured", status: 503, failures: 1, method: "GET", wantStatus: 200, wantRequests: 2, header: http.Header{"Retry-After": {"0"}}},
+		{name: "GET 429 with Retry-After is repeated", status: 429, failures: 2, method: "GET", wantStatus: 200, wantRequests: 3, header: http.Header{"Retry-After": {"0"}}},
+		{name: "PUT 429 with a Retry-After date", status: 429, failures: 1, method: "PUT", wantStatus: 200, wantRequests: 2, header: http.Header{"Retry-After": {"Mon, 02 Jan 2006 15:04:05 GMT"}}},
+		{name: "GET 429 without Retry-After is not", status: 429, failures: 1, method: "GET", wantStatus: 429, wantRequests: 1},
+		{name: "GET 429 with a garbled Retry-After is not", status: 429, failures: 1, method: "GET", wantStatus: 429, wantRequests: 1, header: http.Header{"Retry-After": {"soon"}}},
+		{name: "POST 429 with Retry-After is not", status: 429, failures: 1, method: "POST", wantStatus: 429, wantRequests: 1, header: http.Header{"Retry-After": {"0"}}},
+		{name: "GET 429 with Retry-After beyond a minute is not", status: 429, failures: 1, method: "GET", wantStatus: 429, wantRequests: 1, header: http.Header{"Retry-After": {"61"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &flaky{n: map[string]int{}, failures: tc.failures, status: tc.status, headers: tc.header}
@@ -106,6 +113,38 @@ func TestRetries(t *testing.T) {
 				t.Errorf("body %q: the retry did not replay the request body", body)
 			}
 		})
+	}
+}
+
+// Retry-After is waited for, and a wait that would outlast the request's
+// deadline is not begun: the caller gets the answer at once.
+func TestRetryAfterWait(t *testing.T) {
+	f := &flaky{n: map[string]int{}, failures: 1, status: http.StatusTooManyRequests, headers: http.Header{"Retry-After": {"1"}}}
+	api := httptest.NewServer(f)
+	defer api.Close()
+	hc := directClient(t)
+	start := time.Now()
+	if code, body := getBody(t, hc.Client(), api.URL); code != 200 || body != "ok:" {
+		t.Fatalf("GET = %d %q, want the retry's 200", code, body)
+	}
+	if waited := time.Since(start); waited < 900*time.Millisecond {
+		t.Errorf("the retry came after %s, before the server's Retry-After of 1s", waited)
+	}
+
+	f = &flaky{n: map[string]int{}, failures: 1, status: http.StatusServiceUnavailable, headers: http.Header{"Retry-After": {"30"}}}
+	api2 := httptest.NewServer(f)
+	defer api2.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api2.URL, nil)
+	start = time.Now()
+	resp, err := hc.Client().Do(req)
+	if err != nil {
+		t.Fatalf("GET with a 5s deadline and Retry-After: 30 = %v, want the 503", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || f.count("GET") != 1 || time.Since(start) > 2*time.Second {
+		t.Errorf("status %d after %d requests and %s, want the 503 at once", resp.StatusCode, f.count("GET"), time.Since(start))
 	}
 }
 

@@ -18,21 +18,16 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
-// Source keeps the latest token of one tenant and scope set. It implements
-// oauth2.TokenSource and Invalidator.
+// Source keeps the latest token of one tenant and scope set, watching the
+// broker's token stream; it implements oauth2.TokenSource and Invalidator.
+// Token answers from memory, without allocating, while the cached token
+// has the minimum validity left (WithMinValid). While the stream is down
+// the Source reconnects with backoff and fetches with GetToken when due.
+// It stops for good on ErrInvalidArgument, ErrUnknownTenant or a server
+// that is not a broker; Token then returns that error.
 //
-// A Source watches the broker's token stream and so holds a fresh token
-// before the old one runs out; Token and TokenContext answer from memory,
-// without touching the network and without allocating, while the cached
-// token has the minimum validity left (see WithMinValid). While the stream
-// is down the Source reconnects with exponential backoff and jitter, and
-// fetches with GetToken when the cached token is due. It stops for good
-// on an error of kind ErrInvalidArgument or ErrUnknownTenant (the tenant
-// was removed), or from a server that is not a broker; Token then returns
-// that error.
-//
-// A Source is safe for concurrent use. It must be closed; Close stops its
-// goroutines but leaves the gRPC connection, which belongs to the caller.
+// A Source is safe for concurrent use. It must be closed; Close leaves the
+// gRPC connection, which belongs to the caller.
 type Source struct {
 	tenant string
 	scopes []string
@@ -40,21 +35,18 @@ type Source struct {
 	be     backend
 	log    *slog.Logger
 
-	// state is the latest token or the error that stopped the Source. It is
-	// replaced, never modified, under mu; readers load it without locking.
+	// state is replaced, never modified, under mu; readers need no lock.
 	state   atomic.Pointer[snapshot]
 	updated chan struct{} // one pending notification at most
 	ready   chan struct{} // closed at the first token or a fatal error
 
-	// ctx is the Source's own context: it bounds every call the Source
-	// makes on its own behalf and ends with Close. wg counts the goroutines
-	// that use it; none is added once closed is set.
+	// ctx bounds every call the Source makes and ends with Close; wg
+	// counts the goroutines, none added once closed is set.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// mu is the Source's one lock: its lifecycle and its calls.
-	mu           sync.Mutex
+	mu           sync.Mutex // the lifecycle and the calls
 	closed       bool
 	readyClosed  bool
 	startErr     error // a failure that ends NewSource before any token
@@ -71,14 +63,11 @@ type snapshot struct {
 }
 
 // NewSource returns a Source for the tenant's token from the broker at the
-// other end of conn. It blocks until the first token arrives, the broker
-// reports an error that will not go away by waiting (ErrUnknownTenant,
-// ErrPermissionDenied, ErrCredentialsRejected, ErrInvalidArgument), or ctx
-// ends; ctx bounds only this wait, and its error then also wraps the last
-// failure (e.g. one of kind ErrUnavailable). The Source never uses ctx
-// afterwards.
-//
-// conn is typically a *grpc.ClientConn; the Source does not close it.
+// other end of conn, which it does not close. It blocks until the first
+// token, an error that waiting will not cure (ErrUnknownTenant,
+// ErrPermissionDenied, ErrCredentialsRejected, ErrInvalidArgument), or the
+// end of ctx, whose error then also wraps the last failure. The Source
+// never uses ctx afterwards.
 func NewSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string, opts ...SourceOption) (*Source, error) {
 	if conn == nil {
 		return nil, errors.New("clientlib: NewSource: conn is nil")
@@ -134,22 +123,16 @@ func startSource(ctx context.Context, be backend, tenant string, scopes []string
 	return s, nil
 }
 
-// Token returns a token valid for at least the minimum validity. It is
-// TokenContext without a deadline of the caller's own; network calls are
-// still bounded by WithRPCTimeout.
+// Token is TokenContext without a deadline of the caller's (WithRPCTimeout
+// still bounds calls).
 func (s *Source) Token() (*oauth2.Token, error) {
 	return s.TokenContext(context.Background())
 }
 
-// TokenContext returns a token valid for at least the minimum validity
-// (see WithMinValid). It answers from memory while the cached token is
-// fresh enough; otherwise it asks the broker, coalesced with every other
-// caller, and waits at most until ctx ends. If the broker cannot be reached
-// but the cached token is still valid, it returns that token rather than an
-// error.
-//
-// The returned token is shared: do not modify it. Its Extra holds the
-// fingerprint under ExtraTokenSHA256.
+// TokenContext returns a token valid for at least the minimum validity,
+// from memory while the cached one is fresh, else from one call shared by
+// every caller, waiting at most for ctx. A cached token that is still
+// valid beats an error. The token is shared: do not modify it.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	t, err := s.current(ctx)
 	if err != nil {
@@ -173,8 +156,7 @@ func (s *Source) current(ctx context.Context) (*token, error) {
 // nowMicros reads the wall clock for the cached path; tests replace it.
 var nowMicros = wallMicros
 
-// noTokenError explains why no token could be returned by the time ctx
-// ended.
+// noTokenError explains why no token came before ctx ended.
 func (s *Source) noTokenError(ctxErr error) error {
 	s.mu.Lock()
 	last := s.lastErr
@@ -186,18 +168,13 @@ func (s *Source) noTokenError(ctxErr error) error {
 }
 
 // Updated returns a channel that receives a value after the Source adopts a
-// new token, and when it stops for good. It holds one pending value at
-// most, so a slow reader never blocks the Source; read the current state
-// with Token. Meant for a single reader.
+// new token or stops; it holds one pending value at most. For one reader.
 func (s *Source) Updated() <-chan struct{} { return s.updated }
 
-// Invalidate implements Invalidator: it reports that a resource server
-// rejected tok, a token this Source returned, and returns its replacement.
-// The broker fetches a new token only if tok is still its current one;
-// concurrent reports of the same token make one InvalidateToken call, and a
-// report of a token the Source has already replaced makes none. It waits at
-// most until ctx ends. The replacement is tok itself when the broker could
-// not fetch a new token and tok has not expired.
+// Invalidate implements Invalidator. Concurrent reports of one token make
+// one InvalidateToken call, and one already replaced makes none. The
+// replacement is tok itself when the broker could not fetch a new token
+// and tok has not expired.
 func (s *Source) Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, error) {
 	if tok == nil || tok.AccessToken == "" {
 		return nil, errors.New("clientlib: Invalidate: no token given")
@@ -214,9 +191,8 @@ func (s *Source) Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Tok
 }
 
 // Close stops the Source and waits for its goroutines, also when called
-// again or concurrently. Afterwards Token returns ErrClosed. Close always
-// returns nil: the Source owns no connection; it does not close the gRPC
-// connection given to NewSource.
+// again; afterwards Token returns ErrClosed. It returns nil: the Source
+// owns no connection.
 func (s *Source) Close() error {
 	s.mu.Lock()
 	if !s.closed {
@@ -231,8 +207,8 @@ func (s *Source) Close() error {
 }
 
 // adoptLocked makes t the current token unless it is a repeat, was
-// rejected, or (when it is not from the watch stream, whose order is
-// authoritative) is older than a fresh current token.
+// rejected, or (not from the watch stream, whose order is authoritative)
+// is older than a fresh current token.
 func (s *Source) adoptLocked(t *token, fromWatch bool) {
 	st := s.state.Load()
 	if st.err != nil {
@@ -256,9 +232,8 @@ func (s *Source) adoptLocked(t *token, fromWatch bool) {
 	s.notifyLocked()
 }
 
-// failLocked records a failed call and returns the error for callers. An
-// error that ends the Source for good stops it; one that NewSource should
-// not wait out ends NewSource while no token has arrived.
+// failLocked records a failed call and returns the error for callers; it
+// stops the Source or ends NewSource on the errors that say so.
 func (s *Source) failLocked(op string, err error) error {
 	if errors.Is(err, io.EOF) {
 		err = fmt.Errorf("the broker ended the stream: %w", err)
@@ -276,7 +251,7 @@ func (s *Source) failLocked(op string, err error) error {
 		s.notifyLocked()
 		s.cancel() // ends the watch and calls in flight
 		s.log.Error("token source stopped for good", "error", err)
-	case s.state.Load().tok == nil && startFatal(err):
+	case s.state.Load().tok == nil && (startFatal(err) || s.cfg.failFast && lasting(err)):
 		if s.startErr == nil {
 			s.startErr = wrapped
 		}

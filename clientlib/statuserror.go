@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
@@ -15,17 +16,13 @@ import (
 // 2xx, when WithStatusErrors asks for it. It carries a bounded excerpt of
 // the body, never a request header.
 type StatusError struct {
-	Method string
-	// URL is the request URL without user info or query.
-	URL string
-	// StatusCode and Status are the response's, e.g. 404 and "404 Not Found".
-	StatusCode int
-	Status     string
-	// Body is the start of the response body (at most 512 bytes), with
-	// control characters replaced and credentials redacted: the token
-	// sent with the request, wherever it appears, and anything after
-	// "Bearer" or "Basic"; a body that spells the token any other way
-	// (upstream.Echoes) is withheld whole.
+	Method     string
+	URL        string // as upstream.RedactURL shows it
+	StatusCode int    // e.g. 404
+	Status     string // e.g. "404 Not Found"
+	// Body is the start of the body (at most 512 bytes), printable, with
+	// the tokens sent and anything after "Bearer" or "Basic" redacted; a
+	// body that spells a token otherwise (upstream.Echoes) is withheld.
 	Body string
 }
 
@@ -52,15 +49,14 @@ func failed(resp *http.Response) bool {
 // bearer matches credentials a server might echo back.
 var bearer = regexp.MustCompile(`(?i)(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*`)
 
-// redacted replaces credentials in excerpts; bodyWithheld is the excerpt
-// of a body that spells a token some other way.
+// How an excerpt shows credentials.
 const (
 	redacted     = "[REDACTED]"
 	bodyWithheld = "[body withheld: it echoes the request's token]"
 )
 
-// newStatusError reads an excerpt of resp's body, with tokens, the access
-// tokens sent for the request, redacted, and closes the body.
+// newStatusError reads an excerpt of resp's body, redacting tokens (the
+// access tokens sent), and closes the body.
 func newStatusError(req *http.Request, resp *http.Response, tokens ...string) *StatusError {
 	defer resp.Body.Close()
 	longest := 0
@@ -75,11 +71,8 @@ func newStatusError(req *http.Request, resp *http.Response, tokens ...string) *S
 		Body: excerpt(buf, int64(len(buf)) > limit, tokens)}
 }
 
-// excerpt is the start of body for an error message: at most maxExcerpt
-// bytes of valid UTF-8 without control characters, in which the tokens
-// (also URL- or JSON-escaped) and anything after "Bearer" or "Basic" are
-// replaced with [REDACTED], and which never ends with the start of a
-// token. more says the body went on beyond body.
+// excerpt is StatusError.Body of body, which never ends with the start of a
+// token; more says the body went on beyond body.
 func excerpt(body []byte, more bool, tokens []string) string {
 	s := strings.ToValidUTF8(string(body), "?")
 	var forms []string
@@ -92,15 +85,14 @@ func excerpt(body []byte, more bool, tokens []string) string {
 		s = strings.ReplaceAll(s, f, redacted)
 	}
 	s = strings.TrimSpace(bearer.ReplaceAllString(s, "$1 "+redacted))
-	if upstream.Echoes(s, tokens...) {
-		// Another spelling of a token (escaped, split, re-encoded).
+	if upstream.Echoes(s, tokens...) { // another spelling of a token
 		return bodyWithheld
 	}
 	if !more && len(s) <= maxExcerpt {
-		return printable(s, maxExcerpt)
+		return printable(s)
 	}
 	cut := min(len(s), maxExcerpt)
-	for cut > 0 && cut < len(s) && !utf8RuneStart(s[cut]) {
+	for cut > 0 && cut < len(s) && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
 	s = s[:cut]
@@ -112,5 +104,15 @@ func excerpt(body []byte, more bool, tokens []string) string {
 			}
 		}
 	}
-	return printable(s, maxExcerpt) + "…"
+	return printable(s) + "…"
+}
+
+// printable replaces control characters with spaces.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }

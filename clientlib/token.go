@@ -8,13 +8,11 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 )
 
-// ExtraTokenSHA256 is the key under which the tokens a Source returns carry
-// the lower-case hex SHA-256 of their access token in oauth2.Token.Extra:
-// the fingerprint by which the broker names a token without sending it.
+// ExtraTokenSHA256 is the oauth2.Token.Extra key of the hex SHA-256 of a
+// Source's token: the fingerprint by which the broker names it.
 const ExtraTokenSHA256 = "token_sha256"
 
-// token is a token as handed out: immutable, with everything the hot paths
-// need precomputed.
+// token is a token as handed out: immutable, hot paths precomputed.
 type token struct {
 	oauth      *oauth2.Token
 	sha256     string
@@ -22,8 +20,7 @@ type token struct {
 	expiry     time.Time
 	lifetime   time.Duration
 	freshUntil time.Time // Token answers from the cache until then
-	// freshUntilMicros is freshUntil as Unix microseconds, rounded down,
-	// for the cached path's comparison with wallMicros.
+	// freshUntilMicros is freshUntil in Unix microseconds, for wallMicros.
 	freshUntilMicros int64
 	refreshAt        time.Time // after this, a newer token likely exists
 }

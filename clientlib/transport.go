@@ -15,15 +15,13 @@ import (
 )
 
 // Invalidator is implemented by token sources that can replace a token a
-// resource server rejected, as *Source does. Invalidate reports tok, a
-// token the source returned, as rejected and returns the token to use
-// instead; it waits at most until ctx ends.
+// resource server rejected, as *Source does: Invalidate reports tok as
+// rejected and returns the token to use instead, waiting at most for ctx.
 type Invalidator interface {
 	Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, error)
 }
 
-// contextTokenSource is implemented by token sources, such as *Source,
-// whose wait for a token a context can bound.
+// contextTokenSource is a token source whose wait a context can bound.
 type contextTokenSource interface {
 	TokenContext(ctx context.Context) (*oauth2.Token, error)
 }
@@ -44,30 +42,18 @@ func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, erro
 }
 
 // Transport is an http.RoundTripper that authorises each request with a
-// token from any oauth2.TokenSource: it clones the request and sets
-// "Authorization: <token type> <token>". If the source has a
-// TokenContext(context.Context) method, as *Source does, the request's
-// context bounds waiting for a token.
+// token from any oauth2.TokenSource (bounded by the request's context if
+// the source has TokenContext, as *Source does).
 //
-// The token goes only to the origin (scheme, host and port) of the request
-// the caller made. When an http.Client follows a redirect to another
-// origin — another host or port, or https to http — Transport sends that
-// request without any Authorization header: neither the token nor one the
-// caller set, which net/http would copy to a subdomain or another port.
+// The token goes only to the origin (scheme, host, port) of the request the
+// caller made: a redirect elsewhere, or from https to http, is sent without
+// any Authorization header. Plain http gets a token only on loopback,
+// unless WithInsecureHTTP.
 //
-// When the server answers 401 Unauthorized to a request that carried the
-// token and the source is an Invalidator (a *Source is), Transport reports
-// the token it sent, which the source replaces, and sends the request once
-// more with the new token if the body can be replayed: no body,
-// http.NoBody, or Request.GetBody set (as http.NewRequest does for bytes
-// and strings readers). With a *Source, concurrent 401s for the same token
-// cause a single InvalidateToken call. Other sources get the 401 passed
-// through, as does a request that carried no token.
-//
-// Transport refuses to send a token over plain http to a host other than
-// loopback (a loopback IP address or "localhost") unless WithInsecureHTTP
-// is given. The responses it returns have their Request set to the request
-// it was given, which does not hold the token.
+// On a 401 to a request that carried the token, if the source is an
+// Invalidator, Transport reports the token and sends the request once more
+// with its replacement when the body can be replayed (Request.GetBody).
+// Responses carry the request as given, without the token.
 //
 // A Transport is safe for concurrent use if its source is.
 type Transport struct {
@@ -86,12 +72,11 @@ func NewTransport(src oauth2.TokenSource, opts ...TransportOption) *Transport {
 	return t
 }
 
-// maxDrain bounds how much of a 401 body is read so that its connection can
-// be reused for the retry.
+// maxDrain bounds the body read so that a connection can be reused.
 const maxDrain = 4 << 10
 
-// sent is a token as Transport sends it. A *Source's token comes with its
-// header value precomputed, so that the common path does not allocate.
+// sent is a token as Transport sends it; a *Source's has its header value
+// precomputed, so that the common path does not allocate.
 type sent struct {
 	authz []string
 	fast  *token        // from a *Source
@@ -136,8 +121,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		return t.finish(req, resp, err, tok, sent{})
 	}
-	// Report the token even when the request cannot be retried, so that
-	// the next request gets a new one.
+	// Report the token even if the request cannot be retried.
 	fresh, ok := t.replacement(req.Context(), tok)
 	if !ok || !replayable(req) {
 		return t.finish(req, resp, nil, tok, sent{}) // the caller gets the 401
@@ -155,9 +139,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // finish hands resp back with the request as the caller made it, without
-// the token, so that net/http's redirect chain leads back to the request
-// that entered the client. With WithStatusErrors a failed response becomes
-// a *StatusError, its excerpt redacted of the tokens sent.
+// the token, so that a redirect chain leads back to the request that
+// entered the client (see entryURL); with WithStatusErrors a failure
+// becomes a *StatusError redacted of the tokens sent.
 func (t *Transport) finish(req *http.Request, resp *http.Response, err error, first, retry sent) (*http.Response, error) {
 	if err != nil || resp == nil {
 		return resp, err
@@ -186,9 +170,8 @@ func (t *Transport) token(ctx context.Context) (sent, error) {
 }
 
 // replacement reports old, rejected with a 401, to the source and returns
-// the token to retry with; ok is false when there is no different one.
-// Errors are not returned: the caller gets the 401, and a *Source has
-// logged them.
+// the token to retry with; ok is false when there is no different one
+// (the caller gets the 401).
 func (t *Transport) replacement(ctx context.Context, old sent) (_ sent, ok bool) {
 	if s, isSource := t.src.(*Source); isSource {
 		fresh, err := s.invalidate(ctx, old.fast.sha256)
@@ -226,8 +209,7 @@ func (t *Transport) checkURL(u *url.URL) error {
 		ErrInsecureTransport, u.Scheme, u.Host)
 }
 
-// authorized returns a shallow copy of req with its own header carrying
-// authz, and body.
+// authorized returns a shallow copy of req with authz and body.
 func authorized(req *http.Request, authz []string, body io.ReadCloser) *http.Request {
 	r := new(http.Request)
 	*r = *req
@@ -240,8 +222,8 @@ func authorized(req *http.Request, authz []string, body io.ReadCloser) *http.Req
 	return r
 }
 
-// withoutAuthorization returns req, or a shallow copy of it without the
-// Authorization header if it has one, in any case of the key.
+// withoutAuthorization returns req without an Authorization header (in any
+// case of the key).
 func withoutAuthorization(req *http.Request) *http.Request {
 	h := req.Header.Clone()
 	for k := range h {

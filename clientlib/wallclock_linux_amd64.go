@@ -7,13 +7,9 @@ import (
 	"time"
 )
 
-// wallMicros returns the wall clock as Unix microseconds. On linux/amd64
-// syscall.Gettimeofday is one vDSO call (syscall/asm_linux_amd64.s calls
-// runtime·vdsoGettimeofdaySym, falling back to the system call only
-// without a vDSO), where time.Now reads the wall and the monotonic clock
-// through two: half the cost of a cached Token. It must be the wall
-// clock: a monotonic clock stops while a laptop or VM is suspended and
-// would hand out an expired token after resume.
+// wallMicros returns the wall clock as Unix microseconds in one vDSO call
+// (time.Now makes two). Not the monotonic clock: it stops while a machine
+// is suspended, and would hand out an expired token after resume.
 func wallMicros() int64 {
 	var tv syscall.Timeval
 	if syscall.Gettimeofday(&tv) != nil {

@@ -4,6 +4,5 @@ package clientlib
 
 import "time"
 
-// wallMicros returns the wall clock as Unix microseconds (see
-// wallclock_linux_amd64.go for why the wall clock).
+// wallMicros returns the wall clock as Unix microseconds.
 func wallMicros() int64 { return time.Now().UnixMicro() }

@@ -6,11 +6,8 @@ import (
 	"time"
 )
 
-// The watch loop: a Source keeps one WatchToken stream open for its whole
-// life, reconnecting with backoff, and falls back to GetToken while the
-// stream is down and the cached token is due.
-
-// run keeps the watch stream open until the Source stops.
+// run keeps a WatchToken stream open until the Source stops, reconnecting
+// with backoff, and falls back to GetToken while it is down.
 func (s *Source) run() {
 	defer s.wg.Done()
 	bo := newBackoff(s.cfg)
@@ -27,7 +24,6 @@ func (s *Source) run() {
 		stopped := s.state.Load().err != nil
 		var c *call
 		if !stopped && s.dueLocked(time.Now()) {
-			// Fall back to GetToken while the stream is down.
 			c = s.startFetchLocked()
 		}
 		s.mu.Unlock()
@@ -80,9 +76,7 @@ func (s *Source) apply(u update) {
 		s.lastErr = fmt.Errorf("broker reports %s: %s", u.state, u.lastErr)
 	}
 	if u.failing && s.state.Load().tok == nil {
-		// Ask, to learn whether the failure is one that waiting will not
-		// cure (such as rejected credentials); the answer may end
-		// NewSource.
+		// Ask, to learn whether waiting will cure it; this may end NewSource.
 		s.startFetchLocked()
 	}
 }

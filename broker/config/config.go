@@ -53,10 +53,15 @@ const (
 	// AuthStyleBasic sends them in an HTTP Basic Authorization header
 	// (client_secret_basic).
 	AuthStyleBasic AuthStyle = "basic"
+	// AuthStylePrivateKeyJWT sends client_id and a client assertion signed
+	// with the tenant's private key in the body (private_key_jwt, RFC
+	// 7523); no secret.
+	AuthStylePrivateKeyJWT AuthStyle = "private_key_jwt"
 )
 
 // OAuth2 is the one mapping of an auth_style to golang.org/x/oauth2's:
-// AuthStyleBasic is AuthStyleInHeader, anything else AuthStyleInParams.
+// AuthStyleBasic is AuthStyleInHeader, anything else AuthStyleInParams
+// (private_key_jwt's assertion goes in the body too).
 func (s AuthStyle) OAuth2() oauth2.AuthStyle {
 	if s == AuthStyleBasic {
 		return oauth2.AuthStyleInHeader
@@ -66,8 +71,13 @@ func (s AuthStyle) OAuth2() oauth2.AuthStyle {
 
 // Config is a loaded and validated broker configuration.
 type Config struct {
-	// Listen is the host:port to listen on.
+	// Listen is the host:port of the gRPC listener; "" when listen names
+	// only a Unix socket.
 	Listen string
+	// Socket is the gRPC listener on a Unix socket (Socket.Path "" for
+	// none) with the unix_socket settings, which hold even without a
+	// socket in listen, for --listen.
+	Socket Socket
 	// Tenants has at least one entry; names are unique.
 	Tenants []Tenant
 	// StrictFilePermissions makes a secret file that group or others can
@@ -97,6 +107,9 @@ type Config struct {
 	// it to DefaultAdminListen; a zero Admin (a Config built in code)
 	// disables it.
 	Admin Admin
+	// OAuth configures the OAuth2 token endpoint; off unless OAuth.Listen
+	// is set.
+	OAuth OAuth
 	// Shutdown configures the drain on SIGTERM. Parse and FromEnv apply
 	// the defaults; in a Config built in code, zero Drain means none and
 	// zero Timeout DefaultShutdownTimeout.
@@ -123,13 +136,17 @@ type TLS struct {
 
 // Caller is one entry of callers: who may get which tenants' tokens. It
 // mirrors the access policy's caller; exactly one of SPIFFEID, DNSName,
-// CommonName and APIKeySHA256 is set.
+// CommonName, APIKeySHA256, UnixUID and UnixGID is set.
 type Caller struct {
 	Name         string `yaml:"name"`
 	SPIFFEID     string `yaml:"spiffe_id"`
 	DNSName      string `yaml:"dns_name"`
 	CommonName   string `yaml:"common_name"`
 	APIKeySHA256 string `yaml:"api_key_sha256"`
+	// UnixUID and UnixGID name a peer on the Unix socket by its uid or
+	// (primary) gid, as the kernel reports it.
+	UnixUID *uint32 `yaml:"unix_uid" want:"a user id, a whole number" eg:"1000"`
+	UnixGID *uint32 `yaml:"unix_gid" want:"a group id, a whole number" eg:"1000"`
 	// Tenants are globs of the tenants the caller may use; not empty.
 	Tenants []string `yaml:"tenants" want:"a list of globs" eg:"[acme, \"team-*\"]"`
 	// Scopes, if not empty, are globs every requested scope must match.
@@ -137,8 +154,12 @@ type Caller struct {
 }
 
 // UsesCertificate reports whether the caller is identified by a client
-// certificate rather than an API key.
-func (c Caller) UsesCertificate() bool { return c.APIKeySHA256 == "" }
+// certificate rather than an API key or a Unix socket peer's uid or gid.
+func (c Caller) UsesCertificate() bool { return c.APIKeySHA256 == "" && !c.UsesSocket() }
+
+// UsesSocket reports whether the caller is identified by its uid or gid
+// on the Unix socket.
+func (c Caller) UsesSocket() bool { return c.UnixUID != nil || c.UnixGID != nil }
 
 // Watch configures how the running broker notices changed files (the
 // config file and the files it names). The zero value means watching with
@@ -184,6 +205,16 @@ type Admin struct {
 	Hosts []string `yaml:"hosts" want:"a list of host names" eg:"[tokenbroker.monitoring.svc, tokenbroker.example.com]"`
 }
 
+// OAuth configures the OAuth2 token endpoint (the oauth section): the
+// client-credentials grant over HTTP in front of the token cache.
+type OAuth struct {
+	// Listen is the host:port of its HTTP listener; "" (the default)
+	// disables it. It follows listen's rules: TLS from the tls section
+	// (client certificates included), and with callers a plaintext
+	// non-loopback address only with insecure_plaintext.
+	Listen string `yaml:"listen"`
+}
+
 // Shutdown configures what happens on SIGTERM: health turns NOT_SERVING
 // at once, calls are served for Drain, then watches end UNAVAILABLE and
 // in-flight calls get Timeout before they end UNAVAILABLE too.
@@ -219,6 +250,14 @@ type Tenant struct {
 	TokenURL     string
 	ClientID     string
 	ClientSecret creds.Secret
+	// ClientKey, with AuthStyle private_key_jwt instead of ClientSecret, is
+	// client_assertion_key_file's key (the first of
+	// client_assertion_key_files); KeyID is key_id ("": the key's RFC 7638
+	// thumbprint) and AssertionAudience assertion_audience ("": the token
+	// URL).
+	ClientKey         creds.PrivateKey
+	KeyID             string
+	AssertionAudience string
 	// Scopes are the default scopes, sorted and de-duplicated: the tenant's
 	// scopes if set and non-empty, else the credentials file's; may be nil.
 	Scopes    []string
@@ -235,8 +274,9 @@ type Tenant struct {
 	// when the config is parsed (upstream.RootCAs); nil without CAFile.
 	RootCAs *x509.CertPool
 	// Fallbacks are the older credentials of a rotation
-	// (credentials_files or client_secret_files after the first entry),
-	// tried in order when the IdP answers invalid_client.
+	// (credentials_files, client_secret_files or client_assertion_key_files
+	// after the first entry), tried in order when the IdP answers
+	// invalid_client.
 	Fallbacks []Credential
 	// File is the tenants_dir file the tenant was read from; "" for an
 	// entry of tenants.
@@ -250,17 +290,26 @@ type Tenant struct {
 	LoadErr error
 }
 
-// Credential is a fallback client credential of a tenant.
+// Credential is a fallback client credential of a tenant: a secret, or
+// for private_key_jwt a key (whose kid is the key's thumbprint).
 type Credential struct {
 	ClientID     string
 	ClientSecret creds.Secret
+	Key          creds.PrivateKey
 	// Source names the file, e.g. "client_secret_files /etc/x/old.secret".
 	Source string
 }
 
-// LogValue implements slog.LogValuer; the secret is redacted.
+// LogValue implements slog.LogValuer; the secret and key are redacted.
 func (c Credential) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret), slog.String("source", c.Source))
+	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret),
+		slog.Any("key", c.Key), slog.String("source", c.Source))
+}
+
+// Upstream is c as the IdP client's credential (the kid of a key is its
+// thumbprint).
+func (c Credential) Upstream() upstream.Credential {
+	return upstream.Credential{Name: c.Source, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Key: c.Key}
 }
 
 // LogValue implements slog.LogValuer; the secret is redacted.
@@ -270,6 +319,9 @@ func (t Tenant) LogValue() slog.Value {
 		slog.String("token_url", upstream.RedactURL(t.TokenURL)),
 		slog.String("client_id", t.ClientID),
 		slog.Any("client_secret", t.ClientSecret),
+		slog.Any("client_key", t.ClientKey),
+		slog.String("key_id", t.KeyID),
+		slog.String("assertion_audience", t.AssertionAudience),
 		slog.Any("scopes", t.Scopes),
 		slog.String("auth_style", string(t.AuthStyle)),
 		slog.String("credentials_source", t.CredentialsSource),

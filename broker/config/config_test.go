@@ -173,17 +173,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "top level list",
 			yaml: "- name: acme\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a list",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, unix_socket, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a list",
 		},
 		{
 			name: "unknown top-level key",
 			yaml: "listen: 127.0.0.1:1\ntenant:\n  - name: acme\n",
-			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown`,
+			want: `config: broker.yaml:2: unknown key "tenant"; allowed keys: listen, unix_socket, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown`,
 		},
 		{
 			name: "unknown tenant key",
 			yaml: fileTenant + "    clientid: x\n",
-			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file`,
+			want: `config: broker.yaml:4: tenants[0]: unknown key "clientid"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file`,
 		},
 		{
 			name: "client_secret inline",
@@ -193,17 +193,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "key not a string",
 			yaml: fileTenant + "    ? [a]\n    : b\n",
-			want: "config: broker.yaml:4: tenants[0]: keys must be plain strings; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file",
+			want: "config: broker.yaml:4: tenants[0]: keys must be plain strings; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file",
 		},
 		{
 			name: "null tenant",
 			yaml: fileTenant + "  - ~\n",
-			want: "config: broker.yaml:4: tenants[1]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file, got nothing",
+			want: "config: broker.yaml:4: tenants[1]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file, got nothing",
 		},
 		{
 			name: "custom tag",
 			yaml: "!x tenants\n",
-			want: "config: broker.yaml:1: must be a mapping with keys listen, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, shutdown, got a string",
+			want: "config: broker.yaml:1: must be a mapping with keys listen, unix_socket, tenants, tenants_dir, strict_file_permissions, tls, callers, audit, limits, insecure_plaintext, watch, admin, oauth, shutdown, got a string",
 		},
 		{
 			name: "multi-line string for a mapping",
@@ -243,7 +243,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "tenant not a mapping",
 			yaml: "tenants:\n  - acme\n",
-			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file, got a string",
+			want: "config: broker.yaml:2: tenants[0]: must be a mapping with keys name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file, got a string",
 		},
 		{
 			name: "wrong type: name is a list",
@@ -253,7 +253,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "wrong type: listen is a mapping",
 			yaml: "listen: {port: 1}\n" + fileTenant,
-			want: "config: broker.yaml:1: listen: must be a string, got a mapping",
+			want: "config: broker.yaml:1: listen: must be host:port, unix:///path or a list of at most one of each, got a mapping; write e.g. [127.0.0.1:50051, unix:///run/tokenbroker/broker.sock]",
 		},
 		{
 			name: "missing name",
@@ -319,7 +319,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "client_id without client_secret_file",
 			yaml: "tenants:\n  - name: acme\n    client_id: abc\n",
-			want: "config: broker.yaml:3: tenants[0]: client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret",
+			want: "config: broker.yaml:3: tenants[0]: client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret (or client_assertion_key_file with auth_style: private_key_jwt)",
 		},
 		{
 			name: "client_secret_file without client_id",
@@ -329,12 +329,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "no credentials",
 			yaml: "tenants:\n  - name: acme\n    scopes: [a]\n",
-			want: "config: broker.yaml:2: tenants[0]: no credentials; set credentials_file to a Kognic credentials file, or client_id and client_secret_file",
+			want: "config: broker.yaml:2: tenants[0]: no credentials; set credentials_file to a Kognic credentials file, client_id and client_secret_file, or client_id, client_assertion_key_file and auth_style: private_key_jwt",
 		},
 		{
 			name: "bad auth_style",
 			yaml: fileTenant + "    auth_style: post\n",
-			want: `config: broker.yaml:4: tenants[0].auth_style: "post" is not allowed; use "body" (client_secret_post, the default) or "basic" (client_secret_basic)`,
+			want: `config: broker.yaml:4: tenants[0].auth_style: "post" is not allowed; use "body" (client_secret_post, the default), "basic" (client_secret_basic) or "private_key_jwt" (a signed assertion, no secret)`,
 		},
 		{
 			name:   "credentials file expired",
@@ -392,17 +392,17 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "listen without port",
 			yaml: "listen: localhost\n" + fileTenant,
-			want: `config: broker.yaml:1: listen: "localhost" is not host:port (missing port in address); use e.g. 127.0.0.1:50051`,
+			want: `config: broker.yaml:1: listen: "localhost" is not host:port (missing port in address); use e.g. 127.0.0.1:50051 or unix:///run/tokenbroker/broker.sock`,
 		},
 		{
 			name: "listen with bad port",
 			yaml: "listen: localhost:grpc\n" + fileTenant,
-			want: `config: broker.yaml:1: listen: "localhost:grpc" is not host:port (port "grpc" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051`,
+			want: `config: broker.yaml:1: listen: "localhost:grpc" is not host:port (port "grpc" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051 or unix:///run/tokenbroker/broker.sock`,
 		},
 		{
 			name: "listen port out of range",
 			yaml: "listen: ':70000'\n" + fileTenant,
-			want: `config: broker.yaml:1: listen: ":70000" is not host:port (port "70000" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051`,
+			want: `config: broker.yaml:1: listen: ":70000" is not host:port (port "70000" is not a number from 0 to 65535); use e.g. 127.0.0.1:50051 or unix:///run/tokenbroker/broker.sock`,
 		},
 	}
 	for _, tt := range tests {

@@ -25,18 +25,20 @@ import (
 // The tags want and eg give a type error's expected value and example.
 
 type fileDoc struct {
-	Listen                string       `yaml:"listen"`
-	Tenants               []*tenantDoc `yaml:"tenants" want:"a list of tenants"` // nil: a null entry
-	TenantsDir            string       `yaml:"tenants_dir"`
-	StrictFilePermissions bool         `yaml:"strict_file_permissions"`
-	TLS                   *TLS         `yaml:"tls"`
-	Callers               []*Caller    `yaml:"callers" want:"a list of callers"`
-	Audit                 *auditDoc    `yaml:"audit"`
-	Limits                limitsDoc    `yaml:"limits"`
-	InsecurePlaintext     bool         `yaml:"insecure_plaintext"`
-	Watch                 watchDoc     `yaml:"watch"`
-	Admin                 Admin        `yaml:"admin"`
-	Shutdown              Shutdown     `yaml:"shutdown"`
+	Listen                listenDoc      `yaml:"listen"`
+	UnixSocket            *unixSocketDoc `yaml:"unix_socket"`
+	Tenants               []*tenantDoc   `yaml:"tenants" want:"a list of tenants"` // nil: a null entry
+	TenantsDir            string         `yaml:"tenants_dir"`
+	StrictFilePermissions bool           `yaml:"strict_file_permissions"`
+	TLS                   *TLS           `yaml:"tls"`
+	Callers               []*Caller      `yaml:"callers" want:"a list of callers"`
+	Audit                 *auditDoc      `yaml:"audit"`
+	Limits                limitsDoc      `yaml:"limits"`
+	InsecurePlaintext     bool           `yaml:"insecure_plaintext"`
+	Watch                 watchDoc       `yaml:"watch"`
+	Admin                 Admin          `yaml:"admin"`
+	OAuth                 OAuth          `yaml:"oauth"`
+	Shutdown              Shutdown       `yaml:"shutdown"`
 }
 
 // tenantDoc is an entry of tenants, or a file in tenants_dir. The "3" in
@@ -50,10 +52,15 @@ type tenantDoc struct {
 	ClientID          string   `yaml:"client_id"`
 	ClientSecretFile  string   `yaml:"client_secret_file"`
 	ClientSecretFiles []string `yaml:"client_secret_files" want:"a list of 1 to 3 files, newest first" eg:"[new.secret, old.secret]"`
-	Scopes            []string `yaml:"scopes" want:"a list of scopes" eg:"[read:inputs, write:inputs]"`
-	AuthStyle         string   `yaml:"auth_style"`
-	AllowInsecureHTTP bool     `yaml:"allow_insecure_http"`
-	CAFile            string   `yaml:"ca_file"`
+	// private_key_jwt: client_id with one of these, auth_style private_key_jwt.
+	ClientAssertionKeyFile  string   `yaml:"client_assertion_key_file"`
+	ClientAssertionKeyFiles []string `yaml:"client_assertion_key_files" want:"a list of 1 to 3 files, newest first" eg:"[new.pem, old.pem]"`
+	KeyID                   string   `yaml:"key_id"`
+	AssertionAudience       string   `yaml:"assertion_audience"`
+	Scopes                  []string `yaml:"scopes" want:"a list of scopes" eg:"[read:inputs, write:inputs]"`
+	AuthStyle               string   `yaml:"auth_style"`
+	AllowInsecureHTTP       bool     `yaml:"allow_insecure_http"`
+	CAFile                  string   `yaml:"ca_file"`
 }
 
 type auditDoc struct {
@@ -233,6 +240,8 @@ func wrongType(s spot) error {
 		want, got = "a number", describe(n)
 	case reflect.Int:
 		want, got = "a whole number", describe(n)
+	case reflect.Uint32:
+		want, got = cmp.Or(s.tag.Get("want"), "a whole number"), describe(n)
 	}
 	if eg != "" {
 		return fmt.Errorf("must be %s, got %s; write e.g. %s", want, got, eg)

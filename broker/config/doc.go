@@ -4,7 +4,9 @@
 // A config file looks like this (the README's Configuration and Security
 // sections describe every key):
 //
-//	listen: 127.0.0.1:50051           # optional; default DefaultListen
+//	listen: 127.0.0.1:50051           # optional; default DefaultListen; or a Unix socket, or both:
+//	# listen: [127.0.0.1:50051, unix:///run/tokenbroker/broker.sock]
+//	unix_socket: {mode: "0660", group: tokenbroker, dir_mode: "0750"}  # the socket file; these are the defaults but group
 //	tenants:
 //	  - name: acme                    # required, unique; see names.ValidTenant
 //	    credentials_file: acme.json   # a Kognic credentials file, or ...
@@ -16,17 +18,25 @@
 //	    auth_style: basic             # body (default) or basic
 //	    ca_file: corp-ca.pem          # optional private CA for the token endpoint
 //	    allow_insecure_http: false    # true permits http to a non-loopback host
+//	  - name: initech                 # private_key_jwt (RFC 7523): no secret
+//	    token_url: https://idp.example.com/oauth2/token
+//	    client_id: initech-broker
+//	    auth_style: private_key_jwt
+//	    client_assertion_key_file: initech.pem  # PEM RSA or EC key; or client_assertion_key_files: [new.pem, old.pem]
+//	    key_id: initech-1             # optional JWS kid; default the key's RFC 7638 thumbprint
+//	    assertion_audience: https://idp.example.com/  # optional aud; default the token URL
 //	tenants_dir: tenants              # optional: one file per tenant, keys as above
 //	strict_file_permissions: true     # group/other-readable secret files are errors
 //	tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: clients.pem}
 //	callers:                          # absent: loopback clients only, no authentication
 //	  - name: billing
-//	    spiffe_id: spiffe://prod/ns/billing/sa/api  # or dns_name, common_name, api_key_sha256
+//	    spiffe_id: spiffe://prod/ns/billing/sa/api  # or dns_name, common_name, api_key_sha256, unix_uid, unix_gid
 //	    tenants: [acme, "team-*"]     # globs
 //	audit: {path: audit.log}          # "-" for stdout
 //	limits: {requests_per_second: 50} # limits.Limits declares the keys
 //	watch: {enabled: true, interval: 30s}
 //	admin: {listen: 127.0.0.1:9464, hosts: [tokenbroker.monitoring.svc]}
+//	oauth: {listen: 127.0.0.1:8443}   # optional: the OAuth2 token endpoint; off when absent
 //	shutdown: {drain: 5s, timeout: 10s}
 //
 // The file, and each file of tenants_dir (.yaml, .yml or .json; dot-files
@@ -40,7 +50,8 @@
 //
 // Relative paths resolve against the directory of the file that names
 // them. Secret files are read through package creds (regular files, text)
-// at load time and held as creds.Secret values, which redact themselves;
+// at load time and held as creds.Secret (or, for keys, creds.PrivateKey)
+// values, which redact themselves;
 // one that group or others can read is a warning on Options.Logger, or an
 // error with strict_file_permissions. Upstream URLs must be https unless
 // their host is loopback or the tenant sets allow_insecure_http. The

@@ -31,5 +31,5 @@ tenants:
 	// 127.0.0.1:50051
 	// acme https://auth.app.kognic.com/v1/auth/oauth/token body
 	// fake-acme-client [REDACTED] [read:inputs write:inputs]
-	// config: broker.yaml:4: tenants[0]: unknown key "scope"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file
+	// config: broker.yaml:4: tenants[0]: unknown key "scope"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file
 }

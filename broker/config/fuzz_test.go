@@ -1,6 +1,11 @@
 package config_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,9 +21,14 @@ import (
 func FuzzConfig(f *testing.F) {
 	const secret = "fuzz-secret-Zq8/+=&%"
 	dir := f.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	keyBody := strings.Split(keyPEM, "\n")[2] // a line of the key's base64
 	for name, content := range map[string]string{
 		"s.secret": secret + "\n",
 		"c.json":   `{"clientId":"c","clientSecret":"` + secret + `","email":"e","userId":1,"issuer":"i"}`,
+		"k.pem":    keyPEM,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			f.Fatal(err)
@@ -40,7 +50,8 @@ func FuzzConfig(f *testing.F) {
 		if !strings.HasPrefix(msg, "config: fuzz.yaml") {
 			t.Fatalf("error does not name the file: %q", msg)
 		}
-		if strings.Contains(msg, secret) && !strings.Contains(string(data), secret) {
+		if strings.Contains(msg, secret) && !strings.Contains(string(data), secret) ||
+			strings.Contains(msg, keyBody) && !strings.Contains(string(data), keyBody) {
 			t.Fatalf("error shows a secret file's content: %q", msg)
 		}
 	})

@@ -89,3 +89,38 @@ func TestFromEnvOpsDefaults(t *testing.T) {
 		t.Errorf("admin %+v shutdown %+v, want the defaults", cfg.Admin, cfg.Shutdown)
 	}
 }
+
+// TestParseOAuth: the oauth section is off when absent (or listen ""),
+// its listen is a host:port, and its keys are strict.
+func TestParseOAuth(t *testing.T) {
+	const tenant = "tenants:\n  - name: acme\n    credentials_file: acme.json\n"
+	for _, tc := range []struct {
+		name, yaml, want, wantError string
+	}{
+		{name: "absent: off", yaml: tenant},
+		{name: "empty section: off", yaml: tenant + "oauth: {}\n"},
+		{name: "listen empty: off", yaml: tenant + "oauth:\n  listen: \"\"\n"},
+		{name: "on", yaml: tenant + "oauth:\n  listen: 127.0.0.1:8443\n", want: "127.0.0.1:8443"},
+		{name: "not host:port", yaml: tenant + "oauth:\n  listen: 8443\n",
+			wantError: `config: broker.yaml:5: oauth.listen: "8443" is not host:port (missing port in address); use e.g. 127.0.0.1:8443`},
+		{name: "unknown key", yaml: tenant + "oauth:\n  path: /token\n",
+			wantError: `config: broker.yaml:5: oauth: unknown key "path"; allowed keys: listen`},
+		{name: "not a mapping", yaml: tenant + "oauth: 127.0.0.1:8443\n", wantError: "oauth: must be a mapping with keys listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.ParseWith([]byte(tc.yaml), "broker.yaml", "testdata", config.Options{Now: now})
+			if tc.wantError != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantError) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantError)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.OAuth.Listen != tc.want {
+				t.Errorf("oauth.listen %q, want %q", cfg.OAuth.Listen, tc.want)
+			}
+		})
+	}
+}

@@ -6,11 +6,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
-	"net"
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -39,7 +37,7 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 		return nil, p.errf("", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
 	}
 	def := withDefaults(&Config{}) // what an absent key keeps
-	d := fileDoc{Listen: def.Listen, Admin: def.Admin, Shutdown: def.Shutdown, Watch: watchDoc{Enabled: true}}
+	d := fileDoc{Listen: listenDoc{entries: []string{def.Listen}}, Admin: def.Admin, Shutdown: def.Shutdown, Watch: watchDoc{Enabled: true}}
 	if err := p.decode(&d, "add a tenants list (see the package documentation for an example)"); err != nil {
 		return nil, err
 	}
@@ -87,12 +85,12 @@ type nameAt struct {
 func (p *parser) config(d *fileDoc) (*Config, error) {
 	p.strict = d.StrictFilePermissions
 	cfg := &Config{
-		name: p.name, Listen: d.Listen, StrictFilePermissions: d.StrictFilePermissions, Limits: d.Limits.Limits,
+		name: p.name, StrictFilePermissions: d.StrictFilePermissions, Limits: d.Limits.Limits,
 		InsecurePlaintext: d.InsecurePlaintext, Watch: Watch{Disabled: !d.Watch.Enabled, Interval: d.Watch.Interval},
-		Admin: d.Admin, Shutdown: d.Shutdown,
+		Admin: d.Admin, OAuth: d.OAuth, Shutdown: d.Shutdown,
 	}
 	var err error
-	if err = p.hostPort("listen", d.Listen, DefaultListen); err != nil {
+	if err = p.listen(d, cfg); err != nil {
 		return nil, err
 	}
 	if cfg.TLS, err = p.tls(d.TLS); err != nil {
@@ -121,7 +119,7 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 	return cfg, nil
 }
 
-// ops checks the watch, admin and shutdown sections.
+// ops checks the watch, admin, oauth and shutdown sections.
 func (p *parser) ops(d *fileDoc) error {
 	if d.Watch.Interval != 0 {
 		if err := p.within("watch.interval", d.Watch.Interval, MinReloadInterval, math.MaxInt64); err != nil {
@@ -130,6 +128,11 @@ func (p *parser) ops(d *fileDoc) error {
 	}
 	if d.Admin.Listen != "" {
 		if err := p.hostPort("admin.listen", d.Admin.Listen, DefaultAdminListen); err != nil {
+			return err
+		}
+	}
+	if d.OAuth.Listen != "" {
+		if err := p.hostPort("oauth.listen", d.OAuth.Listen, "127.0.0.1:8443"); err != nil {
 			return err
 		}
 	}
@@ -162,21 +165,8 @@ func (p *parser) within(field string, d, min, max time.Duration) error {
 // hostPort checks a host:port whose port is a number; example is shown
 // in the error.
 func (p *parser) hostPort(field, s, example string) error {
-	if s == "" {
-		return p.errf(field, "must not be empty")
-	}
-	_, port, err := net.SplitHostPort(s)
-	if err == nil {
-		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
-			err = fmt.Errorf("port %q is not a number from 0 to 65535", port)
-		}
-	}
-	if err != nil {
-		msg := err.Error()
-		if ae, ok := errors.AsType[*net.AddrError](err); ok {
-			msg = ae.Err
-		}
-		return p.errf(field, "%q is not host:port (%s); use e.g. %s", s, msg, example)
+	if err := checkHostPort(s, example); err != nil {
+		return p.errf(field, "%w", err)
 	}
 	return nil
 }
@@ -221,7 +211,7 @@ func (p *parser) tls(t *TLS) (*TLS, error) {
 	return t, nil
 }
 
-var idKeys = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256"}
+var idKeys = []string{"spiffe_id", "dns_name", "common_name", "api_key_sha256", "unix_uid", "unix_gid"}
 
 func (p *parser) callers(list []*Caller, tls *TLS) ([]Caller, error) {
 	if list == nil && !p.has("callers") {
@@ -254,8 +244,8 @@ func (p *parser) callers(list []*Caller, tls *TLS) ([]Caller, error) {
 
 func (p *parser) caller(c *Caller, field string, tls *TLS) error {
 	var idKey string
-	for i, v := range []string{c.SPIFFEID, c.DNSName, c.CommonName, c.APIKeySHA256} {
-		if v == "" {
+	for i, set := range []bool{c.SPIFFEID != "", c.DNSName != "", c.CommonName != "", c.APIKeySHA256 != "", c.UnixUID != nil, c.UnixGID != nil} {
+		if !set {
 			continue
 		}
 		if idKey != "" {
@@ -267,6 +257,10 @@ func (p *parser) caller(c *Caller, field string, tls *TLS) error {
 	switch {
 	case idKey == "":
 		return p.errf(field, "caller %q has no identity; set exactly one of %s", c.Name, strings.Join(idKeys, ", "))
+	case c.UsesSocket():
+		if err := p.unixID(c, idField); err != nil {
+			return err
+		}
 	case !c.UsesCertificate():
 		// The value is never quoted: it might be the key itself.
 		if len(c.APIKeySHA256) != 64 {
@@ -289,6 +283,23 @@ func (p *parser) caller(c *Caller, field string, tls *TLS) error {
 		// A key without a value is how a file written half-way ends: it
 		// must not widen the caller to every scope.
 		return p.errf(field+".scopes", "no value; remove the key to allow every scope, or list the scope globs the caller may request, e.g. [\"read:*\"]")
+	}
+	return nil
+}
+
+// unixID checks a caller's unix_uid or unix_gid (at field), and warns of
+// root's: every process of uid 0 that can reach the socket is that caller.
+func (p *parser) unixID(c *Caller, field string) error {
+	id := c.UnixUID
+	if id == nil {
+		id = c.UnixGID
+	}
+	if *id == 1<<32-1 {
+		return p.errf(field, "4294967295 is (uid_t)-1, no one's id; give the number `id -u NAME` (or `id -g NAME`) prints")
+	}
+	if *id == 0 {
+		p.log.Warn("caller identified by id 0 (root): every process running as root that can reach the socket, in any container that mounts it, is this caller",
+			"caller", c.Name, "config", fmt.Sprintf("%s:%d", p.name, p.line(field)), "field", field)
 	}
 	return nil
 }

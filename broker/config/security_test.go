@@ -328,7 +328,7 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "caller unknown key",
 			yaml: tenant + "callers:\n  - name: ci\n    api_key: hunter2\n",
-			want: `config: broker.yaml:6: callers[0]: unknown key "api_key"; allowed keys: name, spiffe_id, dns_name, common_name, api_key_sha256, tenants, scopes`,
+			want: `config: broker.yaml:6: callers[0]: unknown key "api_key"; allowed keys: name, spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid, tenants, scopes`,
 		},
 		{
 			name: "caller without name",
@@ -343,12 +343,12 @@ func TestParseSecurityErrors(t *testing.T) {
 		{
 			name: "caller without identity",
 			yaml: tenant + "callers:\n  - name: ci\n    tenants: [acme]\n",
-			want: `config: broker.yaml:5: callers[0]: caller "ci" has no identity; set exactly one of spiffe_id, dns_name, common_name, api_key_sha256`,
+			want: `config: broker.yaml:5: callers[0]: caller "ci" has no identity; set exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid`,
 		},
 		{
 			name: "caller with two identities",
 			yaml: tlsMTLS + tenant + "callers:\n  - name: web\n    dns_name: web.svc\n    common_name: web\n    tenants: [acme]\n",
-			want: `config: broker.yaml:11: callers[0]: caller "web" has both dns_name and common_name; set exactly one of spiffe_id, dns_name, common_name, api_key_sha256`,
+			want: `config: broker.yaml:11: callers[0]: caller "web" has both dns_name and common_name; set exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid`,
 		},
 		{
 			name: "api_key_sha256 is the key itself",

@@ -241,8 +241,8 @@ func (p *parser) tenant(d *tenantDoc, field string) (Tenant, error) {
 			return t, err
 		}
 	}
-	if t.AuthStyle != AuthStyleBody && t.AuthStyle != AuthStyleBasic {
-		return Tenant{}, p.errf(join(field, "auth_style"), "%q is not allowed; use %q (client_secret_post, the default) or %q (client_secret_basic)", d.AuthStyle, AuthStyleBody, AuthStyleBasic)
+	if t.AuthStyle != AuthStyleBody && t.AuthStyle != AuthStyleBasic && t.AuthStyle != AuthStylePrivateKeyJWT {
+		return Tenant{}, p.errf(join(field, "auth_style"), "%q is not allowed; use %q (client_secret_post, the default), %q (client_secret_basic) or %q (a signed assertion, no secret)", d.AuthStyle, AuthStyleBody, AuthStyleBasic, AuthStylePrivateKeyJWT)
 	}
 	scopes, err := p.scopes(d.Scopes, join(field, "scopes"))
 	if err != nil {
@@ -323,12 +323,15 @@ func (p *parser) credentials(d *tenantDoc, field string, t *Tenant, ownScopes bo
 	if err := p.credentialKeys(d, field); err != nil {
 		return err
 	}
-	key, one, list := "client_secret_file", d.ClientSecretFile, d.ClientSecretFiles
-	kognic := d.CredentialsFile != "" || d.CredentialsFiles != nil
-	if kognic {
-		key, one, list = "credentials_file", d.CredentialsFile, d.CredentialsFiles
+	kind, one, list := "client_secret_file", d.ClientSecretFile, d.ClientSecretFiles
+	switch {
+	case d.CredentialsFile != "" || d.CredentialsFiles != nil:
+		kind, one, list = "credentials_file", d.CredentialsFile, d.CredentialsFiles
+	case d.ClientAssertionKeyFile != "" || d.ClientAssertionKeyFiles != nil:
+		kind, one, list = "client_assertion_key_file", d.ClientAssertionKeyFile, d.ClientAssertionKeyFiles
+		t.KeyID, t.AssertionAudience = d.KeyID, d.AssertionAudience
 	}
-	paths, err := p.rotation(field, key, one, list)
+	paths, err := p.rotation(field, kind, one, list)
 	if err != nil {
 		return err
 	}
@@ -336,7 +339,7 @@ func (p *parser) credentials(d *tenantDoc, field string, t *Tenant, ownScopes bo
 		p.addFile(pa.path) // watched even if one fails to load, so that its fix is noticed
 	}
 	for i, pa := range paths {
-		c, err := p.credential(pa, kognic, d.ClientID)
+		c, err := p.credential(pa, kind, d.ClientID)
 		if err != nil {
 			return &tenantFileError{p.errf(pa.field, "tenant %q: %w", t.Name, err)}
 		}
@@ -344,36 +347,51 @@ func (p *parser) credentials(d *tenantDoc, field string, t *Tenant, ownScopes bo
 			return &tenantFileError{err}
 		}
 		if i > 0 {
-			t.Fallbacks = append(t.Fallbacks, Credential{ClientID: c.ID, ClientSecret: c.Secret, Source: c.Source})
+			t.Fallbacks = append(t.Fallbacks, c.Credential)
 			continue
 		}
-		if kognic && !ownScopes {
-			if t.Scopes, err = names.NormalizeScopes(c.Scopes); err != nil {
+		if kind == "credentials_file" && !ownScopes {
+			if t.Scopes, err = names.NormalizeScopes(c.scopes); err != nil {
 				return &tenantFileError{p.errf(pa.field, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, pa.path, err)}
 			}
 		}
-		t.ClientID, t.ClientSecret, t.CredentialsSource = c.ID, c.Secret, c.Source
+		t.ClientID, t.ClientSecret, t.ClientKey, t.CredentialsSource = c.ClientID, c.ClientSecret, c.Key, c.Source
 	}
 	return nil
 }
 
-// credential reads one Kognic credentials file, or a secret file of client
-// id.
-func (p *parser) credential(pa pathAt, kognic bool, id string) (creds.Client, error) {
-	if kognic {
+// loaded is a credential read from one file, with a Kognic file's scopes.
+type loaded struct {
+	Credential
+	scopes []string
+}
+
+// credential reads one file of kind: a Kognic credentials file, a secret
+// file or a private key file of client id.
+func (p *parser) credential(pa pathAt, kind, id string) (loaded, error) {
+	source := pa.key + " " + pa.path
+	switch kind {
+	case "credentials_file":
 		f, err := creds.LoadFile(pa.path, creds.WithClock(func() time.Time { return p.now }))
 		if err != nil {
-			return creds.Client{}, err
+			return loaded{}, err
 		}
-		return f.Client(), nil
+		c := f.Client()
+		return loaded{Credential{ClientID: c.ID, ClientSecret: c.Secret, Source: c.Source}, c.Scopes}, nil
+	case "client_assertion_key_file":
+		k, err := creds.LoadPrivateKeyFile(pa.path)
+		return loaded{Credential: Credential{ClientID: id, Key: k, Source: source}}, err
 	}
 	s, err := creds.LoadSecretFile(pa.path)
-	return creds.Client{ID: id, Secret: s, Source: pa.key + " " + pa.path}, err
+	return loaded{Credential: Credential{ClientID: id, ClientSecret: s, Source: source}}, err
 }
 
 // credentialKeys checks that the tenant names exactly one kind of
 // credentials, completely.
 func (p *parser) credentialKeys(d *tenantDoc, field string) error {
+	if jwt, err := p.assertionKeys(d, field); jwt || err != nil {
+		return err
+	}
 	set := map[string]bool{
 		"credentials_file": d.CredentialsFile != "", "credentials_files": d.CredentialsFiles != nil,
 		"client_id": d.ClientID != "", "client_secret_file": d.ClientSecretFile != "", "client_secret_files": d.ClientSecretFiles != nil,
@@ -395,11 +413,82 @@ func (p *parser) credentialKeys(d *tenantDoc, field string) error {
 	case kognic != "" && generic != "":
 		return p.keyErr(field, generic, "%s and %s are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file", kognic, generic)
 	case set["client_id"] && secret == "":
-		return p.keyErr(field, "client_id", "client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret")
+		return p.keyErr(field, "client_id", "client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret (or client_assertion_key_file with auth_style: private_key_jwt)")
 	case secret != "" && !set["client_id"]:
 		return p.keyErr(field, secret, "%s is set but client_id is missing; add client_id", secret)
 	case kognic == "" && generic == "":
-		return p.errf(field, "no credentials; set credentials_file to a Kognic credentials file, or client_id and client_secret_file")
+		return p.errf(field, "no credentials; set credentials_file to a Kognic credentials file, client_id and client_secret_file, or client_id, client_assertion_key_file and auth_style: private_key_jwt")
+	}
+	return nil
+}
+
+// secretKey names the first key of d that holds a client secret, or "".
+func secretKey(d *tenantDoc) string {
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"client_secret_file", d.ClientSecretFile != ""}, {"client_secret_files", d.ClientSecretFiles != nil},
+		{"credentials_file", d.CredentialsFile != ""}, {"credentials_files", d.CredentialsFiles != nil},
+	} {
+		if k.set {
+			return k.key
+		}
+	}
+	return ""
+}
+
+// assertionKeys checks the keys of private_key_jwt: auth_style
+// private_key_jwt goes with client_id and client_assertion_key_file(s) and
+// no secret, and key_id and assertion_audience go only with it. jwt
+// reports a private_key_jwt tenant.
+func (p *parser) assertionKeys(d *tenantDoc, field string) (jwt bool, _ error) {
+	jwt = d.AuthStyle == string(AuthStylePrivateKeyJWT)
+	keyKey := "client_assertion_key_file"
+	if d.ClientAssertionKeyFiles != nil {
+		keyKey += "s"
+	}
+	hasKey := d.ClientAssertionKeyFile != "" || d.ClientAssertionKeyFiles != nil
+	if !jwt {
+		return false, p.withoutAssertion(d, field, hasKey, keyKey)
+	}
+	switch secret := secretKey(d); {
+	case d.ClientAssertionKeyFile != "" && d.ClientAssertionKeyFiles != nil:
+		return jwt, p.keyErr(field, keyKey, "client_assertion_key_file and client_assertion_key_files are mutually exclusive; during a rotation list both keys under client_assertion_key_files, newest first")
+	case secret != "":
+		return jwt, p.keyErr(field, secret, "auth_style private_key_jwt sends no secret; remove %s (the identity provider knows the client by client_id and its registered public key)", secret)
+	case !hasKey:
+		return jwt, p.keyErr(field, "auth_style", "auth_style private_key_jwt needs client_assertion_key_file, the PEM private key the assertions are signed with; add it, and register its public key with the identity provider (broker keys prints it)")
+	case d.ClientID == "":
+		return jwt, p.keyErr(field, keyKey, "%s is set but client_id is missing; add client_id (the assertions' iss and sub)", keyKey)
+	case d.KeyID != "" && d.ClientAssertionKeyFiles != nil:
+		return jwt, p.keyErr(field, "key_id", "key_id names one key, but client_assertion_key_files lists several; remove key_id: each key's kid is then its RFC 7638 thumbprint, as broker keys prints it for registration")
+	}
+	for _, k := range []struct{ key, value, fix string }{
+		{"key_id", d.KeyID, "remove the key for the key's RFC 7638 thumbprint"},
+		{"assertion_audience", d.AssertionAudience, "remove the key for the token URL"},
+	} {
+		if k.value == "" && p.has(join(field, k.key)) {
+			return jwt, p.errf(join(field, k.key), "must not be empty; %s", k.fix)
+		}
+		if len(k.value) > 1024 || strings.ContainsFunc(k.value, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return jwt, p.errf(join(field, k.key), "must be at most 1024 characters without spaces or control characters")
+		}
+	}
+	return jwt, nil
+}
+
+// withoutAssertion refuses the private_key_jwt keys of a tenant whose
+// auth_style is not private_key_jwt.
+func (p *parser) withoutAssertion(d *tenantDoc, field string, hasKey bool, keyKey string) error {
+	const fix = "remove it, or set auth_style: private_key_jwt with client_assertion_key_file"
+	switch {
+	case hasKey:
+		return p.keyErr(field, keyKey, "%s needs auth_style: private_key_jwt; add it (the signed assertion replaces the client secret)", keyKey)
+	case d.KeyID != "" || p.has(join(field, "key_id")):
+		return p.keyErr(field, "key_id", "key_id is the kid of private_key_jwt assertions; %s", fix)
+	case d.AssertionAudience != "" || p.has(join(field, "assertion_audience")):
+		return p.keyErr(field, "assertion_audience", "assertion_audience is the aud of private_key_jwt assertions; %s", fix)
 	}
 	return nil
 }
@@ -416,7 +505,8 @@ func (p *parser) rotation(field, key, one string, list []string) ([]pathAt, erro
 	key += "s"
 	field = join(field, key)
 	if len(list) == 0 || len(list) > MaxRotationFiles {
-		return nil, p.errf(field, "must be a list of 1 to %d files, newest first, got %d entries; write e.g. [new.secret, old.secret]", MaxRotationFiles, len(list))
+		eg := map[string]string{"credentials_files": "[new.json, old.json]", "client_assertion_key_files": "[new.pem, old.pem]"}[key]
+		return nil, p.errf(field, "must be a list of 1 to %d files, newest first, got %d entries; write e.g. %s", MaxRotationFiles, len(list), cmp.Or(eg, "[new.secret, old.secret]"))
 	}
 	out := make([]pathAt, 0, len(list))
 	for i, s := range list {

@@ -128,7 +128,7 @@ func TestTenantsDirErrors(t *testing.T) {
 		},
 		{
 			name: "unknown key", yaml: "tenants_dir: tenants\n", files: map[string]string{"t.yaml": dirTenant + "colour: blue\n"},
-			want: `config: DIR/tenants/t.yaml:4: unknown key "colour"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, scopes, auth_style, allow_insecure_http, ca_file`,
+			want: `config: DIR/tenants/t.yaml:4: unknown key "colour"; allowed keys: name, auth_server, token_url, credentials_file, credentials_files, client_id, client_secret_file, client_secret_files, client_assertion_key_file, client_assertion_key_files, key_id, assertion_audience, scopes, auth_style, allow_insecure_http, ca_file`,
 		},
 		{
 			name: "wrong type", yaml: "tenants_dir: tenants\n", files: map[string]string{"t.json": `{"client_id": "c", "scopes": "read"}`},

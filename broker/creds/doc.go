@@ -8,7 +8,9 @@
 // Credentials come from a Kognic credentials file ([LoadFile], [ParseFile]),
 // from a file holding only a secret ([LoadSecretFile]), or from the
 // environment ([FromEnv]) as the Kognic SDKs read it: KOGNIC_CREDENTIALS, else
-// KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET.
+// KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET. A private_key_jwt client's PEM
+// key file is read by [LoadPrivateKeyFile] into a [PrivateKey], which
+// redacts itself like a Secret.
 //
 // Errors name the file and the JSON key at fault and say how to fix it. They
 // never contain the client secret, nor any bytes of a file that failed to

@@ -21,8 +21,7 @@ type Client struct {
 	Secret Secret
 	// Scopes are the default scopes from a credentials file; nil otherwise.
 	Scopes []string
-	// Source says where the credentials came from, for humans, e.g.
-	// "credentials file /etc/tokenbroker/acme.json".
+	// Source says where they came from, e.g. "credentials file /etc/x.json".
 	Source string
 }
 
@@ -41,11 +40,10 @@ func (c Client) LogValue() slog.Value {
 	)
 }
 
-// FromEnv reads client credentials from the environment through lookup
-// (os.LookupEnv in production). KOGNIC_CREDENTIALS, the path of a
-// credentials file, wins; otherwise KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET
-// must both be set. Empty or blank values count as unset. With nothing set
-// it returns ErrNoCredentials. opts are passed to LoadFile.
+// FromEnv reads client credentials through lookup (os.LookupEnv):
+// KOGNIC_CREDENTIALS, a credentials file, wins; else KOGNIC_CLIENT_ID and
+// KOGNIC_CLIENT_SECRET must both be set (blank counts as unset). With
+// nothing set it returns ErrNoCredentials. opts are passed to LoadFile.
 func FromEnv(lookup func(string) (string, bool), opts ...Option) (Client, error) {
 	get := func(key string) string {
 		v, _ := lookup(key)
@@ -80,19 +78,12 @@ func FromEnv(lookup func(string) (string, bool), opts ...Option) (Client, error)
 	return Client{ID: id, Secret: Secret(secret), Source: EnvClientID + "/" + EnvClientSecret}, nil
 }
 
-// LoadSecretFile reads a file holding only a client secret. Surrounding
-// whitespace, such as the trailing newline editors add, is removed. An empty
-// file, one with more than one line, or one that is not UTF-8 text or holds
-// a control character (a NUL, as in /proc/self/environ) is an error
-// wrapping ErrMalformed; a path that is not a regular file (a FIFO, a
-// device) is an error wrapping ErrNotRegular. Every secret file is read
-// here.
+// LoadSecretFile reads a file holding only a client secret, surrounding
+// whitespace removed. A file that is empty, has more than one line, or is
+// not text without control characters is an error wrapping ErrMalformed;
+// a path that is not a regular file, one wrapping ErrNotRegular.
 func LoadSecretFile(path string) (Secret, error) {
-	path, err := ExpandHome(path)
-	if err != nil {
-		return "", err
-	}
-	data, err := readLimited(path)
+	path, data, err := readHome(path)
 	if err != nil {
 		return "", err
 	}

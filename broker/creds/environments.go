@@ -4,17 +4,32 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 )
 
+// EnvXDGConfigHome moves ~/.config, as for kognic-auth.
+const EnvXDGConfigHome = "XDG_CONFIG_HOME"
+
+// configDir is $XDG_CONFIG_HOME/kognic, else "~/.config/kognic" ("~"
+// unexpanded: the readers expand it). A relative XDG_CONFIG_HOME is ignored,
+// as the XDG spec says.
+func configDir(lookup func(string) (string, bool)) string {
+	if v, _ := lookup(EnvXDGConfigHome); filepath.IsAbs(v) {
+		return filepath.Join(v, "kognic")
+	}
+	return "~/.config/kognic"
+}
+
 // DefaultEnvironmentsPath is where kognic-auth, kog and this project look
-// for named environments.
-const DefaultEnvironmentsPath = "~/.config/kognic/environments.json"
+// for named environments: environments.json in configDir.
+func DefaultEnvironmentsPath(lookup func(string) (string, bool)) string {
+	return filepath.Join(configDir(lookup), "environments.json")
+}
 
 // ErrUnsupportedScheme is wrapped by the error for an environment whose
-// "credentials" is a URI such as "keyring://production": only file paths
-// (and no value, meaning the environment variables) are supported.
+// "credentials" is a URI such as "keyring://production", not a path.
 var ErrUnsupportedScheme = errors.New("credentials: unsupported credentials scheme")
 
 // Environments is a parsed kognic-auth environments file:
@@ -31,36 +46,26 @@ var ErrUnsupportedScheme = errors.New("credentials: unsupported credentials sche
 //	  }
 //	}
 type Environments struct {
-	// Path is the file the environments were loaded from, expanded.
-	Path string
-	// Default is "default_environment"; empty when absent. It names an
-	// entry of Envs. ForHost does not fall back to it.
-	Default string
-	// Envs are the environments by name.
-	Envs map[string]Environment
+	Path    string                 // the file, "~" expanded
+	Default string                 // "default_environment", if any
+	Envs    map[string]Environment // by name
 }
 
 // Environment is one named environment.
 type Environment struct {
 	Name string
-	// Host is the API host name that selects this environment for a
-	// request URL, e.g. "app.kognic.com" (it also matches subdomains).
-	Host string
-	// AuthServer is the auth server's base URL; tokens come from its
-	// /v1/auth/oauth/token.
-	AuthServer string
-	// Credentials is the path of a credentials file, "~" expanded; empty
-	// means the environment variables (KOGNIC_CREDENTIALS, else
-	// KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET). A relative path is
-	// relative to the current directory, as in kognic-auth.
+	// Host is the API host that selects this environment for a request,
+	// e.g. "app.kognic.com", subdomains included.
+	Host       string
+	AuthServer string // base URL; tokens come from its /v1/auth/oauth/token
+	// Credentials is a credentials file, "~" expanded; "" means the
+	// KOGNIC_* environment variables.
 	Credentials string
-	// Scopes, when not empty, override the credentials file's scopes.
-	Scopes []string
+	Scopes      []string // if any, they override the credentials file's
 }
 
-// LoadEnvironments reads and parses the environments file at path ("~"
-// expanded). A missing file is an error wrapping fs.ErrNotExist, so that a
-// caller reading the default path can treat it as "no environments".
+// LoadEnvironments reads the environments file at path ("~" expanded). A
+// missing file is an error wrapping fs.ErrNotExist.
 func LoadEnvironments(path string) (*Environments, error) {
 	path, data, err := readHome(path)
 	if err != nil {
@@ -69,10 +74,9 @@ func LoadEnvironments(path string) (*Environments, error) {
 	return ParseEnvironments(data, path)
 }
 
-// ParseEnvironments parses the contents of an environments file; name is
-// used in errors. Unknown keys are ignored, as kognic-auth does. Each
-// environment needs "host" and "auth_server"; "default_environment", when
-// set, must name one of them.
+// ParseEnvironments parses an environments file; name is used in errors.
+// Unknown keys are ignored, as by kognic-auth; each environment needs
+// "host" and "auth_server".
 func ParseEnvironments(data []byte, name string) (*Environments, error) {
 	var raw struct {
 		Default      *string                    `json:"default_environment"`
@@ -162,11 +166,9 @@ func (e *Environments) Lookup(name string) (Environment, error) {
 	return Environment{}, fmt.Errorf("credentials: environment %q is not in %s; known environments: %s", name, e.Path, strings.Join(e.Names(), ", "))
 }
 
-// ForHost returns the environment for requests to host: the one whose host
-// equals host, else the one with the longest host that host is a
-// subdomain of. ok is false when none matches. Unlike kog,
-// default_environment is no fallback: no environment's token goes to a
-// host that no environment names.
+// ForHost returns the environment with the longest host that host is, or
+// is a subdomain of. Unlike kog's, default_environment is no fallback: no
+// token goes to a host that no environment names.
 func (e *Environments) ForHost(host string) (env Environment, ok bool) {
 	var best Environment
 	for _, n := range e.Names() { // sorted: the same answer every time
@@ -186,8 +188,7 @@ func HostMatches(host, envHost string) bool {
 	return envHost != "" && (host == envHost || strings.HasSuffix(host, "."+envHost))
 }
 
-// envErr is a problem in an environments file: a *FileError wrapping
-// ErrMalformed, whose Key is the field at fault.
+// envErr is a problem at field of an environments file.
 func envErr(file, field, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	if field != "" {

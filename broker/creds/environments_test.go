@@ -96,19 +96,59 @@ func TestParseEnvironmentsErrors(t *testing.T) {
 func TestLoadEnvironmentsTilde(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("HOME", home)
-	if _, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath); !errors.Is(err, fs.ErrNotExist) {
+	noXDG := func(string) (string, bool) { return "", false }
+	if _, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath(noXDG)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing default file: %v, want fs.ErrNotExist", err)
 	}
 	dir := filepath.Join(home, ".config", "kognic")
+	writeEnvFile(t, dir)
+	e, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath(noXDG))
+	if err != nil || e.Path != filepath.Join(dir, "environments.json") || len(e.Envs) != 3 {
+		t.Fatalf("LoadEnvironments(~/...) = %+v, %v", e, err)
+	}
+}
+
+// XDG_CONFIG_HOME moves the default file, as in kognic-auth; an empty or
+// relative value is ignored, as the XDG Base Directory spec says.
+func TestDefaultEnvironmentsPathXDG(t *testing.T) {
+	home, xdg := t.TempDir(), t.TempDir()
+	t.Setenv("HOME", home)
+	writeEnvFile(t, filepath.Join(xdg, "kognic"))
+	for _, tc := range []struct {
+		name, xdg string
+		set       bool
+		want      string
+	}{
+		{"unset", "", false, "~/.config/kognic/environments.json"},
+		{"empty", "", true, "~/.config/kognic/environments.json"},
+		{"relative", "conf", true, "~/.config/kognic/environments.json"},
+		{"absolute", xdg, true, filepath.Join(xdg, "kognic", "environments.json")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lookup := func(k string) (string, bool) {
+				if k == creds.EnvXDGConfigHome {
+					return tc.xdg, tc.set
+				}
+				return "", false
+			}
+			if got := creds.DefaultEnvironmentsPath(lookup); got != tc.want {
+				t.Fatalf("DefaultEnvironmentsPath = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	e, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath(func(string) (string, bool) { return xdg, true }))
+	if err != nil || len(e.Envs) != 3 {
+		t.Fatalf("LoadEnvironments($XDG_CONFIG_HOME/kognic/environments.json) = %+v, %v", e, err)
+	}
+}
+
+func writeEnvFile(t *testing.T, dir string) {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "environments.json"), []byte(envFile), 0o600); err != nil {
 		t.Fatal(err)
-	}
-	e, err := creds.LoadEnvironments(creds.DefaultEnvironmentsPath)
-	if err != nil || e.Path != filepath.Join(dir, "environments.json") || len(e.Envs) != 3 {
-		t.Fatalf("LoadEnvironments(~/...) = %+v, %v", e, err)
 	}
 }
 

@@ -12,9 +12,8 @@ var ErrNoCredentials = errors.New("credentials: none found: set KOGNIC_CREDENTIA
 
 // Kinds of problem with a credentials or secret file, wrapped by *FileError.
 var (
-	// ErrMalformed: the file is not a JSON object, too large, not UTF-8
-	// text, or (for a secret file) empty, more than one line or holding a
-	// control character.
+	// ErrMalformed: the file is too large, not text, not a JSON object,
+	// or (a secret file) empty or more than one line.
 	ErrMalformed = errors.New("credentials: malformed file")
 	// ErrMissingKey: a required key is absent.
 	ErrMissingKey = errors.New("credentials: missing required key")
@@ -24,15 +23,12 @@ var (
 	ErrExpired = errors.New("credentials: expired")
 )
 
-// FileError is a problem with a credentials file or a secret file.
-// Its message never contains the secret or raw file contents.
+// FileError is a problem with a credentials, secret, key or environments
+// file. Its message never contains the secret or raw file contents.
 type FileError struct {
-	// Path is the file name as given to ParseFile, LoadFile or LoadSecretFile.
 	Path string
-	// Key is the JSON key at fault, or "" when the problem is the whole file.
-	Key string
-	// Err is ErrMalformed, ErrMissingKey, ErrInvalidValue, ErrExpired, or
-	// the error reading the file (an *fs.PathError).
+	Key  string // the JSON key at fault; "" for the whole file
+	// Err is one of the kinds above or the error reading the file.
 	Err error
 
 	msg string // what is wrong and how to fix it
@@ -55,6 +51,9 @@ func fileErr(path, key string, kind error, format string, args ...any) *FileErro
 
 // readErr describes err from opening or reading path without repeating path.
 func readErr(path string, err error) *FileError {
+	if n, ok := errors.AsType[tooLarge](err); ok {
+		return fileErr(path, "", ErrMalformed, "file is larger than %d bytes; point to the credentials file itself", int64(n))
+	}
 	msg := err.Error()
 	if pe, ok := errors.AsType[*fs.PathError](err); ok {
 		msg = fmt.Sprintf("cannot %s file: %v", pe.Op, pe.Err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -15,8 +14,8 @@ import (
 	"unicode/utf8"
 )
 
-// MaxFileSize bounds the files the broker is configured with: a
-// credentials, secret, config, CA or TLS file larger than this is refused.
+// MaxFileSize bounds the files the broker is configured with (credentials,
+// secret, config, CA, TLS).
 const MaxFileSize = 1 << 20
 
 // File is a parsed Kognic credentials file, as produced by "Generate
@@ -27,12 +26,9 @@ type File struct {
 	ClientID     string
 	ClientSecret Secret
 	Email        string
-	// UserID is the "userId" key, a JSON integer (as kognic-auth's
-	// ApiCredentials.user_id: int), in its decimal spelling.
-	UserID string
-	Issuer string
-	// Name, Created, Expires and Scopes are optional; zero when absent.
-	// Times are in UTC.
+	UserID       string // "userId", a JSON integer, in decimal
+	Issuer       string
+	// Name, Created, Expires (UTC) and Scopes are optional.
 	Name             string
 	Created, Expires time.Time
 	Scopes           []string
@@ -51,13 +47,10 @@ func LoadFile(path string, opts ...Option) (*File, error) {
 	return ParseFile(data, path, opts...)
 }
 
-// ParseFile parses the contents of a Kognic credentials file. name is used
-// in errors and as File.Path. Unknown keys are ignored. Credentials whose
-// "expires" is not after the current time (WithClock) are rejected with an
-// error wrapping ErrExpired.
-//
-// Errors are *FileError values; they never quote the client secret or, for
-// invalid JSON, any byte of data.
+// ParseFile parses the contents of a Kognic credentials file; name is used
+// in errors and as File.Path. Unknown keys are ignored; credentials past
+// their "expires" (WithClock) wrap ErrExpired. Errors are *FileError values
+// that never quote the secret or, for invalid JSON, any byte of data.
 func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 	if !utf8.Valid(data) {
 		return nil, fileErr(name, "", ErrMalformed, "not valid UTF-8 text (e.g. a Latin-1 byte); use the JSON file from \"Generate Credentials\" in the Kognic app")
@@ -90,27 +83,37 @@ func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 	if f.UserID, err = userID(obj, name); err != nil {
 		return nil, err
 	}
-	if raw, ok := present(obj, "name"); ok {
-		if json.Unmarshal(raw, &f.Name) != nil {
-			return nil, fileErr(name, "name", ErrInvalidValue, "key %q must be a string", "name")
-		}
-	}
-	if f.Created, err = optionalTime(obj, name, "created"); err != nil {
+	if err := f.parseOptional(obj); err != nil {
 		return nil, err
-	}
-	if f.Expires, err = optionalTime(obj, name, "expires"); err != nil {
-		return nil, err
-	}
-	if raw, ok := present(obj, "scopes"); ok {
-		if json.Unmarshal(raw, &f.Scopes) != nil || slices.Contains(f.Scopes, "") {
-			return nil, fileErr(name, "scopes", ErrInvalidValue, "key %q must be a list of non-empty strings", "scopes")
-		}
 	}
 	if now := collect(opts).now(); !now.IsZero() && !f.Expires.IsZero() && !now.Before(f.Expires) {
 		return nil, fileErr(name, "expires", ErrExpired, "credentials expired at %s (key %q); generate new credentials in the Kognic app",
 			f.Expires.Format(time.RFC3339Nano), "expires")
 	}
 	return f, nil
+}
+
+// parseOptional reads the optional keys name, created, expires and scopes.
+func (f *File) parseOptional(obj map[string]json.RawMessage) error {
+	name := f.Path
+	var err error
+	if raw, ok := present(obj, "name"); ok {
+		if json.Unmarshal(raw, &f.Name) != nil {
+			return fileErr(name, "name", ErrInvalidValue, "key %q must be a string", "name")
+		}
+	}
+	if f.Created, err = optionalTime(obj, name, "created"); err != nil {
+		return err
+	}
+	if f.Expires, err = optionalTime(obj, name, "expires"); err != nil {
+		return err
+	}
+	if raw, ok := present(obj, "scopes"); ok {
+		if json.Unmarshal(raw, &f.Scopes) != nil || slices.Contains(f.Scopes, "") {
+			return fileErr(name, "scopes", ErrInvalidValue, "key %q must be a list of non-empty strings", "scopes")
+		}
+	}
+	return nil
 }
 
 // checkRequired names every required key missing from obj, at once.
@@ -162,7 +165,7 @@ func (f *File) LogValue() slog.Value {
 }
 
 // describeJSONError explains why data is not a JSON object without quoting
-// any of it: encoding/json syntax errors quote the offending character.
+// it, as encoding/json's syntax errors do.
 func describeJSONError(err error) string {
 	if err == nil {
 		return "found null"
@@ -196,9 +199,8 @@ func requiredString(obj map[string]json.RawMessage, name, key string) (string, e
 	return s, nil
 }
 
-// userID accepts a JSON integer, as kognic-auth and the Kognic app's
-// files have it. A string, even of digits, is refused: it is not a file
-// the Kognic app wrote.
+// userID accepts a JSON integer, as the Kognic app writes it; a string,
+// even of digits, is refused.
 func userID(obj map[string]json.RawMessage, name string) (string, error) {
 	raw := bytes.TrimSpace(obj["userId"])
 	var n json.Number
@@ -224,9 +226,8 @@ func userID(obj map[string]json.RawMessage, name string) (string, error) {
 	return "", fileErr(name, "userId", ErrInvalidValue, "key %q must be an integer (e.g. 4711, without quotes) as in files from the Kognic app, found %s", "userId", found)
 }
 
-// timeLayouts are the ISO-8601 forms accepted for "created" and "expires".
-// time.Parse accepts fractional seconds after the seconds field even when
-// the layout has none.
+// timeLayouts are the ISO-8601 forms accepted for "created" and "expires"
+// (time.Parse takes fractional seconds too).
 var timeLayouts = []string{
 	time.RFC3339,
 	"2006-01-02T15:04:05Z0700",
@@ -250,38 +251,22 @@ func optionalTime(obj map[string]json.RawMessage, name, key string) (time.Time, 
 	return time.Time{}, fileErr(name, key, ErrInvalidValue, "key %q: cannot parse %q as an ISO-8601 time (e.g. 2030-01-31T12:00:00Z)", key, s)
 }
 
-// readHome is readLimited after ExpandHome; it returns the expanded path.
+// readHome reads the regular file at path, "~" expanded (ReadFile with
+// MaxFileSize), and returns the expanded path.
 func readHome(path string) (string, []byte, error) {
 	path, err := ExpandHome(path)
 	if err != nil {
 		return "", nil, err
 	}
-	data, err := readLimited(path)
-	return path, data, err
-}
-
-// readLimited reads at most MaxFileSize bytes of the regular file at
-// path (OpenFile: a FIFO or device is an error, not a read that blocks).
-func readLimited(path string) ([]byte, error) {
-	f, err := OpenFile(path)
+	data, err := ReadFile(path, MaxFileSize)
 	if err != nil {
-		return nil, readErr(path, err)
+		return path, nil, readErr(path, err)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, readErr(path, err)
-	}
-	if len(data) > MaxFileSize {
-		return nil, fileErr(path, "", ErrMalformed, "file is larger than %d bytes; point to the credentials file itself", MaxFileSize)
-	}
-	return data, nil
+	return path, data, nil
 }
 
 // secretProblem says why s cannot be a client secret, or returns "": it
-// must be UTF-8 text without control characters (a NUL, an escape, a C1
-// code), so that what reaches the IdP is what the operator wrote and not
-// a binary or /proc file.
+// must be UTF-8 text without control characters, not a binary or /proc file.
 func secretProblem(s string) string {
 	if !utf8.ValidString(s) {
 		return "is not valid UTF-8 text (e.g. a Latin-1 byte)"

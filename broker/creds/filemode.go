@@ -9,9 +9,6 @@ import (
 	"runtime"
 )
 
-// The file-mode checks on files that hold secrets: credentials files,
-// secret files, API key files, TLS keys.
-
 // PermissionError reports a secret file that group or others may read.
 type PermissionError struct {
 	Path string
@@ -39,10 +36,9 @@ func CheckFileMode(path string) error {
 	return nil
 }
 
-// CheckSecretFiles runs CheckFileMode on each path. With strict, every
-// problem is returned, joined; otherwise permission problems are logged as
-// warnings on log (nil discards them) and only other errors (a file that
-// cannot be stat'ed) are returned. Empty paths are skipped.
+// CheckSecretFiles runs CheckFileMode on each non-empty path. With strict,
+// every problem is returned, joined; otherwise permission problems are
+// logged as warnings on log (nil discards them) and only other errors are.
 func CheckSecretFiles(log *slog.Logger, strict bool, paths ...string) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -13,9 +13,8 @@ type optionFunc func(*options)
 
 func (f optionFunc) apply(o *options) { f(o) }
 
-// WithClock sets the clock that the expiry check of a credentials file
-// reads (default time.Now). A clock that returns the zero time skips the
-// check.
+// WithClock sets the clock of a credentials file's expiry check (default
+// time.Now); one that returns the zero time skips the check.
 func WithClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) { o.now = now })
 }

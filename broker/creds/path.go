@@ -8,11 +8,9 @@ import (
 	"strings"
 )
 
-// ExpandHome expands a leading "~" in path to the user's home directory, as
-// a shell and kognic-auth do: "~" and "~/x" become $HOME and $HOME/x. Any
-// other path is returned unchanged, including "~user/x", which names
-// another user's home and is not supported. It fails only when path starts
-// with "~" and the home directory is unknown (HOME unset).
+// ExpandHome expands a leading "~" or "~/" in path to the home directory,
+// as a shell does ("~user" is not supported). It fails only when HOME is
+// unknown.
 func ExpandHome(path string) (string, error) {
 	if path != "~" && !strings.HasPrefix(path, "~/") && !strings.HasPrefix(path, "~"+string(filepath.Separator)) {
 		return path, nil

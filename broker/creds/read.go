@@ -8,24 +8,20 @@ import (
 	"os"
 )
 
-// Reading the files the broker is configured with (config, credentials,
-// secret, CA and TLS files): only regular files, so that a FIFO or a device
-// at one of those paths is an error instead of a read that never ends.
-
 // ErrNotRegular is wrapped by the error of OpenFile and ReadFile for a path
-// that is not a regular file (after following symlinks).
+// that is not a regular file (symlinks followed): a FIFO or device there
+// must be an error, not a read that never ends.
 var ErrNotRegular = errors.New("not a regular file")
 
-// OpenFile opens the regular file at path (symlinks followed) for reading.
-// The open does not block, whatever is at path: a FIFO, a device, a
-// directory or a socket is an *fs.PathError wrapping ErrNotRegular that
-// names its type.
+// OpenFile opens the regular file at path for reading, without blocking
+// whatever is there; anything else is an *fs.PathError wrapping
+// ErrNotRegular that names its type.
 func OpenFile(path string) (*os.File, error) {
 	return OpenRegular(path, os.O_RDONLY, 0)
 }
 
 // OpenRegular is OpenFile with os.OpenFile's flag and perm, e.g. for a
-// file the broker appends to: a FIFO there is refused, never waited on.
+// file the broker appends to.
 func OpenRegular(path string, flag int, perm fs.FileMode) (*os.File, error) {
 	f, err := os.OpenFile(path, flag|openNonblock, perm)
 	if err != nil {
@@ -42,8 +38,7 @@ func OpenRegular(path string, flag int, perm fs.FileMode) (*os.File, error) {
 	return f, nil
 }
 
-// ReadFile reads the regular file at path (OpenFile), which must not be
-// larger than limit bytes.
+// ReadFile reads the regular file at path (OpenFile) of at most limit bytes.
 func ReadFile(path string, limit int64) ([]byte, error) {
 	f, err := OpenFile(path)
 	if err != nil {
@@ -55,10 +50,15 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if int64(len(data)) > limit {
-		return nil, &fs.PathError{Op: "read", Path: path, Err: fmt.Errorf("file is larger than %d bytes", limit)}
+		return nil, &fs.PathError{Op: "read", Path: path, Err: tooLarge(limit)}
 	}
 	return data, nil
 }
+
+// tooLarge is ReadFile's error for a file larger than its limit.
+type tooLarge int64
+
+func (n tooLarge) Error() string { return fmt.Sprintf("file is larger than %d bytes", int64(n)) }
 
 // typeName names the kind of a file that is not regular.
 func typeName(m fs.FileMode) string {

@@ -73,6 +73,7 @@ func TestLoadSecretFileRefusesWhatIsNotASecret(t *testing.T) {
 		{"escape", write("esc.secret", secretPart+"\x1b[31m"), "secret file holds a NUL or another control character", creds.ErrMalformed},
 		{"C1 control", write("c1.secret", secretPart+"\u0085x"), "secret file holds a NUL or another control character", creds.ErrMalformed},
 		{"Latin-1", write("latin1.secret", secretPart+"\xe9t\xe9\n"), "secret file is not valid UTF-8 text (e.g. a Latin-1 byte); it must hold only the client secret, as text", creds.ErrMalformed},
+		{"too large", write("huge.secret", secretPart+strings.Repeat("x", creds.MaxFileSize)), "file is larger than 1048576 bytes; point to the credentials file itself", creds.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := loadSecret(t, tc.path)

@@ -11,20 +11,14 @@ import (
 // Redacted is what a non-empty Secret shows instead of its value.
 const Redacted = "[REDACTED]"
 
-// Secret is a secret string that redacts itself: String, GoString, Format
-// (all fmt verbs), LogValue, MarshalJSON and MarshalText show [Redacted] for
-// a non-empty secret and "" for an empty one. Reveal returns the value.
-//
-// The redaction relies on methods, so it cannot work where no method is
-// called: fmt prints unexported struct fields through reflection,
-// encoding/json writes string-kinded map keys directly, and string(s) is a
-// plain string. Keep a Secret in an exported field and never use it as a map
-// key; a type that holds one in an unexported field needs its own String and
-// LogValue methods.
+// Secret is a secret string that shows [Redacted] (or "" when empty) in
+// every textual form: fmt verbs, slog, JSON, text. Reveal returns the value.
+// The redaction relies on methods: fmt prints unexported fields by
+// reflection and JSON writes map keys directly, so keep a Secret in an
+// exported field and never use it as a map key.
 type Secret string
 
-// Reveal returns the secret value. It is the only intended way out; call it
-// only where the value is sent to the token endpoint.
+// Reveal returns the secret; call it only where it is sent.
 func (s Secret) Reveal() string { return string(s) }
 
 // Equal reports whether s and t are equal, in constant time for equal lengths.
@@ -43,8 +37,8 @@ func (s Secret) String() string {
 // GoString returns the same as String, so %#v redacts too.
 func (s Secret) GoString() string { return s.String() }
 
-// Format implements fmt.Formatter: every verb prints the redacted form; %q
-// quotes it. Width and the '-' flag are honoured.
+// Format prints the redacted form for every verb; %q quotes it, and width
+// and '-' are honoured.
 func (s Secret) Format(f fmt.State, verb rune) {
 	out := s.String()
 	if verb == 'q' {
@@ -64,8 +58,7 @@ func (s Secret) Format(f fmt.State, verb rune) {
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
-// MarshalJSON implements json.Marshaler: the JSON string "[REDACTED]", or ""
-// for an empty secret.
+// MarshalJSON implements json.Marshaler with the redacted form.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(strconv.Quote(s.String())), nil }
 
 // MarshalText implements encoding.TextMarshaler.

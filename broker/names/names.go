@@ -35,6 +35,10 @@ type kindError struct {
 func (e *kindError) Error() string { return e.msg }
 func (e *kindError) Unwrap() error { return e.kind }
 
+func errorf(kind error, format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: kind}
+}
+
 // ValidTenant reports whether name is a valid tenant name: 1 to 63 bytes of
 // lower-case ASCII letters, digits and hyphens, not starting with a hyphen
 // (^[a-z0-9][a-z0-9-]{0,62}$). The returned error wraps ErrInvalidTenant.
@@ -47,10 +51,7 @@ func ValidTenant(name string) error {
 	if ok {
 		return nil
 	}
-	return &kindError{
-		msg:  fmt.Sprintf("tenant name %q: must match [a-z0-9][a-z0-9-]{0,62} (lower-case letters, digits, hyphens)", name),
-		kind: ErrInvalidTenant,
-	}
+	return errorf(ErrInvalidTenant, "tenant name %q: must match [a-z0-9][a-z0-9-]{0,62} (lower-case letters, digits, hyphens)", name)
 }
 
 // ValidScope reports whether scope is a valid OAuth2 scope-token (RFC 6749
@@ -60,34 +61,24 @@ func ValidTenant(name string) error {
 func ValidScope(scope string) error {
 	switch {
 	case scope == "":
-		return &kindError{msg: `scope "": must not be empty`, kind: ErrInvalidScope}
+		return errorf(ErrInvalidScope, `scope "": must not be empty`)
 	case len(scope) > MaxScopeLen:
-		return &kindError{
-			msg:  fmt.Sprintf("scope %q...: is %d bytes long; at most %d are allowed", scope[:32], len(scope), MaxScopeLen),
-			kind: ErrInvalidScope,
-		}
+		return errorf(ErrInvalidScope, "scope %q...: is %d bytes long; at most %d are allowed", scope[:32], len(scope), MaxScopeLen)
 	}
 	for i, c := range scope {
 		if c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
-			return &kindError{
-				msg: fmt.Sprintf(`scope %q: invalid character %q at byte %d; allowed are printable ASCII characters except space, '"' and '\'`,
-					scope, c, i),
-				kind: ErrInvalidScope,
-			}
+			return errorf(ErrInvalidScope, `scope %q: invalid character %q at byte %d; allowed are printable ASCII characters except space, '"' and '\'`, scope, c, i)
 		}
 	}
 	return nil
 }
 
-// NormalizeScopes validates each scope with ValidScope and returns a
-// sorted slice without duplicates: scopes itself when it already is one
-// (clone it before keeping it), else a new slice; scopes is never
-// modified. It returns
-// nil for an empty input. More than MaxScopes distinct scopes is an error
-// wrapping ErrTooManyScopes.
+// NormalizeScopes validates each scope with ValidScope and returns them
+// sorted without duplicates (nil for none): scopes itself, without
+// allocating, when it already is (clone it before keeping it), else a new
+// slice; scopes is never modified. More than MaxScopes distinct scopes is
+// an error wrapping ErrTooManyScopes.
 func NormalizeScopes(scopes []string) ([]string, error) {
-	// Already-normal input is returned as is, without allocating: this is
-	// on every request's path.
 	if len(scopes) == 0 {
 		return nil, nil
 	}
@@ -101,10 +92,7 @@ func NormalizeScopes(scopes []string) ([]string, error) {
 		out = slices.Compact(slices.Sorted(slices.Values(scopes)))
 	}
 	if len(out) > MaxScopes {
-		return nil, &kindError{
-			msg:  fmt.Sprintf("%d distinct scopes; at most %d are allowed", len(out), MaxScopes),
-			kind: ErrTooManyScopes,
-		}
+		return nil, errorf(ErrTooManyScopes, "%d distinct scopes; at most %d are allowed", len(out), MaxScopes)
 	}
 	return out, nil
 }
@@ -118,8 +106,8 @@ func isSortedUnique(s []string) bool {
 	return true
 }
 
-// CountDistinct returns the number of distinct strings in scopes: the
-// number that limits on scopes count, since duplicates do not matter.
+// CountDistinct returns the number of distinct strings in scopes, which
+// limits on scopes count.
 func CountDistinct(scopes []string) int {
 	if isSortedUnique(scopes) {
 		return len(scopes)

@@ -14,12 +14,10 @@ import (
 // holds short runs by chance.
 const tokenRun = 12
 
-// tokenEchoes reports whether an access token (of b64token syntax, which
-// has no escapes) carries tokenRun consecutive characters of a secret
-// (all of a shorter one), letter case aside: as it is, with '+' read as
-// a space, or in a base64 decoding of one of its runs (decodeBase64Run),
-// as decoded or, if it is text, with one unescape undone (a JWT claim
-// holding the secret JSON-escaped; the form-encoded Basic credential).
+// tokenEchoes reports whether an access token (b64token syntax) carries
+// tokenRun consecutive characters of a secret, letter case aside: as it
+// is, with '+' as a space, or in a base64 decoding of one of its runs, as
+// decoded or with one escape undone (a JWT claim, a Basic credential).
 // It is linear in len(tok).
 func tokenEchoes(creds []Credential, tok string) bool {
 	secrets := make([]string, len(creds))
@@ -50,7 +48,7 @@ func tokenEchoes(creds []Credential, tok string) bool {
 }
 
 // lower is strings.ToLower for text, and lowers only ASCII letters of
-// anything else (binary decodings), which strings.ToLower does slowly.
+// binary decodings, which strings.ToLower does slowly.
 func lower(s string) string {
 	if utf8.ValidString(s) {
 		return strings.ToLower(s)
@@ -65,11 +63,8 @@ func lower(s string) string {
 }
 
 // decodeBase64Run decodes run in both alphabets, each stretch of the
-// alphabet's characters at each of its four alignments (a '+' of one
-// alphabet next to a '_' of the other would leave the whole run
-// undecodable). Unpadded, so that a truncated or glued-on encoding still
-// decodes as far as it goes; invalid UTF-8 is kept: a truncated encoding
-// may cut a character of the secret and still hold a run of it.
+// alphabet's characters at each of its four alignments, unpadded, so that
+// a truncated or glued-on encoding decodes as far as it goes.
 func decodeBase64Run(run string) []string {
 	var out []string
 	for _, a := range []struct {
@@ -95,8 +90,8 @@ func decodeBase64Run(run string) []string {
 	return out
 }
 
-// unescapes undo one escape of text: percent-decoding with and without
-// '+' as space, HTML entities, JSON/PHP backslash escapes.
+// unescapes each undo one escape of text: percent (with and without '+'
+// as space), HTML entities, JSON/PHP backslash escapes.
 var unescapes = []func(string) string{
 	func(s string) string { return percentDecode(s, false) },
 	func(s string) string { return percentDecode(s, true) },
@@ -105,7 +100,7 @@ var unescapes = []func(string) string{
 }
 
 // percentDecode undoes %XX escapes (and '+' as space if plus), leaving
-// malformed escapes as they are, unlike url.QueryUnescape which gives up.
+// malformed ones as they are, where url.QueryUnescape gives up.
 func percentDecode(s string, plus bool) string {
 	if !strings.Contains(s, "%") && (!plus || !strings.Contains(s, "+")) {
 		return s
@@ -130,9 +125,8 @@ func percentDecode(s string, plus bool) string {
 	return b.String()
 }
 
-// jsonUnescape undoes JSON string escapes wherever they appear, PHP's
-// "\/" and "\uXXXX" (surrogate pairs included) among them; anything
-// malformed is left as it is.
+// jsonUnescape undoes JSON (and PHP) string escapes wherever they appear,
+// surrogate pairs included; anything malformed is left as it is.
 func jsonUnescape(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s

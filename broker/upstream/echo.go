@@ -11,23 +11,21 @@ import (
 // An IdP's text is shown by allowlist, never by decoding: the encodings
 // in which it may echo a secret cannot be enumerated.
 
-// descriptionWithheld replaces an error_description that is not shown.
 const descriptionWithheld = "description withheld"
 
 // Limits of the error_description shown (see plainText).
 const (
-	// MaxDescription bounds, in bytes, an error_description that is shown.
-	MaxDescription = 200
-	maxDigits      = 10 // digits in all
-	maxRun         = 15 // letters, digits, '_' and '-' in a row: a word, not a token
+	MaxDescription = 200 // bytes
+	maxDigits      = 10  // digits in all
+	maxRun         = 15  // letters, digits, '_' and '-' in a row: a word, not a token
 )
 
 // textRun is how many consecutive characters of a secret count as an
 // echo in IdP text.
 const textRun = 8
 
-// describe returns error_description s if it is plain text (plainText)
-// that echoes no credential, else descriptionWithheld.
+// describe returns error_description s if it is plain text that echoes no
+// credential, else descriptionWithheld.
 func describe(creds []Credential, s string) string {
 	if s == "" || plainText(s) && !echoes(creds, s) {
 		return s
@@ -35,10 +33,9 @@ func describe(creds []Credential, s string) string {
 	return descriptionWithheld
 }
 
-// plainText reports whether s is short plain language: at most
-// MaxDescription bytes of ASCII letters, digits, spaces and .,;:'()!?_-
-// with at most maxDigits digits and no run of more than maxRun letters,
-// digits, '_' or '-' (hex, base32/64, a token).
+// plainText reports whether s is short plain language: ASCII letters,
+// digits, spaces and .,;:'()!?_- within the limits above (no hex, base64
+// or token-like run).
 func plainText(s string) bool {
 	if len(s) > MaxDescription {
 		return false
@@ -64,9 +61,8 @@ func plainText(s string) bool {
 }
 
 // echoes reports whether IdP text s holds textRun consecutive characters
-// of a secret (all of a shorter one), letter case aside; or textRun of
-// its ASCII letters and digits with everything else removed from both,
-// also reversed or rot13'd: a secret spelt out with separators.
+// of a secret (all of a shorter one), letter case aside, also among the
+// letters and digits alone and reversed or rot13'd (a secret spelt out).
 func echoes(creds []Credential, s string) bool {
 	var raw, norm []string
 	for _, c := range creds {
@@ -83,9 +79,8 @@ func echoes(creds []Credential, s string) bool {
 
 // holdsRun reports whether low holds n consecutive bytes of one of the
 // lower-cased secrets, or all of one shorter than n. Linear in len(low):
-// every run of a secret holds one of its n/2-byte pieces at a multiple
-// of n/2 (n even), so low is searched for those, and only the runs
-// around a piece found are checked.
+// every n-run of a secret holds one of its n/2-byte pieces at a multiple
+// of n/2, so only the runs around such a piece are checked.
 func holdsRun(low string, secrets []string, n int) bool {
 	h := n / 2
 	for _, s := range secrets {
@@ -137,9 +132,8 @@ func rot13(s string) string {
 // maxLabels and maxLabel bound a redirect host that is shown.
 const maxLabels, maxLabel = 8, 24
 
-// shownHost returns h (a Location's host, port included) if it echoes no
-// credential and has at most maxLabels labels of at most maxLabel
-// characters each; else "".
+// shownHost returns h (a Location's host) if it echoes no credential and
+// looks like a host name (maxLabels, maxLabel); else "".
 func shownHost(creds []Credential, h string) string {
 	if h == "" || echoes(creds, h) {
 		return ""
@@ -155,12 +149,10 @@ func shownHost(creds []Credential, h string) string {
 	return h
 }
 
-// Echoes reports whether text shows one of secrets: textRun consecutive
-// characters of one (all of a shorter one), letter case aside, as it is
-// or with one escape undone (percent, HTML, JSON), or among its letters
-// and digits alone (a secret split by separators). Text from a peer that
-// saw a secret (an IdP; an API server that got a token) passes through it
-// before it is shown.
+// Echoes reports whether text shows one of secrets, as echoes does, also
+// with one escape undone (percent, HTML, JSON). Text from a peer that saw
+// a secret (an IdP; an API server that got a token) passes it before it is
+// shown.
 func Echoes(text string, secrets ...string) bool {
 	cs := make([]Credential, 0, len(secrets))
 	for _, s := range secrets {

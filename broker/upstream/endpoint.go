@@ -1,21 +1,15 @@
 package upstream
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 )
-
-// The rules for an identity provider's endpoint: which URLs may receive a
-// client secret, what counts as loopback, and which CAs are trusted.
 
 // ErrInsecureURL is wrapped by CheckURL's error for a plain http URL that
 // would carry the client secret in clear text.
@@ -24,20 +18,14 @@ var ErrInsecureURL = errors.New("insecure upstream URL")
 // URLRules say what CheckURL accepts. The zero value is a token URL that
 // must be https unless its host is loopback.
 type URLRules struct {
-	// Base marks a base URL (an auth server) to which a path is appended;
-	// it may have neither a query nor a fragment.
-	Base bool
-	// AllowInsecureHTTP accepts plain http on any host, not only loopback.
-	AllowInsecureHTTP bool
+	Base              bool // a base URL (an auth server): no query either
+	AllowInsecureHTTP bool // plain http on any host, not only loopback
 }
 
 // CheckURL is the one validator of a token URL or auth server: an absolute
-// http(s) URL without user info (credentials belong in credentials files),
-// without a fragment, and https unless its host is loopback (see
-// IsLoopbackHost) or r.AllowInsecureHTTP is set. Only the insecure-http
-// error wraps ErrInsecureURL; the others describe a malformed URL. Errors
-// show the URL only as RedactURL does. Callers add their own hint on what
-// to write instead.
+// http(s) URL without user info or fragment, https unless its host is
+// loopback or r.AllowInsecureHTTP is set. Only the insecure-http error
+// wraps ErrInsecureURL. Errors show the URL only as RedactURL does.
 func CheckURL(raw string, r URLRules) error {
 	u, err := url.Parse(raw)
 	switch {
@@ -56,10 +44,9 @@ func CheckURL(raw string, r URLRules) error {
 }
 
 // RedactURL is the one way a token URL is shown (logs, errors, spans, the
-// status page, ListTenants): scheme, host (with port) and path only, never
-// user info, query or fragment, where some IdPs want keys. The opaque
-// part of a URL missing its "//" counts as its path unless it holds an
-// "@" (user info, then). A URL that does not parse shows as "[invalid URL]".
+// status page, ListTenants): scheme, host and path only, never user info,
+// query or fragment, where some IdPs want keys; "[invalid URL]" if it does
+// not parse.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -68,8 +55,8 @@ func RedactURL(raw string) string {
 	return shownURL(u).String()
 }
 
-// shownURL is RedactURL's rule on a parsed URL: a copy of u's scheme,
-// host and path.
+// shownURL is RedactURL's rule on a parsed URL. An opaque part holding
+// "@" is user info.
 func shownURL(u *url.URL) *url.URL {
 	s := &url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}
 	if !strings.Contains(u.Opaque, "@") {
@@ -79,12 +66,9 @@ func shownURL(u *url.URL) *url.URL {
 }
 
 // IsLoopbackHost is the one loopback rule, for the hosts to which secrets
-// and tokens may go without TLS: host, without port or brackets (as
-// url.URL.Hostname returns it), is a loopback IP literal or exactly the
-// lower-case string "localhost", byte for byte. No other name counts,
-// neither "LOCALHOST" nor "localhost." (a fully qualified name that a
-// resolver sends off the host) nor "x.localhost", and nothing is resolved,
-// so that the answer never depends on a resolver.
+// and tokens may go without TLS: host (as url.URL.Hostname returns it) is a
+// loopback IP literal or exactly "localhost". Nothing is resolved, and
+// "localhost." or "x.localhost" do not count: a resolver may send them away.
 func IsLoopbackHost(host string) bool {
 	if host == "localhost" {
 		return true
@@ -93,9 +77,8 @@ func IsLoopbackHost(host string) bool {
 	return err == nil && ip.IsLoopback()
 }
 
-// RootCAs returns the system roots plus the PEM certificates in caFile,
-// for a tenant's ca_file (a private CA). With an empty caFile it returns
-// nil, which means the system roots. Verification is never disabled.
+// RootCAs returns the system roots plus the PEM certificates in caFile (a
+// tenant's ca_file); nil, the system roots, for an empty caFile.
 func RootCAs(caFile string) (*x509.CertPool, error) {
 	if caFile == "" {
 		return nil, nil
@@ -112,34 +95,4 @@ func RootCAs(caFile string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("upstream: ca_file %s: no PEM certificates found", caFile)
 	}
 	return pool, nil
-}
-
-// ClientWithRootCAs returns base (nil: Config.HTTPClient's default) if
-// roots is nil, else a copy of base whose transport trusts roots for the
-// token endpoint's certificate. It needs base's Transport to be nil or an
-// *http.Transport. Certificate verification is never disabled.
-func ClientWithRootCAs(base *http.Client, roots *x509.CertPool) (*http.Client, error) {
-	if roots == nil {
-		return base, nil
-	}
-	c := http.Client{Timeout: 30 * time.Second}
-	if base != nil {
-		c = *base
-	}
-	var tr *http.Transport
-	switch t := c.Transport.(type) {
-	case nil:
-		tr = http.DefaultTransport.(*http.Transport).Clone()
-	case *http.Transport:
-		tr = t.Clone()
-	default:
-		return nil, fmt.Errorf("upstream: root CAs need the HTTP client's Transport to be an *http.Transport, not %T", t)
-	}
-	if tr.TLSClientConfig == nil {
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	tr.TLSClientConfig.RootCAs = roots
-	tr.TLSClientConfig.InsecureSkipVerify = false
-	c.Transport = tr
-	return &c, nil
 }

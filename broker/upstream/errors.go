@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,40 +20,27 @@ import (
 )
 
 // Error is a failed token request. Its message is safe to log and to show
-// to callers: it holds no client secret and never the response body, only
-// the HTTP status, a registered OAuth2 error code, an error_description
-// that is short plain text echoing no secret, or a summary (status,
-// content type, length).
+// to callers: never a secret or the response body, only the status, a
+// registered error code, a description by allowlist, or a summary.
 type Error struct {
-	// TokenURL is the endpoint that failed, as RedactURL shows it: no
-	// user info, query or fragment.
-	TokenURL string
-	// StatusCode is the HTTP status, zero when no response arrived.
-	StatusCode int
-	// Code is RFC 6749's error, kept only when it is a registered code
-	// (see RegisteredCodes); otherwise empty.
+	TokenURL   string // as RedactURL shows it
+	StatusCode int    // zero when no response arrived
+	// Code is RFC 6749's error if it is one of RegisteredCodes, else "".
 	Code string
-	// Description is error_description if it is plain text (ASCII letters,
-	// digits, spaces and light punctuation, no token-like run, at most
-	// MaxDescription bytes) holding no 8 consecutive characters of a secret
-	// of the client; else "description withheld". Empty unless Code is set.
+	// Description, set only with Code, is error_description if it is short
+	// plain text echoing no secret (plainText, echoes), else "description
+	// withheld".
 	Description string
-	// RedirectHost is the host (with port) of the Location of a 3xx
-	// answer; "" if it had none, or if the host echoed a credential or
-	// does not look like a host name (more than 8 labels, a label longer
-	// than 24 characters). Set only for redirects, never followed.
+	// RedirectHost is the host of a 3xx answer's Location, unless it echoes
+	// a credential or does not look like a host name (see shownHost).
 	RedirectHost string
-	// RetryAfter is the server's Retry-After, zero when absent.
-	RetryAfter time.Duration
-	// Permanent reports that retrying with the same credentials will fail
-	// the same way (invalid_client, unauthorized_client, invalid_scope).
-	// Everything else, redirects included, is transient.
+	RetryAfter   time.Duration // zero when absent
+	// Permanent: retrying with the same credentials fails the same way
+	// (invalid_client, unauthorized_client, invalid_scope).
 	Permanent bool
-	// Tried is the number of credentials tried when every one of several
-	// (a rotation) was rejected; zero otherwise.
-	Tried int
-	// hostWithheld: the Location had a host that was not shown.
-	hostWithheld bool
+	// Tried is how many credentials of a rotation were all rejected.
+	Tried        int
+	hostWithheld bool // the Location had a host that is not shown
 	// Err is the transport error, a summary of an unusable response, or
 	// the context's error; nil for OAuth2 error responses and redirects.
 	Err error
@@ -100,14 +86,27 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Transient reports whether the failure may pass by itself: an answer 408,
+// 429, 500, 502, 503 or 504, or no answer but not Unreachable. Any other
+// answer recurs until the configuration changes; a command-line tool uses
+// this to fail fast.
+func (e *Error) Transient() bool {
+	switch e.StatusCode {
+	case 0:
+		te, ok := errors.AsType[*TransportError](e.Err)
+		return !ok || !te.Unreachable()
+	case http.StatusRequestTimeout, http.StatusTooManyRequests, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
 func (e *Error) isRedirect() bool { return e.StatusCode >= 300 && e.StatusCode < 400 }
 
-// RegisteredCodes are the OAuth2 error codes a token endpoint may return
-// that are kept in errors: RFC 6749 §5.2 (token endpoint), server_error and
-// temporarily_unavailable (RFC 6749 §4.1.2.1, which token endpoints use for
-// outages), RFC 6750 §3.1 (bearer token use), RFC 8628 §3.5 (device grant)
-// and RFC 8707 invalid_target. Any other code is dropped, with its
-// description, since it is free text an IdP chose.
+// RegisteredCodes are the OAuth2 error codes kept in errors (RFC 6749 §5.2
+// and §4.1.2.1, RFC 6750 §3.1, RFC 8628 §3.5, RFC 8707). Any other code is
+// dropped with its description: it is free text an IdP chose.
 var RegisteredCodes = map[string]bool{
 	"invalid_request":         true,
 	"invalid_client":          true,
@@ -126,29 +125,30 @@ var RegisteredCodes = map[string]bool{
 	"invalid_target":          true,
 }
 
-// permanentCodes are RFC 6749 errors that no retry with the same client
-// credentials and scopes can fix.
+// permanentCodes are errors no retry with the same credentials can fix.
 var permanentCodes = map[string]bool{
 	"invalid_client":      true,
 	"unauthorized_client": true,
 	"invalid_scope":       true,
 }
 
-func (c *Client) classify(ctx context.Context, err error, seen *response) *Error {
+// classify maps a failed request to an *Error; no text shown may echo
+// secrets.
+func (c *Client) classify(ctx context.Context, err error, seen *response, secrets []Credential) *Error {
 	e := &Error{TokenURL: RedactURL(c.tokenURL)}
 	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok && re.Response != nil {
 		e.StatusCode = re.Response.StatusCode
-		e.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+		e.RetryAfter, _ = ParseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
 		if e.isRedirect() {
 			if h := locationHost(re.Response, c.tokenURL); h != "" {
-				e.RedirectHost = shownHost(c.secrets, h)
+				e.RedirectHost = shownHost(secrets, h)
 				e.hostWithheld = e.RedirectHost == ""
 			}
 			return e
 		}
 		if RegisteredCodes[re.ErrorCode] {
 			e.Code = re.ErrorCode
-			e.Description = describe(c.secrets, re.ErrorDescription)
+			e.Description = describe(secrets, re.ErrorDescription)
 			e.Permanent = permanentCodes[re.ErrorCode]
 			return e
 		}
@@ -158,7 +158,7 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		}
 		e.Err = &summaryError{
 			what: what, status: e.StatusCode,
-			contentType: c.contentType(re.Response.Header.Get("Content-Type")), length: int64(len(re.Body)),
+			contentType: contentType(re.Response.Header.Get("Content-Type")), length: int64(len(re.Body)),
 		}
 		return e
 	}
@@ -166,9 +166,7 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		e.Err = ctx.Err()
 		return e
 	}
-	// A 2xx that x/oauth2 could not use: its messages ("cannot parse
-	// json: …", "cannot parse response: …") may quote the body, so they
-	// are replaced by a summary.
+	// A 2xx that x/oauth2 could not use: its messages may quote the body.
 	if status, ct, n := seen.summary(); status != 0 {
 		e.StatusCode = status
 		what := "not a valid OAuth2 token response"
@@ -178,36 +176,46 @@ func (c *Client) classify(ctx context.Context, err error, seen *response) *Error
 		case strings.Contains(msg, "cannot fetch token"):
 			what = "a response whose body could not be read"
 		}
-		e.Err = &summaryError{what: what, status: status, contentType: c.contentType(ct), length: n}
+		e.Err = &summaryError{what: what, status: status, contentType: contentType(ct), length: n}
 		return e
 	}
-	// No response: a transport error. Its text is never shown, since
-	// net/http and crypto/tls quote bytes the server sent (a malformed
-	// header line, a certificate's names); only its kind is.
+	// No response: only the transport error's kind is shown.
 	e.Err = &TransportError{Kind: transportKind(err)}
 	return e
 }
 
-// kindTimeout is the TransportError kind of a request that ran out of time.
-const kindTimeout = "timeout"
+// TransportError kinds that code looks at.
+const (
+	kindTimeout   = "timeout"
+	kindRefused   = "connection refused"
+	kindNoRoute   = "network unreachable"
+	kindNoHost    = "DNS failure: no such host"
+	kindPlainHTTP = "the server answered plain HTTP to an https URL"
+	kindTLS       = "TLS: " // the prefix of every TLS failure
+)
 
-// TransportError is a token request that got no usable HTTP response. It
-// holds only a description from a fixed vocabulary (see transportKind):
-// never text or bytes the server sent.
+// TransportError is a token request that got no usable HTTP response. Its
+// Kind comes from a fixed vocabulary (transportKind), e.g. "timeout" or
+// "TLS: certificate has expired or is not yet valid": never server text.
 type TransportError struct {
-	// Kind is, e.g., "timeout", "connection refused", "TLS: certificate
-	// has expired or is not yet valid" or "malformed HTTP response".
-	Kind string
-	// cause is context.Canceled or context.DeadlineExceeded when the
-	// request's context ended it (a sentinel: no server text); else nil.
-	cause error
+	Kind  string
+	cause error // context.Canceled or DeadlineExceeded if the context ended it
 }
 
 // Timeout reports that the request ran out of time (no answer).
 func (t *TransportError) Timeout() bool { return t.Kind == kindTimeout }
 
-// Unwrap returns the context error that ended the request, if any, so
-// that errors.Is(err, context.DeadlineExceeded) keeps working.
+// Unreachable reports that retrying at once will not find a server: the
+// connection was refused, the name does not exist, no route, or TLS failed.
+func (t *TransportError) Unreachable() bool {
+	switch t.Kind {
+	case kindRefused, kindNoRoute, kindNoHost, kindPlainHTTP:
+		return true
+	}
+	return strings.HasPrefix(t.Kind, kindTLS)
+}
+
+// Unwrap returns the context error that ended the request, if any.
 func (t *TransportError) Unwrap() error { return t.cause }
 
 func (t *TransportError) Error() string {
@@ -218,29 +226,22 @@ func (t *TransportError) Error() string {
 func errnoKind(e syscall.Errno) string {
 	switch e {
 	case syscall.ECONNREFUSED:
-		return "connection refused"
+		return kindRefused
 	case syscall.ECONNRESET:
 		return "connection reset by peer"
 	case syscall.EPIPE:
 		return "broken pipe"
 	case syscall.ENETUNREACH, syscall.EHOSTUNREACH:
-		return "network unreachable"
+		return kindNoRoute
 	}
 	return "network error (errno " + strconv.Itoa(int(e)) + ")"
 }
 
-// transportKind maps a transport error to a fixed description by its type
-// (and, for net/http's untyped errors, by matching known messages; the
-// message itself is dropped).
+// transportKind maps a transport error to a fixed description by its type,
+// or for net/http's untyped errors by the fixed parts of their messages.
 func transportKind(err error) string {
 	var (
 		dnsErr     *net.DNSError
-		unknownCA  x509.UnknownAuthorityError
-		hostErr    x509.HostnameError
-		invalid    x509.CertificateInvalidError
-		rootsErr   x509.SystemRootsError
-		recordErr  tls.RecordHeaderError
-		alert      tls.AlertError
 		netErr     net.Error
 		maxBytes   *http.MaxBytesError
 		syscallErr syscall.Errno
@@ -248,27 +249,12 @@ func transportKind(err error) string {
 	if te, ok := errors.AsType[*TransportError](err); ok {
 		return te.Kind // already mapped (MapTransportErrors)
 	}
+	if k := tlsKind(err); k != "" {
+		return k
+	}
 	switch {
 	case errors.As(err, &dnsErr):
-		if dnsErr.IsNotFound {
-			return "DNS failure: no such host"
-		}
-		if dnsErr.IsTimeout {
-			return "DNS failure: timeout"
-		}
-		return "DNS failure"
-	case errors.As(err, &unknownCA):
-		return "TLS: certificate signed by unknown authority (set the tenant's ca_file for a private CA)"
-	case errors.As(err, &hostErr):
-		return "TLS: certificate is not valid for the token URL's host"
-	case errors.As(err, &invalid):
-		return "TLS: " + certReason(invalid.Reason)
-	case errors.As(err, &rootsErr):
-		return "TLS: system root certificates unavailable"
-	case errors.As(err, &recordErr):
-		return "TLS: the server did not answer with TLS"
-	case errors.As(err, &alert):
-		return "TLS: handshake failed (alert " + strconv.Itoa(int(alert)) + ")"
+		return dnsKind(dnsErr)
 	case errors.As(err, &maxBytes):
 		return "response too large"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
@@ -283,17 +269,7 @@ func transportKind(err error) string {
 	// net/http's own errors are untyped strings that may quote the
 	// server's bytes; match their fixed parts only.
 	msg := err.Error()
-	for _, k := range []struct{ sub, kind string }{
-		{"server gave HTTP response to HTTPS client", "the server answered plain HTTP to an https URL"},
-		{"tls:", "TLS: handshake failed"},
-		{"x509:", "TLS: certificate verification failed"},
-		{"malformed", "malformed HTTP response"},
-		{"HTTP/1.x transport connection broken", "malformed HTTP response"},
-		{"too large", "response too large"},
-		{"too long", "response too large"},
-		{"unexpected EOF", "connection closed by the server before a complete response"},
-		{"EOF", "connection closed by the server before a complete response"},
-	} {
+	for _, k := range messageKinds {
 		if strings.Contains(msg, k.sub) {
 			return k.kind
 		}
@@ -305,8 +281,57 @@ func transportKind(err error) string {
 	return "transport error"
 }
 
-// certReason describes an x509.InvalidReason without the certificate's
-// own text.
+// messageKinds name net/http's untyped errors by their fixed parts.
+var messageKinds = []struct{ sub, kind string }{
+	{"server gave HTTP response to HTTPS client", kindPlainHTTP},
+	{"tls:", "TLS: handshake failed"},
+	{"x509:", "TLS: certificate verification failed"},
+	{"malformed", "malformed HTTP response"},
+	{"HTTP/1.x transport connection broken", "malformed HTTP response"},
+	{"too large", "response too large"},
+	{"too long", "response too large"},
+	{"unexpected EOF", "connection closed by the server before a complete response"},
+	{"EOF", "connection closed by the server before a complete response"},
+}
+
+func dnsKind(e *net.DNSError) string {
+	switch {
+	case e.IsNotFound:
+		return kindNoHost
+	case e.IsTimeout:
+		return "DNS failure: timeout"
+	}
+	return "DNS failure"
+}
+
+// tlsKind describes a TLS or certificate failure, or returns "".
+func tlsKind(err error) string {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		rootsErr  x509.SystemRootsError
+		recordErr tls.RecordHeaderError
+		alert     tls.AlertError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return "TLS: certificate signed by unknown authority (set the tenant's ca_file for a private CA)"
+	case errors.As(err, &hostErr):
+		return "TLS: certificate is not valid for the token URL's host"
+	case errors.As(err, &invalid):
+		return "TLS: " + certReason(invalid.Reason)
+	case errors.As(err, &rootsErr):
+		return "TLS: system root certificates unavailable"
+	case errors.As(err, &recordErr):
+		return "TLS: the server did not answer with TLS"
+	case errors.As(err, &alert):
+		return "TLS: handshake failed (alert " + strconv.Itoa(int(alert)) + ")"
+	}
+	return ""
+}
+
+// certReason describes an x509.InvalidReason without the certificate's text.
 func certReason(r x509.InvalidReason) string {
 	switch r {
 	case x509.Expired:
@@ -328,7 +353,7 @@ func certReason(r x509.InvalidReason) string {
 }
 
 // shownMediaTypes are the media types an error summary names; any other
-// is "withheld": the IdP chose it, so it may encode a credential.
+// is withheld: the IdP chose it, so it may encode a credential.
 var shownMediaTypes = map[string]bool{
 	"application/json": true, "application/problem+json": true, "application/jwt": true,
 	"application/x-www-form-urlencoded": true, "application/xml": true, "application/xhtml+xml": true,
@@ -336,16 +361,18 @@ var shownMediaTypes = map[string]bool{
 	"text/html": true, "text/plain": true, "text/xml": true, "text/javascript": true, "text/css": true,
 }
 
-// contentType is ct's media type if it is one of shownMediaTypes,
-// "withheld" for any other, and ct as it is when unparsable or empty
-// (which mediaType names "unparsable" and "none").
-func (c *Client) contentType(ct string) string {
+// contentType names a Content-Type in a summary: its media type quoted if
+// it is one of shownMediaTypes, else "none", "unparsable" or "withheld".
+func contentType(ct string) string {
+	if ct == "" {
+		return "none"
+	}
 	mt, _, err := mime.ParseMediaType(ct)
 	switch {
 	case err != nil:
-		return ct
+		return "unparsable"
 	case shownMediaTypes[mt]:
-		return mt
+		return strconv.Quote(mt)
 	}
 	return "withheld"
 }
@@ -360,25 +387,11 @@ type summaryError struct {
 
 func (s *summaryError) Error() string {
 	return fmt.Sprintf("%s, %s (content type %s, %d bytes; body not shown)",
-		http.StatusText(s.status), s.what, mediaType(s.contentType), s.length)
-}
-
-// mediaType returns the media type of a Content-Type header, quoted, or a
-// placeholder: parameters and anything malformed are dropped.
-func mediaType(ct string) string {
-	if ct == "" || ct == "withheld" {
-		return cmp.Or(ct, "none")
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil || len(mt) > 64 {
-		return "unparsable"
-	}
-	return fmt.Sprintf("%q", mt)
+		http.StatusText(s.status), s.what, s.contentType, s.length)
 }
 
 // locationHost returns the host (with port) of a redirect's Location,
-// resolved against the token URL, or "" if it has none. Path, query and
-// user info are never returned.
+// resolved against the token URL, or "" if it has none or an odd one.
 func locationHost(resp *http.Response, tokenURL string) string {
 	loc := resp.Header.Get("Location")
 	if loc == "" {

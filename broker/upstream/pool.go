@@ -12,13 +12,10 @@ import (
 )
 
 // Pools shares HTTP connection pools among the clients of many tenants:
-// clients of the same scheme and host with the same trusted CAs (the same
-// ca_file contents, or the system roots) share one *http.Transport, so that
-// ten thousand tenants of one identity provider keep a few connections,
-// not ten thousand. (The broker bounds the concurrent requests per host.)
-// It is safe for concurrent use. Pools live as long as the Pools:
-// one per distinct (scheme, host, CAs) ever asked for, whose idle
-// connections close after the transport's idle timeout.
+// clients of the same scheme and host with the same trusted CAs share one
+// *http.Transport, so that ten thousand tenants of one identity provider
+// keep a few connections. A pool lives as long as the Pools. It is safe for
+// concurrent use.
 type Pools struct {
 	cfg PoolsConfig
 
@@ -28,15 +25,12 @@ type Pools struct {
 
 // PoolsConfig configures Pools. Zero values mean defaults.
 type PoolsConfig struct {
-	// HTTPClient is the template of the pools' clients (nil: a client with
-	// a 30 s timeout over a clone of http.DefaultTransport); each pool gets
-	// a copy over its own clone of the Transport. Custom roots need its
-	// Transport to be nil or an *http.Transport.
+	// HTTPClient is the template of the pools' clients (nil: a 30 s
+	// timeout); each pool gets a copy over its own clone of the Transport,
+	// which must be nil or an *http.Transport for custom roots.
 	HTTPClient *http.Client
-	// Wrap, when set, wraps each pool's transport (after MapTransportErrors,
-	// so it only sees mapped errors), e.g. for tracing.
-	// The layers it adds see each request's URL as RedactURL shows it; the
-	// request sent beneath them keeps its query.
+	// Wrap, when set, wraps each pool's transport over MapTransportErrors,
+	// e.g. for tracing; its layers see each URL as RedactURL shows it.
 	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
@@ -53,9 +47,8 @@ func NewPools(cfg PoolsConfig) *Pools {
 }
 
 // Client returns the shared client for tokenURL trusting roots (nil: the
-// system roots, or base's own TLS settings). Roots are compared by content
-// (x509.CertPool.Equal), so tenants that read the same ca_file share a
-// pool. Custom roots need base's Transport to be nil or an *http.Transport.
+// system roots). Roots are compared by content, so tenants that read the
+// same ca_file share a pool.
 func (p *Pools) Client(tokenURL string, roots *x509.CertPool) (*http.Client, error) {
 	u, err := url.Parse(tokenURL)
 	if err != nil {
@@ -101,9 +94,8 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 	return &c, nil
 }
 
-// tune keeps every idle connection of tr, so that a burst of requests
-// reuses them instead of opening new ones: there are no more than the
-// requests in flight, which the broker bounds per host.
+// tune keeps every idle connection of tr (no more than the requests in
+// flight, which the broker bounds per host) and trusts roots if set.
 func tune(tr *http.Transport, roots *x509.CertPool) *http.Transport {
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, math.MaxInt
 	if roots != nil {
@@ -127,8 +119,8 @@ func (p *Pools) CloseIdleConnections() {
 	}
 }
 
-// poolTransport is a pool's transport. It marks a pool's client, whose
-// Clients share their copy of it (see prepared).
+// poolTransport is a pool's transport; the Clients of a pool's client
+// share one copy of it (see prepared).
 type poolTransport struct {
 	base http.RoundTripper
 
@@ -142,8 +134,7 @@ type preparedKey struct {
 }
 
 // prepared is prepare(base, userAgent), made once per pool client and user
-// agent: a broker's thousands of tenants of one host then share one copy
-// instead of holding one each.
+// agent, so that the tenants of one host share it.
 func (t *poolTransport) prepared(base *http.Client, userAgent string) *http.Client {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -163,8 +154,4 @@ func (t *poolTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
-func (t *poolTransport) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
-}
+func (t *poolTransport) CloseIdleConnections() { closeIdle(t.base) }

@@ -6,18 +6,15 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 )
 
 // MapTransportErrors wraps rt (nil: http.DefaultTransport) so that every
-// error it returns, from RoundTrip or from reading a response body, is a
-// *TransportError: a fixed description, never net/http's or crypto/tls's
-// text, which quotes bytes the server sent (a malformed header line, a
-// certificate's names). Put it innermost, directly over the
-// *http.Transport, so that every outer layer (tracing, metrics, the
-// http.Client, Error) only ever sees the mapped error. Timeouts stay
-// recognisable: the error's Timeout method reports them, and
-// errors.Is(err, context.Canceled / context.DeadlineExceeded) holds when
-// the request's context ended.
+// error of RoundTrip or of reading a body is a *TransportError, never
+// net/http's or crypto/tls's text, which quotes the server's bytes. Put it
+// innermost, so that tracing and metrics see only mapped errors.
+// errors.Is(err, context.DeadlineExceeded) and Canceled still hold.
 func MapTransportErrors(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
@@ -44,8 +41,7 @@ func (t mappingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// mappingBody maps the errors of reading a response body (a malformed
-// chunk, a connection cut mid-body); io.EOF passes as it is.
+// mappingBody maps the errors of reading a response body; io.EOF passes.
 type mappingBody struct{ io.ReadCloser }
 
 func (b *mappingBody) Read(p []byte) (int, error) {
@@ -63,8 +59,7 @@ func (b *mappingBody) Close() error {
 	return nil
 }
 
-// mapTransportError returns err as a *TransportError, keeping only which
-// context error (if any) ended it.
+// mapTransportError returns err as a *TransportError.
 func mapTransportError(err error) error {
 	if te, ok := errors.AsType[*TransportError](err); ok {
 		return te
@@ -79,20 +74,14 @@ func mapTransportError(err error) error {
 	return te
 }
 
-// CloseIdleConnections passes on to the wrapped transport.
-func (t mappingTransport) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
-}
+func (t mappingTransport) CloseIdleConnections() { closeIdle(t.base) }
 
 // sentURLKey is the context key of the URL a redactingTransport hid.
 type sentURLKey struct{}
 
 // redactingTransport hands base the request with its URL as RedactURL
-// shows it, so that layers such as tracing (otelhttp records url.full)
-// never see a key in the query; restoringTransport, beneath them, puts
-// the URL back before the request is sent.
+// shows it, so that tracing never sees a key in the query;
+// restoringTransport, beneath, puts the URL back before it is sent.
 type redactingTransport struct{ base http.RoundTripper }
 
 func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -124,4 +113,62 @@ func closeIdle(rt http.RoundTripper) {
 	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+}
+
+// responseKey is the context key of the *response a fetch records.
+type responseKey struct{}
+
+// response is what observingTransport saw of the answer, to summarise a
+// body that is not shown.
+type response struct {
+	mu          sync.Mutex
+	status      int
+	contentType string
+	body        *countingBody
+}
+
+func (r *response) summary() (status int, contentType string, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.body != nil {
+		n = r.body.n.Load()
+	}
+	return r.status, r.contentType, n
+}
+
+// observingTransport sets the User-Agent and records the response's
+// status, content type and length for error summaries.
+type observingTransport struct {
+	base http.RoundTripper
+	ua   string
+}
+
+func (t observingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.ua != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("User-Agent", t.ua)
+	}
+	resp, err := t.base.RoundTrip(r)
+	if err != nil || resp == nil {
+		return resp, err
+	}
+	if seen, ok := r.Context().Value(responseKey{}).(*response); ok {
+		body := &countingBody{ReadCloser: resp.Body}
+		resp.Body = body
+		seen.mu.Lock()
+		seen.status, seen.contentType, seen.body = resp.StatusCode, resp.Header.Get("Content-Type"), body
+		seen.mu.Unlock()
+	}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }

@@ -1,7 +1,10 @@
 package upstream_test
 
 import (
+	"cmp"
+	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -113,6 +116,68 @@ func TestFetchErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "<html") || strings.Contains(err.Error(), "free text") {
 				t.Errorf("message leaks the secret or the body: %q", err)
+			}
+		})
+	}
+}
+
+// TestTransient: which failures may pass by waiting, and which recur until
+// the configuration changes (a command-line tool fails fast on those).
+func TestTransient(t *testing.T) {
+	closed := func() string { // a loopback port nothing listens on
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return "http://" + l.Addr().String() + "/token"
+	}()
+	f := faultidp.Start()
+	defer f.Close()
+	for _, tc := range []struct {
+		name        string
+		url         string // default: f's token URL
+		resp        faultidp.Response
+		timeout     time.Duration
+		transient   bool
+		unreachable bool
+	}{
+		{name: "connection refused", url: closed, unreachable: true},
+		{name: "https to a plain HTTP server", url: strings.Replace(f.TokenURL(), "http:", "https:", 1), unreachable: true},
+		{name: "no answer in time", resp: faultidp.Response{Hang: true}, timeout: 100 * time.Millisecond, transient: true},
+		{name: "503", resp: faultidp.OAuthError(503, "temporarily_unavailable", ""), transient: true},
+		{name: "500 HTML", resp: faultidp.Response{Status: 500, Body: "<html>oops</html>"}, transient: true},
+		{name: "429", resp: faultidp.TooManyRequests("1"), transient: true},
+		{name: "408", resp: faultidp.Response{Status: 408}, transient: true},
+		{name: "404 HTML: not a token endpoint", resp: faultidp.Response{Status: 404, Body: "<html>no</html>"}},
+		{name: "501: not a token endpoint", resp: faultidp.Response{Status: 501, Body: "Unsupported method ('POST')"}},
+		{name: "redirect", resp: faultidp.Redirect(302, "https://elsewhere.example/token")},
+		{name: "invalid_request", resp: faultidp.OAuthError(400, "invalid_request", "")},
+		{name: "200 that is no token response", resp: faultidp.Garbage()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := cmp.Or(tc.url, f.TokenURL())
+			c, err := upstream.New(upstream.Config{TokenURL: url, ClientID: "cid", ClientSecret: secret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.url == "" {
+				f.Push(tc.resp)
+			}
+			ctx := t.Context()
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			_, err = c.Fetch(ctx, nil)
+			ue, ok := errors.AsType[*upstream.Error](err)
+			if !ok {
+				t.Fatalf("err = %v, want *upstream.Error", err)
+			}
+			te, _ := errors.AsType[*upstream.TransportError](err)
+			if ue.Transient() != tc.transient || (te != nil && te.Unreachable()) != tc.unreachable {
+				t.Errorf("%v: Transient %v, Unreachable %v; want %v, %v", err, ue.Transient(), te != nil && te.Unreachable(), tc.transient, tc.unreachable)
 			}
 		})
 	}

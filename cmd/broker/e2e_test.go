@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,6 +144,8 @@ func TestEndToEndDev(t *testing.T) {
 		}
 	})
 
+	t.Run("GetToken of demo-jwt (private_key_jwt)", func(t *testing.T) { demoJWT(t, tools["broker"], addr) })
+
 	t.Run("WatchToken pushes the replacement of an invalidated token", func(t *testing.T) {
 		watch := exec.CommandContext(t.Context(), tools["grpcurl"], "-plaintext", "-d", `{"tenant":"demo"}`, addr, "tokenbroker.v1.TokenBrokerService/WatchToken")
 		stdout, err := watch.StdoutPipe()
@@ -171,8 +175,10 @@ func TestEndToEndDev(t *testing.T) {
 			t.Fatalf("second watch message: %v", err)
 		}
 		issued = append(issued, second.Token.AccessToken)
-		if second.Token.Version != "2" || second.Token.AccessToken == first.Token.AccessToken {
-			t.Errorf("pushed version %q, want 2 with a new token", second.Token.Version)
+		// Versions increase over all tenants (demo-jwt's tokens count too).
+		v1, _ := strconv.Atoi(first.Token.Version)
+		if v2, err := strconv.Atoi(second.Token.Version); err != nil || v2 <= v1 || second.Token.AccessToken == first.Token.AccessToken {
+			t.Errorf("pushed version %q after %q, want a higher one with a new token", second.Token.Version, first.Token.Version)
 		}
 	})
 
@@ -219,6 +225,17 @@ func TestEndToEndDev(t *testing.T) {
 		plain, _, err := run("broker", "token", "--addr", addr, "--tenant", "demo")
 		if err != nil || strings.TrimSpace(plain) != latest(issued) {
 			t.Errorf("broker token printed a token other than the current one (err %v)", err)
+		}
+	})
+
+	t.Run("broker call to the dev IdP's resource endpoint, as the README does", func(t *testing.T) {
+		idp := regexp.MustCompile(`"msg":"devidp: started","url":"(http://[^"]+)"`).FindStringSubmatch(logs.String())
+		if idp == nil {
+			t.Fatalf("no devidp start line:\n%s", logs)
+		}
+		out, errOut, err := run("broker", "call", "get", idp[1]+"/v1/whoami", "--addr", addr, "--tenant", "demo")
+		if err != nil || !strings.Contains(out, `"client_id": "dev-`) {
+			t.Errorf("broker call: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
 		}
 	})
 
@@ -269,6 +286,14 @@ func TestEndToEndDev(t *testing.T) {
 			}
 		}
 	})
+}
+
+// demoJWT gets a token of --dev's private_key_jwt tenant.
+func demoJWT(t *testing.T, brokerBin, addr string) {
+	out, err := exec.CommandContext(t.Context(), brokerBin, "token", "--addr", addr, "--tenant", "demo-jwt", "--decode").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"sub": "dev-`) || !strings.Contains(string(out), `-jwt"`) {
+		t.Errorf("broker token --tenant demo-jwt --decode: %v\n%s", err, out)
+	}
 }
 
 // latest returns the last token issued, which the broker serves now.

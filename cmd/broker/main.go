@@ -1,8 +1,9 @@
 // Command broker runs the tokenbroker gRPC server and talks to it.
 //
-//	broker serve [--config broker.yaml | --dev] [--listen ADDR]
-//	broker token [--addr ADDR --tenant NAME | --credentials FILE | --env NAME] [--scopes a,b] [--decode]
+//	broker serve [--config broker.yaml | --dev] [--listen ADDR]...
+//	broker token [--addr ADDR --tenant NAME | [--credentials FILE] [--env NAME]] [--scopes a b] [--decode]
 //	broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
+//	broker keys [--config broker.yaml --tenant NAME | --key-file key.pem [--key-id KID]]
 //	broker version
 //
 // The client commands live in internal/cli.
@@ -26,12 +27,15 @@ import (
 const usage = `tokenbroker: holds OAuth 2.0 client credentials and serves fresh access tokens over gRPC.
 
 Usage:
-  broker serve [--config broker.yaml] [--dev] [--listen ADDR]   run the broker
-  broker token [--addr ADDR --tenant NAME]      print a token from a running broker (--addr or TOKENBROKER_ADDR)
-  broker token [--credentials FILE | --env NAME] [--server URL]
+  broker serve [--config broker.yaml] [--dev] [--listen ADDR]...
+                                                run the broker (ADDR: host:port or unix:///path, one of each)
+  broker token [--addr ADDR --tenant NAME]      print a token from a running broker (--addr or TOKENBROKER_ADDR; unix:///path for its socket)
+  broker token [--credentials FILE] [--env NAME] [--server URL]
                                                 print a token straight from the auth server, like kognic-auth get-access-token
   broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]
                                                 an authenticated HTTP request, like kog
+  broker keys --config broker.yaml --tenant NAME | --key-file key.pem [--key-id KID]
+                                                print a private_key_jwt tenant's public JWKS, to register with the IdP
   broker version
 
 Run "broker <command> --help" for the command's flags.
@@ -76,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cli.Token(ctx, args[1:], getenv, stdout, stderr)
 	case "call":
 		return cli.Call(ctx, args[1:], getenv, stdout, stderr)
+	case "keys":
+		return keys(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionLine())
 		return nil

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -22,7 +23,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "broker config file (YAML); without it, one tenant \"default\" from KOGNIC_CREDENTIALS or KOGNIC_CLIENT_ID/KOGNIC_CLIENT_SECRET")
 	dev := fs.Bool("dev", false, "development mode: start an embedded identity provider on loopback and a tenant \"demo\"")
-	listen := fs.String("listen", "", "gRPC listen address, overriding the config (default "+config.DefaultListen+")")
+	var listen listenFlags
+	fs.Var(&listen, "listen", "gRPC listen address, host:port or unix:///path, overriding the config's listen; repeat it for one of each (default "+config.DefaultListen+")")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
@@ -46,7 +48,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// With Load the daemon also re-reads the configuration when one of its
 	// files changes.
 	d, err := daemon.New(cfg, daemon.Options{
-		Logger: log, Listen: *listen, Dev: *dev, AuditOutput: stdout, Notice: stderr,
+		Logger: log, Listen: listen, Dev: *dev, AuditOutput: stdout, Notice: stderr,
 		UserAgent: "tokenbroker/" + version(), Version: version(), Load: load,
 	})
 	if err != nil {
@@ -69,6 +71,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return d.Run(ctx)
 }
 
+// listenFlags are the --listen flags, in order.
+type listenFlags []string
+
+func (l *listenFlags) String() string     { return strings.Join(*l, ",") }
+func (l *listenFlags) Set(v string) error { *l = append(*l, v); return nil }
+
+// devOAuthListen is the token endpoint of `serve --dev` without a
+// config file: beside the gRPC port, loopback only.
+const devOAuthListen = "127.0.0.1:50052"
+
 func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Logger) (*config.Config, error) {
 	// A tenant whose files fail to load fails the start; on a re-read it
 	// keeps its running configuration (daemon.Reload).
@@ -78,10 +90,12 @@ func loadConfig(path string, dev bool, getenv func(string) string, log *slog.Log
 		return config.LoadWith(path, opts)
 	case dev:
 		// The dev IdP's tenant is added by the daemon; the admin listener
-		// (status page, metrics) is on loopback, and ^C stops at once.
+		// (status page, metrics) and the OAuth2 token endpoint are on
+		// loopback, and ^C stops at once.
 		return &config.Config{
 			Listen:   config.DefaultListen,
 			Admin:    config.Admin{Listen: config.DefaultAdminListen},
+			OAuth:    config.OAuth{Listen: devOAuthListen},
 			Shutdown: config.Shutdown{Timeout: config.DefaultShutdownTimeout},
 		}, nil
 	}

@@ -34,6 +34,10 @@ type kustomization struct {
 		NewName string `json:"newName"`
 		NewTag  string `json:"newTag"`
 	} `json:"images"`
+	Patches []struct {
+		Path  string `json:"path"`
+		Patch string `json:"patch"`
+	} `json:"patches"`
 }
 
 // decode reads file strictly: an unknown or duplicated field is an error,
@@ -61,12 +65,14 @@ type manifests struct {
 	unknown []string
 }
 
+// load reads the base's manifests, as its kustomization lists them.
 func load(t *testing.T) *manifests {
 	t.Helper()
 	var k kustomization
-	decode(t, "kustomization.yaml", &k)
+	decode(t, filepath.Join("base", "kustomization.yaml"), &k)
 	m := &manifests{byKind: map[string]string{}, listed: k.Resources}
-	for _, file := range k.Resources {
+	for _, name := range k.Resources {
+		file := filepath.Join("base", name)
 		var meta struct {
 			Kind string `json:"kind"`
 		}
@@ -106,11 +112,16 @@ func TestEveryManifestIsListedAndKnown(t *testing.T) {
 	if len(m.unknown) > 0 {
 		t.Errorf("manifests of a kind this test does not check: %v", m.unknown)
 	}
-	files, _ := filepath.Glob("*.yaml")
+	files, _ := filepath.Glob("base/*.yaml")
 	for _, f := range files {
-		if f != "kustomization.yaml" && !slices.Contains(m.listed, f) {
-			t.Errorf("%s is not listed in kustomization.yaml resources", f)
+		if f = filepath.Base(f); f != "kustomization.yaml" && !slices.Contains(m.listed, f) {
+			t.Errorf("base/%s is not listed in base/kustomization.yaml resources", f)
 		}
+	}
+	var root kustomization
+	decode(t, "kustomization.yaml", &root)
+	if !slices.Equal(root.Resources, []string{"base"}) {
+		t.Errorf("kustomization.yaml lists %v, want the base alone (kubectl apply -k deploy/kubernetes)", root.Resources)
 	}
 	for _, kind := range []string{"ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"} {
 		if m.byKind[kind] == "" {

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/names"
 	"github.com/tokenbroker/tokenbroker/internal/flood"
 )
 
@@ -71,7 +72,8 @@ const (
 type Record struct {
 	Time  time.Time `json:"time"`
 	Event string    `json:"event"`
-	// Method is the gRPC method, e.g. "/tokenbroker.v1.TokenBrokerService/GetToken".
+	// Method is the gRPC method, e.g. "/tokenbroker.v1.TokenBrokerService/GetToken",
+	// or the HTTP request of the OAuth2 endpoint, e.g. "POST /oauth2/token".
 	Method string `json:"method,omitempty"`
 	// Caller is the policy name of the caller; empty when unauthenticated.
 	Caller string `json:"caller,omitempty"`
@@ -212,8 +214,14 @@ func (l *Logger) Log(r Record) error {
 	if l == nil {
 		return nil
 	}
-	if r.Event == EventDeny {
+	switch {
+	case r.Event == EventDeny:
 		r = clipDenial(r)
+	case len(r.Scopes) > MaxDeniedScopes || len(r.Reason) > maxReasonBytes:
+		// Peer-chosen fields are bounded in every line: here to what a
+		// valid request holds (a scope named 30,000 times is one scope).
+		r.Scopes = clipScopes(r.Scopes, MaxDeniedScopes*names.MaxScopeLen)
+		r.Reason = Clip(r.Reason, maxReasonBytes)
 	}
 	return l.commit(&r)
 }

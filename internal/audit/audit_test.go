@@ -71,6 +71,28 @@ func TestLogLine(t *testing.T) {
 
 func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 
+// TestEveryLineIsBounded: an issue or error line carries the request's
+// scopes, which a caller chooses; one naming a scope 30,000 times (one
+// distinct scope, so authorized) is cut like a denial's, with a count.
+func TestEveryLineIsBounded(t *testing.T) {
+	var buf bytes.Buffer
+	l := New(&buf)
+	defer l.Close()
+	scopes := make([]string, 30000)
+	for i := range scopes {
+		scopes[i] = "read"
+	}
+	if err := l.Log(Record{Event: EventIssue, Result: ResultError, Tenant: "acme", Scopes: scopes, Reason: strings.Repeat("r", 10000)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := buf.Len(); n > 4096 {
+		t.Errorf("the line is %d bytes, want it bounded", n)
+	}
+	if !strings.Contains(buf.String(), "more") {
+		t.Errorf("the line does not say scopes were cut: %.200s", buf.String())
+	}
+}
+
 func TestOpenAppends0600(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	for i := range 2 {

@@ -18,13 +18,16 @@ import (
 // Kind is the kind of a caller identity.
 type Kind int
 
-// Identity kinds, in the order a certificate is searched for them.
+// Identity kinds: a certificate's, in the order it is searched for
+// them, an API key, and a Unix socket peer's uid or gid (UnixPeer).
 const (
 	KindNone Kind = iota
 	KindSPIFFE
 	KindDNS
 	KindCommonName
 	KindAPIKey
+	KindUnixUID
+	KindUnixGID
 )
 
 // String returns the config key that names an identity of this kind.
@@ -38,6 +41,10 @@ func (k Kind) String() string {
 		return "common_name"
 	case KindAPIKey:
 		return "api_key"
+	case KindUnixUID:
+		return "unix_uid"
+	case KindUnixGID:
+		return "unix_gid"
 	}
 	return "none"
 }
@@ -45,13 +52,14 @@ func (k Kind) String() string {
 // Identity is who a caller proved to be.
 type Identity struct {
 	Kind Kind
-	// Value is the SPIFFE ID, the DNS name (lower-case) or the common
-	// name. It is empty for KindAPIKey: a key is never an identity's text.
+	// Value is the SPIFFE ID, the DNS name (lower-case), the common name
+	// or the decimal uid or gid. It is empty for KindAPIKey: a key is
+	// never an identity's text.
 	Value string
 }
 
-// String returns e.g. "spiffe_id=spiffe://prod/ns/billing/sa/api", or
-// "api_key" for an API key.
+// String returns e.g. "spiffe_id=spiffe://prod/ns/billing/sa/api" or
+// "unix_uid=1000", or "api_key" for an API key.
 func (id Identity) String() string {
 	if id.Kind == KindAPIKey || id.Kind == KindNone {
 		return id.Kind.String()
@@ -143,15 +151,17 @@ func rawURISANs(cert *x509.Certificate) (out []string, signed bool, err error) {
 // Peer is the other end of a call, as its transport saw it: what the
 // broker authenticates a caller from, besides an API key.
 type Peer struct {
-	Addr string // host:port, "" if unknown
-	// Loopback reports a loopback IP address. A peer behind a local proxy
-	// looks like loopback too; modes that trust loopback must only be
-	// used without one.
+	Addr string // host:port, "" if unknown; UnixPeer.String on a Unix socket
+	// Loopback reports a local peer: a loopback IP address or a Unix
+	// socket. A peer behind a local proxy looks like loopback too; modes
+	// that trust loopback must only be used without one.
 	Loopback bool
 	TLS      bool
 	// Cert is the leaf of the client certificate chain the TLS handshake
 	// verified against the client CA; nil without one.
 	Cert *x509.Certificate
+	// Unix is what the kernel says of a peer on a Unix socket; nil on TCP.
+	Unix *UnixPeer
 }
 
 // PeerOf returns the gRPC peer of ctx.
@@ -161,12 +171,16 @@ func PeerOf(ctx context.Context) Peer {
 		return Peer{}
 	}
 	var p Peer
-	if a, ok := pr.Addr.(*net.TCPAddr); ok {
+	switch a := pr.Addr.(type) {
+	case *net.TCPAddr:
 		// As a.String(), with one allocation instead of two.
 		ap := a.AddrPort()
 		ip := ap.Addr().Unmap()
 		p.Addr, p.Loopback = netip.AddrPortFrom(ip, ap.Port()).String(), ip.IsLoopback()
-	} else if pr.Addr != nil {
+	case *UnixPeer:
+		p.Addr, p.Loopback, p.Unix = a.String(), true, a
+	case nil:
+	default:
 		p.Addr, p.Loopback = pr.Addr.String(), isLoopback(pr.Addr)
 	}
 	if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {

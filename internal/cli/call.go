@@ -20,7 +20,7 @@ import (
 )
 
 // CallUsage is the usage line of `broker call`.
-const CallUsage = `broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--addr ADDR --tenant NAME]`
+const CallUsage = `broker call METHOD URL [-d DATA|@FILE] [-H 'Key: Value']... [--format json|jsonl|csv|tsv|table] [--env NAME] [--scopes a,b] [--addr ADDR --tenant NAME]`
 
 // maxResponse bounds the response body read by `broker call`.
 const maxResponse = 64 << 20
@@ -37,7 +37,8 @@ func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 // selects (clientlib.WithEnvironmentByHost: a host no environment names
 // gets no token). It goes only to the URL's origin, not to another one a
 // redirect names. A 401 replaces the token and repeats the request once;
-// 502, 503 and 504 are retried for idempotent methods. The response body
+// 502, 503, 504 and 429 with Retry-After are retried for idempotent
+// methods. The response body
 // is printed in the chosen format on a 2xx status; otherwise the status
 // and the start of the body, the token redacted, make the error. The
 // token is never printed.
@@ -89,7 +90,12 @@ func parseCall(args []string, getenv func(string) string, stderr io.Writer) (*ca
 		return nil, flagError(err)
 	}
 	if len(pos) != 2 {
-		fmt.Fprintf(stderr, "call: want METHOD and URL, got %d arguments\nUsage: %s\n", len(pos), CallUsage)
+		hint := ""
+		if len(pos) > 2 && len(cmd.scopes) > 0 {
+			// kognic-auth's "--scopes a b" cannot be told from METHOD URL.
+			hint = " (here --scopes takes one argument: --scopes a,b or --scopes 'a b', or repeat --scope)"
+		}
+		fmt.Fprintf(stderr, "call: want METHOD and URL, got %d arguments%s\nUsage: %s\n", len(pos), hint, CallUsage)
 		return nil, ErrUsage
 	}
 	if !validFormat(cmd.format) {
@@ -148,8 +154,8 @@ func (cmd *callCmd) options(getenv func(string) string, stderr io.Writer) []clie
 	switch {
 	case cmd.addr != "":
 		opts = append(opts, clientlib.WithBroker(cmd.addr, cmd.tenant), clientlib.WithGRPCDialOptions(cmd.dialOpts...))
-		if sc := splitScopes(cmd.scopes); len(sc) > 0 {
-			opts = append(opts, clientlib.WithScopes(sc...))
+		if len(cmd.scopes) > 0 {
+			opts = append(opts, clientlib.WithScopes(cmd.scopes...))
 		}
 	case cmd.direct.env == "" && cmd.direct.credentials == "":
 		opts = append(append(opts, cmd.directOptions(getenv)...), clientlib.WithEnvironmentByHost())

@@ -22,17 +22,19 @@ import (
 
 // common are the flags of both commands: where the token comes from.
 type common struct {
-	addr, tenant, scopes string
-	timeout              time.Duration
-	direct               directFlags
-	client               clientFlags
-	dialOpts             []grpc.DialOption // of the client flags given, with --addr
+	addr, tenant string
+	scopes       scopeList
+	timeout      time.Duration
+	direct       directFlags
+	client       clientFlags
+	dialOpts     []grpc.DialOption // of the client flags given, with --addr
 }
 
 func (c *common) register(fs *flag.FlagSet, getenv func(string) string, timeout time.Duration, timeoutUsage string) {
-	fs.StringVar(&c.addr, "addr", getenv(clientlib.EnvBrokerAddr), "broker address; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
+	fs.StringVar(&c.addr, "addr", getenv(clientlib.EnvBrokerAddr), "broker address, host:port or unix:///path; default $"+clientlib.EnvBrokerAddr+"; without it tokens come straight from the auth server")
 	fs.StringVar(&c.tenant, "tenant", getenv(clientlib.EnvBrokerTenant), "tenant name, with --addr (default $"+clientlib.EnvBrokerTenant+", else \"default\")")
-	fs.StringVar(&c.scopes, "scopes", "", "comma- or space-separated scopes; default: the environment's, else the credentials file's (direct) or the tenant's (broker)")
+	fs.Var(&c.scopes, "scopes", "scopes to request, comma- or space-separated, repeatable; default: the environment's, else the credentials file's (direct) or the tenant's (broker)")
+	fs.Var(&c.scopes, "scope", "same as --scopes")
 	fs.DurationVar(&c.timeout, "timeout", timeout, timeoutUsage)
 	c.direct.register(fs)
 	c.client.register(fs)
@@ -45,10 +47,7 @@ func (c *common) check(stderr io.Writer) error {
 		if c.client.given() {
 			return errors.New("the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode")
 		}
-		if c.direct.credentials != "" && c.direct.env != "" {
-			return errors.New("--credentials and --env both name credentials; give one of them")
-		}
-		return nil
+		return nil // --env with --credentials: clientlib combines them, or says why not
 	}
 	if f := c.direct.given(); f != "" {
 		return fmt.Errorf("%s applies to direct mode, but --addr (or %s) asks the broker; drop one of them", f, clientlib.EnvBrokerAddr)
@@ -59,10 +58,14 @@ func (c *common) check(stderr io.Writer) error {
 }
 
 // directOptions are the clientlib options of direct mode. With neither
-// --credentials nor --env, the environment variables decide.
+// --credentials nor --env, the environment variables decide; with both,
+// the environment gives the auth server and scopes, the file the
+// credentials.
 func (c *common) directOptions(getenv func(string) string) []clientlib.Option {
 	lookup := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
-	opts := []clientlib.Option{clientlib.WithEnv(lookup)}
+	// A person waits: an auth server that cannot answer fails at once,
+	// as in kognic-auth; 5xx, 429 and timeouts are retried until --timeout.
+	opts := []clientlib.Option{clientlib.WithEnv(lookup), clientlib.WithFailFast()}
 	d := c.direct
 	if d.credentials != "" {
 		opts = append(opts, clientlib.WithCredentialsFile(d.credentials))
@@ -76,14 +79,67 @@ func (c *common) directOptions(getenv func(string) string) []clientlib.Option {
 	if d.server != "" {
 		opts = append(opts, clientlib.WithAuthServer(d.server))
 	}
-	if sc := splitScopes(c.scopes); len(sc) > 0 {
-		opts = append(opts, clientlib.WithScopes(sc...))
+	if len(c.scopes) > 0 {
+		opts = append(opts, clientlib.WithScopes(c.scopes...))
 	}
 	return opts
 }
 
-func splitScopes(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' })
+// scopeList is the value of --scopes and --scope: each use adds its
+// comma- or space-separated scopes.
+type scopeList []string
+
+func (s *scopeList) String() string { return strings.Join(*s, " ") }
+func (s *scopeList) Set(v string) error {
+	*s = append(*s, strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' })...)
+	return nil
+}
+
+// spreadScopes rewrites kognic-auth's "--scopes a b" (argparse's
+// nargs="+": the values up to the next flag) into "--scopes a --scopes b"
+// for the flag package, which stops at the first non-flag argument. It
+// walks args as the flag package does, so a value of another flag is never
+// taken for a scope. Only for commands without positional arguments.
+func spreadScopes(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		out = append(out, a)
+		if a == "--" {
+			return append(out, args[i+1:]...)
+		}
+		name, hasValue := flagName(a)
+		f := fs.Lookup(name)
+		if f == nil || hasValue || isBoolFlag(f) || i+1 == len(args) {
+			continue
+		}
+		i++
+		out = append(out, args[i]) // the flag's value
+		if name != "scopes" && name != "scope" {
+			continue
+		}
+		for i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+			i++
+			out = append(out, a, args[i])
+		}
+	}
+	return out
+}
+
+// flagName is the name in a flag argument ("-x", "--x", "--x=v"), and
+// whether it carries its value; "" for any other argument.
+func flagName(arg string) (name string, hasValue bool) {
+	if len(arg) < 2 || arg[0] != '-' {
+		return "", false
+	}
+	name = strings.TrimPrefix(arg[1:], "-")
+	name, _, hasValue = strings.Cut(name, "=")
+	return name, hasValue
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // parseInterleaved parses flags that may come before, between and after
@@ -132,7 +188,7 @@ type directFlags struct {
 func (d *directFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&d.credentials, "credentials", "", "Kognic credentials file (direct mode); default $KOGNIC_CREDENTIALS, else $KOGNIC_CLIENT_ID and $KOGNIC_CLIENT_SECRET")
 	fs.StringVar(&d.env, "env", "", "named environment of the environments file (direct mode)")
-	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default "+creds.DefaultEnvironmentsPath+")")
+	fs.StringVar(&d.envFile, "env-config-file-path", "", "environments file (default $"+creds.EnvXDGConfigHome+"/kognic/environments.json, else ~/.config/kognic/environments.json)")
 }
 
 // given names a direct-mode flag that was set, or returns "".
@@ -158,7 +214,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.cert, "tls-cert", "", "PEM client certificate for mutual TLS, with --tls-key (implies TLS)")
 	fs.StringVar(&c.key, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.serverName, "tls-server-name", "", "name to verify the broker's certificate against, if not the host in --addr (implies TLS)")
-	fs.StringVar(&c.apiKeyFile, "api-key-file", "", "file holding an API key for the broker, sent as \"authorization: Bearer <key>\"; needs TLS unless --addr is a loopback address")
+	fs.StringVar(&c.apiKeyFile, "api-key-file", "", "file holding an API key for the broker, sent as \"authorization: Bearer <key>\"; needs TLS unless --addr is a loopback address or a Unix socket")
 }
 
 // useTLS reports whether any TLS flag was set.
@@ -173,6 +229,9 @@ func (c *clientFlags) given() bool { return c.useTLS() || c.apiKeyFile != "" }
 // flag, the bearer credentials with --api-key-file.
 func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOption, error) {
 	var opts []grpc.DialOption
+	if c.useTLS() && isSocket(addr) {
+		return nil, fmt.Errorf("the --tls* flags do not apply to %s: the broker serves its Unix socket without TLS (the socket does not leave the host); drop them", addr)
+	}
 	if c.useTLS() {
 		cfg, err := c.tlsConfig()
 		if err != nil {
@@ -183,7 +242,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 	if c.apiKeyFile == "" {
 		return opts, nil
 	}
-	if !c.useTLS() && !isLoopbackAddr(addr) {
+	if !c.useTLS() && !isLoopbackAddr(addr) && !isSocket(addr) {
 		return nil, fmt.Errorf("--api-key-file: %s is not a loopback address, and without TLS the key would cross the network in clear text; add --tls-ca (or --tls)", addr)
 	}
 	data, err := creds.ReadFile(c.apiKeyFile, creds.MaxFileSize)
@@ -198,7 +257,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 	// The key goes as a bearer token, with clientlib's rule: TLS, or
-	// plaintext to loopback only.
+	// plaintext to loopback (a socket's :authority is localhost) only.
 	var perRPC []clientlib.PerRPCOption
 	if !c.useTLS() {
 		perRPC = append(perRPC, clientlib.WithInsecureLoopback())
@@ -246,6 +305,9 @@ func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	}
 	return tls.X509KeyPair(cert, key)
 }
+
+// isSocket reports whether addr is a unix: target, a Unix socket's path.
+func isSocket(addr string) bool { return strings.HasPrefix(addr, "unix:") }
 
 // isLoopbackAddr applies upstream's loopback rule to a host:port.
 func isLoopbackAddr(addr string) bool {

@@ -21,7 +21,7 @@ import (
 )
 
 // TokenUsage is the usage line of `broker token`.
-const TokenUsage = `broker token [--addr ADDR --tenant NAME | --credentials FILE | --env NAME] [--server URL] [--scopes a,b] [--decode]`
+const TokenUsage = `broker token [--addr ADDR --tenant NAME | [--credentials FILE] [--env NAME]] [--server URL] [--scopes a b] [--decode]`
 
 // Token runs `broker token`: with --addr (or TOKENBROKER_ADDR) it asks the
 // broker for a tenant's token; without, it fetches one straight from the
@@ -70,7 +70,7 @@ func parseToken(args []string, getenv func(string) string, stderr io.Writer) (*t
 	fs.StringVar(&cmd.direct.server, "server", "", "auth server (direct mode; default: the environment's, else $KOGNIC_AUTH_SERVER, else https://auth.app.kognic.com)")
 	fs.DurationVar(&cmd.minValid, "min-valid", 0, "minimum remaining validity of the token (default 60s)")
 	fs.BoolVar(&cmd.decode, "decode", false, "print the JWT header and payload as JSON instead of the token")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(spreadScopes(fs, args)); err != nil {
 		return nil, flagError(err)
 	}
 	if fs.NArg() > 0 {
@@ -92,7 +92,7 @@ func (cmd *tokenCmd) brokerToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("token: --addr %q: %w", cmd.addr, err)
 	}
 	defer conn.Close()
-	req := &tbv1.GetTokenRequest{Tenant: tenant, Scopes: splitScopes(cmd.scopes)}
+	req := &tbv1.GetTokenRequest{Tenant: tenant, Scopes: cmd.scopes}
 	if cmd.minValid != 0 {
 		req.MinValid = durationpb.New(cmd.minValid)
 	}

@@ -60,12 +60,17 @@ func TestParseToken(t *testing.T) {
 			args: []string{"--addr", "other:1", "--tenant", "team-a"},
 			want: tokenCmd{common: common{addr: "other:1", tenant: "team-a", timeout: 30 * time.Second}}},
 		{name: "broker flags", args: []string{"--addr", "127.0.0.1:1", "--tenant", "acme", "--scopes", "a,b c", "--min-valid", "2m", "--decode", "--timeout", "5s"},
-			want: tokenCmd{common: common{addr: "127.0.0.1:1", tenant: "acme", scopes: "a,b c", timeout: 5 * time.Second}, minValid: 2 * time.Minute, decode: true}},
+			want: tokenCmd{common: common{addr: "127.0.0.1:1", tenant: "acme", scopes: scopeList{"a", "b", "c"}, timeout: 5 * time.Second}, minValid: 2 * time.Minute, decode: true}},
 		{name: "single dash and =", args: []string{"-addr=b:1", "-min-valid=90s", "-decode"},
 			want: tokenCmd{common: common{addr: "b:1", timeout: 30 * time.Second}, minValid: 90 * time.Second, decode: true}},
 		{name: "kognic-auth's flags", args: []string{"--credentials", "~/creds.json", "--server", "https://auth.example.com", "--scopes", "api:read"},
-			want: tokenCmd{common: common{scopes: "api:read", timeout: 30 * time.Second,
+			want: tokenCmd{common: common{scopes: scopeList{"api:read"}, timeout: 30 * time.Second,
 				direct: directFlags{credentials: "~/creds.json", server: "https://auth.example.com"}}}},
+		// argparse's nargs="+": the values up to the next flag.
+		{name: "kognic-auth's --scopes a b", args: []string{"--scopes", "api:read", "api:write", "--decode", "--scopes", "x", "y"},
+			want: tokenCmd{common: common{scopes: scopeList{"api:read", "api:write", "x", "y"}, timeout: 30 * time.Second}, decode: true}},
+		{name: "--scope, -scopes= and a flag's value that looks like a flag", args: []string{"--scope", "a", "b", "-scopes=c", "--server", "--scopes"},
+			want: tokenCmd{common: common{scopes: scopeList{"a", "b", "c"}, timeout: 30 * time.Second, direct: directFlags{server: "--scopes"}}}},
 		{name: "named environment", args: []string{"--env", "example", "--env-config-file-path", "envs.json"},
 			want: tokenCmd{common: common{timeout: 30 * time.Second, direct: directFlags{env: "example", envFile: "envs.json"}}}},
 		{name: "--tls", args: []string{"--addr", "b:1", "--tls"}, dialOpts: 1,
@@ -138,8 +143,6 @@ func TestTokenBadArguments(t *testing.T) {
 			want: "token: the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode"},
 		{name: "--api-key-file without --addr", args: []string{"--api-key-file", f.apiKey},
 			want: "token: the --tls* and --api-key-file flags are for a broker; give --addr, or drop them for direct mode"},
-		{name: "--credentials and --env", args: []string{"--credentials", "c.json", "--env", "example"},
-			want: "token: --credentials and --env both name credentials; give one of them"},
 		{name: "--tls-cert without --tls-key", args: []string{"--addr", "b:1", "--tls-cert", f.cert},
 			want: "token: --tls-cert and --tls-key go together: give both for mutual TLS, or neither"},
 		{name: "--tls-key without --tls-cert", args: []string{"--addr", "b:1", "--tls-key", f.key},
@@ -247,7 +250,8 @@ func TestTokenAPIKeyFileMode(t *testing.T) {
 func TestTokenFlagsReachClientlib(t *testing.T) {
 	dir := t.TempDir()
 	envFile := filepath.Join(dir, "environments.json")
-	testpki.WriteFile(t, envFile, []byte(`{"environments": {"example": {"host": "example.kognic.com", "auth_server": "https://auth.example.kognic.com"}}}`))
+	testpki.WriteFile(t, envFile, []byte(`{"environments": {"example": {"host": "example.kognic.com", "auth_server": "https://auth.example.kognic.com"},
+		"named": {"host": "named.example", "auth_server": "https://auth.named.example", "credentials": "/named.json"}}}`))
 	creds := []string{"KOGNIC_CLIENT_ID", "fake-id", "KOGNIC_CLIENT_SECRET", "FAKE-SECRET"}
 	for _, tc := range []struct {
 		name string
@@ -259,6 +263,10 @@ func TestTokenFlagsReachClientlib(t *testing.T) {
 		{name: "no credentials", want: "token: clientlib: no token source configured: …", is: clientlib.ErrNotConfigured},
 		{name: "--credentials", args: []string{"--credentials", filepath.Join(dir, "missing.json")}, want: "token: clientlib: WithCredentialsFile: …"},
 		{name: "--env", args: []string{"--env", "prod", "--env-config-file-path", envFile}, want: "token: clientlib: WithEnvironment: …"},
+		{name: "--env with --credentials: the file's credentials", args: []string{"--env", "example", "--env-config-file-path", envFile, "--credentials", filepath.Join(dir, "missing.json")},
+			want: "token: clientlib: WithCredentialsFile: …"},
+		{name: "--env with credentials and --credentials", args: []string{"--env", "named", "--env-config-file-path", envFile, "--credentials", "c.json"},
+			want: `token: clientlib: WithCredentialsFile (c.json) and environment "named" of ` + envFile + ` (credentials /named.json) both name credentials; drop one of them (--credentials or --env in broker token and broker call), or remove the environment's credentials key`},
 		{name: "--env-config-file-path", args: []string{"--env", "example", "--env-config-file-path", filepath.Join(dir, "nope.json")},
 			want: "token: clientlib: environments file: …"},
 		{name: "--server", env: creds, args: []string{"--server", "http://auth.example.com"}, want: "token: clientlib: refusing to send credentials without TLS: …",

@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
-	"net/netip"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 )
@@ -193,13 +192,7 @@ func text(w http.ResponseWriter, code int, msg string) {
 // browser sends one.
 func knownHost(hosts []string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if hp, _, err := net.SplitHostPort(host); err == nil {
-			host = hp
-		}
-		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-		_, ipErr := netip.ParseAddr(host)
-		if host != "" && ipErr != nil && !strings.EqualFold(host, "localhost") && !slices.Contains(hosts, strings.ToLower(host)) {
+		if !authn.KnownHost(r.Host, hosts) {
 			text(w, http.StatusMisdirectedRequest, "421 misdirected request: this admin listener does not answer to that Host; add the name to admin.hosts")
 			return
 		}

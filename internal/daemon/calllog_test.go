@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/daemon"
 	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/test/faultidp"
@@ -53,13 +54,18 @@ func TestRequestLog(t *testing.T) {
 	}
 	_, err := s.Get(t.Context(), billing, "hidden")
 	brokertest.WantStatus(t, "billing asks for hidden", err, codes.PermissionDenied)
-	// team-slow's first token takes 1.1 s; ci's call waits for it.
+	// team-slow's first token takes 1.1 s; ci's call waits for it. ci's
+	// connection is made first: on a loaded machine its handshake could
+	// otherwise outlast the slow fetch and find the token cached.
+	ci := s.API(s.TLSOnly())
+	if _, err := ci.ListTenants(brokertest.Bearer(t.Context(), s.APIKey), &tbv1.ListTenantsRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	s.WriteConfig(strings.Replace(fmt.Sprintf(brokertest.SecuredConfig, s.IdP.TokenURL(), s.Client.ID, brokertest.SHA256Hex(s.APIKey)),
 		"callers:", "  - name: team-slow\n    token_url: "+slowIdP.TokenURL()+"\n    client_id: slow-client\n    client_secret_file: idp.secret\ncallers:", 1))
 	if err := s.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	ci := s.API(s.TLSOnly())
 	if _, err := s.Get(brokertest.Bearer(t.Context(), s.APIKey), ci, "team-slow"); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,10 +29,12 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
+	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/devidp"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
+	"github.com/tokenbroker/tokenbroker/internal/oauth"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/server"
 	"github.com/tokenbroker/tokenbroker/internal/statuspage"
@@ -50,10 +53,11 @@ var ErrClosed = errors.New("daemon: closed")
 type Options struct {
 	// Logger receives the service's logs; nil discards them.
 	Logger *slog.Logger
-	// Listen, if set, overrides cfg.Listen (the --listen flag). A reload
-	// compares the file's own listen setting, so it does not count this as
-	// a change.
-	Listen string
+	// Listen, if not empty, overrides cfg's listeners (the --listen
+	// flags): at most one host:port and one unix:///path, as the listen
+	// key takes them. A reload compares the file's own listen setting, so
+	// it does not count this as a change.
+	Listen []string
 	// Dev is development mode (serve --dev): New starts the embedded
 	// identity provider on loopback and adds its tenant "demo", kept across
 	// reloads; the listener must then be a loopback address.
@@ -87,7 +91,8 @@ type Options struct {
 type Daemon struct {
 	log      *slog.Logger
 	opts     Options
-	lis      net.Listener
+	lis      net.Listener    // nil when listen names only a Unix socket
+	sock     *socketListener // nil without a Unix socket
 	idp      *devidp.Server
 	dev      []config.Tenant // the dev IdP's tenant, kept across reloads
 	initial  restartOnly
@@ -104,7 +109,9 @@ type Daemon struct {
 	watch    watchState
 	metrics  *metrics
 	ups      *upstreams
-	admin    *adminServer // nil when admin.listen is ""
+	admin    *adminServer  // nil when admin.listen is ""
+	oauth    *oauth.Server // nil when oauth.listen is ""
+	oauthLis net.Listener
 	stopTP   func(context.Context) error
 
 	reloadMu sync.Mutex // one reload at a time
@@ -142,13 +149,18 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			_ = d.Close()
 		}
 	}()
-	cfg = withListen(cfg, opts.Listen)
+	if cfg, err = withListen(cfg, opts.Listen); err != nil {
+		return nil, err
+	}
 
 	if opts.Dev {
 		if err := d.startDevIdP(cfg.Listen); err != nil {
 			return nil, err
 		}
 		cfg.Tenants = append(cfg.Tenants, d.dev...)
+		// A second dev broker, or anything else on these ports, must not
+		// stop it: take any port instead (the banner names them).
+		cfg.Admin.Listen, cfg.OAuth.Listen = freeOr(cfg.Admin.Listen), freeOr(cfg.OAuth.Listen)
 	}
 
 	// Access control: policy, audit trail, guard, TLS.
@@ -159,11 +171,8 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if d.holder, err = policy.NewHolder(pol); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	if !pol.Empty() && cfg.TLS == nil && !isLoopbackAddr(cfg.Listen) {
-		if !cfg.InsecurePlaintext {
-			return nil, fmt.Errorf("daemon: callers are configured but %s is a plaintext listener on a non-loopback address, where API keys would cross the network in clear; add a tls section, listen on a loopback address, or set insecure_plaintext: true to accept this", cfg.Listen)
-		}
-		log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", "listen", cfg.Listen)
+	if err := d.checkListeners(cfg, !pol.Empty()); err != nil {
+		return nil, err
 	}
 	// Observability: metrics always (served if the admin listener is
 	// on), tracing if asked for.
@@ -194,11 +203,12 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		d.tlsEvery = cfg.TLS.ReloadInterval
 	}
 
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
+	if err := d.listen(cfg); err != nil {
+		return nil, err
 	}
-	d.lis = server.LimitListener(lis, cfg.Limits)
+	if err := d.listenOAuth(cfg, !pol.Empty()); err != nil {
+		return nil, err
+	}
 	hs := health.NewServer()
 	hstatus := server.NewHealthStatus(hs)
 	if d.broker, err = broker.New(broker.Config{
@@ -221,10 +231,7 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}); err != nil {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
-	var sopts []grpc.ServerOption
-	if d.tls != nil {
-		sopts = append(sopts, grpc.Creds(d.tls.Credentials()))
-	}
+	sopts := d.transportCreds()
 	if tp != nil {
 		sopts = append(sopts, grpcTracing(tp))
 	}
@@ -238,6 +245,9 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 		Limits:             cfg.Limits,
 		TenantAccess:       d.guard.TenantAccess,
 	})
+	if err := d.newOAuth(cfg.Limits); err != nil {
+		return nil, err
+	}
 	d.metrics.reg.MustRegister(tenantCollector{tenants: d.broker.Tenants})
 	if cfg.Admin.Listen != "" {
 		if d.admin, err = newAdmin(cfg.Admin, d.metrics, d.broker, healthServing(hs), log,
@@ -248,14 +258,11 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 			log.Warn("the admin listener is not on loopback: it exposes tenant names and states (and metrics) to anyone who can connect; restrict it with a network policy or set admin.listen to a loopback address", "admin_listen", d.AdminAddr().String())
 		}
 	}
-	adminAddr := ""
-	if d.admin != nil {
-		adminAddr = d.AdminAddr().String()
-	}
-	log.Info("listening", "addr", d.Addr().String(), "admin", adminAddr, "tenants", len(cfg.Tenants), "tls", d.tls != nil,
+	log.Info("listening", "addr", addrString(d.TCPAddr()), "socket", d.SocketPath(), "admin", addrString(d.AdminAddr()), "oauth", addrString(d.OAuthAddr()),
+		"tenants", len(cfg.Tenants), "tls", d.tls != nil,
 		"mutual_tls", cfg.TLS != nil && cfg.TLS.ClientCAFile != "", "callers", len(cfg.Callers), "open", d.guard.Open())
 	if opts.Dev {
-		d.banner = devBanner(d.idp.URL(), d.Addr().String(), d.guard.Open())
+		d.banner = devBanner(d.idp.URL(), d.TCPAddr(), d.SocketPath(), addrString(d.OAuthAddr()), d.guard.Open())
 		if d.admin != nil {
 			d.banner += fmt.Sprintf("  Status page and metrics: http://%s/ and http://%s/metrics\n\n", d.AdminAddr(), d.AdminAddr())
 		}
@@ -264,8 +271,85 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 }
 
 // Addr is the address the daemon listens on, with the port the system
-// chose for ":0".
-func (d *Daemon) Addr() net.Addr { return d.lis.Addr() }
+// chose for ":0"; without one, its Unix socket's.
+func (d *Daemon) Addr() net.Addr {
+	if d.lis == nil {
+		return d.sock.Addr()
+	}
+	return d.lis.Addr()
+}
+
+// TCPAddr is the address of the host:port listener, nil without one.
+func (d *Daemon) TCPAddr() net.Addr {
+	if d.lis == nil {
+		return nil
+	}
+	return d.lis.Addr()
+}
+
+// SocketPath is the path of the Unix socket listener, "" without one.
+func (d *Daemon) SocketPath() string {
+	if d.sock == nil {
+		return ""
+	}
+	return d.sock.path
+}
+
+// checkListeners applies the listeners' rules: plaintext only on
+// loopback or a Unix socket (local too) once callers are configured, and
+// callers identified on a socket only with one.
+func (d *Daemon) checkListeners(cfg *config.Config, callers bool) error {
+	if cfg.Listen != "" {
+		if err := checkPlaintext("listen", cfg.Listen, cfg, callers, d.log); err != nil {
+			return err
+		}
+	}
+	return needSocket(cfg, cfg.Socket.Path != "")
+}
+
+// listen opens the gRPC listeners: the host:port and the Unix socket,
+// each with its own connection caps.
+func (d *Daemon) listen(cfg *config.Config) error {
+	if cfg.Listen != "" {
+		lis, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("daemon: listen on %s: %w", cfg.Listen, err)
+		}
+		d.lis = server.LimitListener(lis, cfg.Limits)
+	}
+	if cfg.Socket.Path != "" {
+		var err error
+		if d.sock, err = listenSocket(cfg.Socket, cfg.Limits); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// transportCreds is the gRPC server's TLS, if configured: on the
+// host:port only, never on the socket.
+func (d *Daemon) transportCreds() []grpc.ServerOption {
+	if d.tls == nil {
+		return nil
+	}
+	creds := d.tls.Credentials()
+	if d.sock != nil {
+		creds = authn.SocketCredentials(creds)
+	}
+	return []grpc.ServerOption{grpc.Creds(creds)}
+}
+
+// listeners are the gRPC listeners that are open.
+func (d *Daemon) listeners() []net.Listener {
+	var out []net.Listener
+	if d.lis != nil {
+		out = append(out, d.lis)
+	}
+	if d.sock != nil {
+		out = append(out, d.sock)
+	}
+	return out
+}
 
 // AdminAddr is the admin listener's address (admin.listen), nil when it
 // is disabled.
@@ -274,6 +358,63 @@ func (d *Daemon) AdminAddr() net.Addr {
 		return nil
 	}
 	return d.admin.lis.Addr()
+}
+
+// listenOAuth opens the token endpoint's listener, if oauth.listen is
+// set, under the gRPC listener's rules (checkPlaintext; loopback only in
+// development mode), with its own connection caps.
+func (d *Daemon) listenOAuth(cfg *config.Config, callers bool) error {
+	addr := cfg.OAuth.Listen
+	if addr == "" {
+		return nil
+	}
+	if err := checkPlaintext("oauth.listen", addr, cfg, callers, d.log); err != nil {
+		return err
+	}
+	if d.opts.Dev && !isLoopbackAddr(addr) {
+		return fmt.Errorf("daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; oauth.listen %q is not a loopback address", addr)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("daemon: oauth listener (oauth.listen) on %s: %w", addr, err)
+	}
+	d.oauthLis = server.LimitListener(lis, cfg.Limits)
+	return nil
+}
+
+// newOAuth builds the token endpoint on its listener, if it has one:
+// the gRPC listener's TLS, the same guard and broker.
+func (d *Daemon) newOAuth(l limits.Limits) error {
+	if d.oauthLis == nil {
+		return nil
+	}
+	var tlsCfg *tls.Config
+	if d.tls != nil {
+		tlsCfg = d.tls.TLSConfig()
+	}
+	var err error
+	d.oauth, err = oauth.New(oauth.Config{Broker: d.broker, Guard: d.guard, Logger: d.log, Limits: l, TLS: tlsCfg, OnResult: d.metrics.oauthResult})
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	return nil
+}
+
+// addrString is a.String(), "" for nil.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// OAuthAddr is the OAuth2 token endpoint's address (oauth.listen), nil
+// when it is disabled.
+func (d *Daemon) OAuthAddr() net.Addr {
+	if d.oauth == nil {
+		return nil
+	}
+	return d.oauthLis.Addr()
 }
 
 // Run serves until ctx is done, then drains and closes the daemon: gRPC
@@ -307,33 +448,54 @@ func (d *Daemon) Run(ctx context.Context) error {
 		fmt.Fprint(d.opts.Notice, d.banner)
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- d.srv.GRPC.Serve(d.lis) }()
+	lis := d.listeners()
+	serveErr := make(chan error, len(lis))
+	for _, l := range lis {
+		go func() { serveErr <- d.srv.GRPC.Serve(l) }()
+	}
+	// waitServe waits for the Serve calls still running.
+	waitServe := func(done int) {
+		for range len(lis) - done {
+			<-serveErr
+		}
+	}
 	adminErr := make(chan error, 1)
 	if d.admin != nil {
 		go func() { adminErr <- d.admin.serve() }()
 	}
-	select {
-	case err := <-serveErr:
-		d.stopAdmin(adminErr)
-		_ = d.Close()
-		if err != nil {
-			return fmt.Errorf("daemon: %w", err)
-		}
-		return nil
-	case err := <-adminErr: // only a failure: shutdown has not begun
-		d.srv.GRPC.Stop()
-		<-serveErr
-		_ = d.Close()
-		return err
-	case <-ctx.Done():
+	oauthErr := make(chan error, 1)
+	if d.oauth != nil {
+		go func() { oauthErr <- d.oauth.Serve(d.oauthLis) }()
 	}
-	d.drain()
-	<-serveErr
+	// A listener that fails puts nil back, for the stops below.
+	var failed error
+	served := 0
+	select {
+	case failed = <-serveErr:
+		if failed != nil {
+			failed = fmt.Errorf("daemon: %w", failed)
+		}
+		served = 1
+	case failed = <-adminErr: // only a failure: shutdown has not begun
+		adminErr <- nil
+	case failed = <-oauthErr: // likewise
+		oauthErr <- nil
+	case <-ctx.Done():
+		d.drain()
+		waitServe(0)
+		d.stopOAuth(oauthErr)
+		d.stopAdmin(adminErr)
+		err := d.Close()
+		d.log.Info("stopped")
+		return err
+	}
+	// A listener failed: stop the others at once.
+	d.srv.GRPC.Stop()
+	waitServe(served)
+	d.stopOAuth(oauthErr)
 	d.stopAdmin(adminErr)
-	err := d.Close()
-	d.log.Info("stopped")
-	return err
+	_ = d.Close()
+	return failed
 }
 
 // drain runs the shutdown sequence of Run and logs each step.
@@ -348,6 +510,9 @@ func (d *Daemon) drain() {
 	if d.admin != nil {
 		d.admin.ready.draining.Store(true)
 	}
+	if d.oauth != nil {
+		d.oauth.Drain() // keep-alive off: clients reconnect, through the load balancer
+	}
 	d.srv.Health.Shutdown() // every service NOT_SERVING, for good
 	d.log.Info("shutting down: health NOT_SERVING; serving calls while load balancers remove this replica", "drain", sd.Drain.String(), "timeout", sd.Timeout.String())
 	if sd.Drain > 0 {
@@ -356,11 +521,32 @@ func (d *Daemon) drain() {
 	}
 	d.log.Info("drain over: watch streams end UNAVAILABLE; waiting for in-flight calls", "elapsed", time.Since(start).Round(time.Millisecond).String())
 	sctx, cancel := context.WithTimeout(context.Background(), sd.Timeout)
+	var wg sync.WaitGroup
+	if d.oauth != nil {
+		wg.Go(func() {
+			if err := d.oauth.Shutdown(sctx); err != nil {
+				d.log.Warn("OAuth2 token endpoint stopped after the shutdown timeout", "error", err)
+			}
+		})
+	}
 	if err := d.srv.Shutdown(sctx); err != nil {
 		d.log.Warn("gRPC server stopped after the shutdown timeout", "error", err)
 	}
+	wg.Wait()
 	cancel()
 	d.log.Info("gRPC server stopped", "elapsed", time.Since(start).Round(time.Millisecond).String())
+}
+
+// stopOAuth closes the token endpoint, if it is not shut down yet, and
+// waits for its Serve.
+func (d *Daemon) stopOAuth(oauthErr <-chan error) {
+	if d.oauth == nil {
+		return
+	}
+	_ = d.oauth.Close()
+	if err := <-oauthErr; err != nil {
+		d.log.Warn("OAuth2 token endpoint", "error", err)
+	}
 }
 
 // stopAdmin shuts the admin listener down and waits for its Serve.
@@ -393,9 +579,18 @@ func (d *Daemon) Close() error {
 			errs = append(errs, err)
 		}
 	}
+	if d.sock != nil {
+		errs = append(errs, d.sock.Close()) // removes the socket file
+	}
 	if d.admin != nil {
 		_ = d.admin.srv.Close() // and its listener, served or not
 		_ = d.admin.lis.Close()
+	}
+	if d.oauth != nil {
+		_ = d.oauth.Close()
+	}
+	if d.oauthLis != nil {
+		_ = d.oauthLis.Close()
 	}
 	if d.broker != nil {
 		d.broker.Close()
@@ -423,15 +618,27 @@ func (d *Daemon) Close() error {
 	return d.closeErr
 }
 
-// startDevIdP starts the development identity provider with one generated
-// client, and prepares its tenant "demo" and the banner.
+// startDevIdP starts the development identity provider with two generated
+// clients, and prepares their tenants "demo" (a client secret) and
+// "demo-jwt" (private_key_jwt with a key made at start) and the banner.
 func (d *Daemon) startDevIdP(listen string) error {
-	if !isLoopbackAddr(listen) {
+	if listen != "" && !isLoopbackAddr(listen) {
 		return fmt.Errorf("daemon: --dev serves tokens to anyone who connects, so it listens on loopback only; %q is not a loopback address (try --listen 127.0.0.1:50051)", listen)
 	}
 	client := devidp.NewClient()
+	jwtClient, key, err := devJWTClient()
+	if err != nil {
+		return err
+	}
 	// Listening on loopback does not block; the IdP lives as long as d.
-	idp, err := devidp.Start(context.Background(), devidp.Config{Clients: []devidp.Client{client}, Logger: d.log})
+	// On devIdPAddr when free, so that the README's lines work; else any
+	// port (the banner names it).
+	idpCfg := devidp.Config{Addr: devIdPAddr, Clients: []devidp.Client{client, jwtClient}, Logger: d.log}
+	idp, err := devidp.Start(context.Background(), idpCfg)
+	if err != nil {
+		idpCfg.Addr = ""
+		idp, err = devidp.Start(context.Background(), idpCfg)
+	}
 	if err != nil {
 		return fmt.Errorf("daemon: start the development identity provider: %w", err)
 	}
@@ -440,25 +647,68 @@ func (d *Daemon) startDevIdP(listen string) error {
 		Name: "demo", TokenURL: idp.TokenURL(), ClientID: client.ID,
 		ClientSecret: creds.Secret(client.Secret), AuthStyle: config.AuthStyleBody,
 		CredentialsSource: "development identity provider",
+	}, {
+		Name: "demo-jwt", TokenURL: idp.TokenURL(), ClientID: jwtClient.ID,
+		ClientKey: key, AuthStyle: config.AuthStylePrivateKeyJWT,
+		CredentialsSource: "development identity provider (private_key_jwt)",
 	}}
 	return nil
 }
 
-// devBanner tells a developer what --dev started and how to try it.
-func devBanner(idpURL, addr string, open bool) string {
-	auth := "Callers are authenticated and authorized by the config's callers."
-	if open {
-		auth = "Every loopback caller may get tokens; nothing is authenticated."
+// freeOr returns addr if it can be listened on now, else its host with
+// port 0 (any free port); "" stays "".
+func freeOr(addr string) string {
+	if addr == "" {
+		return ""
 	}
-	return fmt.Sprintf(`
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		if host, _, serr := net.SplitHostPort(addr); serr == nil {
+			return net.JoinHostPort(host, "0")
+		}
+		return addr
+	}
+	_ = lis.Close()
+	return addr
+}
+
+// devIdPAddr is where serve --dev's identity provider listens if it can.
+const devIdPAddr = "127.0.0.1:50053"
+
+// devBanner tells a developer what --dev started and how to try it.
+// tcp is the host:port listener's address, socket the Unix socket's path,
+// oauthAddr the token endpoint's; each absent if off.
+func devBanner(idpURL string, tcp net.Addr, socket, oauthAddr string, open bool) string {
+	auth, secret := "Callers are authenticated and authorized by the config's callers.", "$API_KEY"
+	if open {
+		auth, secret = "Every loopback caller may get tokens; nothing is authenticated.", "any-secret"
+	}
+	b := fmt.Sprintf(`
   *** DEVELOPMENT MODE — not for production ***
-  Embedded identity provider: %s (tenant "demo", credentials generated at start)
+  Embedded identity provider: %s (tenants "demo" with a client secret and
+  "demo-jwt" with private_key_jwt, credentials generated at start)
   %s
 
   Try:
-    grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
+`, idpURL, auth)
+	if tcp != nil {
+		addr := tcp.String()
+		b += fmt.Sprintf(`    grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
     grpcurl -plaintext -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/WatchToken
     go run ./cmd/broker token --addr %s --tenant demo --decode
-
-`, idpURL, auth, addr, addr, addr)
+    go run ./cmd/broker call get %s%s --addr %s --tenant demo
+`, addr, addr, addr, idpURL, devidp.WhoamiPath, addr)
+	}
+	if socket != "" {
+		b += fmt.Sprintf(`    grpcurl -plaintext -unix -d '{"tenant":"demo"}' %s tokenbroker.v1.TokenBrokerService/GetToken
+    go run ./cmd/broker token --addr unix://%s --tenant demo --decode
+    go run ./cmd/broker call get %s%s --addr unix://%s --tenant demo
+`, socket, socket, idpURL, devidp.WhoamiPath, socket)
+	}
+	b += "\n"
+	if oauthAddr != "" {
+		b += fmt.Sprintf("  OAuth2 token endpoint (any OAuth2 client; client_id names the tenant, the secret is an API key):\n"+
+			"    curl -s -u demo:%s -d grant_type=client_credentials http://%s%s\n\n", secret, oauthAddr, oauth.Path)
+	}
+	return b
 }

@@ -37,7 +37,15 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(socketClientEnv) != "" {
+		os.Exit(socketClient())
+	}
+	if path := os.Getenv(socketServerEnv); path != "" {
+		os.Exit(socketServer(path))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func jsonLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -712,7 +720,7 @@ func TestServeFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Admin.Listen, cfg.Shutdown.Drain = "127.0.0.1:0", 0
-	d, err := daemon.New(cfg, daemon.Options{Listen: "127.0.0.1:0"})
+	d, err := daemon.New(cfg, daemon.Options{Listen: []string{"127.0.0.1:0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

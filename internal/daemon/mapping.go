@@ -23,15 +23,34 @@ import (
 
 // The mapping of the config file's sections to the domain packages.
 
-// withListen returns a copy of cfg (tenants copied too) with Listen
-// replaced by listen if that is set.
-func withListen(cfg *config.Config, listen string) *config.Config {
+// withListen returns a copy of cfg (tenants copied too) whose listeners,
+// Listen and Socket.Path, are listen's entries if there are any (the
+// --listen flags); the unix_socket settings stay. It needs a listener.
+func withListen(cfg *config.Config, listen []string) (*config.Config, error) {
 	c := *cfg
 	c.Tenants = append([]config.Tenant(nil), cfg.Tenants...)
-	if listen != "" {
-		c.Listen = listen
+	if len(listen) > 0 {
+		var err error
+		if c.Listen, c.Socket.Path, err = config.SplitListen(listen); err != nil {
+			return nil, fmt.Errorf("daemon: --listen: %w", err)
+		}
 	}
-	return &c
+	if c.Listen == "" && c.Socket.Path == "" {
+		return nil, errors.New("daemon: no listener; set listen to a host:port, a unix:///path or both")
+	}
+	return &c, nil
+}
+
+// needSocket refuses callers identified on a Unix socket (unix_uid,
+// unix_gid) when the broker has none: they could never connect.
+func needSocket(cfg *config.Config, socket bool) error {
+	for i, c := range cfg.Callers {
+		if c.UsesSocket() && !socket {
+			return cfg.ErrorAt(fmt.Sprintf("callers[%d]", i), fmt.Errorf(
+				"caller %q is identified by its uid or gid on a Unix socket, but the broker listens on none; add a unix:///path entry to listen, e.g. listen: [%s, unix:///run/tokenbroker/broker.sock]", c.Name, config.DefaultListen))
+		}
+	}
+	return nil
 }
 
 // newPolicy builds the access policy of cfg's callers; its errors carry
@@ -41,7 +60,7 @@ func newPolicy(cfg *config.Config) (*policy.Policy, error) {
 	for _, c := range cfg.Callers {
 		callers = append(callers, policy.Caller{
 			Name: c.Name, SPIFFEID: c.SPIFFEID, DNSName: c.DNSName, CommonName: c.CommonName,
-			APIKeySHA256: c.APIKeySHA256, Tenants: c.Tenants, Scopes: c.Scopes,
+			APIKeySHA256: c.APIKeySHA256, UnixUID: c.UnixUID, UnixGID: c.UnixGID, Tenants: c.Tenants, Scopes: c.Scopes,
 		})
 	}
 	pol, err := policy.New(callers)
@@ -96,7 +115,7 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 	for _, t := range ts {
 		var fallbacks []upstream.Credential
 		for _, f := range t.Fallbacks {
-			fallbacks = append(fallbacks, upstream.Credential{Name: f.Source, ClientID: f.ClientID, ClientSecret: f.ClientSecret})
+			fallbacks = append(fallbacks, f.Upstream())
 		}
 		built, ok := u.current[t.Name]
 		if !ok || !sameUpstream(built.spec, t) {
@@ -113,6 +132,7 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 			}
 			c, err := upstream.New(upstream.Config{
 				TokenURL: t.TokenURL, ClientID: t.ClientID, ClientSecret: t.ClientSecret,
+				ClientKey: t.ClientKey, KeyID: t.KeyID, AssertionAudience: t.AssertionAudience,
 				AuthStyle: t.AuthStyle.OAuth2(), HTTPClient: hc, UserAgent: u.userAgent,
 				Fallbacks: fallbacks, Logger: log,
 			})
@@ -124,7 +144,8 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 		next[t.Name] = built
 		out = append(out, broker.Tenant{
 			Name: t.Name, TokenURL: t.TokenURL, ClientID: t.ClientID,
-			ClientSecret: t.ClientSecret, Scopes: t.Scopes, AuthStyle: t.AuthStyle.OAuth2(), RootCAs: t.RootCAs,
+			ClientSecret: t.ClientSecret, ClientKey: t.ClientKey, KeyID: t.KeyID, AssertionAudience: t.AssertionAudience,
+			Scopes: t.Scopes, AuthStyle: t.AuthStyle.OAuth2(), RootCAs: t.RootCAs,
 			Fallbacks: fallbacks, Fetcher: built.f,
 		})
 	}
@@ -144,12 +165,10 @@ func (u *upstreams) commit(next map[string]fetcherOf) {
 // aside: a Fetcher gets its scopes per request).
 func sameUpstream(a, b config.Tenant) bool {
 	return a.Name == b.Name && a.TokenURL == b.TokenURL && a.ClientID == b.ClientID &&
-		a.ClientSecret.Equal(b.ClientSecret) &&
+		a.ClientSecret.Equal(b.ClientSecret) && a.ClientKey.Equal(b.ClientKey) && a.KeyID == b.KeyID &&
+		a.AssertionAudience == b.AssertionAudience &&
 		a.AuthStyle.OAuth2() == b.AuthStyle.OAuth2() && a.RootCAs.Equal(b.RootCAs) &&
-		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool {
-			return upstream.Credential{Name: x.Source, ClientID: x.ClientID, ClientSecret: x.ClientSecret}.Equal(
-				upstream.Credential{Name: y.Source, ClientID: y.ClientID, ClientSecret: y.ClientSecret})
-		})
+		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool { return x.Upstream().Equal(y.Upstream()) })
 }
 
 func tlsFiles(t *config.TLS) authn.TLSFiles {
@@ -209,6 +228,21 @@ func (d *defaultScopes) get(tenant string) []string {
 	if m := d.m.Load(); m != nil {
 		return (*m)[tenant]
 	}
+	return nil
+}
+
+// checkPlaintext is the one rule of a listener (field, at addr) that
+// serves callers without TLS: with callers configured, a non-loopback
+// address is refused, since API keys would cross the network in clear,
+// unless insecure_plaintext accepts it (with a warning).
+func checkPlaintext(field, addr string, cfg *config.Config, callers bool, log *slog.Logger) error {
+	if !callers || cfg.TLS != nil || isLoopbackAddr(addr) {
+		return nil
+	}
+	if !cfg.InsecurePlaintext {
+		return fmt.Errorf("daemon: callers are configured but %s %s is a plaintext listener on a non-loopback address, where API keys would cross the network in clear; add a tls section, listen on a loopback address, or set insecure_plaintext: true to accept this", field, addr)
+	}
+	log.Warn("INSECURE PLAINTEXT: callers are configured and the listener is plaintext on a non-loopback address (insecure_plaintext: true); client certificates and API keys from other hosts cannot authenticate", field, addr)
 	return nil
 }
 

@@ -43,6 +43,7 @@ type metrics struct {
 	reloads     *prometheus.CounterVec
 	denials     *prometheus.CounterVec
 	auditErrors prometheus.Counter
+	oauth       *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -62,11 +63,15 @@ func newMetrics() *metrics {
 			Name: "tokenbroker_audit_write_errors_total",
 			Help: "Audit lines that could not be written; while writes fail, no token is handed out.",
 		}),
+		oauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_oauth_requests_total",
+			Help: "Requests to the OAuth2 token endpoint (oauth.listen), by result: ok or the RFC 6749 error answered (invalid_request, invalid_client, unauthorized_client, unsupported_grant_type, invalid_scope, temporarily_unavailable, server_error).",
+		}, []string{"result"}),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.grpc, m.idp, m.reloads, m.denials, m.auditErrors,
+		m.grpc, m.idp, m.reloads, m.denials, m.auditErrors, m.oauth,
 	)
 	for _, r := range []string{"success", "error", "rejected"} {
 		m.reloads.WithLabelValues(r)
@@ -151,6 +156,10 @@ func (m *methodMetrics) Handled(code codes.Code, d time.Duration) {
 	}
 	m.seconds.Observe(d.Seconds())
 }
+
+// oauthResult counts a token endpoint request (oauth.Config.OnResult);
+// its results are the fixed set the endpoint answers.
+func (m *metrics) oauthResult(result string) { m.oauth.WithLabelValues(result).Inc() }
 
 // denied counts a refused call (guard.Config.OnDenial).
 func (m *metrics) denied(c codes.Code) { m.denials.WithLabelValues(c.String()).Inc() }

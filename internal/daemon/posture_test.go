@@ -364,7 +364,7 @@ func TestSlowWriterNeverWidensACallersScopes(t *testing.T) {
 		if err := os.WriteFile(path, []byte(partial), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_ = d.Reread() // a SIGHUP while the writer stalls
+		_ = d.Reread()          // a SIGHUP while the writer stalls
 		time.Sleep(time.Second) // the writer stalls: 4× the debounce; the watcher applies what settled
 	}
 	testpki.WriteFile(t, path, []byte(full))

@@ -90,8 +90,8 @@ func fakeFile(key string, caPEM []byte, leaf *testpki.Leaf) []byte {
 		return []byte("FAKE-readme-secret\n")
 	case "cert_file":
 		return leaf.CertPEM
-	case "key_file":
-		return leaf.KeyPEM
+	case "key_file", "client_assertion_key_file", "client_assertion_key_files":
+		return leaf.KeyPEM // an EC P-256 PKCS#8 key
 	}
 	return caPEM // ca_file, client_ca_file
 }

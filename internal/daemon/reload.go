@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 // restartOnly are the settings a reload does not apply.
 type restartOnly struct {
 	listen     string
+	socket     config.Socket
 	tls        config.TLS
 	hasTLS     bool
 	plaintext  bool
@@ -25,11 +27,12 @@ type restartOnly struct {
 	adminAddr  string
 	adminPprof bool
 	adminHosts string
+	oauthAddr  string
 }
 
 func restartOnlyOf(cfg *config.Config) restartOnly {
-	r := restartOnly{listen: cfg.Listen, plaintext: cfg.InsecurePlaintext, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch,
-		adminAddr: cfg.Admin.Listen, adminPprof: cfg.Admin.Pprof, adminHosts: strings.Join(cfg.Admin.Hosts, "\n")}
+	r := restartOnly{listen: cfg.Listen, socket: cfg.Socket, plaintext: cfg.InsecurePlaintext, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch,
+		adminAddr: cfg.Admin.Listen, adminPprof: cfg.Admin.Pprof, adminHosts: strings.Join(cfg.Admin.Hosts, "\n"), oauthAddr: cfg.OAuth.Listen}
 	if cfg.TLS != nil {
 		r.tls, r.hasTLS = *cfg.TLS, true
 	}
@@ -48,13 +51,18 @@ type posture struct {
 	clientCA    bool // client certificates verified (tls.client_ca_file)
 	requireCert bool // tls.require_client_cert
 	plaintext   bool // insecure_plaintext
+	// socketMode and socketGroup say who may connect to the Unix socket
+	// (unix_socket.mode and group).
+	socketMode  fs.FileMode
+	socketGroup string
 	// scoped says of each caller whether it has a scopes allow-list: a
 	// file cut short before one's scopes would grant it every scope.
 	scoped map[string]bool
 }
 
 func postureOf(cfg *config.Config) posture {
-	p := posture{callers: len(cfg.Callers) > 0, plaintext: cfg.InsecurePlaintext, scoped: map[string]bool{}}
+	p := posture{callers: len(cfg.Callers) > 0, plaintext: cfg.InsecurePlaintext, scoped: map[string]bool{},
+		socketMode: cfg.Socket.FileMode(), socketGroup: cfg.Socket.Group}
 	for _, c := range cfg.Callers {
 		p.scoped[c.Name] = len(c.Scopes) > 0
 	}
@@ -82,6 +90,12 @@ func lowers(running, next posture) error {
 	}
 	if !running.plaintext && next.plaintext {
 		why = append(why, "it sets insecure_plaintext")
+	}
+	if wider := next.socketMode &^ running.socketMode; wider != 0 {
+		why = append(why, fmt.Sprintf("it widens unix_socket.mode from %04o to %04o (more users could connect)", running.socketMode, next.socketMode))
+	}
+	if next.socketGroup != running.socketGroup {
+		why = append(why, fmt.Sprintf("it changes unix_socket.group from %q to %q (other users could connect)", running.socketGroup, next.socketGroup))
 	}
 	for _, name := range slices.Sorted(maps.Keys(next.scoped)) {
 		if scoped, was := running.scoped[name]; was && scoped && !next.scoped[name] {
@@ -166,10 +180,11 @@ func (d *Daemon) reloadStatus() statuspage.Reload {
 // goes live keeps the running configuration and is returned; a TLS file
 // that cannot be read keeps the current certificate and is only logged.
 // A cfg that would lower the security (removing every caller, tls, the
-// client CA or require_client_cert, or setting insecure_plaintext) is
-// refused with an error wrapping ErrLowersSecurity, logged at error.
-// Listen, tls, insecure_plaintext, audit, limits, watch and admin changes
-// take effect at restart only (a warning says so); shutdown applies to
+// client CA or require_client_cert, setting insecure_plaintext, widening
+// unix_socket.mode or changing its group) is refused with an error
+// wrapping ErrLowersSecurity, logged at error. Listen, unix_socket, tls,
+// insecure_plaintext, audit, limits, watch, admin and oauth changes take
+// effect at restart only (a warning says so); shutdown applies to
 // the next shutdown. The development tenant is kept. cfg is not modified.
 // The files watched for changes become cfg.Files. Every call counts in
 // tokenbroker_config_reloads_total (recordReload).
@@ -199,8 +214,14 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 		d.log.Error("config reload refused; keeping the running configuration", "error", err)
 		return err
 	}
-	full := withListen(cfg, "")
+	full, err := withListen(cfg, nil)
+	if err != nil {
+		return err
+	}
 	full.Tenants = append(full.Tenants, d.dev...)
+	if err := needSocket(full, d.sock != nil); err != nil {
+		return err
+	}
 	pol, err := newPolicy(full)
 	if err == nil {
 		d.watch.mu.Lock()
@@ -236,7 +257,7 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 		}
 	}
 	if restartOnlyOf(cfg) != d.initial {
-		d.log.Warn("listen, tls, insecure_plaintext, audit, limits, watch and admin changes take effect only at restart")
+		d.log.Warn("listen, unix_socket, tls, insecure_plaintext, audit, limits, watch, admin and oauth changes take effect only at restart")
 	}
 	d.mu.Lock()
 	d.shutdown = cfg.Shutdown

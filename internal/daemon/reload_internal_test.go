@@ -10,8 +10,8 @@ import (
 
 // TestLowers is the one rule of what a reload may not do, over every
 // posture change: losing callers, tls, the client CA or
-// require_client_cert, or gaining insecure_plaintext is refused, each
-// reason named; raising the posture or keeping it is not.
+// require_client_cert, gaining insecure_plaintext or a wider socket is
+// refused, each reason named; raising the posture or keeping it is not.
 func TestLowers(t *testing.T) {
 	mtls := &config.TLS{CertFile: "c", KeyFile: "k", ClientCAFile: "ca", RequireClientCert: true}
 	full := &config.Config{Callers: []config.Caller{{Name: "a"}}, TLS: mtls}
@@ -44,6 +44,11 @@ func TestLowers(t *testing.T) {
 		{"scopes allow-list changed", scoped, with(func(c *config.Config) { c.Callers = []config.Caller{{Name: "a", Scopes: []string{"write:*"}}} }), nil},
 		{"scoped caller removed", scoped, with(func(c *config.Config) { c.Callers = []config.Caller{{Name: "b"}} }), nil},
 		{"scopes allow-list added", full, scoped, nil},
+		// Restart-only, but a reload must not carry a wider socket along.
+		{"socket mode widened", full, with(func(c *config.Config) { c.Socket.Mode = 0o666 }), []string{"it widens unix_socket.mode from 0660 to 0666"}},
+		{"socket mode narrowed", full, with(func(c *config.Config) { c.Socket.Mode = 0o600 }), nil},
+		{"socket group changed", full, with(func(c *config.Config) { c.Socket.Group = "staff" }), []string{`it changes unix_socket.group from "" to "staff"`}},
+		{"socket added", full, with(func(c *config.Config) { c.Socket.Path = "/run/tb.sock" }), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := lowers(postureOf(tc.running), postureOf(tc.next))

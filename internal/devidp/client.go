@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/go-jose/go-jose/v4"
 	"github.com/go-oauth2/oauth2/v4"
 	"github.com/go-oauth2/oauth2/v4/errors"
 )
@@ -17,14 +18,19 @@ import (
 // Client is an OAuth2 confidential client registered with the IdP.
 // Its String and LogValue methods redact the secret.
 type Client struct {
-	ID     string
+	ID string
+	// Secret authenticates a client_secret_post or client_secret_basic
+	// client; empty for a private_key_jwt client.
 	Secret string
-	// Scopes is the set of scopes the client may request; nil allows any scope.
-	Scopes []string
+	// JWKS, public keys each with a kid (as `broker keys` prints them),
+	// makes it a private_key_jwt client.
+	JWKS   []byte
+	Scopes []string // the scopes it may request; nil allows any
+
+	keys *jose.JSONWebKeySet // parsed JWKS
 }
 
-// NewClient returns a client with a random id ("dev-" and 8 hex digits) and a
-// random 32-byte hex-encoded secret, allowed any scope.
+// NewClient returns a client with a random id and secret, allowed any scope.
 func NewClient() Client {
 	return Client{ID: "dev-" + randomHex(4), Secret: randomHex(32)}
 }
@@ -39,11 +45,25 @@ func (c Client) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("id", c.ID), slog.Any("scopes", c.Scopes))
 }
 
-func (c Client) validate() error {
-	if c.ID == "" || c.Secret == "" {
-		return fmt.Errorf("devidp: client %q: id and secret are required", c.ID)
+// prepared validates c for the store: a private_key_jwt client gets its
+// parsed keys and a random internal secret, which only a verified
+// assertion supplies.
+func (c Client) prepared() (Client, error) {
+	switch {
+	case c.ID == "":
+		return c, fmt.Errorf("devidp: client %q: id is required", c.ID)
+	case len(c.JWKS) > 0 && c.Secret != "":
+		return c, fmt.Errorf("devidp: client %q: set a secret or a JWKS, not both", c.ID)
+	case len(c.JWKS) > 0:
+		keys, err := parseJWKS(c.ID, c.JWKS)
+		if err != nil {
+			return c, err
+		}
+		c.keys, c.Secret = keys, randomHex(32)
+	case c.Secret == "":
+		return c, fmt.Errorf("devidp: client %q: a secret or a JWKS is required", c.ID)
 	}
-	return nil
+	return c, nil
 }
 
 // allows reports whether every requested scope is in the client's allowed set.
@@ -59,9 +79,7 @@ func (c Client) allows(requested []string) bool {
 	return true
 }
 
-// clientInfo adapts Client to go-oauth2's ClientInfo and ClientPasswordVerifier,
-// so the manager checks secrets in constant time and an empty secret never
-// matches a non-empty one.
+// clientInfo adapts Client to go-oauth2, checking secrets in constant time.
 type clientInfo struct{ Client }
 
 var (
@@ -79,9 +97,8 @@ func (c clientInfo) VerifyPassword(secret string) bool {
 	return subtle.ConstantTimeCompare([]byte(c.Secret), []byte(secret)) == 1
 }
 
-// clientStore is an in-memory oauth2.ClientStore that supports removal.
-// go-oauth2's store.ClientStore cannot delete and reports unknown clients
-// with a plain error, which its server turns into a 500 server_error.
+// clientStore is an oauth2.ClientStore that can delete, and answers
+// invalid_client for an unknown one (go-oauth2's answers 500).
 type clientStore struct {
 	mu      sync.RWMutex
 	clients map[string]Client
@@ -115,9 +132,8 @@ func (s *clientStore) remove(id string) {
 	delete(s.clients, id)
 }
 
-// discardTokens is an oauth2.TokenStore that keeps nothing: access tokens are
-// self-contained JWTs and the IdP serves no introspection endpoint.
-// (go-oauth2's memory token store starts a goroutine it never stops.)
+// discardTokens is an oauth2.TokenStore that keeps nothing: tokens are
+// JWTs (and go-oauth2's memory store leaks a goroutine).
 type discardTokens struct{}
 
 func (discardTokens) Create(context.Context, oauth2.TokenInfo) error { return nil }

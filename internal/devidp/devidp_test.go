@@ -3,6 +3,7 @@ package devidp
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -357,5 +358,51 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if _, err := http.Post(s.TokenURL(), "", nil); err == nil {
 		t.Fatal("server still answering after Close")
+	}
+}
+
+// TestWhoami: the resource endpoint answers a valid token's client and
+// scope, and 401 to no token, another IdP's token or an expired one.
+func TestWhoami(t *testing.T) {
+	c := NewClient()
+	s := start(t, Config{Clients: []Client{c}})
+	other := start(t, Config{Clients: []Client{c}})
+	get := func(tok string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.URL()+WhoamiPath, nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	tok, err := fetch(t, s, c, oauth2.AuthStyleInParams, "read")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, m := get(tok.AccessToken); code != 200 || m["client_id"] != c.ID || m["scope"] != "read" {
+		t.Errorf("valid token: %d %v", code, m)
+	}
+	foreign, err := fetch(t, other, c, oauth2.AuthStyleInParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetTokenLifetime(time.Nanosecond)
+	expired, err := fetch(t, s, c, oauth2.AuthStyleInParams)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]string{"none": "", "another IdP's": foreign.AccessToken, "expired": expired.AccessToken, "garbage": "x.y.z"} {
+		if code, _ := get(tok); code != http.StatusUnauthorized {
+			t.Errorf("%s token: %d, want 401", name, code)
+		}
 	}
 }

@@ -5,7 +5,12 @@
 // and serves a single endpoint, the Kognic-style token endpoint
 // POST {URL}/v1/auth/oauth/token, for the client_credentials grant only.
 // Clients authenticate with client_secret_post (client_id and client_secret
-// form fields) or client_secret_basic (HTTP Basic). Access tokens are HS256
+// form fields) or client_secret_basic (HTTP Basic), or, when registered with
+// a JWKS, with private_key_jwt (RFC 7523): the assertion's signature (RS, PS
+// or ES, by kid), iss = sub = client_id, aud (the token URL or the issuer
+// URL), exp (at most MaxAssertionLifetime after iat), iat and nbf (within
+// AssertionSkew) are verified by go-jose, and a jti is accepted once until
+// its assertion expires (bounded memory). Access tokens are HS256
 // JWTs signed with a random per-server key and carry iss, sub (the client id),
 // scope, iat, exp and a unique jti. No refresh tokens are issued.
 //

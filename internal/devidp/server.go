@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/go-oauth2/oauth2/v4"
 	oautherrors "github.com/go-oauth2/oauth2/v4/errors"
 	"github.com/go-oauth2/oauth2/v4/manage"
@@ -22,6 +23,10 @@ import (
 // TokenPath is the path of the token endpoint, as on Kognic's auth server.
 const TokenPath = "/v1/auth/oauth/token"
 
+// WhoamiPath is a resource endpoint for trying a token out: it answers a
+// valid bearer token's client, scope and expiry, else 401.
+const WhoamiPath = "/v1/whoami"
+
 const (
 	defaultAddr     = "127.0.0.1:0"
 	defaultLifetime = time.Hour
@@ -30,15 +35,10 @@ const (
 // Config configures a Server. The zero value is usable: a server on a random
 // loopback port with no clients and one-hour tokens.
 type Config struct {
-	// Addr is the listen address; it must be a loopback address.
-	// Default "127.0.0.1:0".
-	Addr string
-	// TokenLifetime is the access token lifetime. Default one hour.
-	TokenLifetime time.Duration
-	// Clients are registered at start.
-	Clients []Client
-	// Logger receives request logs; it never sees secrets or tokens.
-	// Default: discard.
+	Addr          string        // a loopback address; default "127.0.0.1:0"
+	TokenLifetime time.Duration // default one hour
+	Clients       []Client      // registered at start
+	// Logger receives request logs, never secrets or tokens; nil discards.
 	Logger *slog.Logger
 }
 
@@ -49,6 +49,7 @@ type Server struct {
 	key      []byte // HS256 signing key
 	log      *slog.Logger
 	clients  *clientStore
+	replay   *replayCache
 	oauth    *server.Server
 	http     *http.Server
 	lifetime atomic.Int64 // time.Duration
@@ -64,8 +65,8 @@ type Server struct {
 
 type counts struct{ requests, issued int64 }
 
-// Start starts a Server listening on cfg.Addr and serving in a goroutine.
-// ctx bounds only the start-up.
+// Start starts a Server on cfg.Addr, serving in a goroutine; ctx bounds
+// only the start-up.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = defaultAddr
@@ -78,7 +79,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	clients := &clientStore{clients: make(map[string]Client)}
 	for _, c := range cfg.Clients {
-		if err := c.validate(); err != nil {
+		c, err := c.prepared()
+		if err != nil {
 			return nil, err
 		}
 		clients.set(c)
@@ -99,6 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		key:     []byte(randomHex(32)),
 		log:     cfg.Logger,
 		clients: clients,
+		replay:  &replayCache{max: maxAssertionIDs, seen: map[string]time.Time{}},
 		counts:  make(map[string]*counts),
 		done:    make(chan struct{}),
 	}
@@ -114,16 +117,20 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		TokenType:         "Bearer",
 		AllowedGrantTypes: []oauth2.GrantType{oauth2.ClientCredentials},
 	}, mgr)
-	s.oauth.SetClientInfoHandler(clientInfoHandler)
+	s.oauth.SetClientInfoHandler(s.clientInfo)
 	s.oauth.SetClientScopeHandler(s.authorize)
 	s.oauth.SetResponseErrorHandler(rfc6749Status)
 	s.oauth.SetInternalErrorHandler(func(err error) *oautherrors.Response {
+		if ae, ok := errors.AsType[*assertionError](err); ok {
+			return &oautherrors.Response{Error: ae.code, Description: ae.reason, StatusCode: oautherrors.StatusCodes[ae.code]}
+		}
 		s.log.Error("devidp: internal error", "error", err)
 		return nil // server_error
 	})
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.handleToken)
+	mux.HandleFunc("GET "+WhoamiPath, s.handleWhoami)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		defer close(s.done)
@@ -141,8 +148,8 @@ func (s *Server) URL() string { return s.url }
 // TokenURL returns the token endpoint URL, URL()+TokenPath.
 func (s *Server) TokenURL() string { return s.url + TokenPath }
 
-// Close stops the server, closing open connections, and waits for its
-// goroutine. It is idempotent.
+// Close stops the server and its connections and waits for its goroutine.
+// It is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.http.Close()
@@ -151,10 +158,11 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// AddClient registers c, replacing any client with the same id.
-// It fails if the id or secret is empty.
+// AddClient registers c, replacing any client with the same id. It fails
+// without an id, or without exactly one of a secret and a valid JWKS.
 func (s *Server) AddClient(c Client) error {
-	if err := c.validate(); err != nil {
+	c, err := c.prepared()
+	if err != nil {
 		return err
 	}
 	s.clients.set(c)
@@ -165,8 +173,8 @@ func (s *Server) AddClient(c Client) error {
 // invalid_client. Tokens already issued stay valid.
 func (s *Server) RemoveClient(id string) { s.clients.remove(id) }
 
-// SetTokenLifetime sets the lifetime of tokens issued from now on.
-// A non-positive d restores the default of one hour.
+// SetTokenLifetime sets the lifetime of tokens issued from now on
+// (non-positive: one hour).
 func (s *Server) SetTokenLifetime(d time.Duration) {
 	if d <= 0 {
 		d = defaultLifetime
@@ -174,9 +182,8 @@ func (s *Server) SetTokenLifetime(d time.Duration) {
 	s.lifetime.Store(int64(d))
 }
 
-// Requests returns the number of token requests received, successful or not.
-// A request is counted before its response is written, so a client that has
-// received a response always observes its request counted.
+// Requests returns the number of token requests received, successful or
+// not, each counted before its response is written.
 func (s *Server) Requests() int64 { return s.countsFor(nil).requests }
 
 // RequestsFor returns the number of token requests naming clientID,
@@ -222,7 +229,7 @@ func (s *Server) count(id string, issued bool) {
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	_ = r.ParseForm() // errors surface as invalid_request from go-oauth2
-	id, _, _ := clientCredentials(r)
+	id := requestClient(r)
 	s.count(id, false)
 	rw := &recorder{ResponseWriter: w, onHeader: func(code int) {
 		if code == http.StatusOK {
@@ -241,10 +248,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		"scope", r.PostForm.Get("scope"), "status", rw.code)
 }
 
-// authorize is the ClientScopeHandler. go-oauth2 calls it before the manager
-// authenticates the client, so it authenticates first (an unauthenticated
-// caller learns nothing about scopes), then checks the requested scopes and
-// applies the current token lifetime.
+// authorize is the ClientScopeHandler, which go-oauth2 calls before it
+// authenticates the client: so it authenticates first, then checks the
+// scopes and applies the current token lifetime.
 func (s *Server) authorize(tgr *oauth2.TokenGenerateRequest) (bool, error) {
 	c, ok := s.clients.get(tgr.ClientID)
 	if !ok || !(clientInfo{c}).VerifyPassword(tgr.ClientSecret) {
@@ -259,19 +265,35 @@ func (s *Server) authorize(tgr *oauth2.TokenGenerateRequest) (bool, error) {
 	return true, nil
 }
 
-// clientInfoHandler rejects grants other than client_credentials (go-oauth2
-// would answer unauthorized_client or invalid_request), then reads the
-// client credentials.
-func clientInfoHandler(r *http.Request) (id, secret string, err error) {
+// clientInfo rejects grants other than client_credentials, then reads the
+// client credentials or verifies a client assertion.
+func (s *Server) clientInfo(r *http.Request) (id, secret string, err error) {
 	if oauth2.GrantType(r.PostForm.Get("grant_type")) != oauth2.ClientCredentials {
 		return "", "", oautherrors.ErrUnsupportedGrantType
+	}
+	if r.PostForm.Has("client_assertion") || r.PostForm.Has("client_assertion_type") {
+		return s.assertionClient(r)
 	}
 	return clientCredentials(r)
 }
 
-// clientCredentials reads client_secret_basic if an Authorization header is
-// present, else client_secret_post. Basic credentials are form-decoded as
-// RFC 6749 §2.3.1 requires (golang.org/x/oauth2 encodes them).
+// requestClient names the client of a request for the counts: its
+// client_id, else the unverified iss of its assertion.
+func requestClient(r *http.Request) string {
+	if id, _, err := clientCredentials(r); err == nil {
+		return id
+	}
+	if tok, err := jwt.ParseSigned(r.PostForm.Get("client_assertion"), assertionAlgs); err == nil {
+		var c jwt.Claims
+		if tok.UnsafeClaimsWithoutVerification(&c) == nil {
+			return c.Issuer
+		}
+	}
+	return ""
+}
+
+// clientCredentials reads client_secret_basic (form-decoded, RFC 6749
+// §2.3.1) if there is an Authorization header, else client_secret_post.
 func clientCredentials(r *http.Request) (id, secret string, err error) {
 	if r.Header.Get("Authorization") == "" {
 		return server.ClientFormHandler(r)
@@ -289,8 +311,8 @@ func clientCredentials(r *http.Request) (id, secret string, err error) {
 	return id, secret, nil
 }
 
-// rfc6749Status maps errors to RFC 6749 §5.2 status codes; go-oauth2 answers
-// 401 for unsupported_grant_type, invalid_grant and unauthorized_client.
+// rfc6749Status maps errors to RFC 6749 §5.2 status codes, which go-oauth2
+// does not.
 func rfc6749Status(re *oautherrors.Response) {
 	switch re.Error {
 	case oautherrors.ErrInvalidClient:

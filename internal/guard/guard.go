@@ -109,7 +109,8 @@ type Caller struct {
 	Identity authn.Identity
 	// Peer is the peer's address.
 	Peer string
-	// Loopback reports whether the peer connects from a loopback address.
+	// Loopback reports whether the peer is local: a loopback address or
+	// a Unix socket.
 	Loopback bool
 
 	open     bool            // admitted only because the policy had no callers

@@ -112,6 +112,7 @@ type options struct {
 	limits        limits.Limits
 	plaintext     bool
 	remote        net.Addr // pretend every peer connects from here
+	unix          bool     // serve on a Unix socket (authn.NewUnixListener)
 	defaultScopes func(string) []string
 	auditTo       io.Writer // wraps the audit buffer, e.g. to fail writes
 	onAudit       func(failing bool)
@@ -197,20 +198,42 @@ func start(t *testing.T, o options) *env {
 	srv := grpc.NewServer(opts...)
 	tbv1.RegisterTokenBrokerServiceServer(srv, e.stub)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	var lis net.Listener
-	if lis, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		t.Fatal(err)
+	lis := listen(t, o.unix)
+	e.addr = lis.Addr().String()
+	if o.unix {
+		e.addr = "unix://" + e.addr
 	}
 	if o.remote != nil {
 		lis = fakeRemote{lis, o.remote}
 	}
-	e.addr = lis.Addr().String()
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
 	var once sync.Once
 	e.stop = func() { once.Do(func() { srv.GracefulStop(); <-done }) }
 	t.Cleanup(func() { srv.Stop(); e.stop() })
 	return e
+}
+
+// listen listens on loopback, or on a Unix socket whose peers the kernel
+// names.
+func listen(t *testing.T, unix bool) net.Listener {
+	t.Helper()
+	if !unix {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lis
+	}
+	ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "b.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := authn.NewUnixListener(ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
 }
 
 func (e *env) conn(creds credentials.TransportCredentials) *grpc.ClientConn {

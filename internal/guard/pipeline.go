@@ -112,7 +112,8 @@ func (g *Guard) slots(caller, ip string) (*counter[string], string, int) {
 	return g.callers, caller, g.limits.MaxStreamsPerCaller
 }
 
-// authenticate makes c the caller that p and pr prove under pol, or
+// authenticate makes c the caller that p and pr prove under pol (an API
+// key, else a certificate, else a Unix socket peer's uid or gid), or
 // refuses: UNAUTHENTICATED, or PERMISSION_DENIED for an identity that is
 // no caller; c then holds what is known for the denial's audit line.
 func (g *Guard) authenticate(c *Caller, pol *policy.Policy, p authn.Peer, pr *proof) *Error {
@@ -141,6 +142,8 @@ func (g *Guard) authenticate(c *Caller, pol *policy.Policy, p authn.Peer, pr *pr
 		return nil
 	case pr.certErr != nil:
 		return errorf(codes.Unauthenticated, "client certificate: %s", strings.TrimPrefix(pr.certErr.Error(), "authn: "))
+	case !pr.cert && p.Unix != nil:
+		return authenticateUnix(c, pol, p.Unix)
 	case !pr.cert:
 		return &Error{Code: codes.Unauthenticated,
 			Msg: "no credentials: present a client certificate signed by the broker's client CA, or an \"authorization: Bearer <api key>\" header over TLS"}
@@ -152,6 +155,21 @@ func (g *Guard) authenticate(c *Caller, pol *policy.Policy, p authn.Peer, pr *pr
 	}
 	c.Name = pc.Name
 	return nil
+}
+
+// authenticateUnix makes c the caller the kernel's word on a Unix socket
+// peer names: the caller of its uid, else of its gid; a peer neither
+// names is refused as a certificate that names no caller is.
+func authenticateUnix(c *Caller, pol *policy.Policy, u *authn.UnixPeer) *Error {
+	ids := u.Identities()
+	for _, id := range ids {
+		if pc, ok := pol.Lookup(id); ok {
+			c.Name, c.Identity, c.identity = pc.Name, id, id.String()
+			return nil
+		}
+	}
+	c.Identity, c.identity = ids[0], ids[0].String()
+	return errorf(codes.PermissionDenied, "uid %d (gid %d) on the broker's Unix socket is not a caller in its policy; ask its operator to add it under callers (unix_uid or unix_gid)", u.UID, u.GID)
 }
 
 // charge counts a refused authentication against the peer's IP: past

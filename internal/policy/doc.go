@@ -10,8 +10,8 @@
 // every other character itself. A pattern must match the whole name.
 //
 // A Holder carries the current Policy across reloads: Load is lock-free,
-// Store swaps atomically and wakes everything waiting on Changed, so that
-// open streams can re-check their caller's rights.
+// Store swaps atomically and runs the OnStore observers before it
+// returns, so that open streams are re-checked at once.
 //
 // Policies and Holders are safe for concurrent use.
 package policy

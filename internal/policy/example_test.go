@@ -3,6 +3,7 @@ package policy_test
 import (
 	"fmt"
 
+	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
@@ -17,13 +18,14 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println(p.Allowed("billing", "team-a", []string{"read:inputs"}))
-	fmt.Println(p.Allowed("billing", "team-a", []string{"write:inputs"}))
-	fmt.Println(p.Allowed("billing", "globex", nil))
-	fmt.Println(p.VisibleTenants("billing", []string{"acme", "globex", "team-a"}))
+	c, _ := p.Lookup(authn.Identity{Kind: authn.KindSPIFFE, Value: "spiffe://prod/ns/billing/sa/api"})
+	fmt.Println(c.Name)
+	fmt.Println(c.TenantAllowed("team-a"), c.ScopesAllowed([]string{"read:inputs"}))
+	fmt.Println(c.ScopesAllowed([]string{"write:inputs"}))
+	fmt.Println(c.TenantAllowed("globex"))
 	// Output:
-	// true
+	// billing
+	// true true
 	// false
 	// false
-	// [acme team-a]
 }

@@ -18,7 +18,7 @@ func Example() {
 		return []statuspage.Tenant{
 			{Name: "payments", State: "ready", Expiry: time.Now().Add(time.Hour), ScopeSets: 1, Watches: 0},
 			{Name: "billing-eu", State: "failing", LastError: "upstream: token request failed: HTTP 503",
-				ScopeSets: statuspage.Unknown, Watches: statuspage.Unknown},
+				ScopeSets: 1, Watches: 0},
 		}
 	})
 	srv := httptest.NewServer(statuspage.Handler(src, statuspage.WithVersion("v1.2.3")))

@@ -2,7 +2,8 @@ package statuspage
 
 import (
 	"bytes"
-	"embed"
+	"cmp"
+	_ "embed"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -22,16 +23,12 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// Unknown marks a count the Source cannot tell; it renders as "—" and as
-// null in JSON.
-const Unknown = -1
-
 // MaxErrorLen is the most runes of a tenant's last error that the page
 // shows; longer errors are cut and end with "…".
 const MaxErrorLen = 300
 
-// DefaultRefresh is how often the page reloads itself.
-const DefaultRefresh = 5 * time.Second
+// refreshEvery is how often the page reloads itself.
+const refreshEvery = 5 * time.Second
 
 // ContentSecurityPolicy is sent with every response: nothing but the
 // page's own stylesheet may load, no script runs, and no site may frame
@@ -54,7 +51,7 @@ type Tenant struct {
 	// page still strips URL queries from it and cuts it at MaxErrorLen.
 	LastError string
 	// ScopeSets and Watches count the tenant's cached scope sets and
-	// open watch streams; Unknown (negative) when the Source cannot tell.
+	// open watch streams.
 	ScopeSets int
 	Watches   int
 	// Host is the token endpoint's host (and port); empty to show none.
@@ -82,7 +79,6 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
 	version string
-	refresh time.Duration
 	clock   clockwork.Clock
 	log     *slog.Logger
 	reload  func() Reload
@@ -93,19 +89,15 @@ type Reload struct {
 	// Result is "success", "error" (the file did not load; the running
 	// configuration was kept) or "rejected" (the change would lower the
 	// security and needs a restart); "" before any reload.
-	Result string
-	At     time.Time
+	Result string    `json:"result"`
+	At     time.Time `json:"at"`
 	// Error says why, for error and rejected; the page strips URL queries
 	// from it and cuts it at MaxErrorLen.
-	Error string
+	Error string `json:"error,omitempty"`
 }
 
 // WithVersion shows the broker's version in the page header and JSON.
 func WithVersion(v string) Option { return optionFunc(func(c *config) { c.version = v }) }
-
-// WithRefresh sets how often the page reloads itself (DefaultRefresh when
-// d is under a second).
-func WithRefresh(d time.Duration) Option { return optionFunc(func(c *config) { c.refresh = d }) }
 
 // WithClock sets the clock for "generated at" and relative times; tests
 // pass a fake one.
@@ -119,12 +111,13 @@ func WithReload(f func() Reload) Option { return optionFunc(func(c *config) { c.
 // WithLogger sets the logger for rendering failures (default: discard).
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.log = l }) }
 
-//go:embed static/status.css templates/status.html
-var assets embed.FS
-
-var pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{
-	"upper": strings.ToUpper,
-}).ParseFS(assets, "templates/status.html"))
+var (
+	//go:embed static/status.css
+	css []byte
+	//go:embed templates/status.html
+	pageHTML string
+	pageTmpl = template.Must(template.New("status.html").Funcs(template.FuncMap{"upper": strings.ToUpper}).Parse(pageHTML))
+)
 
 // Handler returns the read-only status page for src. Mount it at a path
 // ending in "/" (it links its assets relatively):
@@ -140,12 +133,9 @@ func Handler(src Source, opts ...Option) http.Handler {
 	if src == nil {
 		panic("statuspage: Handler: nil Source")
 	}
-	cfg := config{refresh: DefaultRefresh}
+	var cfg config
 	for _, o := range opts {
 		o.apply(&cfg)
-	}
-	if cfg.refresh < time.Second {
-		cfg.refresh = DefaultRefresh
 	}
 	if cfg.clock == nil {
 		cfg.clock = clockwork.NewRealClock()
@@ -159,7 +149,9 @@ func Handler(src Source, opts ...Option) http.Handler {
 	// with 405 and an Allow header.
 	mux.HandleFunc("GET /{$}", h.page)
 	mux.HandleFunc("GET /status.json", h.json)
-	mux.HandleFunc("GET /static/status.css", h.css)
+	mux.HandleFunc("GET /static/status.css", func(w http.ResponseWriter, r *http.Request) {
+		writeBody(w, r, "text/css; charset=utf-8", css)
+	})
 	return secureHeaders(mux)
 }
 
@@ -186,7 +178,7 @@ type handler struct {
 type row struct {
 	Name, State, StateClass, Host, LastError string
 	Expiry, NextRefresh                      timeCell
-	ScopeSets, Watches                       string
+	ScopeSets, Watches                       int
 }
 
 // timeCell is a time shown relative to now, with the absolute time kept
@@ -196,7 +188,6 @@ type timeCell struct {
 }
 
 type pageData struct {
-	Title          string
 	Version        string
 	GeneratedAt    string
 	GeneratedISO   string
@@ -219,6 +210,14 @@ type stateCount struct {
 
 // knownStates are the broker's states, in the order the summary lists them.
 var knownStates = []string{"ready", "stale", "failing", "pending"}
+
+// stateRank orders the summary: known states in their order, then the others.
+func stateRank(s string) int {
+	if i := slices.Index(knownStates, s); i >= 0 {
+		return i
+	}
+	return len(knownStates)
+}
 
 func stateClass(s string) string {
 	if slices.Contains(knownStates, s) {
@@ -256,11 +255,10 @@ func (h *handler) snapshot() (time.Time, []Tenant) {
 func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	now, ts := h.snapshot()
 	d := pageData{
-		Title:          "tokenbroker status",
 		Version:        h.cfg.version,
 		GeneratedAt:    now.UTC().Format("2006-01-02 15:04:05 UTC"),
 		GeneratedISO:   now.UTC().Format(time.RFC3339),
-		RefreshSeconds: int(h.cfg.refresh / time.Second),
+		RefreshSeconds: int(refreshEvery / time.Second),
 		Total:          len(ts),
 	}
 	if r := h.lastReload(); r.Result != "" && r.Result != "success" {
@@ -275,26 +273,18 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 			StateClass:  stateClass(t.State),
 			Host:        t.Host,
 			LastError:   t.LastError,
-			Expiry:      expiryCell(now, t.Expiry),
-			NextRefresh: refreshCell(now, t.NextRefresh),
-			ScopeSets:   count(t.ScopeSets),
-			Watches:     count(t.Watches),
+			Expiry:      cell(now, t.Expiry, expiresIn),
+			NextRefresh: cell(now, t.NextRefresh, refreshIn),
+			ScopeSets:   t.ScopeSets,
+			Watches:     t.Watches,
 		})
 	}
-	for _, s := range knownStates {
-		if counts[s] > 0 {
-			d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: counts[s]})
-			delete(counts, s)
-		}
+	for s, n := range counts {
+		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: n})
 	}
-	others := make([]string, 0, len(counts))
-	for s := range counts {
-		others = append(others, s)
-	}
-	slices.Sort(others)
-	for _, s := range others {
-		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: counts[s]})
-	}
+	slices.SortFunc(d.Summary, func(a, b stateCount) int { // the broker's states first
+		return cmp.Or(cmp.Compare(stateRank(a.State), stateRank(b.State)), strings.Compare(a.State, b.State))
+	})
 
 	// Render fully before writing, so a failure is a clean 500.
 	var buf bytes.Buffer
@@ -316,23 +306,16 @@ type jsonTenant struct {
 	ExpiresInSeconds *int64     `json:"expires_in_seconds"`
 	NextRefresh      *time.Time `json:"next_refresh"`
 	LastError        string     `json:"last_error,omitempty"`
-	ScopeSets        *int       `json:"scope_sets"`
-	Watches          *int       `json:"watches"`
+	ScopeSets        int        `json:"scope_sets"`
+	Watches          int        `json:"watches"`
 }
 
 type jsonStatus struct {
 	GeneratedAt time.Time      `json:"generated_at"`
 	Version     string         `json:"version,omitempty"`
-	LastReload  *jsonReload    `json:"last_reload,omitempty"`
+	LastReload  *Reload        `json:"last_reload,omitempty"`
 	States      map[string]int `json:"states"`
 	Tenants     []jsonTenant   `json:"tenants"`
-}
-
-// jsonReload is the last configuration reload in /status.json.
-type jsonReload struct {
-	Result string    `json:"result"`
-	At     time.Time `json:"at"`
-	Error  string    `json:"error,omitempty"`
 }
 
 func (h *handler) json(w http.ResponseWriter, r *http.Request) {
@@ -340,13 +323,14 @@ func (h *handler) json(w http.ResponseWriter, r *http.Request) {
 	out := jsonStatus{GeneratedAt: now.UTC().Truncate(time.Second), Version: h.cfg.version,
 		States: map[string]int{}, Tenants: make([]jsonTenant, 0, len(ts))}
 	if r := h.lastReload(); r.Result != "" {
-		out.LastReload = &jsonReload{Result: r.Result, At: r.At.UTC().Truncate(time.Second), Error: r.Error}
+		r.At = r.At.UTC().Truncate(time.Second)
+		out.LastReload = &r
 	}
 	for _, t := range ts {
 		out.States[t.State]++
 		jt := jsonTenant{Name: t.Name, State: t.State, Host: t.Host, LastError: t.LastError,
 			Expiry: optTime(t.Expiry), NextRefresh: optTime(t.NextRefresh),
-			ScopeSets: optCount(t.ScopeSets), Watches: optCount(t.Watches)}
+			ScopeSets: t.ScopeSets, Watches: t.Watches}
 		if !t.Expiry.IsZero() {
 			s := int64(t.Expiry.Sub(now) / time.Second)
 			jt.ExpiresInSeconds = &s
@@ -360,15 +344,6 @@ func (h *handler) json(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeBody(w, r, "application/json", append(b, '\n'))
-}
-
-func (h *handler) css(w http.ResponseWriter, r *http.Request) {
-	b, err := assets.ReadFile("static/status.css")
-	if err != nil { // embedded at build time; cannot happen
-		http.Error(w, "statuspage: stylesheet missing", http.StatusInternalServerError)
-		return
-	}
-	writeBody(w, r, "text/css; charset=utf-8", b)
 }
 
 // writeBody answers with b, or only its headers to HEAD.
@@ -389,46 +364,28 @@ func optTime(t time.Time) *time.Time {
 	return &u
 }
 
-func optCount(n int) *int {
-	if n < 0 {
-		return nil
-	}
-	return &n
-}
-
 const dash = "—"
 
-func count(n int) string {
-	if n < 0 {
-		return dash
-	}
-	return fmt.Sprint(n)
-}
-
-func expiryCell(now, t time.Time) timeCell {
+// cell shows t as text(t - now), or a dash for the zero time.
+func cell(now, t time.Time, text func(time.Duration) string) timeCell {
 	if t.IsZero() {
 		return timeCell{Text: dash}
 	}
-	c := timeCell{ISO: t.UTC().Format(time.RFC3339)}
-	if d := t.Sub(now); d > 0 {
-		c.Text = human(d)
-	} else {
-		c.Text = "expired " + human(-d) + " ago"
-	}
-	return c
+	return timeCell{Text: text(t.Sub(now)), ISO: t.UTC().Format(time.RFC3339)}
 }
 
-func refreshCell(now, t time.Time) timeCell {
-	if t.IsZero() {
-		return timeCell{Text: dash}
+func expiresIn(d time.Duration) string {
+	if d > 0 {
+		return human(d)
 	}
-	c := timeCell{ISO: t.UTC().Format(time.RFC3339)}
-	if d := t.Sub(now); d >= time.Second {
-		c.Text = "in " + human(d)
-	} else {
-		c.Text = "now"
+	return "expired " + human(-d) + " ago"
+}
+
+func refreshIn(d time.Duration) string {
+	if d >= time.Second {
+		return "in " + human(d)
 	}
-	return c
+	return "now"
 }
 
 // human renders d to the second, at most two units: "1h 05m", "4m 09s",

@@ -107,6 +107,13 @@ func StartSecured(t testing.TB) *Secured {
 // AuditOutput to Stdout.
 func StartSecuredWith(t testing.TB, opts daemon.Options) *Secured {
 	t.Helper()
+	return StartSecuredConfig(t, opts, "")
+}
+
+// StartSecuredConfig is StartSecuredWith with extra appended to the
+// config file (SecuredConfig), e.g. an oauth section.
+func StartSecuredConfig(t testing.TB, opts daemon.Options, extra string) *Secured {
+	t.Helper()
 	s := &Secured{
 		t: t, Dir: t.TempDir(), ServerCA: testpki.NewCA(t, "broker-ca"), ClientCA: testpki.NewCA(t, "client-ca"),
 		Client: devidp.NewClient(), APIKey: RandomKey(t), WrongKey: RandomKey(t),
@@ -123,7 +130,7 @@ func StartSecuredWith(t testing.TB, opts daemon.Options) *Secured {
 	testpki.WriteFile(t, filepath.Join(s.Dir, "idp.secret"), []byte(s.Client.Secret+"\n"))
 	s.Config = filepath.Join(s.Dir, "broker.yaml")
 	s.AuditPath = filepath.Join(s.Dir, "audit.log")
-	s.WriteConfig(fmt.Sprintf(SecuredConfig, s.IdP.TokenURL(), s.Client.ID, SHA256Hex(s.APIKey)))
+	s.WriteConfig(fmt.Sprintf(SecuredConfig, s.IdP.TokenURL(), s.Client.ID, SHA256Hex(s.APIKey)) + extra)
 	cfg, err := s.Load()
 	if err != nil {
 		t.Fatal(err)

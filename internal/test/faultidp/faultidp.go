@@ -285,8 +285,12 @@ func EchoAccessToken(encode func(clientID, secret string) string) Response {
 // the client's transport error quotes it in turn.
 func MalformedEcho() Response { return Response{echo: echoMalformed} }
 
-// credentialsOf returns the client ID and secret of a token request.
+// credentialsOf returns the client ID and secret of a token request; the
+// client_assertion is the secret of a private_key_jwt request.
 func credentialsOf(form url.Values, r *http.Request) (id, secret string) {
+	if a := form.Get("client_assertion"); a != "" {
+		return form.Get("client_id"), a
+	}
 	if u, p, ok := r.BasicAuth(); ok {
 		// RFC 6749 §2.3.1: both are form-encoded inside the Basic header.
 		id, _ = url.QueryUnescape(u)
