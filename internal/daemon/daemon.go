@@ -235,18 +235,16 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if tp != nil {
 		sopts = append(sopts, grpcTracing(tp))
 	}
-	// The metrics interceptors run before the guard's, so that refused
-	// calls are counted too.
 	d.srv = server.New(server.Config{
 		Broker: d.broker, Health: hs, Logger: log,
 		ServerOptions:      sopts,
 		Tap:                d.guard.Tap,
-		UnaryInterceptors:  append([]grpc.UnaryServerInterceptor{d.metrics.grpc.UnaryServerInterceptor()}, d.guard.UnaryInterceptors()...),
-		StreamInterceptors: append([]grpc.StreamServerInterceptor{d.metrics.grpc.StreamServerInterceptor()}, d.guard.StreamInterceptors()...),
+		UnaryInterceptors:  d.guard.UnaryInterceptors(),
+		StreamInterceptors: d.guard.StreamInterceptors(),
+		Metrics:            d.metrics.grpc,
 		Limits:             cfg.Limits,
 		TenantAccess:       d.guard.TenantAccess,
 	})
-	d.metrics.grpc.InitializeMetrics(d.srv.GRPC)
 	if err := d.newOAuth(cfg.Limits); err != nil {
 		return nil, err
 	}

@@ -8,13 +8,13 @@ import (
 	"sync"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
+	"github.com/tokenbroker/tokenbroker/internal/server"
 )
 
 // The broker's Prometheus metrics. Labels are bounded: tenant names come
@@ -38,7 +38,7 @@ const (
 // metrics holds the daemon's registry and its own collectors.
 type metrics struct {
 	reg         *prometheus.Registry
-	grpc        *grpcprom.ServerMetrics
+	grpc        *grpcMetrics
 	idp         *idpCollector
 	reloads     *prometheus.CounterVec
 	denials     *prometheus.CounterVec
@@ -48,11 +48,9 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 10, 30}),
-		)),
-		idp: &idpCollector{byTenant: map[string]*idpStats{}},
+		reg:  prometheus.NewRegistry(),
+		grpc: newGRPCMetrics(),
+		idp:  &idpCollector{byTenant: map[string]*idpStats{}},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_config_reloads_total",
 			Help: "Configuration reloads (SIGHUP, Reload or a changed file), by result: success, error (the file or a tenant's file did not load; the running configuration was kept) or rejected (the change would lower the security; it needs a restart).",
@@ -79,6 +77,84 @@ func newMetrics() *metrics {
 		m.reloads.WithLabelValues(r)
 	}
 	return m
+}
+
+// grpcMetrics are go-grpc-middleware's gRPC server metrics (its
+// providers/prometheus: the same names, labels and help), counted
+// through series looked up once per method (server.Metrics) instead of
+// by label values on every call, which hashed four strings and allocated
+// their slice per series per call.
+type grpcMetrics struct {
+	started, handled, received, sent *prometheus.CounterVec
+	seconds                          *prometheus.HistogramVec
+}
+
+func newGRPCMetrics() *grpcMetrics {
+	labels := []string{"grpc_type", "grpc_service", "grpc_method"}
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	}
+	return &grpcMetrics{
+		started:  counter("grpc_server_started_total", "Total number of RPCs started on the server.", labels...),
+		handled:  counter("grpc_server_handled_total", "Total number of RPCs completed on the server, regardless of success or failure.", append(labels, "grpc_code")...),
+		received: counter("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.", labels...),
+		sent:     counter("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", labels...),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "grpc_server_handling_seconds",
+			Help:    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+			Buckets: []float64{.0005, .001, .005, .01, .05, .1, .5, 1, 5, 10, 30},
+		}, labels),
+	}
+}
+
+func (m *grpcMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range []prometheus.Collector{m.started, m.handled, m.received, m.sent, m.seconds} {
+		c.Describe(ch)
+	}
+}
+
+func (m *grpcMetrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range []prometheus.Collector{m.started, m.handled, m.received, m.sent, m.seconds} {
+		c.Collect(ch)
+	}
+}
+
+// Method implements server.Metrics: every series of the method, every
+// code's included, exists from the start (as go-grpc-middleware's
+// InitializeMetrics made them).
+func (m *grpcMetrics) Method(service, method, typ string) server.MethodMetrics {
+	mm := &methodMetrics{
+		started:  m.started.WithLabelValues(typ, service, method),
+		received: m.received.WithLabelValues(typ, service, method),
+		sent:     m.sent.WithLabelValues(typ, service, method),
+		seconds:  m.seconds.WithLabelValues(typ, service, method),
+		handled:  m.handled.MustCurryWith(prometheus.Labels{"grpc_type": typ, "grpc_service": service, "grpc_method": method}),
+	}
+	for c := range mm.byCode {
+		mm.byCode[c] = mm.handled.WithLabelValues(codes.Code(c).String())
+	}
+	return mm
+}
+
+// methodMetrics are one method's series.
+type methodMetrics struct {
+	started, received, sent prometheus.Counter
+	seconds                 prometheus.Observer
+	byCode                  [codes.Unauthenticated + 1]prometheus.Counter // every code gRPC defines
+	handled                 *prometheus.CounterVec                        // curried: by code
+}
+
+func (m *methodMetrics) Started()  { m.started.Inc() }
+func (m *methodMetrics) Received() { m.received.Inc() }
+func (m *methodMetrics) Sent()     { m.sent.Inc() }
+
+func (m *methodMetrics) Handled(code codes.Code, d time.Duration) {
+	if int(code) < len(m.byCode) {
+		m.byCode[code].Inc()
+	} else {
+		m.handled.WithLabelValues(code.String()).Inc()
+	}
+	m.seconds.Observe(d.Seconds())
 }
 
 // oauthResult counts a token endpoint request (oauth.Config.OnResult);

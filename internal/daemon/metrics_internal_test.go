@@ -3,8 +3,10 @@ package daemon
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
 )
 
 // TestIDPCollectorExposition: the compact per-tenant figures expose the
@@ -93,5 +95,38 @@ tokenbroker_token_refreshes_total{result="success",tenant="acme"} 1
 	}
 	if n := testutil.CollectAndCount(c, "tokenbroker_idp_request_duration_seconds"); n != 1 {
 		t.Errorf("%d latency histograms after the removal, want acme's only", n)
+	}
+}
+
+// TestGRPCMetricsPerCall: a call's counting allocates nothing (its
+// series were looked up when the method was), and the series keep
+// go-grpc-middleware's names and labels, every code's handled series
+// there from the start.
+func TestGRPCMetricsPerCall(t *testing.T) {
+	m := newGRPCMetrics()
+	mm := m.Method("tokenbroker.v1.TokenBrokerService", "GetToken", "unary")
+	if n := testing.AllocsPerRun(100, func() {
+		mm.Started()
+		mm.Received()
+		mm.Sent()
+		mm.Handled(codes.OK, time.Millisecond)
+		mm.Handled(codes.PermissionDenied, time.Millisecond)
+	}); n != 0 {
+		t.Errorf("a call's metrics allocate %v times, want 0", n)
+	}
+	mm.Handled(codes.Code(99), time.Millisecond) // no such code: counted all the same
+	for _, c := range []struct {
+		code string
+		want float64
+	}{{"OK", 101}, {"PermissionDenied", 101}, {"Code(99)", 1}, {"Unauthenticated", 0}} {
+		if got := testutil.ToFloat64(m.handled.WithLabelValues("unary", "tokenbroker.v1.TokenBrokerService", "GetToken", c.code)); got != c.want {
+			t.Errorf("grpc_server_handled_total{grpc_code=%q} = %v, want %v", c.code, got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.started.WithLabelValues("unary", "tokenbroker.v1.TokenBrokerService", "GetToken")); got != 101 {
+		t.Errorf("grpc_server_started_total = %v, want 101", got)
+	}
+	if n := testutil.CollectAndCount(m, "grpc_server_handled_total"); n != 18 {
+		t.Errorf("%d handled series, want 18: every code gRPC defines and the unknown one", n)
 	}
 }

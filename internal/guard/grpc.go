@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -36,12 +37,13 @@ func (e *Error) GRPCStatus() *status.Status { return status.New(e.Code, e.Msg) }
 
 // Tap admits a call when its HEADERS arrive, before grpc-go reads a
 // message (grpc.InTapHandle, server.Config.Tap): it refuses a token call
-// whose API key does not verify, takes the call's slot until the stream
+// whose API key does not verify, takes the call's slot until the call
 // ends, and hands the proof on in ctx. Without it calls are not capped
 // (the guard logs that once).
 func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	p := authn.PeerOf(ctx)
-	pr := prove(p, credentialsOf(info.Header))
+	conn := g.conns.of(ctx)
+	p := conn.peer
+	pr := conn.prove(credentialsOf(info.Header))
 	pol := g.holder.Load()
 	token := guarded(info.FullMethodName)
 	var c Caller
@@ -51,32 +53,126 @@ func (g *Guard) Tap(ctx context.Context, info *tap.Info) (context.Context, error
 		}
 		c.Name = "" // counted by its IP; the interceptors refuse a token call
 	}
-	caller, ip := c.Name, peerIP(c.Peer)
-	if err := g.admit(caller, ip); err != nil {
+	ip := peerIP(c.Peer)
+	err := g.admit(c.Name, ip)
+	if err != nil && g.pending.sweep() > 0 {
+		err = g.admit(c.Name, ip) // slots of calls that ended unclaimed came back
+	}
+	if err != nil {
 		return nil, g.deny(ctx, info.FullMethodName, &c, target{}, err)
 	}
-	context.AfterFunc(ctx, func() { g.release(caller, ip) }) // the transport cancels ctx when the stream ends
-	if !token {
-		return ctx, nil // health and reflection: no interceptor of the guard's reads the proof
+	a := &admittedContext{Context: ctx, g: g, caller: c.Name, ip: ip, conn: conn, proof: pr}
+	g.pending.add(a)
+	return a, nil
+}
+
+// admitted returns what the tap admitted the call of ctx with, or nil.
+func (g *Guard) admitted(ctx context.Context) *admittedContext {
+	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok && a.g == g {
+		return a
 	}
-	return &admittedContext{Context: ctx, peer: p, proof: pr}, nil
+	return nil
+}
+
+// claim takes the release of a's slot over, for the interceptor to give
+// it back when the call returns. False if a is nil or its slot was
+// given back already (its stream ended before, see pending.sweep).
+func (a *admittedContext) claim() bool { return a != nil && a.g.pending.remove(a) }
+
+// pending are the calls the tap admitted that no interceptor has claimed
+// yet. The guard's interceptors give a call's slot back when it returns;
+// a call that never reaches them (grpc-go refuses it first: a method or
+// compressor it does not know, a deadline passed already) is given back
+// by sweep, once its stream ended, when a call finds its cap reached
+// and every sweepEvery admissions. Without a registration per call on
+// its context (context.AfterFunc was 5 allocations, a map and a
+// goroutine per call, ~1.2 µs), and the list is intrusive: no
+// allocation.
+type pending struct {
+	mu    sync.Mutex
+	head  *admittedContext
+	added uint32 // guarded by mu
+}
+
+// sweepEvery bounds how many admissions pass between sweeps, and so how
+// long the calls that ended unclaimed keep their slots and memory.
+const sweepEvery = 1024
+
+func (l *pending) add(a *admittedContext) {
+	l.mu.Lock()
+	a.next, a.listed = l.head, true
+	if l.head != nil {
+		l.head.prev = a
+	}
+	l.head = a
+	l.added++
+	sweep := l.added%sweepEvery == 0
+	l.mu.Unlock()
+	if sweep {
+		l.sweep()
+	}
+}
+
+// remove takes a off the list and reports whether it was on it.
+func (l *pending) remove(a *admittedContext) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !a.listed {
+		return false
+	}
+	l.unlinkLocked(a)
+	return true
+}
+
+func (l *pending) unlinkLocked(a *admittedContext) {
+	if a.prev != nil {
+		a.prev.next = a.next
+	} else {
+		l.head = a.next
+	}
+	if a.next != nil {
+		a.next.prev = a.prev
+	}
+	a.prev, a.next, a.listed = nil, nil, false
+}
+
+// sweep gives back the slots of the listed calls whose streams ended and
+// returns how many. Lock order: pending.mu, then the counters'.
+func (l *pending) sweep() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for a := l.head; a != nil; {
+		next := a.next
+		if a.Context.Err() != nil { // the transport cancels it when the stream ends
+			l.unlinkLocked(a)
+			a.release()
+			n++
+		}
+		a = next
+	}
+	return n
 }
 
 // unary runs a unary call's steps: authenticate, authorize, limit, the
 // handler, audit.
 func (g *Guard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	a := g.admitted(ctx)
+	if a.claim() {
+		defer a.release()
+	}
 	if !guarded(info.FullMethod) {
 		return handler(ctx, req)
 	}
 	method, t := info.FullMethod, targetOf(req)
 	pol := g.holder.Load()
-	p, pr := g.proofOf(ctx)
-	c := &Caller{}
+	p, pr := g.proofOf(ctx, a)
+	ci := CallInfoFrom(ctx)
+	c := ci.newCaller()
 	err := g.authenticate(c, pol, p, pr)
 	if err != nil {
 		return nil, g.deny(ctx, method, c, target{}, g.charge(c.Peer, err))
 	}
-	ci := CallInfoFrom(ctx)
 	ci.note(c, t.tenant)
 	err = g.authorize(pol, c, method, t)
 	if err == nil {
@@ -192,10 +288,10 @@ func credentialsOf(md metadata.MD) Credentials {
 }
 
 // proofOf returns the peer of a token call's ctx and what its
-// credentials prove: the tap's, or, without the tap, worked out again.
-func (g *Guard) proofOf(ctx context.Context) (authn.Peer, *proof) {
-	if a, ok := ctx.Value(admittedKey{}).(*admittedContext); ok {
-		return a.peer, &a.proof
+// credentials prove: the tap's (a), or, without the tap, worked out again.
+func (g *Guard) proofOf(ctx context.Context, a *admittedContext) (authn.Peer, *proof) {
+	if a != nil {
+		return a.conn.peer, &a.proof
 	}
 	if g.noTap.CompareAndSwap(false, true) {
 		g.log.Error("guard: a call arrived without the guard's tap (guard.ServerOptions is not installed): open calls are not capped and bad API keys are refused only after their request is read")
@@ -214,13 +310,20 @@ func proofFrom(ctx context.Context) (authn.Peer, *proof) {
 type admittedKey struct{}
 
 // admittedContext is the context of a call the tap admitted: one
-// allocation for the context and what the call proved. Only the tap
-// makes one, so a client cannot forge it.
+// allocation for the context, its slot and what the call proved. Only
+// the tap makes one, so a client cannot forge it.
 type admittedContext struct {
 	context.Context
-	peer  authn.Peer
-	proof proof
+	g          *Guard
+	caller, ip string // the slot (see admit)
+	conn       *connProof
+	proof      proof
+
+	prev, next *admittedContext // on g.pending while listed; guarded by its mu
+	listed     bool
 }
+
+func (a *admittedContext) release() { a.g.release(a.caller, a.ip) }
 
 func (a *admittedContext) Value(key any) any {
 	if key == (admittedKey{}) {
@@ -274,14 +377,42 @@ func visible(pol *policy.Policy, c *Caller) func(tenant string) bool {
 }
 
 // CallInfo is the caller and tenant of a call for its request-log line:
-// the server puts one in the context (WithCallInfo), the guard fills it,
-// the log reads it only for a line it writes. It is the call's goroutine's.
+// the server keeps one in each call's context (its own context type
+// answers Value through CallInfo.Value; WithCallInfo makes one for other
+// servers), the guard fills it, the log reads it only for a line it
+// writes. It also holds the call's Caller, so that the guard allocates
+// none per call. It is the call's goroutine's.
 type CallInfo struct {
-	caller, tenant string
+	named  *Caller // the caller of the line, once known
+	tenant string
 	// authorized is the caller the handler runs for, once the guard
 	// allowed the call: CallerFromContext finds it here, which saves a
 	// context per call.
 	authorized *Caller
+	own        Caller   // the call's Caller (see newCaller)
+	canceler   Canceler // see SetCanceler
+}
+
+// Canceler cancels a call's context with a cause.
+type Canceler interface{ CancelCall(cause error) }
+
+// SetCanceler gives the guard the way to cancel the call's context with a
+// cause (a revoked stream), so that it derives no context of its own; the
+// call's context must be the one that carries ci.
+func (ci *CallInfo) SetCanceler(c Canceler) { ci.canceler = c }
+
+// Value answers a context's Value for the guard's keys: the server's
+// call context, which carries a CallInfo, calls it first.
+func (ci *CallInfo) Value(key any) (any, bool) {
+	switch key {
+	case callInfoKey{}:
+		return ci, true
+	case callerKey{}:
+		if ci.authorized != nil {
+			return ci.authorized, true
+		}
+	}
+	return nil, false
 }
 
 type callInfoKey struct{}
@@ -294,13 +425,8 @@ type callInfoContext struct {
 }
 
 func (c *callInfoContext) Value(key any) any {
-	switch key {
-	case callInfoKey{}:
-		return &c.info
-	case callerKey{}:
-		if c.info.authorized != nil {
-			return c.info.authorized
-		}
+	if v, ok := c.info.Value(key); ok {
+		return v
 	}
 	return c.Context.Value(key)
 }
@@ -316,6 +442,15 @@ func CallInfoFrom(ctx context.Context) *CallInfo {
 	return ci
 }
 
+// newCaller returns the Caller of the call: ci's own, or a new one
+// without a CallInfo.
+func (ci *CallInfo) newCaller() *Caller {
+	if ci == nil {
+		return &Caller{}
+	}
+	return &ci.own
+}
+
 // LogFields appends the request-log fields the guard learned, "caller"
 // and "tenant" (each only if known), to fields. A nil CallInfo appends
 // none.
@@ -323,8 +458,8 @@ func (ci *CallInfo) LogFields(fields []any) []any {
 	if ci == nil {
 		return fields
 	}
-	if ci.caller != "" {
-		fields = append(fields, "caller", ci.caller)
+	if ci.named != nil && ci.named.Name != "" {
+		fields = append(fields, "caller", ci.named.Name)
 	}
 	if ci.tenant != "" {
 		fields = append(fields, "tenant", clip(ci.tenant))
@@ -338,7 +473,7 @@ func (ci *CallInfo) note(c *Caller, tenant string) {
 	if ci == nil {
 		return
 	}
-	ci.caller = c.Name
+	ci.named = c
 	if tenant != "" {
 		ci.tenant = tenant
 	}

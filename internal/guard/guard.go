@@ -58,6 +58,8 @@ type Guard struct {
 	invalidations *buckets
 	denials       *buckets    // per peer IP, refused authentications
 	open          openStreams // authorized streams, re-checked at policy changes
+	pending       pending     // admitted calls no interceptor claimed yet
+	conns         *conns      // what each connection proves (see Tap)
 	auditState    auditState
 	noTap         atomic.Bool // a call came without the tap (see proofOf)
 }
@@ -85,6 +87,7 @@ func New(cfg Config) (*Guard, error) {
 		invalidations: bucketsOf(l.InvalidationsPerSecond, l.InvalidationBurst),
 		denials:       bucketsOf(l.DenialsPerSecondPerIP, l.DenialBurstPerIP),
 		auditState:    auditState{hook: cfg.OnAuditFailure},
+		conns:         newConns(),
 	}
 	cfg.Policy.OnStore(g.redecide)
 	if cfg.Policy.Load().Empty() {

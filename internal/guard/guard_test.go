@@ -122,6 +122,13 @@ func TestAPIKeys(t *testing.T) {
 	wantCode(t, "good key, forbidden tenant", err, codes.PermissionDenied)
 	_, err = get(withKey(ctx, wrongKey), c, "team-b")
 	wantCode(t, "wrong key", err, codes.Unauthenticated)
+	// The same connection remembers its last key: one of the same length
+	// after the good one is no good, the good one after it is.
+	_, err = get(withKey(ctx, strings.Repeat("x", len(ciKey))), c, "team-b")
+	wantCode(t, "a key as long as the good one, on its connection", err, codes.Unauthenticated)
+	if _, err := get(withKey(ctx, ciKey), c, "team-b"); err != nil {
+		t.Fatalf("the good key again on the same connection: %v", err)
+	}
 	_, err = get(ctx, c, "team-b")
 	wantCode(t, "no key", err, codes.Unauthenticated)
 	_, err = c.GetToken(metadataCtx(ctx, "Basic "+ciKey), &tbv1.GetTokenRequest{Tenant: "team-b"})

@@ -43,14 +43,14 @@ func openStream(t *testing.T, g *Guard, h *policy.Holder, ss grpc.ServerStream) 
 	c := &Caller{Name: "billing", Identity: authn.Identity{Kind: authn.KindSPIFFE, Value: "spiffe://prod/ns/billing/sa/api"}, holder: h}
 	c.identity = c.Identity.String()
 	gs := &guardedStream{ServerStream: ss, g: g, c: c, method: watchMethod, t: target{tenant: "team-a", scopes: []string{"read:x"}}}
-	var ctx context.Context
-	ctx, gs.cancel = context.WithCancelCause(t.Context())
-	gs.ctx = callerContext{Context: ctx, c: c}
+	ctx, cancel := context.WithCancelCause(t.Context())
+	gs.ServerStream = &contextStream{ServerStream: ss, ctx: callerContext{Context: ctx, c: c}}
+	gs.cancel = cancelFunc(cancel)
 	if err := g.track(gs); err != nil {
 		t.Fatal(err)
 	}
 	gs.authorized = true
-	t.Cleanup(func() { g.untrack(gs); gs.cancel(nil) })
+	t.Cleanup(func() { g.untrack(gs); cancel(nil) })
 	return gs
 }
 

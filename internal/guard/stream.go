@@ -18,26 +18,38 @@ import (
 // and limit on its request message (RecvMsg), and authorize again at
 // every policy change (redecide); audit every token it sends (SendMsg).
 func (g *Guard) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx := ss.Context()
+	a := g.admitted(ctx)
+	if a.claim() {
+		defer a.release()
+	}
 	if !guarded(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	ctx := ss.Context()
-	p, pr := g.proofOf(ctx)
-	c := &Caller{}
+	p, pr := g.proofOf(ctx, a)
+	ci := CallInfoFrom(ctx)
+	c := ci.newCaller()
 	if aerr := g.authenticate(c, g.holder.Load(), p, pr); aerr != nil {
 		return g.deny(ctx, info.FullMethod, c, target{}, g.charge(c.Peer, aerr))
 	}
-	CallInfoFrom(ctx).note(c, "")
+	ci.note(c, "")
 	gs := &guardedStream{ServerStream: ss, g: g, c: c, method: info.FullMethod}
-	cctx, cancel := context.WithCancelCause(ctx)
-	gs.cancel = cancel
-	gs.ctx = callerContext{Context: cctx, c: c}
+	if ci != nil && ci.canceler != nil {
+		// The server's call context: it names the caller and the guard
+		// cancels it, without a context of the guard's per stream.
+		ci.authorized = c
+		gs.cancel = ci.canceler
+	} else {
+		cctx, cancel := context.WithCancelCause(ctx)
+		gs.ServerStream = &contextStream{ServerStream: ss, ctx: callerContext{Context: cctx, c: c}}
+		gs.cancel = cancelFunc(cancel)
+	}
 	err := handler(srv, gs)
 	g.untrack(gs)
-	gs.cancel(nil)
+	gs.cancel.CancelCall(nil)
 	if e := gs.revoked.Load(); e != nil && gs.authorized {
 		// Audited before the status reaches the client.
-		g.deny(gs.ctx, gs.method, c, gs.t, e)
+		g.deny(gs.Context(), gs.method, c, gs.t, e)
 		g.log.Info("stream ended: policy change revoked access", "caller", c.Name, "tenant", gs.t.tenant, "method", gs.method)
 		return e
 	}
@@ -58,16 +70,28 @@ func (x callerContext) Value(key any) any {
 	return x.Context.Value(key)
 }
 
+// contextStream is a stream with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
+
+// cancelFunc is a context.CancelCauseFunc as a Canceler.
+type cancelFunc context.CancelCauseFunc
+
+func (f cancelFunc) CancelCall(cause error) { f(cause) }
+
 // guardedStream authorizes a stream on its request message, ends it when
 // a policy change revokes the right (see redecide), and audits the
 // tokens it sends.
 type guardedStream struct {
-	grpc.ServerStream
-	ctx    callerContext
-	cancel context.CancelCauseFunc
-	g      *Guard
-	c      *Caller
-	method string
+	grpc.ServerStream // its Context carries the caller (CallerFromContext)
+	cancel            Canceler
+	g                 *Guard
+	c                 *Caller
+	method            string
 
 	// Set by RecvMsg before any send; sends may run on the server's
 	// senders, one at a time, after RecvMsg.
@@ -83,8 +107,6 @@ type guardedStream struct {
 	admitting sync.WaitGroup
 }
 
-func (s *guardedStream) Context() context.Context { return s.ctx }
-
 func (s *guardedStream) RecvMsg(m any) error {
 	if err := s.ServerStream.RecvMsg(m); err != nil {
 		return err
@@ -93,7 +115,7 @@ func (s *guardedStream) RecvMsg(m any) error {
 		return nil
 	}
 	t := targetOf(m)
-	CallInfoFrom(s.ctx).note(s.c, t.tenant)
+	CallInfoFrom(s.Context()).note(s.c, t.tenant)
 	t.unknown = t.unknown || t.listing // a stream lists nothing
 	s.t = t
 	err := s.g.track(s)
@@ -103,7 +125,7 @@ func (s *guardedStream) RecvMsg(m any) error {
 		}
 	}
 	if err != nil {
-		return s.g.deny(s.ctx, s.method, s.c, t, err)
+		return s.g.deny(s.Context(), s.method, s.c, t, err)
 	}
 	s.authorized = true
 	return nil
@@ -144,7 +166,7 @@ func (s *guardedStream) admit(m any) error {
 	s.admitting.Add(1)
 	s.mu.Unlock()
 	defer s.admitting.Done()
-	if err := s.g.audit(s.ctx, withToken(record(audit.EventIssue, s.method, s.c, s.t), tok)); err != nil {
+	if err := s.g.audit(s.Context(), withToken(record(audit.EventIssue, s.method, s.c, s.t), tok)); err != nil {
 		return errAuditUnavailable
 	}
 	s.lastVersion = tok.version
@@ -202,7 +224,7 @@ func (g *Guard) redecide(pol *policy.Policy) {
 			s.mu.Lock()
 			s.revoked.Store(e)
 			s.mu.Unlock()
-			s.cancel(e)
+			s.cancel.CancelCall(e)
 			delete(o.set, s)
 			revoked = append(revoked, s)
 		}

@@ -8,8 +8,8 @@ import (
 	"io"
 	"net"
 	"testing"
-	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/tap"
 
 	"github.com/tokenbroker/tokenbroker/broker/limits"
+	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/test/testpki"
@@ -80,7 +81,7 @@ func TestTapHandsTheProofToTheInterceptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cancel()
-	p, pr := g.proofOf(ctx) // no incoming metadata: only the tap's proof
+	p, pr := g.proofOf(ctx, g.admitted(ctx)) // no incoming metadata: only the tap's proof
 	var c Caller
 	if err := g.authenticate(&c, g.holder.Load(), p, pr); err != nil || c.Name != "ci" {
 		t.Fatalf("authenticate on the tap's context = %q, %v; want caller ci", c.Name, err)
@@ -132,18 +133,14 @@ func TestCallerCapOverAllAddresses(t *testing.T) {
 			cancels = append(cancels, cancel)
 		}
 	}
+	// A call that ends without reaching an interceptor (here: none runs)
+	// gives its slot back by the time another needs it.
 	cancels[0]()
-	// The release runs on the context's AfterFunc goroutine: poll, bounded.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		_, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
-		if err == nil {
-			cancels = append(cancels, cancel)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after one of ci's calls ended: %v", err)
-		}
+	_, cancel, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
+	if err != nil {
+		t.Fatalf("after one of ci's calls ended: %v", err)
 	}
+	cancels = append(cancels, cancel)
 }
 
 // TestCertificateCallerCapOverAllAddresses: a caller identified by its
@@ -190,5 +187,71 @@ func TestCallerCapIgnoresSchemeSpelling(t *testing.T) {
 	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "bEaReR"} {
 		_, _, err := tapFrom(t, g, "127.0.0.1", scheme+" "+ciKey)
 		wantCode(t, scheme+" (the caller already holds its 3 calls)", err, codes.ResourceExhausted)
+	}
+}
+
+// TestInterceptorGivesTheSlotBack: the guard's interceptor gives the
+// slot of the call the tap admitted back when the call returns (before,
+// only the stream's end did, on a goroutine of its own), health calls
+// too; the stream's end then gives nothing back, so a slot is never
+// given back twice. A call that never reaches an interceptor gives its
+// slot back once its stream ended.
+func TestInterceptorGivesTheSlotBack(t *testing.T) {
+	g := tapGuard(t, limits.Limits{MaxStreamsPerCaller: 3, RequestsPerSecond: -1})
+	tapped := func(method string) (context.Context, context.CancelFunc) {
+		base, cancel := context.WithCancel(peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4242}}))
+		t.Cleanup(cancel)
+		ctx, err := g.Tap(base, &tap.Info{FullMethodName: method, Header: metadata.Pairs("authorization", "Bearer "+ciKey)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ctx, cancel
+	}
+	get, endGet := tapped(getMethod)
+	check, endCheck := tapped("/grpc.health.v1.Health/Check")
+	_, endUnclaimed := tapped(getMethod) // never reaches an interceptor
+	_, _, err := tapFrom(t, g, "127.0.0.1", "Bearer "+ciKey)
+	wantCode(t, "a fourth call of a caller capped at 3", err, codes.ResourceExhausted)
+	for method, ctx := range map[string]context.Context{getMethod: get, "/grpc.health.v1.Health/Check": check} {
+		info := &grpc.UnaryServerInfo{FullMethod: method}
+		ok := func(context.Context, any) (any, error) { return nil, nil }
+		if _, err := g.unary(ctx, &tbv1.ListTenantsRequest{}, info, ok); err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+	}
+	if n := g.callers.n["ci"]; n != 1 {
+		t.Fatalf("ci holds %d slots once two of its three calls returned, want 1 at once", n)
+	}
+	endGet()
+	endCheck()
+	if n := g.pending.sweep(); n != 0 || g.callers.n["ci"] != 1 {
+		t.Fatalf("the streams of the returned calls ended: %d slots given back again, ci holds %d; want 0 and 1", n, g.callers.n["ci"])
+	}
+	endUnclaimed()
+	if n := g.pending.sweep(); n != 1 || g.callers.n["ci"] != 0 {
+		t.Fatalf("the stream of the unclaimed call ended: %d slots given back, ci holds %d; want 1 and 0", n, g.callers.n["ci"])
+	}
+}
+
+// TestUnclaimedCallsAreSweptAsCallsCome: calls whose streams end before
+// any interceptor (grpc-go refused them) are forgotten within
+// sweepEvery admissions, slot and memory, whoever makes them.
+func TestUnclaimedCallsAreSweptAsCallsCome(t *testing.T) {
+	g := tapGuard(t, limits.Limits{MaxStreamsPerCaller: 1 << 20, MaxAnonymousStreamsPerIP: 1 << 20})
+	for i := range 3 * sweepEvery {
+		_, cancel, err := tapFrom(t, g, fmt.Sprintf("10.0.%d.%d", i/250, 1+i%250), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	listed := 0
+	g.pending.mu.Lock()
+	for a := g.pending.head; a != nil; a = a.next {
+		listed++
+	}
+	g.pending.mu.Unlock()
+	if listed >= sweepEvery || g.anonymous.len() >= sweepEvery {
+		t.Errorf("after %d calls that ended unclaimed: %d still listed, %d addresses hold slots; want fewer than %d", 3*sweepEvery, listed, g.anonymous.len(), sweepEvery)
 	}
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 	"github.com/tokenbroker/tokenbroker/internal/server"
+	"github.com/tokenbroker/tokenbroker/internal/test/brokertest"
 )
 
 // guarded adds to cfg a guard whose policy has one caller, of API key
@@ -321,5 +322,25 @@ func TestHealthWatchFloodRefused(t *testing.T) {
 			t.Fatalf("no watch accepted after the held ones closed: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond) // polling the server's count, which has no event to wait on
+	}
+}
+
+// TestCallsRefusedBeforeTheInterceptorsGiveTheirSlotBack: a call the tap
+// admitted that grpc-go refuses before any interceptor (here: a method
+// the server does not know) holds no slot once it ended: at a cap of
+// one call, the next call is admitted at once.
+func TestCallsRefusedBeforeTheInterceptorsGiveTheirSlotBack(t *testing.T) {
+	addr := startLimited(t, limits.Limits{MaxAnonymousStreamsPerIP: 1})
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for range 3 {
+		err := cc.Invoke(t.Context(), "/no.such.Service/Method", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+		brokertest.WantStatus(t, "an unknown method", err, codes.Unimplemented)
+	}
+	if _, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("a call after three refused ones, at a cap of one: %v", err)
 	}
 }

@@ -24,7 +24,7 @@ type reply struct {
 	proto.Message // *tbv1.GetTokenResponse, InvalidateTokenResponse or WatchTokenResponse
 	token         *tbv1.Token
 	fingerprint   string
-	wire          []byte // nil if marshalling failed: the codec's Marshal reports it
+	wire          mem.BufferSlice // the encoding; nil if marshalling failed: the codec's Marshal reports it
 }
 
 func (r *reply) GetToken() *tbv1.Token    { return r.token }
@@ -32,7 +32,12 @@ func (r *reply) TokenFingerprint() string { return r.fingerprint }
 
 func newReply(m proto.Message, tok *tbv1.Token, fingerprint string) *reply {
 	r := &reply{Message: m, token: tok, fingerprint: fingerprint}
-	r.wire, _ = proto.Marshal(m)
+	if b, err := proto.Marshal(m); err == nil {
+		// Read-only and never freed into a pool: grpc-go copies (or
+		// compresses) it into the frames it writes, and SliceBuffer's
+		// Ref and Free do nothing, so every send can share it.
+		r.wire = mem.BufferSlice{mem.SliceBuffer(b)}
+	}
 	return r
 }
 
@@ -76,9 +81,7 @@ type codec struct{ encoding.CodecV2 }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*reply); ok && r.wire != nil {
-		// Read-only and never freed into a pool: grpc-go copies (or
-		// compresses) it into the frames it writes.
-		return mem.BufferSlice{mem.SliceBuffer(r.wire)}, nil
+		return r.wire, nil
 	}
 	return c.CodecV2.Marshal(v)
 }
@@ -91,16 +94,18 @@ func (s *Server) serviceDesc() *grpc.ServiceDesc {
 	for i, m := range d.Methods {
 		switch m.MethodName {
 		case "GetToken":
-			d.Methods[i].Handler = unaryHandler(tbv1.TokenBrokerService_GetToken_FullMethodName, s.getToken)
+			d.Methods[i].Handler = unaryHandler(s, tbv1.TokenBrokerService_GetToken_FullMethodName, s.getToken)
 		case "InvalidateToken":
-			d.Methods[i].Handler = unaryHandler(tbv1.TokenBrokerService_InvalidateToken_FullMethodName, s.invalidateToken)
+			d.Methods[i].Handler = unaryHandler(s, tbv1.TokenBrokerService_InvalidateToken_FullMethodName, s.invalidateToken)
 		}
 	}
 	return &d
 }
 
-// unaryHandler is the generated handler of a unary method, for h.
-func unaryHandler[Req any](method string, h func(context.Context, *Req) (*reply, error)) grpc.MethodHandler {
+// unaryHandler is the generated handler of a unary method of srv, for h,
+// with its UnaryServerInfo made once instead of per call.
+func unaryHandler[Req any](srv any, method string, h func(context.Context, *Req) (*reply, error)) grpc.MethodHandler {
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: method}
 	call := func(ctx context.Context, req any) (any, error) {
 		r, err := h(ctx, req.(*Req))
 		if err != nil {
@@ -108,7 +113,7 @@ func unaryHandler[Req any](method string, h func(context.Context, *Req) (*reply,
 		}
 		return r, nil
 	}
-	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	return func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 		in := new(Req)
 		if err := dec(in); err != nil {
 			return nil, err
@@ -116,7 +121,7 @@ func unaryHandler[Req any](method string, h func(context.Context, *Req) (*reply,
 		if interceptor == nil {
 			return call(ctx, in)
 		}
-		return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: method}, call)
+		return interceptor(ctx, in, info, call)
 	}
 }
 

@@ -15,42 +15,106 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/queue"
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
+	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
 // WatchToken implements TokenBrokerService. The stream's goroutine only
 // waits for its end; the senders push the updates, so that the deep send
 // path never grows its stack (8 KiB for its life, not 16).
 func (s *Server) WatchToken(req *tbv1.WatchTokenRequest, stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]) error {
-	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 2)}
-	if pr, ok := peer.FromContext(stream.Context()); ok && pr.Addr != nil {
-		p.conn = pr.Addr.String() // a string: any net.Addr's type may not be comparable
+	ctx := stream.Context()
+	p := &pushedWatch{s: s, stream: stream, end: make(chan error, 2), conn: connOf(ctx)}
+	if !s.watches.add(p) {
+		return errDrained()
 	}
-	w, err := s.broker.WatchNotify(withOwner(stream.Context()), req.GetTenant(), req.GetScopes(), p.notify)
+	defer s.watches.remove(p)
+	w, err := s.broker.WatchNotify(withOwner(ctx), req.GetTenant(), req.GetScopes(), p.notify)
 	if err != nil {
 		return toStatus(err)
 	}
 	p.start(w)
 	wait := abandonSendAfter
 	defer func() { p.close(wait) }()
-	ctx := stream.Context()
+	// The stream's goroutine waits on two channels (each costs 112
+	// bytes while it waits): the drain and a revocation reach it
+	// through end.
+	gone := watchDone(ctx, p.cancelled)
 	select {
 	case err := <-p.end:
 		if err == errWatchEnded {
-			wait, err = p.awaitEnd(ctx, w)
+			wait, err = p.awaitEnd(ctx, w, gone)
 		}
 		return err
-	case <-s.drain:
-		return watchEnd(ctx, true)
-	case <-ctx.Done():
-		return watchEnd(ctx, false)
+	case <-gone:
+		return watchEnd(ctx)
+	}
+}
+
+// connOf names the connection of a call's ctx: the caller's peer address
+// the guard worked out, else the peer's.
+func connOf(ctx context.Context) string {
+	if c, ok := guard.CallerFromContext(ctx); ok && c.Peer != "" {
+		return c.Peer
+	}
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		return pr.Addr.String() // a string: any net.Addr's type may not be comparable
+	}
+	return ""
+}
+
+// watches are the open WatchToken streams, for Drain to end, in a list
+// through the streams themselves.
+type watches struct {
+	mu      sync.Mutex
+	head    *pushedWatch
+	drained bool
+}
+
+// add lists p, unless the server drained already.
+func (l *watches) add(p *pushedWatch) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.drained {
+		return false
+	}
+	p.next = l.head
+	if l.head != nil {
+		l.head.prev = p
+	}
+	l.head = p
+	return true
+}
+
+func (l *watches) remove(p *pushedWatch) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p.prev != nil {
+		p.prev.next = p.next
+	} else if l.head == p {
+		l.head = p.next
+	}
+	if p.next != nil {
+		p.next.prev = p.prev
+	}
+	p.prev, p.next = nil, nil
+}
+
+// drain ends every stream listed and refuses the ones to come.
+func (l *watches) drain() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.drained = true
+	for p := l.head; p != nil; p = p.next {
+		p.finish(errDrained())
 	}
 }
 
 // pushedWatch is one WatchToken stream whose updates the senders send.
 type pushedWatch struct {
-	s      *Server
-	conn   string // the connection's remote address: its pushes run together
-	stream grpc.ServerStreamingServer[tbv1.WatchTokenResponse]
+	s          *Server
+	prev, next *pushedWatch // in s.watches; guarded by its mu
+	conn       string       // the connection's remote address: its pushes run together
+	stream     grpc.ServerStreamingServer[tbv1.WatchTokenResponse]
 	// end receives why the stream ends: from finish, once (a failed send,
 	// or the watch's end after its last update), and errWatchEnded from
 	// notify, once. Two slots, so that neither ever blocks.
@@ -139,6 +203,10 @@ func (p *pushedWatch) sendLatest() {
 	}
 }
 
+// cancelled ends the stream whose call was cancelled (a policy change
+// revoked it: the guard ends it with its own status).
+func (p *pushedWatch) cancelled() { p.finish(status.FromContextError(context.Canceled).Err()) }
+
 // finish ends the stream with err, unless it is ending already.
 func (p *pushedWatch) finish(err error) {
 	if p.closed.CompareAndSwap(false, true) {
@@ -149,7 +217,7 @@ func (p *pushedWatch) finish(err error) {
 // awaitEnd waits, when the broker ended the watch, for the push queued or
 // running to send what is left (up to maxEndWait), giving up a send that
 // does not move in abandonSendAfter. It returns close's wait and the status.
-func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (time.Duration, error) {
+func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch, gone <-chan struct{}) (time.Duration, error) {
 	t := time.NewTicker(abandonSendAfter)
 	defer t.Stop()
 	seen := p.sends.Load()
@@ -157,10 +225,8 @@ func (p *pushedWatch) awaitEnd(ctx context.Context, w *broker.Watch) (time.Durat
 		select {
 		case err := <-p.end:
 			return abandonSendAfter, err
-		case <-p.s.drain:
-			return abandonSendAfter, watchEnd(ctx, true)
-		case <-ctx.Done():
-			return abandonSendAfter, watchEnd(ctx, false)
+		case <-gone:
+			return abandonSendAfter, watchEnd(ctx)
 		case <-t.C:
 		}
 		now := p.sends.Load()
@@ -203,14 +269,17 @@ func (p *pushedWatch) close(wait time.Duration) {
 	_ = p.w.Load().Close()
 }
 
-// watchEnd is the status of a stream ended by a drain or by its context.
+// watchEnd is the status of a stream ended by its context. Not inlined,
+// as errDrained: WatchToken's frame stays small for its life.
 //
 //go:noinline
-func watchEnd(ctx context.Context, draining bool) error {
-	if draining {
-		return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
-	}
-	return status.FromContextError(ctx.Err()).Err()
+func watchEnd(ctx context.Context) error { return status.FromContextError(ctx.Err()).Err() }
+
+// errDrained is the status of a stream the drain ended.
+//
+//go:noinline
+func errDrained() error {
+	return status.Error(codes.Unavailable, "broker is shutting down; reconnect to another replica")
 }
 
 // newSenders returns the pool that runs WatchToken sends: a connection's

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // the floor's, for -profile
 	"os"
 	"os/exec"
 	"strings"
@@ -38,7 +40,14 @@ func maybeServeFloor() {
 	s := grpc.NewServer()
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	reflection.Register(s) // for ghz; it adds nothing to a Check
-	fmt.Println(lis.Addr().String())
+	// net/http/pprof on a port of its own, for -profile.
+	plis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tbload floor:", err)
+		os.Exit(1)
+	}
+	go func() { _ = http.Serve(plis, nil) }()
+	fmt.Println(lis.Addr().String(), plis.Addr().String())
 	go func() {
 		_, _ = bufio.NewReader(os.Stdin).ReadString(0) // EOF: the harness is done
 		s.Stop()
@@ -49,9 +58,10 @@ func maybeServeFloor() {
 
 // floorProc is a running bare floor server.
 type floorProc struct {
-	cmd  *exec.Cmd
-	addr string
-	done func()
+	cmd   *exec.Cmd
+	addr  string
+	pprof string // its net/http/pprof's host:port
+	done  func()
 }
 
 // startFloor runs tbload itself as the bare floor server.
@@ -81,7 +91,8 @@ func startFloor(ctx context.Context) (*floorProc, error) {
 		line <- strings.TrimSpace(s)
 	}()
 	select {
-	case f.addr = <-line:
+	case l := <-line:
+		f.addr, f.pprof, _ = strings.Cut(l, " ")
 	case <-time.After(10 * time.Second):
 	}
 	if f.addr == "" {
@@ -93,3 +104,16 @@ func startFloor(ctx context.Context) (*floorProc, error) {
 }
 
 func (f *floorProc) stop() { f.done() }
+
+// cpuProfile is brokerProc.cpuProfile of the floor.
+func (f *floorProc) cpuProfile(ctx context.Context, o options, name string, d time.Duration) <-chan error {
+	return (&brokerProc{admin: f.pprof}).cpuProfile(ctx, o, name, d)
+}
+
+// serverPID is the process that serves call name of hitCalls.
+func serverPID(b *brokerProc, bare *floorProc, name string) int {
+	if name == "bare" {
+		return bare.cmd.Process.Pid
+	}
+	return b.cmd.Process.Pid
+}

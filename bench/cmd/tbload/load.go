@@ -14,6 +14,27 @@ type run struct {
 	calls    int
 	errs     int
 	firstErr error
+	// cpu is the server process's CPU time (user + system) during the
+	// run: with calls, what a call costs the server, which the other
+	// load on a shared machine disturbs less than the throughput.
+	cpu time.Duration
+}
+
+func (r run) cpuPerCall() time.Duration {
+	if r.calls == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(r.calls)
+}
+
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// withCPU runs measure and records the CPU time process pid used meanwhile.
+func withCPU(pid int, measure func() (run, error)) (run, error) {
+	c0 := cpuTimeOf(pid)
+	r, err := measure()
+	r.cpu = cpuTimeOf(pid) - c0
+	return r, err
 }
 
 // closedLoop runs call from c workers for d and returns the throughput

@@ -101,8 +101,11 @@ func (p *brokerProc) get(ctx context.Context, path string, w io.Writer) error {
 
 // cpuTime is the CPU time the broker has used so far (user + system,
 // /proc/PID/stat; clock ticks of 10 ms).
-func (p *brokerProc) cpuTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+func (p *brokerProc) cpuTime() time.Duration { return cpuTimeOf(p.cmd.Process.Pid) }
+
+// cpuTimeOf is the CPU time process pid has used so far.
+func cpuTimeOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
