@@ -121,9 +121,9 @@ func (s *stack) listen(ctx context.Context, addr string) error {
 		return err
 	}
 	srv := server.New(server.Config{
-		Broker:             s.Broker(),
-		UnaryInterceptors:  []grpc.UnaryServerInterceptor{s.countUnary},
-		StreamInterceptors: []grpc.StreamServerInterceptor{s.countStream},
+		Broker:            s.Broker(),
+		UnaryInterceptor:  s.countUnary,
+		StreamInterceptor: s.countStream,
 	})
 	served := make(chan struct{})
 	go func() {

@@ -237,13 +237,13 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	}
 	d.srv = server.New(server.Config{
 		Broker: d.broker, Health: hs, Logger: log,
-		ServerOptions:      sopts,
-		Tap:                d.guard.Tap,
-		UnaryInterceptors:  d.guard.UnaryInterceptors(),
-		StreamInterceptors: d.guard.StreamInterceptors(),
-		Metrics:            d.metrics.grpc,
-		Limits:             cfg.Limits,
-		TenantAccess:       d.guard.TenantAccess,
+		ServerOptions:     sopts,
+		Tap:               d.guard.Tap,
+		UnaryInterceptor:  d.guard.UnaryInterceptor(),
+		StreamInterceptor: d.guard.StreamInterceptor(),
+		Metrics:           d.metrics.grpc,
+		Limits:            cfg.Limits,
+		TenantAccess:      d.guard.TenantAccess,
 	})
 	if err := d.newOAuth(cfg.Limits); err != nil {
 		return nil, err

@@ -32,10 +32,10 @@ func Example() {
 	}
 	srv := grpc.NewServer(
 		grpc.InTapHandle(g.Tap),
-		grpc.ChainUnaryInterceptor(g.UnaryInterceptors()...),
-		grpc.ChainStreamInterceptor(g.StreamInterceptors()...),
+		grpc.UnaryInterceptor(g.UnaryInterceptor()),
+		grpc.StreamInterceptor(g.StreamInterceptor()),
 	)
 	defer srv.Stop()
-	fmt.Println(len(g.UnaryInterceptors()), len(g.StreamInterceptors()), g.Open())
-	// Output: 1 1 false
+	fmt.Println(g.Open())
+	// Output: false
 }

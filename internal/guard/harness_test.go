@@ -181,8 +181,8 @@ func start(t *testing.T, o options) *env {
 	}
 	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
 	opts := append([]grpc.ServerOption{grpc.InTapHandle(e.guard.Tap)},
-		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{callInfo, logging.UnaryServerInterceptor(logger, logOpts...)}, e.guard.UnaryInterceptors()...)...),
-		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{logging.StreamServerInterceptor(logger, logOpts...)}, e.guard.StreamInterceptors()...)...),
+		grpc.ChainUnaryInterceptor(callInfo, logging.UnaryServerInterceptor(logger, logOpts...), e.guard.UnaryInterceptor()),
+		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), e.guard.StreamInterceptor()),
 	)
 	if !o.plaintext {
 		dir := t.TempDir()

@@ -55,8 +55,7 @@ func guarded(t *testing.T, cfg server.Config, key string) server.Config {
 		t.Fatal(err)
 	}
 	cfg.Tap = g.Tap
-	cfg.UnaryInterceptors = append(cfg.UnaryInterceptors, g.UnaryInterceptors()...)
-	cfg.StreamInterceptors = append(cfg.StreamInterceptors, g.StreamInterceptors()...)
+	cfg.UnaryInterceptor, cfg.StreamInterceptor = g.UnaryInterceptor(), g.StreamInterceptor()
 	cfg.TenantAccess = g.TenantAccess
 	return cfg
 }

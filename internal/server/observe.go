@@ -55,8 +55,8 @@ type method struct {
 	metrics       MethodMetrics
 }
 
-// observer is the interceptor's state. It calls the interceptors of
-// Config itself: grpc-go's chain would cost a closure per call and layer.
+// observer is the interceptor's state. It calls Config's interceptors
+// itself: grpc-go's chain would cost a closure per call and layer.
 type observer struct {
 	s          *Server
 	log        *callLog
@@ -69,37 +69,9 @@ type observer struct {
 
 func newObserver(s *Server, log *callLog, cfg Config) *observer {
 	o := &observer{s: s, log: log, metrics: cfg.Metrics,
-		nextUnary: chainUnary(cfg.UnaryInterceptors), nextStream: chainStream(cfg.StreamInterceptors)}
+		nextUnary: cfg.UnaryInterceptor, nextStream: cfg.StreamInterceptor}
 	o.methods.Store(&map[string]*method{})
 	return o
-}
-
-// chainUnary is ints as one interceptor, nil for none.
-func chainUnary(ints []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
-	switch len(ints) {
-	case 0:
-		return nil
-	case 1:
-		return ints[0]
-	}
-	first, rest := ints[0], chainUnary(ints[1:])
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return first(ctx, req, info, func(ctx context.Context, req any) (any, error) { return rest(ctx, req, info, handler) })
-	}
-}
-
-// chainStream is ints as one interceptor, nil for none.
-func chainStream(ints []grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
-	switch len(ints) {
-	case 0:
-		return nil
-	case 1:
-		return ints[0]
-	}
-	first, rest := ints[0], chainStream(ints[1:])
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		return first(srv, ss, info, func(srv any, ss grpc.ServerStream) error { return rest(srv, ss, info, handler) })
-	}
 }
 
 // register makes the methods of every service registered on srv.

@@ -51,11 +51,10 @@ type Config struct {
 	// (grpc.InTapHandle; guard.Guard.Tap); the refusals of calls whose
 	// API key does not verify are counted in a log line once a second.
 	Tap func(ctx context.Context, info *tap.Info) (context.Context, error)
-	// UnaryInterceptors and StreamInterceptors run after the server's
-	// own (recovery, request log, metrics), before the handlers
-	// (authentication, policy, limits).
-	UnaryInterceptors  []grpc.UnaryServerInterceptor
-	StreamInterceptors []grpc.StreamServerInterceptor
+	// UnaryInterceptor and StreamInterceptor (the guard's) run after the
+	// server's own (recovery, request log, metrics), before the handlers.
+	UnaryInterceptor  grpc.UnaryServerInterceptor
+	StreamInterceptor grpc.StreamServerInterceptor
 	// Metrics counts every call, those the guard refuses included; nil
 	// counts none.
 	Metrics Metrics
