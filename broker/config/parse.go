@@ -34,7 +34,7 @@ func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 		now: o.now(), log: o.logger(), keep: o.KeepTenantsOnFileError, seen: map[string]bool{}, names: map[string]nameAt{},
 	}}
 	if len(data) > MaxFileSize {
-		return nil, p.errf("", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
+		return nil, &Error{File: name, Err: fmt.Errorf("file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)}
 	}
 	def := withDefaults(&Config{}) // what an absent key keeps
 	d := fileDoc{Listen: listenDoc{entries: []string{def.Listen}}, Admin: def.Admin, Shutdown: def.Shutdown, Watch: watchDoc{Enabled: true}}
