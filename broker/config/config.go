@@ -1,12 +1,14 @@
 package config
 
 import (
+	"cmp"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -167,12 +169,9 @@ type Shutdown struct {
 func (c *Config) ErrorAt(field string, err error) error {
 	e := &Error{File: c.name, Field: field, Err: err}
 	p := &parser{root: c.callers}
-	for f := field; f != "" && c.callers != nil; f = parentField(f) {
-		if k, v := p.at(f); k != nil {
-			e.Line = k.Line
-			break
-		} else if v != nil {
-			e.Line = v.Line
+	for f := field; f != "" && c.callers != nil; f = f[:max(strings.LastIndexAny(f, ".["), 0)] {
+		if k, v := p.at(f); v != nil {
+			e.Line = cmp.Or(k, v).Line
 			break
 		}
 	}

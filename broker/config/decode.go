@@ -18,11 +18,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
-// The config file's shape: tagged structs decoded strictly (yaml.v3
-// KnownFields reports unknown keys, duplicate keys and wrong types with
-// their line), then validated in one pass (parse.go, tenant.go). The
-// yaml.Node tree is built only when an error or a warning needs a line.
-// The tags want and eg give a type error's expected value and example.
+// The config file's shape, decoded strictly (yaml.v3 KnownFields), then
+// validated in one pass; the yaml.Node tree is built only when an error or
+// a warning needs a line. Tags want and eg: a type error's expectation.
 
 type fileDoc struct {
 	Listen                listenDoc      `yaml:"listen"`
@@ -396,10 +394,6 @@ func resolve(n *yaml.Node) *yaml.Node {
 	return n
 }
 
-func isNull(n *yaml.Node) bool {
-	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
 // kindName names the kind of n, "a mapping" or "a number".
 func kindName(n *yaml.Node) string {
 	switch {
@@ -430,13 +424,4 @@ func join(field, key string) string {
 		return key
 	}
 	return field + "." + key
-}
-
-// parentField strips the last ".key" or "[i]" from a field path.
-func parentField(f string) string {
-	i := strings.LastIndexAny(f, ".[")
-	if i < 0 {
-		return ""
-	}
-	return f[:i]
 }
