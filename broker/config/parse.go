@@ -285,9 +285,12 @@ func (p *parser) grants(c *Caller, field string) error {
 // unixID checks a caller's unix_uid or unix_gid (at field), and warns of
 // root's: every process of uid 0 that can reach the socket is that caller.
 func (p *parser) unixID(c *Caller, field string) error {
-	id := c.UnixUID
+	id, kind := c.UnixUID, "user"
 	if id == nil {
-		id = c.UnixGID
+		id, kind = c.UnixGID, "group"
+	}
+	if _, v := p.at(field); v.ShortTag() == "!!float" { // yaml.v3 truncates it
+		return p.errf(field, "must be a %s id, a whole number, got %s; write e.g. 1000", kind, v.Value)
 	}
 	if *id == 1<<32-1 {
 		return p.errf(field, "4294967295 is (uid_t)-1, no one's id; give the number `id -u NAME` (or `id -g NAME`) prints")
