@@ -289,7 +289,7 @@ func (p *parser) unixID(c *Caller, field string) error {
 	if id == nil {
 		id, kind = c.UnixGID, "group"
 	}
-	if _, v := p.at(field); v.ShortTag() == "!!float" { // yaml.v3 truncates it
+	if _, v := p.at(field); v != nil && v.ShortTag() == "!!float" { // yaml.v3 truncates it
 		return p.errf(field, "must be a %s id, a whole number, got %s; write e.g. 1000", kind, v.Value)
 	}
 	if *id == 1<<32-1 {
