@@ -98,8 +98,9 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 		return nil, err
 	}
 	if len(cfg.Callers) > 0 {
-		k, v := p.at("callers")
-		cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
+		if k, v := p.at("callers"); v != nil { // nil if set through a merge key
+			cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
+		}
 	}
 	if cfg.Audit, err = p.audit(d.Audit); err != nil {
 		return nil, err
