@@ -347,24 +347,14 @@ func (p *parser) tree() *yaml.Node {
 // "tenants[1].name" ("" is the root); nil if it is absent.
 func (p *parser) at(path string) (key, val *yaml.Node) {
 	val = p.tree()
-	for rest := path; rest != ""; {
-		if rest[0] == '[' {
-			end := strings.IndexByte(rest, ']')
-			i, err := strconv.Atoi(rest[1:max(end, 1)])
-			if err != nil || val.Kind != yaml.SequenceNode || i < 0 || i >= len(val.Content) {
+	for _, part := range strings.FieldsFunc(path, func(r rune) bool { return r == '.' || r == '[' }) {
+		if i, ok := strings.CutSuffix(part, "]"); ok {
+			n, err := strconv.Atoi(i)
+			if err != nil || val.Kind != yaml.SequenceNode || n < 0 || n >= len(val.Content) {
 				return nil, nil
 			}
-			key, val, rest = nil, resolve(val.Content[i]), rest[end+1:]
-			continue
-		}
-		rest = strings.TrimPrefix(rest, ".")
-		end := strings.IndexAny(rest, ".[")
-		if end < 0 {
-			end = len(rest)
-		}
-		name := rest[:end]
-		rest = rest[end:]
-		if key, val = child(val, name); val == nil {
+			key, val = nil, resolve(val.Content[n])
+		} else if key, val = child(val, part); val == nil {
 			return nil, nil
 		}
 	}
