@@ -277,7 +277,10 @@ func (p *parser) credentialKeys(d *tenantDoc, field string) error {
 	if err := p.withoutAssertion(d, field); err != nil {
 		return err
 	}
-	generic := cmp.Or(either("client_id", d.ClientID != "", nil), secret)
+	generic := secret // the first key of client_id and a client secret
+	if d.ClientID != "" {
+		generic = "client_id"
+	}
 	switch {
 	case d.CredentialsFile != "" && d.CredentialsFiles != nil:
 		return p.bothForms(field, "credentials_file", "files")
