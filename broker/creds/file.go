@@ -128,7 +128,10 @@ func checkRequired(obj map[string]json.RawMessage, name string) error {
 	if len(missing) == 0 {
 		return nil
 	}
-	s := map[bool]string{true: "s"}[len(missing) > 1]
+	s := "" // plural
+	if len(missing) > 1 {
+		s = "s"
+	}
 	return fileErr(name, strings.Trim(missing[0], `"`), ErrMissingKey, "missing required key%s %s; regenerate the file in the Kognic app or add the key%s", s, strings.Join(missing, ", "), s)
 }
 
