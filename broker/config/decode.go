@@ -18,11 +18,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
-// The config file's shape: tagged structs decoded strictly (yaml.v3
-// KnownFields reports unknown keys, duplicate keys and wrong types with
-// their line), then validated in one pass (parse.go, tenant.go). The
-// yaml.Node tree is built only when an error or a warning needs a line.
-// The tags want and eg give a type error's expected value and example.
+// The config file's shape, decoded strictly (yaml.v3 KnownFields), then
+// validated in one pass; the yaml.Node tree is built only when an error or
+// a warning needs a line. Tags want and eg: a type error's expectation.
 
 type fileDoc struct {
 	Listen                listenDoc      `yaml:"listen"`
@@ -349,24 +347,14 @@ func (p *parser) tree() *yaml.Node {
 // "tenants[1].name" ("" is the root); nil if it is absent.
 func (p *parser) at(path string) (key, val *yaml.Node) {
 	val = p.tree()
-	for rest := path; rest != ""; {
-		if rest[0] == '[' {
-			end := strings.IndexByte(rest, ']')
-			i, err := strconv.Atoi(rest[1:max(end, 1)])
-			if err != nil || val.Kind != yaml.SequenceNode || i < 0 || i >= len(val.Content) {
+	for _, part := range strings.FieldsFunc(path, func(r rune) bool { return r == '.' || r == '[' }) {
+		if i, ok := strings.CutSuffix(part, "]"); ok {
+			n, err := strconv.Atoi(i)
+			if err != nil || val.Kind != yaml.SequenceNode || n < 0 || n >= len(val.Content) {
 				return nil, nil
 			}
-			key, val, rest = nil, resolve(val.Content[i]), rest[end+1:]
-			continue
-		}
-		rest = strings.TrimPrefix(rest, ".")
-		end := strings.IndexAny(rest, ".[")
-		if end < 0 {
-			end = len(rest)
-		}
-		name := rest[:end]
-		rest = rest[end:]
-		if key, val = child(val, name); val == nil {
+			key, val = nil, resolve(val.Content[n])
+		} else if key, val = child(val, part); val == nil {
 			return nil, nil
 		}
 	}
@@ -394,10 +382,6 @@ func resolve(n *yaml.Node) *yaml.Node {
 		n = n.Alias
 	}
 	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n == nil || n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
 // kindName names the kind of n, "a mapping" or "a number".
@@ -430,13 +414,4 @@ func join(field, key string) string {
 		return key
 	}
 	return field + "." + key
-}
-
-// parentField strips the last ".key" or "[i]" from a field path.
-func parentField(f string) string {
-	i := strings.LastIndexAny(f, ".[")
-	if i < 0 {
-		return ""
-	}
-	return f[:i]
 }

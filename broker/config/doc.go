@@ -39,26 +39,21 @@
 //	oauth: {listen: 127.0.0.1:8443}   # optional: the OAuth2 token endpoint; off when absent
 //	shutdown: {drain: 5s, timeout: 10s}
 //
-// The file, and each file of tenants_dir (.yaml, .yml or .json; dot-files
-// skipped; a tenant's name is its name key, else its file name without
-// extension), is decoded strictly into tagged structs: unknown keys,
-// duplicate keys, wrong types, a second YAML document and an empty file are
-// errors. One validation pass follows. Every error is a *[Error] naming the
-// file, the line, the field path and the fix, for example
+// The file and each tenants_dir file (.yaml, .yml or .json, dot-files
+// skipped; a tenant is named by its name key, else its file name) are
+// decoded strictly: unknown or duplicate keys, wrong types, a second YAML
+// document and an empty file are errors. One validation pass follows. Every
+// error is an *[Error] naming the file, line, field path and fix, e.g.
 //
 //	config: broker.yaml:7: tenants[1].name: duplicate tenant name "acme" (first on line 3); tenant names must be unique
 //
-// Relative paths resolve against the directory of the file that names
-// them. Secret files are read through package creds (regular files, text)
-// at load time and held as creds.Secret (or, for keys, creds.PrivateKey)
-// values, which redact themselves;
-// one that group or others can read is a warning on Options.Logger, or an
+// Relative paths resolve against the naming file's directory. Secret files
+// are read at load time into values that redact themselves (creds.Secret,
+// creds.PrivateKey); a group- or other-readable one is a warning, or an
 // error with strict_file_permissions. Upstream URLs must be https unless
-// their host is loopback or the tenant sets allow_insecure_http. The
-// callers' glob and SPIFFE ID syntax is checked by the access policy;
-// Config.ErrorAt turns its errors into line-numbered ones. Config.Files
-// lists the files a configuration was read from, which the daemon watches.
+// loopback or allow_insecure_http. The access policy checks the callers'
+// globs and SPIFFE IDs; Config.ErrorAt gives its errors a line. Config.Files
+// lists the files read, which the daemon watches.
 //
-// The package produces plain structs; it knows nothing of gRPC, of the
-// access policy or of the broker core.
+// The package knows nothing of gRPC, the access policy or the broker core.
 package config

@@ -9,8 +9,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/names"
 )
 
-// noCredentialsError replaces creds.ErrNoCredentials's message with
-// one that also names the broker's other options, and still unwraps to it.
+// noCredentialsError is creds.ErrNoCredentials with the broker's options.
 type noCredentialsError struct{ err error }
 
 func (e noCredentialsError) Error() string {
@@ -21,15 +20,10 @@ func (e noCredentialsError) Error() string {
 
 func (e noCredentialsError) Unwrap() error { return e.err }
 
-// FromEnvWith builds a configuration for running without a config file:
-// one tenant named names.DefaultTenant with the client kognic.FromEnv finds
-// in the environment, DefaultListen and the admin and shutdown defaults.
-// lookup is os.LookupEnv in production. With no credentials in the
-// environment the error wraps creds.ErrNoCredentials and tells the user
-// about --config and --dev. Files holds the KOGNIC_CREDENTIALS file, if
-// that is where the credentials came from. KOGNIC_AUTH_SERVER must be https
-// unless its host is loopback, and a KOGNIC_CREDENTIALS file that group or
-// others can read is warned about on o.Logger.
+// FromEnvWith builds a configuration without a config file: tenant
+// names.DefaultTenant with kognic.FromEnv's client (lookup is os.LookupEnv
+// in production), and the defaults. With no credentials the error wraps
+// creds.ErrNoCredentials and names --config and --dev.
 func FromEnvWith(lookup func(string) (string, bool), o Options) (*Config, error) {
 	c, err := kognic.FromEnv(lookup, kognic.Options{Now: o.now(), Logger: o.logger()})
 	if errors.Is(err, creds.ErrNoCredentials) {

@@ -14,36 +14,23 @@ import (
 )
 
 // The gRPC listeners: listen is one entry or a list of at most one
-// host:port and one unix:///path, and unix_socket sets the socket's file.
+// host:port and one unix:///path; unix_socket sets the socket's file.
 
-// Defaults of unix_socket.
+// Defaults of unix_socket.mode (owner and group may connect) and dir_mode
+// (the directories the broker creates); Linux's sun_path holds 107 bytes.
 const (
-	// DefaultSocketMode is unix_socket.mode: the socket's owner and group
-	// may connect.
-	DefaultSocketMode fs.FileMode = 0o660
-	// DefaultSocketDirMode is unix_socket.dir_mode: the mode of the
-	// directories the broker creates for the socket.
+	DefaultSocketMode    fs.FileMode = 0o660
 	DefaultSocketDirMode fs.FileMode = 0o750
-	// MaxSocketPath is the longest socket path the kernel takes (Linux's
-	// sun_path is 108 bytes with the terminating NUL).
-	MaxSocketPath = 107
+	MaxSocketPath                    = 107
 )
 
 // Socket is the gRPC listener on a Unix socket, whose callers the kernel
 // identifies (unix_uid, unix_gid). Zero Mode and DirMode mean the defaults.
 type Socket struct {
-	// Path is the socket's absolute path, from listen's unix:///path
-	// entry; "" when listen has none.
-	Path string
-	// Mode is unix_socket.mode: the socket file's permissions, which
-	// decide who may connect at all.
-	Mode fs.FileMode
-	// Group is unix_socket.group, a group name or id; "" leaves the
-	// broker's own group.
-	Group string
-	// DirMode is unix_socket.dir_mode: the mode of the directories the
-	// broker creates for the socket (never world-writable).
-	DirMode fs.FileMode
+	Path    string      // absolute, from listen's unix:///path; "" for none
+	Mode    fs.FileMode // the socket file's permissions: who may connect at all
+	Group   string      // a group name or id; "" leaves the broker's own
+	DirMode fs.FileMode // of the directories created; never world-writable
 }
 
 // FileMode is Mode or its default.
@@ -62,8 +49,7 @@ func (s Socket) DirFileMode() fs.FileMode {
 	return s.DirMode
 }
 
-// GroupID is Group's id, looked up by name unless it is a number; -1
-// for "".
+// GroupID is Group's id, looked up unless it is a number; -1 for "".
 func (s Socket) GroupID() (int, error) {
 	if s.Group == "" {
 		return -1, nil
@@ -79,8 +65,7 @@ func (s Socket) GroupID() (int, error) {
 }
 
 // SplitListen sorts listen entries (the listen key, or --listen flags)
-// into the host:port address and the Unix socket's path, each "" if
-// absent. Errors name the entry.
+// into the host:port and the socket path, each "" if absent.
 func SplitListen(entries []string) (addr, socket string, err error) {
 	if len(entries) == 0 {
 		return "", "", errors.New("no address; give a host:port or unix:///path")
@@ -127,8 +112,8 @@ func listenEntry(s string) (socket string, err error) {
 	return path, nil
 }
 
-// checkHostPort checks a host:port whose port is a number; example is
-// shown in the error.
+// checkHostPort checks a host:port whose port is a number; the error
+// shows example.
 func checkHostPort(s, example string) error {
 	if s == "" {
 		return errors.New("must not be empty")

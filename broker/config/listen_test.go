@@ -152,6 +152,8 @@ func TestUnixCallers(t *testing.T) {
 			`config: broker.yaml:6: callers[0]: caller "b" has both api_key_sha256 and unix_uid; set exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid`},
 		{"negative uid", "  - {name: b, unix_uid: -1, tenants: [acme]}\n",
 			`config: broker.yaml:6: callers[0].unix_uid: must be a user id, a whole number, got -1; write e.g. 1000`},
+		{"fractional gid", "  - {name: b, unix_gid: 1000.5, tenants: [acme]}\n",
+			`config: broker.yaml:6: callers[0].unix_gid: must be a group id, a whole number, got 1000.5; write e.g. 1000`},
 		{"uid as a name", "  - {name: b, unix_uid: billing, tenants: [acme]}\n",
 			`config: broker.yaml:6: callers[0].unix_uid: must be a user id, a whole number, got the string "billing"; write e.g. 1000`},
 		{"gid (uid_t)-1", "  - {name: b, unix_gid: 4294967295, tenants: [acme]}\n",

@@ -18,30 +18,25 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 )
 
-// MinReloadInterval is the shortest tls.reload_interval and
-// watch.interval.
+// MinReloadInterval is the shortest tls.reload_interval and watch.interval.
 const MinReloadInterval = time.Second
 
-// ParseWith parses and validates a config file's contents. name is used in
-// errors; relative paths resolve against baseDir (normally the config
-// file's directory). The files it names are read, credentials already
-// expired (at Options.Now) and upstream URLs that are not https (unless
-// loopback or allow_insecure_http) refused, and each secret file that
-// group or others can read is a warning on o.Logger, or an error with
-// strict_file_permissions.
+// ParseWith parses and validates a config file's contents, named name in
+// errors, and reads the files it names relative to baseDir; credentials
+// expired at o.Now are refused.
 func ParseWith(data []byte, name, baseDir string, o Options) (*Config, error) {
 	p := &parser{name: name, baseDir: baseDir, data: data, load: &load{
 		now: o.now(), log: o.logger(), keep: o.KeepTenantsOnFileError, seen: map[string]bool{}, names: map[string]nameAt{},
 	}}
 	if len(data) > MaxFileSize {
-		return nil, p.errf("", "file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)
+		return nil, &Error{File: name, Err: fmt.Errorf("file is larger than %d bytes (1 MiB); point --config at the broker's YAML configuration itself", MaxFileSize)}
 	}
 	def := withDefaults(&Config{}) // what an absent key keeps
 	d := fileDoc{Listen: listenDoc{entries: []string{def.Listen}}, Admin: def.Admin, Shutdown: def.Shutdown, Watch: watchDoc{Enabled: true}}
 	if err := p.decode(&d, "add a tenants list (see the package documentation for an example)"); err != nil {
 		return nil, err
 	}
-	if len(d.Tenants) == 0 && d.TenantsDir == "" && isNull(p.tree()) {
+	if len(d.Tenants) == 0 && d.TenantsDir == "" && p.tree().ShortTag() == "!!null" {
 		return nil, p.empty("add a tenants list (see the package documentation for an example)")
 	}
 	return p.config(&d)
@@ -103,8 +98,9 @@ func (p *parser) config(d *fileDoc) (*Config, error) {
 		return nil, err
 	}
 	if len(cfg.Callers) > 0 {
-		k, v := p.at("callers")
-		cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
+		if k, v := p.at("callers"); v != nil { // nil if set through a merge key
+			cfg.callers = &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}} // for ErrorAt
+		}
 	}
 	if cfg.Audit, err = p.audit(d.Audit); err != nil {
 		return nil, err
@@ -126,14 +122,14 @@ func (p *parser) ops(d *fileDoc) error {
 			return err
 		}
 	}
-	if d.Admin.Listen != "" {
-		if err := p.hostPort("admin.listen", d.Admin.Listen, DefaultAdminListen); err != nil {
-			return err
+	for _, l := range []struct{ field, addr, eg string }{
+		{"admin.listen", d.Admin.Listen, DefaultAdminListen}, {"oauth.listen", d.OAuth.Listen, "127.0.0.1:8443"},
+	} {
+		if l.addr == "" {
+			continue
 		}
-	}
-	if d.OAuth.Listen != "" {
-		if err := p.hostPort("oauth.listen", d.OAuth.Listen, "127.0.0.1:8443"); err != nil {
-			return err
+		if err := checkHostPort(l.addr, l.eg); err != nil {
+			return p.errf(l.field, "%w", err)
 		}
 	}
 	for i, h := range d.Admin.Hosts {
@@ -158,15 +154,6 @@ func (p *parser) within(field string, d, min, max time.Duration) error {
 		return p.errf(field, "%s is too short; use at least %s", d, min)
 	case d > max:
 		return p.errf(field, "%s is too long; use at most %s", d, max)
-	}
-	return nil
-}
-
-// hostPort checks a host:port whose port is a number; example is shown
-// in the error.
-func (p *parser) hostPort(field, s, example string) error {
-	if err := checkHostPort(s, example); err != nil {
-		return p.errf(field, "%w", err)
 	}
 	return nil
 }
@@ -234,7 +221,10 @@ func (p *parser) callers(list []*Caller, tls *TLS) ([]Caller, error) {
 			return nil, p.errf(field+".name", "duplicate caller name %q (first on line %d); caller names must be unique", c.Name, p.line(f+".name"))
 		}
 		first[c.Name] = field
-		if err := p.caller(c, field, tls); err != nil {
+		if err := p.identity(c, field, tls); err != nil {
+			return nil, err
+		}
+		if err := p.grants(c, field); err != nil {
 			return nil, err
 		}
 		callers = append(callers, *c)
@@ -242,7 +232,8 @@ func (p *parser) callers(list []*Caller, tls *TLS) ([]Caller, error) {
 	return callers, nil
 }
 
-func (p *parser) caller(c *Caller, field string, tls *TLS) error {
+// identity checks that exactly one identity names the caller, and its value.
+func (p *parser) identity(c *Caller, field string, tls *TLS) error {
 	var idKey string
 	for i, set := range []bool{c.SPIFFEID != "", c.DNSName != "", c.CommonName != "", c.APIKeySHA256 != "", c.UnixUID != nil, c.UnixGID != nil} {
 		if !set {
@@ -272,6 +263,11 @@ func (p *parser) caller(c *Caller, field string, tls *TLS) error {
 	case tls == nil || tls.ClientCAFile == "":
 		return p.errf(idField, "caller %q is identified by a client certificate, but tls.client_ca_file is not set; add a tls section with cert_file, key_file and client_ca_file (the CAs that sign client certificates)", c.Name)
 	}
+	return nil
+}
+
+// grants checks the caller's tenants and scopes lists.
+func (p *parser) grants(c *Caller, field string) error {
 	switch {
 	case c.Tenants == nil:
 		return p.errf(field, "caller %q: missing required key \"tenants\"; add the tenant globs it may use, e.g. tenants: [acme, \"team-*\"]", c.Name)
@@ -290,9 +286,12 @@ func (p *parser) caller(c *Caller, field string, tls *TLS) error {
 // unixID checks a caller's unix_uid or unix_gid (at field), and warns of
 // root's: every process of uid 0 that can reach the socket is that caller.
 func (p *parser) unixID(c *Caller, field string) error {
-	id := c.UnixUID
+	id, kind := c.UnixUID, "user"
 	if id == nil {
-		id = c.UnixGID
+		id, kind = c.UnixGID, "group"
+	}
+	if _, v := p.at(field); v != nil && v.ShortTag() == "!!float" { // yaml.v3 truncates it
+		return p.errf(field, "must be a %s id, a whole number, got %s; write e.g. 1000", kind, v.Value)
 	}
 	if *id == 1<<32-1 {
 		return p.errf(field, "4294967295 is (uid_t)-1, no one's id; give the number `id -u NAME` (or `id -g NAME`) prints")

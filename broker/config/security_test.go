@@ -615,6 +615,23 @@ func TestErrorAt(t *testing.T) {
 	}
 }
 
+// TestErrorAtMergedCallers: callers set through a YAML merge key have no
+// node of their own; ErrorAt then gives no line instead of panicking.
+func TestErrorAtMergedCallers(t *testing.T) {
+	yaml := "tenants:\n  - name: acme\n    credentials_file: acme.json\n" +
+		"<<: {callers: [{name: ci, api_key_sha256: " + keyDigest + ", tenants: [acme]}]}\n"
+	cfg, err := config.ParseWith([]byte(yaml), "broker.yaml", securityDir(t), config.Options{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Callers) != 1 {
+		t.Fatalf("callers = %+v", cfg.Callers)
+	}
+	if err := cfg.ErrorAt("callers[0].tenants[0]", errors.New("problem")); err.Error() != "config: broker.yaml: callers[0].tenants[0]: problem" {
+		t.Errorf("ErrorAt = %v", err)
+	}
+}
+
 func TestFromEnvInsecureAuthServer(t *testing.T) {
 	env := map[string]string{"KOGNIC_CLIENT_ID": "env-id", "KOGNIC_CLIENT_SECRET": "env-secret-not-real", "KOGNIC_AUTH_SERVER": "http://auth.example.com"}
 	_, err := config.FromEnvWith(lookup(env), config.Options{Now: now})

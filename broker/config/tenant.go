@@ -6,15 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"reflect"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/creds"
@@ -26,28 +21,6 @@ import (
 // MaxRotationFiles bounds credentials_files and client_secret_files: each
 // entry may cost one token request when the IdP rejects the others.
 const MaxRotationFiles = 3
-
-// tenantExts are the extensions of the files read from tenants_dir.
-var tenantExts = []string{".yaml", ".yml", ".json"}
-
-// TenantFiles lists the tenant files of a tenants_dir, sorted: the entries
-// whose name ends in .yaml, .yml or .json and does not start with a dot (a
-// Kubernetes volume's "..data" and its timestamped directories). Symlinks
-// are listed as they are; reading follows them.
-func TenantFiles(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, ".") && !e.IsDir() && slices.Contains(tenantExts, filepath.Ext(name)) {
-			out = append(out, filepath.Join(dir, name))
-		}
-	}
-	return out, nil
-}
 
 // tenantFileError marks a failure to load one of a tenant's own files,
 // which Options.KeepTenantsOnFileError confines to that tenant.
@@ -110,99 +83,6 @@ func (p *parser) entry(d *tenantDoc, field string) (Tenant, error) {
 		return Tenant{Name: d.Name, LoadErr: fe.err}, nil
 	}
 	return t, err
-}
-
-// tenantFiles reads the tenant files, GOMAXPROCS at a time, and adds them
-// in file order. With KeepTenantsOnFileError any failure but a duplicate
-// name is kept in the tenant's LoadErr (Name is then a best guess; File is
-// set).
-func (p *parser) tenantFiles(files []string) ([]Tenant, error) {
-	loaded := make([]fileTenant, len(files))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(files)) {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(files); i = int(next.Add(1)) - 1 {
-				loaded[i] = p.tenantFile(files[i])
-			}
-		})
-	}
-	wg.Wait()
-	out := make([]Tenant, 0, len(files))
-	for i, r := range loaded {
-		p.addFile(files[i])
-		for _, f := range r.fp.files {
-			p.addFile(f)
-		}
-		if r.named {
-			if err := p.unique(r.name, r.fp, "name"); err != nil {
-				return nil, err // refused, not confined: two tenants claim the name
-			}
-		}
-		err := r.err
-		if fe, ok := errors.AsType[*tenantFileError](err); ok {
-			err = fe.err
-		}
-		switch {
-		case err == nil:
-			out = append(out, r.t)
-		case !p.keep:
-			return nil, err
-		default:
-			out = append(out, Tenant{Name: r.name, File: files[i], LoadErr: err})
-		}
-	}
-	return out, nil
-}
-
-// fileTenant is a tenant file as tenantFile loaded it.
-type fileTenant struct {
-	fp    *parser
-	name  string // the tenant's name; a guess unless named
-	named bool   // the file decoded and names a valid tenant
-	t     Tenant
-	err   error
-}
-
-// tenantFile loads a tenant file on a load of its own, which tenantFiles
-// merges.
-func (p *parser) tenantFile(path string) fileTenant {
-	l := &load{now: p.now, log: p.log, keep: p.keep, strict: p.strict, seen: map[string]bool{}}
-	fp, d, err := readTenant(path, l)
-	r := fileTenant{fp: fp, name: d.Name, named: err == nil, err: err}
-	if err == nil {
-		r.t, r.err = fp.tenant(d, "")
-		r.t.File = path
-	}
-	return r
-}
-
-// readTenant reads and decodes a tenant file. The tenant's name is its
-// name key, else the file name without extension.
-func readTenant(path string, l *load) (*parser, *tenantDoc, error) {
-	fp := &parser{name: path, baseDir: filepath.Dir(path), load: l}
-	d := &tenantDoc{}
-	data, err := creds.ReadFile(path, MaxFileSize) // regular files only
-	if err != nil {
-		err = &Error{File: path, Err: fmt.Errorf("cannot read tenant file: %w", err)}
-	} else {
-		fp.data = data
-		err = fp.decode(d, "write the tenant's keys, as in an entry of tenants")
-	}
-	if err == nil && reflect.ValueOf(*d).IsZero() {
-		err = fp.empty("write the tenant's keys, as in an entry of tenants")
-	}
-	named := d.Name != ""
-	d.Name = cmp.Or(d.Name, strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)))
-	if err != nil {
-		return fp, d, err
-	}
-	if err := names.ValidTenant(d.Name); err != nil && named {
-		return fp, d, fp.errf("name", "%w", err)
-	} else if err != nil {
-		return fp, d, &Error{File: path, Err: fmt.Errorf("%w; it is the file name without extension: rename the file or set name", err)}
-	}
-	return fp, d, nil
 }
 
 // unique records where the tenant name is set (field of file at), or
@@ -389,101 +269,94 @@ func (p *parser) credential(pa pathAt, kind, id string) (loaded, error) {
 // credentialKeys checks that the tenant names exactly one kind of
 // credentials, completely.
 func (p *parser) credentialKeys(d *tenantDoc, field string) error {
-	if jwt, err := p.assertionKeys(d, field); jwt || err != nil {
+	kognic := either("credentials_file", d.CredentialsFile != "", d.CredentialsFiles)
+	secret := either("client_secret_file", d.ClientSecretFile != "", d.ClientSecretFiles)
+	if d.AuthStyle == string(AuthStylePrivateKeyJWT) {
+		return p.assertionKeys(d, field, cmp.Or(secret, kognic))
+	}
+	if err := p.withoutAssertion(d, field); err != nil {
 		return err
 	}
-	set := map[string]bool{
-		"credentials_file": d.CredentialsFile != "", "credentials_files": d.CredentialsFiles != nil,
-		"client_id": d.ClientID != "", "client_secret_file": d.ClientSecretFile != "", "client_secret_files": d.ClientSecretFiles != nil,
+	generic := secret // the first key of client_id and a client secret
+	if d.ClientID != "" {
+		generic = "client_id"
 	}
-	first := func(keys ...string) string {
-		for _, k := range keys {
-			if set[k] {
-				return k
-			}
-		}
-		return ""
-	}
-	kognic, generic, secret := first("credentials_file", "credentials_files"), first("client_id", "client_secret_file", "client_secret_files"), first("client_secret_file", "client_secret_files")
 	switch {
-	case set["credentials_file"] && set["credentials_files"]:
-		return p.keyErr(field, "credentials_files", "credentials_file and credentials_files are mutually exclusive; during a rotation list both files under credentials_files, newest first")
-	case set["client_secret_file"] && set["client_secret_files"]:
-		return p.keyErr(field, "client_secret_files", "client_secret_file and client_secret_files are mutually exclusive; during a rotation list both files under client_secret_files, newest first")
+	case d.CredentialsFile != "" && d.CredentialsFiles != nil:
+		return p.bothForms(field, "credentials_file", "files")
+	case d.ClientSecretFile != "" && d.ClientSecretFiles != nil:
+		return p.bothForms(field, "client_secret_file", "files")
 	case kognic != "" && generic != "":
 		return p.keyErr(field, generic, "%s and %s are mutually exclusive; use either a Kognic credentials_file, or client_id with client_secret_file", kognic, generic)
-	case set["client_id"] && secret == "":
+	case d.ClientID != "" && secret == "":
 		return p.keyErr(field, "client_id", "client_id is set but client_secret_file is missing; add client_secret_file naming a file that holds the client secret (or client_assertion_key_file with auth_style: private_key_jwt)")
-	case secret != "" && !set["client_id"]:
+	case secret != "" && d.ClientID == "":
 		return p.keyErr(field, secret, "%s is set but client_id is missing; add client_id", secret)
-	case kognic == "" && generic == "":
+	case generic == "" && kognic == "":
 		return p.errf(field, "no credentials; set credentials_file to a Kognic credentials file, client_id and client_secret_file, or client_id, client_assertion_key_file and auth_style: private_key_jwt")
 	}
 	return nil
 }
 
-// secretKey names the first key of d that holds a client secret, or "".
-func secretKey(d *tenantDoc) string {
-	for _, k := range []struct {
-		key string
-		set bool
-	}{
-		{"client_secret_file", d.ClientSecretFile != ""}, {"client_secret_files", d.ClientSecretFiles != nil},
-		{"credentials_file", d.CredentialsFile != ""}, {"credentials_files", d.CredentialsFiles != nil},
-	} {
-		if k.set {
-			return k.key
-		}
+// either names key if one is set, else its plural if list is, else "".
+func either(key string, one bool, list []string) string {
+	switch {
+	case one:
+		return key
+	case list != nil:
+		return key + "s"
 	}
 	return ""
 }
 
-// assertionKeys checks the keys of private_key_jwt: auth_style
-// private_key_jwt goes with client_id and client_assertion_key_file(s) and
-// no secret, and key_id and assertion_audience go only with it. jwt
-// reports a private_key_jwt tenant.
-func (p *parser) assertionKeys(d *tenantDoc, field string) (jwt bool, _ error) {
-	jwt = d.AuthStyle == string(AuthStylePrivateKeyJWT)
-	keyKey := "client_assertion_key_file"
-	if d.ClientAssertionKeyFiles != nil {
-		keyKey += "s"
-	}
-	hasKey := d.ClientAssertionKeyFile != "" || d.ClientAssertionKeyFiles != nil
-	if !jwt {
-		return false, p.withoutAssertion(d, field, hasKey, keyKey)
-	}
-	switch secret := secretKey(d); {
+// bothForms is the error for a key set both singular and plural.
+func (p *parser) bothForms(field, key, what string) error {
+	return p.keyErr(field, key+"s", "%s and %ss are mutually exclusive; during a rotation list both %s under %ss, newest first", key, key, what, key)
+}
+
+// assertionKeys checks a private_key_jwt tenant: client_id and
+// client_assertion_key_file(s), no secret (the key holding one is secret).
+func (p *parser) assertionKeys(d *tenantDoc, field, secret string) error {
+	keyKey := assertionKey(d)
+	switch {
 	case d.ClientAssertionKeyFile != "" && d.ClientAssertionKeyFiles != nil:
-		return jwt, p.keyErr(field, keyKey, "client_assertion_key_file and client_assertion_key_files are mutually exclusive; during a rotation list both keys under client_assertion_key_files, newest first")
+		return p.bothForms(field, "client_assertion_key_file", "keys")
 	case secret != "":
-		return jwt, p.keyErr(field, secret, "auth_style private_key_jwt sends no secret; remove %s (the identity provider knows the client by client_id and its registered public key)", secret)
-	case !hasKey:
-		return jwt, p.keyErr(field, "auth_style", "auth_style private_key_jwt needs client_assertion_key_file, the PEM private key the assertions are signed with; add it, and register its public key with the identity provider (broker keys prints it)")
+		return p.keyErr(field, secret, "auth_style private_key_jwt sends no secret; remove %s (the identity provider knows the client by client_id and its registered public key)", secret)
+	case d.ClientAssertionKeyFile == "" && d.ClientAssertionKeyFiles == nil:
+		return p.keyErr(field, "auth_style", "auth_style private_key_jwt needs client_assertion_key_file, the PEM private key the assertions are signed with; add it, and register its public key with the identity provider (broker keys prints it)")
 	case d.ClientID == "":
-		return jwt, p.keyErr(field, keyKey, "%s is set but client_id is missing; add client_id (the assertions' iss and sub)", keyKey)
+		return p.keyErr(field, keyKey, "%s is set but client_id is missing; add client_id (the assertions' iss and sub)", keyKey)
 	case d.KeyID != "" && d.ClientAssertionKeyFiles != nil:
-		return jwt, p.keyErr(field, "key_id", "key_id names one key, but client_assertion_key_files lists several; remove key_id: each key's kid is then its RFC 7638 thumbprint, as broker keys prints it for registration")
+		return p.keyErr(field, "key_id", "key_id names one key, but client_assertion_key_files lists several; remove key_id: each key's kid is then its RFC 7638 thumbprint, as broker keys prints it for registration")
 	}
 	for _, k := range []struct{ key, value, fix string }{
 		{"key_id", d.KeyID, "remove the key for the key's RFC 7638 thumbprint"},
 		{"assertion_audience", d.AssertionAudience, "remove the key for the token URL"},
 	} {
 		if k.value == "" && p.has(join(field, k.key)) {
-			return jwt, p.errf(join(field, k.key), "must not be empty; %s", k.fix)
+			return p.errf(join(field, k.key), "must not be empty; %s", k.fix)
 		}
 		if len(k.value) > 1024 || strings.ContainsFunc(k.value, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			return jwt, p.errf(join(field, k.key), "must be at most 1024 characters without spaces or control characters")
+			return p.errf(join(field, k.key), "must be at most 1024 characters without spaces or control characters")
 		}
 	}
-	return jwt, nil
+	return nil
 }
 
-// withoutAssertion refuses the private_key_jwt keys of a tenant whose
-// auth_style is not private_key_jwt.
-func (p *parser) withoutAssertion(d *tenantDoc, field string, hasKey bool, keyKey string) error {
+// assertionKey is the key naming the tenant's assertion key file(s).
+func assertionKey(d *tenantDoc) string {
+	if d.ClientAssertionKeyFiles != nil {
+		return "client_assertion_key_files"
+	}
+	return "client_assertion_key_file"
+}
+
+// withoutAssertion refuses private_key_jwt's keys without its auth_style.
+func (p *parser) withoutAssertion(d *tenantDoc, field string) error {
 	const fix = "remove it, or set auth_style: private_key_jwt with client_assertion_key_file"
-	switch {
-	case hasKey:
+	switch keyKey := assertionKey(d); {
+	case d.ClientAssertionKeyFile != "" || d.ClientAssertionKeyFiles != nil:
 		return p.keyErr(field, keyKey, "%s needs auth_style: private_key_jwt; add it (the signed assertion replaces the client secret)", keyKey)
 	case d.KeyID != "" || p.has(join(field, "key_id")):
 		return p.keyErr(field, "key_id", "key_id is the kid of private_key_jwt assertions; %s", fix)

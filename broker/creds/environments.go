@@ -12,20 +12,15 @@ import (
 // EnvXDGConfigHome moves ~/.config, as for kognic-auth.
 const EnvXDGConfigHome = "XDG_CONFIG_HOME"
 
-// configDir is $XDG_CONFIG_HOME/kognic, else "~/.config/kognic" ("~"
-// unexpanded: the readers expand it). A relative XDG_CONFIG_HOME is ignored,
-// as the XDG spec says.
-func configDir(lookup func(string) (string, bool)) string {
-	if v, _ := lookup(EnvXDGConfigHome); filepath.IsAbs(v) {
-		return filepath.Join(v, "kognic")
-	}
-	return "~/.config/kognic"
-}
-
 // DefaultEnvironmentsPath is where kognic-auth, kog and this project look
-// for named environments: environments.json in configDir.
+// for named environments: $XDG_CONFIG_HOME/kognic/environments.json (a
+// relative XDG_CONFIG_HOME ignored, as the XDG spec says), else under
+// ~/.config ("~" unexpanded: the readers expand it).
 func DefaultEnvironmentsPath(lookup func(string) (string, bool)) string {
-	return filepath.Join(configDir(lookup), "environments.json")
+	if v, _ := lookup(EnvXDGConfigHome); filepath.IsAbs(v) {
+		return filepath.Join(v, "kognic", "environments.json")
+	}
+	return "~/.config/kognic/environments.json"
 }
 
 // ErrUnsupportedScheme is wrapped by the error for an environment whose

@@ -34,9 +34,6 @@ type File struct {
 	Scopes           []string
 }
 
-// Required keys of a credentials file, in the order they are checked.
-var requiredKeys = []string{"clientId", "clientSecret", "email", "userId", "issuer"}
-
 // LoadFile reads the credentials file at path and parses it with ParseFile,
 // using path as its name. A leading "~" is expanded (ExpandHome).
 func LoadFile(path string, opts ...Option) (*File, error) {
@@ -86,7 +83,11 @@ func ParseFile(data []byte, name string, opts ...Option) (*File, error) {
 	if err := f.parseOptional(obj); err != nil {
 		return nil, err
 	}
-	if now := collect(opts).now(); !now.IsZero() && !f.Expires.IsZero() && !now.Before(f.Expires) {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	if now := o.now(); !now.IsZero() && !f.Expires.IsZero() && !now.Before(f.Expires) {
 		return nil, fileErr(name, "expires", ErrExpired, "credentials expired at %s (key %q); generate new credentials in the Kognic app",
 			f.Expires.Format(time.RFC3339Nano), "expires")
 	}
@@ -119,18 +120,19 @@ func (f *File) parseOptional(obj map[string]json.RawMessage) error {
 // checkRequired names every required key missing from obj, at once.
 func checkRequired(obj map[string]json.RawMessage, name string) error {
 	var missing []string
-	for _, key := range requiredKeys {
+	for _, key := range []string{"clientId", "clientSecret", "email", "userId", "issuer"} {
 		if _, ok := obj[key]; !ok {
 			missing = append(missing, strconv.Quote(key))
 		}
 	}
-	switch len(missing) {
-	case 0:
+	if len(missing) == 0 {
 		return nil
-	case 1:
-		return fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required key %s; regenerate the file in the Kognic app or add the key", missing[0])
 	}
-	return fileErr(name, missing[0][1:len(missing[0])-1], ErrMissingKey, "missing required keys %s; regenerate the file in the Kognic app or add the keys", strings.Join(missing, ", "))
+	s := "" // plural
+	if len(missing) > 1 {
+		s = "s"
+	}
+	return fileErr(name, strings.Trim(missing[0], `"`), ErrMissingKey, "missing required key%s %s; regenerate the file in the Kognic app or add the key%s", s, strings.Join(missing, ", "), s)
 }
 
 // Client returns the client credentials held by f.

@@ -18,11 +18,3 @@ func (f optionFunc) apply(o *options) { f(o) }
 func WithClock(now func() time.Time) Option {
 	return optionFunc(func(o *options) { o.now = now })
 }
-
-func collect(opts []Option) options {
-	o := options{now: time.Now}
-	for _, opt := range opts {
-		opt.apply(&o)
-	}
-	return o
-}

@@ -35,31 +35,24 @@ const (
 
 // Client is the OAuth2 client the environment describes.
 type Client struct {
-	// TokenURL is KOGNIC_AUTH_SERVER (default DefaultAuthServer), trailing
-	// slashes trimmed, followed by TokenPath.
-	TokenURL string
-	// Credentials are the client ID and secret, the credentials file's
-	// default scopes (sorted, de-duplicated; may be nil) and their source.
+	TokenURL string // KOGNIC_AUTH_SERVER (or DefaultAuthServer) + TokenPath
+	// Credentials' scopes are the credentials file's, sorted and unique.
 	Credentials creds.Client
 }
 
 // Options tune FromEnv. Zero values mean defaults.
 type Options struct {
-	// Now rejects expired credentials; zero means time.Now().
-	Now time.Time
-	// Logger receives the warning about a credentials file that group or
-	// others can read; nil discards it.
-	Logger *slog.Logger
+	Now    time.Time    // rejects expired credentials; zero: time.Now()
+	Logger *slog.Logger // warned of a group- or other-readable file; nil discards
 }
 
 // Error is a problem with an environment variable or the file it names.
 type Error struct {
-	// Source is the environment variable at fault, or the credentials
-	// source (e.g. "credentials file /etc/x.json") for a bad value in it.
+	// Source is the variable at fault, or the credentials source (e.g.
+	// "credentials file /etc/x.json"), whose key Field is.
 	Source string
-	// Field is the key in the credentials file; empty for a variable.
-	Field string
-	Err   error
+	Field  string
+	Err    error
 }
 
 func (e *Error) Error() string {
@@ -72,12 +65,10 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// FromEnv reads the client through lookup (os.LookupEnv in production).
-// The credentials are found as creds.FromEnv finds them; with none
-// set the error is creds.ErrNoCredentials itself. KOGNIC_AUTH_SERVER
-// must be an absolute URL without query, and https unless its host is
-// loopback (upstream.CheckURL). Other problems are returned as an *Error
-// or as the credentials package's errors.
+// FromEnv reads the client through lookup (os.LookupEnv in production), the
+// credentials as creds.FromEnv does (none: creds.ErrNoCredentials itself).
+// KOGNIC_AUTH_SERVER must pass upstream.CheckURL as a base URL; its
+// problems are an *Error.
 func FromEnv(lookup func(string) (string, bool), o Options) (Client, error) {
 	now := o.Now
 	if now.IsZero() {

@@ -62,9 +62,8 @@ type Limits struct {
 	MaxScopeSetsPerTenant int `yaml:"max_scope_sets_per_tenant" default:"64" min:"1" max:"1000000"`
 	MaxScopeSets          int `yaml:"max_scope_sets" default:"4096" min:"1" max:"1000000"`
 
-	// Ignored: the stream caps that MaxStreamsPerCaller and
-	// MaxAnonymousStreamsPerIP replaced, still parsed so that an older
-	// config loads; the daemon warns (see Deprecated).
+	// Ignored, replaced by the two stream caps above; parsed so that an
+	// older config loads, with a warning (see Deprecated).
 	MaxOpenStreamsPerIP int `yaml:"max_open_streams_per_ip" default:"0" min:"0" max:"1000000" deprecated:"max_anonymous_streams_per_ip"`
 	MaxStreamsPerIP     int `yaml:"max_streams_per_ip" default:"0" min:"0" max:"1000000" deprecated:"max_streams_per_caller"`
 	MaxStreamsPerAPIKey int `yaml:"max_streams_per_api_key" default:"0" min:"0" max:"1000000" deprecated:"max_streams_per_caller"`
@@ -95,9 +94,8 @@ func (e *FieldError) Error() string { return "limits." + e.Key + ": " + e.Err.Er
 
 func (e *FieldError) Unwrap() error { return e.Err }
 
-// Validate reports the first field outside its bounds among the non-zero
-// ones (zero means the default) and those named in keys (a config file
-// that writes 0 means 0); the error names the key and the bounds.
+// Validate reports the first field outside its bounds, a *FieldError,
+// among the non-zero ones and those named in keys (a config file's 0).
 func (l Limits) Validate(keys ...string) error {
 	v := reflect.ValueOf(l)
 	for i, f := range fields {
@@ -130,8 +128,7 @@ func Keys() []string {
 	return out
 }
 
-// Ptr returns a pointer to the field of key (*int, *float64 or
-// *time.Duration), or nil for an unknown key.
+// Ptr returns a pointer to the field of key, or nil for an unknown key.
 func (l *Limits) Ptr(key string) any {
 	for i, f := range fields {
 		if f.key == key {
@@ -148,11 +145,8 @@ type field struct {
 	replacement   string // the key that replaced a deprecated one
 }
 
-var fields = parseTags()
-
-// parseTags reads the tags of Limits once; a bad tag is a programming
-// error caught by any test.
-func parseTags() []field {
+// fields are the tags of Limits, read once; a bad tag panics in any test.
+var fields = func() []field {
 	t := reflect.TypeFor[Limits]()
 	out := make([]field, t.NumField())
 	for i := range t.NumField() {
@@ -161,7 +155,7 @@ func parseTags() []field {
 			replacement: sf.Tag.Get("deprecated")}
 	}
 	return out
-}
+}()
 
 func parse(sf reflect.StructField, tag string) reflect.Value {
 	s := sf.Tag.Get(tag)

@@ -14,11 +14,9 @@ import (
 // holds short runs by chance.
 const tokenRun = 12
 
-// tokenEchoes reports whether an access token (b64token syntax) carries
-// tokenRun consecutive characters of a secret, letter case aside: as it
-// is, with '+' as a space, or in a base64 decoding of one of its runs, as
-// decoded or with one escape undone (a JWT claim, a Basic credential).
-// It is linear in len(tok).
+// tokenEchoes reports whether an access token carries tokenRun characters
+// of a secret, case aside: as is, '+' as space, or base64-decoded from one
+// of its runs, with or without one escape undone (a JWT claim). Linear.
 func tokenEchoes(creds []Credential, tok string) bool {
 	secrets := make([]string, len(creds))
 	for i, c := range creds {

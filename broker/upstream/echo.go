@@ -150,9 +150,8 @@ func shownHost(creds []Credential, h string) string {
 }
 
 // Echoes reports whether text shows one of secrets, as echoes does, also
-// with one escape undone (percent, HTML, JSON). Text from a peer that saw
-// a secret (an IdP; an API server that got a token) passes it before it is
-// shown.
+// with one escape undone; text from a peer that saw a secret (an IdP, an
+// API server given a token) passes it before it is shown.
 func Echoes(text string, secrets ...string) bool {
 	cs := make([]Credential, 0, len(secrets))
 	for _, s := range secrets {

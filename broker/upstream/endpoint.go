@@ -22,10 +22,9 @@ type URLRules struct {
 	AllowInsecureHTTP bool // plain http on any host, not only loopback
 }
 
-// CheckURL is the one validator of a token URL or auth server: an absolute
-// http(s) URL without user info or fragment, https unless its host is
-// loopback or r.AllowInsecureHTTP is set. Only the insecure-http error
-// wraps ErrInsecureURL. Errors show the URL only as RedactURL does.
+// CheckURL is the one validator of a token URL or auth server: absolute
+// http(s) without user info or fragment, https unless loopback or
+// r.AllowInsecureHTTP. Errors show the URL as RedactURL does.
 func CheckURL(raw string, r URLRules) error {
 	u, err := url.Parse(raw)
 	switch {
@@ -43,10 +42,9 @@ func CheckURL(raw string, r URLRules) error {
 	return nil
 }
 
-// RedactURL is the one way a token URL is shown (logs, errors, spans, the
-// status page, ListTenants): scheme, host and path only, never user info,
-// query or fragment, where some IdPs want keys; "[invalid URL]" if it does
-// not parse.
+// RedactURL is the one way a token URL is shown: scheme, host and path,
+// never user info, query or fragment, where some IdPs want keys;
+// "[invalid URL]" if it does not parse.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {

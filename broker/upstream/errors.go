@@ -25,22 +25,17 @@ import (
 type Error struct {
 	TokenURL   string // as RedactURL shows it
 	StatusCode int    // zero when no response arrived
-	// Code is RFC 6749's error if it is one of RegisteredCodes, else "".
-	Code string
-	// Description, set only with Code, is error_description if it is short
-	// plain text echoing no secret (plainText, echoes), else "description
-	// withheld".
+	Code       string // RFC 6749's error if one of RegisteredCodes, else ""
+	// Description, only with Code, is error_description if short plain
+	// text echoing no secret, else "description withheld".
 	Description string
-	// RedirectHost is the host of a 3xx answer's Location, unless it echoes
-	// a credential or does not look like a host name (see shownHost).
+	// RedirectHost is a 3xx answer's Location host, unless it echoes a
+	// credential or does not look like a host name.
 	RedirectHost string
 	RetryAfter   time.Duration // zero when absent
-	// Permanent: retrying with the same credentials fails the same way
-	// (invalid_client, unauthorized_client, invalid_scope).
-	Permanent bool
-	// Tried is how many credentials of a rotation were all rejected.
-	Tried        int
-	hostWithheld bool // the Location had a host that is not shown
+	Permanent    bool          // the same credentials fail the same way (permanentCodes)
+	Tried        int           // how many credentials of a rotation were all rejected
+	hostWithheld bool          // the Location had a host that is not shown
 	// Err is the transport error, a summary of an unusable response, or
 	// the context's error; nil for OAuth2 error responses and redirects.
 	Err error
@@ -87,9 +82,7 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Transient reports whether the failure may pass by itself: an answer 408,
-// 429, 500, 502, 503 or 504, or no answer but not Unreachable. Any other
-// answer recurs until the configuration changes; a command-line tool uses
-// this to fail fast.
+// 429, 500, 502, 503 or 504, or no answer but not Unreachable.
 func (e *Error) Transient() bool {
 	switch e.StatusCode {
 	case 0:
@@ -108,29 +101,14 @@ func (e *Error) isRedirect() bool { return e.StatusCode >= 300 && e.StatusCode <
 // and §4.1.2.1, RFC 6750 §3.1, RFC 8628 §3.5, RFC 8707). Any other code is
 // dropped with its description: it is free text an IdP chose.
 var RegisteredCodes = map[string]bool{
-	"invalid_request":         true,
-	"invalid_client":          true,
-	"invalid_grant":           true,
-	"unauthorized_client":     true,
-	"unsupported_grant_type":  true,
-	"invalid_scope":           true,
-	"server_error":            true,
-	"temporarily_unavailable": true,
-	"access_denied":           true,
-	"invalid_token":           true,
-	"insufficient_scope":      true,
-	"authorization_pending":   true,
-	"slow_down":               true,
-	"expired_token":           true,
-	"invalid_target":          true,
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true, "unauthorized_client": true,
+	"unsupported_grant_type": true, "invalid_scope": true, "server_error": true, "temporarily_unavailable": true,
+	"access_denied": true, "invalid_token": true, "insufficient_scope": true, "authorization_pending": true,
+	"slow_down": true, "expired_token": true, "invalid_target": true,
 }
 
 // permanentCodes are errors no retry with the same credentials can fix.
-var permanentCodes = map[string]bool{
-	"invalid_client":      true,
-	"unauthorized_client": true,
-	"invalid_scope":       true,
-}
+var permanentCodes = map[string]bool{"invalid_client": true, "unauthorized_client": true, "invalid_scope": true}
 
 // classify maps a failed request to an *Error; no text shown may echo
 // secrets.
@@ -194,9 +172,8 @@ const (
 	kindTLS       = "TLS: " // the prefix of every TLS failure
 )
 
-// TransportError is a token request that got no usable HTTP response. Its
-// Kind comes from a fixed vocabulary (transportKind), e.g. "timeout" or
-// "TLS: certificate has expired or is not yet valid": never server text.
+// TransportError is a token request that got no usable HTTP response; its
+// Kind is from a fixed vocabulary (transportKind), never server text.
 type TransportError struct {
 	Kind  string
 	cause error // context.Canceled or DeadlineExceeded if the context ended it

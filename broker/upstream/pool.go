@@ -11,11 +11,9 @@ import (
 	"time"
 )
 
-// Pools shares HTTP connection pools among the clients of many tenants:
-// clients of the same scheme and host with the same trusted CAs share one
-// *http.Transport, so that ten thousand tenants of one identity provider
-// keep a few connections. A pool lives as long as the Pools. It is safe for
-// concurrent use.
+// Pools shares one *http.Transport among the clients of a scheme, host and
+// CA set, so that ten thousand tenants of one IdP keep a few connections.
+// A pool lives as long as the Pools. It is safe for concurrent use.
 type Pools struct {
 	cfg PoolsConfig
 
@@ -25,12 +23,11 @@ type Pools struct {
 
 // PoolsConfig configures Pools. Zero values mean defaults.
 type PoolsConfig struct {
-	// HTTPClient is the template of the pools' clients (nil: a 30 s
-	// timeout); each pool gets a copy over its own clone of the Transport,
-	// which must be nil or an *http.Transport for custom roots.
+	// HTTPClient is the pools' template (nil: a 30 s timeout); its
+	// Transport must be nil or an *http.Transport for custom roots.
 	HTTPClient *http.Client
-	// Wrap, when set, wraps each pool's transport over MapTransportErrors,
-	// e.g. for tracing; its layers see each URL as RedactURL shows it.
+	// Wrap wraps each pool's transport over MapTransportErrors (tracing);
+	// it sees each URL as RedactURL shows it.
 	Wrap func(http.RoundTripper) http.RoundTripper
 }
 
@@ -47,8 +44,7 @@ func NewPools(cfg PoolsConfig) *Pools {
 }
 
 // Client returns the shared client for tokenURL trusting roots (nil: the
-// system roots). Roots are compared by content, so tenants that read the
-// same ca_file share a pool.
+// system roots), compared by content: tenants of one ca_file share a pool.
 func (p *Pools) Client(tokenURL string, roots *x509.CertPool) (*http.Client, error) {
 	u, err := url.Parse(tokenURL)
 	if err != nil {
@@ -94,8 +90,8 @@ func (p *Pools) newClient(roots *x509.CertPool) (*http.Client, error) {
 	return &c, nil
 }
 
-// tune keeps every idle connection of tr (no more than the requests in
-// flight, which the broker bounds per host) and trusts roots if set.
+// tune keeps every idle connection of tr (the broker bounds the requests
+// per host) and trusts roots if set.
 func tune(tr *http.Transport, roots *x509.CertPool) *http.Transport {
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 0, math.MaxInt
 	if roots != nil {
@@ -119,8 +115,7 @@ func (p *Pools) CloseIdleConnections() {
 	}
 }
 
-// poolTransport is a pool's transport; the Clients of a pool's client
-// share one copy of it (see prepared).
+// poolTransport is a pool's transport (see prepared).
 type poolTransport struct {
 	base http.RoundTripper
 
@@ -133,8 +128,8 @@ type preparedKey struct {
 	userAgent string
 }
 
-// prepared is prepare(base, userAgent), made once per pool client and user
-// agent, so that the tenants of one host share it.
+// prepared is prepare(base, userAgent) made once, shared by the tenants
+// of one host.
 func (t *poolTransport) prepared(base *http.Client, userAgent string) *http.Client {
 	t.mu.Lock()
 	defer t.mu.Unlock()

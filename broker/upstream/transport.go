@@ -11,10 +11,9 @@ import (
 )
 
 // MapTransportErrors wraps rt (nil: http.DefaultTransport) so that every
-// error of RoundTrip or of reading a body is a *TransportError, never
-// net/http's or crypto/tls's text, which quotes the server's bytes. Put it
-// innermost, so that tracing and metrics see only mapped errors.
-// errors.Is(err, context.DeadlineExceeded) and Canceled still hold.
+// error of RoundTrip or a body read is a *TransportError (errors.Is still
+// finds the context's), never net/http's text, which quotes the server's
+// bytes. Put it innermost, so that tracing and metrics see only those.
 func MapTransportErrors(rt http.RoundTripper) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
@@ -79,9 +78,8 @@ func (t mappingTransport) CloseIdleConnections() { closeIdle(t.base) }
 // sentURLKey is the context key of the URL a redactingTransport hid.
 type sentURLKey struct{}
 
-// redactingTransport hands base the request with its URL as RedactURL
-// shows it, so that tracing never sees a key in the query;
-// restoringTransport, beneath, puts the URL back before it is sent.
+// redactingTransport hands base the request with its URL redacted, for
+// tracing; restoringTransport, beneath, puts it back before it is sent.
 type redactingTransport struct{ base http.RoundTripper }
 
 func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -118,8 +116,7 @@ func closeIdle(rt http.RoundTripper) {
 // responseKey is the context key of the *response a fetch records.
 type responseKey struct{}
 
-// response is what observingTransport saw of the answer, to summarise a
-// body that is not shown.
+// response is what observingTransport saw, to summarise an unshown body.
 type response struct {
 	mu          sync.Mutex
 	status      int
@@ -136,8 +133,8 @@ func (r *response) summary() (status int, contentType string, n int64) {
 	return r.status, r.contentType, n
 }
 
-// observingTransport sets the User-Agent and records the response's
-// status, content type and length for error summaries.
+// observingTransport sets the User-Agent and records a response's status,
+// content type and length.
 type observingTransport struct {
 	base http.RoundTripper
 	ua   string

@@ -29,31 +29,23 @@ import (
 
 // Config describes one OAuth 2.0 client at one token endpoint.
 type Config struct {
-	// TokenURL is the identity provider's token endpoint.
-	TokenURL string
-	// ClientID and ClientSecret authenticate the client.
+	TokenURL     string
 	ClientID     string
 	ClientSecret creds.Secret
-	// Fallbacks are further credentials held during a rotation, tried in
-	// order when a credential is rejected (see Fetch); the one that worked
-	// is tried first next time.
+	// Fallbacks are a rotation's further credentials, tried in order when
+	// one is rejected (see Fetch); the one that worked goes first next time.
 	Fallbacks []Credential
-	// ClientKey, instead of ClientSecret, authenticates with
-	// private_key_jwt (RFC 7523); KeyID is its JWS kid ("": see KeyID).
-	ClientKey creds.PrivateKey
-	KeyID     string
-	// AssertionAudience is the assertions' aud; "": RedactURL(TokenURL).
-	AssertionAudience string
-	// AuthStyle is oauth2.AuthStyleInParams (client_secret_post, the
-	// default) or oauth2.AuthStyleInHeader (client_secret_basic).
-	AuthStyle oauth2.AuthStyle
-	// HTTPClient sends the requests (nil: a 30 s timeout). It is copied and
+	// ClientKey replaces ClientSecret with private_key_jwt (RFC 7523);
+	// KeyID is its JWS kid ("": see KeyID).
+	ClientKey         creds.PrivateKey
+	KeyID             string
+	AssertionAudience string           // "": RedactURL(TokenURL)
+	AuthStyle         oauth2.AuthStyle // InParams (the default) or InHeader
+	// HTTPClient sends the requests (nil: a 30 s timeout); it is copied and
 	// never follows a redirect, which would carry the secret elsewhere.
 	HTTPClient *http.Client
 	UserAgent  string
-	// Logger receives which credential worked after a fallback; nil
-	// discards it.
-	Logger *slog.Logger
+	Logger     *slog.Logger // which credential worked after a fallback; nil discards
 }
 
 // Credential is one client ID and either a secret or a private_key_jwt key
@@ -91,23 +83,19 @@ type Client struct {
 	creds    []Credential
 	signers  []jose.Signer // signers[i] signs for creds[i]; nil for a secret
 	audience string
-	// secrets are what no IdP answer may echo: creds' secrets and the
-	// token URL's query values and userinfo.
-	secrets []Credential
-	current atomic.Int32 // index into creds of the one to try first
-	http    *http.Client
-	log     *slog.Logger
+	secrets  []Credential // no answer may echo them: creds' and the token URL's
+	current  atomic.Int32 // index into creds of the one to try first
+	http     *http.Client
+	log      *slog.Logger
 }
 
 // Grant is a token endpoint's successful answer.
 type Grant struct {
-	AccessToken string
-	TokenType   string
-	// ExpiresIn is the reported lifetime; zero or negative when unusable.
-	ExpiresIn time.Duration
-	// ExpiresInSet tells a stated zero expires_in from a missing one.
-	ExpiresInSet bool
-	Scope        string // the granted scope as reported, if any
+	AccessToken  string
+	TokenType    string
+	ExpiresIn    time.Duration // zero or negative when unusable
+	ExpiresInSet bool          // a stated zero, not a missing expires_in
+	Scope        string        // the granted scope as reported, if any
 }
 
 // String redacts the access token.

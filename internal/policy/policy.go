@@ -99,28 +99,21 @@ type Policy struct {
 	keyOf   []*Caller // keyOf[i] owns keys digest i
 }
 
-// New validates callers and builds a Policy. Each caller needs a unique
-// name, exactly one identity (unique across callers), and at least one
-// tenant glob. A uid and a gid are two identities, never one caller's:
-// the peer on a socket is the caller of its uid, else of its gid.
+// New builds a Policy of callers that config validated: each with a
+// unique name, exactly one identity and a tenant glob. It checks SPIFFE
+// IDs, globs, API key digests and that no identity is two callers'.
 func New(callers []Caller) (*Policy, error) {
 	p := &Policy{callers: make([]Caller, len(callers)), byID: map[authn.Identity]*Caller{}}
-	names := map[string]bool{}
 	var digests []authn.KeyDigest
 	keyOwner := map[authn.KeyDigest]string{}
 	for i, c := range callers {
 		field := fmt.Sprintf("callers[%d]", i)
-		c.Tenants = slices.Clone(c.Tenants)
-		c.Scopes = slices.Clone(c.Scopes)
+		c.Tenants, c.Scopes = slices.Clone(c.Tenants), slices.Clone(c.Scopes)
 		c.UnixUID, c.UnixGID = clone(c.UnixUID), clone(c.UnixGID)
-		if c.Name != "" && names[c.Name] {
-			return nil, &FieldError{Field: field + ".name", Err: fmt.Errorf("%q is used by another caller; names must be unique", c.Name)}
-		}
 		if err := check(c); err != nil {
 			err.Field = field + err.Field
 			return nil, err
 		}
-		names[c.Name] = true
 		p.callers[i] = c
 		cp := &p.callers[i]
 		if c.APIKeySHA256 != "" {
@@ -146,40 +139,22 @@ func New(callers []Caller) (*Policy, error) {
 	return p, nil
 }
 
-// check validates one caller on its own; the error's Field is relative
-// to the caller's entry.
+// check validates a caller's SPIFFE ID and globs; the error's Field is
+// relative to the caller's entry.
 func check(c Caller) *FieldError {
-	ferr := func(sub string, format string, args ...any) *FieldError {
-		return &FieldError{Field: sub, Err: fmt.Errorf(format, args...)}
-	}
-	if c.Name == "" {
-		return ferr(".name", "is required: it names the caller in logs and audit lines")
-	}
-	n := 0
-	for _, set := range []bool{c.SPIFFEID != "", c.DNSName != "", c.CommonName != "", c.APIKeySHA256 != "", c.UnixUID != nil, c.UnixGID != nil} {
-		if set {
-			n++
-		}
-	}
-	if n != 1 {
-		return ferr("", "caller %q must have exactly one of spiffe_id, dns_name, common_name, api_key_sha256, unix_uid, unix_gid (has %d)", c.Name, n)
-	}
 	if c.SPIFFEID != "" {
 		if err := authn.ValidSPIFFEID(c.SPIFFEID); err != nil {
 			return &FieldError{Field: ".spiffe_id", Err: err}
 		}
 	}
-	if len(c.Tenants) == 0 {
-		return ferr(".tenants", "caller %q needs at least one tenant glob, e.g. [\"acme\"] or [\"team-*\"]", c.Name)
-	}
-	for j, g := range c.Tenants {
-		if err := validGlob(g); err != nil {
-			return ferr(fmt.Sprintf(".tenants[%d]", j), "%q: %v", g, err)
-		}
-	}
-	for j, g := range c.Scopes {
-		if err := validGlob(g); err != nil {
-			return ferr(fmt.Sprintf(".scopes[%d]", j), "%q: %v", g, err)
+	for _, l := range []struct {
+		key   string
+		globs []string
+	}{{"tenants", c.Tenants}, {"scopes", c.Scopes}} {
+		for j, g := range l.globs {
+			if err := validGlob(g); err != nil {
+				return &FieldError{Field: fmt.Sprintf(".%s[%d]", l.key, j), Err: fmt.Errorf("%q: %v", g, err)}
+			}
 		}
 	}
 	return nil
