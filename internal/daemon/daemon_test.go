@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(socketServerEnv); path != "" {
 		os.Exit(socketServer(path))
 	}
+	if dir := os.Getenv(socketRacerEnv); dir != "" {
+		os.Exit(socketRacer(dir))
+	}
 	goleak.VerifyTestMain(m)
 }
 
