@@ -116,6 +116,7 @@ type Caller struct {
 	open     bool            // admitted only because the policy had no callers
 	identity string          // Identity.String(), for audit records
 	digest   authn.KeyDigest // for API key callers: to re-resolve after reloads
+	unix     *authn.UnixPeer // for Unix socket callers: uid, then gid, again after reloads
 	holder   *policy.Holder
 }
 
@@ -130,6 +131,9 @@ func (c *Caller) resolve(pol *policy.Policy) (*policy.Caller, bool) {
 		return nil, false
 	case c.Identity.Kind == authn.KindAPIKey:
 		return pol.LookupKeyDigest(c.digest)
+	case c.unix != nil: // the peer's uid may have become a caller of its own
+		pc, _, ok := lookupUnix(pol, c.unix)
+		return pc, ok && pc.Name == c.Name
 	}
 	return pol.Lookup(c.Identity)
 }

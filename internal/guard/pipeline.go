@@ -161,15 +161,26 @@ func (g *Guard) authenticate(c *Caller, pol *policy.Policy, p authn.Peer, pr *pr
 // peer names: the caller of its uid, else of its gid; a peer neither
 // names is refused as a certificate that names no caller is.
 func authenticateUnix(c *Caller, pol *policy.Policy, u *authn.UnixPeer) *Error {
+	c.unix = u
+	pc, id, ok := lookupUnix(pol, u)
+	c.Identity, c.identity = id, id.String()
+	if ok {
+		c.Name = pc.Name
+		return nil
+	}
+	return errorf(codes.PermissionDenied, "uid %d (gid %d) on the broker's Unix socket is not a caller in its policy; ask its operator to add it under callers (unix_uid or unix_gid)", u.UID, u.GID)
+}
+
+// lookupUnix is the caller of u's uid, else of its gid, and the identity
+// that matched (the uid's if none).
+func lookupUnix(pol *policy.Policy, u *authn.UnixPeer) (*policy.Caller, authn.Identity, bool) {
 	ids := u.Identities()
 	for _, id := range ids {
 		if pc, ok := pol.Lookup(id); ok {
-			c.Name, c.Identity, c.identity = pc.Name, id, id.String()
-			return nil
+			return pc, id, true
 		}
 	}
-	c.Identity, c.identity = ids[0], ids[0].String()
-	return errorf(codes.PermissionDenied, "uid %d (gid %d) on the broker's Unix socket is not a caller in its policy; ask its operator to add it under callers (unix_uid or unix_gid)", u.UID, u.GID)
+	return nil, ids[0], false
 }
 
 // charge counts a refused authentication against the peer's IP: past
