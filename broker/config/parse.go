@@ -283,8 +283,12 @@ func (p *parser) grants(c *Caller, field string) error {
 	return nil
 }
 
+// overflowID is /proc/sys/kernel/overflowuid's default: the id the kernel
+// gives a peer whose id the reader's user namespace does not map.
+const overflowID = 65534
+
 // unixID checks a caller's unix_uid or unix_gid (at field), and warns of
-// root's: every process of uid 0 that can reach the socket is that caller.
+// ids that name more than one user: root's and the overflow id.
 func (p *parser) unixID(c *Caller, field string) error {
 	id, kind := c.UnixUID, "user"
 	if id == nil {
@@ -296,9 +300,15 @@ func (p *parser) unixID(c *Caller, field string) error {
 	if *id == 1<<32-1 {
 		return p.errf(field, "4294967295 is (uid_t)-1, no one's id; give the number `id -u NAME` (or `id -g NAME`) prints")
 	}
-	if *id == 0 {
-		p.log.Warn("caller identified by id 0 (root): every process running as root that can reach the socket, in any container that mounts it, is this caller",
-			"caller", c.Name, "config", fmt.Sprintf("%s:%d", p.name, p.line(field)), "field", field)
+	var warn string
+	switch *id {
+	case 0:
+		warn = "caller identified by id 0 (root): every process running as root that can reach the socket, in any container that mounts it, is this caller"
+	case overflowID:
+		warn = "caller identified by id 65534 (nobody, the kernel's overflow id): every peer whose id the broker's user namespace does not map shows as 65534 and is this caller"
+	}
+	if warn != "" {
+		p.log.Warn(warn, "caller", c.Name, "config", fmt.Sprintf("%s:%d", p.name, p.line(field)), "field", field)
 	}
 	return nil
 }
