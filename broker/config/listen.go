@@ -211,7 +211,7 @@ func (p *parser) unixSocket(d *unixSocketDoc, s *Socket) error {
 		fix    string
 	}{
 		{"mode", d.Mode, &s.Mode, 0o600, 0, `e.g. "0660": the broker's user and group may connect`},
-		{"dir_mode", d.DirMode, &s.DirMode, 0o700, 0o002, `e.g. "0750": never writable by others, who could replace the socket`},
+		{"dir_mode", d.DirMode, &s.DirMode, 0o700, 0o022, `e.g. "0750": writable by the broker's user only; its group or others could replace the socket`},
 	} {
 		if f.v == "" {
 			continue

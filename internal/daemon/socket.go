@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -33,8 +31,8 @@ type socketListener struct {
 
 // listenSocket prepares s's directory, removes a stale socket at its path
 // (never a live one or anything else), and listens there: the socket is
-// bound under a temporary name, given its mode and group, then linked to
-// its path, so that no one connects before they apply.
+// bound in a private (0700) temporary directory, given its mode and group,
+// then linked to its path, so that no one connects before they apply.
 func listenSocket(s config.Socket, l limits.Limits) (_ *socketListener, err error) {
 	fail := func(err error) error { return fmt.Errorf("daemon: listen unix://%s: %w", s.Path, err) }
 	gid, err := s.GroupID()
@@ -48,7 +46,12 @@ func listenSocket(s config.Socket, l limits.Limits) (_ *socketListener, err erro
 	if err := removeStale(s.Path); err != nil {
 		return nil, fail(err)
 	}
-	tmp := filepath.Join(dir, ".tb"+randomHex(4))
+	private, err := os.MkdirTemp(dir, ".tb")
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer os.RemoveAll(private)
+	tmp := filepath.Join(private, "s")
 	if len(tmp) > config.MaxSocketPath {
 		return nil, fail(fmt.Errorf("the directory's path is too long for the broker's temporary name %s (at most %d bytes); choose a shorter path", tmp, config.MaxSocketPath))
 	}
@@ -58,7 +61,6 @@ func listenSocket(s config.Socket, l limits.Limits) (_ *socketListener, err erro
 	}
 	lis.SetUnlinkOnClose(false) // the socket lives at s.Path, removed by Close
 	defer func() {
-		_ = os.Remove(tmp)
 		if err != nil {
 			_ = lis.Close()
 		}
@@ -105,13 +107,47 @@ func (s *socketListener) Close() error {
 }
 
 // socketDir creates dir's missing directories with mode (and group gid if
-// not -1), and refuses an existing one that others may write without the
-// sticky bit: they could replace the socket.
+// not -1), and refuses one that another user could replace the socket in
+// (see trustedDir).
 func socketDir(dir string, mode fs.FileMode, gid int) error {
+	if err := makeSocketDir(dir, mode, gid); err != nil {
+		return err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := trustedDir(d); err != nil {
+			return err
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// trustedDir refuses a directory owned by another user than root or the
+// broker's, or that its group or every user may write without the sticky
+// bit: they could rename the socket (or a directory above it) away.
+func trustedDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	const fix = "; use a directory that only root or the broker's user owns and can write, e.g. /run/tokenbroker"
+	perm := fi.Mode().Perm()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("directory %s belongs to uid %d, who could replace the socket%s", dir, st.Uid, fix)
+	}
+	if perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+		return fmt.Errorf("directory %s is writable by its group or every user (mode %04o), who could replace the socket%s", dir, perm, fix)
+	}
+	return nil
+}
+
+// makeSocketDir creates dir and its missing parents with mode and gid.
+func makeSocketDir(dir string, mode fs.FileMode, gid int) error {
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if err := socketDir(filepath.Dir(dir), mode, gid); err != nil {
+		if err := makeSocketDir(filepath.Dir(dir), mode, gid); err != nil {
 			return err
 		}
 		if err := os.Mkdir(dir, mode); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -128,8 +164,6 @@ func socketDir(dir string, mode fs.FileMode, gid int) error {
 		return err
 	case !fi.IsDir():
 		return fmt.Errorf("%s is not a directory", dir)
-	case fi.Mode().Perm()&0o002 != 0 && fi.Mode()&fs.ModeSticky == 0:
-		return fmt.Errorf("directory %s is writable by every user (mode %04o), who could replace the socket; use a directory only the broker's user can write, e.g. /run/tokenbroker", dir, fi.Mode().Perm())
 	}
 	return nil
 }
@@ -174,10 +208,4 @@ func fileKind(m fs.FileMode) string {
 		return "a symbolic link"
 	}
 	return "a special file (" + m.Type().String() + ")"
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -470,7 +470,7 @@ func TestSocketFile(t *testing.T) {
 		if err := os.Chmod(dir, 0o777); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := listenOn(t, filepath.Join(dir, "b.sock"), logs); err == nil || !strings.Contains(err.Error(), "is writable by every user (mode 0777), who could replace the socket") {
+		if _, err := listenOn(t, filepath.Join(dir, "b.sock"), logs); err == nil || !strings.Contains(err.Error(), "is writable by its group or every user (mode 0777), who could replace the socket") {
 			t.Errorf("New: %v", err)
 		}
 	})
