@@ -17,7 +17,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
-	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
@@ -56,12 +55,9 @@ func needSocket(cfg *config.Config, socket bool) error {
 // newPolicy builds the access policy of cfg's callers; its errors carry
 // the config file's line.
 func newPolicy(cfg *config.Config) (*policy.Policy, error) {
-	callers := make([]policy.Caller, 0, len(cfg.Callers))
-	for _, c := range cfg.Callers {
-		callers = append(callers, policy.Caller{
-			Name: c.Name, SPIFFEID: c.SPIFFEID, DNSName: c.DNSName, CommonName: c.CommonName,
-			APIKeySHA256: c.APIKeySHA256, UnixUID: c.UnixUID, UnixGID: c.UnixGID, Tenants: c.Tenants, Scopes: c.Scopes,
-		})
+	callers := make([]policy.Caller, len(cfg.Callers))
+	for i, c := range cfg.Callers {
+		callers[i] = policy.Caller(c) // the same fields
 	}
 	pol, err := policy.New(callers)
 	if fe, ok := errors.AsType[*policy.FieldError](err); ok {
@@ -99,9 +95,8 @@ func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http
 	// Pools maps transport errors innermost, so that tracing (otelhttp
 	// puts err.Error() in the span status) never sees transport text that
 	// quotes the IdP's bytes.
-	u := &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
+	return &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
 		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap})}
-	return u
 }
 
 // tenants maps the config's tenants to the core's; the config parser has
@@ -169,10 +164,6 @@ func sameUpstream(a, b config.Tenant) bool {
 		a.AssertionAudience == b.AssertionAudience &&
 		a.AuthStyle.OAuth2() == b.AuthStyle.OAuth2() && a.RootCAs.Equal(b.RootCAs) &&
 		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool { return x.Upstream().Equal(y.Upstream()) })
-}
-
-func tlsFiles(t *config.TLS) authn.TLSFiles {
-	return authn.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}
 }
 
 // warnDeprecatedLimits names the limits a config sets that no longer
