@@ -34,12 +34,6 @@ import (
 //	/metrics  Prometheus
 //	/         the status page (internal/statuspage; /status.json too)
 
-// StatusSource is what a status page reads: the tenants and their
-// default-scope token states. *broker.Broker implements it.
-type StatusSource interface {
-	Tenants() []broker.TenantInfo
-}
-
 // adminServer serves the admin endpoints on its own listener.
 type adminServer struct {
 	lis   net.Listener
@@ -105,7 +99,7 @@ const (
 
 // newAdmin opens the admin listener of cfg; page configures its status
 // page.
-func newAdmin(cfg config.Admin, m *metrics, src StatusSource, serving func() bool, log *slog.Logger, page ...statuspage.Option) (*adminServer, error) {
+func newAdmin(cfg config.Admin, m *metrics, src interface{ Tenants() []broker.TenantInfo }, serving func() bool, log *slog.Logger, page ...statuspage.Option) (*adminServer, error) {
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", cfg.Listen, err)

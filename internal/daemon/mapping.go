@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -81,8 +80,8 @@ type upstreams struct {
 	// among the tenants (the broker bounds the requests to each host).
 	pools *upstream.Pools
 
-	mu      sync.Mutex
-	current map[string]fetcherOf
+	mu      sync.RWMutex
+	current map[string]fetcherOf // the broker's tenants once committed
 }
 
 // fetcherOf is a tenant's Fetcher and the settings it was built from.
@@ -101,10 +100,10 @@ func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http
 
 // tenants maps the config's tenants to the core's; the config parser has
 // already read each ca_file into RootCAs. Call commit with next once the
-// broker took them.
+// broker took them. Calls are serialised (New, reload).
 func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[string]fetcherOf, _ error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	u.mu.RLock()
+	defer u.mu.RUnlock()
 	out := make([]broker.Tenant, 0, len(ts))
 	next = make(map[string]fetcherOf, len(ts))
 	for _, t := range ts {
@@ -134,9 +133,9 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
 			}
-			built = fetcherOf{spec: t, f: &instrumentedFetcher{next: c, stats: u.metrics.idp.stats(t.Name)}}
+			built.f = &instrumentedFetcher{next: c, stats: u.metrics.idp.stats(t.Name)}
 		}
-		next[t.Name] = built
+		next[t.Name] = fetcherOf{spec: t, f: built.f}
 		out = append(out, broker.Tenant{
 			Name: t.Name, TokenURL: t.TokenURL, ClientID: t.ClientID,
 			ClientSecret: t.ClientSecret, ClientKey: t.ClientKey, KeyID: t.KeyID, AssertionAudience: t.AssertionAudience,
@@ -145,6 +144,13 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 		})
 	}
 	return out, next, nil
+}
+
+// scopes are tenant's default scopes, for the guard.
+func (u *upstreams) scopes(tenant string) []string {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return u.current[tenant].spec.Scopes
 }
 
 func (u *upstreams) commit(next map[string]fetcherOf) {
@@ -200,26 +206,6 @@ func openAudit(a config.Audit, out io.Writer, log *slog.Logger) (*audit.Logger, 
 		log.Warn("audit file readable by group or others; it is created 0600, but this one already existed", "file", path, "error", err)
 	}
 	return l, nil
-}
-
-// defaultScopes holds each tenant's default scopes for the guard.
-type defaultScopes struct {
-	m atomic.Pointer[map[string][]string]
-}
-
-func (d *defaultScopes) set(ts []broker.Tenant) {
-	m := make(map[string][]string, len(ts))
-	for _, t := range ts {
-		m[t.Name] = t.Scopes
-	}
-	d.m.Store(&m)
-}
-
-func (d *defaultScopes) get(tenant string) []string {
-	if m := d.m.Load(); m != nil {
-		return (*m)[tenant]
-	}
-	return nil
 }
 
 // checkPlaintext is the one rule of a listener (field, at addr) that

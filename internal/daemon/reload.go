@@ -205,7 +205,6 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 		return err
 	}
 	d.ups.commit(fetchers)
-	d.defaults.set(tenants)
 	if err := d.holder.Store(pol); err != nil {
 		return err
 	}

@@ -2,11 +2,10 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -48,7 +47,7 @@ func listenSocket(s config.Socket, l limits.Limits) (_ *socketListener, err erro
 	if err := removeStale(s.Path); err != nil {
 		return nil, fail(err)
 	}
-	tmp := filepath.Join(dir, ".tb"+randomHex(4))
+	tmp := filepath.Join(dir, fmt.Sprintf(".tb%08x", rand.Uint32()))
 	if len(tmp) > config.MaxSocketPath {
 		return nil, fail(fmt.Errorf("the directory's path is too long for the broker's temporary name %s (at most %d bytes); choose a shorter path", tmp, config.MaxSocketPath))
 	}
@@ -174,10 +173,4 @@ func fileKind(m fs.FileMode) string {
 		return "a symbolic link"
 	}
 	return "a special file (" + m.Type().String() + ")"
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
