@@ -136,7 +136,17 @@ func newAdmin(cfg config.Admin, m *metrics, src interface{ Tenants() []broker.Te
 	// stylesheet, with its own security headers and 405 for non-GET.
 	mux.Handle("/", statuspage.Handler(statuspage.FromBroker(src), append(page, statuspage.WithLogger(log))...))
 	a.srv = &http.Server{
-		Handler:           knownHost(cfg.Hosts, noSniff(mux)),
+		// A web page that rebinds its own name to this address cannot read
+		// the listener: 421 unless Host is an IP literal, localhost or one of
+		// admin.hosts (authn.KnownHost).
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			if !authn.KnownHost(r.Host, cfg.Hosts) {
+				text(w, http.StatusMisdirectedRequest, "421 misdirected request: this admin listener does not answer to that Host; add the name to admin.hosts")
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -173,28 +183,6 @@ func text(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	fmt.Fprintln(w, msg)
-}
-
-// knownHost answers 421 Misdirected Request unless the request's Host
-// is an IP literal, localhost or one of hosts (admin.hosts): a web page
-// that rebinds its own name to this address cannot read the listener.
-// Names compare case-insensitively; a request without Host passes, as no
-// browser sends one.
-func knownHost(hosts []string, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !authn.KnownHost(r.Host, hosts) {
-			text(w, http.StatusMisdirectedRequest, "421 misdirected request: this admin listener does not answer to that Host; add the name to admin.hosts")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func noSniff(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		h.ServeHTTP(w, r)
-	})
 }
 
 // healthServing reports the gRPC health of "" on h.

@@ -142,14 +142,14 @@ func New(cfg *config.Config, opts Options) (_ *Daemon, err error) {
 	if err := d.secure(cfg); err != nil {
 		return nil, err
 	}
-	tp, err := d.tracer()
+	traceGRPC, traceHTTP, err := d.tracing()
 	if err != nil {
 		return nil, err
 	}
 	if err := d.listen(cfg); err != nil {
 		return nil, err
 	}
-	if err := d.build(cfg, tp); err != nil {
+	if err := d.build(cfg, traceGRPC, traceHTTP); err != nil {
 		return nil, err
 	}
 	if err := d.startAdmin(cfg.Admin); err != nil {
@@ -233,11 +233,7 @@ func (d *Daemon) listen(cfg *config.Config) error {
 
 // build wires the broker with its tenants, the guard, the gRPC server (TLS
 // on the host:port only, never on the socket) and the token endpoint.
-func (d *Daemon) build(cfg *config.Config, tp trace.TracerProvider) error {
-	var traceHTTP func(http.RoundTripper) http.RoundTripper
-	if tp != nil {
-		traceHTTP = httpTracing(tp)
-	}
+func (d *Daemon) build(cfg *config.Config, sopts []grpc.ServerOption, traceHTTP func(http.RoundTripper) http.RoundTripper) error {
 	d.ups = newUpstreams(d.metrics, d.opts.UserAgent, d.log, traceHTTP)
 	d.closers = append(d.closers, func() error { d.ups.pools.CloseIdleConnections(); return nil })
 	tenants, fetchers, err := d.ups.tenants(cfg.Tenants)
@@ -263,7 +259,6 @@ func (d *Daemon) build(cfg *config.Config, tp trace.TracerProvider) error {
 	}); err != nil {
 		return fmt.Errorf("daemon: %w", err)
 	}
-	var sopts []grpc.ServerOption
 	var tlsCfg *tls.Config
 	if d.tls != nil {
 		creds := d.tls.Credentials()
@@ -271,9 +266,6 @@ func (d *Daemon) build(cfg *config.Config, tp trace.TracerProvider) error {
 			creds = authn.SocketCredentials(creds)
 		}
 		sopts, tlsCfg = append(sopts, grpc.Creds(creds)), d.tls.TLSConfig()
-	}
-	if tp != nil {
-		sopts = append(sopts, grpcTracing(tp))
 	}
 	// The metrics interceptors run before the guard's, so that refused
 	// calls are counted too.

@@ -271,14 +271,10 @@ func (d *Daemon) keepRunning(cfg *config.Config) (*config.Config, []brokenTenant
 		if !ok {
 			old, ok = running[t.Name]
 		}
-		name := t.Name
 		if ok {
-			name = old.Name
+			c.Tenants, t.Name = append(c.Tenants, old), old.Name
 		}
-		broken = append(broken, brokenTenant{name: name, err: t.LoadErr, kept: ok})
-		if ok {
-			c.Tenants = append(c.Tenants, old)
-		}
+		broken = append(broken, brokenTenant{name: t.Name, err: t.LoadErr, kept: ok})
 	}
 	return &c, broken
 }

@@ -37,14 +37,36 @@ func tracingEnabled(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// tracer returns Options.TracerProvider, else the one the environment
-// configures (its shutdown, flushing spans, is one of Close's); nil when
-// tracing is off.
-func (d *Daemon) tracer() (trace.TracerProvider, error) {
-	if d.opts.TracerProvider != nil || !tracingEnabled(os.Getenv) {
-		return d.opts.TracerProvider, nil
+// tracing returns the gRPC server options and the IdP transport wrapper
+// that trace with Options.TracerProvider, else with the provider the
+// environment configures (its shutdown, flushing spans, is one of Close's);
+// none when tracing is off.
+func (d *Daemon) tracing() ([]grpc.ServerOption, func(http.RoundTripper) http.RoundTripper, error) {
+	tp := d.opts.TracerProvider
+	if tp == nil && tracingEnabled(os.Getenv) {
+		sdk, err := tracerFromEnv(context.Background())
+		if err != nil {
+			return nil, nil, err
+		}
+		d.closers = append(d.closers, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return sdk.Shutdown(ctx)
+		})
+		tp = sdk
 	}
-	ctx := context.Background()
+	if tp == nil {
+		return nil, nil, nil
+	}
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
+		otelgrpc.WithTracerProvider(tp),
+		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()), // metrics are Prometheus'
+		otelgrpc.WithPropagators(propagator),
+	))}, httpTracing(tp), nil
+}
+
+// tracerFromEnv is the tracer provider of the OTEL_* environment.
+func tracerFromEnv(ctx context.Context) (*sdktrace.TracerProvider, error) {
 	exp, err := autoexport.NewSpanExporter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: tracing (OTEL_* environment): %w", err)
@@ -58,27 +80,12 @@ func (d *Daemon) tracer() (trace.TracerProvider, error) {
 		_ = exp.Shutdown(ctx)
 		return nil, fmt.Errorf("daemon: tracing resource (OTEL_RESOURCE_ATTRIBUTES): %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
-	d.closers = append(d.closers, func() error {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		return tp.Shutdown(ctx)
-	})
-	return tp, nil
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
 }
 
 // propagator is W3C trace context only: baggage from callers is not
 // carried to identity providers.
 var propagator = propagation.TraceContext{}
-
-// grpcTracing is the gRPC server option that traces every call.
-func grpcTracing(tp trace.TracerProvider) grpc.ServerOption {
-	return grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(tp),
-		otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()), // metrics are Prometheus'
-		otelgrpc.WithPropagators(propagator),
-	))
-}
 
 // httpTracing wraps the identity-provider transport.
 func httpTracing(tp trace.TracerProvider) func(http.RoundTripper) http.RoundTripper {
