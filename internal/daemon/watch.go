@@ -154,9 +154,6 @@ func digestOf(path string) digest {
 // copyBufs are digestOf's buffers: io.Copy would allocate one per file.
 var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-// errNoLoad is Reread's error when the daemon was given no Options.Load.
-var errNoLoad = errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
-
 // errUnsettled is reread's error when a file changed while the
 // configuration was loaded: nothing is applied, the watcher tries again.
 var errUnsettled = errors.New("daemon: the configuration's files changed while they were read")
@@ -191,7 +188,7 @@ const maxSettle = 5 * time.Second
 // (errUnsettled).
 func (d *Daemon) reread(changed []string, settled map[string]digest) error {
 	if d.opts.Load == nil {
-		return errNoLoad
+		return errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
 	}
 	w := &d.watch
 	w.rereadMu.Lock()
