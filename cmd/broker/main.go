@@ -56,22 +56,18 @@ func main() {
 			os.Exit(130)
 		})
 	}
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	if err != nil && !errors.Is(err, errUsage) {
-		fmt.Fprintln(os.Stderr, "broker:", err)
-	}
-	if err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, cli.ErrUsage) { // else the usage was printed
+			fmt.Fprintln(os.Stderr, "broker:", err)
+		}
 		os.Exit(1)
 	}
 }
 
-// errUsage means the usage text was already printed.
-var errUsage = cli.ErrUsage
-
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errUsage
+		return cli.ErrUsage
 	}
 	switch args[0] {
 	case "serve":
@@ -90,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
-	return errUsage
+	return cli.ErrUsage
 }
 
 // version and commit are stamped by release builds:

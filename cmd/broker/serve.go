@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
+	"github.com/tokenbroker/tokenbroker/internal/cli"
 	"github.com/tokenbroker/tokenbroker/internal/daemon"
 )
 
@@ -31,7 +32,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return errUsage
+		return cli.ErrUsage
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))

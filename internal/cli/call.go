@@ -31,17 +31,11 @@ type headerList []string
 func (h *headerList) String() string     { return strings.Join(*h, ", ") }
 func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 
-// Call runs `broker call`, a small curl that authenticates like kog: the
-// token comes from the broker (--addr or TOKENBROKER_ADDR) or straight
-// from the auth server of the environment --env names or the URL's host
-// selects (clientlib.WithEnvironmentByHost: a host no environment names
-// gets no token). It goes only to the URL's origin, not to another one a
-// redirect names. A 401 replaces the token and repeats the request once;
-// 502, 503, 504 and 429 with Retry-After are retried for idempotent
-// methods. The response body
-// is printed in the chosen format on a 2xx status; otherwise the status
-// and the start of the body, the token redacted, make the error. The
-// token is never printed.
+// Call runs `broker call`, a small curl that authenticates like kog, with
+// a token from the broker (--addr) or from the auth server that --env or
+// the URL's host selects; the token goes only to the URL's origin and is
+// never printed. A 2xx body is printed in the chosen format; otherwise the
+// status and the start of the body, the token redacted, make the error.
 func Call(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd, err := parseCall(args, getenv, stderr)
 	if err != nil {

@@ -242,7 +242,7 @@ func (c *clientFlags) dialOptions(addr string, stderr io.Writer) ([]grpc.DialOpt
 	if c.apiKeyFile == "" {
 		return opts, nil
 	}
-	if !c.useTLS() && !isLoopbackAddr(addr) && !isSocket(addr) {
+	if host, _, _ := net.SplitHostPort(addr); !c.useTLS() && !upstream.IsLoopbackHost(host) && !isSocket(addr) {
 		return nil, fmt.Errorf("--api-key-file: %s is not a loopback address, and without TLS the key would cross the network in clear text; add --tls-ca (or --tls)", addr)
 	}
 	data, err := creds.ReadFile(c.apiKeyFile, creds.MaxFileSize)
@@ -282,35 +282,25 @@ func (c *clientFlags) tlsConfig() (*tls.Config, error) {
 	if (c.cert == "") != (c.key == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together: give both for mutual TLS, or neither")
 	}
-	if c.cert != "" {
-		cert, err := loadKeyPair(c.cert, c.key)
-		if err != nil {
-			return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", c.cert, c.key, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
+	if c.cert == "" {
+		return cfg, nil
 	}
+	// tls.LoadX509KeyPair through creds.ReadFile: a FIFO is an error, not a hang.
+	certPEM, err := creds.ReadFile(c.cert, creds.MaxFileSize)
+	var keyPEM []byte
+	if err == nil {
+		keyPEM, err = creds.ReadFile(c.key, creds.MaxFileSize)
+	}
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = tls.X509KeyPair(certPEM, keyPEM)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert %s / --tls-key %s: %w", c.cert, c.key, err)
+	}
+	cfg.Certificates = []tls.Certificate{cert}
 	return cfg, nil
-}
-
-// loadKeyPair is tls.LoadX509KeyPair through creds.ReadFile: regular
-// files only, so that a FIFO there is an error, not a hang.
-func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
-	cert, err := creds.ReadFile(certFile, creds.MaxFileSize)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	key, err := creds.ReadFile(keyFile, creds.MaxFileSize)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.X509KeyPair(cert, key)
 }
 
 // isSocket reports whether addr is a unix: target, a Unix socket's path.
 func isSocket(addr string) bool { return strings.HasPrefix(addr, "unix:") }
-
-// isLoopbackAddr applies upstream's loopback rule to a host:port.
-func isLoopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	return err == nil && upstream.IsLoopbackHost(host)
-}

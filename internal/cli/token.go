@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -81,10 +82,6 @@ func parseToken(args []string, getenv func(string) string, stderr io.Writer) (*t
 
 // brokerToken asks the broker with GetToken, passing --min-valid on.
 func (cmd *tokenCmd) brokerToken(ctx context.Context) (string, error) {
-	tenant := cmd.tenant
-	if tenant == "" {
-		tenant = clientlib.DefaultTenant
-	}
 	// Plaintext unless a --tls* flag says otherwise.
 	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cmd.dialOpts...)
 	conn, err := grpc.NewClient(cmd.addr, opts...)
@@ -92,7 +89,7 @@ func (cmd *tokenCmd) brokerToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("token: --addr %q: %w", cmd.addr, err)
 	}
 	defer conn.Close()
-	req := &tbv1.GetTokenRequest{Tenant: tenant, Scopes: cmd.scopes}
+	req := &tbv1.GetTokenRequest{Tenant: cmp.Or(cmd.tenant, clientlib.DefaultTenant), Scopes: cmd.scopes}
 	if cmd.minValid != 0 {
 		req.MinValid = durationpb.New(cmd.minValid)
 	}

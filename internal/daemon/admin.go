@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tokenbroker/tokenbroker/broker"
@@ -33,12 +34,6 @@ import (
 //	/metrics  Prometheus
 //	/         the status page (internal/statuspage; /status.json too)
 
-// StatusSource is what a status page reads: the tenants and their
-// default-scope token states. *broker.Broker implements it.
-type StatusSource interface {
-	Tenants() []broker.TenantInfo
-}
-
 // adminServer serves the admin endpoints on its own listener.
 type adminServer struct {
 	lis   net.Listener
@@ -54,17 +49,10 @@ type readiness struct {
 	settled  atomic.Bool // latched: every tenant settled once
 }
 
-// check returns whether the broker is ready and, if not, why.
-//
-// Ready means: not draining, overall gRPC health SERVING, and every
-// tenant settled at least once since start: it holds a valid token
-// (ready or stale) or failed permanently (the IdP rejected its client:
-// invalid_client, unauthorized_client, invalid_scope). A tenant still
-// pending, or failing transiently (IdP down, 5xx, timeouts), holds
-// readiness back, so that a rollout with a broken tenant stalls. Once
-// settled, readiness is not withdrawn when a tenant later fails: other
-// tenants are still served, and pulling every replica out of the load
-// balancer for one tenant's IdP outage would fail them all.
+// check returns whether the broker is ready and, if not, why: not
+// draining, gRPC health SERVING, and every tenant settled once since start
+// (README, /readyz). Readiness is not withdrawn when a tenant fails later:
+// pulling every replica for one tenant's IdP outage would fail them all.
 func (r *readiness) check() (bool, string) {
 	if r.draining.Load() {
 		return false, "draining: shutting down"
@@ -101,13 +89,9 @@ func settled(t broker.TenantInfo) bool {
 	return false
 }
 
-// The admin listener's connection caps: probes and scrapers need a
-// handful, and each connection costs a goroutine and buffers. Accept never
-// waits on them (server.LimitListener): a peer IP past adminMaxConnsPerIP
-// has its new connection closed at once, and at adminMaxConns the IP that
-// holds the most gives way, so one flooding address cannot keep a
-// scraper or a probe from another address out. Silent connections close
-// after ReadHeaderTimeout, idle ones after IdleTimeout.
+// The admin listener's connection caps (server.LimitListener): probes and
+// scrapers need a handful, and one flooding address cannot keep a probe
+// from another address out.
 const (
 	adminMaxConns      = 64
 	adminMaxConnsPerIP = 8
@@ -115,12 +99,15 @@ const (
 
 // newAdmin opens the admin listener of cfg; page configures its status
 // page.
-func newAdmin(cfg config.Admin, m *metrics, src StatusSource, serving func() bool, log *slog.Logger, page ...statuspage.Option) (*adminServer, error) {
+func newAdmin(cfg config.Admin, m *metrics, src interface{ Tenants() []broker.TenantInfo }, serving func() bool, log *slog.Logger, page ...statuspage.Option) (*adminServer, error) {
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("daemon: admin listener (admin.listen) on %s: %w", cfg.Listen, err)
 	}
 	lis = server.LimitListener(lis, limits.Limits{MaxConnections: adminMaxConns, MaxConnectionsPerIP: adminMaxConnsPerIP})
+	if !isLoopbackAddr(cfg.Listen) {
+		log.Warn("the admin listener is not on loopback: it exposes tenant names and states (and metrics) to anyone who can connect; restrict it with a network policy or set admin.listen to a loopback address", "admin_listen", lis.Addr().String())
+	}
 	a := &adminServer{lis: lis, ready: readiness{tenants: src.Tenants, serving: serving}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -149,7 +136,17 @@ func newAdmin(cfg config.Admin, m *metrics, src StatusSource, serving func() boo
 	// stylesheet, with its own security headers and 405 for non-GET.
 	mux.Handle("/", statuspage.Handler(statuspage.FromBroker(src), append(page, statuspage.WithLogger(log))...))
 	a.srv = &http.Server{
-		Handler:           knownHost(cfg.Hosts, noSniff(mux)),
+		// A web page that rebinds its own name to this address cannot read
+		// the listener: 421 unless Host is an IP literal, localhost or one of
+		// admin.hosts (authn.KnownHost).
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			if !authn.KnownHost(r.Host, cfg.Hosts) {
+				text(w, http.StatusMisdirectedRequest, "421 misdirected request: this admin listener does not answer to that Host; add the name to admin.hosts")
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -168,6 +165,9 @@ func (a *adminServer) serve() error {
 	return nil
 }
 
+// close stops the admin listener at once, served or not.
+func (a *adminServer) close() error { return errors.Join(a.srv.Close(), a.lis.Close()) }
+
 // shutdown stops the admin listener, letting requests in progress finish
 // for a moment.
 func (a *adminServer) shutdown() {
@@ -185,32 +185,8 @@ func text(w http.ResponseWriter, code int, msg string) {
 	fmt.Fprintln(w, msg)
 }
 
-// knownHost answers 421 Misdirected Request unless the request's Host
-// is an IP literal, localhost or one of hosts (admin.hosts): a web page
-// that rebinds its own name to this address cannot read the listener.
-// Names compare case-insensitively; a request without Host passes, as no
-// browser sends one.
-func knownHost(hosts []string, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !authn.KnownHost(r.Host, hosts) {
-			text(w, http.StatusMisdirectedRequest, "421 misdirected request: this admin listener does not answer to that Host; add the name to admin.hosts")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func noSniff(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		h.ServeHTTP(w, r)
-	})
-}
-
 // healthServing reports the gRPC health of "" on h.
-func healthServing(h interface {
-	Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error)
-}) func() bool {
+func healthServing(h *health.Server) func() bool {
 	return func() bool {
 		r, err := h.Check(context.Background(), &healthpb.HealthCheckRequest{})
 		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING

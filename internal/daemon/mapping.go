@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/config"
@@ -17,7 +16,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
-	"github.com/tokenbroker/tokenbroker/internal/authn"
 	"github.com/tokenbroker/tokenbroker/internal/policy"
 )
 
@@ -56,12 +54,9 @@ func needSocket(cfg *config.Config, socket bool) error {
 // newPolicy builds the access policy of cfg's callers; its errors carry
 // the config file's line.
 func newPolicy(cfg *config.Config) (*policy.Policy, error) {
-	callers := make([]policy.Caller, 0, len(cfg.Callers))
-	for _, c := range cfg.Callers {
-		callers = append(callers, policy.Caller{
-			Name: c.Name, SPIFFEID: c.SPIFFEID, DNSName: c.DNSName, CommonName: c.CommonName,
-			APIKeySHA256: c.APIKeySHA256, UnixUID: c.UnixUID, UnixGID: c.UnixGID, Tenants: c.Tenants, Scopes: c.Scopes,
-		})
+	callers := make([]policy.Caller, len(cfg.Callers))
+	for i, c := range cfg.Callers {
+		callers[i] = policy.Caller(c) // the same fields
 	}
 	pol, err := policy.New(callers)
 	if fe, ok := errors.AsType[*policy.FieldError](err); ok {
@@ -85,8 +80,8 @@ type upstreams struct {
 	// among the tenants (the broker bounds the requests to each host).
 	pools *upstream.Pools
 
-	mu      sync.Mutex
-	current map[string]fetcherOf
+	mu      sync.RWMutex
+	current map[string]fetcherOf // the broker's tenants once committed
 }
 
 // fetcherOf is a tenant's Fetcher and the settings it was built from.
@@ -99,17 +94,16 @@ func newUpstreams(m *metrics, userAgent string, log *slog.Logger, wrap func(http
 	// Pools maps transport errors innermost, so that tracing (otelhttp
 	// puts err.Error() in the span status) never sees transport text that
 	// quotes the IdP's bytes.
-	u := &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
+	return &upstreams{metrics: m, userAgent: userAgent, log: log, current: map[string]fetcherOf{},
 		pools: upstream.NewPools(upstream.PoolsConfig{Wrap: wrap})}
-	return u
 }
 
 // tenants maps the config's tenants to the core's; the config parser has
 // already read each ca_file into RootCAs. Call commit with next once the
-// broker took them.
+// broker took them. Calls are serialised (New, reload).
 func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[string]fetcherOf, _ error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+	u.mu.RLock()
+	defer u.mu.RUnlock()
 	out := make([]broker.Tenant, 0, len(ts))
 	next = make(map[string]fetcherOf, len(ts))
 	for _, t := range ts {
@@ -139,9 +133,9 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 			if err != nil {
 				return nil, nil, fmt.Errorf("daemon: tenant %q: %w", t.Name, err)
 			}
-			built = fetcherOf{spec: t, f: &instrumentedFetcher{next: c, stats: u.metrics.idp.stats(t.Name)}}
+			built.f = &instrumentedFetcher{next: c, stats: u.metrics.idp.stats(t.Name)}
 		}
-		next[t.Name] = built
+		next[t.Name] = fetcherOf{spec: t, f: built.f}
 		out = append(out, broker.Tenant{
 			Name: t.Name, TokenURL: t.TokenURL, ClientID: t.ClientID,
 			ClientSecret: t.ClientSecret, ClientKey: t.ClientKey, KeyID: t.KeyID, AssertionAudience: t.AssertionAudience,
@@ -150,6 +144,13 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 		})
 	}
 	return out, next, nil
+}
+
+// scopes are tenant's default scopes, for the guard.
+func (u *upstreams) scopes(tenant string) []string {
+	u.mu.RLock()
+	defer u.mu.RUnlock()
+	return u.current[tenant].spec.Scopes
 }
 
 func (u *upstreams) commit(next map[string]fetcherOf) {
@@ -169,10 +170,6 @@ func sameUpstream(a, b config.Tenant) bool {
 		a.AssertionAudience == b.AssertionAudience &&
 		a.AuthStyle.OAuth2() == b.AuthStyle.OAuth2() && a.RootCAs.Equal(b.RootCAs) &&
 		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool { return x.Upstream().Equal(y.Upstream()) })
-}
-
-func tlsFiles(t *config.TLS) authn.TLSFiles {
-	return authn.TLSFiles{CertFile: t.CertFile, KeyFile: t.KeyFile, ClientCAFile: t.ClientCAFile, RequireClientCert: t.RequireClientCert}
 }
 
 // warnDeprecatedLimits names the limits a config sets that no longer
@@ -209,26 +206,6 @@ func openAudit(a config.Audit, out io.Writer, log *slog.Logger) (*audit.Logger, 
 		log.Warn("audit file readable by group or others; it is created 0600, but this one already existed", "file", path, "error", err)
 	}
 	return l, nil
-}
-
-// defaultScopes holds each tenant's default scopes for the guard.
-type defaultScopes struct {
-	m atomic.Pointer[map[string][]string]
-}
-
-func (d *defaultScopes) set(ts []broker.Tenant) {
-	m := make(map[string][]string, len(ts))
-	for _, t := range ts {
-		m[t.Name] = t.Scopes
-	}
-	d.m.Store(&m)
-}
-
-func (d *defaultScopes) get(tenant string) []string {
-	if m := d.m.Load(); m != nil {
-		return (*m)[tenant]
-	}
-	return nil
 }
 
 // checkPlaintext is the one rule of a listener (field, at addr) that

@@ -384,3 +384,40 @@ func TestSlowWriterNeverWidensACallersScopes(t *testing.T) {
 		t.Errorf("tokenbroker_config_reloads_total{result=\"error\"} = %v, want \"scopes:\" without a value refused", n)
 	}
 }
+
+// TestDefaultScopesFollowReload: a request without scopes from a caller
+// with a scopes allow-list is checked against the tenant's default scopes
+// as the running configuration has them: allowed while they match the
+// allow-list, denied once a reload changes only them to a scope outside it.
+func TestDefaultScopesFollowReload(t *testing.T) {
+	client := devidp.NewClient()
+	idp := startIdP(t, client)
+	dir := t.TempDir()
+	testpki.WriteFile(t, filepath.Join(dir, "idp.secret"), []byte(client.Secret+"\n"))
+	key := brokertest.RandomKey(t)
+	path := filepath.Join(dir, "broker.yaml")
+	load := func(scope string) *config.Config {
+		t.Helper()
+		yaml := fmt.Sprintf(keyedConfig, idp.TokenURL(), client.ID, brokertest.SHA256Hex(key)) + "    scopes: [\"read:*\"]\n"
+		yaml = strings.Replace(yaml, "    client_secret_file: idp.secret\n", "    client_secret_file: idp.secret\n    scopes: ["+scope+"]\n", 1)
+		testpki.WriteFile(t, path, []byte(yaml))
+		cfg, err := config.LoadWith(path, config.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	d := brokertest.Run(t, load("read:a"), daemon.Options{})
+	c := api(t, d)
+	get := func() error {
+		_, err := c.GetToken(brokertest.Bearer(t.Context(), key), &tbv1.GetTokenRequest{Tenant: "acme"})
+		return err
+	}
+	if err := get(); err != nil {
+		t.Fatalf("default scopes read:a within the allow-list read:*: %v", err)
+	}
+	if err := d.Reload(load("write:a")); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.WantStatus(t, "default scopes write:a outside the allow-list", get(), codes.PermissionDenied)
+}

@@ -5,38 +5,19 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker/config"
-	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/statuspage"
 )
 
-// restartOnly are the settings a reload does not apply.
-type restartOnly struct {
-	listen     string
-	socket     config.Socket
-	tls        config.TLS
-	hasTLS     bool
-	plaintext  bool
-	audit      config.Audit
-	limits     limits.Limits
-	watch      config.Watch
-	adminAddr  string
-	adminPprof bool
-	adminHosts string
-	oauthAddr  string
-}
-
-func restartOnlyOf(cfg *config.Config) restartOnly {
-	r := restartOnly{listen: cfg.Listen, socket: cfg.Socket, plaintext: cfg.InsecurePlaintext, audit: cfg.Audit, limits: cfg.Limits, watch: cfg.Watch,
-		adminAddr: cfg.Admin.Listen, adminPprof: cfg.Admin.Pprof, adminHosts: strings.Join(cfg.Admin.Hosts, "\n"), oauthAddr: cfg.OAuth.Listen}
-	if cfg.TLS != nil {
-		r.tls, r.hasTLS = *cfg.TLS, true
-	}
-	return r
+// restartOnly are the settings a reload does not apply, compared with
+// reflect.DeepEqual.
+func restartOnly(c *config.Config) []any {
+	return []any{c.Listen, c.Socket, c.TLS, c.InsecurePlaintext, c.Audit, c.Limits, c.Watch, c.Admin, c.OAuth}
 }
 
 // ErrLowersSecurity is wrapped by the error of a reload refused because
@@ -172,27 +153,14 @@ func (d *Daemon) reloadStatus() statuspage.Reload {
 	return d.lastReload
 }
 
-// Reload applies cfg to the running daemon: the policy is built first,
-// then the tenants are replaced, then the policy goes live, then the TLS
-// files are re-read. When the policy has gone live, every open stream has
-// been re-decided under it: one it revokes is cancelled and admits no
-// further token (see guard.Config.Policy). Any error before the policy
-// goes live keeps the running configuration and is returned; a TLS file
-// that cannot be read keeps the current certificate and is only logged.
-// A cfg that would lower the security (removing every caller, tls, the
-// client CA or require_client_cert, setting insecure_plaintext, widening
-// unix_socket.mode or changing its group) is refused with an error
-// wrapping ErrLowersSecurity, logged at error. Listen, unix_socket, tls,
-// insecure_plaintext, audit, limits, watch, admin and oauth changes take
-// effect at restart only (a warning says so); shutdown applies to
-// the next shutdown. The development tenant is kept. cfg is not modified.
-// The files watched for changes become cfg.Files. Every call counts in
-// tokenbroker_config_reloads_total (recordReload).
-//
-// A tenant whose own files failed to load (config.Tenant.LoadErr, see
-// config.Options.KeepTenantsOnFileError) keeps its running configuration,
-// or is not added if it is new; an error log names it and the file. The
-// other tenants' changes apply; the reload counts as an error.
+// Reload applies cfg: it builds the policy, replaces the tenants, makes
+// the policy live (every open stream is re-decided under it before Reload
+// returns) and re-reads the TLS files. An error before the policy goes live
+// keeps the running configuration. A cfg that would lower the security
+// (lowers) is refused with an error wrapping ErrLowersSecurity; restartOnly
+// settings wait for a restart (a warning says so). A tenant with a LoadErr
+// keeps its running configuration, or is not added; the reload then counts
+// as an error. cfg is not modified; the development tenants are kept.
 func (d *Daemon) Reload(cfg *config.Config) error {
 	return d.reload(cfg, nil)
 }
@@ -223,17 +191,11 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 		return err
 	}
 	pol, err := newPolicy(full)
-	if err == nil {
-		d.watch.mu.Lock()
-		if running := d.watch.cur; running != nil {
-			for _, w := range widened(running.Callers, cfg.Callers) {
-				d.log.Warn("config reload widens access: "+w, "caller_access", "widened")
-			}
-		}
-		d.watch.mu.Unlock()
-	}
 	if err != nil {
 		return err
+	}
+	for _, w := range widened(d.watch.current().Callers, cfg.Callers) {
+		d.log.Warn("config reload widens access: "+w, "caller_access", "widened")
 	}
 	tenants, fetchers, err := d.ups.tenants(full.Tenants)
 	if err != nil {
@@ -243,7 +205,6 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 		return err
 	}
 	d.ups.commit(fetchers)
-	d.defaults.set(tenants)
 	if err := d.holder.Store(pol); err != nil {
 		return err
 	}
@@ -256,7 +217,7 @@ func (d *Daemon) reload(cfg *config.Config, snap map[string]digest) (err error) 
 			d.log.Warn("TLS reload failed; keeping the current certificate", "error", err)
 		}
 	}
-	if restartOnlyOf(cfg) != d.initial {
+	if !reflect.DeepEqual(restartOnly(cfg), d.initial) {
 		d.log.Warn("listen, unix_socket, tls, insecure_plaintext, audit, limits, watch, admin and oauth changes take effect only at restart")
 	}
 	d.mu.Lock()
@@ -292,16 +253,12 @@ func (d *Daemon) keepRunning(cfg *config.Config) (*config.Config, []brokenTenant
 		return cfg, nil
 	}
 	running := map[string]config.Tenant{}
-	d.watch.mu.Lock()
-	if d.watch.cur != nil {
-		for _, t := range d.watch.cur.Tenants {
-			running[t.Name] = t
-			if t.File != "" {
-				running[t.File] = t // a broken file's name is only a guess
-			}
+	for _, t := range d.watch.current().Tenants {
+		running[t.Name] = t
+		if t.File != "" {
+			running[t.File] = t // a broken file's name is only a guess
 		}
 	}
-	d.watch.mu.Unlock()
 	c := *cfg
 	c.Tenants = make([]config.Tenant, 0, len(cfg.Tenants))
 	var broken []brokenTenant
@@ -314,14 +271,10 @@ func (d *Daemon) keepRunning(cfg *config.Config) (*config.Config, []brokenTenant
 		if !ok {
 			old, ok = running[t.Name]
 		}
-		name := t.Name
 		if ok {
-			name = old.Name
+			c.Tenants, t.Name = append(c.Tenants, old), old.Name
 		}
-		broken = append(broken, brokenTenant{name: name, err: t.LoadErr, kept: ok})
-		if ok {
-			c.Tenants = append(c.Tenants, old)
-		}
+		broken = append(broken, brokenTenant{name: t.Name, err: t.LoadErr, kept: ok})
 	}
 	return &c, broken
 }

@@ -20,25 +20,17 @@ import (
 )
 
 // Watching the files a configuration was read from (config.Config.Files),
-// so that a rotated secret, a fixed credentials file or an edited config
-// file is applied without SIGHUP.
-//
-// File system events are watched on the files' parent directories:
-// Kubernetes updates a Secret or ConfigMap volume by pointing its "..data"
-// symlink at a new directory, an event on the directory and not on the
-// file, and editors replace files by renaming. Events only trigger a
-// comparison of the files' SHA-256 digests, which also runs every
-// interval as a fallback for missed events (a swapped symlinked
-// directory, network file systems, a full event queue); only a changed
-// digest reloads, and only once it has stayed the same for watchDebounce
-// and through the load, so that a file still being written is not
-// applied half-way (unless its writer stalls: then lowers guards the
-// security).
+// so that a rotated secret or an edited file is applied without SIGHUP.
+// Events are watched on the parent directories (Kubernetes swaps a
+// "..data" symlink; editors rename) and only trigger a comparison of
+// SHA-256 digests, which also runs every interval for missed events. A
+// changed digest reloads once it has stayed the same for watchDebounce and
+// through the load, so a file being written is not applied half-way.
 
 const (
-	// DefaultWatchInterval is how often the files' contents are compared
+	// defaultWatchInterval is how often the files' contents are compared
 	// when the config sets no watch.interval.
-	DefaultWatchInterval = 30 * time.Second
+	defaultWatchInterval = 30 * time.Second
 	// watchDebounce gathers a burst of events (an atomic swap is several)
 	// into one comparison, and is how long changed contents must stay
 	// the same before they are applied.
@@ -71,7 +63,7 @@ type watchState struct {
 func (w *watchState) init(cfg *config.Config) {
 	w.interval, w.off = cfg.Watch.Interval, cfg.Watch.Disabled
 	if w.interval <= 0 {
-		w.interval = DefaultWatchInterval
+		w.interval = defaultWatchInterval
 	}
 	w.refresh = make(chan struct{}, 1)
 	w.applied(cfg, nil)
@@ -103,12 +95,14 @@ func (w *watchState) applied(cfg *config.Config, snap map[string]digest) {
 func (w *watchState) files() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]string, 0, len(w.sums))
-	for f := range w.sums {
-		out = append(out, f)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(w.sums))
+}
+
+// current is the running configuration.
+func (w *watchState) current() *config.Config {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
 }
 
 // snapshot reads the watched files' digests and returns them with the
@@ -160,28 +154,20 @@ func digestOf(path string) digest {
 // copyBufs are digestOf's buffers: io.Copy would allocate one per file.
 var copyBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
-// errNoLoad is Reread's error when the daemon was given no Options.Load.
-var errNoLoad = errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
-
 // errUnsettled is reread's error when a file changed while the
 // configuration was loaded: nothing is applied, the watcher tries again.
 var errUnsettled = errors.New("daemon: the configuration's files changed while they were read")
 
 // Reread loads the configuration again with Options.Load and applies it
-// with Reload, logging which tenants it changed; SIGHUP and the file
-// watcher call it. On error the running configuration is kept; a load
-// that fails counts as an error in tokenbroker_config_reloads_total.
-//
-// Like the watcher, it applies the files only once they have stayed the
-// same for watchDebounce and did not change while they were loaded, so
-// that a SIGHUP sent while a file is being written does not read it
-// half-way; it waits at most maxSettle for that.
+// with Reload, logging which tenants it changed (SIGHUP). On error the
+// running configuration is kept. Like the watcher, it waits (at most
+// maxSettle) until the files stay the same for watchDebounce and through
+// the load, so that a file being written is not read half-way.
 func (d *Daemon) Reread() error {
 	deadline := time.Now().Add(maxSettle)
 	for {
 		snap, _ := d.watch.snapshot()
-		t := time.NewTimer(watchDebounce)
-		<-t.C
+		time.Sleep(watchDebounce)
 		if after, _ := d.watch.snapshot(); !maps.Equal(after, snap) && time.Now().Before(deadline) {
 			continue // a writer is at work
 		}
@@ -202,7 +188,7 @@ const maxSettle = 5 * time.Second
 // (errUnsettled).
 func (d *Daemon) reread(changed []string, settled map[string]digest) error {
 	if d.opts.Load == nil {
-		return errNoLoad
+		return errors.New("daemon: cannot re-read the configuration: Options.Load is not set")
 	}
 	w := &d.watch
 	w.rereadMu.Lock()
@@ -220,14 +206,10 @@ func (d *Daemon) reread(changed []string, settled map[string]digest) error {
 	if err != nil {
 		d.recordReload(err)
 	} else {
-		w.mu.Lock()
-		old := w.cur
-		w.mu.Unlock()
+		old := w.current()
 		if err = d.reload(cfg, snap); err == nil {
-			w.mu.Lock()
-			applied := w.cur // cfg with tenants whose files failed kept as they ran
-			w.mu.Unlock()
-			added, removed, updated := tenantChanges(old, applied, changed)
+			// w.current() is cfg with tenants whose files failed kept as they ran.
+			added, removed, updated := tenantChanges(old, w.current(), changed)
 			d.log.Info("configuration re-read", "changed_files", changed,
 				"tenants_added", added, "tenants_removed", removed, "tenants_changed", updated)
 			return nil
@@ -347,28 +329,19 @@ func (d *Daemon) checkFiles(pending map[string]digest, retry bool) map[string]di
 	return nil
 }
 
-// watchDirs makes fsw watch the parent directories of the files and of
-// their symlink targets, and the tenants_dir, dropping directories no
-// longer needed, and returns the test for an event name worth a
-// comparison: a watched file, its target, an entry of the tenants_dir,
-// or a Kubernetes "..data"-style entry; added reports a new directory
-// watch.
+// watchDirs makes fsw (if any) watch the directories of the files, of
+// their symlink targets and the tenants_dir, and returns the test for an
+// event name worth a comparison (a watched file, its target, a tenants_dir
+// entry, a Kubernetes "..data"-style entry) and whether it added a watch.
 func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) (relevant func(string) bool, added bool) {
-	names := map[string]bool{}
-	want := map[string]bool{}
-	d.watch.mu.Lock()
-	var tenantsDir string
-	if d.watch.cur != nil {
-		tenantsDir = d.watch.cur.TenantsDir
-	}
-	d.watch.mu.Unlock()
+	tenantsDir := d.watch.current().TenantsDir
+	names, want := map[string]bool{}, map[string]bool{}
 	if tenantsDir != "" {
 		want[tenantsDir] = true
 	}
 	for _, f := range d.watch.files() {
-		names[f] = true
 		dir := filepath.Dir(f)
-		want[dir] = true
+		names[f], want[dir] = true, true
 		if t, err := filepath.EvalSymlinks(f); err == nil {
 			names[t] = true
 			// One watch per directory: inotify keys watches by inode.
@@ -381,9 +354,12 @@ func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) (relevan
 		name = filepath.Clean(name)
 		return names[name] || strings.HasPrefix(filepath.Base(name), "..") || tenantsDir != "" && filepath.Dir(name) == tenantsDir
 	}
-	if fsw == nil {
-		return relevant, false
-	}
+	return relevant, fsw != nil && d.syncWatches(fsw, dirs, want)
+}
+
+// syncWatches makes fsw watch exactly the directories of want that exist;
+// dirs holds the watched ones. It reports whether it added one.
+func (d *Daemon) syncWatches(fsw *fsnotify.Watcher, dirs, want map[string]bool) (added bool) {
 	for dir := range dirs {
 		if !want[dir] {
 			_ = fsw.Remove(dir) // fails if the directory is gone, which removed the watch
@@ -400,53 +376,28 @@ func (d *Daemon) watchDirs(fsw *fsnotify.Watcher, dirs map[string]bool) (relevan
 			}
 			continue
 		}
-		dirs[dir] = true
-		added = true
+		dirs[dir], added = true, true
 	}
-	return relevant, added
+	return added
 }
 
 // tenantChanges names the tenants added, removed and changed from old to
-// cfg: a changed endpoint, client, secret, scope, auth style or CA, or a
-// ca_file among the changed files.
+// cfg: a changed upstream client or default scopes, or a ca_file among the
+// changed files.
 func tenantChanges(old, cfg *config.Config, changed []string) (added, removed, updated []string) {
 	before := map[string]config.Tenant{}
-	if old != nil {
-		for _, t := range old.Tenants {
-			before[t.Name] = t
-		}
+	for _, t := range old.Tenants {
+		before[t.Name] = t
 	}
-	seen := map[string]bool{}
 	for _, t := range cfg.Tenants {
-		seen[t.Name] = true
 		o, ok := before[t.Name]
+		delete(before, t.Name)
 		switch {
 		case !ok:
 			added = append(added, t.Name)
-		case !sameTenant(o, t) || t.CAFile != "" && slices.Contains(changed, t.CAFile):
+		case !sameUpstream(o, t) || !slices.Equal(o.Scopes, t.Scopes) || slices.Contains(changed, t.CAFile):
 			updated = append(updated, t.Name)
 		}
 	}
-	for name := range before {
-		if !seen[name] {
-			removed = append(removed, name)
-		}
-	}
-	slices.Sort(removed)
-	return added, removed, updated
-}
-
-func sameTenant(a, b config.Tenant) bool {
-	if a.TokenURL != b.TokenURL || a.ClientID != b.ClientID || !a.ClientSecret.Equal(b.ClientSecret) ||
-		!slices.Equal(a.Scopes, b.Scopes) || a.AuthStyle != b.AuthStyle || a.CAFile != b.CAFile ||
-		a.AllowInsecureHTTP != b.AllowInsecureHTTP || len(a.Fallbacks) != len(b.Fallbacks) {
-		return false
-	}
-	for i, f := range a.Fallbacks {
-		g := b.Fallbacks[i]
-		if f.ClientID != g.ClientID || f.Source != g.Source || !f.ClientSecret.Equal(g.ClientSecret) {
-			return false
-		}
-	}
-	return true
+	return added, slices.Sorted(maps.Keys(before)), updated
 }
