@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -55,6 +54,10 @@ func (e *Error) GRPCStatus() *status.Status {
 
 func newError(st int, code, format string, args ...any) *Error {
 	return &Error{Status: st, Code: code, Description: fmt.Sprintf(format, args...), grpc: codes.InvalidArgument}
+}
+
+func badRequest(format string, args ...any) *Error {
+	return newError(http.StatusBadRequest, errInvalidRequest, format, args...)
 }
 
 // Retry-After of an answer that the identity provider is down: its own,
@@ -176,9 +179,4 @@ func idpRetryAfter(err error) time.Duration {
 		return min(ue.RetryAfter, maxRetryAfter)
 	}
 	return retryAfterIdP
-}
-
-// retryAfterHeader is d in whole seconds, rounded up.
-func retryAfterHeader(d time.Duration) string {
-	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -275,7 +276,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 		h.Set("Allow", http.MethodPost)
 	}
 	if e.RetryAfter > 0 {
-		h.Set("Retry-After", retryAfterHeader(e.RetryAfter))
+		h.Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10)) // rounded up
 	}
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(struct {
