@@ -1,7 +1,6 @@
 package authn
 
 import (
-	"context"
 	"net"
 	"strconv"
 
@@ -101,10 +100,6 @@ func (s *socketCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 		return conn, unixAuthInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
 	}
 	return s.TransportCredentials.ServerHandshake(conn)
-}
-
-func (s *socketCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return s.TransportCredentials.ClientHandshake(ctx, authority, conn)
 }
 
 func (s *socketCreds) Clone() credentials.TransportCredentials {
