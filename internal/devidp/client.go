@@ -136,19 +136,13 @@ func (s *clientStore) remove(id string) {
 // JWTs (and go-oauth2's memory store leaks a goroutine).
 type discardTokens struct{}
 
-func (discardTokens) Create(context.Context, oauth2.TokenInfo) error { return nil }
-func (discardTokens) RemoveByCode(context.Context, string) error     { return nil }
-func (discardTokens) RemoveByAccess(context.Context, string) error   { return nil }
-func (discardTokens) RemoveByRefresh(context.Context, string) error  { return nil }
-func (discardTokens) GetByCode(context.Context, string) (oauth2.TokenInfo, error) {
-	return nil, nil
-}
-func (discardTokens) GetByAccess(context.Context, string) (oauth2.TokenInfo, error) {
-	return nil, nil
-}
-func (discardTokens) GetByRefresh(context.Context, string) (oauth2.TokenInfo, error) {
-	return nil, nil
-}
+func (discardTokens) Create(context.Context, oauth2.TokenInfo) error                 { return nil }
+func (discardTokens) RemoveByCode(context.Context, string) error                     { return nil }
+func (discardTokens) RemoveByAccess(context.Context, string) error                   { return nil }
+func (discardTokens) RemoveByRefresh(context.Context, string) error                  { return nil }
+func (discardTokens) GetByCode(context.Context, string) (oauth2.TokenInfo, error)    { return nil, nil }
+func (discardTokens) GetByAccess(context.Context, string) (oauth2.TokenInfo, error)  { return nil, nil }
+func (discardTokens) GetByRefresh(context.Context, string) (oauth2.TokenInfo, error) { return nil, nil }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

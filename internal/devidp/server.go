@@ -55,7 +55,7 @@ type Server struct {
 	lifetime atomic.Int64 // time.Duration
 
 	mu     sync.Mutex
-	counts map[string]*counts // by client id; "" for requests without one
+	counts map[string]counts // by client id; "" for requests without one
 	total  counts
 
 	done      chan struct{}
@@ -102,7 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		clients: clients,
 		replay:  &replayCache{max: maxAssertionIDs, seen: map[string]time.Time{}},
-		counts:  make(map[string]*counts),
+		counts:  make(map[string]counts),
 		done:    make(chan struct{}),
 	}
 	s.lifetime.Store(int64(cfg.TokenLifetime))
@@ -203,28 +203,22 @@ func (s *Server) countsFor(id *string) counts {
 	if id == nil {
 		return s.total
 	}
-	if c := s.counts[*id]; c != nil {
-		return *c
-	}
-	return counts{}
+	return s.counts[*id]
 }
 
-// count adds one request, or one issued token, to the totals and to id's counts.
+// count adds one request, or one issued token, to id's counts and the totals.
 func (s *Server) count(id string, issued bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.counts[id]
-	if c == nil {
-		c = new(counts)
-		s.counts[id] = c
-	}
-	for _, c := range []*counts{c, &s.total} {
+	for _, p := range []*counts{&c, &s.total} {
 		if issued {
-			c.issued++
+			p.issued++
 		} else {
-			c.requests++
+			p.requests++
 		}
 	}
+	s.counts[id] = c
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
