@@ -176,9 +176,9 @@ type handler struct {
 
 // row is one tenant prepared for display.
 type row struct {
-	Name, State, StateClass, Host, LastError string
-	Expiry, NextRefresh                      timeCell
-	ScopeSets, Watches                       int
+	Tenant
+	StateClass          string
+	Expiry, NextRefresh timeCell // shown instead of Tenant's
 }
 
 // timeCell is a time shown relative to now, with the absolute time kept
@@ -267,17 +267,8 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	counts := map[string]int{}
 	for _, t := range ts {
 		counts[t.State]++
-		d.Rows = append(d.Rows, row{
-			Name:        t.Name,
-			State:       t.State,
-			StateClass:  stateClass(t.State),
-			Host:        t.Host,
-			LastError:   t.LastError,
-			Expiry:      cell(now, t.Expiry, expiresIn),
-			NextRefresh: cell(now, t.NextRefresh, refreshIn),
-			ScopeSets:   t.ScopeSets,
-			Watches:     t.Watches,
-		})
+		d.Rows = append(d.Rows, row{Tenant: t, StateClass: stateClass(t.State),
+			Expiry: cell(now, t.Expiry, expiresIn), NextRefresh: cell(now, t.NextRefresh, refreshIn)})
 	}
 	for s, n := range counts {
 		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: n})
