@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
@@ -73,9 +72,6 @@ var statusKinds = map[codes.Code]error{
 	codes.Unavailable:        ErrUnavailable,
 	codes.Unimplemented:      errNotBroker,
 }
-
-// statusKind is the kind of an error of a call to the broker.
-func statusKind(err error) error { return statusKinds[status.Code(err)] }
 
 // brokerKind is the kind of an error of direct mode's broker, as the
 // status its gRPC server would answer.

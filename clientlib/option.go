@@ -9,10 +9,6 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Options, in go-spiffe's style: an option that several constructors
-// accept implements each of their interfaces, so a misplaced option does
-// not compile.
-
 // Option configures NewHTTPClient. Every SourceOption and TransportOption
 // is also an Option.
 type Option interface {
@@ -169,19 +165,16 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 }
 
 // WithEnvironment fetches tokens directly from the auth server of the
-// named environment of the environments file (WithEnvironmentsFile), with
-// its credentials file, else WithCredentialsFile's, else the KOGNIC_*
-// variables (naming two credentials is an error). WithAuthServer and
-// WithScopes override its auth_server and scopes.
+// named environment of the environments file, with its credentials file,
+// else WithCredentialsFile's (not both), else the KOGNIC_* variables.
+// WithAuthServer and WithScopes override its auth_server and scopes.
 func WithEnvironment(name string) Option {
 	return choose(choice{option: "WithEnvironment", env: name})
 }
 
-// WithEnvironmentByHost picks each request's environment by its URL's host,
-// as kog does (creds.Environments.ForHost), else for app.kognic.com the
-// KOGNIC_* variables; any other host fails with ErrUnknownHost. Each
-// environment's source starts at its first request; HTTPClient.Source is
-// nil here.
+// WithEnvironmentByHost picks each request's environment by its URL's host
+// (creds.Environments.ForHost), else for app.kognic.com the KOGNIC_*
+// variables; other hosts fail with ErrUnknownHost. HTTPClient.Source is nil.
 func WithEnvironmentByHost() Option {
 	return choose(choice{option: "WithEnvironmentByHost"})
 }
@@ -211,27 +204,25 @@ func WithEnv(lookup func(key string) (string, bool)) Option {
 }
 
 // WithGRPCDialOptions adds dial options for the broker connection after
-// the defaults, which they can override: round_robin, keepalive, and
-// transport credentials (grpc's local credentials for a loopback or unix
-// socket broker, else TLS with the system roots).
+// the defaults (round_robin, keepalive, local credentials for a loopback or
+// unix socket broker, else TLS with the system roots), which they override.
 func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 	return clientOption(func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) })
 }
 
 // WithFailFast makes NewHTTPClient, in direct mode, give up on the first
 // token once the auth server's answer shows that waiting will not help
-// (upstream.Error.Transient is false). It is for command-line tools; after
-// the first token it changes nothing.
+// (upstream.Error.Transient is false), for command-line tools.
 func WithFailFast() Option {
 	return clientOption(func(c *clientConfig) { c.source.failFast = true })
 }
 
-// WithRetries sets how many times a request is retried after a transient
-// failure (default DefaultRetries; 0: never): 502, 503, 504, 429 with
-// Retry-After, or a reset connection, if the request is idempotent (or has
-// an Idempotency-Key); a connection never made, for any request. The body
-// must be replayable (Request.GetBody). Waits grow from 500ms to 8s with
-// jitter, or follow Retry-After up to a minute; none outlasts the deadline.
+// WithRetries sets how many times a request is retried (default
+// DefaultRetries; 0: never) after 502, 503, 504, 429 with Retry-After or a
+// reset connection if it is idempotent (or has an Idempotency-Key), and
+// after a connection never made. The body must be replayable (GetBody).
+// Waits grow from 500ms to 8s with jitter, or follow Retry-After up to a
+// minute, within the deadline.
 func WithRetries(n int) Option {
 	return clientOption(func(c *clientConfig) { c.retries = max(n, 0) })
 }

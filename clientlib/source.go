@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,16 +19,12 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
-// Source keeps the latest token of one tenant and scope set, watching the
-// broker's token stream; it implements oauth2.TokenSource and Invalidator.
-// Token answers from memory, without allocating, while the cached token
-// has the minimum validity left (WithMinValid). While the stream is down
-// the Source reconnects with backoff and fetches with GetToken when due.
-// It stops for good on ErrInvalidArgument, ErrUnknownTenant or a server
-// that is not a broker; Token then returns that error.
-//
-// A Source is safe for concurrent use. It must be closed; Close leaves the
-// gRPC connection, which belongs to the caller.
+// Source keeps the latest token of one tenant and scope set from the
+// broker's watch stream; it implements oauth2.TokenSource and Invalidator.
+// Token answers from memory while the token has WithMinValid left; while
+// the stream is down it reconnects with backoff and calls GetToken when
+// due. It stops for good on ErrInvalidArgument, ErrUnknownTenant or a
+// server that is not a broker. Safe for concurrent use; it must be closed.
 type Source struct {
 	tenant string
 	scopes []string
@@ -76,6 +73,10 @@ func NewSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string
 	for _, o := range opts {
 		o.configureSource(&cfg)
 	}
+	return newSource(ctx, conn, tenant, cfg)
+}
+
+func newSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string, cfg sourceConfig) (*Source, error) {
 	if err := names.ValidTenant(tenant); err != nil {
 		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: NewSource: %w", err))
 	}
@@ -282,11 +283,4 @@ func (s *Source) rejectLocked(sha string) {
 	s.nextRejected = (s.nextRejected + 1) % len(s.rejected)
 }
 
-func (s *Source) isRejectedLocked(sha string) bool {
-	for _, r := range s.rejected {
-		if r == sha {
-			return true
-		}
-	}
-	return false
-}
+func (s *Source) isRejectedLocked(sha string) bool { return slices.Contains(s.rejected[:], sha) }
