@@ -147,13 +147,6 @@ func (r *Reloader) watch(ctx context.Context, tick <-chan time.Time) {
 	}
 }
 
-// Certificate returns the certificate in use.
-func (r *Reloader) Certificate() *tls.Certificate {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.cert
-}
-
 // TLSConfig returns a server tls.Config (TLS 1.2 or later) that takes the
 // current certificate and client CAs at every handshake.
 func (r *Reloader) TLSConfig() *tls.Config {

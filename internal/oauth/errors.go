@@ -93,7 +93,7 @@ var answers = []struct {
 	{is(broker.ErrUnknownTenant, broker.ErrTenantRemoved), codes.NotFound, http.StatusBadRequest, errUnauthorizedClient,
 		fixed("client_id names no tenant of this broker"), nil},
 	{is(broker.ErrTooManyScopeSets, broker.ErrNewScopeSetsTooFast), codes.ResourceExhausted, http.StatusTooManyRequests, errUnavailable,
-		brokerMsg, seconds(1)},
+		error.Error, seconds(1)}, // the broker's sentinels: no IdP text
 	{is(broker.ErrClosed), codes.Unavailable, http.StatusServiceUnavailable, errUnavailable,
 		fixed("the broker is shutting down; retry, another replica will answer"), seconds(1)},
 	{is(broker.ErrTenantChanged, broker.ErrEvicted, broker.ErrShortLivedToken), codes.Unavailable, http.StatusServiceUnavailable, errUnavailable,
@@ -164,9 +164,6 @@ func upstreamPermanent(code string) func(error) bool {
 }
 
 func guardMsg(err error) string { ge, _ := errors.AsType[*guard.Error](err); return ge.Msg }
-
-// brokerMsg is the message of one of the broker's sentinels: no IdP text.
-func brokerMsg(err error) string { return err.Error() }
 
 func fixed(s string) func(error) string { return func(error) string { return s } }
 

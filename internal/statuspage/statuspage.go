@@ -99,10 +99,6 @@ type Reload struct {
 // WithVersion shows the broker's version in the page header and JSON.
 func WithVersion(v string) Option { return optionFunc(func(c *config) { c.version = v }) }
 
-// WithClock sets the clock for "generated at" and relative times; tests
-// pass a fake one.
-func WithClock(clk clockwork.Clock) Option { return optionFunc(func(c *config) { c.clock = clk }) }
-
 // WithReload shows the last configuration reload's outcome, from f
 // (called once per request): in status.json always, on the page when it
 // did not succeed.
