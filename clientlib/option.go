@@ -119,6 +119,13 @@ type choice struct {
 	env              string // WithEnvironment
 }
 
+// setPositive sets *dst to d if d > 0: other values keep the default.
+func setPositive(dst *time.Duration, d time.Duration) {
+	if d > 0 {
+		*dst = d
+	}
+}
+
 type clientOption func(*clientConfig)
 
 // choose is an option that chooses where tokens come from.
@@ -231,12 +238,8 @@ func WithRetries(n int) Option {
 // (defaults 500ms and 8s). Non-positive values keep the defaults.
 func WithRetryBackoff(initial, max time.Duration) Option {
 	return clientOption(func(c *clientConfig) {
-		if initial > 0 {
-			c.retryInitial = initial
-		}
-		if max > 0 {
-			c.retryMax = max
-		}
+		setPositive(&c.retryInitial, initial)
+		setPositive(&c.retryMax, max)
 	})
 }
 
@@ -253,21 +256,13 @@ func WithScopes(scopes ...string) SourceOption {
 // returns (default DefaultMinValid; at most half a token's lifetime).
 // Non-positive values are ignored.
 func WithMinValid(d time.Duration) SourceOption {
-	return sourceOption(func(c *sourceConfig) {
-		if d > 0 {
-			c.minValid = d
-		}
-	})
+	return sourceOption(func(c *sourceConfig) { setPositive(&c.minValid, d) })
 }
 
 // WithRPCTimeout bounds each shared GetToken and InvalidateToken call
 // (default DefaultRPCTimeout). Non-positive values are ignored.
 func WithRPCTimeout(d time.Duration) SourceOption {
-	return sourceOption(func(c *sourceConfig) {
-		if d > 0 {
-			c.rpcTimeout = d
-		}
-	})
+	return sourceOption(func(c *sourceConfig) { setPositive(&c.rpcTimeout, d) })
 }
 
 // WithReconnectBackoff sets the backoff between attempts to re-open the
@@ -275,12 +270,8 @@ func WithRPCTimeout(d time.Duration) SourceOption {
 // Non-positive values keep the defaults.
 func WithReconnectBackoff(initial, max time.Duration) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
-		if initial > 0 {
-			c.backoffInitial = initial
-		}
-		if max > 0 {
-			c.backoffMax = max
-		}
+		setPositive(&c.backoffInitial, initial)
+		setPositive(&c.backoffMax, max)
 		if c.backoffMax < c.backoffInitial {
 			c.backoffMax = c.backoffInitial
 		}

@@ -45,7 +45,7 @@ type Source struct {
 
 	mu           sync.Mutex // the lifecycle and the calls
 	closed       bool
-	readyClosed  bool
+	readyOnce    sync.Once
 	startErr     error // a failure that ends NewSource before any token
 	lastErr      error // the last failure, "op: cause", for messages
 	fetching     *call
@@ -261,12 +261,7 @@ func (s *Source) failLocked(op string, err error) error {
 	return wrapped
 }
 
-func (s *Source) signalReadyLocked() {
-	if !s.readyClosed {
-		s.readyClosed = true
-		close(s.ready)
-	}
-}
+func (s *Source) signalReadyLocked() { s.readyOnce.Do(func() { close(s.ready) }) }
 
 func (s *Source) notifyLocked() {
 	select {
