@@ -10,12 +10,9 @@ import (
 // ErrInvalidSPIFFEID is wrapped by ValidSPIFFEID's errors.
 var ErrInvalidSPIFFEID = errors.New("invalid SPIFFE ID")
 
-// ValidSPIFFEID checks id against the SPIFFE ID specification, with
-// go-spiffe's parser: the lower-case scheme "spiffe://", a trust domain of
-// lower-case letters, digits, '.', '-' and '_', then an optional path of
-// non-empty segments of letters, digits, '.', '-' and '_' that are not
-// "." or "..". No port, user info, query, fragment or percent-encoding;
-// "SPIFFE://…" and other non-canonical forms are invalid.
+// ValidSPIFFEID checks id against the SPIFFE ID specification with
+// go-spiffe's parser; "SPIFFE://…" and other non-canonical forms (port,
+// user info, query, fragment, percent-encoding) are invalid.
 func ValidSPIFFEID(id string) error {
 	_, err := parseSPIFFEID(id)
 	return err
