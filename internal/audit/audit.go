@@ -97,12 +97,11 @@ func Fingerprint(accessToken string) string {
 // Logger writes Records as JSON lines; see the package comment for how
 // it batches and what it guarantees.
 type Logger struct {
-	mu     sync.Mutex
-	idle   sync.Cond // signalled when the writer goroutine exits; uses mu
-	w      io.Writer // written by the writer goroutine only; nil once closed
-	closer io.Closer
-	file   *os.File // the file Open opened, nil for New: failed writes are undone in it
-	now    func() time.Time
+	mu   sync.Mutex
+	idle sync.Cond // signalled when the writer goroutine exits; uses mu
+	w    io.Writer // written by the writer goroutine only; nil once closed
+	file *os.File  // the file Open opened and closes, nil for New: failed writes are undone in it
+	now  func() time.Time
 
 	cur     *batch   // lines waiting for the writer; guarded by mu
 	spare   []Record // a written batch's records, for reuse; guarded by mu
@@ -177,7 +176,7 @@ func Open(path string) (*Logger, error) {
 		return nil, fmt.Errorf("audit: open audit.path: %w", err)
 	}
 	l := New(f)
-	l.closer, l.file = f, f
+	l.file = f
 	return l, nil
 }
 
@@ -414,15 +413,15 @@ func (l *Logger) Close() error {
 		l.syncTimer.Stop()
 		l.syncTimer = nil
 	}
-	w, c := l.w, l.closer
-	l.w, l.closer = nil, nil
+	w, f := l.w, l.file
+	l.w = nil
 	dirty := l.dirty && l.syncEvery > 0
 	l.mu.Unlock()
 	if s, ok := w.(interface{ Sync() error }); ok && dirty {
 		_ = s.Sync()
 	}
-	if c != nil {
-		return c.Close()
+	if f != nil {
+		return f.Close()
 	}
 	return nil
 }

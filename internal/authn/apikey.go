@@ -54,9 +54,6 @@ func (s *KeySet) MatchDigest(sum KeyDigest) (int, bool) {
 	return found, found >= 0
 }
 
-// Len is the number of digests.
-func (s *KeySet) Len() int { return len(s.digests) }
-
 // ErrBadAuthorization is returned by ParseBearer when the authorization
 // metadata is present but not a usable bearer key. Its message never
 // contains the metadata's value.
