@@ -39,60 +39,60 @@ func scenarioCoalesce(ctx context.Context, o options) error {
 		}
 	}
 	scopes := []string{"cold"}
-	burst := func(call func(tbv1.TokenBrokerServiceClient) (*tbv1.Token, error)) (map[string]int, error) {
-		var wg sync.WaitGroup
-		gate := make(chan struct{})
-		var mu sync.Mutex
-		versions := map[string]int{}
-		var errs []error
-		for i := range o.coalesceN {
-			c := clients[i%nconn]
-			wg.Go(func() {
-				<-gate
-				t, err := call(c)
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs = append(errs, err)
-					return
-				}
-				versions[fingerprint(t.GetAccessToken())[:12]]++
-			})
-		}
-		close(gate)
-		wg.Wait()
-		if len(errs) > 0 {
-			return nil, fmt.Errorf("%d calls failed, first: %w", len(errs), errs[0])
-		}
-		return versions, nil
-	}
-	before := p.requests("cold")
-	toks, err := burst(func(c tbv1.TokenBrokerServiceClient) (*tbv1.Token, error) {
+	toks, getReqs, err := burst(p, clients, o.coalesceN, func(c tbv1.TokenBrokerServiceClient) (*tbv1.Token, error) {
 		r, err := c.GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "t0", Scopes: scopes})
 		return r.GetToken(), err
 	})
 	if err != nil {
 		return err
 	}
-	getReqs := p.requests("cold") - before
 	cur, err := clients[0].GetToken(ctx, &tbv1.GetTokenRequest{Tenant: "t0", Scopes: scopes})
 	if err != nil {
 		return err
 	}
 	fp := fingerprint(cur.GetToken().GetAccessToken())
-	before = p.requests("cold")
-	inv, err := burst(func(c tbv1.TokenBrokerServiceClient) (*tbv1.Token, error) {
+	inv, invReqs, err := burst(p, clients, o.coalesceN, func(c tbv1.TokenBrokerServiceClient) (*tbv1.Token, error) {
 		r, err := c.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{Tenant: "t0", Scopes: scopes, TokenSha256: fp})
 		return r.GetToken(), err
 	})
 	if err != nil {
 		return err
 	}
-	invReqs := p.requests("cold") - before
 	fmt.Printf("RESULT coalesce n=%d: GetToken on a cold key -> %d IdP request(s), %d distinct token(s); InvalidateToken of one fingerprint -> %d IdP request(s), %d distinct token(s) (target 1 and 1)\n",
 		o.coalesceN, getReqs, len(toks), invReqs, len(inv))
 	if getReqs != 1 || invReqs != 1 {
 		return errors.New("coalescing is not exact")
 	}
 	return nil
+}
+
+// burst makes n calls over clients, released at once, and returns the
+// distinct tokens they got and the IdP requests for scope cold meanwhile.
+func burst(p *idp, clients []tbv1.TokenBrokerServiceClient, n int, call func(tbv1.TokenBrokerServiceClient) (*tbv1.Token, error)) (map[string]int, int, error) {
+	before := p.requests("cold")
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	versions := map[string]int{}
+	var errs []error
+	for i := range n {
+		c := clients[i%len(clients)]
+		wg.Go(func() {
+			<-gate
+			t, err := call(c)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			versions[fingerprint(t.GetAccessToken())[:12]]++
+		})
+	}
+	close(gate)
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, 0, fmt.Errorf("%d calls failed, first: %w", len(errs), errs[0])
+	}
+	return versions, p.requests("cold") - before, nil
 }
