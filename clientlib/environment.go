@@ -33,10 +33,6 @@ type envEntry struct {
 	err     error
 }
 
-func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundTripper) *hostRouter {
-	return &hostRouter{envs: envs, cfg: cfg, base: base, entries: make(map[string]*envEntry)}
-}
-
 // RoundTrip implements http.RoundTripper.
 func (r *hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A redirect stays with the environment of the entry request.

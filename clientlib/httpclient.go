@@ -43,7 +43,8 @@ type HTTPClient struct {
 // Else it returns ErrNotConfigured. The client retries transient failures
 // (WithRetries) and warns once per endpoint announcing its Sunset.
 func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
-	cfg := defaultClientConfig(os.LookupEnv)
+	cfg := &clientConfig{source: defaultSourceConfig(), lookup: os.LookupEnv,
+		retries: DefaultRetries, retryInitial: defaultRetryInitial, retryMax: defaultRetryMax}
 	for _, o := range opts {
 		o.configureClient(cfg)
 	}
@@ -84,7 +85,7 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 		c.src = src
 		c.closers = append(c.closers, closeFn)
 	case modeByHost:
-		r := newHostRouter(p.envs, cfg, inner)
+		r := &hostRouter{envs: p.envs, cfg: cfg, base: inner, entries: make(map[string]*envEntry)}
 		c.closers = append(c.closers, r.Close)
 		c.rt = r
 	}

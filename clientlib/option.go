@@ -91,11 +91,6 @@ type clientConfig struct {
 	now                    func() time.Time // nil: time.Now; set by tests
 }
 
-func defaultClientConfig(lookup func(string) (string, bool)) *clientConfig {
-	return &clientConfig{source: defaultSourceConfig(), lookup: lookup,
-		retries: DefaultRetries, retryInitial: defaultRetryInitial, retryMax: defaultRetryMax}
-}
-
 // clock returns the current time, e.g. for credentials files' expiry.
 func (c *clientConfig) clock() time.Time {
 	if c.now != nil {

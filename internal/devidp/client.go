@@ -126,12 +126,6 @@ func (s *clientStore) set(c Client) {
 	s.clients[c.ID] = c
 }
 
-func (s *clientStore) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.clients, id)
-}
-
 // discardTokens is an oauth2.TokenStore that keeps nothing: tokens are
 // JWTs (and go-oauth2's memory store leaks a goroutine).
 type discardTokens struct{}

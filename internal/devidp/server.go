@@ -171,7 +171,11 @@ func (s *Server) AddClient(c Client) error {
 
 // RemoveClient unregisters a client; its later token requests fail with
 // invalid_client. Tokens already issued stay valid.
-func (s *Server) RemoveClient(id string) { s.clients.remove(id) }
+func (s *Server) RemoveClient(id string) {
+	s.clients.mu.Lock()
+	defer s.clients.mu.Unlock()
+	delete(s.clients.clients, id)
+}
 
 // SetTokenLifetime sets the lifetime of tokens issued from now on
 // (non-positive: one hour).

@@ -17,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/flood"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
@@ -86,7 +87,8 @@ func New(cfg Config) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	l := cfg.Limits.WithDefaults()
-	s := &Server{broker: cfg.Broker, guard: cfg.Guard, log: newRequestLog(log), maxBody: int64(l.MaxMessageBytes), onResult: cfg.OnResult}
+	s := &Server{broker: cfg.Broker, guard: cfg.Guard, maxBody: int64(l.MaxMessageBytes), onResult: cfg.OnResult,
+		log: &requestLog{log: log, limit: flood.New(flood.Config[string, struct{}]{Every: time.Second / logRate, Burst: logBurst, MaxKeys: 16})}}
 	s.base, s.abort = context.WithCancelCause(context.Background())
 	if cfg.TLS != nil {
 		s.tls = http1Only(cfg.TLS)
