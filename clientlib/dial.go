@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -73,10 +74,7 @@ func isLocalTarget(target string) bool {
 	case "unix", "unix-abstract":
 		return true
 	}
-	endpoint := strings.TrimPrefix(u.Path, "/")
-	if endpoint == "" {
-		endpoint = u.Opaque
-	}
+	endpoint := cmp.Or(strings.TrimPrefix(u.Path, "/"), u.Opaque)
 	host, _, err := net.SplitHostPort(endpoint)
 	if err != nil { // no port
 		host = strings.TrimSuffix(strings.TrimPrefix(endpoint, "["), "]")

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -53,10 +54,7 @@ func NewReloader(files TLSFiles, log *slog.Logger) (*Reloader, error) {
 	if files.RequireClientCert && files.ClientCAFile == "" {
 		return nil, errors.New("authn: tls.require_client_cert needs tls.client_ca_file")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	r := &Reloader{files: files, log: log}
+	r := &Reloader{files: files, log: cmp.Or(log, slog.New(slog.DiscardHandler))}
 	if _, err := r.Reload(); err != nil {
 		return nil, err
 	}

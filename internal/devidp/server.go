@@ -1,6 +1,7 @@
 package devidp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,14 +69,9 @@ type counts struct{ requests, issued int64 }
 // Start starts a Server on cfg.Addr, serving in a goroutine; ctx bounds
 // only the start-up.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = defaultAddr
-	}
+	cfg.Addr, cfg.Logger = cmp.Or(cfg.Addr, defaultAddr), cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.TokenLifetime <= 0 {
 		cfg.TokenLifetime = defaultLifetime
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	clients := &clientStore{clients: make(map[string]Client)}
 	for _, c := range cfg.Clients {

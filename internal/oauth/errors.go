@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,11 +46,7 @@ func (e *Error) Error() string { return e.Code + ": " + e.Description }
 
 // GRPCStatus is the status the audit line records.
 func (e *Error) GRPCStatus() *status.Status {
-	msg := e.cause
-	if msg == "" {
-		msg = e.Description
-	}
-	return status.New(e.grpc, msg)
+	return status.New(e.grpc, cmp.Or(e.cause, e.Description))
 }
 
 func newError(st int, code, format string, args ...any) *Error {

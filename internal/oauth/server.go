@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -82,10 +83,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Broker == nil || cfg.Guard == nil {
 		return nil, errors.New("oauth: Config.Broker and Config.Guard are required")
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	l := cfg.Limits.WithDefaults()
 	s := &Server{broker: cfg.Broker, guard: cfg.Guard, maxBody: int64(l.MaxMessageBytes), onResult: cfg.OnResult,
 		log: &requestLog{log: log, limit: flood.New(flood.Config[string, struct{}]{Every: time.Second / logRate, Burst: logBurst, MaxKeys: 16})}}

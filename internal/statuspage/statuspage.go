@@ -133,12 +133,7 @@ func Handler(src Source, opts ...Option) http.Handler {
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
-	if cfg.clock == nil {
-		cfg.clock = clockwork.NewRealClock()
-	}
-	if cfg.log == nil {
-		cfg.log = slog.New(slog.DiscardHandler)
-	}
+	cfg.clock, cfg.log = cmp.Or(cfg.clock, clockwork.NewRealClock()), cmp.Or(cfg.log, slog.New(slog.DiscardHandler))
 	h := &handler{src: src, cfg: cfg}
 	mux := http.NewServeMux()
 	// A GET pattern also matches HEAD; the mux answers other methods
