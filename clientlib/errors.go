@@ -10,10 +10,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// The errors a caller checks with errors.Is. The kinds ErrInvalidArgument
-// to ErrUnavailable are the same in broker and direct mode; the error
-// keeps the underlying one (a gRPC status, an *upstream.Error, a broker
-// error) and its message.
+// The errors a caller checks with errors.Is. ErrInvalidArgument to
+// ErrUnavailable are the same in broker and direct mode, and wrap the
+// underlying error (a gRPC status, an *upstream.Error, a broker error).
 var (
 	// ErrInvalidArgument: a tenant, scope or minimum validity refused
 	// here, by the broker or by the identity provider (invalid_scope).

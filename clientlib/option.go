@@ -91,14 +91,6 @@ type clientConfig struct {
 	now                    func() time.Time // nil: time.Now; set by tests
 }
 
-// clock returns the current time, e.g. for credentials files' expiry.
-func (c *clientConfig) clock() time.Time {
-	if c.now != nil {
-		return c.now()
-	}
-	return time.Now()
-}
-
 // env returns an environment variable's value, trimmed; "" when unset.
 func (c *clientConfig) env(key string) string {
 	v, _ := c.lookup(key)
@@ -145,10 +137,9 @@ type perRPCOption func(*perRPC)
 func (o perRPCOption) configurePerRPC(p *perRPC) { o(p) }
 
 // WithBroker gets tokens of tenant (empty means "default") from the token
-// broker at addr: a host:port, balanced round-robin over its addresses, or
-// a gRPC target such as "dns:///broker.example:50051" or
-// "unix:///run/tokenbroker.sock". It overrides TOKENBROKER_ADDR and
-// TOKENBROKER_TENANT.
+// broker at addr: a host:port, balanced round-robin over its addresses, or a
+// gRPC target such as "unix:///run/tokenbroker.sock". It overrides
+// TOKENBROKER_ADDR and TOKENBROKER_TENANT.
 func WithBroker(addr, tenant string) Option {
 	return choose(choice{option: "WithBroker", addr: addr, tenant: tenant})
 }

@@ -60,7 +60,7 @@ func (p *plan) describe() string {
 }
 
 // resolve decides where tokens come from. It reads the environment only
-// through cfg.lookup and the time through cfg.clock.
+// through cfg.lookup and the time through cfg.now.
 func resolve(cfg *clientConfig) (*plan, error) {
 	var ch choice
 	switch len(cfg.choices) {
@@ -153,7 +153,10 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 // of the Kognic environment (kognic.FromEnv), the options and env (if not
 // nil) overlaid on the variables they override.
 func resolveDirect(cfg *clientConfig, ch choice, env *creds.Environment) (*plan, error) {
-	now := cfg.clock()
+	now := time.Now()
+	if cfg.now != nil {
+		now = cfg.now()
+	}
 	overlay, from, err := credentialsOverlay(ch, now, env, envFileName(cfg))
 	if err != nil {
 		return nil, err

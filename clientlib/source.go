@@ -130,10 +130,9 @@ func (s *Source) Token() (*oauth2.Token, error) {
 	return s.TokenContext(context.Background())
 }
 
-// TokenContext returns a token valid for at least the minimum validity,
-// from memory while the cached one is fresh, else from one call shared by
-// every caller, waiting at most for ctx. A cached token that is still
-// valid beats an error. The token is shared: do not modify it.
+// TokenContext returns a token valid for at least the minimum validity, from
+// memory, else from one call shared by every caller, waiting at most for ctx;
+// a still valid cached token beats an error. Do not modify the token.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	t, err := s.current(ctx)
 	if err != nil {
@@ -172,10 +171,9 @@ func (s *Source) noTokenError(ctxErr error) error {
 // new token or stops; it holds one pending value at most. For one reader.
 func (s *Source) Updated() <-chan struct{} { return s.updated }
 
-// Invalidate implements Invalidator. Concurrent reports of one token make
-// one InvalidateToken call, and one already replaced makes none. The
-// replacement is tok itself when the broker could not fetch a new token
-// and tok has not expired.
+// Invalidate implements Invalidator with one InvalidateToken call for
+// concurrent reports of one token, none for one already replaced; it
+// returns tok itself if the broker has no newer token and tok is valid.
 func (s *Source) Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, error) {
 	if tok == nil || tok.AccessToken == "" {
 		return nil, errors.New("clientlib: Invalidate: no token given")

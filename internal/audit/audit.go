@@ -163,10 +163,9 @@ func New(w io.Writer) *Logger {
 	return l
 }
 
-// Open returns a Logger appending to the file at path, created with mode
-// 0600 if missing; "" or "-" means standard output. A write to the file
-// that fails part-way is undone (truncated away). Close the Logger to
-// close the file.
+// Open returns a Logger appending to the file at path (created 0600), or
+// to standard output for "" or "-". A write that fails part-way is
+// truncated away. Close the Logger to close the file.
 func Open(path string) (*Logger, error) {
 	if path == "" || path == "-" {
 		return New(os.Stdout), nil

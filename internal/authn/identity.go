@@ -63,11 +63,9 @@ func (id Identity) String() string {
 // nothing usable.
 var ErrNoIdentity = errors.New("certificate carries no identity")
 
-// FromCertificate returns the identity a verified certificate proves:
-// its SPIFFE ID, else its first DNS SAN, else its subject common name.
-// A certificate with a spiffe URI SAN must be an X.509-SVID, parsed by
-// go-spiffe's x509svid.IDFromCert: exactly one URI SAN, a valid SPIFFE ID;
-// anything else is an error, as is a certificate with none of the three.
+// FromCertificate returns the identity a verified certificate proves: its
+// SPIFFE ID (then it must be an X.509-SVID: exactly one URI SAN, a valid
+// SPIFFE ID), else its first DNS SAN, else its subject common name.
 func FromCertificate(cert *x509.Certificate) (Identity, error) {
 	// crypto/x509 parses URI SANs with net/url, which lower-cases the
 	// scheme: "SPIFFE://…" would reach go-spiffe as "spiffe://…". The

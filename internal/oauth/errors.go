@@ -64,10 +64,9 @@ const (
 	maxRetryAfter = 5 * time.Minute
 )
 
-// answers is the one mapping of the guard's refusals (by status code) and
-// broker errors to OAuth2 answers, first match wins. No IdP text reaches a
-// client; refusals keep the guard's message, the same whether a tenant
-// exists or not.
+// answers maps the guard's refusals (by status code) and broker errors to
+// OAuth2 answers, first match wins. No IdP text reaches a client; refusals
+// keep the guard's message, the same whether a tenant exists or not.
 var answers = []struct {
 	match  func(err error) bool
 	grpc   codes.Code

@@ -387,10 +387,9 @@ func human(d time.Duration) string {
 
 var urlRE = regexp.MustCompile(`(?i)\bhttps?://[^\s"'<>]+`)
 
-// cleanError makes an error fit for the page: URLs lose their user info,
-// query and fragment (a token URL may carry an API key there), control
-// characters become spaces, and the text is cut at MaxErrorLen runes.
-// html/template escapes the result.
+// cleanError makes an error fit for the page: URLs lose user info, query
+// and fragment (which may carry an API key), control characters become
+// spaces, and the text is cut at MaxErrorLen runes.
 func cleanError(s string) string {
 	if s == "" {
 		return ""
