@@ -50,25 +50,18 @@ const (
 )
 
 type sourceConfig struct {
-	scopes         []string
-	scopesSet      bool
-	failFast       bool // WithFailFast
-	minValid       time.Duration
-	rpcTimeout     time.Duration
-	backoffInitial time.Duration
-	backoffMax     time.Duration
-	logger         *slog.Logger
-	loggerSet      bool // WithLogger was given
+	scopes                     []string
+	scopesSet                  bool
+	failFast                   bool // WithFailFast
+	minValid, rpcTimeout       time.Duration
+	backoffInitial, backoffMax time.Duration
+	logger                     *slog.Logger
+	loggerSet                  bool // WithLogger was given
 }
 
 func defaultSourceConfig() sourceConfig {
-	return sourceConfig{
-		minValid:       DefaultMinValid,
-		rpcTimeout:     DefaultRPCTimeout,
-		backoffInitial: defaultBackoffInitial,
-		backoffMax:     defaultBackoffMax,
-		logger:         slog.New(slog.DiscardHandler),
-	}
+	return sourceConfig{minValid: DefaultMinValid, rpcTimeout: DefaultRPCTimeout,
+		backoffInitial: defaultBackoffInitial, backoffMax: defaultBackoffMax, logger: slog.New(slog.DiscardHandler)}
 }
 
 type transportConfig struct {

@@ -82,10 +82,7 @@ func (c Client) allows(requested []string) bool {
 // clientInfo adapts Client to go-oauth2, checking secrets in constant time.
 type clientInfo struct{ Client }
 
-var (
-	_ oauth2.ClientInfo             = clientInfo{}
-	_ oauth2.ClientPasswordVerifier = clientInfo{}
-)
+var _ oauth2.ClientPasswordVerifier = clientInfo{} // go-oauth2 looks for it
 
 func (c clientInfo) GetID() string     { return c.ID }
 func (c clientInfo) GetSecret() string { return c.Secret }

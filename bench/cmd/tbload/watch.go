@@ -61,7 +61,12 @@ func scenarioWatch(ctx context.Context, o options) error {
 		return err
 	}
 	w.sctx, w.cancel = context.WithCancel(ctx)
-	defer w.close()
+	defer func() {
+		w.cancel()
+		for _, c := range w.conns {
+			_ = c.Close()
+		}
+	}()
 	start := time.Now()
 	if err := w.fanOut(ctx, b.addr); err != nil {
 		return err
@@ -90,13 +95,6 @@ func (w *watchRun) err() error {
 		return fmt.Errorf("%d streams failed, first: %w", n, *w.firstE.Load())
 	}
 	return nil
-}
-
-func (w *watchRun) close() {
-	w.cancel()
-	for _, c := range w.conns {
-		_ = c.Close()
-	}
 }
 
 // fanOut opens the streams and returns once each has its first message.
