@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -181,12 +182,7 @@ func (t *Transport) replacement(ctx context.Context, old sent) (_ sent, ok bool)
 	return sent{authz: []string{fresh.Type() + " " + fresh.AccessToken}, tok: fresh}, true
 }
 
-func (t *Transport) base() http.RoundTripper {
-	if t.cfg.base != nil {
-		return t.cfg.base
-	}
-	return http.DefaultTransport
-}
+func (t *Transport) base() http.RoundTripper { return cmp.Or(t.cfg.base, http.DefaultTransport) }
 
 func (t *Transport) checkURL(u *url.URL) error {
 	switch {

@@ -67,25 +67,18 @@ func clipScopes(scopes []string, budget int) []string {
 		room := budget - used - len(marker)
 		if room >= 8 && i < MaxDeniedScopes {
 			out = append(out, Clip(sc, room))
+			used += len(out[len(out)-1])
 			marker = fmt.Sprintf("…+%d more", len(scopes)-i-1)
 			if i == len(scopes)-1 {
 				return out
 			}
 		}
-		for len(out) > 0 && sum(out)+len(marker) > budget {
-			out = out[:len(out)-1]
+		for ; len(out) > 0 && used+len(marker) > budget; out = out[:len(out)-1] {
+			used -= len(out[len(out)-1])
 		}
 		return append(out, marker)
 	}
 	return out
-}
-
-func sum(ss []string) int {
-	n := 0
-	for _, s := range ss {
-		n += len(s)
-	}
-	return n
 }
 
 // SetCollapseInterval sets LogDenial's interval; call it before use.
