@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -112,11 +113,8 @@ func startSource(ctx context.Context, be backend, tenant string, scopes []string
 		return nil, err
 	}
 	s.mu.Lock()
-	err := s.startErr
+	err := cmp.Or(s.startErr, s.state.Load().err)
 	s.mu.Unlock()
-	if err == nil {
-		err = s.state.Load().err
-	}
 	if err != nil {
 		_ = s.Close()
 		return nil, err
