@@ -28,11 +28,9 @@ func (c *call) finish(t *token, err error) {
 	close(c.done)
 }
 
-// goShared runs do as a shared call of op on the Source's context with the
-// RPC timeout, so that no caller's cancellation fails it for the others,
-// and adopts its token. forgetLocked unregisters the call under mu; after,
-// if set, runs without the lock. The caller holds mu, and the Source is
-// not closed.
+// goShared runs do as a shared call of op on the Source's context (no
+// caller's cancellation fails it for the others) and adopts its token;
+// forgetLocked runs under mu, after without it. The caller holds mu.
 func (s *Source) goShared(op string, do func(context.Context) (rawToken, error), forgetLocked func(), after func(*token, error)) *call {
 	c := newCall()
 	s.wg.Add(1)

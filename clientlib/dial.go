@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -19,28 +20,15 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// brokerServiceConfig spreads calls over every address of the broker name,
-// and retries the unary calls on UNAVAILABLE — a replica that is shutting
-// down or gone — so that the next attempt goes to another replica. The
-// broker's unary calls are safe to repeat: GetToken reads the cache, and
-// InvalidateToken replaces a token only while it is current.
-const brokerServiceConfig = `{
-  "loadBalancingConfig": [{"round_robin": {}}],
-  "methodConfig": [{
-    "name": [
-      {"service": "tokenbroker.v1.TokenBrokerService", "method": "GetToken"},
+// brokerServiceConfig spreads calls over every address of the broker name
+// and retries the unary calls, which are safe to repeat, on UNAVAILABLE (a
+// replica shutting down or gone), so that another replica answers.
+const brokerServiceConfig = `{"loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{"name": [{"service": "tokenbroker.v1.TokenBrokerService", "method": "GetToken"},
       {"service": "tokenbroker.v1.TokenBrokerService", "method": "InvalidateToken"},
-      {"service": "tokenbroker.v1.TokenBrokerService", "method": "ListTenants"}
-    ],
-    "retryPolicy": {
-      "maxAttempts": 3,
-      "initialBackoff": "0.05s",
-      "maxBackoff": "0.5s",
-      "backoffMultiplier": 2,
-      "retryableStatusCodes": ["UNAVAILABLE"]
-    }
-  }]
-}`
+      {"service": "tokenbroker.v1.TokenBrokerService", "method": "ListTenants"}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}`
 
 // brokerKeepalive detects a vanished broker replica on an idle watch stream.
 // The broker server permits pings every 20s (internal/server).
@@ -86,10 +74,7 @@ func isLocalTarget(target string) bool {
 	case "unix", "unix-abstract":
 		return true
 	}
-	endpoint := strings.TrimPrefix(u.Path, "/")
-	if endpoint == "" {
-		endpoint = u.Opaque
-	}
+	endpoint := cmp.Or(strings.TrimPrefix(u.Path, "/"), u.Opaque)
 	host, _, err := net.SplitHostPort(endpoint)
 	if err != nil { // no port
 		host = strings.TrimSuffix(strings.TrimPrefix(endpoint, "["), "]")

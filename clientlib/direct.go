@@ -59,15 +59,14 @@ type directBackend struct {
 }
 
 func (d *directBackend) getToken(ctx context.Context, minValid time.Duration) (rawToken, error) {
-	t, err := d.b.Token(ctx, d.tenant, d.scopes, minValid)
-	if err != nil {
-		return rawToken{}, err
-	}
-	return fromBroker(t), nil
+	return brokerToken(d.b.Token(ctx, d.tenant, d.scopes, minValid))
 }
 
 func (d *directBackend) invalidate(ctx context.Context, sha string) (rawToken, error) {
-	t, err := d.b.Invalidate(ctx, d.tenant, d.scopes, sha)
+	return brokerToken(d.b.Invalidate(ctx, d.tenant, d.scopes, sha))
+}
+
+func brokerToken(t *broker.Token, err error) (rawToken, error) {
 	if err != nil {
 		return rawToken{}, err
 	}

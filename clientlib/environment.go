@@ -27,13 +27,10 @@ type hostRouter struct {
 // envEntry is one environment's transport, ready once ready is closed.
 type envEntry struct {
 	ready   chan struct{}
+	src     *Source
 	tr      *Transport
 	closeFn func() error
 	err     error
-}
-
-func newHostRouter(envs *creds.Environments, cfg *clientConfig, base http.RoundTripper) *hostRouter {
-	return &hostRouter{envs: envs, cfg: cfg, base: base, entries: make(map[string]*envEntry)}
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -117,8 +114,7 @@ func (r *hostRouter) transport(ctx context.Context, env *creds.Environment) (*Tr
 		_ = closeFn()
 		e.err = ErrClosed
 	default:
-		e.tr = r.cfg.newTransport(src, r.base)
-		e.closeFn = closeFn
+		e.src, e.tr, e.closeFn = src, r.cfg.newTransport(src, r.base), closeFn
 	}
 	return e.tr, e.err
 }
@@ -128,14 +124,21 @@ func (r *hostRouter) sources() []*Source {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []*Source
+	for _, e := range r.startedLocked() {
+		if e.src != nil {
+			out = append(out, e.src)
+		}
+	}
+	return out
+}
+
+// startedLocked returns the entries whose start has ended.
+func (r *hostRouter) startedLocked() []*envEntry {
+	var out []*envEntry
 	for _, e := range r.entries {
 		select {
 		case <-e.ready:
-			if e.tr != nil {
-				if src, ok := e.tr.src.(*Source); ok {
-					out = append(out, src)
-				}
-			}
+			out = append(out, e)
 		default:
 		}
 	}
@@ -163,20 +166,13 @@ func (r *hostRouter) start(ctx context.Context, env *creds.Environment) (*Source
 func (r *hostRouter) Close() error {
 	r.mu.Lock()
 	r.closed = true
-	var closers []func() error
-	for _, e := range r.entries {
-		select {
-		case <-e.ready:
-			if e.closeFn != nil {
-				closers = append(closers, e.closeFn)
-			}
-		default:
-		}
-	}
+	started := r.startedLocked()
 	r.mu.Unlock()
 	var errs []error
-	for _, c := range closers {
-		errs = append(errs, c())
+	for _, e := range started {
+		if e.closeFn != nil {
+			errs = append(errs, e.closeFn())
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -4,17 +4,15 @@ import (
 	"errors"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// The errors a caller checks with errors.Is. The kinds ErrInvalidArgument
-// to ErrUnavailable are the same in broker and direct mode; the error
-// keeps the underlying one (a gRPC status, an *upstream.Error, a broker
-// error) and its message.
+// The errors a caller checks with errors.Is. ErrInvalidArgument to
+// ErrUnavailable are the same in broker and direct mode, and wrap the
+// underlying error (a gRPC status, an *upstream.Error, a broker error).
 var (
 	// ErrInvalidArgument: a tenant, scope or minimum validity refused
 	// here, by the broker or by the identity provider (invalid_scope).
@@ -73,9 +71,6 @@ var statusKinds = map[codes.Code]error{
 	codes.Unavailable:        ErrUnavailable,
 	codes.Unimplemented:      errNotBroker,
 }
-
-// statusKind is the kind of an error of a call to the broker.
-func statusKind(err error) error { return statusKinds[status.Code(err)] }
 
 // brokerKind is the kind of an error of direct mode's broker, as the
 // status its gRPC server would answer.

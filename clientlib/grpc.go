@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
@@ -19,19 +20,15 @@ type grpcBackend struct {
 }
 
 func (b *grpcBackend) getToken(ctx context.Context, minValid time.Duration) (rawToken, error) {
-	resp, err := b.client.GetToken(ctx, &tbv1.GetTokenRequest{
-		Tenant: b.tenant, Scopes: b.scopes, MinValid: durationpb.New(minValid),
-	})
-	if err != nil {
-		return rawToken{}, err
-	}
-	return fromProto(resp.GetToken())
+	return tokenOf(b.client.GetToken(ctx, &tbv1.GetTokenRequest{Tenant: b.tenant, Scopes: b.scopes, MinValid: durationpb.New(minValid)}))
 }
 
 func (b *grpcBackend) invalidate(ctx context.Context, sha string) (rawToken, error) {
-	resp, err := b.client.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{
-		Tenant: b.tenant, Scopes: b.scopes, TokenSha256: sha,
-	})
+	return tokenOf(b.client.InvalidateToken(ctx, &tbv1.InvalidateTokenRequest{Tenant: b.tenant, Scopes: b.scopes, TokenSha256: sha}))
+}
+
+// tokenOf is the token of a GetToken or InvalidateToken response.
+func tokenOf(resp interface{ GetToken() *tbv1.Token }, err error) (rawToken, error) {
 	if err != nil {
 		return rawToken{}, err
 	}
@@ -46,7 +43,7 @@ func (b *grpcBackend) watch(ctx context.Context) (stream, error) {
 	return grpcStream{st}, nil
 }
 
-func (b *grpcBackend) kind(err error) error { return statusKind(err) }
+func (b *grpcBackend) kind(err error) error { return statusKinds[status.Code(err)] }
 
 type grpcStream struct {
 	st grpc.ServerStreamingClient[tbv1.WatchTokenResponse]

@@ -28,28 +28,23 @@ type HTTPClient struct {
 }
 
 // NewHTTPClient returns an HTTPClient whose http.Clients authorise every
-// request with a token (see Transport): the Go counterpart of
-// kognic-auth's AuthSession. It blocks until the first token or the end of
-// ctx, which bounds only that.
-//
+// request with a token (see Transport), like kognic-auth's AuthSession. It
+// blocks until the first token or the end of ctx, which bounds only that.
 // Where tokens come from, first match wins:
 //
 //  1. an option: WithBroker, WithCredentialsFile, WithClientCredentials,
-//     WithEnvironment or WithEnvironmentByHost (more than one is an
-//     error, but for WithEnvironment with WithCredentialsFile);
-//  2. TOKENBROKER_ADDR: broker mode, for tenant TOKENBROKER_TENANT (default
-//     "default");
-//  3. KOGNIC_CREDENTIALS (a credentials file), else KOGNIC_CLIENT_ID and
-//     KOGNIC_CLIENT_SECRET: direct mode, the client-credentials grant
-//     against KOGNIC_AUTH_SERVER (default https://auth.app.kognic.com, or
-//     WithAuthServer) at /v1/auth/oauth/token, with the broker's own token
-//     lifecycle running in process.
+//     WithEnvironment or WithEnvironmentByHost (only WithEnvironment
+//     combines, with WithCredentialsFile);
+//  2. TOKENBROKER_ADDR: broker mode, tenant TOKENBROKER_TENANT ("default");
+//  3. KOGNIC_CREDENTIALS, else KOGNIC_CLIENT_ID and KOGNIC_CLIENT_SECRET:
+//     direct mode against KOGNIC_AUTH_SERVER (default
+//     https://auth.app.kognic.com, or WithAuthServer).
 //
-// With none of these it returns ErrNotConfigured. Like kognic-auth's, the
-// client retries transient failures (WithRetries) and warns once per
-// endpoint that announces its Sunset or Deprecation.
+// Else it returns ErrNotConfigured. The client retries transient failures
+// (WithRetries) and warns once per endpoint announcing its Sunset.
 func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
-	cfg := defaultClientConfig(os.LookupEnv)
+	cfg := &clientConfig{source: defaultSourceConfig(), lookup: os.LookupEnv,
+		retries: DefaultRetries, retryInitial: defaultRetryInitial, retryMax: defaultRetryMax}
 	for _, o := range opts {
 		o.configureClient(cfg)
 	}
@@ -76,7 +71,7 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 			return fail(err)
 		}
 		c.closers = append(c.closers, conn.Close)
-		src, err := NewSource(ctx, conn, p.tenant, withSourceConfig(cfg.source))
+		src, err := newSource(ctx, conn, p.tenant, cfg.source)
 		if err != nil {
 			return fail(fmt.Errorf("%w (broker %s, from %s)", err, p.addr, p.from))
 		}
@@ -90,7 +85,7 @@ func NewHTTPClient(ctx context.Context, opts ...Option) (*HTTPClient, error) {
 		c.src = src
 		c.closers = append(c.closers, closeFn)
 	case modeByHost:
-		r := newHostRouter(p.envs, cfg, inner)
+		r := &hostRouter{envs: p.envs, cfg: cfg, base: inner, entries: make(map[string]*envEntry)}
 		c.closers = append(c.closers, r.Close)
 		c.rt = r
 	}
@@ -105,11 +100,6 @@ func (cfg *clientConfig) newTransport(src oauth2.TokenSource, base http.RoundTri
 	t := &Transport{src: src, cfg: cfg.transport}
 	t.cfg.base = base
 	return t
-}
-
-// withSourceConfig passes a resolved sourceConfig on as an option.
-func withSourceConfig(sc sourceConfig) SourceOption {
-	return sourceOption(func(c *sourceConfig) { *c = sc })
 }
 
 // Client returns a new *http.Client whose requests carry the token, so

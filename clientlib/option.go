@@ -9,10 +9,6 @@ import (
 	"google.golang.org/grpc"
 )
 
-// Options, in go-spiffe's style: an option that several constructors
-// accept implements each of their interfaces, so a misplaced option does
-// not compile.
-
 // Option configures NewHTTPClient. Every SourceOption and TransportOption
 // is also an Option.
 type Option interface {
@@ -54,25 +50,18 @@ const (
 )
 
 type sourceConfig struct {
-	scopes         []string
-	scopesSet      bool
-	failFast       bool // WithFailFast
-	minValid       time.Duration
-	rpcTimeout     time.Duration
-	backoffInitial time.Duration
-	backoffMax     time.Duration
-	logger         *slog.Logger
-	loggerSet      bool // WithLogger was given
+	scopes                     []string
+	scopesSet                  bool
+	failFast                   bool // WithFailFast
+	minValid, rpcTimeout       time.Duration
+	backoffInitial, backoffMax time.Duration
+	logger                     *slog.Logger
+	loggerSet                  bool // WithLogger was given
 }
 
 func defaultSourceConfig() sourceConfig {
-	return sourceConfig{
-		minValid:       DefaultMinValid,
-		rpcTimeout:     DefaultRPCTimeout,
-		backoffInitial: defaultBackoffInitial,
-		backoffMax:     defaultBackoffMax,
-		logger:         slog.New(slog.DiscardHandler),
-	}
+	return sourceConfig{minValid: DefaultMinValid, rpcTimeout: DefaultRPCTimeout,
+		backoffInitial: defaultBackoffInitial, backoffMax: defaultBackoffMax, logger: slog.New(slog.DiscardHandler)}
 }
 
 type transportConfig struct {
@@ -95,19 +84,6 @@ type clientConfig struct {
 	now                    func() time.Time // nil: time.Now; set by tests
 }
 
-func defaultClientConfig(lookup func(string) (string, bool)) *clientConfig {
-	return &clientConfig{source: defaultSourceConfig(), lookup: lookup,
-		retries: DefaultRetries, retryInitial: defaultRetryInitial, retryMax: defaultRetryMax}
-}
-
-// clock returns the current time, e.g. for credentials files' expiry.
-func (c *clientConfig) clock() time.Time {
-	if c.now != nil {
-		return c.now()
-	}
-	return time.Now()
-}
-
 // env returns an environment variable's value, trimmed; "" when unset.
 func (c *clientConfig) env(key string) string {
 	v, _ := c.lookup(key)
@@ -121,6 +97,13 @@ type choice struct {
 	file             string // WithCredentialsFile
 	clientID, secret string // WithClientCredentials
 	env              string // WithEnvironment
+}
+
+// setPositive sets *dst to d if d > 0: other values keep the default.
+func setPositive(dst *time.Duration, d time.Duration) {
+	if d > 0 {
+		*dst = d
+	}
 }
 
 type clientOption func(*clientConfig)
@@ -147,10 +130,9 @@ type perRPCOption func(*perRPC)
 func (o perRPCOption) configurePerRPC(p *perRPC) { o(p) }
 
 // WithBroker gets tokens of tenant (empty means "default") from the token
-// broker at addr: a host:port, balanced round-robin over its addresses, or
-// a gRPC target such as "dns:///broker.example:50051" or
-// "unix:///run/tokenbroker.sock". It overrides TOKENBROKER_ADDR and
-// TOKENBROKER_TENANT.
+// broker at addr: a host:port, balanced round-robin over its addresses, or a
+// gRPC target such as "unix:///run/tokenbroker.sock". It overrides
+// TOKENBROKER_ADDR and TOKENBROKER_TENANT.
 func WithBroker(addr, tenant string) Option {
 	return choose(choice{option: "WithBroker", addr: addr, tenant: tenant})
 }
@@ -169,19 +151,16 @@ func WithClientCredentials(clientID, clientSecret string) Option {
 }
 
 // WithEnvironment fetches tokens directly from the auth server of the
-// named environment of the environments file (WithEnvironmentsFile), with
-// its credentials file, else WithCredentialsFile's, else the KOGNIC_*
-// variables (naming two credentials is an error). WithAuthServer and
-// WithScopes override its auth_server and scopes.
+// named environment of the environments file, with its credentials file,
+// else WithCredentialsFile's (not both), else the KOGNIC_* variables.
+// WithAuthServer and WithScopes override its auth_server and scopes.
 func WithEnvironment(name string) Option {
 	return choose(choice{option: "WithEnvironment", env: name})
 }
 
-// WithEnvironmentByHost picks each request's environment by its URL's host,
-// as kog does (creds.Environments.ForHost), else for app.kognic.com the
-// KOGNIC_* variables; any other host fails with ErrUnknownHost. Each
-// environment's source starts at its first request; HTTPClient.Source is
-// nil here.
+// WithEnvironmentByHost picks each request's environment by its URL's host
+// (creds.Environments.ForHost), else for app.kognic.com the KOGNIC_*
+// variables; other hosts fail with ErrUnknownHost. HTTPClient.Source is nil.
 func WithEnvironmentByHost() Option {
 	return choose(choice{option: "WithEnvironmentByHost"})
 }
@@ -211,27 +190,25 @@ func WithEnv(lookup func(key string) (string, bool)) Option {
 }
 
 // WithGRPCDialOptions adds dial options for the broker connection after
-// the defaults, which they can override: round_robin, keepalive, and
-// transport credentials (grpc's local credentials for a loopback or unix
-// socket broker, else TLS with the system roots).
+// the defaults (round_robin, keepalive, local credentials for a loopback or
+// unix socket broker, else TLS with the system roots), which they override.
 func WithGRPCDialOptions(opts ...grpc.DialOption) Option {
 	return clientOption(func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) })
 }
 
 // WithFailFast makes NewHTTPClient, in direct mode, give up on the first
 // token once the auth server's answer shows that waiting will not help
-// (upstream.Error.Transient is false). It is for command-line tools; after
-// the first token it changes nothing.
+// (upstream.Error.Transient is false), for command-line tools.
 func WithFailFast() Option {
 	return clientOption(func(c *clientConfig) { c.source.failFast = true })
 }
 
-// WithRetries sets how many times a request is retried after a transient
-// failure (default DefaultRetries; 0: never): 502, 503, 504, 429 with
-// Retry-After, or a reset connection, if the request is idempotent (or has
-// an Idempotency-Key); a connection never made, for any request. The body
-// must be replayable (Request.GetBody). Waits grow from 500ms to 8s with
-// jitter, or follow Retry-After up to a minute; none outlasts the deadline.
+// WithRetries sets how many times a request is retried (default
+// DefaultRetries; 0: never) after 502, 503, 504, 429 with Retry-After or a
+// reset connection if it is idempotent (or has an Idempotency-Key), and
+// after a connection never made. The body must be replayable (GetBody).
+// Waits grow from 500ms to 8s with jitter, or follow Retry-After up to a
+// minute, within the deadline.
 func WithRetries(n int) Option {
 	return clientOption(func(c *clientConfig) { c.retries = max(n, 0) })
 }
@@ -240,12 +217,8 @@ func WithRetries(n int) Option {
 // (defaults 500ms and 8s). Non-positive values keep the defaults.
 func WithRetryBackoff(initial, max time.Duration) Option {
 	return clientOption(func(c *clientConfig) {
-		if initial > 0 {
-			c.retryInitial = initial
-		}
-		if max > 0 {
-			c.retryMax = max
-		}
+		setPositive(&c.retryInitial, initial)
+		setPositive(&c.retryMax, max)
 	})
 }
 
@@ -262,21 +235,13 @@ func WithScopes(scopes ...string) SourceOption {
 // returns (default DefaultMinValid; at most half a token's lifetime).
 // Non-positive values are ignored.
 func WithMinValid(d time.Duration) SourceOption {
-	return sourceOption(func(c *sourceConfig) {
-		if d > 0 {
-			c.minValid = d
-		}
-	})
+	return sourceOption(func(c *sourceConfig) { setPositive(&c.minValid, d) })
 }
 
 // WithRPCTimeout bounds each shared GetToken and InvalidateToken call
 // (default DefaultRPCTimeout). Non-positive values are ignored.
 func WithRPCTimeout(d time.Duration) SourceOption {
-	return sourceOption(func(c *sourceConfig) {
-		if d > 0 {
-			c.rpcTimeout = d
-		}
-	})
+	return sourceOption(func(c *sourceConfig) { setPositive(&c.rpcTimeout, d) })
 }
 
 // WithReconnectBackoff sets the backoff between attempts to re-open the
@@ -284,12 +249,8 @@ func WithRPCTimeout(d time.Duration) SourceOption {
 // Non-positive values keep the defaults.
 func WithReconnectBackoff(initial, max time.Duration) SourceOption {
 	return sourceOption(func(c *sourceConfig) {
-		if initial > 0 {
-			c.backoffInitial = initial
-		}
-		if max > 0 {
-			c.backoffMax = max
-		}
+		setPositive(&c.backoffInitial, initial)
+		setPositive(&c.backoffMax, max)
 		if c.backoffMax < c.backoffInitial {
 			c.backoffMax = c.backoffInitial
 		}

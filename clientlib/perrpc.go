@@ -11,10 +11,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
-// PerRPCCredentials returns gRPC per-RPC credentials (for
-// grpc.WithPerRPCCredentials) that put a token of src in every call's
-// "authorization" metadata. Like grpc's credentials/oauth they require
-// transport security, unless WithInsecureLoopback is given.
+// PerRPCCredentials returns gRPC per-RPC credentials that put a token of
+// src in every call's "authorization" metadata. Like grpc's
+// credentials/oauth they require transport security (WithInsecureLoopback).
 func PerRPCCredentials(src oauth2.TokenSource, opts ...PerRPCOption) credentials.PerRPCCredentials {
 	p := &perRPC{src: src}
 	for _, o := range opts {

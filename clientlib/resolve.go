@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -59,7 +60,7 @@ func (p *plan) describe() string {
 }
 
 // resolve decides where tokens come from. It reads the environment only
-// through cfg.lookup and the time through cfg.clock.
+// through cfg.lookup and the time through cfg.now.
 func resolve(cfg *clientConfig) (*plan, error) {
 	var ch choice
 	switch len(cfg.choices) {
@@ -129,15 +130,12 @@ func envWithFile(choices []choice) (choice, bool) {
 }
 
 func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
-	p := &plan{mode: modeBroker, from: ch.option, addr: strings.TrimSpace(ch.addr), tenant: ch.tenant}
+	p := &plan{mode: modeBroker, from: ch.option, addr: strings.TrimSpace(ch.addr), tenant: cmp.Or(ch.tenant, DefaultTenant)}
 	if ch.option == EnvBrokerAddr && ch.tenant != "" {
 		p.from += " and " + EnvBrokerTenant
 	}
 	if p.addr == "" {
 		return nil, errors.New("clientlib: WithBroker: the broker address is empty; pass host:port")
-	}
-	if p.tenant == "" {
-		p.tenant = DefaultTenant
 	}
 	if err := names.ValidTenant(p.tenant); err != nil {
 		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: %s: %w", p.from, err))
@@ -155,7 +153,10 @@ func resolveBroker(cfg *clientConfig, ch choice) (*plan, error) {
 // of the Kognic environment (kognic.FromEnv), the options and env (if not
 // nil) overlaid on the variables they override.
 func resolveDirect(cfg *clientConfig, ch choice, env *creds.Environment) (*plan, error) {
-	now := cfg.clock()
+	now := time.Now()
+	if cfg.now != nil {
+		now = cfg.now()
+	}
 	overlay, from, err := credentialsOverlay(ch, now, env, envFileName(cfg))
 	if err != nil {
 		return nil, err
@@ -177,9 +178,7 @@ func resolveDirect(cfg *clientConfig, ch choice, env *creds.Environment) (*plan,
 	if err != nil {
 		return nil, fmt.Errorf("clientlib: direct mode: %w", err)
 	}
-	if from == "" {
-		from = kc.Credentials.Source
-	}
+	from = cmp.Or(from, kc.Credentials.Source)
 	scopes, err := directScopes(cfg, env, from, kc.Credentials.Scopes)
 	if err != nil {
 		return nil, err

@@ -188,7 +188,9 @@ func (t *apiTransport) warnDeprecated(req *http.Request, resp *http.Response) {
 	endpoint := req.Method + " " + req.URL.Scheme + "://" + req.URL.Host + req.URL.EscapedPath()
 	t.mu.Lock()
 	seen := t.warned[endpoint] || len(t.warned) >= maxWarned
-	t.warned[endpoint] = true
+	if !seen {
+		t.warned[endpoint] = true
+	}
 	t.mu.Unlock()
 	if !seen {
 		t.log.Warn("clientlib: the API endpoint is deprecated and will be removed; update the client", append([]any{"endpoint", endpoint}, attrs...)...)

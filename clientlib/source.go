@@ -1,11 +1,13 @@
 package clientlib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,16 +20,12 @@ import (
 	tbv1 "github.com/tokenbroker/tokenbroker/gen/tokenbroker/v1"
 )
 
-// Source keeps the latest token of one tenant and scope set, watching the
-// broker's token stream; it implements oauth2.TokenSource and Invalidator.
-// Token answers from memory, without allocating, while the cached token
-// has the minimum validity left (WithMinValid). While the stream is down
-// the Source reconnects with backoff and fetches with GetToken when due.
-// It stops for good on ErrInvalidArgument, ErrUnknownTenant or a server
-// that is not a broker; Token then returns that error.
-//
-// A Source is safe for concurrent use. It must be closed; Close leaves the
-// gRPC connection, which belongs to the caller.
+// Source keeps the latest token of one tenant and scope set from the
+// broker's watch stream; it implements oauth2.TokenSource and Invalidator.
+// Token answers from memory while the token has WithMinValid left; while
+// the stream is down it reconnects with backoff and calls GetToken when
+// due. It stops for good on ErrInvalidArgument, ErrUnknownTenant or a
+// server that is not a broker. Safe for concurrent use; it must be closed.
 type Source struct {
 	tenant string
 	scopes []string
@@ -48,7 +46,7 @@ type Source struct {
 
 	mu           sync.Mutex // the lifecycle and the calls
 	closed       bool
-	readyClosed  bool
+	readyOnce    sync.Once
 	startErr     error // a failure that ends NewSource before any token
 	lastErr      error // the last failure, "op: cause", for messages
 	fetching     *call
@@ -76,6 +74,10 @@ func NewSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string
 	for _, o := range opts {
 		o.configureSource(&cfg)
 	}
+	return newSource(ctx, conn, tenant, cfg)
+}
+
+func newSource(ctx context.Context, conn grpc.ClientConnInterface, tenant string, cfg sourceConfig) (*Source, error) {
 	if err := names.ValidTenant(tenant); err != nil {
 		return nil, withKind(ErrInvalidArgument, fmt.Errorf("clientlib: NewSource: %w", err))
 	}
@@ -111,11 +113,8 @@ func startSource(ctx context.Context, be backend, tenant string, scopes []string
 		return nil, err
 	}
 	s.mu.Lock()
-	err := s.startErr
+	err := cmp.Or(s.startErr, s.state.Load().err)
 	s.mu.Unlock()
-	if err == nil {
-		err = s.state.Load().err
-	}
 	if err != nil {
 		_ = s.Close()
 		return nil, err
@@ -129,10 +128,9 @@ func (s *Source) Token() (*oauth2.Token, error) {
 	return s.TokenContext(context.Background())
 }
 
-// TokenContext returns a token valid for at least the minimum validity,
-// from memory while the cached one is fresh, else from one call shared by
-// every caller, waiting at most for ctx. A cached token that is still
-// valid beats an error. The token is shared: do not modify it.
+// TokenContext returns a token valid for at least the minimum validity, from
+// memory, else from one call shared by every caller, waiting at most for ctx;
+// a still valid cached token beats an error. Do not modify the token.
 func (s *Source) TokenContext(ctx context.Context) (*oauth2.Token, error) {
 	t, err := s.current(ctx)
 	if err != nil {
@@ -171,10 +169,9 @@ func (s *Source) noTokenError(ctxErr error) error {
 // new token or stops; it holds one pending value at most. For one reader.
 func (s *Source) Updated() <-chan struct{} { return s.updated }
 
-// Invalidate implements Invalidator. Concurrent reports of one token make
-// one InvalidateToken call, and one already replaced makes none. The
-// replacement is tok itself when the broker could not fetch a new token
-// and tok has not expired.
+// Invalidate implements Invalidator with one InvalidateToken call for
+// concurrent reports of one token, none for one already replaced; it
+// returns tok itself if the broker has no newer token and tok is valid.
 func (s *Source) Invalidate(ctx context.Context, tok *oauth2.Token) (*oauth2.Token, error) {
 	if tok == nil || tok.AccessToken == "" {
 		return nil, errors.New("clientlib: Invalidate: no token given")
@@ -260,12 +257,7 @@ func (s *Source) failLocked(op string, err error) error {
 	return wrapped
 }
 
-func (s *Source) signalReadyLocked() {
-	if !s.readyClosed {
-		s.readyClosed = true
-		close(s.ready)
-	}
-}
+func (s *Source) signalReadyLocked() { s.readyOnce.Do(func() { close(s.ready) }) }
 
 func (s *Source) notifyLocked() {
 	select {
@@ -282,11 +274,4 @@ func (s *Source) rejectLocked(sha string) {
 	s.nextRejected = (s.nextRejected + 1) % len(s.rejected)
 }
 
-func (s *Source) isRejectedLocked(sha string) bool {
-	for _, r := range s.rejected {
-		if r == sha {
-			return true
-		}
-	}
-	return false
-}
+func (s *Source) isRejectedLocked(sha string) bool { return slices.Contains(s.rejected[:], sha) }

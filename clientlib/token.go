@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -35,10 +36,7 @@ func newToken(r rawToken, minValid time.Duration, now time.Time) *token {
 		issued = now
 	}
 	lifetime := r.expiry.Sub(issued)
-	typ := r.typ
-	if typ == "" {
-		typ = "Bearer"
-	}
+	typ := cmp.Or(r.typ, "Bearer")
 	sha := broker.Fingerprint(r.access)
 	o := (&oauth2.Token{AccessToken: r.access, TokenType: typ, Expiry: r.expiry}).
 		WithExtra(map[string]any{ExtraTokenSHA256: sha})

@@ -1,6 +1,7 @@
 package clientlib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,20 +43,13 @@ func tokenFrom(ctx context.Context, src oauth2.TokenSource) (*oauth2.Token, erro
 }
 
 // Transport is an http.RoundTripper that authorises each request with a
-// token from any oauth2.TokenSource (bounded by the request's context if
-// the source has TokenContext, as *Source does).
-//
-// The token goes only to the origin (scheme, host, port) of the request the
-// caller made: a redirect elsewhere, or from https to http, is sent without
-// any Authorization header. Plain http gets a token only on loopback,
-// unless WithInsecureHTTP.
-//
-// On a 401 to a request that carried the token, if the source is an
-// Invalidator, Transport reports the token and sends the request once more
-// with its replacement when the body can be replayed (Request.GetBody).
-// Responses carry the request as given, without the token.
-//
-// A Transport is safe for concurrent use if its source is.
+// token from any oauth2.TokenSource (waiting at most for the request's
+// context if the source has TokenContext). The token goes only to the
+// origin (scheme, host, port) of the request the caller made, and over
+// plain http only to loopback unless WithInsecureHTTP. On a 401, an
+// Invalidator source replaces the token and the request is sent once more
+// if its body can be replayed. Responses carry the request without the
+// token. It is safe for concurrent use if its source is.
 type Transport struct {
 	src oauth2.TokenSource
 	cfg transportConfig
@@ -126,22 +120,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !ok || !replayable(req) {
 		return t.finish(req, resp, nil, tok, sent{}) // the caller gets the 401
 	}
-	body := req.Body
-	if req.GetBody != nil && body != nil && body != http.NoBody {
-		if body, err = req.GetBody(); err != nil {
-			return t.finish(req, resp, nil, tok, sent{})
-		}
+	again, err := replay(req)
+	if err != nil {
+		return t.finish(req, resp, nil, tok, sent{})
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
-	resp, err = t.base().RoundTrip(authorized(req, fresh.authz, body))
+	resp, err = t.base().RoundTrip(authorized(req, fresh.authz, again.Body))
 	return t.finish(req, resp, err, tok, fresh)
 }
 
 // finish hands resp back with the request as the caller made it, without
-// the token, so that a redirect chain leads back to the request that
-// entered the client (see entryURL); with WithStatusErrors a failure
-// becomes a *StatusError redacted of the tokens sent.
+// the token (entryURL follows the chain back); with WithStatusErrors a
+// failure becomes a *StatusError redacted of the tokens sent.
 func (t *Transport) finish(req *http.Request, resp *http.Response, err error, first, retry sent) (*http.Response, error) {
 	if err != nil || resp == nil {
 		return resp, err
@@ -191,12 +182,7 @@ func (t *Transport) replacement(ctx context.Context, old sent) (_ sent, ok bool)
 	return sent{authz: []string{fresh.Type() + " " + fresh.AccessToken}, tok: fresh}, true
 }
 
-func (t *Transport) base() http.RoundTripper {
-	if t.cfg.base != nil {
-		return t.cfg.base
-	}
-	return http.DefaultTransport
-}
+func (t *Transport) base() http.RoundTripper { return cmp.Or(t.cfg.base, http.DefaultTransport) }
 
 func (t *Transport) checkURL(u *url.URL) error {
 	switch {

@@ -1,38 +1,18 @@
 // Package audit writes the broker's audit trail: one JSON object per line
-// for every token issued, every invalidation and every denied call.
+// for every token issued, every invalidation and every denied call. A line
+// never carries a token, key or secret; a token appears as its Fingerprint.
 //
-// A line never carries a token, key or secret: a token appears only as its
-// Fingerprint, the first 12 hex digits of its SHA-256, which is enough to
-// match it with the token_sha256 a client sends to InvalidateToken.
+// A Logger is safe for concurrent use and commits lines in groups: one
+// writer goroutine writes each batch with a single Write call. Log returns
+// once its batch is written, and a failed write fails every call of the
+// batch, so a caller that hands out a token only after Log succeeds never
+// hands one out without its line. Lines keep the order of their calls.
 //
-// A Logger is safe for concurrent use. It commits lines in groups: a call
-// appends its record to the current batch under a short lock and waits;
-// one writer goroutine encodes each batch (log/slog's JSON handler) and
-// writes it with a single Write call, so that many concurrent calls cost
-// one write system call. Log returns only once its line's batch is
-// written, and a failed write fails every call of that batch, so a
-// caller that hands out a token only after Log succeeds never hands one
-// out without its line. Lines reach the file in the order their calls
-// took the lock.
-//
-// Durability: a line is acknowledged once write(2) returned, i.e. it is in
-// the kernel's page cache. A process crash (panic, OOM kill, SIGKILL)
-// therefore loses no acknowledged line. A power loss or kernel crash can
-// lose what the kernel had not yet written back (on Linux up to about
-// 30 s, vm.dirty_expire_centisecs) unless SetSyncInterval asks for fsync:
-// SyncEachBatch fsyncs every batch before acknowledging it (a power loss
-// then loses no acknowledged line either), a positive interval bounds
-// the loss to that interval.
-//
-// A write that fails part-way (a full disk) is undone in a file that
-// Open opened: the file is cut back to where the batch began, so that it
-// keeps neither a torn line nor the lines of the calls that failed.
-// Where that cannot be done (a writer given to New, such as standard
-// output, or a file another process appended to meanwhile), the torn
-// line stays and the next batch starts with a newline: every complete
-// record is on a line of its own, and a reader should skip a line that
-// is not valid JSON. Complete lines of such a batch may stay too; their
-// calls failed all the same.
+// A line is acknowledged once write(2) returned: a process crash loses none;
+// against power loss, SetSyncInterval adds fsync. A write that fails
+// part-way is cut off the file Open opened; where that cannot be done (a
+// writer given to New), the torn line stays and the next batch starts on a
+// new line, so a reader should skip a line that is not valid JSON.
 package audit
 
 import (
@@ -117,12 +97,11 @@ func Fingerprint(accessToken string) string {
 // Logger writes Records as JSON lines; see the package comment for how
 // it batches and what it guarantees.
 type Logger struct {
-	mu     sync.Mutex
-	idle   sync.Cond // signalled when the writer goroutine exits; uses mu
-	w      io.Writer // written by the writer goroutine only; nil once closed
-	closer io.Closer
-	file   *os.File // the file Open opened, nil for New: failed writes are undone in it
-	now    func() time.Time
+	mu   sync.Mutex
+	idle sync.Cond // signalled when the writer goroutine exits; uses mu
+	w    io.Writer // written by the writer goroutine only; nil once closed
+	file *os.File  // the file Open opened and closes, nil for New: failed writes are undone in it
+	now  func() time.Time
 
 	cur     *batch   // lines waiting for the writer; guarded by mu
 	spare   []Record // a written batch's records, for reuse; guarded by mu
@@ -131,12 +110,8 @@ type Logger struct {
 	wake    chan struct{}
 	closed  bool // guarded by mu
 
-	// Owned by the writer goroutine (one at a time, handed over under mu).
-	// enc encodes each batch: on the writer, whose stack has grown, not
-	// on every call's fresh goroutine. torn reports that a failed write
-	// left a partial line it could not undo (a short write, e.g. on
-	// ENOSPC): the next batch starts with a newline, so that every
-	// complete record is on a line of its own.
+	// Owned by the writer goroutine. torn: a failed write left a partial
+	// line it could not undo; the next batch starts with a newline.
 	enc  *encoder
 	torn bool
 
@@ -159,12 +134,10 @@ type batch struct {
 // calls return.
 const SyncEachBatch time.Duration = -1
 
-// SetSyncInterval sets when the file is fsynced (only writers with a
-// Sync method, such as *os.File, are): 0, the default, never — the
-// kernel writes back in its own time; SyncEachBatch before every batch
-// is acknowledged, so that a power loss loses no acknowledged line;
-// a positive d at most every d, and within d of a write. Set it before
-// the Logger is used.
+// SetSyncInterval sets when a writer with a Sync method is fsynced: 0
+// (default) never; SyncEachBatch before each batch is acknowledged, so a
+// power loss loses no acknowledged line; d > 0 within d of a write. Set
+// it before the Logger is used.
 func (l *Logger) SetSyncInterval(d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -190,10 +163,9 @@ func New(w io.Writer) *Logger {
 	return l
 }
 
-// Open returns a Logger appending to the file at path, created with mode
-// 0600 if missing; "" or "-" means standard output. A write to the file
-// that fails part-way is undone (truncated away). Close the Logger to
-// close the file.
+// Open returns a Logger appending to the file at path (created 0600), or
+// to standard output for "" or "-". A write that fails part-way is
+// truncated away. Close the Logger to close the file.
 func Open(path string) (*Logger, error) {
 	if path == "" || path == "-" {
 		return New(os.Stdout), nil
@@ -203,7 +175,7 @@ func Open(path string) (*Logger, error) {
 		return nil, fmt.Errorf("audit: open audit.path: %w", err)
 	}
 	l := New(f)
-	l.closer, l.file = f, f
+	l.file = f
 	return l, nil
 }
 
@@ -294,9 +266,8 @@ func (l *Logger) run() {
 	l.mu.Lock()
 	for l.cur != nil || l.lingerLocked(idle) {
 		if len(l.cur.recs) < yieldBelow {
-			// Let the calls that are running add their lines first: one
-			// yield turns a write per call or two into a write per
-			// dozens under load, for a scheduling round of latency.
+			// Let running calls join the batch: one write per dozens of
+			// lines under load, for a scheduling round of latency.
 			l.mu.Unlock()
 			runtime.Gosched()
 			l.mu.Lock()
@@ -441,15 +412,15 @@ func (l *Logger) Close() error {
 		l.syncTimer.Stop()
 		l.syncTimer = nil
 	}
-	w, c := l.w, l.closer
-	l.w, l.closer = nil, nil
+	w, f := l.w, l.file
+	l.w = nil
 	dirty := l.dirty && l.syncEvery > 0
 	l.mu.Unlock()
 	if s, ok := w.(interface{ Sync() error }); ok && dirty {
 		_ = s.Sync()
 	}
-	if c != nil {
-		return c.Close()
+	if f != nil {
+		return f.Close()
 	}
 	return nil
 }

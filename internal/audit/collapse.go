@@ -24,10 +24,8 @@ const (
 	// DefaultCollapseInterval is how long LogDenial collects identical
 	// denials before it writes one line with their count.
 	DefaultCollapseInterval = 10 * time.Second
-	// maxCollapseKeys bounds the distinct denials held in one interval;
-	// beyond it, denials are counted on one overflow line. With the clips
-	// above, a flood of distinct denials writes at most about 64 × 1 KiB
-	// per interval.
+	// maxCollapseKeys bounds the distinct denials held in one interval
+	// (about 64 KiB of lines); the rest are counted on one overflow line.
 	maxCollapseKeys = 64
 )
 
@@ -69,25 +67,18 @@ func clipScopes(scopes []string, budget int) []string {
 		room := budget - used - len(marker)
 		if room >= 8 && i < MaxDeniedScopes {
 			out = append(out, Clip(sc, room))
+			used += len(out[len(out)-1])
 			marker = fmt.Sprintf("…+%d more", len(scopes)-i-1)
 			if i == len(scopes)-1 {
 				return out
 			}
 		}
-		for len(out) > 0 && sum(out)+len(marker) > budget {
-			out = out[:len(out)-1]
+		for ; len(out) > 0 && used+len(marker) > budget; out = out[:len(out)-1] {
+			used -= len(out[len(out)-1])
 		}
 		return append(out, marker)
 	}
 	return out
-}
-
-func sum(ss []string) int {
-	n := 0
-	for _, s := range ss {
-		n += len(s)
-	}
-	return n
 }
 
 // SetCollapseInterval sets LogDenial's interval; call it before use.
@@ -95,12 +86,10 @@ func (l *Logger) SetCollapseInterval(d time.Duration) {
 	l.denials = flood.New(flood.Config[string, Record]{Every: d, Burst: 1, MaxKeys: maxCollapseKeys, Report: l.reportDenials})
 }
 
-// LogDenial writes a denial (tenant, scopes and reason clipped) unless
-// an identical one (same fields, same peer IP) was written in the last
-// interval; such repeats are counted and written as one line with Count
-// an interval after the first of them, or at Close. So a flood of
-// refused calls costs one audit line per distinct denial per interval.
-// A nil Logger discards r.
+// LogDenial writes a denial (tenant, scopes and reason clipped) unless an
+// identical one (same fields, same peer IP) was written in the last
+// interval; repeats are written as one line with Count an interval later,
+// or at Close. A nil Logger discards r.
 func (l *Logger) LogDenial(r Record) error {
 	if l == nil {
 		return nil
@@ -117,9 +106,8 @@ func (l *Logger) LogDenial(r Record) error {
 	return l.commit(&r)
 }
 
-// denialKey returns r's fields (all but Time and Count), each
-// length-prefixed: two denials share a key only if they are identical.
-// It is cheap and shallow, unlike an encoding: denials may be a flood.
+// denialKey returns r's fields but Time and Count, each length-prefixed:
+// two denials share a key only if they are identical.
 func denialKey(r *Record) string {
 	b := make([]byte, 0, 256)
 	b = strconv.AppendUint(b, r.Version, 10)

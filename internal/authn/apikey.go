@@ -42,14 +42,9 @@ func NewKeySet(digests []KeyDigest) *KeySet {
 	return &KeySet{digests: append([]KeyDigest(nil), digests...)}
 }
 
-// Match hashes key and compares it with every digest in constant time,
-// without stopping at the first match. It returns the index of the
-// matching digest.
-func (s *KeySet) Match(key string) (int, bool) {
-	return s.MatchDigest(HashKey(key))
-}
-
-// MatchDigest is Match for the digest of a key.
+// MatchDigest compares the digest of a key with every digest in constant
+// time, without stopping at the first match, and returns the index of the
+// matching one.
 func (s *KeySet) MatchDigest(sum KeyDigest) (int, bool) {
 	found := -1
 	for i := range s.digests {
@@ -58,9 +53,6 @@ func (s *KeySet) MatchDigest(sum KeyDigest) (int, bool) {
 	}
 	return found, found >= 0
 }
-
-// Len is the number of digests.
-func (s *KeySet) Len() int { return len(s.digests) }
 
 // ErrBadAuthorization is returned by ParseBearer when the authorization
 // metadata is present but not a usable bearer key. Its message never

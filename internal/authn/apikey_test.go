@@ -10,6 +10,9 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
+// Match hashes key and matches its digest.
+func (s *KeySet) Match(key string) (int, bool) { return s.MatchDigest(HashKey(key)) }
+
 func hexOf(key string) string { s := sha256.Sum256([]byte(key)); return hex.EncodeToString(s[:]) }
 
 func TestParseKeyDigest(t *testing.T) {

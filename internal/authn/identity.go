@@ -2,6 +2,7 @@ package authn
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/asn1"
 	"errors"
@@ -30,23 +31,14 @@ const (
 	KindUnixGID
 )
 
+var kindNames = [...]string{"none", "spiffe_id", "dns_name", "common_name", "api_key", "unix_uid", "unix_gid"}
+
 // String returns the config key that names an identity of this kind.
 func (k Kind) String() string {
-	switch k {
-	case KindSPIFFE:
-		return "spiffe_id"
-	case KindDNS:
-		return "dns_name"
-	case KindCommonName:
-		return "common_name"
-	case KindAPIKey:
-		return "api_key"
-	case KindUnixUID:
-		return "unix_uid"
-	case KindUnixGID:
-		return "unix_gid"
+	if k < 0 || int(k) >= len(kindNames) {
+		return "none"
 	}
-	return "none"
+	return kindNames[k]
 }
 
 // Identity is who a caller proved to be.
@@ -71,11 +63,9 @@ func (id Identity) String() string {
 // nothing usable.
 var ErrNoIdentity = errors.New("certificate carries no identity")
 
-// FromCertificate returns the identity a verified certificate proves:
-// its SPIFFE ID, else its first DNS SAN, else its subject common name.
-// A certificate with a spiffe URI SAN must be an X.509-SVID, parsed by
-// go-spiffe's x509svid.IDFromCert: exactly one URI SAN, a valid SPIFFE ID;
-// anything else is an error, as is a certificate with none of the three.
+// FromCertificate returns the identity a verified certificate proves: its
+// SPIFFE ID (then it must be an X.509-SVID: exactly one URI SAN, a valid
+// SPIFFE ID), else its first DNS SAN, else its subject common name.
 func FromCertificate(cert *x509.Certificate) (Identity, error) {
 	// crypto/x509 parses URI SANs with net/url, which lower-cases the
 	// scheme: "SPIFFE://…" would reach go-spiffe as "spiffe://…". The
@@ -170,33 +160,43 @@ func PeerOf(ctx context.Context) Peer {
 	if !ok {
 		return Peer{}
 	}
-	var p Peer
+	var cs *tls.ConnectionState
+	if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+		cs = &ti.State
+	}
 	switch a := pr.Addr.(type) {
 	case *net.TCPAddr:
-		// As a.String(), with one allocation instead of two.
-		ap := a.AddrPort()
-		ip := ap.Addr().Unmap()
-		p.Addr, p.Loopback = netip.AddrPortFrom(ip, ap.Port()).String(), ip.IsLoopback()
+		return peerAt(a.AddrPort(), cs)
 	case *UnixPeer:
-		p.Addr, p.Loopback, p.Unix = a.String(), true, a
+		return withTLS(Peer{Addr: a.String(), Loopback: true, Unix: a}, cs)
 	case nil:
-	default:
-		p.Addr, p.Loopback = pr.Addr.String(), isLoopback(pr.Addr)
+		return withTLS(Peer{}, cs)
 	}
-	if ti, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+	return PeerOfConn(pr.Addr.String(), cs)
+}
+
+// PeerOfConn is PeerOf for a transport other than gRPC (net/http's
+// Request.RemoteAddr and Request.TLS).
+func PeerOfConn(remoteAddr string, cs *tls.ConnectionState) Peer {
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		return peerAt(ap, cs)
+	}
+	return withTLS(Peer{Addr: remoteAddr}, cs)
+}
+
+// peerAt is the peer at ap, an IPv4-mapped address written as IPv4.
+func peerAt(ap netip.AddrPort, cs *tls.ConnectionState) Peer {
+	ip := ap.Addr().Unmap()
+	return withTLS(Peer{Addr: netip.AddrPortFrom(ip, ap.Port()).String(), Loopback: ip.IsLoopback()}, cs)
+}
+
+// withTLS adds to p what its TLS handshake verified.
+func withTLS(p Peer, cs *tls.ConnectionState) Peer {
+	if cs != nil {
 		p.TLS = true
-		if len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
-			p.Cert = ti.State.VerifiedChains[0][0]
+		if len(cs.VerifiedChains) > 0 && len(cs.VerifiedChains[0]) > 0 {
+			p.Cert = cs.VerifiedChains[0][0]
 		}
 	}
 	return p
-}
-
-func isLoopback(a net.Addr) bool {
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

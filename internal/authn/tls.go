@@ -2,6 +2,7 @@ package authn
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -21,10 +22,9 @@ import (
 type TLSFiles struct {
 	// CertFile and KeyFile are the PEM server certificate (chain) and key.
 	CertFile, KeyFile string
-	// ClientCAFile, if set, is a PEM bundle of CAs whose client
-	// certificates are verified (mutual TLS). Clients without a
-	// certificate may still connect (to use API keys) unless
-	// RequireClientCert is set.
+	// ClientCAFile, if set, is a PEM bundle of CAs that verify client
+	// certificates; clients without one may still connect (to use API
+	// keys) unless RequireClientCert is set.
 	ClientCAFile      string
 	RequireClientCert bool
 }
@@ -33,9 +33,8 @@ type TLSFiles struct {
 const DefaultReloadInterval = 10 * time.Second
 
 // Reloader serves TLS from files and picks up new contents without a
-// restart: every handshake uses the certificate and client CAs of the
-// last successful load, so established connections are untouched and new
-// ones get the new certificate. It is safe for concurrent use.
+// restart: each handshake uses the last successful load. It is safe for
+// concurrent use.
 type Reloader struct {
 	files TLSFiles
 	log   *slog.Logger
@@ -55,21 +54,16 @@ func NewReloader(files TLSFiles, log *slog.Logger) (*Reloader, error) {
 	if files.RequireClientCert && files.ClientCAFile == "" {
 		return nil, errors.New("authn: tls.require_client_cert needs tls.client_ca_file")
 	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	r := &Reloader{files: files, log: log}
+	r := &Reloader{files: files, log: cmp.Or(log, slog.New(slog.DiscardHandler))}
 	if _, err := r.Reload(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// Reload reads the files (regular files only: a FIFO or device is an
-// error, never a read that blocks) and, if their contents changed since
-// the last successful load, parses and installs them. On error the previous
-// certificate stays in use. changed reports whether a new one was
-// installed.
+// Reload reads the files (regular files only, never a read that blocks)
+// and installs them if their contents changed since the last successful
+// load; on error the previous certificate stays in use.
 func (r *Reloader) Reload() (changed bool, err error) {
 	certPEM, err := creds.ReadFile(r.files.CertFile, creds.MaxFileSize)
 	if err != nil {
@@ -145,13 +139,6 @@ func (r *Reloader) watch(ctx context.Context, tick <-chan time.Time) {
 			}
 		}
 	}
-}
-
-// Certificate returns the certificate in use.
-func (r *Reloader) Certificate() *tls.Certificate {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.cert
 }
 
 // TLSConfig returns a server tls.Config (TLS 1.2 or later) that takes the

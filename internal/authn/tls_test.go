@@ -286,3 +286,10 @@ func TestNewReloaderErrors(t *testing.T) {
 		}
 	}
 }
+
+// Certificate returns the certificate in use.
+func (r *Reloader) Certificate() *tls.Certificate {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.cert
+}

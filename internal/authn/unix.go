@@ -1,17 +1,15 @@
 package authn
 
 import (
-	"context"
 	"net"
 	"strconv"
 
 	"google.golang.org/grpc/credentials"
 )
 
-// UnixPeer is what the kernel says of the process at the other end of a
-// Unix socket connection (SO_PEERCRED: its effective uid and gid, and its
-// pid, as of its connect). It is that connection's RemoteAddr, so that it
-// reaches the gRPC peer (PeerOf) and the connection caps.
+// UnixPeer is the kernel's word on the process at the other end of a Unix
+// socket connection (SO_PEERCRED at its connect), as the connection's
+// RemoteAddr, so that it reaches PeerOf and the connection caps.
 type UnixPeer struct {
 	UID, GID uint32
 	// PID is 0 when the peer runs in a PID namespace the broker cannot
@@ -79,9 +77,8 @@ type unixConn struct {
 func (c *unixConn) RemoteAddr() net.Addr { return c.peer }
 
 // SocketCredentials returns server transport credentials that hand every
-// connection to tcp (TLS) but those of a Unix socket (NewUnixListener):
-// these get no handshake. Their callers are named by the kernel, and the
-// socket does not leave the host.
+// connection to tcp (TLS) but a Unix socket's (NewUnixListener), whose
+// callers the kernel names, on the host: these get no handshake.
 func SocketCredentials(tcp credentials.TransportCredentials) credentials.TransportCredentials {
 	return &socketCreds{TransportCredentials: tcp}
 }
@@ -101,10 +98,6 @@ func (s *socketCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 		return conn, unixAuthInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
 	}
 	return s.TransportCredentials.ServerHandshake(conn)
-}
-
-func (s *socketCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return s.TransportCredentials.ClientHandshake(ctx, authority, conn)
 }
 
 func (s *socketCreds) Clone() credentials.TransportCredentials {

@@ -82,10 +82,7 @@ func (c Client) allows(requested []string) bool {
 // clientInfo adapts Client to go-oauth2, checking secrets in constant time.
 type clientInfo struct{ Client }
 
-var (
-	_ oauth2.ClientInfo             = clientInfo{}
-	_ oauth2.ClientPasswordVerifier = clientInfo{}
-)
+var _ oauth2.ClientPasswordVerifier = clientInfo{} // go-oauth2 looks for it
 
 func (c clientInfo) GetID() string     { return c.ID }
 func (c clientInfo) GetSecret() string { return c.Secret }
@@ -126,29 +123,17 @@ func (s *clientStore) set(c Client) {
 	s.clients[c.ID] = c
 }
 
-func (s *clientStore) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.clients, id)
-}
-
 // discardTokens is an oauth2.TokenStore that keeps nothing: tokens are
 // JWTs (and go-oauth2's memory store leaks a goroutine).
 type discardTokens struct{}
 
-func (discardTokens) Create(context.Context, oauth2.TokenInfo) error { return nil }
-func (discardTokens) RemoveByCode(context.Context, string) error     { return nil }
-func (discardTokens) RemoveByAccess(context.Context, string) error   { return nil }
-func (discardTokens) RemoveByRefresh(context.Context, string) error  { return nil }
-func (discardTokens) GetByCode(context.Context, string) (oauth2.TokenInfo, error) {
-	return nil, nil
-}
-func (discardTokens) GetByAccess(context.Context, string) (oauth2.TokenInfo, error) {
-	return nil, nil
-}
-func (discardTokens) GetByRefresh(context.Context, string) (oauth2.TokenInfo, error) {
-	return nil, nil
-}
+func (discardTokens) Create(context.Context, oauth2.TokenInfo) error                 { return nil }
+func (discardTokens) RemoveByCode(context.Context, string) error                     { return nil }
+func (discardTokens) RemoveByAccess(context.Context, string) error                   { return nil }
+func (discardTokens) RemoveByRefresh(context.Context, string) error                  { return nil }
+func (discardTokens) GetByCode(context.Context, string) (oauth2.TokenInfo, error)    { return nil, nil }
+func (discardTokens) GetByAccess(context.Context, string) (oauth2.TokenInfo, error)  { return nil, nil }
+func (discardTokens) GetByRefresh(context.Context, string) (oauth2.TokenInfo, error) { return nil, nil }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

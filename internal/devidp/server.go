@@ -1,6 +1,7 @@
 package devidp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,7 +56,7 @@ type Server struct {
 	lifetime atomic.Int64 // time.Duration
 
 	mu     sync.Mutex
-	counts map[string]*counts // by client id; "" for requests without one
+	counts map[string]counts // by client id; "" for requests without one
 	total  counts
 
 	done      chan struct{}
@@ -68,14 +69,9 @@ type counts struct{ requests, issued int64 }
 // Start starts a Server on cfg.Addr, serving in a goroutine; ctx bounds
 // only the start-up.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = defaultAddr
-	}
+	cfg.Addr, cfg.Logger = cmp.Or(cfg.Addr, defaultAddr), cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	if cfg.TokenLifetime <= 0 {
 		cfg.TokenLifetime = defaultLifetime
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	clients := &clientStore{clients: make(map[string]Client)}
 	for _, c := range cfg.Clients {
@@ -102,7 +98,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		clients: clients,
 		replay:  &replayCache{max: maxAssertionIDs, seen: map[string]time.Time{}},
-		counts:  make(map[string]*counts),
+		counts:  make(map[string]counts),
 		done:    make(chan struct{}),
 	}
 	s.lifetime.Store(int64(cfg.TokenLifetime))
@@ -171,7 +167,11 @@ func (s *Server) AddClient(c Client) error {
 
 // RemoveClient unregisters a client; its later token requests fail with
 // invalid_client. Tokens already issued stay valid.
-func (s *Server) RemoveClient(id string) { s.clients.remove(id) }
+func (s *Server) RemoveClient(id string) {
+	s.clients.mu.Lock()
+	defer s.clients.mu.Unlock()
+	delete(s.clients.clients, id)
+}
 
 // SetTokenLifetime sets the lifetime of tokens issued from now on
 // (non-positive: one hour).
@@ -203,28 +203,22 @@ func (s *Server) countsFor(id *string) counts {
 	if id == nil {
 		return s.total
 	}
-	if c := s.counts[*id]; c != nil {
-		return *c
-	}
-	return counts{}
+	return s.counts[*id]
 }
 
-// count adds one request, or one issued token, to the totals and to id's counts.
+// count adds one request, or one issued token, to id's counts and the totals.
 func (s *Server) count(id string, issued bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.counts[id]
-	if c == nil {
-		c = new(counts)
-		s.counts[id] = c
-	}
-	for _, c := range []*counts{c, &s.total} {
+	for _, p := range []*counts{&c, &s.total} {
 		if issued {
-			c.issued++
+			p.issued++
 		} else {
-			c.requests++
+			p.requests++
 		}
 	}
+	s.counts[id] = c
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {

@@ -25,8 +25,6 @@ type jwtAccess struct {
 	key    []byte
 }
 
-var _ oauth2.AccessGenerate = (*jwtAccess)(nil)
-
 func (g *jwtAccess) Token(_ context.Context, data *oauth2.GenerateBasic, _ bool) (access, refresh string, err error) {
 	ti := data.TokenInfo
 	iat := ti.GetAccessCreateAt()

@@ -1,9 +1,6 @@
 // Package flood bounds the lines a flood of events costs while counting
-// every event: per key, a token bucket (golang.org/x/time/rate) lets
-// some events through, and the ones it holds back are counted and
-// reported with a later line. The audit trail collapses repeated
-// denials with it, the server its request log and its refusals of
-// unverified API keys.
+// every event: per key, a token bucket (golang.org/x/time/rate) lets some
+// through; the others are counted and reported with a later line.
 package flood
 
 import (
@@ -23,12 +20,10 @@ type Config[K comparable, V any] struct {
 	// MaxKeys bounds the keys tracked at once (at least 1); while it is
 	// reached, the events of further keys are held under K's zero value.
 	MaxKeys int
-	// Report, if set, receives the held counts, with the V of the key's
-	// first event, Every after the first one was held (and on Flush).
-	// Each report takes a token of its key, and a key lets no event
-	// through while it has held ones, so that a steady flood of one key
-	// costs one line per Every. Without Report, held counts ride on the
-	// key's next event let through. Report runs outside the Gate's lock.
+	// Report, if set, receives a key's held count and its first event's V
+	// Every after the first was held (and on Flush), outside the lock; a
+	// steady flood of one key costs one line per Every. Without Report,
+	// held counts ride on the key's next event let through.
 	Report func(k K, v V, held int)
 }
 

@@ -1,11 +1,11 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -46,15 +46,15 @@ func (e *Error) Error() string { return e.Code + ": " + e.Description }
 
 // GRPCStatus is the status the audit line records.
 func (e *Error) GRPCStatus() *status.Status {
-	msg := e.cause
-	if msg == "" {
-		msg = e.Description
-	}
-	return status.New(e.grpc, msg)
+	return status.New(e.grpc, cmp.Or(e.cause, e.Description))
 }
 
 func newError(st int, code, format string, args ...any) *Error {
 	return &Error{Status: st, Code: code, Description: fmt.Sprintf(format, args...), grpc: codes.InvalidArgument}
+}
+
+func badRequest(format string, args ...any) *Error {
+	return newError(http.StatusBadRequest, errInvalidRequest, format, args...)
 }
 
 // Retry-After of an answer that the identity provider is down: its own,
@@ -64,10 +64,9 @@ const (
 	maxRetryAfter = 5 * time.Minute
 )
 
-// answers is the one mapping of the guard's refusals (by status code) and
-// broker errors to OAuth2 answers, first match wins. No IdP text reaches a
-// client; refusals keep the guard's message, the same whether a tenant
-// exists or not.
+// answers maps the guard's refusals (by status code) and broker errors to
+// OAuth2 answers, first match wins. No IdP text reaches a client; refusals
+// keep the guard's message, the same whether a tenant exists or not.
 var answers = []struct {
 	match  func(err error) bool
 	grpc   codes.Code
@@ -90,7 +89,7 @@ var answers = []struct {
 	{is(broker.ErrUnknownTenant, broker.ErrTenantRemoved), codes.NotFound, http.StatusBadRequest, errUnauthorizedClient,
 		fixed("client_id names no tenant of this broker"), nil},
 	{is(broker.ErrTooManyScopeSets, broker.ErrNewScopeSetsTooFast), codes.ResourceExhausted, http.StatusTooManyRequests, errUnavailable,
-		brokerMsg, seconds(1)},
+		error.Error, seconds(1)}, // the broker's sentinels: no IdP text
 	{is(broker.ErrClosed), codes.Unavailable, http.StatusServiceUnavailable, errUnavailable,
 		fixed("the broker is shutting down; retry, another replica will answer"), seconds(1)},
 	{is(broker.ErrTenantChanged, broker.ErrEvicted, broker.ErrShortLivedToken), codes.Unavailable, http.StatusServiceUnavailable, errUnavailable,
@@ -162,9 +161,6 @@ func upstreamPermanent(code string) func(error) bool {
 
 func guardMsg(err error) string { ge, _ := errors.AsType[*guard.Error](err); return ge.Msg }
 
-// brokerMsg is the message of one of the broker's sentinels: no IdP text.
-func brokerMsg(err error) string { return err.Error() }
-
 func fixed(s string) func(error) string { return func(error) string { return s } }
 
 func seconds(n int) func(error) time.Duration {
@@ -176,9 +172,4 @@ func idpRetryAfter(err error) time.Duration {
 		return min(ue.RetryAfter, maxRetryAfter)
 	}
 	return retryAfterIdP
-}
-
-// retryAfterHeader is d in whole seconds, rounded up.
-func retryAfterHeader(d time.Duration) string {
-	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }

@@ -36,10 +36,6 @@ const (
 	logBurst = 20
 )
 
-func newRequestLog(log *slog.Logger) *requestLog {
-	return &requestLog{log: log, limit: flood.New(flood.Config[string, struct{}]{Every: time.Second / logRate, Burst: logBurst, MaxKeys: 16})}
-}
-
 func (l *requestLog) write(ctx context.Context, e logEntry) {
 	lvl, slow := level(e)
 	if !l.log.Enabled(ctx, lvl) {

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -49,7 +50,7 @@ func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest,
 		return tr, newError(http.StatusMethodNotAllowed, errInvalidRequest, "the token endpoint takes POST only (RFC 6749 §3.2)")
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
-		return tr, newError(http.StatusBadRequest, errInvalidRequest, "Content-Type must be application/x-www-form-urlencoded")
+		return tr, badRequest("Content-Type must be application/x-www-form-urlencoded")
 	}
 	form, e := readForm(w, r, maxBody)
 	if e != nil {
@@ -58,16 +59,16 @@ func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest,
 	q := r.URL.Query()
 	for _, p := range params {
 		if len(form[p]) > 1 {
-			return tr, newError(http.StatusBadRequest, errInvalidRequest, "parameter %s is repeated; send each parameter once", p)
+			return tr, badRequest("parameter %s is repeated; send each parameter once", p)
 		}
 		if q.Has(p) {
-			return tr, newError(http.StatusBadRequest, errInvalidRequest, "parameter %s is in the URL; send parameters in the form-encoded body", p)
+			return tr, badRequest("parameter %s is in the URL; send parameters in the form-encoded body", p)
 		}
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
 	case "":
-		return tr, newError(http.StatusBadRequest, errInvalidRequest, "grant_type is missing; this endpoint serves grant_type=client_credentials")
+		return tr, badRequest("grant_type is missing; this endpoint serves grant_type=client_credentials")
 	default:
 		return tr, newError(http.StatusBadRequest, errUnsupportedGrantType, "grant_type %q is not supported; this endpoint serves client_credentials only", audit.Clip(gt, audit.MaxDeniedFieldBytes))
 	}
@@ -78,7 +79,7 @@ func parse(w http.ResponseWriter, r *http.Request, maxBody int64) (tokenRequest,
 		return tr, nil // refused, audited and charged by the guard's authentication
 	}
 	if names.ValidTenant(tr.tenant) != nil {
-		return tr, newError(http.StatusBadRequest, errInvalidRequest, "%s", clientIDRule)
+		return tr, badRequest("%s", clientIDRule)
 	}
 	return tr, tr.scope(form.Get("scope"))
 }
@@ -112,11 +113,11 @@ func readForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values
 		return nil, newError(http.StatusRequestEntityTooLarge, errInvalidRequest, "the request body is larger than %d bytes", maxBody)
 	}
 	if err != nil {
-		return nil, newError(http.StatusBadRequest, errInvalidRequest, "the request body could not be read")
+		return nil, badRequest("the request body could not be read")
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		return nil, newError(http.StatusBadRequest, errInvalidRequest, "the request body is not form-encoded (application/x-www-form-urlencoded)")
+		return nil, badRequest("the request body is not form-encoded (application/x-www-form-urlencoded)")
 	}
 	return form, nil
 }
@@ -127,12 +128,11 @@ func readForm(w http.ResponseWriter, r *http.Request, maxBody int64) (url.Values
 func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 	tr.tenant, tr.auth = form.Get("client_id"), authNone
 	secret, hasSecret := form.Get("client_secret"), form.Has("client_secret")
-	authz := r.Header.Values("Authorization")
-	switch {
+	switch authz := r.Header.Values("Authorization"); {
 	case len(authz) > 1:
-		return newError(http.StatusBadRequest, errInvalidRequest, "the Authorization header is repeated")
+		return badRequest("the Authorization header is repeated")
 	case len(authz) == 1 && hasSecret:
-		return newError(http.StatusBadRequest, errInvalidRequest, "the client authenticates twice (Authorization and client_secret); use one method (RFC 6749 §2.3)")
+		return badRequest("the client authenticates twice (Authorization and client_secret); use one method (RFC 6749 §2.3)")
 	case len(authz) == 1:
 		tr.auth = authBasic
 		id, key, raw, err := parseBasic(authz[0])
@@ -141,7 +141,7 @@ func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 			return nil
 		}
 		if tr.tenant != "" && tr.tenant != id {
-			return newError(http.StatusBadRequest, errInvalidRequest, "client_id in the form differs from the one in the Authorization header")
+			return badRequest("client_id in the form differs from the one in the Authorization header")
 		}
 		tr.tenant, secret, hasSecret = id, key, true
 		if raw != key {
@@ -150,19 +150,25 @@ func (tr *tokenRequest) authenticate(r *http.Request, form url.Values) *Error {
 	case hasSecret:
 		tr.auth = authPost
 	}
-	switch {
-	case hasSecret && secret == "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0:
-		// x/oauth2 sends an empty secret for a client that has none:
-		// the verified certificate decides.
-	case hasSecret && secret == "":
-		tr.creds = guard.Credentials{KeySent: true, KeyErr: errors.New("the client secret is empty; send an API key of this broker")}
-	case hasSecret:
-		tr.creds = guard.Credentials{KeySent: true, Key: secret}
+	if hasSecret {
+		tr.creds = secretCredentials(secret, r.TLS)
 	}
 	if tr.tenant == "" {
-		return newError(http.StatusBadRequest, errInvalidRequest, "client_id is missing; it names the tenant whose token you want")
+		return badRequest("client_id is missing; it names the tenant whose token you want")
 	}
 	return nil
+}
+
+// secretCredentials are a client secret's credentials. x/oauth2 sends an
+// empty secret for a client that has none: a verified certificate decides.
+func secretCredentials(secret string, cs *tls.ConnectionState) guard.Credentials {
+	switch {
+	case secret != "":
+		return guard.Credentials{KeySent: true, Key: secret}
+	case cs != nil && len(cs.VerifiedChains) > 0:
+		return guard.Credentials{}
+	}
+	return guard.Credentials{KeySent: true, KeyErr: errors.New("the client secret is empty; send an API key of this broker")}
 }
 
 // errBadBasic refuses an unusable Authorization header without quoting it.

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/limits"
 	"github.com/tokenbroker/tokenbroker/internal/audit"
 	"github.com/tokenbroker/tokenbroker/internal/authn"
+	"github.com/tokenbroker/tokenbroker/internal/flood"
 	"github.com/tokenbroker/tokenbroker/internal/guard"
 )
 
@@ -80,12 +83,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Broker == nil || cfg.Guard == nil {
 		return nil, errors.New("oauth: Config.Broker and Config.Guard are required")
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler))
 	l := cfg.Limits.WithDefaults()
-	s := &Server{broker: cfg.Broker, guard: cfg.Guard, log: newRequestLog(log), maxBody: int64(l.MaxMessageBytes), onResult: cfg.OnResult}
+	s := &Server{broker: cfg.Broker, guard: cfg.Guard, maxBody: int64(l.MaxMessageBytes), onResult: cfg.OnResult,
+		log: &requestLog{log: log, limit: flood.New(flood.Config[string, struct{}]{Every: time.Second / logRate, Burst: logBurst, MaxKeys: 16})}}
 	s.base, s.abort = context.WithCancelCause(context.Background())
 	if cfg.TLS != nil {
 		s.tls = http1Only(cfg.TLS)
@@ -275,7 +276,7 @@ func writeError(w http.ResponseWriter, e *Error) {
 		h.Set("Allow", http.MethodPost)
 	}
 	if e.RetryAfter > 0 {
-		h.Set("Retry-After", retryAfterHeader(e.RetryAfter))
+		h.Set("Retry-After", strconv.FormatInt(int64((e.RetryAfter+time.Second-1)/time.Second), 10)) // rounded up
 	}
 	w.WriteHeader(e.Status)
 	_ = json.NewEncoder(w).Encode(struct {

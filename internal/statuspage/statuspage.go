@@ -99,10 +99,6 @@ type Reload struct {
 // WithVersion shows the broker's version in the page header and JSON.
 func WithVersion(v string) Option { return optionFunc(func(c *config) { c.version = v }) }
 
-// WithClock sets the clock for "generated at" and relative times; tests
-// pass a fake one.
-func WithClock(clk clockwork.Clock) Option { return optionFunc(func(c *config) { c.clock = clk }) }
-
 // WithReload shows the last configuration reload's outcome, from f
 // (called once per request): in status.json always, on the page when it
 // did not succeed.
@@ -137,12 +133,7 @@ func Handler(src Source, opts ...Option) http.Handler {
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
-	if cfg.clock == nil {
-		cfg.clock = clockwork.NewRealClock()
-	}
-	if cfg.log == nil {
-		cfg.log = slog.New(slog.DiscardHandler)
-	}
+	cfg.clock, cfg.log = cmp.Or(cfg.clock, clockwork.NewRealClock()), cmp.Or(cfg.log, slog.New(slog.DiscardHandler))
 	h := &handler{src: src, cfg: cfg}
 	mux := http.NewServeMux()
 	// A GET pattern also matches HEAD; the mux answers other methods
@@ -176,9 +167,9 @@ type handler struct {
 
 // row is one tenant prepared for display.
 type row struct {
-	Name, State, StateClass, Host, LastError string
-	Expiry, NextRefresh                      timeCell
-	ScopeSets, Watches                       int
+	Tenant
+	StateClass          string
+	Expiry, NextRefresh timeCell // shown instead of Tenant's
 }
 
 // timeCell is a time shown relative to now, with the absolute time kept
@@ -267,17 +258,8 @@ func (h *handler) page(w http.ResponseWriter, r *http.Request) {
 	counts := map[string]int{}
 	for _, t := range ts {
 		counts[t.State]++
-		d.Rows = append(d.Rows, row{
-			Name:        t.Name,
-			State:       t.State,
-			StateClass:  stateClass(t.State),
-			Host:        t.Host,
-			LastError:   t.LastError,
-			Expiry:      cell(now, t.Expiry, expiresIn),
-			NextRefresh: cell(now, t.NextRefresh, refreshIn),
-			ScopeSets:   t.ScopeSets,
-			Watches:     t.Watches,
-		})
+		d.Rows = append(d.Rows, row{Tenant: t, StateClass: stateClass(t.State),
+			Expiry: cell(now, t.Expiry, expiresIn), NextRefresh: cell(now, t.NextRefresh, refreshIn)})
 	}
 	for s, n := range counts {
 		d.Summary = append(d.Summary, stateCount{State: s, Class: stateClass(s), N: n})
@@ -405,10 +387,9 @@ func human(d time.Duration) string {
 
 var urlRE = regexp.MustCompile(`(?i)\bhttps?://[^\s"'<>]+`)
 
-// cleanError makes an error fit for the page: URLs lose their user info,
-// query and fragment (a token URL may carry an API key there), control
-// characters become spaces, and the text is cut at MaxErrorLen runes.
-// html/template escapes the result.
+// cleanError makes an error fit for the page: URLs lose user info, query
+// and fragment (which may carry an API key), control characters become
+// spaces, and the text is cut at MaxErrorLen runes.
 func cleanError(s string) string {
 	if s == "" {
 		return ""
