@@ -94,7 +94,7 @@ func TestPrivateKeyJWTTenant(t *testing.T) {
 		t.Errorf("acme = %+v", a)
 	}
 	if !g.ClientKey.Equal(wantRSA) || g.KeyID != "" || g.AssertionAudience != "" || len(g.Fallbacks) != 1 ||
-		g.Fallbacks[0].Key.IsZero() || g.Fallbacks[0].ClientID != "globex-client" || g.Fallbacks[0].Source != "client_assertion_key_files "+filepath.Join(dir, "old.pem") {
+		g.Fallbacks[0].Key.IsZero() || g.Fallbacks[0].ClientID != "globex-client" || g.Fallbacks[0].Name != "client_assertion_key_files "+filepath.Join(dir, "old.pem") {
 		t.Errorf("globex = %+v", g)
 	}
 	// The key files are watched like the other secret files.

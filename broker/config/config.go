@@ -204,32 +204,12 @@ type Tenant struct {
 	RootCAs *x509.CertPool
 	// Fallbacks are a rotation's older credentials, tried in order when
 	// the IdP answers invalid_client.
-	Fallbacks []Credential
-	File      string // the tenants_dir file; "" for an entry of tenants
+	Fallbacks []upstream.Credential // Name says where each came from
+	File      string                // the tenants_dir file; "" for an entry of tenants
 	// LoadErr (Options.KeepTenantsOnFileError only) says, naming the file,
 	// why the tenant's files failed; all but Name (then maybe a guess) and
 	// File are zero, and the tenant must not be served as is.
 	LoadErr error
-}
-
-// Credential is a tenant's fallback credential: a secret, or a key whose
-// kid is its thumbprint.
-type Credential struct {
-	ClientID     string
-	ClientSecret creds.Secret
-	Key          creds.PrivateKey
-	Source       string // e.g. "client_secret_files /etc/x/old.secret"
-}
-
-// LogValue implements slog.LogValuer; the secret and key are redacted.
-func (c Credential) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("client_id", c.ClientID), slog.Any("client_secret", c.ClientSecret),
-		slog.Any("key", c.Key), slog.String("source", c.Source))
-}
-
-// Upstream is c as the IdP client's credential.
-func (c Credential) Upstream() upstream.Credential {
-	return upstream.Credential{Name: c.Source, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Key: c.Key}
 }
 
 // LogValue implements slog.LogValuer; the secret is redacted.

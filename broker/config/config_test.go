@@ -15,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker/creds"
 	"github.com/tokenbroker/tokenbroker/broker/kognic"
 	"github.com/tokenbroker/tokenbroker/broker/names"
+	"github.com/tokenbroker/tokenbroker/broker/upstream"
 )
 
 var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -462,9 +463,9 @@ func TestConfigRedactsSecrets(t *testing.T) {
 	}
 	// A rotation's fallback credential logs its source, never its secret.
 	logs.Reset()
-	fallback := config.Credential{ClientID: "old-id", ClientSecret: creds.Secret("not-real-fallback"), Source: "client_secret_files old.secret"}
+	fallback := upstream.Credential{ClientID: "old-id", ClientSecret: creds.Secret("not-real-fallback"), Name: "client_secret_files old.secret"}
 	slog.New(slog.NewJSONHandler(&logs, nil)).Info("fallback", "credential", fallback)
-	if out := logs.String(); strings.Contains(out, "not-real") || !strings.Contains(out, `"client_secret":"[REDACTED]"`) || !strings.Contains(out, `"source":"client_secret_files old.secret"`) {
+	if out := logs.String(); strings.Contains(out, "not-real") || !strings.Contains(out, `"name":"client_secret_files old.secret"`) {
 		t.Errorf("logged fallback credential: %s", out)
 	}
 }

@@ -43,7 +43,7 @@ func TestRotationLists(t *testing.T) {
 	g, k := cfg.Tenants[0], cfg.Tenants[1]
 	if g.ClientID != "gen" || g.ClientSecret.Reveal() != "secret-new" || len(g.Fallbacks) != 1 ||
 		g.Fallbacks[0].ClientID != "gen" || g.Fallbacks[0].ClientSecret.Reveal() != "secret-old" ||
-		g.Fallbacks[0].Source != "client_secret_files "+filepath.Join(dir, "old.secret") {
+		g.Fallbacks[0].Name != "client_secret_files "+filepath.Join(dir, "old.secret") {
 		t.Errorf("generic tenant = %+v", g)
 	}
 	if k.ClientID != "client-new" || k.ClientSecret.Reveal() != "secret-cnew" || len(k.Fallbacks) != 1 ||

@@ -235,14 +235,14 @@ func (p *parser) credentials(d *tenantDoc, field string, t *Tenant, ownScopes bo
 				return &tenantFileError{p.errf(pa.field, "tenant %q: %s: key \"scopes\": %w; fix the file or set scopes in the config", t.Name, pa.path, err)}
 			}
 		}
-		t.ClientID, t.ClientSecret, t.ClientKey, t.CredentialsSource = c.ClientID, c.ClientSecret, c.Key, c.Source
+		t.ClientID, t.ClientSecret, t.ClientKey, t.CredentialsSource = c.ClientID, c.ClientSecret, c.Key, c.Name
 	}
 	return nil
 }
 
 // loaded is a credential read from one file, with a Kognic file's scopes.
 type loaded struct {
-	Credential
+	upstream.Credential
 	scopes []string
 }
 
@@ -257,13 +257,13 @@ func (p *parser) credential(pa pathAt, kind, id string) (loaded, error) {
 			return loaded{}, err
 		}
 		c := f.Client()
-		return loaded{Credential{ClientID: c.ID, ClientSecret: c.Secret, Source: c.Source}, c.Scopes}, nil
+		return loaded{upstream.Credential{ClientID: c.ID, ClientSecret: c.Secret, Name: c.Source}, c.Scopes}, nil
 	case "client_assertion_key_file":
 		k, err := creds.LoadPrivateKeyFile(pa.path)
-		return loaded{Credential: Credential{ClientID: id, Key: k, Source: source}}, err
+		return loaded{Credential: upstream.Credential{ClientID: id, Key: k, Name: source}}, err
 	}
 	s, err := creds.LoadSecretFile(pa.path)
-	return loaded{Credential: Credential{ClientID: id, ClientSecret: s, Source: source}}, err
+	return loaded{Credential: upstream.Credential{ClientID: id, ClientSecret: s, Name: source}}, err
 }
 
 // credentialKeys checks that the tenant names exactly one kind of

@@ -94,11 +94,7 @@ func tenantCredentials(path, name string, log *slog.Logger) ([]upstream.Credenti
 		case t.ClientKey.IsZero():
 			return nil, fmt.Errorf("keys: tenant %q authenticates with a client secret (auth_style %s), not private_key_jwt; it has no key to register", name, t.AuthStyle)
 		}
-		cs := []upstream.Credential{{Name: t.CredentialsSource, ClientID: t.ClientID, Key: t.ClientKey, KeyID: t.KeyID}}
-		for _, f := range t.Fallbacks {
-			cs = append(cs, f.Upstream())
-		}
-		return cs, nil
+		return append([]upstream.Credential{{Name: t.CredentialsSource, ClientID: t.ClientID, Key: t.ClientKey, KeyID: t.KeyID}}, t.Fallbacks...), nil
 	}
 	return nil, fmt.Errorf("keys: no tenant %q in %s", name, path)
 }

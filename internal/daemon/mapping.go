@@ -107,10 +107,7 @@ func (u *upstreams) tenants(ts []config.Tenant) (_ []broker.Tenant, next map[str
 	out := make([]broker.Tenant, 0, len(ts))
 	next = make(map[string]fetcherOf, len(ts))
 	for _, t := range ts {
-		var fallbacks []upstream.Credential
-		for _, f := range t.Fallbacks {
-			fallbacks = append(fallbacks, f.Upstream())
-		}
+		fallbacks := t.Fallbacks
 		built, ok := u.current[t.Name]
 		if !ok || !sameUpstream(built.spec, t) {
 			hc, err := u.pools.Client(t.TokenURL, t.RootCAs)
@@ -169,7 +166,7 @@ func sameUpstream(a, b config.Tenant) bool {
 		a.ClientSecret.Equal(b.ClientSecret) && a.ClientKey.Equal(b.ClientKey) && a.KeyID == b.KeyID &&
 		a.AssertionAudience == b.AssertionAudience &&
 		a.AuthStyle.OAuth2() == b.AuthStyle.OAuth2() && a.RootCAs.Equal(b.RootCAs) &&
-		slices.EqualFunc(a.Fallbacks, b.Fallbacks, func(x, y config.Credential) bool { return x.Upstream().Equal(y.Upstream()) })
+		slices.EqualFunc(a.Fallbacks, b.Fallbacks, upstream.Credential.Equal)
 }
 
 // warnDeprecatedLimits names the limits a config sets that no longer
