@@ -184,11 +184,11 @@ func TestNodeLocalOverlay(t *testing.T) {
 			t.Errorf("%s mounts the socket directory at %+v, want %s read-write", c.Name, m, filepath.Dir(cfg.Socket.Path))
 		}
 	}
-	if !strings.Contains(strings.Join(initc.Command, " "), "chown 65532:"+cfg.Socket.Group+" "+hostDir) {
-		t.Errorf("socket-dir does not give %s to the broker's uid 65532 and the socket's group: %v", hostDir, initc.Command)
+	if !strings.Contains(strings.Join(initc.Command, " "), "chown 10010:"+cfg.Socket.Group+" "+hostDir) {
+		t.Errorf("socket-dir does not give %s to the broker's uid 10010 and the socket's group: %v", hostDir, initc.Command)
 	}
-	if pod.SecurityContext.RunAsUser == nil || *pod.SecurityContext.RunAsUser != 65532 {
-		t.Error("the broker must run as uid 65532, the owner socket-dir gives the directory")
+	if pod.SecurityContext.RunAsUser == nil || *pod.SecurityContext.RunAsUser != 10010 {
+		t.Error("the broker must run as uid 10010, the owner socket-dir gives the directory")
 	}
 
 	// Probes: the admin port, where broker.yaml's admin listener is.
