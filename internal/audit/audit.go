@@ -277,7 +277,10 @@ func (l *Logger) run() {
 		syncEach := l.syncEvery < 0
 		l.mu.Unlock()
 
-		err := l.write(l.encode(b.recs), syncEach)
+		p, err := l.encode(b.recs)
+		if err == nil {
+			err = l.write(p, syncEach)
+		}
 		b.err = err
 		if err != nil && l.onError != nil {
 			for range b.recs {
@@ -322,15 +325,17 @@ func (l *Logger) lingerLocked(idle *time.Timer) bool {
 }
 
 // encode returns the lines of recs, in a buffer reused by the next batch.
-func (l *Logger) encode(recs []Record) []byte {
+func (l *Logger) encode(recs []Record) ([]byte, error) {
 	if l.enc.buf.Cap() > maxSpare {
 		l.enc.buf = bytes.Buffer{}
 	}
 	l.enc.buf.Reset()
 	for i := range recs {
-		l.enc.add(&recs[i])
+		if err := l.enc.add(&recs[i]); err != nil {
+			return nil, fmt.Errorf("audit: encode: %w", err)
+		}
 	}
-	return l.enc.buf.Bytes()
+	return l.enc.buf.Bytes(), nil
 }
 
 // write writes one batch with a single Write call (and fsyncs it if

@@ -67,6 +67,6 @@ func BenchmarkEncode(b *testing.B) {
 	e := newEncoder()
 	for b.Loop() {
 		e.buf.Reset()
-		e.add(&benchIssue)
+		_ = e.add(&benchIssue)
 	}
 }

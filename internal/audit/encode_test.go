@@ -13,7 +13,7 @@ import (
 // line is r's audit line as Log writes it, without the newline.
 func line(t testing.TB, r Record) string {
 	e := newEncoder()
-	e.add(&r)
+	_ = e.add(&r)
 	s := e.buf.String()
 	if strings.Count(s, "\n") != 1 || !strings.HasSuffix(s, "\n") {
 		t.Fatalf("not one line: %q", s)
@@ -52,7 +52,7 @@ func object(t testing.TB, s string) ([]string, map[string]any) {
 
 // sameAsJSON checks that r's line has the fields, in the order and with
 // the values, that encoding/json gives Record (only the escaping of a
-// string may differ: slog does not escape <, > and &).
+// string may differ: the trail does not escape <, > and &).
 func sameAsJSON(t testing.TB, r Record) {
 	t.Helper()
 	if r.Time.IsZero() { // a written record always has its time
@@ -96,4 +96,18 @@ func FuzzLine(f *testing.F) {
 		sameAsJSON(t, Record{Time: time.Unix(0, nanos), Event: EventIssue, Tenant: tenant, Scopes: []string{scope, tenant},
 			Reason: reason, Version: version, Count: count, Result: ResultOK})
 	})
+}
+
+// TestUnencodableLineFailsItsCall: a time JSON cannot hold fails the
+// call (no token without its line) and writes nothing.
+func TestUnencodableLineFailsItsCall(t *testing.T) {
+	var buf strings.Builder
+	l := New(&buf)
+	err := l.Log(Record{Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Event: EventIssue, Result: ResultOK})
+	if err == nil || buf.Len() != 0 {
+		t.Fatalf("Log = %v, wrote %q; want an error and nothing written", err, buf.String())
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

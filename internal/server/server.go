@@ -77,7 +77,7 @@ const DefaultSlowCall = time.Second
 // streamWorkers is the number of goroutines that run calls (past them,
 // grpc-go starts one per call): more than the calls in flight at c=50,
 // for ~16 KiB of stack each. A stream holds its worker for its life.
-const streamWorkers = 128
+const streamWorkers = 64
 
 // abortGrace is how long Shutdown waits for calls whose contexts it
 // cancelled to return before it closes their connections.
